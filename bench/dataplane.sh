@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# B1 and B2: the data plane of one Switchboard node against nginx and HAProxy.
+#
+# One trivial backend (nginx `return 200 "ok"`) is reached four ways: directly, through nginx,
+# through HAProxy and through a one-node Switchboard cluster. Every proxy is held to one worker
+# and pinned to core 0; the load tool and the backend share core 1.
+#
+# B1 (throughput): closed-loop `wrk -t1 -c64` against each target; requests/s, the ratio of
+#   Switchboard to each reference, and the proxy's CPU time per request (utime+stime from
+#   /proc/PID/stat over the measured run, divided by the requests served).
+# B2 (added latency): open loop at half the slowest proxy's B1 rate, with `oha -q RATE
+#   --latency-correction` (or benchkit's open-loop fallback); the p50/p99/p99.9 a proxy adds over
+#   the direct call.
+set -euo pipefail
+# shellcheck source=lib/common.sh
+source "$(dirname "$0")/lib/common.sh"
+install_cleanup
+
+BASE=${BENCH_PORT_BASE:-19000}
+BACKEND_PORT=$((BASE + 80))
+NGINX_PORT=$((BASE + 81))
+HAPROXY_PORT=$((BASE + 82))
+SB_BASE=$((BASE + 100)) # node 1: data +10, api +11, peer +12
+CONTRACT="urn:bench/IEcho"
+CONNECTIONS=64
+
+B1_SECONDS=$(by_mode 3 15)
+B1_WARMUP=$(by_mode 1 5)
+B1_REPS=$(by_mode 1 3)
+B2_SECONDS=$(by_mode 4 30)
+
+# --- the systems under test --------------------------------------------------------------------
+
+start_proxies() {
+    require_free_ports "$BACKEND_PORT" "$NGINX_PORT" "$HAPROXY_PORT"
+    start_backend "$BACKEND_PORT" 1
+
+    # nginx: one worker, upstream keep-alive.
+    start_nginx proxy 0 "    upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 64; keepalive_requests 1000000; }
+    server {
+        listen 127.0.0.1:$NGINX_PORT backlog=4096;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }
+    }"
+    wait_http "http://127.0.0.1:$NGINX_PORT/" 30 "${NGINX_PID[proxy]}"
+
+    # HAProxy: one thread, connections to the backend reused.
+    local dir="$BENCH_RUN/haproxy"
+    mkdir -p "$dir"
+    cat >"$dir/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 4096
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+frontend bench
+    bind 127.0.0.1:$HAPROXY_PORT
+    default_backend backend
+backend backend
+    server s1 127.0.0.1:$BACKEND_PORT
+EOF
+    taskset -c 0 haproxy -db -f "$dir/haproxy.cfg" >"$dir/haproxy.log" 2>&1 &
+    HAPROXY_PID=$!
+    track "$HAPROXY_PID"
+    wait_http "http://127.0.0.1:$HAPROXY_PORT/" 30 "$HAPROXY_PID"
+
+    # Switchboard: a one-node cluster, one runtime worker, every thread on core 0.
+    CLUSTER_PIN=0 start_cluster "$BENCH_RUN/dataplane" "$SB_BASE" 1 --worker-threads 1
+    SB_PID=$(node_pid "$BENCH_RUN/dataplane" 1)
+    register "$(api_url "$SB_BASE" 1)" "http://127.0.0.1:$BACKEND_PORT/" "${CONTRACT%/*}" "${CONTRACT##*/}"
+    wait_routable "$(data_url "$SB_BASE" 1)" "$CONTRACT"
+}
+
+# target_url NAME / target_pids NAME: where each target listens and which processes serve it.
+target_url() {
+    case $1 in
+    direct) echo "http://127.0.0.1:$BACKEND_PORT/" ;;
+    nginx) echo "http://127.0.0.1:$NGINX_PORT/" ;;
+    haproxy) echo "http://127.0.0.1:$HAPROXY_PORT/" ;;
+    switchboard) echo "$(data_url "$SB_BASE" 1)/" ;;
+    esac
+}
+target_pids() {
+    case $1 in
+    direct) nginx_pids backend ;;
+    nginx) nginx_pids proxy ;;
+    haproxy) echo "$HAPROXY_PID" ;;
+    switchboard) echo "$SB_PID" ;;
+    esac
+}
+
+TARGETS=(direct nginx haproxy switchboard)
+
+# --- B1 ----------------------------------------------------------------------------------------
+
+# wrk_once URL SECONDS: runs wrk on core 1 and prints "requests requests_per_s non2xx socket_errors".
+wrk_once() {
+    local out
+    out=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${2}s" -H "X-Switchboard-Contract: $CONTRACT" "$1")
+    awk '
+        / requests in / { requests = $1 }
+        /^Requests\/sec:/ { rate = $2 }
+        /Non-2xx or 3xx responses:/ { bad = $5 }
+        /Socket errors:/ { gsub(",", ""); errors = $4 + $6 + $8 + $10 }
+        END { printf "%d %s %d %d\n", requests, rate, bad + 0, errors + 0 }
+    ' <<<"$out"
+}
+
+# b1_cell TARGET REP: a warm-up, then one measured wrk run with the target's CPU time around it.
+b1_cell() {
+    local target=$1 rep=$2 url pids before after started ended result requests rate bad errors
+    url=$(target_url "$target")
+    read -r -a pids <<<"$(target_pids "$target")"
+    wrk_once "$url" "$B1_WARMUP" >/dev/null
+    before=$(cpu_ticks "${pids[@]}")
+    started=$(date +%s.%N)
+    result=$(wrk_once "$url" "$B1_SECONDS")
+    ended=$(date +%s.%N)
+    after=$(cpu_ticks "${pids[@]}")
+    read -r requests rate bad errors <<<"$result"
+    ((requests > 0)) || die "B1: no request succeeded against $target ($url)"
+    ((bad + errors <= requests / 100)) || die "B1: $target answered $bad non-2xx and $errors socket errors of $requests"
+    log "B1 $target rep $rep: $rate req/s, cpu ticks $((after - before))"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$rep" "$requests" "$rate" "$bad" "$errors" \
+        "$((after - before))" "$CLK_TCK" "$(awk "BEGIN { print $ended - $started }")"
+}
+
+run_b1() {
+    local rep target cells="$BENCH_RUN/b1-cells.tsv"
+    : >"$cells"
+    # Interleave targets within each repetition so slow drift in the machine hits all alike.
+    for rep in $(seq "$B1_REPS"); do
+        for target in "${TARGETS[@]}"; do b1_cell "$target" "$rep" >>"$cells"; done
+    done
+    python3 "$BENCH_ROOT/lib/stats.py" b1 "$cells" --connections "$CONNECTIONS" \
+        --seconds "$B1_SECONDS" --reps "$B1_REPS" >"$BENCH_OUT/b1.json"
+}
+
+# --- B2 ----------------------------------------------------------------------------------------
+
+# latency_once URL RATE SECONDS: open-loop latency summary as JSON (oha, or benchkit's fallback).
+latency_once() {
+    local url=$1 rate=$2 seconds=$3
+    if [[ -n "${BENCH_OHA:-}" ]]; then
+        taskset -c 1 "$BENCH_OHA" --no-tui --output-format json --worker-threads 1 -c "$CONNECTIONS" -q "$rate" \
+            --latency-correction -z "${seconds}s" -H "X-Switchboard-Contract: $CONTRACT" "$url" |
+            python3 "$BENCH_ROOT/lib/stats.py" oha - --rate "$rate"
+    else
+        taskset -c 1 "$BENCH_KIT" openloop --url "$url" --rate "$rate" --seconds "$seconds" \
+            --header "X-Switchboard-Contract: $CONTRACT"
+    fi
+}
+
+run_b2() {
+    local rate target runs="$BENCH_RUN/b2-runs.jsonl"
+    rate=$(json_get "$BENCH_OUT/b1.json" 'int(j["b2_rate"])')
+    ((rate > 0)) || die "B2: no usable rate from B1"
+    : >"$runs"
+    for target in "${TARGETS[@]}"; do
+        log "B2 $target at $rate req/s for ${B2_SECONDS}s"
+        latency_once "$(target_url "$target")" "$rate" "$B2_SECONDS" |
+            python3 -c 'import json,sys; j=json.load(sys.stdin); j["target"]=sys.argv[1]; print(json.dumps(j))' "$target" >>"$runs"
+    done
+    python3 "$BENCH_ROOT/lib/stats.py" b2 "$runs" --rate "$rate" --seconds "$B2_SECONDS" \
+        --tool "$([[ -n "${BENCH_OHA:-}" ]] && echo oha || echo benchkit-openloop)" >"$BENCH_OUT/b2.json"
+}
+
+start_proxies
+run_b1
+run_b2
+log "B1/B2 done"

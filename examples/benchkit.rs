@@ -1,0 +1,658 @@
+//! Load and measurement helpers for the benchmark suite (`bench/run.sh`). Each subcommand runs a
+//! bounded scenario against running `switchboard serve` processes and prints one JSON line.
+//!
+//! - `fill`: register exactly `--count` unique registrations of about 200 bytes (B6, B7).
+//! - `propagation`: register one at a time and time how long until every node routes it (B5).
+//! - `failover`: keep writing and routing through the followers, SIGKILL the leader, and time
+//!   how long writes stay unavailable (B4, one trial).
+//! - `compact`: write until every node has a snapshot covering the log as it was at the start,
+//!   so data directories can be measured right after compaction (B6).
+//! - `openloop`: a fixed-rate, coordinated-omission-corrected latency probe; the fallback for B2
+//!   when `oha` cannot be installed.
+//!
+//! Every loop is bounded both in count and in time.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::OnceLock;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Parser;
+use clap::Subcommand;
+use serde_json::Value;
+use serde_json::json;
+
+#[derive(Debug, Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Fill(FillArgs),
+    Propagation(PropagationArgs),
+    Failover(FailoverArgs),
+    Compact(CompactArgs),
+    Openloop(OpenloopArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let report = match Cli::parse().command {
+        Command::Fill(args) => fill(args).await?,
+        Command::Propagation(args) => propagation(args).await?,
+        Command::Failover(args) => failover(args).await?,
+        Command::Compact(args) => compact(args).await?,
+        Command::Openloop(args) => openloop(args).await?,
+    };
+    println!("{report}");
+    Ok(())
+}
+
+fn client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder().timeout(timeout).no_proxy().pool_max_idle_per_host(1024).build()?)
+}
+
+/// Milliseconds as a float, for reports.
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Nearest-rank quantile of sorted values (`q` in 0..=1); `None` when empty.
+fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((sorted.len() as f64) * q).ceil().max(1.0) as usize;
+    Some(sorted[rank.min(sorted.len()) - 1])
+}
+
+fn sorted(mut values: Vec<f64>) -> Vec<f64> {
+    values.sort_by(f64::total_cmp);
+    values
+}
+
+fn registration(address: String, namespace: &str, name: &str) -> Value {
+    json!({"address": address, "contract_name": name, "contract_namespace": namespace})
+}
+
+// ---------------------------------------------------------------------------------------------
+// fill
+
+#[derive(Debug, clap::Args)]
+struct FillArgs {
+    /// Control API base URLs, comma-separated; clients are spread over them.
+    #[arg(long, value_delimiter = ',', required = true)]
+    targets: Vec<String>,
+    /// How many registrations to make.
+    #[arg(long)]
+    count: u64,
+    #[arg(long, default_value_t = 64)]
+    clients: u64,
+    /// Stop after this long even if `--count` is not reached.
+    #[arg(long, default_value_t = 300)]
+    max_seconds: u64,
+    /// Distinguishes runs so addresses never repeat.
+    #[arg(long, default_value = "fill")]
+    tag: String,
+}
+
+/// A registration body of about 200 bytes: address, contract and a little metadata.
+fn fill_body(tag: &str, i: u64) -> Value {
+    json!({
+        "address": format!("http://svc-{tag}-{i:08}.bench.invalid:8080/services/orders"),
+        "contract_name": format!("IOrders{}", i % 100),
+        "contract_namespace": "urn:bench:fill",
+        "metadata": {"zone": format!("zone-{}", i % 3), "version": "1.4.2", "owner": "bench-team"},
+    })
+}
+
+async fn fill(args: FillArgs) -> anyhow::Result<Value> {
+    anyhow::ensure!(!args.targets.is_empty(), "--targets is required");
+    let http = client(Duration::from_secs(10))?;
+    let next = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for c in 0..args.clients {
+        let (http, next, tag) = (http.clone(), next.clone(), args.tag.clone());
+        let url = format!("{}/v1/registrations", args.targets[c as usize % args.targets.len()]);
+        let count = args.count;
+        workers.push(tokio::spawn(async move {
+            let (mut ok, mut errors, mut bytes, mut tried) = (0u64, 0u64, 0u64, 0u64);
+            while Instant::now() < deadline {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    break;
+                }
+                let body = fill_body(&tag, i).to_string();
+                bytes += body.len() as u64;
+                tried += 1;
+                // Retry one index a few times so the count is exact despite transient errors.
+                let mut done = false;
+                for _ in 0..5 {
+                    let sent = http.post(&url).header("content-type", "application/json").body(body.clone()).send();
+                    match sent.await {
+                        Ok(r) if r.status().is_success() => {
+                            done = true;
+                            break;
+                        }
+                        _ => errors += 1,
+                    }
+                }
+                ok += u64::from(done);
+            }
+            (ok, errors, bytes, tried)
+        }));
+    }
+    let (mut ok, mut errors, mut bytes, mut tried) = (0, 0, 0, 0);
+    for worker in workers {
+        let (o, e, b, t) = worker.await?;
+        ok += o;
+        errors += e;
+        bytes += b;
+        tried += t;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(json!({
+        "count": args.count, "ok": ok, "errors": errors, "seconds": seconds,
+        "per_second": ok as f64 / seconds,
+        "payload_bytes_avg": bytes as f64 / tried.max(1) as f64,
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// propagation
+
+#[derive(Debug, clap::Args)]
+struct PropagationArgs {
+    /// Control API base URLs of the nodes (registrations rotate over them).
+    #[arg(long, value_delimiter = ',', required = true)]
+    apis: Vec<String>,
+    /// Data-plane base URLs of all nodes (each is polled until it routes the new contract).
+    #[arg(long, value_delimiter = ',', required = true)]
+    datas: Vec<String>,
+    /// Address registered for every test contract: a backend that answers 2xx.
+    #[arg(long)]
+    backend: String,
+    #[arg(long, default_value_t = 1000)]
+    count: u64,
+    /// Pause between registrations.
+    #[arg(long, default_value_t = 10)]
+    gap_ms: u64,
+    /// Give up on one registration after this long.
+    #[arg(long, default_value_t = 5000)]
+    timeout_ms: u64,
+    /// Stop after this long even if `--count` is not reached.
+    #[arg(long, default_value_t = 300)]
+    max_seconds: u64,
+    #[arg(long, default_value = "prop")]
+    tag: String,
+}
+
+/// Polls `data` with the contract header until it answers 2xx; the time from `since` to that
+/// answer, or `None` after `limit`.
+async fn until_routable(
+    http: reqwest::Client,
+    data: String,
+    contract: String,
+    since: Instant,
+    limit: Duration,
+) -> Option<Duration> {
+    while since.elapsed() < limit {
+        let answer = http.get(format!("{data}/probe")).header("x-switchboard-contract", &contract).send().await;
+        if answer.is_ok_and(|r| r.status().is_success()) {
+            return Some(since.elapsed());
+        }
+        tokio::task::yield_now().await;
+    }
+    None
+}
+
+async fn propagation(args: PropagationArgs) -> anyhow::Result<Value> {
+    let http = client(Duration::from_secs(5))?;
+    let namespace = format!("urn:bench:prop:{}", args.tag);
+    let limit = Duration::from_millis(args.timeout_ms);
+    let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
+    let (mut all, mut register_ms) = (Vec::new(), Vec::new());
+    let (mut timeouts, mut errors) = (0u64, 0u64);
+    let mut per_node: Vec<Vec<f64>> = vec![Vec::new(); args.datas.len()];
+    for i in 0..args.count {
+        if Instant::now() > deadline {
+            break;
+        }
+        let name = format!("IProp{i}");
+        let api = &args.apis[i as usize % args.apis.len()];
+        let sent = Instant::now();
+        let answer = http
+            .post(format!("{api}/v1/registrations"))
+            .json(&registration(args.backend.clone(), &namespace, &name))
+            .send()
+            .await;
+        if !answer.is_ok_and(|r| r.status().is_success()) {
+            errors += 1;
+            continue;
+        }
+        let acked = Instant::now();
+        register_ms.push(ms(acked - sent));
+        let contract = format!("{namespace}/{name}");
+        let polls = args
+            .datas
+            .iter()
+            .map(|d| tokio::spawn(until_routable(http.clone(), d.clone(), contract.clone(), acked, limit)))
+            .collect::<Vec<_>>();
+        let mut slowest = Some(Duration::ZERO);
+        for (n, poll) in polls.into_iter().enumerate() {
+            let took = poll.await?;
+            if let Some(t) = took {
+                per_node[n].push(ms(t));
+            }
+            slowest = slowest.zip(took).map(|(a, b)| a.max(b));
+        }
+        match slowest {
+            Some(t) => all.push(ms(t)),
+            None => timeouts += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(args.gap_ms)).await;
+    }
+    let all = sorted(all);
+    let register_ms = sorted(register_ms);
+    let nodes = per_node
+        .into_iter()
+        .map(sorted)
+        .map(|v| json!({"p50_ms": quantile(&v, 0.5), "p99_ms": quantile(&v, 0.99)}))
+        .collect::<Vec<_>>();
+    Ok(json!({
+        "count": args.count, "measured": all.len(), "timeouts": timeouts, "errors": errors,
+        "p50_ms": quantile(&all, 0.5), "p99_ms": quantile(&all, 0.99), "max_ms": quantile(&all, 1.0),
+        "register_p50_ms": quantile(&register_ms, 0.5), "per_node": nodes,
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// failover
+
+#[derive(Debug, clap::Args)]
+struct FailoverArgs {
+    /// One node as `id,api_url,data_url,pid`; repeat for every node.
+    #[arg(long = "node", required = true)]
+    nodes: Vec<String>,
+    /// Contract key routed by the data-plane load (registered beforehand, served by a backend).
+    #[arg(long)]
+    contract: String,
+    /// A new write is sent every this many ms, each to a random surviving node.
+    #[arg(long, default_value_t = 5)]
+    write_every_ms: u64,
+    /// Routed requests per second, spread over the surviving nodes.
+    #[arg(long, default_value_t = 500)]
+    data_rate: u64,
+    /// Load time before the kill.
+    #[arg(long, default_value_t = 1000)]
+    before_ms: u64,
+    /// Load time after the first acknowledged write that followed the kill.
+    #[arg(long, default_value_t = 1000)]
+    after_ms: u64,
+    /// Stop waiting for a write to succeed after the kill after this long.
+    #[arg(long, default_value_t = 10_000)]
+    max_ms: u64,
+    /// Client timeout of one write or routed request.
+    #[arg(long, default_value_t = 3000)]
+    timeout_ms: u64,
+    #[arg(long, default_value = "failover")]
+    tag: String,
+}
+
+#[derive(Debug, Clone)]
+struct Node {
+    id: u64,
+    api: String,
+    data: String,
+    pid: u32,
+}
+
+fn parse_node(spec: &str) -> anyhow::Result<Node> {
+    let parts = spec.split(',').collect::<Vec<_>>();
+    anyhow::ensure!(parts.len() == 4, "--node wants id,api_url,data_url,pid, got {spec}");
+    Ok(Node { id: parts[0].parse()?, api: parts[1].into(), data: parts[2].into(), pid: parts[3].parse()? })
+}
+
+/// The node that reports itself leader, asking every node, for up to 10 s.
+async fn find_leader(http: &reqwest::Client, nodes: &[Node]) -> anyhow::Result<Node> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        for node in nodes {
+            let view = http.get(format!("{}/v1/cluster", node.api)).send().await;
+            let Ok(view) = view else { continue };
+            let Ok(view) = view.json::<Value>().await else { continue };
+            if view["role"] == "leader" {
+                return Ok(node.clone());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("no node reported itself leader within 10 s")
+}
+
+/// Timestamps shared between the load tasks and the trial driver.
+#[derive(Debug, Default)]
+struct Clock {
+    /// Just before the kill was sent.
+    kill_at: OnceLock<Instant>,
+    /// Just after the kill returned; writes sent later count as "after the kill".
+    killed: OnceLock<Instant>,
+    /// Earliest acknowledgement of a write sent after the kill.
+    first_ack: Mutex<Option<Instant>>,
+    stop: AtomicBool,
+}
+
+struct WriteOutcome {
+    address: String,
+    ok: bool,
+}
+
+struct RouteOutcome {
+    at: Instant,
+    ok: bool,
+}
+
+async fn one_write(http: reqwest::Client, url: String, body: Value, clock: Arc<Clock>) -> WriteOutcome {
+    let address = body["address"].as_str().unwrap_or_default().to_string();
+    let sent = Instant::now();
+    let ok = http.post(url).json(&body).send().await.is_ok_and(|r| r.status().is_success());
+    if ok && clock.killed.get().is_some_and(|k| sent >= *k) {
+        let now = Instant::now();
+        let mut first = clock.first_ack.lock().unwrap();
+        *first = Some(first.map_or(now, |f| f.min(now)));
+    }
+    WriteOutcome { address, ok }
+}
+
+async fn one_route(http: reqwest::Client, url: String, contract: String) -> RouteOutcome {
+    let ok =
+        http.get(url).header("x-switchboard-contract", contract).send().await.is_ok_and(|r| r.status().is_success());
+    RouteOutcome { at: Instant::now(), ok }
+}
+
+/// Sends writes every `every` to random survivors until told to stop.
+async fn writer(
+    http: reqwest::Client,
+    survivors: Vec<Node>,
+    every: Duration,
+    namespace: String,
+    clock: Arc<Clock>,
+) -> Vec<tokio::task::JoinHandle<WriteOutcome>> {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tasks = Vec::new();
+    // Bounded: `stop` is set by the driver no later than `max_ms` after the kill.
+    for seq in 0..1_000_000u64 {
+        ticks.tick().await;
+        if clock.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let node = &survivors[fastrand::usize(..survivors.len())];
+        let body = registration(format!("http://w{seq}.failover.invalid/"), &namespace, "IWrite");
+        let url = format!("{}/v1/registrations", node.api);
+        tasks.push(tokio::spawn(one_write(http.clone(), url, body, clock.clone())));
+    }
+    tasks
+}
+
+/// Sends routed requests at `rate` per second over the survivors until told to stop.
+async fn router_load(
+    http: reqwest::Client,
+    survivors: Vec<Node>,
+    rate: u64,
+    contract: String,
+    clock: Arc<Clock>,
+) -> Vec<tokio::task::JoinHandle<RouteOutcome>> {
+    const TICK_MS: u64 = 10;
+    let per_tick = (rate * TICK_MS).div_ceil(1000).max(1);
+    let mut ticks = tokio::time::interval(Duration::from_millis(TICK_MS));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tasks = Vec::new();
+    let mut n = 0usize;
+    for _ in 0..100_000u64 {
+        ticks.tick().await;
+        if clock.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        for _ in 0..per_tick {
+            n += 1;
+            let url = format!("{}/failover-probe", survivors[n % survivors.len()].data);
+            tasks.push(tokio::spawn(one_route(http.clone(), url, contract.clone())));
+        }
+    }
+    tasks
+}
+
+/// Polls the survivors until one of them says it leads; the time since `since`.
+async fn new_leader_after(
+    http: reqwest::Client,
+    survivors: Vec<Node>,
+    since: Instant,
+    clock: Arc<Clock>,
+) -> Option<f64> {
+    while !clock.stop.load(Ordering::Relaxed) {
+        for node in &survivors {
+            let view = http.get(format!("{}/v1/cluster", node.api)).send().await;
+            if let Ok(view) = view
+                && let Ok(view) = view.json::<Value>().await
+                && view["role"] == "leader"
+            {
+                return Some(ms(since.elapsed()));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    None
+}
+
+/// Addresses registered under `namespace`/IWrite as a survivor sees them after a linearizable read.
+async fn registered_addresses(
+    http: &reqwest::Client,
+    survivor: &Node,
+    namespace: &str,
+) -> anyhow::Result<HashSet<String>> {
+    let url = format!("{}/v1/registrations", survivor.api);
+    let query = [("contract_namespace", namespace), ("contract_name", "IWrite"), ("consistency", "linearizable")];
+    let mut last_error = None;
+    for _ in 0..20 {
+        match http.get(&url).query(&query).send().await {
+            Ok(r) if r.status().is_success() => {
+                let list = r.json::<Value>().await?;
+                let items = list["registrations"].as_array().context("no registrations array")?;
+                return Ok(items.iter().filter_map(|r| r["address"].as_str().map(str::to_string)).collect());
+            }
+            Ok(r) => last_error = Some(anyhow::anyhow!("status {}", r.status())),
+            Err(e) => last_error = Some(e.into()),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Err(last_error.unwrap_or_else(|| anyhow::anyhow!("no answer")))
+}
+
+async fn failover(args: FailoverArgs) -> anyhow::Result<Value> {
+    let nodes = args.nodes.iter().map(|s| parse_node(s)).collect::<anyhow::Result<Vec<_>>>()?;
+    let http = client(Duration::from_millis(args.timeout_ms))?;
+    let leader = find_leader(&http, &nodes).await?;
+    let survivors = nodes.iter().filter(|n| n.id != leader.id).cloned().collect::<Vec<_>>();
+    anyhow::ensure!(!survivors.is_empty(), "nothing survives the leader");
+    let namespace = format!("urn:bench:failover:{}", args.tag);
+    let clock = Arc::new(Clock::default());
+
+    let writes = tokio::spawn(writer(
+        http.clone(),
+        survivors.clone(),
+        Duration::from_millis(args.write_every_ms),
+        namespace.clone(),
+        clock.clone(),
+    ));
+    let routes =
+        tokio::spawn(router_load(http.clone(), survivors.clone(), args.data_rate, args.contract, clock.clone()));
+    tokio::time::sleep(Duration::from_millis(args.before_ms)).await;
+
+    // The kill: timestamps on both sides of it, so neither side flatters the result.
+    let kill_at = Instant::now();
+    clock.kill_at.set(kill_at).ok();
+    let status = tokio::process::Command::new("kill").args(["-KILL", &leader.pid.to_string()]).status().await?;
+    clock.killed.set(Instant::now()).ok();
+    anyhow::ensure!(status.success(), "kill -KILL {} failed", leader.pid);
+    let elected = tokio::spawn(new_leader_after(http.clone(), survivors.clone(), kill_at, clock.clone()));
+
+    // Wait for the first acknowledged write sent after the kill, then keep the load a little longer.
+    let give_up = kill_at + Duration::from_millis(args.max_ms);
+    let first_ack = loop {
+        let first = *clock.first_ack.lock().unwrap();
+        if first.is_some() || Instant::now() > give_up {
+            break first;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(args.after_ms)).await;
+    clock.stop.store(true, Ordering::Relaxed);
+
+    let (mut writes_ok, mut writes_failed, mut acked) = (0u64, 0u64, Vec::new());
+    for task in writes.await? {
+        let outcome = task.await?;
+        if outcome.ok {
+            writes_ok += 1;
+            acked.push(outcome.address);
+        } else {
+            writes_failed += 1;
+        }
+    }
+    let (mut routed_ok, mut routed_failed, mut failed_at) = (0u64, 0u64, Vec::new());
+    for task in routes.await? {
+        let outcome = task.await?;
+        if outcome.ok {
+            routed_ok += 1;
+        } else {
+            routed_failed += 1;
+            failed_at.push(outcome.at);
+        }
+    }
+    let new_leader_ms = elected.await?;
+    let present = registered_addresses(&http, &survivors[0], &namespace).await?;
+    let lost = acked.iter().filter(|a| !present.contains(*a)).count();
+    let window = match (failed_at.iter().min(), failed_at.iter().max()) {
+        (Some(a), Some(b)) => ms(*b - *a),
+        _ => 0.0,
+    };
+    Ok(json!({
+        "killed_node": leader.id,
+        "unavailability_ms": first_ack.map(|t| ms(t - kill_at)),
+        "new_leader_ms": new_leader_ms,
+        "writes_ok": writes_ok, "writes_failed": writes_failed, "acked_lost": lost,
+        "routed_ok": routed_ok, "routed_failed": routed_failed, "routed_failure_window_ms": window,
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// compact
+
+#[derive(Debug, clap::Args)]
+struct CompactArgs {
+    /// Control API base URLs of every node; writes go to the first.
+    #[arg(long, value_delimiter = ',', required = true)]
+    apis: Vec<String>,
+    #[arg(long, default_value_t = 20_000)]
+    max_writes: u64,
+    #[arg(long, default_value_t = 120)]
+    max_seconds: u64,
+}
+
+async fn cluster_views(http: &reqwest::Client, apis: &[String]) -> anyhow::Result<Vec<Value>> {
+    let mut views = Vec::new();
+    for api in apis {
+        views.push(http.get(format!("{api}/v1/cluster")).send().await?.error_for_status()?.json::<Value>().await?);
+    }
+    Ok(views)
+}
+
+/// Re-registers one fixed registration (one log entry each, no new state) until every node's
+/// snapshot index reaches the highest log index seen at the start.
+async fn compact(args: CompactArgs) -> anyhow::Result<Value> {
+    let http = client(Duration::from_secs(10))?;
+    let start = cluster_views(&http, &args.apis).await?;
+    let target = start.iter().filter_map(|v| v["last_log_index"].as_u64()).max().context("no log index")?;
+    let body = registration("http://compaction-tick.bench.invalid/".into(), "urn:bench:compact", "ITick");
+    let url = format!("{}/v1/registrations", args.apis[0]);
+    let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
+    let mut writes = 0;
+    let covered = |views: &[Value]| views.iter().all(|v| v["snapshot_index"].as_u64().is_some_and(|i| i >= target));
+    let mut views = start;
+    while !covered(&views) {
+        anyhow::ensure!(writes < args.max_writes && Instant::now() < deadline, "no snapshot after {writes} writes");
+        for _ in 0..20 {
+            http.post(&url).json(&body).send().await?.error_for_status()?;
+            writes += 1;
+        }
+        views = cluster_views(&http, &args.apis).await?;
+    }
+    Ok(json!({"target_index": target, "writes": writes, "views": views}))
+}
+
+// ---------------------------------------------------------------------------------------------
+// openloop
+
+#[derive(Debug, clap::Args)]
+struct OpenloopArgs {
+    #[arg(long)]
+    url: String,
+    /// Requests per second, sent on schedule whatever the answers do.
+    #[arg(long)]
+    rate: u64,
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Extra request header `name: value` (repeatable).
+    #[arg(long = "header")]
+    headers: Vec<String>,
+}
+
+/// Each request's latency is measured from the moment the schedule said to send it, so a stall
+/// of the server counts against every request it delays (no coordinated omission).
+async fn openloop(args: OpenloopArgs) -> anyhow::Result<Value> {
+    let http = client(Duration::from_secs(5))?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    for h in &args.headers {
+        let (name, value) = h.split_once(':').context("--header wants `name: value`")?;
+        headers.insert(reqwest::header::HeaderName::from_bytes(name.trim().as_bytes())?, value.trim().parse()?);
+    }
+    let total = args.rate * args.seconds;
+    let period = Duration::from_secs_f64(1.0 / args.rate as f64);
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let due = started + period.mul_f64(i as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let request = http.get(&args.url).headers(headers.clone());
+        tasks.push(tokio::spawn(async move {
+            let ok = request.send().await.is_ok_and(|r| r.status().is_success());
+            (ok, ms(due.elapsed()))
+        }));
+    }
+    let (mut latencies, mut errors) = (Vec::new(), 0u64);
+    for task in tasks {
+        let (ok, took) = task.await?;
+        if ok {
+            latencies.push(took);
+        } else {
+            errors += 1;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let latencies = sorted(latencies);
+    Ok(json!({
+        "rate": args.rate, "ok": latencies.len(), "errors": errors, "seconds": seconds,
+        "p50_ms": quantile(&latencies, 0.5), "p99_ms": quantile(&latencies, 0.99),
+        "p999_ms": quantile(&latencies, 0.999), "max_ms": quantile(&latencies, 1.0),
+    }))
+}

@@ -1,0 +1,572 @@
+#!/usr/bin/env python3
+"""Failover scenarios against the compose cluster (docker-compose.yml), one per invocation.
+
+    python3 scripts/failover/harness.py SCENARIO      (or: bash scripts/failover/SCENARIO.sh)
+
+Each scenario starts a fresh cluster (its own compose project, networks and volumes), starts the
+workload (workload.py) through the load balancer, injects its fault, heals it, waits until the three
+nodes agree, stops the workload, runs the checker (check.py) and deletes everything it created,
+whatever happened. Results go to target/failover/SCENARIO/: history.jsonl, events.jsonl,
+final-state.json, result.json, harness.log and the containers' logs.
+
+The harness talks to the nodes over the compose networks (container addresses), never through
+published ports: a paused container's published port still accepts connections.
+
+Every wait polls with a deadline; the only fixed waits are the fault durations themselves.
+Needs: docker, a compose tool (docker compose v2 or docker-compose 1.29), python3, and for the
+peer-cut scenario nsenter and iptables on the host (root). Images must exist (scripts/images.sh).
+"""
+
+import json
+import os
+import random
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+sys.dont_write_bytecode = True  # keep the source tree clean
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import check  # noqa: E402
+import workload as workload_mod  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+CLUSTER_SH = REPO / "scripts" / "cluster.sh"
+NODES = (1, 2, 3)
+PEER_PORT = 8082
+
+# Bounds of the phases of a scenario (seconds).
+UP_DEADLINE = 120
+WARMUP_SECONDS = 2
+WARMUP_DEADLINE = 30
+LEADER_DEADLINE = 20
+HEAL_DEADLINE = 60
+CONVERGE_DEADLINE = 45
+POST_HEAL_SECONDS = 3
+PARTITION_SECONDS = 8
+WORKLOAD_MAX_SECONDS = 300
+
+
+class ScenarioError(Exception):
+    """The scenario could not proceed (a wait ran out, a command failed)."""
+
+
+class Cluster:
+    """One compose project: its containers, faults on them, and probes over its networks."""
+
+    def __init__(self, results):
+        self.results = results
+        self.project = os.environ.get("SWITCHBOARD_FAILOVER_PROJECT", "sbfailover")
+        self.front = os.environ.get("SWITCHBOARD_FAILOVER_NET_FRONT", "172.29.20")
+        self.peer = os.environ.get("SWITCHBOARD_FAILOVER_NET_PEER", "172.29.21")
+        self.env = dict(os.environ)
+        self.env.update({
+            "SWITCHBOARD_PROJECT": self.project,
+            "SWITCHBOARD_NET_FRONT": self.front,
+            "SWITCHBOARD_NET_PEER": self.peer,
+            # Publish the load balancer on free loopback ports only; the harness does not use them.
+            "SWITCHBOARD_LB_BIND": "127.0.0.1",
+            "SWITCHBOARD_LB_DATA_PORT": "",
+            "SWITCHBOARD_LB_API_PORT": "",
+            # The harness restarts nodes itself.
+            "SWITCHBOARD_RESTART": "no",
+            "SWITCHBOARD_CLUSTER_SECRET": secrets.token_hex(24),
+            "RUST_LOG": os.environ.get("RUST_LOG", "info,openraft=warn"),
+        })
+        self.log = open(results / "harness.log", "a", encoding="utf-8")
+        self.events = open(results / "events.jsonl", "a", encoding="utf-8")
+        self.undo = []  # (description, callable): faults to lift before tearing down
+        self.networks = {}
+        self.started = time.time()
+
+    # === bookkeeping ===
+
+    def say(self, message):
+        line = f"[{time.time() - self.started:7.2f}s] {message}"
+        print(line, flush=True)
+        self.log.write(line + "\n")
+        self.log.flush()
+
+    def event(self, event, detail=""):
+        entry = {"t": round(time.time(), 6), "event": event, "detail": detail}
+        self.events.write(json.dumps(entry) + "\n")
+        self.events.flush()
+        self.say(f"{event}: {detail}" if detail else event)
+
+    # === commands ===
+
+    def run(self, args, timeout=120, check_rc=True, capture=False):
+        self.log.write(f"$ {' '.join(args)}\n")
+        self.log.flush()
+        try:
+            done = subprocess.run(args, env=self.env, timeout=timeout, text=True,
+                                  stdout=subprocess.PIPE if capture else self.log, stderr=self.log)
+        except subprocess.TimeoutExpired:
+            raise ScenarioError(f"{' '.join(args[:4])} ... did not finish within {timeout} s")
+        if check_rc and done.returncode != 0:
+            raise ScenarioError(f"{' '.join(args)} failed with status {done.returncode} (see harness.log)")
+        return done.stdout.strip() if capture else done.returncode
+
+    def compose(self, *args, timeout=120, check_rc=True, capture=False):
+        return self.run(["bash", str(CLUSTER_SH), "compose", *args], timeout, check_rc, capture)
+
+    def container(self, node):
+        """The node's container id (docker's own filter on compose's labels: fast, v1 and v2 alike)."""
+        cid = self.run(["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={self.project}",
+                        "--filter", f"label=com.docker.compose.service=node{node}"], capture=True)
+        if not cid:
+            raise ScenarioError(f"node{node} has no container")
+        return cid.splitlines()[0]
+
+    def pid(self, node):
+        pid = int(self.run(["docker", "inspect", "-f", "{{.State.Pid}}", self.container(node)], capture=True))
+        if pid <= 0:
+            raise ScenarioError(f"node{node} is not running")
+        return pid
+
+    def network(self, name):
+        if name not in self.networks:
+            found = self.run(["docker", "network", "ls", "-q", "--filter", f"label=com.docker.compose.project={self.project}",
+                              "--filter", f"label=com.docker.compose.network={name}"], capture=True)
+            if not found:
+                raise ScenarioError(f"network {name} of {self.project} not found")
+            self.networks[name] = found.splitlines()[0]
+        return self.networks[name]
+
+    # === probes (over the compose networks) ===
+
+    def api(self, node):
+        return f"http://{self.front}.1{node}:8081"
+
+    @property
+    def lb(self):
+        return f"{self.front}.2"
+
+    @property
+    def token(self):
+        """The operators' API token scripts/cluster.sh made for this cluster (read after `up`)."""
+        path = REPO / "target" / "docker" / f"secrets-{self.peer}" / "ops-token"
+        return path.read_text().strip()
+
+    def get_json(self, url, timeout=1.0):
+        try:
+            request = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.token}"})
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return json.loads(response.read())
+        except (OSError, ValueError, urllib.error.URLError):
+            return None
+
+    def ready(self, node):
+        try:
+            with urllib.request.urlopen(f"{self.api(node)}/health/ready", timeout=1.0) as response:
+                return response.status == 200
+        except (OSError, urllib.error.URLError):
+            return False
+
+    def view(self, node):
+        return self.get_json(f"{self.api(node)}/v1/cluster")
+
+    def wait(self, what, predicate, deadline, every=0.1):
+        """Polls predicate() until it returns something truthy; fails after deadline seconds."""
+        until = time.time() + deadline
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if time.time() >= until:
+                raise ScenarioError(f"timed out after {deadline} s waiting for {what}")
+            time.sleep(every)
+
+    def leader(self, exclude=(), deadline=LEADER_DEADLINE):
+        among = tuple(n for n in NODES if n not in exclude)
+
+        def agreed():
+            views = {n: self.view(n) for n in among}
+            leaders = [v.get("leader_id") for v in views.values() if v]
+            for candidate in set(leaders):
+                if candidate in among and leaders.count(candidate) >= 2 and (views[candidate] or {}).get("role") == "leader":
+                    return candidate
+            return None
+
+        return self.wait(f"a leader among nodes {among}", agreed, deadline)
+
+    def followers(self, leader):
+        return [n for n in NODES if n != leader]
+
+    def lb_servers(self):
+        """HAProxy's view of the routers: {server name: status} in the control API backend."""
+        try:
+            with urllib.request.urlopen(f"http://{self.lb}:8404/;csv", timeout=1.0) as response:
+                lines = response.read().decode().splitlines()
+        except (OSError, urllib.error.URLError):
+            return {}
+        header = lines[0].lstrip("# ").split(",")
+        servers = {}
+        for line in lines[1:]:
+            row = dict(zip(header, line.split(",")))
+            if row.get("pxname") == "routers_api" and row.get("svname", "").startswith("node"):
+                servers[row["svname"]] = row.get("status", "")
+        return servers
+
+    def all_healthy(self):
+        if not all(self.ready(n) for n in NODES):
+            return False
+        servers = self.lb_servers()
+        # "UP 1/2" is a server already failing its checks: only a plain "UP" counts.
+        return len(servers) == 3 and all(status == "UP" for status in servers.values())
+
+    def registrations(self, node, timeout=5.0):
+        return self.get_json(f"{self.api(node)}/v1/registrations", timeout=timeout)
+
+    def samples_registered(self):
+        """Every node holds both samples' three leases."""
+        for node in NODES:
+            state = self.registrations(node)
+            if not state:
+                return False
+            instances = [r.get("metadata", {}).get("instance") for r in state["registrations"]]
+            if instances.count("sample1") != 3 or instances.count("sample2") != 3:
+                return False
+        return True
+
+    def converged(self):
+        """The nodes' states when all three hold the same registrations at the same applied index."""
+        states = {}
+        for node in NODES:
+            state = self.registrations(node)
+            if not state:
+                return None
+            states[str(node)] = state
+        ids = {n: sorted(r["id"] for r in s["registrations"]) for n, s in states.items()}
+        indexes = {s["applied_index"] for s in states.values()}
+        if len({tuple(v) for v in ids.values()}) == 1 and len(indexes) == 1:
+            return states
+        return None
+
+    # === life cycle ===
+
+    def up(self):
+        self.say(f"starting a fresh cluster (project {self.project}, front {self.front}.0/24, peer {self.peer}.0/24)")
+        self.down(quiet=True)
+        self.compose("up", "-d", timeout=UP_DEADLINE)
+        self.wait("all three nodes ready and in the load balancer", self.all_healthy, UP_DEADLINE, every=0.2)
+        self.wait("the sample services registered on every node", self.samples_registered, UP_DEADLINE, every=0.2)
+        self.say(f"cluster up; node{self.leader()} leads")
+
+    def down(self, quiet=False):
+        if not quiet:
+            self.say("tearing the cluster down")
+        self.compose("down", "--volumes", "--remove-orphans", "--timeout", "5", timeout=180, check_rc=not quiet)
+
+    def save_logs(self):
+        with open(self.results / "containers.log", "w", encoding="utf-8") as out:
+            subprocess.run(["bash", str(CLUSTER_SH), "compose", "logs", "--no-color", "--timestamps"],
+                           env=self.env, stdout=out, stderr=subprocess.STDOUT, timeout=60, check=False)
+
+    def lift_faults(self):
+        while self.undo:
+            what, action = self.undo.pop()
+            try:
+                self.say(f"cleanup: {what}")
+                action()
+            except Exception as err:  # keep cleaning up
+                self.say(f"cleanup of {what} failed: {err}")
+
+    # === faults ===
+
+    def kill(self, node):
+        self.run(["docker", "kill", "--signal", "KILL", self.container(node)])
+
+    def start(self, node):
+        self.run(["docker", "start", self.container(node)])
+
+    def stop(self, node):
+        self.run(["docker", "stop", "--time", "10", self.container(node)], timeout=60)
+
+    def sigstop(self, node):
+        """Freezes the node's process with SIGSTOP (docker delivers it: no host privileges needed)."""
+        cid = self.container(node)
+        self.run(["docker", "kill", "--signal", "STOP", cid])
+        self.undo.append((f"SIGCONT node{node}", lambda: self.run(["docker", "kill", "--signal", "CONT", cid])))
+
+    def sigcont(self, node):
+        self.run(["docker", "kill", "--signal", "CONT", self.container(node)])
+        self.undo = [(w, a) for (w, a) in self.undo if w != f"SIGCONT node{node}"]
+
+    def iptables(self, node, action):
+        """Adds (-I) or deletes (-D) the rules that drop this node's peer traffic, both ways."""
+        pid = self.pid(node)
+        sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+        for chain in ("INPUT", "OUTPUT"):
+            self.run(sudo + ["nsenter", "-t", str(pid), "-n", "iptables", "-w", action, chain, "-p", "tcp",
+                             "--dport", str(PEER_PORT), "-j", "DROP"])
+
+    def cut_peers(self, node):
+        self.iptables(node, "-I")
+        self.undo.append((f"peer traffic of node{node}", lambda: self.iptables(node, "-D")))
+
+    def heal_peers(self, node):
+        self.iptables(node, "-D")
+        self.undo = [(w, a) for (w, a) in self.undo if w != f"peer traffic of node{node}"]
+
+    def disconnect(self, node):
+        cid = self.container(node)
+        for name in ("front", "peer"):
+            self.run(["docker", "network", "disconnect", self.network(name), cid])
+        self.undo.append((f"reconnect node{node}", lambda: self.connect(node)))
+
+    def connect(self, node):
+        cid = self.container(node)
+        self.undo = [(w, a) for (w, a) in self.undo if w != f"reconnect node{node}"]
+        for name, prefix in (("front", self.front), ("peer", self.peer)):
+            # The same address as before, so peers and the load balancer find it again.
+            self.run(["docker", "network", "connect", "--ip", f"{prefix}.1{node}", self.network(name), cid],
+                     check_rc=False)
+
+    def wipe(self, node):
+        """Kills the node and deletes its container and data volume."""
+        self.kill(node)
+        self.compose("rm", "-f", "-s", f"node{node}")
+        volume = self.run(["docker", "volume", "ls", "-q", "--filter", f"label=com.docker.compose.project={self.project}",
+                           "--filter", f"label=com.docker.compose.volume=node{node}-data"], capture=True)
+        if not volume:
+            raise ScenarioError(f"the data volume of node{node} was not found")
+        self.run(["docker", "volume", "rm", volume])
+
+    def recreate(self, node):
+        self.compose("up", "-d", "--no-deps", f"node{node}", timeout=UP_DEADLINE)
+
+    def hold(self, seconds, why):
+        """A fault's duration: the one kind of fixed wait (not used to synchronise)."""
+        self.say(f"holding {seconds:.1f} s: {why}")
+        time.sleep(seconds)
+
+    def wait_healed(self, detail="every node ready and back in the load balancer"):
+        self.wait("every node ready and back in the load balancer", self.all_healthy, HEAL_DEADLINE, every=0.1)
+        self.event("healed", detail)
+
+
+# === scenarios ===
+
+def kill_leader(c):
+    leader = c.leader()
+    c.event("fault", f"kill -9 node{leader} (the leader)")
+    c.kill(leader)
+    new = c.leader(exclude=(leader,))
+    c.say(f"node{new} leads")
+    c.hold(3, "two nodes serve while the old leader is down")
+    c.event("restart", f"start node{leader}")
+    c.start(leader)
+    c.wait_healed()
+
+
+def kill_follower(c):
+    follower = random.choice(c.followers(c.leader()))
+    c.event("fault", f"kill -9 node{follower} (a follower)")
+    c.kill(follower)
+    c.hold(4, "two nodes serve while the follower is down")
+    c.event("restart", f"start node{follower}")
+    c.start(follower)
+    c.wait_healed()
+
+
+def pause_leader(c):
+    leader = c.leader()
+    c.event("fault", f"SIGSTOP node{leader} (the leader)")
+    c.sigstop(leader)
+    new = c.leader(exclude=(leader,))
+    c.say(f"node{new} leads")
+    c.wait("the paused node out of the load balancer",
+           lambda: c.lb_servers().get(f"node{leader}", "UP").startswith("DOWN"), 10)
+    c.hold(2, "the old leader stays frozen well past the election timeout")
+    c.event("resume", f"SIGCONT node{leader}")
+    c.sigcont(leader)
+    c.wait_healed()
+
+
+def partition_leader_peers(c):
+    leader = c.leader()
+    c.event("fault", f"drop node{leader}'s peer traffic (port {PEER_PORT}, both ways); the load balancer still reaches it")
+    cut_at = time.time()
+    c.cut_peers(leader)
+    new = c.leader(exclude=(leader,))
+    c.say(f"node{new} leads the majority")
+    c.wait("the cut-off leader to report not ready", lambda: not c.ready(leader), 10)
+    c.wait("the cut-off leader out of the load balancer",
+           lambda: c.lb_servers().get(f"node{leader}", "UP").startswith("DOWN"), 10)
+    # Longer than the samples' 5 s lease: the cut-off leader's view of the leases goes stale.
+    c.hold(max(0.0, PARTITION_SECONDS - (time.time() - cut_at)), "the majority serves while the old leader is cut off")
+    c.event("heal", f"restore node{leader}'s peer traffic")
+    c.heal_peers(leader)
+    c.wait_healed()
+
+
+def disconnect_node(c):
+    leader = c.leader()
+    c.event("fault", f"disconnect node{leader} (the leader) from every network")
+    c.disconnect(leader)
+    new = c.leader(exclude=(leader,))
+    c.say(f"node{new} leads")
+    c.hold(4, "the majority serves while the old leader is disconnected")
+    c.event("heal", f"reconnect node{leader} with its addresses")
+    c.connect(leader)
+    c.wait_healed()
+
+
+def rolling_restart(c):
+    leader = c.leader()
+    order = c.followers(leader) + [leader]
+    c.event("fault", f"rolling restart, order {', '.join(f'node{n}' for n in order)} (leader last)")
+    for node in order:
+        c.say(f"restarting node{node} (SIGTERM, then start)")
+        c.stop(node)
+        c.start(node)
+        c.wait(f"node{node} ready and back in the load balancer", c.all_healthy, HEAL_DEADLINE)
+        c.wait("the nodes to agree", c.converged, CONVERGE_DEADLINE, every=0.2)
+    c.wait_healed()
+
+
+def kill_all(c):
+    c.event("fault", "kill -9 all three nodes")
+    for node in NODES:
+        c.kill(node)
+    c.hold(2, "the whole cluster is down")
+    c.event("restart", "start all three nodes")
+    for node in NODES:
+        c.start(node)
+    c.leader()
+    c.wait_healed()
+
+
+def wipe_node(c):
+    follower = random.choice(c.followers(c.leader()))
+    c.event("fault", f"kill -9 node{follower} (a follower) and delete its data volume")
+    c.wipe(follower)
+    c.hold(2, "two nodes serve while the wiped node is gone")
+    c.event("restart", f"node{follower} comes back with an empty data directory")
+    c.recreate(follower)
+    c.wait(f"node{follower} admitted again and ready", lambda: c.ready(follower), HEAL_DEADLINE)
+
+    def voters():
+        view = c.view(c.leader()) or {}
+        return sorted(m["id"] for m in view.get("members", []) if m.get("role") == "voter") == list(NODES)
+
+    c.wait(f"node{follower} to be a voter again", voters, HEAL_DEADLINE, every=0.2)
+    c.wait_healed(f"node{follower} rejoined as a voter; every node ready")
+
+
+SCENARIOS = {
+    "kill-leader": (kill_leader, "kill -9 of the leader, restart"),
+    "kill-follower": (kill_follower, "kill -9 of a follower, restart"),
+    "pause-leader": (pause_leader, "SIGSTOP of the leader past the election timeout, SIGCONT"),
+    "partition-leader-peers": (partition_leader_peers, "leader's peer traffic dropped, load balancer still reaches it"),
+    "disconnect-node": (disconnect_node, "full network disconnect of the leader, reconnect"),
+    "rolling-restart": (rolling_restart, "graceful restart of all three, one at a time"),
+    "kill-all": (kill_all, "kill -9 of all three nodes, restart"),
+    "wipe-node": (wipe_node, "follower comes back with an empty data directory, re-admitted"),
+}
+
+
+def interrupt(*_):
+    raise KeyboardInterrupt
+
+
+def run(name):
+    scenario, _ = SCENARIOS[name]
+    results = REPO / "target" / "failover" / name
+    shutil.rmtree(results, ignore_errors=True)
+    results.mkdir(parents=True)
+    scenario_began = time.time()
+    c = Cluster(results)
+    load = None
+    result = None
+    error = None
+    # SIGTERM (run-all's timeout, CI cancelling) cleans up like Ctrl-C does.
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        c.up()
+        load = workload_mod.Workload(c.token, c.lb, results / "history.jsonl", f"{name}-{int(time.time())}",
+                                     max_seconds=WORKLOAD_MAX_SECONDS).start()
+        c.say("workload started")
+
+        warm_from = time.time() + WARMUP_SECONDS
+
+        def warm():
+            counts = load.snapshot()
+            return time.time() >= warm_from and counts["write_ok"] >= 40 and counts["route_ok"] >= 40
+
+        c.wait(f"the workload to warm up ({WARMUP_SECONDS} s, 40 acknowledged writes, 40 routed requests)",
+               warm, WARMUP_DEADLINE)
+        scenario(c)
+        acked_at_heal = load.snapshot()["write_ok"]
+        c.wait("40 writes acknowledged after healing",
+               lambda: load.snapshot()["write_ok"] >= acked_at_heal + 40, HEAL_DEADLINE)
+        c.hold(POST_HEAL_SECONDS, "the workload keeps going on the healed cluster")
+        c.say("stopping the workload")
+        hanging = load.stop()
+        load = None
+        if hanging:
+            raise ScenarioError(f"{hanging} workload operations did not finish")
+        c.say("workload stopped; waiting for the nodes to agree")
+        began = time.time()
+        try:
+            states = c.wait("all three nodes to hold the same registrations at the same applied index",
+                            c.converged, CONVERGE_DEADLINE, every=0.25)
+            converge_ms = round((time.time() - began) * 1000)
+        except ScenarioError as err:
+            c.say(str(err))
+            states = {str(n): c.registrations(n) for n in NODES}
+            states = {n: s for n, s in states.items() if s}
+            converge_ms = None
+        views = {str(n): c.view(n) for n in NODES}
+        final = {"nodes": states, "expected_nodes": [str(n) for n in NODES], "convergence_ms": converge_ms,
+                 "terms": {n: (v or {}).get("term") for n, v in views.items()},
+                 "leader": next((v["leader_id"] for v in views.values() if v and v.get("leader_id")), None)}
+        (results / "final-state.json").write_text(json.dumps(final) + "\n")
+        result = check.check(results)
+    except KeyboardInterrupt:
+        error = "interrupted"
+    except ScenarioError as err:
+        error = str(err)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if load is not None:
+            load.stop()
+        c.lift_faults()
+        try:
+            c.save_logs()
+        except Exception as err:
+            c.say(f"could not save the container logs: {err}")
+        try:
+            c.down()
+        except ScenarioError as err:
+            c.say(f"teardown failed: {err}")
+            error = error or str(err)
+    if error:
+        c.say(f"SCENARIO ERROR: {error}")
+        (results / "result.json").write_text(json.dumps({"scenario": name, "passed": False, "problems": [error]}) + "\n")
+        return 1
+    result["duration_s"] = round(time.time() - scenario_began, 1)
+    (results / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(check.summary_line(result), flush=True)
+    for problem in result["problems"]:
+        print(f"  {problem}", flush=True)
+    return 0 if result["passed"] else 1
+
+
+def main():
+    if len(sys.argv) != 2 or sys.argv[1] not in SCENARIOS:
+        print(f"usage: {sys.argv[0]} SCENARIO\nscenarios:", file=sys.stderr)
+        for name, (_, about) in SCENARIOS.items():
+            print(f"  {name:24} {about}", file=sys.stderr)
+        return 2
+    return run(sys.argv[1])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+# Shared by the failover scripts (sourced): preflight checks, the image build, one scenario run.
+# shellcheck shell=bash
+set -euo pipefail
+FAILOVER_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$FAILOVER_DIR/../.." && pwd)
+
+loud() {
+    printf '\n%s\n' "########################################################################" >&2
+    printf '### %s\n' "$@" >&2
+    printf '%s\n\n' "########################################################################" >&2
+}
+
+# Docker, a compose tool and python3 are needed. Without them the suite cannot run: say so loudly,
+# then skip (exit 0), or fail under CI=true.
+require_docker() {
+    local problem=""
+    if ! command -v docker >/dev/null 2>&1; then
+        problem="docker is not installed"
+    elif ! docker info >/dev/null 2>&1; then
+        problem="the docker daemon is not reachable (docker info fails)"
+    elif ! bash "$REPO/scripts/cluster.sh" compose version >/dev/null 2>&1; then
+        problem="neither 'docker compose' nor 'docker-compose' works"
+    elif ! command -v python3 >/dev/null 2>&1; then
+        problem="python3 is not installed"
+    fi
+    [ -z "$problem" ] && return 0
+    if [ "${CI:-}" = true ]; then
+        loud "FAILOVER SUITE CANNOT RUN: $problem" "CI=true, so this is a failure, not a skip."
+        exit 1
+    fi
+    loud "FAILOVER SUITE SKIPPED: $problem" "Nothing was tested. Under CI=true this fails instead."
+    exit 0
+}
+
+# The peer-cut scenario drops packets inside a container's network namespace from the host.
+require_iptables() {
+    local sudo=()
+    [ "$(id -u)" = 0 ] || sudo=(sudo -n)
+    if ! command -v iptables >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        apt-get install -y --no-install-recommends iptables >/dev/null
+    fi
+    if ! command -v iptables >/dev/null 2>&1 || ! command -v nsenter >/dev/null 2>&1; then
+        echo "error: this scenario needs iptables and nsenter on the host" >&2
+        exit 1
+    fi
+    if ! "${sudo[@]}" true 2>/dev/null; then
+        echo "error: this scenario needs root (or passwordless sudo) for nsenter" >&2
+        exit 1
+    fi
+}
+
+build_images() {
+    if [ "${SWITCHBOARD_SKIP_BUILD:-0}" != 1 ]; then
+        bash "$REPO/scripts/images.sh"
+    fi
+}
+
+# Runs one scenario of harness.py, bounded in time; the harness cleans up on SIGTERM.
+run_scenario() {
+    local name=$1
+    require_docker
+    build_images
+    if [ "$name" = partition-leader-peers ]; then
+        require_iptables
+    fi
+    timeout --signal TERM --kill-after 60 "${SWITCHBOARD_FAILOVER_SCENARIO_TIMEOUT:-300}" \
+        python3 -B "$FAILOVER_DIR/harness.py" "$name"
+}

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs every test of Switchboard:
+#   1. formatting and lints;
+#   2. cargo test: unit tests, router tests without sockets, openraft's storage conformance
+#      suite, property tests, and the multi-process cluster tests (real `switchboard` processes
+#      on loopback);
+#   3. the failover suite: the docker-compose cluster behind HAProxy, broken on purpose in eight
+#      ways while a workload runs, with a history checker (needs Docker; without it this step
+#      says so loudly, and fails under CI=true);
+#   4. the benchmark suite in quick mode (checks every benchmark still runs; asserts no speed).
+# It installs what it needs from the distribution when missing (openssl for test certificates;
+# the benchmark tools are installed by bench/run.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
+
+need_packages=()
+command -v openssl >/dev/null 2>&1 || need_packages+=(openssl)
+command -v python3 >/dev/null 2>&1 || need_packages+=(python3)
+if [ "${#need_packages[@]}" -gt 0 ]; then
+    step "installing ${need_packages[*]}"
+    apt-get update -qq && apt-get install -y -qq "${need_packages[@]}" >/dev/null
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+
+step "cargo test (unit, router, storage conformance, properties, cluster processes)"
+cargo test --locked -- --test-threads 2
+
+step "failover suite (docker-compose cluster behind HAProxy)"
+bash scripts/failover/run-all.sh
+
+step "benchmarks, quick mode"
+bash bench/run.sh --quick
+
+step "all tests passed"

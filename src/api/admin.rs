@@ -1,0 +1,129 @@
+//! Cluster administration and health: `/v1/cluster`, `/v1/cluster/nodes`, `/health/*`.
+
+use axum::Extension;
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::response::Response;
+use axum::routing::delete;
+use axum::routing::get;
+use axum::routing::post;
+use serde::Deserialize;
+
+use crate::api::ApiError;
+use crate::api::ApiJson;
+use crate::api::ApiPath;
+use crate::api::ApiQuery;
+use crate::api::ApiState;
+use crate::api::require;
+use crate::auth::Caller;
+use crate::cluster::ClusterView;
+use crate::raft::NodeId;
+use crate::raft::PeerNode;
+use crate::registry::AUDIT_CAP;
+use crate::registry::AuditRecord;
+use crate::registry::RegistrationId;
+
+pub(super) fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/v1/cluster", get(cluster))
+        .route("/v1/cluster/nodes", post(add_node))
+        .route("/v1/cluster/nodes/{id}", delete(remove_node))
+        .route("/v1/audit", get(audit))
+}
+
+/// Health checks answer without a token: the load balancer calls them.
+pub(super) fn health_routes() -> Router<ApiState> {
+    Router::new().route("/health/live", get(live)).route("/health/ready", get(ready)).route("/metrics", get(metrics))
+}
+
+/// Prometheus text: counters with fixed labels only.
+async fn metrics() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::METRICS.render())
+}
+
+async fn cluster(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<ClusterView>, ApiError> {
+    require(caller.can_read(), &caller, "read")?;
+    Ok(Json(state.cluster.cluster_view()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    /// Most records to return, newest first [default 100, at most 10000].
+    limit: Option<usize>,
+    /// Only records about this registration.
+    id: Option<String>,
+}
+
+/// Body of `GET /v1/audit`.
+#[derive(Debug, serde::Serialize, Deserialize)]
+pub struct AuditList {
+    pub records: Vec<AuditRecord>,
+}
+
+async fn audit(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    ApiQuery(query): ApiQuery<AuditQuery>,
+) -> Result<Json<AuditList>, ApiError> {
+    require(caller.can_read(), &caller, "read")?;
+    let id = match &query.id {
+        Some(id) => Some(id.parse::<RegistrationId>().map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?),
+        None => None,
+    };
+    let limit = query.limit.unwrap_or(100).min(AUDIT_CAP);
+    let applied = state.cluster.view().load();
+    let records =
+        applied.state.audit().rev().filter(|r| id.is_none_or(|id| r.id == Some(id))).take(limit).cloned().collect();
+    Ok(Json(AuditList { records }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddNode {
+    node_id: NodeId,
+    /// `host:port` of the new node's peer endpoint.
+    peer_addr: String,
+}
+
+async fn add_node(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(body): ApiJson<AddNode>,
+) -> Result<Json<ClusterView>, ApiError> {
+    require(caller.can_admin(), &caller, "change the membership")?;
+    let valid =
+        body.peer_addr.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !valid {
+        return Err(ApiError::bad_request("invalid_peer_addr", "peer_addr must be host:port"));
+    }
+    state.cluster.add_node(body.node_id, PeerNode { addr: body.peer_addr }).await?;
+    Ok(Json(state.cluster.cluster_view()))
+}
+
+async fn remove_node(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(id): ApiPath<NodeId>,
+) -> Result<Json<ClusterView>, ApiError> {
+    require(caller.can_admin(), &caller, "change the membership")?;
+    state.cluster.remove_node(id).await?;
+    Ok(Json(state.cluster.cluster_view()))
+}
+
+async fn live() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "live" }))
+}
+
+async fn ready(State(state): State<ApiState>) -> Response {
+    let readiness = state.cluster.readiness();
+    let status = if readiness.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(readiness)).into_response()
+}

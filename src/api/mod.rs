@@ -1,0 +1,125 @@
+//! The control API: registrations, cluster administration and health, JSON over HTTP.
+//!
+//! Handlers are short: extract and validate, call the cluster layer or read the local applied
+//! state, map the result. Reads come from this node's replica unless the caller asks for
+//! `?consistency=linearizable`; writes go through [`Cluster::write`] on any node.
+
+mod admin;
+mod error;
+mod policies;
+mod registrations;
+mod soap;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::FromRequest;
+use axum::extract::FromRequestParts;
+use axum::extract::Request;
+use axum::extract::State;
+use axum::http::HeaderValue;
+use axum::http::StatusCode;
+use axum::http::Uri;
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::IntoResponse;
+use axum::response::Response;
+
+pub use self::error::ApiError;
+pub use self::error::ErrorBody;
+pub use self::registrations::HeartbeatReply;
+pub use self::registrations::RegistrationList;
+use crate::auth::Caller;
+use crate::auth::Tokens;
+use crate::cluster::Cluster;
+use crate::netpolicy::AddressPolicy;
+
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// State shared by the control API handlers.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    pub cluster: Cluster,
+    pub tokens: Arc<Tokens>,
+    pub policy: Arc<AddressPolicy>,
+}
+
+/// JSON body whose rejections use the API's error format.
+#[derive(Debug, FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+/// Query string whose rejections use the API's error format.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+/// Path parameters whose rejections use the API's error format.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+pub fn router(state: ApiState) -> Router {
+    // Every route but the health checks needs a valid token (in dev mode, none is needed).
+    let guarded = Router::new()
+        .merge(registrations::routes())
+        .merge(admin::routes())
+        .merge(policies::routes())
+        .merge(soap::routes())
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .merge(guarded)
+        .merge(admin::health_routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(tower_http::trace::DefaultMakeSpan::new().level(tracing::Level::DEBUG))
+                .on_failure(()),
+        )
+        .with_state(state)
+}
+
+async fn authenticate(State(state): State<ApiState>, mut request: Request, next: Next) -> Response {
+    let header_bytes: usize = request.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+    if header_bytes > crate::serve::MAX_HEADER_BYTES {
+        crate::metrics::METRICS.limit_hit("request_headers");
+        return ApiError::HeadersTooLarge.into_response();
+    }
+    let presented = request.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
+    match state.tokens.authenticate(presented) {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(err) => {
+            crate::metrics::METRICS.auth_refused.inc();
+            tracing::warn!(path = %request.uri().path(), error = %err, "request without a valid token refused");
+            ApiError::Unauthorized(err).into_response()
+        }
+    }
+}
+
+/// Refuses unless the caller holds the needed scope.
+pub fn require(allowed: bool, caller: &Caller, what: impl std::fmt::Display) -> Result<(), ApiError> {
+    if allowed {
+        return Ok(());
+    }
+    crate::metrics::METRICS.auth_refused.inc();
+    tracing::warn!(token = caller.name(), %what, "request outside the token's scopes refused");
+    Err(ApiError::Forbidden(format!("token {} may not {what}", caller.name())))
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found("route_not_found", format!("no such route: {}", uri.path()))
+}
+
+async fn method_not_allowed() -> (StatusCode, axum::Json<ErrorBody>) {
+    let body = ErrorBody { code: "method_not_allowed".into(), message: "this route does not take that method".into() };
+    (StatusCode::METHOD_NOT_ALLOWED, axum::Json(body))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,292 @@
+//! `/v1/registrations`: register, list, show and unregister.
+
+use axum::Extension;
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::response::Response;
+use axum::routing::get;
+use axum::routing::post;
+use serde::Deserialize;
+use serde::Serialize;
+
+use crate::api::ApiError;
+use crate::api::ApiJson;
+use crate::api::ApiPath;
+use crate::api::ApiQuery;
+use crate::api::ApiState;
+use crate::api::require;
+use crate::auth::Caller;
+use crate::cluster::leases::Refusal;
+use crate::registry::Command;
+use crate::registry::InvalidRegistration;
+use crate::registry::Lease;
+use crate::registry::Outcome;
+use crate::registry::Registration;
+use crate::registry::RegistrationId;
+use crate::registry::RegistrationInfo;
+use crate::registry::RegistrationRequest;
+use crate::registry::RegistrationSpec;
+use crate::registry::trim_namespace;
+
+pub(super) fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/v1/registrations", post(register).get(list))
+        .route("/v1/registrations/unregister", post(unregister_by_info))
+        .route("/v1/registrations/{id}", get(show).delete(unregister_by_id))
+        .route("/v1/registrations/{id}/heartbeat", post(heartbeat_one))
+        .route("/v1/registrations/{id}/drain", post(drain))
+        .route("/v1/heartbeat", post(heartbeat_many))
+}
+
+/// Most leases one heartbeat call may renew.
+pub const MAX_HEARTBEAT_IDS: usize = 10_000;
+
+/// One lease named by a heartbeat: an id, or an id with the epoch the caller registered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LeaseRef {
+    Id(String),
+    WithEpoch { id: String, epoch: u64 },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatRequest {
+    pub ids: Vec<LeaseRef>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Refused {
+    pub id: RegistrationId,
+    pub reason: Refusal,
+}
+
+/// Body of a heartbeat answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    pub renewed: Vec<Lease>,
+    pub refused: Vec<Refused>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EpochQuery {
+    epoch: Option<u64>,
+}
+
+async fn heartbeat_many(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(request): ApiJson<HeartbeatRequest>,
+) -> Result<Json<HeartbeatReply>, ApiError> {
+    if request.ids.len() > MAX_HEARTBEAT_IDS {
+        return Err(ApiError::bad_request("too_many_ids", format!("at most {MAX_HEARTBEAT_IDS} ids per heartbeat")));
+    }
+    let mut leases = Vec::with_capacity(request.ids.len());
+    for item in request.ids {
+        leases.push(match item {
+            LeaseRef::Id(id) => (parse_id(&id)?, None),
+            LeaseRef::WithEpoch { id, epoch } => (parse_id(&id)?, Some(epoch)),
+        });
+    }
+    let (renewed, refused) = state.cluster.heartbeat(&leases, |r| caller.can_register(&r.contract_namespace)).await;
+    let refused = refused.into_iter().map(|(id, reason)| Refused { id, reason }).collect();
+    Ok(Json(HeartbeatReply { renewed, refused }))
+}
+
+async fn heartbeat_one(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<EpochQuery>,
+) -> Result<Json<Lease>, ApiError> {
+    let id = parse_id(&id)?;
+    let (renewed, refused) =
+        state.cluster.heartbeat(&[(id, query.epoch)], |r| caller.can_register(&r.contract_namespace)).await;
+    match (renewed.first(), refused.first()) {
+        (Some(lease), _) => Ok(Json(*lease)),
+        (None, Some((_, Refusal::Forbidden))) => Err(forbidden_registration(&caller, id)),
+        (None, Some((_, Refusal::EpochMismatch))) => Err(ApiError::Conflict {
+            code: "epoch_mismatch",
+            message: format!("registration {id} was registered again since; this lease is no longer current"),
+        }),
+        _ => Err(not_registered(id)),
+    }
+}
+
+async fn drain(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Registration>, ApiError> {
+    let id = parse_id(&id)?;
+    authorize_id(&state, &caller, id).await?;
+    match state.cluster.write(Command::Drain(id), &caller.actor()).await? {
+        Outcome::Drained(registration) => Ok(Json(registration)),
+        Outcome::NotFound(id) => Err(not_registered(id)),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Consistency {
+    /// This node's applied replica; may trail the leader by a few milliseconds.
+    #[default]
+    #[serde(alias = "default")]
+    Local,
+    /// Everything committed before the request was received.
+    Linearizable,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    contract_namespace: Option<String>,
+    contract_name: Option<String>,
+    #[serde(default)]
+    consistency: Consistency,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadQuery {
+    #[serde(default)]
+    consistency: Consistency,
+}
+
+/// Body of `GET /v1/registrations`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RegistrationList {
+    pub registrations: Vec<Registration>,
+    /// Log index of the replica the list was read from.
+    pub applied_index: u64,
+}
+
+async fn register(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(request): ApiJson<RegistrationRequest>,
+) -> Result<Response, ApiError> {
+    let spec = RegistrationSpec::new(request)?;
+    let namespace = spec.contract_namespace.clone();
+    require(caller.can_register(&namespace), &caller, format_args!("register in {namespace}"))?;
+    state.policy.check_url(&spec.address).map_err(|refused| InvalidRegistration::Address(refused.0))?;
+    match state.cluster.write(Command::Register(spec), &caller.actor()).await? {
+        Outcome::Registered { registration, created } => {
+            let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+            Ok((status, Json(registration)).into_response())
+        }
+        Outcome::QuotaExceeded { owner, quota } => {
+            tracing::warn!(token = owner, quota, "registration refused: quota reached");
+            Err(ApiError::TooMany(format!("token {owner} already owns its quota of {quota} registrations")))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+async fn ensure_fresh(state: &ApiState, consistency: Consistency) -> Result<(), ApiError> {
+    if consistency == Consistency::Linearizable {
+        state.cluster.linearizable_barrier().await?;
+    }
+    Ok(())
+}
+
+async fn list(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<RegistrationList>, ApiError> {
+    require(caller.can_read(), &caller, "read")?;
+    ensure_fresh(&state, query.consistency).await?;
+    let applied = state.cluster.view().load();
+    let namespace = query.contract_namespace.as_deref().map(trim_namespace);
+    let registrations = applied
+        .state
+        .iter()
+        .filter(|r| namespace.is_none_or(|ns| trim_namespace(&r.contract_namespace) == ns))
+        .filter(|r| query.contract_name.as_deref().is_none_or(|name| r.contract_name == name))
+        .map(|r| Registration::clone(r))
+        .collect();
+    Ok(Json(RegistrationList { registrations, applied_index: applied.index }))
+}
+
+fn parse_id(text: &str) -> Result<RegistrationId, ApiError> {
+    text.parse().map_err(|err| ApiError::bad_request("invalid_id", format!("{err}")))
+}
+
+fn not_registered(id: RegistrationId) -> ApiError {
+    ApiError::not_found("registration_not_found", format!("registration {id} is not registered"))
+}
+
+async fn show(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<ReadQuery>,
+) -> Result<Json<Registration>, ApiError> {
+    require(caller.can_read(), &caller, "read")?;
+    let id = parse_id(&id)?;
+    ensure_fresh(&state, query.consistency).await?;
+    let applied = state.cluster.view().load();
+    let registration = applied.state.get(&id).ok_or_else(|| not_registered(id))?;
+    Ok(Json(Registration::clone(registration)))
+}
+
+/// Finds a registration's namespace (on this replica, then after a linearizable read) and
+/// checks the caller may manage it. Unknown ids are `404`.
+async fn authorize_id(state: &ApiState, caller: &Caller, id: RegistrationId) -> Result<(), ApiError> {
+    let namespace = |state: &ApiState| state.cluster.view().load().state.get(&id).map(|r| r.contract_namespace.clone());
+    let namespace = match namespace(state) {
+        Some(namespace) => namespace,
+        None => {
+            state.cluster.linearizable_barrier().await?;
+            namespace(state).ok_or_else(|| not_registered(id))?
+        }
+    };
+    if caller.can_register(&namespace) { Ok(()) } else { Err(forbidden_registration(caller, id)) }
+}
+
+fn forbidden_registration(caller: &Caller, id: RegistrationId) -> ApiError {
+    tracing::warn!(token = caller.name(), %id, "request outside the token's scopes refused");
+    ApiError::Forbidden(format!("token {} may not manage registration {id}", caller.name()))
+}
+
+async fn unregister(state: &ApiState, caller: &Caller, id: RegistrationId) -> Result<Json<Registration>, ApiError> {
+    match state.cluster.write(Command::Unregister(id), &caller.actor()).await? {
+        Outcome::Unregistered(registration) => Ok(Json(registration)),
+        Outcome::NotFound(id) => Err(not_registered(id)),
+        other => Err(unexpected(other)),
+    }
+}
+
+async fn unregister_by_id(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Registration>, ApiError> {
+    let id = parse_id(&id)?;
+    authorize_id(&state, &caller, id).await?;
+    unregister(&state, &caller, id).await
+}
+
+async fn unregister_by_info(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(info): ApiJson<RegistrationInfo>,
+) -> Result<Json<Registration>, ApiError> {
+    let info = info.validate()?;
+    let namespace = info.contract_namespace.clone();
+    require(caller.can_register(&namespace), &caller, format_args!("unregister in {namespace}"))?;
+    unregister(&state, &caller, info.id()).await
+}
+
+/// A command answered with an outcome of another command: a bug, reported as such.
+fn unexpected(outcome: Outcome) -> ApiError {
+    tracing::error!(?outcome, "unexpected outcome");
+    ApiError::Cluster(crate::cluster::ClusterError::Membership("unexpected outcome".into()))
+}

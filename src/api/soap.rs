@@ -1,0 +1,300 @@
+//! The seed's SOAP registration contract on the control API, so a SOAP service can register
+//! itself without new code: `Register(RegistrationInfo)` and `Unregister(RegistrationInfo)` of
+//! `IRegistrationService` in `http://www.thatindigogirl.com/samples/2008/01`, with
+//! `RegistrationInfo { Address, ContractName, ContractNamespace }` in
+//! `http://schemas.thatindigogirl.com/samples/2008/01`, over SOAP 1.1 or 1.2 at
+//! `POST /v1/soap/registration`. Bad input gets a SOAP fault of the request's version.
+
+use axum::Extension;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::http::HeaderValue;
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::response::Response;
+use axum::routing::post;
+use quick_xml::events::Event;
+use quick_xml::name::Namespace;
+use quick_xml::name::ResolveResult;
+use quick_xml::reader::NsReader;
+
+use crate::api::ApiError;
+use crate::api::ApiState;
+use crate::auth::Caller;
+use crate::cluster::ClusterError;
+use crate::proxy::contract;
+use crate::registry::Command;
+use crate::registry::Outcome;
+use crate::registry::RegistrationInfo;
+use crate::registry::RegistrationRequest;
+use crate::registry::RegistrationSpec;
+use crate::soap;
+use crate::soap::SoapVersion;
+
+/// Namespace of the `IRegistrationService` contract.
+pub const SERVICE_NS: &str = "http://www.thatindigogirl.com/samples/2008/01";
+/// Namespace of the `RegistrationInfo` data contract.
+pub const DATA_NS: &str = "http://schemas.thatindigogirl.com/samples/2008/01";
+
+pub(super) fn routes() -> Router<ApiState> {
+    Router::new().route("/v1/soap/registration", post(handle))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Operation {
+    Register,
+    Unregister,
+}
+
+impl Operation {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Register => "Register",
+            Self::Unregister => "Unregister",
+        }
+    }
+}
+
+struct Fault {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+fn client_fault(code: &'static str, message: impl Into<String>) -> Fault {
+    Fault { status: StatusCode::BAD_REQUEST, code, message: message.into() }
+}
+
+async fn handle(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(version) = contract::soap_version(&headers) else {
+        let fault = client_fault("unsupported_media_type", "send SOAP: text/xml (1.1) or application/soap+xml (1.2)");
+        let (content_type, text) = soap::fault(SoapVersion::V11, true, fault.code, &fault.message);
+        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, [(CONTENT_TYPE, HeaderValue::from_static(content_type))], text)
+            .into_response();
+    };
+    match serve(&state, &caller, &headers, &body).await {
+        Ok(operation) => {
+            let inner = format!(r#"<{}Response xmlns="{SERVICE_NS}"/>"#, operation.name());
+            let (content_type, text) = soap::envelope(version, &inner);
+            ([(CONTENT_TYPE, HeaderValue::from_static(content_type))], text).into_response()
+        }
+        Err(fault) => {
+            let (content_type, text) = soap::fault(version, fault.status.is_client_error(), fault.code, &fault.message);
+            (fault.status, [(CONTENT_TYPE, HeaderValue::from_static(content_type))], text).into_response()
+        }
+    }
+}
+
+async fn serve(state: &ApiState, caller: &Caller, headers: &HeaderMap, body: &[u8]) -> Result<Operation, Fault> {
+    let (operation, info) = parse(body).map_err(|message| client_fault("invalid_envelope", message))?;
+    if !caller.can_register(&info.contract_namespace) {
+        tracing::warn!(token = caller.name(), "SOAP registration outside the token's scopes refused");
+        return Err(Fault {
+            status: StatusCode::FORBIDDEN,
+            code: "forbidden",
+            message: format!("token {} may not register in {}", caller.name(), info.contract_namespace),
+        });
+    }
+    if let Some(action) = header_or_envelope_action(headers, body) {
+        let expected = format!("{SERVICE_NS}/IRegistrationService/{}", operation.name());
+        if action != expected {
+            return Err(client_fault(
+                "invalid_action",
+                format!("the action {action:?} does not match the {} body", operation.name()),
+            ));
+        }
+    }
+    let command = match operation {
+        Operation::Register => {
+            let request = RegistrationRequest {
+                address: info.address,
+                contract_name: info.contract_name,
+                contract_namespace: info.contract_namespace,
+                ttl_ms: None,
+                weight: None,
+                metadata: Default::default(),
+            };
+            let spec = RegistrationSpec::new(request).map_err(|err| client_fault(err.code(), err.to_string()))?;
+            state.policy.check_url(&spec.address).map_err(|refused| client_fault("invalid_address", refused.0))?;
+            Command::Register(spec)
+        }
+        Operation::Unregister => {
+            let info = info.validate().map_err(|err| client_fault(err.code(), err.to_string()))?;
+            Command::Unregister(info.id())
+        }
+    };
+    match state.cluster.write(command, &caller.actor()).await {
+        Ok(Outcome::QuotaExceeded { owner, quota }) => Err(Fault {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "quota_exceeded",
+            message: format!("token {owner} already owns its quota of {quota} registrations"),
+        }),
+        Ok(Outcome::NotFound(id)) => Err(Fault {
+            status: StatusCode::NOT_FOUND,
+            code: "registration_not_found",
+            message: format!("registration {id} is not registered"),
+        }),
+        Ok(_) => Ok(operation),
+        Err(err) => Err(server_fault(err)),
+    }
+}
+
+fn server_fault(err: ClusterError) -> Fault {
+    let message = err.to_string();
+    let (status, code) = ApiError::Cluster(err).status_and_code();
+    Fault { status, code, message }
+}
+
+fn header_or_envelope_action(headers: &HeaderMap, body: &[u8]) -> Option<String> {
+    if let Ok(contract::FromHeaders::Found(..)) = contract::from_headers(headers) {
+        let soap_action =
+            headers.get(contract::SOAP_ACTION).and_then(|v| v.to_str().ok()).map(|v| v.trim().trim_matches('"'));
+        if let Some(action) = soap_action.filter(|a| !a.is_empty()) {
+            return Some(action.to_owned());
+        }
+        let content_type = headers.get(CONTENT_TYPE)?.to_str().ok()?;
+        return content_type.split(';').find_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            k.trim().eq_ignore_ascii_case("action").then(|| v.trim().trim_matches('"').to_owned())
+        });
+    }
+    match contract::scan_envelope(body, true) {
+        contract::EnvelopeScan::Action(action) => Some(action),
+        _ => None,
+    }
+}
+
+/// Reads `Envelope/Body/{Register|Unregister}/regInfo/{Address, ContractName, ContractNamespace}`.
+fn parse(body: &[u8]) -> Result<(Operation, RegistrationInfo), String> {
+    let mut reader = NsReader::from_reader(body);
+    let mut path: Vec<String> = Vec::new();
+    let mut operation = None;
+    let (mut address, mut name, mut namespace) = (None, None, None);
+    let mut field: Option<(String, String)> = None;
+    loop {
+        let (ns, event) = reader.read_resolved_event().map_err(|e| format!("malformed XML: {e}"))?;
+        match event {
+            Event::DocType(_) => return Err("DTDs are not accepted".into()),
+            Event::Start(start) => {
+                let local = start.local_name().as_ref().to_owned();
+                if path.len() > 16 {
+                    return Err("elements nested too deeply".into());
+                }
+                match path.len() {
+                    0 if !is_soap(&ns) || local != "Envelope" => return Err("not a SOAP envelope".into()),
+                    2 if path[1] == "Body" => {
+                        operation = match (in_ns(&ns, SERVICE_NS), local.as_str()) {
+                            (true, "Register") => Some(Operation::Register),
+                            (true, "Unregister") => Some(Operation::Unregister),
+                            _ => {
+                                return Err(format!(
+                                    "unknown operation {local}; expected Register or Unregister in {SERVICE_NS}"
+                                ));
+                            }
+                        };
+                    }
+                    4 if path[3] == "regInfo" && in_ns(&ns, DATA_NS) => field = Some((local.clone(), String::new())),
+                    _ => {}
+                }
+                path.push(local);
+            }
+            Event::Empty(_) if path.is_empty() => return Err("not a SOAP envelope".into()),
+            Event::Text(text) => {
+                if let Some((_, value)) = field.as_mut() {
+                    value.push_str(&text.xml10_content());
+                }
+            }
+            Event::GeneralRef(reference) => {
+                if let Some((_, value)) = field.as_mut() {
+                    let c = reference.resolve_char_ref().ok().flatten().or(match &*reference {
+                        "amp" => Some('&'),
+                        "lt" => Some('<'),
+                        "gt" => Some('>'),
+                        "quot" => Some('"'),
+                        "apos" => Some('\''),
+                        _ => None,
+                    });
+                    value.push(c.ok_or("only predefined entities are accepted")?);
+                }
+            }
+            Event::End(_) => {
+                if path.len() == 5
+                    && let Some((local, value)) = field.take()
+                {
+                    let slot = match local.as_str() {
+                        "Address" => &mut address,
+                        "ContractName" => &mut name,
+                        "ContractNamespace" => &mut namespace,
+                        _ => continue,
+                    };
+                    if slot.replace(value.trim().to_owned()).is_some() {
+                        return Err(format!("{local} given twice"));
+                    }
+                }
+                path.pop();
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    let operation = operation.ok_or("the body holds no Register or Unregister")?;
+    let missing = |what: &str| format!("regInfo lacks {what} (in {DATA_NS})");
+    Ok((
+        operation,
+        RegistrationInfo {
+            address: address.ok_or_else(|| missing("Address"))?,
+            contract_name: name.ok_or_else(|| missing("ContractName"))?,
+            contract_namespace: namespace.ok_or_else(|| missing("ContractNamespace"))?,
+        },
+    ))
+}
+
+fn is_soap(ns: &ResolveResult<'_>) -> bool {
+    in_ns(ns, soap::SOAP11_ENVELOPE) || in_ns(ns, soap::SOAP12_ENVELOPE)
+}
+
+fn in_ns(ns: &ResolveResult<'_>, expected: &str) -> bool {
+    matches!(ns, ResolveResult::Bound(Namespace(uri)) if *uri == expected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a WCF client sends for `Register`, with the seed's namespaces.
+    pub(crate) fn register_envelope(address: &str) -> String {
+        format!(
+            r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><Register xmlns="{SERVICE_NS}"><regInfo xmlns:a="{DATA_NS}" xmlns:i="http://www.w3.org/2001/XMLSchema-instance"><a:Address>{address}</a:Address><a:ContractName>ICalculator</a:ContractName><a:ContractNamespace>http://tempuri.org/</a:ContractNamespace></regInfo></Register></s:Body></s:Envelope>"#
+        )
+    }
+
+    #[test]
+    fn parses_the_seed_shape() {
+        let (operation, info) = parse(register_envelope("http://10.0.0.5:9000/calc").as_bytes()).unwrap();
+        assert_eq!(operation, Operation::Register);
+        assert_eq!(info.address, "http://10.0.0.5:9000/calc");
+        assert_eq!(info.contract_name, "ICalculator");
+        assert_eq!(info.contract_namespace, "http://tempuri.org/");
+    }
+
+    #[test]
+    fn refuses_what_is_not_the_contract() {
+        let wrong_field_ns = register_envelope("x")
+            .replace(r#"xmlns:a="http://schemas.thatindigogirl.com/samples/2008/01""#, r#"xmlns:a="urn:other""#);
+        assert!(parse(wrong_field_ns.as_bytes()).unwrap_err().contains("lacks Address"));
+        let wrong_operation =
+            register_envelope("x").replace("<Register ", "<Delete ").replace("</Register>", "</Delete>");
+        assert!(parse(wrong_operation.as_bytes()).unwrap_err().contains("unknown operation"));
+        assert!(parse(b"<x/>").unwrap_err().contains("not a SOAP envelope"));
+        assert!(parse(b"<!DOCTYPE x []><x/>").unwrap_err().contains("DTD"));
+        assert!(parse(b"<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body>").is_err());
+    }
+}

@@ -1,0 +1,232 @@
+//! The control API router exercised without sockets, over an in-process single-node cluster.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::Request;
+use axum::http::StatusCode;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use serde_json::json;
+use tower::ServiceExt;
+
+use super::*;
+use crate::config::LogFormat;
+use crate::config::NodeConfig;
+use crate::raft::PeerNode;
+use crate::raft::RaftTuning;
+
+async fn single_node() -> (tempfile::TempDir, Router) {
+    let dir = tempfile::TempDir::new().unwrap();
+    let node = PeerNode { addr: "127.0.0.1:1".into() };
+    let config = NodeConfig {
+        node_id: 1,
+        data_dir: dir.path().to_owned(),
+        data_addr: "127.0.0.1:0".parse().unwrap(),
+        api_addr: "127.0.0.1:0".parse().unwrap(),
+        peer_addr: "127.0.0.1:0".parse().unwrap(),
+        advertised: node.clone(),
+        initial_voters: [(1, node)].into(),
+        cluster_secret: "0123456789abcdef".into(),
+        raft: RaftTuning::default(),
+        write_timeout: Duration::from_secs(2),
+        drain: Duration::ZERO,
+        data_plane: crate::proxy::DataPlaneConfig::default(),
+        worker_threads: None,
+        tokens: Default::default(),
+        address_policy: Default::default(),
+        tls: None,
+        peer_tls: None,
+        cache_bytes: 8 << 20,
+        log_format: LogFormat::Text,
+    };
+    let cluster = crate::node::open(&config).await.unwrap();
+    cluster.clone().join().await;
+    let mut metrics = cluster.raft().metrics();
+    tokio::time::timeout(Duration::from_secs(10), metrics.wait_for(|m| m.current_leader == Some(1)))
+        .await
+        .unwrap()
+        .unwrap();
+    (dir, router(ApiState { cluster, tokens: Default::default(), policy: Default::default() }))
+}
+
+async fn call(app: &Router, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let mut request = Request::builder().method(method).uri(uri);
+    let body = match body {
+        Some(json) => {
+            request = request.header("content-type", "application/json");
+            Body::from(json.to_string())
+        }
+        None => Body::empty(),
+    };
+    let response = app.clone().oneshot(request.body(body).unwrap()).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+fn registration(address: &str) -> Value {
+    json!({ "address": address, "contract_name": "ICalc", "contract_namespace": "http://tempuri.org/", "weight": 2, "metadata": { "zone": "a" } })
+}
+
+#[tokio::test]
+async fn register_show_list_unregister() {
+    let (_dir, app) = single_node().await;
+    let (status, created) = call(&app, "POST", "/v1/registrations", Some(registration("http://svc:9000/calc"))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(created["weight"], 2);
+    assert_eq!(created["metadata"]["zone"], "a");
+    assert_eq!(created["state"], "active");
+    let id = created["id"].as_str().unwrap().to_owned();
+
+    let (status, again) = call(&app, "POST", "/v1/registrations", Some(registration("http://svc:9000/calc"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again["id"], id.as_str());
+
+    let (status, shown) = call(&app, "GET", &format!("/v1/registrations/{id}?consistency=linearizable"), None).await;
+    assert_eq!((status, shown["address"].as_str()), (StatusCode::OK, Some("http://svc:9000/calc")));
+
+    let (_, list) =
+        call(&app, "GET", "/v1/registrations?contract_namespace=http://tempuri.org&contract_name=ICalc", None).await;
+    assert_eq!(list["registrations"].as_array().unwrap().len(), 1);
+    let (_, list) = call(&app, "GET", "/v1/registrations?contract_name=Other", None).await;
+    assert_eq!(list["registrations"].as_array().unwrap().len(), 0);
+
+    let (status, removed) = call(&app, "DELETE", &format!("/v1/registrations/{id}"), None).await;
+    assert_eq!((status, removed["id"].as_str()), (StatusCode::OK, Some(id.as_str())));
+    let (status, error) = call(&app, "DELETE", &format!("/v1/registrations/{id}"), None).await;
+    assert_eq!((status, error["code"].as_str()), (StatusCode::NOT_FOUND, Some("registration_not_found")));
+}
+
+#[tokio::test]
+async fn refusals_use_the_error_format_and_change_nothing() {
+    let (_dir, app) = single_node().await;
+    let cases = [
+        (json!({ "address": "gopher://x/", "contract_name": "c", "contract_namespace": "n" }), "invalid_address"),
+        (json!({ "address": "http://x/", "contract_name": "", "contract_namespace": "n" }), "invalid_contract_name"),
+        (
+            json!({ "address": "http://x/", "contract_name": "c", "contract_namespace": " " }),
+            "invalid_contract_namespace",
+        ),
+        (
+            json!({ "address": "http://x/", "contract_name": "c", "contract_namespace": "n", "ttl_ms": 5 }),
+            "invalid_ttl",
+        ),
+        (
+            json!({ "address": "http://x/", "contract_name": "c", "contract_namespace": "n", "extra": true }),
+            "invalid_body",
+        ),
+        (json!({ "address": 7, "contract_name": "c", "contract_namespace": "n" }), "invalid_body"),
+        (json!([1, 2]), "invalid_body"),
+    ];
+    for (body, code) in cases {
+        let (status, error) = call(&app, "POST", "/v1/registrations", Some(body.clone())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(error["code"], code, "{body}");
+    }
+    let (status, error) = call(&app, "POST", "/v1/registrations/unregister", Some(json!({ "address": "x" }))).await;
+    assert_eq!((status, error["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_body")));
+    let (status, error) = call(&app, "GET", "/v1/registrations/zz", None).await;
+    assert_eq!((status, error["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_id")));
+    let (status, error) = call(&app, "DELETE", "/v1/cluster/nodes/x", None).await;
+    assert_eq!((status, error["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_path")));
+    let (status, error) = call(&app, "DELETE", "/v1/cluster/nodes/7", None).await;
+    assert_eq!((status, error["code"].as_str()), (StatusCode::NOT_FOUND, Some("node_not_found")));
+    let (status, error) = call(&app, "PATCH", "/v1/registrations", None).await;
+    assert_eq!((status, error["code"].as_str()), (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed")));
+
+    let (_, list) = call(&app, "GET", "/v1/registrations", None).await;
+    assert_eq!(list["registrations"], json!([]));
+}
+
+#[tokio::test]
+async fn health_and_cluster_view() {
+    let (_dir, app) = single_node().await;
+    let (status, live) = call(&app, "GET", "/health/live", None).await;
+    assert_eq!((status, live["status"].as_str()), (StatusCode::OK, Some("live")));
+    let (status, ready) = call(&app, "GET", "/health/ready", None).await;
+    assert_eq!(status, StatusCode::OK, "{ready}");
+    let (_, view) = call(&app, "GET", "/v1/cluster", None).await;
+    assert_eq!(view["node_id"], 1);
+    assert_eq!(view["role"], "leader");
+    assert_eq!(view["leader_id"], 1);
+    assert_eq!(view["members"][0]["role"], "voter");
+    assert!(view["term"].as_u64().unwrap() >= 1);
+}
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// JSON-like bodies: valid documents with hostile values, and raw garbage.
+    fn bodies() -> impl Strategy<Value = Vec<u8>> {
+        let text = prop_oneof![".{0,64}", "(http|https|ftp|file|gopher)://[a-z0-9.:\\[\\]@%/?#-]{0,40}", "\\PC{0,16}"];
+        let document =
+            (text.clone(), text.clone(), text, proptest::option::of(any::<i64>()), proptest::option::of(any::<i64>()))
+                .prop_map(|(address, name, namespace, weight, ttl)| {
+                    let mut body =
+                        json!({ "address": address, "contract_name": name, "contract_namespace": namespace });
+                    if let Some(weight) = weight {
+                        body["weight"] = json!(weight);
+                    }
+                    if let Some(ttl) = ttl {
+                        body["ttl_ms"] = json!(ttl);
+                    }
+                    body.to_string().into_bytes()
+                });
+        prop_oneof![document, proptest::collection::vec(any::<u8>(), 0..256)]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(64), ..ProptestConfig::default() })]
+
+        /// Whatever arrives, the answer is 2xx or a 4xx JSON error, never a 5xx or a panic,
+        /// and a refusal leaves the list as it was.
+        #[test]
+        fn registration_input_never_breaks_the_api(bodies in proptest::collection::vec(bodies(), 1..8)) {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime.block_on(async {
+                let (_dir, app) = single_node().await;
+                let mut expected = 0usize;
+                for body in bodies {
+                    let request = Request::post("/v1/registrations").header("content-type", "application/json").body(Body::from(body)).unwrap();
+                    let response = app.clone().oneshot(request).await.unwrap();
+                    let status = response.status();
+                    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+                    let answer: Value = serde_json::from_slice(&bytes).expect("every answer is JSON");
+                    assert!(status.is_success() || status.is_client_error(), "{status}: {answer}");
+                    if status == StatusCode::CREATED {
+                        expected += 1;
+                    }
+                    if status.is_client_error() {
+                        assert!(answer["code"].as_str().is_some_and(|c| !c.is_empty()) && answer["message"].is_string(), "{answer}");
+                    }
+                    let (_, list) = call(&app, "GET", "/v1/registrations", None).await;
+                    assert_eq!(list["registrations"].as_array().unwrap().len(), expected);
+                }
+            });
+        }
+    }
+
+    proptest! {
+        /// Validation alone, much faster: never panics, and what it accepts is canonical.
+        #[test]
+        fn validation_never_panics(address in ".{0,80}", name in ".{0,40}", namespace in ".{0,40}", weight in any::<Option<u32>>(), ttl in any::<Option<u64>>()) {
+            let request = crate::registry::RegistrationRequest {
+                address, contract_name: name, contract_namespace: namespace, ttl_ms: ttl, weight, metadata: Default::default(),
+            };
+            if let Ok(spec) = crate::registry::RegistrationSpec::new(request) {
+                let again = crate::registry::RegistrationSpec::new(crate::registry::RegistrationRequest {
+                    address: spec.address.clone(),
+                    contract_name: spec.contract_name.clone(),
+                    contract_namespace: spec.contract_namespace.clone(),
+                    ttl_ms: spec.ttl_ms,
+                    weight: Some(spec.weight),
+                    metadata: spec.metadata.clone(),
+                }).expect("an accepted registration is accepted again");
+                prop_assert_eq!(again.id, spec.id, "normalization is idempotent");
+            }
+        }
+    }
+}

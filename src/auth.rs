@@ -1,0 +1,334 @@
+//! Who may do what: bearer tokens with scopes for the control API and for broadcasts.
+//!
+//! Tokens come from a JSON file (`--tokens-file`) or the `SWITCHBOARD_TOKENS` environment
+//! variable, loaded once at start:
+//!
+//! ```json
+//! {"tokens": [
+//!   {"name": "ops", "sha256": "<hex SHA-256 of the token>", "scopes": ["admin", "read", "register:*", "broadcast:*"]},
+//!   {"name": "orders", "token": "<the token itself>", "scopes": ["register:urn:shop*", "read"], "max_registrations": 50}
+//! ]}
+//! ```
+//!
+//! Scopes: `read` (list and show registrations, policies, cluster, audit), `admin` (policies and
+//! membership), `register:<pattern>` (register, unregister, heartbeat and drain within contract
+//! namespaces matching the pattern), `broadcast:<pattern>` (broadcast to contract keys matching
+//! it). A pattern is exact, or ends with `*` to match a prefix; `*` alone matches everything.
+//!
+//! Only SHA-256 digests of tokens are kept in memory; a presented token is hashed and looked up,
+//! and the digests are compared in constant time. Tokens never appear in logs. Without any
+//! token configured the node runs in dev mode: every caller may do everything, and it says so
+//! loudly at start.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use sha2::Digest;
+use sha2::Sha256;
+
+use crate::peer::constant_time_eq;
+use crate::registry::Actor;
+use crate::registry::trim_namespace;
+
+/// Shortest accepted token, in bytes.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// A scope pattern: exact, or a prefix when it ends with `*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pattern {
+    text: String,
+    prefix: bool,
+}
+
+impl Pattern {
+    fn parse(text: &str) -> Self {
+        match text.strip_suffix('*') {
+            Some(prefix) => Self { text: prefix.to_owned(), prefix: true },
+            None => Self { text: text.to_owned(), prefix: false },
+        }
+    }
+
+    pub fn matches(&self, value: &str) -> bool {
+        if self.prefix { value.starts_with(&self.text) } else { value == self.text }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    Read,
+    Admin,
+    Register(Pattern),
+    Broadcast(Pattern),
+}
+
+impl Scope {
+    fn parse(text: &str) -> Result<Self, String> {
+        match text.split_once(':') {
+            None if text == "read" => Ok(Self::Read),
+            None if text == "admin" => Ok(Self::Admin),
+            Some(("register", pattern)) if !pattern.is_empty() => {
+                Ok(Self::Register(Pattern::parse(trim_namespace(pattern))))
+            }
+            Some(("broadcast", pattern)) if !pattern.is_empty() => Ok(Self::Broadcast(Pattern::parse(pattern))),
+            _ => Err(format!("unknown scope {text:?} (read, admin, register:<pattern>, broadcast:<pattern>)")),
+        }
+    }
+}
+
+/// A configured token.
+#[derive(Debug)]
+pub struct Token {
+    pub name: String,
+    pub scopes: Vec<Scope>,
+    pub max_registrations: Option<u32>,
+}
+
+/// The authenticated caller of one request.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// Dev mode: no tokens configured, everything allowed.
+    Dev,
+    Token(Arc<Token>),
+}
+
+impl Caller {
+    fn allows(&self, check: impl Fn(&Scope) -> bool) -> bool {
+        match self {
+            Self::Dev => true,
+            Self::Token(token) => token.scopes.iter().any(check),
+        }
+    }
+
+    pub fn can_read(&self) -> bool {
+        self.allows(|s| matches!(s, Scope::Read))
+    }
+
+    pub fn can_admin(&self) -> bool {
+        self.allows(|s| matches!(s, Scope::Admin))
+    }
+
+    /// May register, unregister, renew or drain registrations of this contract namespace.
+    pub fn can_register(&self, contract_namespace: &str) -> bool {
+        let namespace = trim_namespace(contract_namespace);
+        self.allows(|s| matches!(s, Scope::Register(p) if p.matches(namespace)))
+    }
+
+    pub fn can_broadcast(&self, contract_key: &str) -> bool {
+        self.allows(|s| matches!(s, Scope::Broadcast(p) if p.matches(contract_key)))
+    }
+
+    /// The identity recorded with the writes of this caller.
+    pub fn actor(&self) -> Actor {
+        match self {
+            Self::Dev => Actor::default(),
+            Self::Token(token) => Actor { name: Some(token.name.clone()), quota: token.max_registrations },
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Dev => "dev-mode",
+            Self::Token(token) => &token.name,
+        }
+    }
+}
+
+/// Why a request could not be authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("a token is required: send Authorization: Bearer <token>")]
+    Missing,
+    #[error("the token is not valid")]
+    Invalid,
+}
+
+/// The tokens a node accepts.
+#[derive(Debug, Default)]
+pub struct Tokens {
+    by_digest: HashMap<[u8; 32], Arc<Token>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokensFile {
+    tokens: Vec<TokenEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenEntry {
+    name: String,
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    sha256: Option<String>,
+    scopes: Vec<String>,
+    #[serde(default)]
+    max_registrations: Option<u32>,
+}
+
+fn digest(token: &[u8]) -> [u8; 32] {
+    Sha256::digest(token).into()
+}
+
+fn parse_hex32(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in text.as_bytes().chunks_exact(2).enumerate() {
+        out[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
+impl Tokens {
+    /// Dev mode: nothing configured.
+    pub fn is_dev_mode(&self) -> bool {
+        self.by_digest.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_digest.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_digest.is_empty()
+    }
+
+    /// Reads tokens from a file or from JSON text; both absent means dev mode.
+    pub fn load(file: Option<&Path>, inline: Option<&str>) -> Result<Self, String> {
+        let text = match (file, inline) {
+            (Some(_), Some(_)) => return Err("give tokens in a file or in the environment, not both".into()),
+            (Some(path), None) => {
+                std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?
+            }
+            (None, Some(text)) => text.to_owned(),
+            (None, None) => return Ok(Self::default()),
+        };
+        Self::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let file: TokensFile = serde_json::from_str(text).map_err(|e| format!("tokens: {e}"))?;
+        if file.tokens.is_empty() {
+            return Err("tokens: the list is empty (leave tokens unset for dev mode)".into());
+        }
+        let mut tokens = Self::default();
+        let mut names = std::collections::BTreeSet::new();
+        for entry in file.tokens {
+            if entry.name.is_empty() || !names.insert(entry.name.clone()) {
+                return Err(format!("tokens: names must be unique and non-empty ({:?})", entry.name));
+            }
+            let digest = match (entry.token, entry.sha256) {
+                (Some(token), None) if token.len() >= MIN_TOKEN_LEN => digest(token.as_bytes()),
+                (Some(_), None) => return Err(format!("tokens: {} is shorter than {MIN_TOKEN_LEN} bytes", entry.name)),
+                (None, Some(hex)) => {
+                    parse_hex32(&hex).ok_or_else(|| format!("tokens: {}: sha256 must be 64 hex digits", entry.name))?
+                }
+                _ => return Err(format!("tokens: {} needs exactly one of token and sha256", entry.name)),
+            };
+            let scopes = entry
+                .scopes
+                .iter()
+                .map(|s| Scope::parse(s))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("tokens: {}: {e}", entry.name))?;
+            let token = Token { name: entry.name, scopes, max_registrations: entry.max_registrations };
+            if tokens.by_digest.insert(digest, Arc::new(token)).is_some() {
+                return Err("tokens: two entries share a token".into());
+            }
+        }
+        Ok(tokens)
+    }
+
+    /// Authenticates `Authorization: Bearer <token>` (or a bare token value).
+    pub fn authenticate(&self, presented: Option<&[u8]>) -> Result<Caller, AuthError> {
+        if self.is_dev_mode() {
+            return Ok(Caller::Dev);
+        }
+        let presented = presented.ok_or(AuthError::Missing)?;
+        let token = presented.strip_prefix(b"Bearer ").unwrap_or(presented);
+        let wanted = digest(token);
+        match self.by_digest.get_key_value(&wanted) {
+            Some((stored, entry)) if constant_time_eq(stored, &wanted) => Ok(Caller::Token(entry.clone())),
+            _ => Err(AuthError::Invalid),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"{"tokens": [
+        {"name": "ops", "token": "ops-token-0123456789", "scopes": ["admin", "read", "register:*", "broadcast:*"]},
+        {"name": "orders", "sha256": "SHA", "scopes": ["register:urn:shop*", "broadcast:urn:shop/ICache"], "max_registrations": 2}
+    ]}"#;
+
+    fn tokens() -> Tokens {
+        let sha: String = digest(b"orders-token-0123456789").iter().map(|b| format!("{b:02x}")).collect();
+        Tokens::parse(&FILE.replace("SHA", &sha)).unwrap()
+    }
+
+    #[test]
+    fn scopes_decide() {
+        let tokens = tokens();
+        let ops = tokens.authenticate(Some(b"Bearer ops-token-0123456789")).unwrap();
+        assert!(ops.can_admin() && ops.can_read() && ops.can_register("urn:anything") && ops.can_broadcast("x/y"));
+        let orders = tokens.authenticate(Some(b"Bearer orders-token-0123456789")).unwrap();
+        assert!(!orders.can_admin() && !orders.can_read());
+        assert!(
+            orders.can_register("urn:shop") && orders.can_register("urn:shop:eu/") && !orders.can_register("urn:bank")
+        );
+        assert!(orders.can_broadcast("urn:shop/ICache") && !orders.can_broadcast("urn:shop/IOther"));
+        assert_eq!(orders.actor(), Actor { name: Some("orders".into()), quota: Some(2) });
+    }
+
+    #[test]
+    fn bad_tokens_are_refused() {
+        let tokens = tokens();
+        assert_eq!(tokens.authenticate(None).unwrap_err(), AuthError::Missing);
+        assert_eq!(tokens.authenticate(Some(b"Bearer nope-nope-nope-nope")).unwrap_err(), AuthError::Invalid);
+        assert_eq!(tokens.authenticate(Some(b"Bearer ops-token-012345678")).unwrap_err(), AuthError::Invalid);
+        assert_eq!(tokens.authenticate(Some(b"")).unwrap_err(), AuthError::Invalid);
+    }
+
+    #[test]
+    fn dev_mode_allows_everything() {
+        let tokens = Tokens::default();
+        assert!(tokens.is_dev_mode());
+        let caller = tokens.authenticate(None).unwrap();
+        assert!(caller.can_admin() && caller.can_register("x") && caller.can_broadcast("x/y"));
+        assert_eq!(caller.actor(), Actor::default());
+    }
+
+    #[test]
+    fn bad_files_are_refused() {
+        for (text, needle) in [
+            ("{}", "missing field"),
+            (r#"{"tokens": []}"#, "empty"),
+            (r#"{"tokens": [{"name": "a", "token": "short", "scopes": []}]}"#, "shorter"),
+            (r#"{"tokens": [{"name": "a", "sha256": "zz", "scopes": []}]}"#, "64 hex"),
+            (r#"{"tokens": [{"name": "a", "token": "0123456789abcdef", "scopes": ["write"]}]}"#, "unknown scope"),
+            (
+                r#"{"tokens": [{"name": "a", "token": "0123456789abcdef", "scopes": []}, {"name": "a", "token": "0123456789abcdeg", "scopes": []}]}"#,
+                "unique",
+            ),
+            (r#"{"tokens": [{"name": "a", "token": "0123456789abcdef", "scopes": [], "extra": 1}]}"#, "unknown field"),
+        ] {
+            let err = Tokens::parse(text).unwrap_err();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn patterns() {
+        assert!(Pattern::parse("*").matches("anything"));
+        assert!(Pattern::parse("urn:a*").matches("urn:abc"));
+        assert!(!Pattern::parse("urn:a").matches("urn:abc"));
+        assert!(Pattern::parse("urn:a").matches("urn:a"));
+    }
+}

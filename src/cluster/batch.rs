@@ -1,0 +1,121 @@
+//! Group commit on the leader: concurrent writes share one log entry.
+//!
+//! openraft 0.9 appends (and so flushes) once per proposed entry. Proposing each client write as
+//! its own entry would cap writes at one flush each. Instead, writes queue here; a single task
+//! takes everything queued, stamps it with the leader's clock, and proposes it as one entry. A
+//! bounded number of entries is in flight at once, so while they commit the next batch fills.
+//! A lone write never waits: with nothing in flight it is proposed at once.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use openraft::error::ClientWriteError;
+use tokio::sync::Semaphore;
+use tokio::sync::mpsc;
+use tokio::sync::oneshot;
+
+use crate::cluster::ClusterError;
+use crate::raft::Raft;
+use crate::registry::Change;
+use crate::registry::Command;
+use crate::registry::Origin;
+use crate::registry::Outcome;
+
+/// Most changes in one log entry.
+const MAX_BATCH: usize = 512;
+/// Entries proposed but not yet applied at any time.
+const MAX_IN_FLIGHT: usize = 4;
+/// Writes waiting for a batch; further writers wait for room.
+const QUEUE: usize = 8 * MAX_BATCH;
+
+type Reply = oneshot::Sender<Result<Outcome, ClusterError>>;
+
+struct Pending {
+    origin: Origin,
+    command: Command,
+    reply: Reply,
+}
+
+/// Handle for proposing writes through the batcher.
+#[derive(Debug, Clone)]
+pub struct Batcher {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending").field("command", &self.command).finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Batcher {
+    /// Starts the batching task; it ends when every handle is dropped.
+    pub fn spawn(raft: Raft) -> Self {
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        tokio::spawn(run(raft, receiver));
+        Self { queue }
+    }
+
+    /// Proposes one write and waits until it is applied, or fails. `NotLeader` means the entry
+    /// was not accepted by this node; it was not proposed.
+    pub async fn propose(&self, origin: Origin, command: Command) -> Result<Outcome, ClusterError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue.send(Pending { origin, command, reply }).await.map_err(|_| ClusterError::ShuttingDown)?;
+        answer.await.map_err(|_| ClusterError::ShuttingDown)?
+    }
+}
+
+async fn run(raft: Raft, mut receiver: mpsc::Receiver<Pending>) {
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    loop {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+        let Some(first) = receiver.recv().await else { return };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(pending) => batch.push(pending),
+                Err(_) => break,
+            }
+        }
+        let at_ms = now_ms();
+        let mut replies = Vec::with_capacity(batch.len());
+        let changes = batch
+            .into_iter()
+            .map(|pending| {
+                replies.push(pending.reply);
+                Change { at_ms, origin: pending.origin, command: pending.command }
+            })
+            .collect();
+        let submitted = raft.client_write_ff(changes).await;
+        let Ok(applied) = submitted else {
+            answer_all(replies, ClusterError::ShuttingDown);
+            continue;
+        };
+        tokio::spawn(async move {
+            let result = applied.await;
+            drop(permit);
+            match result {
+                Ok(Ok(response)) => {
+                    for (reply, outcome) in replies.into_iter().zip(response.data) {
+                        let _ = reply.send(Ok(outcome));
+                    }
+                }
+                Ok(Err(ClientWriteError::ForwardToLeader(_))) => answer_all(replies, ClusterError::NotLeader),
+                Ok(Err(ClientWriteError::ChangeMembershipError(err))) => {
+                    answer_all(replies, ClusterError::Membership(err.to_string()))
+                }
+                Err(_dropped) => answer_all(replies, ClusterError::ShuttingDown),
+            }
+        });
+    }
+}
+
+fn answer_all(replies: Vec<Reply>, error: ClusterError) {
+    for reply in replies {
+        let _ = reply.send(Err(error.clone()));
+    }
+}

@@ -1,0 +1,236 @@
+//! Leases: registrations with a time to live stay while heartbeats renew them.
+//!
+//! Heartbeats are soft state and never enter the Raft log. The node that takes a heartbeat
+//! records it and gossips it to every other member within [`GOSSIP_EVERY`], so every node,
+//! and therefore any future leader, knows when each lease was last renewed. Only the leader
+//! decides expiry, with its own clock, and replicates the decision as one `Expire` command per
+//! round; every node applies the same removals.
+//!
+//! After a leader change the new leader already holds the renewal times, so leases are not reset
+//! and nothing expires en masse. It still grants a bounded grace, `min(ttl, LEADER_GRACE)` from the
+//! moment it took over, for heartbeats that were in flight to the old leader.
+//!
+//! A renewal names the lease's epoch (the log index of its latest registration). A heartbeat
+//! for an older epoch (an instance that was replaced by a restarted one on the same address)
+//! renews nothing.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+use std::time::Instant;
+
+use crate::registry::Lease;
+use crate::registry::RegistrationId;
+use crate::registry::RegistryState;
+
+/// How often a node passes on the heartbeats it took.
+pub const GOSSIP_EVERY: Duration = Duration::from_millis(200);
+/// How often the leader looks for leases that ran out.
+pub const REAP_EVERY: Duration = Duration::from_millis(200);
+/// Longest grace a new leader grants before expiring a lease.
+pub const LEADER_GRACE: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Copy)]
+struct Renewal {
+    epoch: u64,
+    at: Instant,
+}
+
+/// Why a heartbeat renewed nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Refusal {
+    NotFound,
+    /// The caller's token does not cover the registration's namespace.
+    Forbidden,
+    /// The lease belongs to an earlier registration of this id.
+    EpochMismatch,
+}
+
+/// Renewal times of the leases this node knows about.
+#[derive(Debug, Default)]
+pub struct Leases {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    renewed: HashMap<RegistrationId, Renewal>,
+    /// Renewals taken here and not yet gossiped.
+    outbox: Vec<Lease>,
+}
+
+impl Leases {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Checks a heartbeat against the applied registry: the lease it renews (with the current
+    /// epoch), or why it renews nothing. `epoch: None` renews whatever epoch is current.
+    pub fn check(registry: &RegistryState, id: RegistrationId, epoch: Option<u64>) -> Result<Lease, Refusal> {
+        let registration = registry.get(&id).ok_or(Refusal::NotFound)?;
+        match epoch {
+            Some(epoch) if epoch != registration.epoch => Err(Refusal::EpochMismatch),
+            _ => Ok(registration.lease()),
+        }
+    }
+
+    /// Records heartbeats taken by this node, to be gossiped.
+    pub fn renew_local(&self, leases: &[Lease], now: Instant) {
+        let mut state = self.lock();
+        for lease in leases {
+            record(&mut state.renewed, *lease, now);
+        }
+        state.outbox.extend_from_slice(leases);
+    }
+
+    /// Records heartbeats another node took.
+    pub fn renew_remote(&self, leases: &[Lease], now: Instant) {
+        let mut state = self.lock();
+        for lease in leases {
+            record(&mut state.renewed, *lease, now);
+        }
+    }
+
+    /// The renewals to gossip, emptying the outbox.
+    pub fn take_outbox(&self) -> Vec<Lease> {
+        std::mem::take(&mut self.lock().outbox)
+    }
+
+    /// Leases of `registry` that ran out by `now`, for a leader in office since `leader_since`.
+    /// A lease seen for the first time counts as renewed now.
+    pub fn expired(&self, registry: &RegistryState, now: Instant, leader_since: Instant) -> Vec<Lease> {
+        let mut state = self.lock();
+        let mut expired = Vec::new();
+        for registration in registry.iter() {
+            let Some(ttl) = registration.ttl_ms.map(Duration::from_millis) else { continue };
+            let renewal =
+                state.renewed.entry(registration.id).or_insert(Renewal { epoch: registration.epoch, at: now });
+            if renewal.epoch != registration.epoch {
+                *renewal = Renewal { epoch: registration.epoch, at: now };
+            }
+            let deadline = (renewal.at + ttl).max(leader_since + ttl.min(LEADER_GRACE));
+            if now >= deadline {
+                expired.push(registration.lease());
+            }
+        }
+        expired
+    }
+
+    /// Forgets renewals of registrations that are gone.
+    pub fn retain_registered(&self, registry: &RegistryState) {
+        self.lock().renewed.retain(|id, _| registry.get(id).is_some());
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().renewed.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn record(renewed: &mut HashMap<RegistrationId, Renewal>, lease: Lease, at: Instant) {
+    let renewal = renewed.entry(lease.id).or_insert(Renewal { epoch: lease.epoch, at });
+    if lease.epoch >= renewal.epoch {
+        *renewal = Renewal { epoch: lease.epoch, at: at.max(renewal.at) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::registry::Change;
+    use crate::registry::Command;
+    use crate::registry::Origin;
+    use crate::registry::RegistrationRequest;
+    use crate::registry::RegistrationSpec;
+
+    fn registry_with(ttls: &[(u64, Option<u64>)]) -> (RegistryState, Vec<Lease>) {
+        let mut state = RegistryState::default();
+        let mut leases = Vec::new();
+        for (index, (n, ttl)) in ttls.iter().enumerate() {
+            let spec = RegistrationSpec::new(RegistrationRequest {
+                address: format!("http://h{n}/"),
+                contract_name: "C".into(),
+                contract_namespace: "urn:x".into(),
+                ttl_ms: *ttl,
+                weight: None,
+                metadata: BTreeMap::new(),
+            })
+            .unwrap();
+            let change = Change { at_ms: 0, origin: Origin::default(), command: Command::Register(spec) };
+            state.apply(index as u64 + 1, &change);
+            leases.push(state.iter().find(|r| r.address == format!("http://h{n}/")).unwrap().lease());
+        }
+        (state, leases)
+    }
+
+    #[test]
+    fn renewed_leases_live_and_silent_ones_expire() {
+        let (registry, leases) = registry_with(&[(1, Some(1_000)), (2, Some(1_000)), (3, None)]);
+        let table = Leases::default();
+        let start = Instant::now();
+        let long_ago = start; // leader since the start: no grace left later on
+        assert!(table.expired(&registry, start, long_ago).is_empty(), "first sight counts as a renewal");
+        table.renew_local(&leases[..1], start + Duration::from_millis(900));
+        let later = start + Duration::from_millis(1_500);
+        assert_eq!(
+            table.expired(&registry, later, long_ago),
+            vec![leases[1]],
+            "the silent one expires, the renewed one and the unleased one stay"
+        );
+        assert_eq!(table.take_outbox(), vec![leases[0]]);
+        assert!(table.take_outbox().is_empty());
+    }
+
+    #[test]
+    fn a_new_leader_grants_grace_but_keeps_known_renewals() {
+        let (registry, leases) = registry_with(&[(1, Some(10_000)), (2, Some(10_000))]);
+        let table = Leases::default();
+        let t0 = Instant::now();
+        // Renewals gossiped before the leader change.
+        table.renew_remote(&leases, t0);
+        table.expired(&registry, t0, t0);
+        let elected = t0 + Duration::from_secs(9);
+        // Shortly after the election nothing has expired...
+        assert!(table.expired(&registry, elected + Duration::from_millis(500), elected).is_empty());
+        // ...and at the end of the grace the leases that nobody renewed do expire.
+        table.renew_remote(&leases[..1], elected);
+        let after = elected + LEADER_GRACE;
+        assert_eq!(table.expired(&registry, after, elected), vec![leases[1]]);
+    }
+
+    #[test]
+    fn heartbeats_of_a_replaced_instance_renew_nothing() {
+        let (mut registry, leases) = registry_with(&[(1, Some(1_000))]);
+        let old = leases[0];
+        // The instance restarted on the same address: a new registration, a new epoch.
+        let spec = RegistrationSpec::new(RegistrationRequest {
+            address: "http://h1/".into(),
+            contract_name: "C".into(),
+            contract_namespace: "urn:x".into(),
+            ttl_ms: Some(1_000),
+            weight: None,
+            metadata: BTreeMap::new(),
+        })
+        .unwrap();
+        registry.apply(7, &Change { at_ms: 0, origin: Origin::default(), command: Command::Register(spec) });
+        assert_eq!(Leases::check(&registry, old.id, Some(old.epoch)), Err(Refusal::EpochMismatch));
+        assert_eq!(Leases::check(&registry, old.id, Some(7)), Ok(Lease { id: old.id, epoch: 7 }));
+        assert_eq!(Leases::check(&registry, RegistrationId::of("a", "b", "c"), None), Err(Refusal::NotFound));
+
+        let table = Leases::default();
+        let t0 = Instant::now();
+        table.expired(&registry, t0, t0);
+        // Old-epoch renewals keep coming; they must not keep the new epoch alive.
+        table.renew_remote(&[old], t0 + Duration::from_millis(800));
+        assert_eq!(
+            table.expired(&registry, t0 + Duration::from_millis(1_100), t0),
+            vec![Lease { id: old.id, epoch: 7 }]
+        );
+    }
+}

@@ -1,0 +1,845 @@
+//! Cluster behaviour on top of openraft: where writes go, linearizable reads, bootstrap and
+//! admission of nodes, membership changes, and readiness.
+//!
+//! Any node takes writes. The leader proposes them; a follower forwards them to the leader's peer
+//! endpoint and answers its own client once the leader has committed and applied them. While no
+//! leader is known (an election), a write waits for one until its deadline instead of failing.
+//! Writes are idempotent, so retrying a forward whose answer was lost is harmless.
+//!
+//! Only this module calls openraft's membership APIs.
+
+mod batch;
+pub mod leases;
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use std::time::Instant;
+
+use openraft::ChangeMembers;
+use openraft::ServerState;
+use openraft::error::ClientWriteError;
+use openraft::error::InitializeError;
+use openraft::error::RaftError;
+use serde::Deserialize;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+use self::batch::Batcher;
+use self::leases::Leases;
+use self::leases::Refusal;
+use crate::raft::AppliedView;
+use crate::raft::LogStore;
+use crate::raft::NodeId;
+use crate::raft::NodeMeta;
+use crate::raft::PeerClient;
+use crate::raft::PeerNode;
+use crate::raft::Raft;
+use crate::raft::typ;
+use crate::registry::Actor;
+use crate::registry::Command;
+use crate::registry::Lease;
+use crate::registry::Origin;
+use crate::registry::Outcome;
+use crate::registry::Registration;
+use crate::registry::RegistrationId;
+
+/// How long a node keeps reporting ready after it last knew a leader, so that a short election
+/// does not take every node out of the load balancer at once.
+const READY_GRACE: Duration = Duration::from_secs(3);
+/// How far (in log entries) a node may trail the leader and still report ready.
+const READY_MAX_LAG: u64 = 1_000;
+/// A leader that has not heard from a quorum for this long stops reporting ready.
+const LEADER_QUORUM_STALE: Duration = Duration::from_millis(1_500);
+/// Deadline of one status call to a peer.
+const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
+/// A leader decides lease expiry only if a quorum acknowledged it this recently.
+const REAP_QUORUM_FRESH: Duration = Duration::from_millis(500);
+/// How long a learner may take to catch up before it is promoted to voter.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
+/// A learner this close to the leader's log is caught up.
+const CAUGHT_UP_LAG: u64 = 64;
+
+/// Errors of cluster operations; they also travel between peers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ClusterError {
+    /// Internal: the node asked is not the leader; the caller retries with the current leader.
+    #[error("this node is not the leader")]
+    NotLeader,
+    #[error("no leader could be reached within {0} ms")]
+    NoLeader(u64),
+    #[error("the request reached the leader but its outcome is unknown; it may still be applied")]
+    Indeterminate,
+    #[error("the node is shutting down")]
+    ShuttingDown,
+    #[error("membership change refused: {0}")]
+    Membership(String),
+    #[error("node {0} is not a member of the cluster")]
+    UnknownNode(NodeId),
+    #[error("node {0} did not catch up with the leader within {1} s")]
+    CatchUpTimeout(NodeId, u64),
+}
+
+/// A write as forwarded to the leader: the leader stamps the time.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Proposal {
+    pub command: Command,
+    pub origin: Origin,
+}
+
+/// What a node tells its peers about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub node_id: NodeId,
+    /// The node holds log entries: it belongs to a cluster that has started.
+    pub initialized: bool,
+    pub admitted: bool,
+    pub leader: Option<(NodeId, PeerNode)>,
+    pub last_log_index: Option<u64>,
+    pub applied_index: u64,
+}
+
+/// A fresh node asks the leader whether it may take part in replication.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdmitRequest {
+    pub node_id: NodeId,
+    pub node: PeerNode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdmitReply {
+    Admitted,
+    /// The leader removed a lost earlier incarnation of the node; ask again.
+    Retry,
+}
+
+/// Membership change forwarded to the leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum MembershipRequest {
+    Add { node_id: NodeId, node: PeerNode },
+    Remove { node_id: NodeId },
+}
+
+/// This node's view of the cluster, as `GET /v1/cluster` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterView {
+    pub node_id: NodeId,
+    pub role: String,
+    pub admitted: bool,
+    pub leader_id: Option<NodeId>,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    pub last_applied_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
+    pub millis_since_quorum_ack: Option<u64>,
+    pub members: Vec<MemberView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberView {
+    pub id: NodeId,
+    pub peer_addr: String,
+    /// `voter` or `learner`.
+    pub role: String,
+    /// On the leader: the last log index known to be replicated to this member.
+    pub matched_index: Option<u64>,
+}
+
+/// Whether the node should receive traffic, and why not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Readiness {
+    pub ready: bool,
+    pub reason: Option<String>,
+}
+
+/// Settings of the cluster layer.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub node_id: NodeId,
+    pub node: PeerNode,
+    pub initial_voters: BTreeMap<NodeId, PeerNode>,
+    /// Bound on how long a write or linearizable read waits for a leader and its commit.
+    pub request_timeout: Duration,
+}
+
+/// Handle to the cluster layer of this node. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").field("node_id", &self.inner.config.node_id).finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    config: ClusterConfig,
+    raft: Raft,
+    batcher: Batcher,
+    leases: Leases,
+    view: AppliedView,
+    peers: PeerClient,
+    log_store: LogStore,
+    admitted: AtomicBool,
+    /// Set when the node is stopping: it reports not ready so load balancers move away first.
+    stopping: AtomicBool,
+    /// When this node last knew a leader.
+    last_leader_seen: Mutex<Option<Instant>>,
+    /// The leader's last log index as last probed, and when.
+    leader_progress: Mutex<Option<(u64, Instant)>>,
+}
+
+fn from_write_error(err: RaftError<NodeId, typ::ClientWriteError>) -> ClusterError {
+    match err {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => ClusterError::NotLeader,
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => ClusterError::Membership(e.to_string()),
+        RaftError::Fatal(_) => ClusterError::ShuttingDown,
+    }
+}
+
+impl Cluster {
+    pub fn new(config: ClusterConfig, raft: Raft, view: AppliedView, peers: PeerClient, log_store: LogStore) -> Self {
+        let admitted = log_store.node_meta().ok().flatten().is_some_and(|meta| meta.admitted);
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                batcher: Batcher::spawn(raft.clone()),
+                leases: Leases::default(),
+                raft,
+                view,
+                peers,
+                log_store,
+                admitted: AtomicBool::new(admitted),
+                stopping: AtomicBool::new(false),
+                last_leader_seen: Mutex::new(None),
+                leader_progress: Mutex::new(None),
+            }),
+        }
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.inner.config.node_id
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    pub fn view(&self) -> &AppliedView {
+        &self.inner.view
+    }
+
+    pub fn is_admitted(&self) -> bool {
+        self.inner.admitted.load(Ordering::Acquire)
+    }
+
+    fn metrics(&self) -> typ::RaftMetrics {
+        self.inner.raft.metrics().borrow().clone()
+    }
+
+    fn leader(&self) -> Option<(NodeId, PeerNode)> {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow();
+        let leader = metrics.current_leader?;
+        let node = metrics.membership_config.membership().get_node(&leader)?.clone();
+        Some((leader, node))
+    }
+
+    // === writes and reads ===
+
+    /// Replicates a command through the leader and returns what applying it did.
+    pub async fn write(&self, command: Command, actor: &Actor) -> Result<Outcome, ClusterError> {
+        let origin = Origin { node: self.node_id(), principal: actor.name.clone(), quota: actor.quota };
+        let proposal = Proposal { command, origin };
+        let local = |proposal: Proposal| async move { self.propose_local(proposal).await };
+        self.on_leader("/cluster/write", proposal, local).await
+    }
+
+    /// Leader side of a write. Fails with `NotLeader` on any other node.
+    pub async fn propose_local(&self, proposal: Proposal) -> Result<Outcome, ClusterError> {
+        let written = self.inner.batcher.propose(proposal.origin, proposal.command);
+        tokio::time::timeout(self.inner.config.request_timeout, written)
+            .await
+            .unwrap_or(Err(ClusterError::Indeterminate))
+    }
+
+    /// Waits until this node has applied everything committed before the call: a linearizable
+    /// read point. The leader confirms its leadership with a quorum first.
+    pub async fn linearizable_barrier(&self) -> Result<(), ClusterError> {
+        let local = |()| async move { self.read_index_local().await };
+        let index = self.on_leader("/cluster/read-index", (), local).await?;
+        let mut applied = self.inner.view.subscribe();
+        let wait = applied.wait_for(|applied| *applied >= index);
+        match tokio::time::timeout(self.inner.config.request_timeout, wait).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_closed)) => Err(ClusterError::ShuttingDown),
+            Err(_elapsed) => Err(ClusterError::NoLeader(self.inner.config.request_timeout.as_millis() as u64)),
+        }
+    }
+
+    /// Leader side of a linearizable read: the index a reader must have applied.
+    pub async fn read_index_local(&self) -> Result<u64, ClusterError> {
+        let read = tokio::time::timeout(self.inner.config.request_timeout, self.inner.raft.get_read_log_id()).await;
+        match read {
+            Ok(Ok((read_log_id, _applied))) => Ok(read_log_id.map_or(0, |id| id.index)),
+            // Not the leader, or a leader that cannot reach a quorum: retried until the deadline.
+            Ok(Err(RaftError::APIError(_))) => Err(ClusterError::NotLeader),
+            Ok(Err(RaftError::Fatal(_))) => Err(ClusterError::ShuttingDown),
+            Err(_elapsed) => Err(ClusterError::NoLeader(self.inner.config.request_timeout.as_millis() as u64)),
+        }
+    }
+
+    /// Runs `local` if this node leads, forwards `request` to the leader's `path` otherwise, and
+    /// retries through elections until the request deadline.
+    async fn on_leader<Req, Resp, F, Fut>(&self, path: &str, request: Req, local: F) -> Result<Resp, ClusterError>
+    where
+        Req: Serialize + Clone,
+        Resp: DeserializeOwned,
+        F: Fn(Req) -> Fut,
+        Fut: Future<Output = Result<Resp, ClusterError>>,
+    {
+        let timeout = self.inner.config.request_timeout;
+        let deadline = Instant::now() + timeout;
+        let mut metrics = self.inner.raft.metrics();
+        let mut sent_somewhere = false;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(if sent_somewhere {
+                    ClusterError::Indeterminate
+                } else {
+                    ClusterError::NoLeader(timeout.as_millis() as u64)
+                });
+            }
+            let attempt = match self.leader() {
+                Some((leader, _)) if leader == self.node_id() => match local(request.clone()).await {
+                    Err(ClusterError::NotLeader) => None,
+                    Err(ClusterError::Indeterminate) => return Err(ClusterError::Indeterminate),
+                    done => Some(done),
+                },
+                Some((leader, node)) => {
+                    let call =
+                        self.inner.peers.call::<Req, Result<Resp, ClusterError>>(&node.addr, path, &request, remaining);
+                    match call.await {
+                        Ok(Err(ClusterError::NotLeader)) => None,
+                        Ok(done) => Some(done),
+                        Err(err) => {
+                            sent_somewhere |= !err.not_sent();
+                            tracing::debug!(leader, error = %err, "forward to leader failed, retrying");
+                            None
+                        }
+                    }
+                }
+                None => None,
+            };
+            if let Some(done) = attempt {
+                return done;
+            }
+            // Wait for news about the leader, but not long: a dead leader is only noticed by an
+            // election, and a busy one may just have been slow.
+            let pause = remaining.min(Duration::from_millis(50));
+            let _ = tokio::time::timeout(pause, metrics.changed()).await;
+        }
+    }
+
+    // === leases ===
+
+    /// Renews leases, as a heartbeat taken by this node. Returns the leases renewed and the
+    /// refusals. An id this node does not know yet is looked up again after a linearizable
+    /// barrier, so a heartbeat right after a registration on another node is not refused.
+    pub async fn heartbeat(
+        &self,
+        requests: &[(RegistrationId, Option<u64>)],
+        allowed: impl Fn(&Registration) -> bool,
+    ) -> (Vec<Lease>, Vec<(RegistrationId, Refusal)>) {
+        let check = |requests: &[(RegistrationId, Option<u64>)]| {
+            let applied = self.inner.view.load();
+            let mut renewed = Vec::new();
+            let mut refused = Vec::new();
+            for &(id, epoch) in requests {
+                if applied.state.get(&id).is_some_and(|r| !allowed(r)) {
+                    refused.push((id, Refusal::Forbidden));
+                    continue;
+                }
+                match Leases::check(&applied.state, id, epoch) {
+                    Ok(lease) => renewed.push(lease),
+                    Err(refusal) => refused.push((id, refusal)),
+                }
+            }
+            (renewed, refused)
+        };
+        let (mut renewed, mut refused) = check(requests);
+        if refused.iter().any(|(_, refusal)| *refusal == Refusal::NotFound) && self.linearizable_barrier().await.is_ok()
+        {
+            let unknown: Vec<_> =
+                requests.iter().filter(|(id, _)| refused.iter().any(|(r, _)| r == id)).copied().collect();
+            let (more, still) = check(&unknown);
+            renewed.extend(more);
+            refused = still;
+        }
+        self.inner.leases.renew_local(&renewed, Instant::now());
+        (renewed, refused)
+    }
+
+    /// Heartbeats another node took.
+    pub fn renew_from_peer(&self, leases: &[Lease]) {
+        self.inner.leases.renew_remote(leases, Instant::now());
+    }
+
+    /// Duty: pass the heartbeats this node took on to every other member.
+    pub async fn gossip_leases(self) {
+        let mut tick = tokio::time::interval(leases::GOSSIP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let outbox = self.inner.leases.take_outbox();
+            if outbox.is_empty() {
+                continue;
+            }
+            let members: Vec<PeerNode> = {
+                let metrics = self.inner.raft.metrics();
+                let metrics = metrics.borrow();
+                let membership = metrics.membership_config.membership();
+                membership.nodes().filter(|(id, _)| **id != self.node_id()).map(|(_, node)| node.clone()).collect()
+            };
+            let calls = members
+                .iter()
+                .map(|node| self.inner.peers.call::<_, ()>(&node.addr, "/cluster/renew", &outbox, STATUS_TIMEOUT));
+            for result in futures_util::future::join_all(calls).await {
+                if let Err(err) = result {
+                    tracing::debug!(error = %err, "lease gossip not delivered");
+                }
+            }
+        }
+    }
+
+    /// Leader duty: expire leases that ran out, as one replicated command per round.
+    pub async fn reap_leases(self) {
+        let mut tick = tokio::time::interval(leases::REAP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut leader_since: Option<Instant> = None;
+        let mut rounds = 0u64;
+        loop {
+            tick.tick().await;
+            rounds += 1;
+            let metrics = self.metrics();
+            // Only a leader that hears from a quorum decides expiry. A leader cut off from its
+            // peers also misses their gossip, so its renewal times are stale; when it hears from
+            // a quorum again it starts over with the grace of a new leader.
+            let in_touch = metrics.millis_since_quorum_ack.is_some_and(|ms| ms <= REAP_QUORUM_FRESH.as_millis() as u64);
+            if metrics.state != ServerState::Leader || !in_touch {
+                leader_since = None;
+                continue;
+            }
+            let now = Instant::now();
+            let since = *leader_since.get_or_insert(now);
+            let applied = self.inner.view.load();
+            if rounds.is_multiple_of(50) {
+                self.inner.leases.retain_registered(&applied.state);
+            }
+            let expired = self.inner.leases.expired(&applied.state, now, since);
+            drop(applied);
+            if expired.is_empty() {
+                continue;
+            }
+            let count = expired.len();
+            // Proposed here or not at all: a decision made with this node's renewal times must
+            // never be forwarded to another leader, which has its own.
+            let actor = Actor::internal("lease-expiry");
+            let origin = Origin { node: self.node_id(), principal: actor.name, quota: None };
+            match self.propose_local(Proposal { command: Command::Expire(expired), origin }).await {
+                Ok(Outcome::Expired(ids)) => {
+                    crate::metrics::METRICS.leases_expired.add(ids.len() as u64);
+                    tracing::info!(expired = ids.len(), checked = count, "leases expired");
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "expiring leases failed; the next round decides again"),
+            }
+        }
+    }
+
+    // === status ===
+
+    pub fn peer_status(&self) -> PeerStatus {
+        let metrics = self.metrics();
+        let leader = metrics
+            .current_leader
+            .and_then(|id| metrics.membership_config.membership().get_node(&id).map(|node| (id, node.clone())));
+        PeerStatus {
+            node_id: self.node_id(),
+            initialized: metrics.last_log_index.is_some(),
+            admitted: self.is_admitted(),
+            leader,
+            last_log_index: metrics.last_log_index,
+            applied_index: self.inner.view.load().index,
+        }
+    }
+
+    pub fn cluster_view(&self) -> ClusterView {
+        let metrics = self.metrics();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| MemberView {
+                id: *id,
+                peer_addr: node.addr.clone(),
+                role: if voters.contains(id) { "voter" } else { "learner" }.to_owned(),
+                matched_index: metrics.replication.as_ref().and_then(|r| r.get(id).cloned().flatten()).map(|l| l.index),
+            })
+            .collect();
+        ClusterView {
+            node_id: self.node_id(),
+            role: role_name(metrics.state).to_owned(),
+            admitted: self.is_admitted(),
+            leader_id: metrics.current_leader,
+            term: metrics.current_term,
+            last_log_index: metrics.last_log_index,
+            last_applied_index: metrics.last_applied.map(|l| l.index),
+            snapshot_index: metrics.snapshot.map(|l| l.index),
+            purged_index: metrics.purged.map(|l| l.index),
+            millis_since_quorum_ack: metrics.millis_since_quorum_ack,
+            members,
+        }
+    }
+
+    /// Ready: admitted, knows a leader (or knew one within a short grace), the leader still hears
+    /// from a quorum, and this node has applied nearly everything the leader has.
+    pub fn readiness(&self) -> Readiness {
+        let not_ready = |reason: &str| Readiness { ready: false, reason: Some(reason.to_owned()) };
+        if self.inner.stopping.load(Ordering::Acquire) {
+            return not_ready("shutting down");
+        }
+        let metrics = self.metrics();
+        if metrics.running_state.is_err() {
+            return not_ready("raft stopped after a fatal error");
+        }
+        if !self.is_admitted() {
+            return not_ready("waiting to be admitted by the leader");
+        }
+        let now = Instant::now();
+        let mut seen = self.inner.last_leader_seen.lock().unwrap_or_else(|p| p.into_inner());
+        if metrics.current_leader.is_some() {
+            *seen = Some(now);
+        }
+        if seen.is_none_or(|at| now - at > READY_GRACE) {
+            return not_ready("no leader known");
+        }
+        drop(seen);
+        let applied = self.inner.view.load().index;
+        if metrics.state == ServerState::Leader {
+            let stale = metrics.millis_since_quorum_ack.is_none_or(|ms| ms > LEADER_QUORUM_STALE.as_millis() as u64);
+            if stale {
+                return not_ready("leader without a quorum");
+            }
+            if metrics.last_log_index.unwrap_or(0) > applied + READY_MAX_LAG {
+                return not_ready("applying committed entries");
+            }
+            return Readiness { ready: true, reason: None };
+        }
+        let progress = *self.inner.leader_progress.lock().unwrap_or_else(|p| p.into_inner());
+        match progress {
+            Some((leader_index, at)) if now - at <= READY_GRACE => {
+                if leader_index > applied + READY_MAX_LAG {
+                    return not_ready("catching up with the leader");
+                }
+                Readiness { ready: true, reason: None }
+            }
+            _ => not_ready("leader not heard from"),
+        }
+    }
+
+    /// From now on the node reports not ready (it keeps serving until it stops).
+    pub fn begin_stopping(&self) {
+        self.inner.stopping.store(true, Ordering::Release);
+    }
+
+    // === background duties ===
+
+    /// Follower duty: learn how far the leader's log is, for readiness. Runs until shutdown.
+    pub async fn probe_leader(self) {
+        let mut tick = tokio::time::interval(Duration::from_millis(300));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some((leader, node)) = self.leader() else { continue };
+            let index = if leader == self.node_id() {
+                self.metrics().last_log_index
+            } else {
+                match self.inner.peers.call::<_, PeerStatus>(&node.addr, "/cluster/status", &(), STATUS_TIMEOUT).await {
+                    Ok(status) => status.last_log_index,
+                    Err(_) => continue,
+                }
+            };
+            *self.inner.leader_progress.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((index.unwrap_or(0), Instant::now()));
+        }
+    }
+
+    /// Leader duty: promote initial voters that rejoined as learners once they caught up.
+    pub async fn promote_caught_up_learners(self) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let metrics = self.metrics();
+            if metrics.state != ServerState::Leader {
+                continue;
+            }
+            let membership = metrics.membership_config.membership();
+            let learners: Vec<NodeId> = membership.learner_ids().collect();
+            for id in learners {
+                if !self.inner.config.initial_voters.contains_key(&id) || !caught_up(&metrics, id) {
+                    continue;
+                }
+                let promoted = self.inner.raft.change_membership(ChangeMembers::AddVoterIds([id].into()), false).await;
+                match promoted {
+                    Ok(_) => tracing::info!(node = id, "learner promoted to voter"),
+                    Err(err) => tracing::warn!(node = id, error = %err, "promotion failed, will retry"),
+                }
+            }
+        }
+    }
+
+    /// Start-up duty of a node whose data directory holds no admission yet: bootstrap a new
+    /// cluster together with the other initial voters, or be admitted into the running one.
+    pub async fn join(self) {
+        if self.is_admitted() {
+            return;
+        }
+        let node_id = self.node_id();
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match self.join_once().await {
+                Ok(true) => {
+                    tracing::info!(node = node_id, "admitted to the cluster");
+                    return;
+                }
+                Ok(false) => {}
+                Err(err) => tracing::warn!(node = node_id, error = %err, "joining the cluster failed, retrying"),
+            }
+        }
+    }
+
+    async fn join_once(&self) -> Result<bool, ClusterError> {
+        let config = &self.inner.config;
+        let mut answers = Vec::new();
+        for (id, node) in &config.initial_voters {
+            if *id == config.node_id {
+                continue;
+            }
+            if let Ok(status) =
+                self.inner.peers.call::<_, PeerStatus>(&node.addr, "/cluster/status", &(), STATUS_TIMEOUT).await
+            {
+                answers.push(status);
+            }
+        }
+        if answers.iter().any(|status| status.initialized) {
+            // A cluster is running: ask its leader to admit this node.
+            let Some((_, leader)) = answers.iter().find_map(|status| status.leader.clone()) else {
+                return Ok(false);
+            };
+            let request = AdmitRequest { node_id: config.node_id, node: config.node.clone() };
+            let reply: Result<AdmitReply, ClusterError> = self
+                .inner
+                .peers
+                .call(&leader.addr, "/cluster/admit", &request, config.request_timeout)
+                .await
+                .map_err(|err| ClusterError::Membership(err.to_string()))?;
+            return match reply {
+                Ok(AdmitReply::Admitted) => {
+                    self.mark_admitted().await?;
+                    Ok(true)
+                }
+                Ok(AdmitReply::Retry) | Err(ClusterError::NotLeader) => Ok(false),
+                Err(err) => Err(err),
+            };
+        }
+        // Nobody has started a cluster. Initial voters bootstrap it once a majority of them is
+        // known to be fresh; every one of them proposes the same membership, which is safe.
+        let fresh_majority = (answers.len() + 1) * 2 > config.initial_voters.len();
+        if !config.initial_voters.contains_key(&config.node_id) || !fresh_majority {
+            return Ok(false);
+        }
+        self.mark_admitted().await?;
+        if self.metrics().vote.leader_id().term > 0 {
+            // This node already voted for a candidate: another initial voter bootstrapped the
+            // cluster, and the membership will arrive by replication.
+            return Ok(true);
+        }
+        match self.inner.raft.initialize(config.initial_voters.clone()).await {
+            Ok(()) => tracing::info!(voters = ?config.initial_voters.keys().collect::<Vec<_>>(), "cluster initialized"),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+            Err(err) => return Err(ClusterError::Membership(err.to_string())),
+        }
+        Ok(true)
+    }
+
+    async fn mark_admitted(&self) -> Result<(), ClusterError> {
+        let meta = NodeMeta { node_id: self.node_id(), admitted: true };
+        self.inner.log_store.save_node_meta(meta).await.map_err(|_| ClusterError::ShuttingDown)?;
+        self.inner.admitted.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    // === membership ===
+
+    /// Leader side of admission. A node id the leader has replicated to before must be removed
+    /// and re-added: its new, empty log must not be mistaken for the one the leader counted on.
+    pub async fn admit_local(&self, request: AdmitRequest) -> Result<AdmitReply, ClusterError> {
+        let metrics = self.metrics();
+        if metrics.state != ServerState::Leader {
+            return Err(ClusterError::NotLeader);
+        }
+        let id = request.node_id;
+        let membership = metrics.membership_config.membership();
+        if membership.get_node(&id).is_some() {
+            let matched = metrics.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten());
+            if matched.is_none() {
+                return Ok(AdmitReply::Admitted);
+            }
+            tracing::warn!(node = id, "node came back without its data; removing it before re-adding");
+            self.remove_member(&metrics, id).await?;
+            return Ok(AdmitReply::Retry);
+        }
+        if self.inner.config.initial_voters.contains_key(&id) {
+            self.inner.raft.add_learner(id, request.node, false).await.map_err(from_write_error)?;
+            tracing::info!(node = id, "initial voter re-added as learner");
+        }
+        Ok(AdmitReply::Admitted)
+    }
+
+    /// Adds a node: as a learner, then, once it has caught up, as a voter. Returns once this
+    /// node's own view shows the new voter.
+    pub async fn add_node(&self, node_id: NodeId, node: PeerNode) -> Result<(), ClusterError> {
+        let request = MembershipRequest::Add { node_id, node };
+        let local = |request| async move { self.change_local(request).await };
+        self.on_leader("/cluster/membership", request, local).await?;
+        self.wait_local_membership(|voters, _| voters.contains(&node_id)).await
+    }
+
+    /// Removes a node from the membership. Returns once this node's own view no longer lists it.
+    pub async fn remove_node(&self, node_id: NodeId) -> Result<(), ClusterError> {
+        let local = |request| async move { self.change_local(request).await };
+        self.on_leader("/cluster/membership", MembershipRequest::Remove { node_id }, local).await?;
+        self.wait_local_membership(|_, nodes| !nodes.contains(&node_id)).await
+    }
+
+    /// Waits until this node's applied membership satisfies `done(voters, all nodes)`.
+    async fn wait_local_membership(
+        &self,
+        done: impl Fn(&BTreeSet<NodeId>, &BTreeSet<NodeId>) -> bool,
+    ) -> Result<(), ClusterError> {
+        let mut metrics = self.inner.raft.metrics();
+        let satisfied = metrics.wait_for(|m| {
+            let membership = m.membership_config.membership();
+            let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+            let nodes: BTreeSet<NodeId> = membership.nodes().map(|(id, _)| *id).collect();
+            done(&voters, &nodes)
+        });
+        match tokio::time::timeout(self.inner.config.request_timeout, satisfied).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(ClusterError::ShuttingDown),
+            Err(_) => Err(ClusterError::Indeterminate),
+        }
+    }
+
+    /// Leader side of a membership change.
+    pub async fn change_local(&self, request: MembershipRequest) -> Result<(), ClusterError> {
+        let metrics = self.metrics();
+        if metrics.state != ServerState::Leader {
+            return Err(ClusterError::NotLeader);
+        }
+        match request {
+            MembershipRequest::Remove { node_id } => self.remove_member(&metrics, node_id).await,
+            MembershipRequest::Add { node_id, node } => {
+                let membership = metrics.membership_config.membership();
+                if let Some(known) = membership.get_node(&node_id) {
+                    if known.addr != node.addr {
+                        return Err(ClusterError::Membership(format!(
+                            "node {node_id} is a member at {}; remove it first",
+                            known.addr
+                        )));
+                    }
+                    if membership.voter_ids().any(|v| v == node_id) {
+                        return Ok(());
+                    }
+                } else {
+                    self.inner.raft.add_learner(node_id, node, false).await.map_err(from_write_error)?;
+                }
+                self.wait_caught_up(node_id).await?;
+                let promote = ChangeMembers::AddVoterIds([node_id].into());
+                self.inner.raft.change_membership(promote, false).await.map_err(from_write_error)?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn remove_member(&self, metrics: &typ::RaftMetrics, node_id: NodeId) -> Result<(), ClusterError> {
+        let membership = metrics.membership_config.membership();
+        if membership.get_node(&node_id).is_none() {
+            return Err(ClusterError::UnknownNode(node_id));
+        }
+        let change = if membership.voter_ids().any(|v| v == node_id) {
+            ChangeMembers::RemoveVoters([node_id].into())
+        } else {
+            ChangeMembers::RemoveNodes([node_id].into())
+        };
+        self.inner.raft.change_membership(change, false).await.map_err(from_write_error)?;
+        tracing::info!(node = node_id, "node removed from the membership");
+        Ok(())
+    }
+
+    async fn wait_caught_up(&self, node_id: NodeId) -> Result<(), ClusterError> {
+        let mut metrics = self.inner.raft.metrics();
+        let deadline = tokio::time::Instant::now() + CATCH_UP_TIMEOUT;
+        loop {
+            {
+                let current = metrics.borrow_and_update();
+                if current.state != ServerState::Leader {
+                    return Err(ClusterError::NotLeader);
+                }
+                if caught_up(&current, node_id) {
+                    return Ok(());
+                }
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(ClusterError::ShuttingDown),
+                Err(_) => return Err(ClusterError::CatchUpTimeout(node_id, CATCH_UP_TIMEOUT.as_secs())),
+            }
+        }
+    }
+}
+
+fn caught_up(metrics: &typ::RaftMetrics, node_id: NodeId) -> bool {
+    let matched = metrics.replication.as_ref().and_then(|r| r.get(&node_id).cloned().flatten()).map(|l| l.index);
+    let last = metrics.last_log_index.unwrap_or(0);
+    matched.is_some_and(|m| m + CAUGHT_UP_LAG >= last)
+}
+
+fn role_name(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    }
+}
+
+/// Waits until the metrics channel closes; used to end background duties with the node.
+pub async fn closed(mut metrics: watch::Receiver<typ::RaftMetrics>) {
+    while metrics.changed().await.is_ok() {}
+}

@@ -1,0 +1,216 @@
+//! The composition root: opens storage, starts Raft, binds the listeners and runs until shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use anyhow::bail;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::api;
+use crate::cluster::Cluster;
+use crate::cluster::ClusterConfig;
+use crate::config::NodeConfig;
+use crate::peer;
+use crate::proxy::DataPlane;
+use crate::raft;
+use crate::raft::AppliedView;
+use crate::raft::LogStore;
+use crate::raft::NodeMeta;
+use crate::raft::PeerClient;
+use crate::raft::PeerNetwork;
+use crate::raft::StateMachine;
+use crate::serve;
+use crate::serve::Listener;
+use crate::tls;
+
+/// Opens the node's storage, starts Raft and returns the cluster layer. Background duties
+/// (joining, probing the leader, promoting learners) are started by [`run`].
+pub async fn open(config: &NodeConfig) -> anyhow::Result<Cluster> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    let db = raft::open_db(&config.data_dir, config.cache_bytes)
+        .with_context(|| format!("cannot open the database in {}", config.data_dir.display()))?;
+    let log_store = LogStore::new(db)?;
+    match log_store.node_meta()? {
+        Some(meta) if meta.node_id != config.node_id => {
+            bail!("{} belongs to node {}, not node {}", config.data_dir.display(), meta.node_id, config.node_id)
+        }
+        Some(_) => {}
+        None => log_store.save_node_meta(NodeMeta { node_id: config.node_id, admitted: false }).await?,
+    }
+
+    let view = AppliedView::default();
+    let state_machine = StateMachine::open(&config.data_dir, view.clone())?;
+    let peers = PeerClient::new(&config.cluster_secret, config.peer_tls.as_ref()).map_err(anyhow::Error::msg)?;
+    let raft_config = config.raft.to_config("switchboard")?;
+    let network = PeerNetwork { client: peers.clone() };
+    let raft = raft::Raft::new(config.node_id, raft_config, network, log_store.clone(), state_machine)
+        .await
+        .context("raft failed to start")?;
+    let cluster_config = ClusterConfig {
+        node_id: config.node_id,
+        node: config.advertised.clone(),
+        initial_voters: config.initial_voters.clone(),
+        request_timeout: config.write_timeout,
+    };
+    Ok(Cluster::new(cluster_config, raft, view, peers, log_store))
+}
+
+/// Runs a node until `shutdown` completes, then stops it gracefully.
+pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let cluster = open(&config).await?;
+    let edge_tls = match &config.tls {
+        Some(identity) => Some(TlsAcceptor::from(tls::server_config(identity, None).map_err(anyhow::Error::msg)?)),
+        None => None,
+    };
+    let peer_tls = match &config.peer_tls {
+        Some(peer) => {
+            Some(TlsAcceptor::from(tls::server_config(&peer.identity, Some(&peer.ca)).map_err(anyhow::Error::msg)?))
+        }
+        None => None,
+    };
+    let data = Listener {
+        tcp: bind(config.data_addr, "data plane").await?,
+        tls: edge_tls.clone(),
+        max_connections: config.data_plane.max_connections,
+        name: "data plane",
+    };
+    let api = Listener {
+        tcp: bind(config.api_addr, "control API").await?,
+        tls: edge_tls,
+        max_connections: API_MAX_CONNECTIONS,
+        name: "control API",
+    };
+    let peer = Listener {
+        tcp: bind(config.peer_addr, "peer endpoint").await?,
+        tls: peer_tls,
+        max_connections: API_MAX_CONNECTIONS,
+        name: "peer endpoint",
+    };
+    tracing::info!(
+        node = config.node_id,
+        data = %data.tcp.local_addr()?,
+        api = %api.tcp.local_addr()?,
+        peer = %peer.tcp.local_addr()?,
+        advertised = %config.advertised.addr,
+        edge_tls = config.tls.is_some(),
+        peer_mtls = config.peer_tls.is_some(),
+        "node started"
+    );
+    if config.tokens.is_dev_mode() {
+        tracing::warn!(
+            "DEV MODE: no API tokens are configured; anyone who reaches the control API may register, unregister, \
+             change policies and membership, and anyone may broadcast. Configure --tokens-file for production."
+        );
+    } else {
+        tracing::info!(tokens = config.tokens.len(), "API tokens loaded");
+    }
+    if config.peer_tls.is_none() {
+        tracing::warn!(
+            "the peer endpoint is plaintext: only the cluster secret protects it; configure --peer-tls-* for production"
+        );
+    }
+
+    let stop = CancellationToken::new();
+    let mut servers = JoinSet::new();
+    let api_router = api::router(api::ApiState {
+        cluster: cluster.clone(),
+        tokens: config.tokens.clone(),
+        policy: config.address_policy.clone(),
+    });
+    let authorization = format!("Bearer {}", config.cluster_secret).into_bytes().into();
+    let peer_router = peer::router(peer::PeerState { cluster: cluster.clone(), authorization });
+    for (listener, router) in [(api, api_router), (peer, peer_router)] {
+        let stop = stop.clone();
+        servers.spawn(serve::serve(listener, stop, move |_| TowerToHyperService::new(router.clone())));
+    }
+    let plane = Arc::new(DataPlane::new(
+        cluster.view().clone(),
+        config.data_plane.clone(),
+        config.tokens.clone(),
+        config.address_policy.clone(),
+    )?);
+    servers.spawn(serve::serve(data, stop.clone(), {
+        let plane = plane.clone();
+        move |client| {
+            let plane = plane.clone();
+            hyper::service::service_fn(move |request| {
+                let plane = plane.clone();
+                let client = client.clone();
+                async move { Ok::<_, std::convert::Infallible>(plane.handle(request, client).await) }
+            })
+        }
+    }));
+
+    let mut duties = JoinSet::new();
+    duties.spawn(forget_unregistered_endpoints(plane, cluster.view().clone()));
+    duties.spawn(cluster.clone().join());
+    duties.spawn(cluster.clone().probe_leader());
+    duties.spawn(cluster.clone().promote_caught_up_learners());
+    duties.spawn(cluster.clone().gossip_leases());
+    duties.spawn(cluster.clone().reap_leases());
+
+    tokio::select! {
+        () = shutdown => {
+            // Report not ready, and keep serving while load balancers notice and move away, so no
+            // connection is refused or cut while it is still being sent here.
+            tracing::info!(drain_ms = config.drain.as_millis() as u64, "shutdown requested; draining");
+            cluster.begin_stopping();
+            tokio::time::sleep(config.drain).await;
+        }
+        Some(result) = servers.join_next() => tracing::error!(?result, "a listener stopped unexpectedly"),
+    }
+    stop.cancel();
+    duties.abort_all();
+    // Each listener lets its open requests finish for at most `serve::DRAIN_TIMEOUT`.
+    while servers.join_next().await.is_some() {}
+    cluster.raft().shutdown().await.ok();
+    tracing::info!("node stopped");
+    Ok(())
+}
+
+/// Connections the control API and the peer endpoint each accept at once.
+const API_MAX_CONNECTIONS: usize = 1024;
+
+/// Keeps per-endpoint health only for endpoints that are still registered.
+async fn forget_unregistered_endpoints(plane: Arc<DataPlane>, view: AppliedView) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tick.tick().await;
+        let applied = view.load();
+        plane.forget(|id| applied.state.get(id).is_some());
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for the {what}"))
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        tokio::signal::ctrl_c().await.ok();
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,168 @@
+//! The peer endpoint: the internal listener for Raft RPCs and for requests other nodes forward to
+//! this one (writes, read indexes, admission, membership). Never exposed to clients.
+//!
+//! Every request must carry the cluster secret as a bearer token; anything else is refused with
+//! 401 before a body is read. Bodies are postcard-encoded and bounded by [`MAX_BODY_BYTES`].
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::FromRequest;
+use axum::extract::Request;
+use axum::extract::State;
+use axum::http::HeaderValue;
+use axum::http::StatusCode;
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::IntoResponse;
+use axum::response::Response;
+use axum::routing::post;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::cluster::AdmitRequest;
+use crate::cluster::Cluster;
+use crate::cluster::MembershipRequest;
+use crate::cluster::Proposal;
+use crate::raft::typ;
+use crate::registry::Lease;
+
+/// Largest accepted peer request body: one snapshot chunk plus framing.
+pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
+
+const CONTENT_TYPE: &str = crate::raft::PEER_CONTENT_TYPE;
+
+/// A postcard-encoded body, in either direction.
+#[derive(Debug)]
+pub struct Postcard<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Postcard<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
+        let bytes = Bytes::from_request(req, state).await.map_err(IntoResponse::into_response)?;
+        postcard::from_bytes(&bytes)
+            .map(Postcard)
+            .map_err(|err| refuse(StatusCode::BAD_REQUEST, "malformed_peer_message", &err.to_string()))
+    }
+}
+
+impl<T: Serialize> IntoResponse for Postcard<T> {
+    fn into_response(self) -> Response {
+        match postcard::to_stdvec(&self.0) {
+            Ok(bytes) => ([(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))], bytes).into_response(),
+            Err(err) => refuse(StatusCode::INTERNAL_SERVER_ERROR, "encode_failed", &err.to_string()),
+        }
+    }
+}
+
+fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, axum::Json(serde_json::json!({ "code": code, "message": message }))).into_response()
+}
+
+/// State of the peer router.
+#[derive(Debug, Clone)]
+pub struct PeerState {
+    pub cluster: Cluster,
+    /// `Bearer <secret>`, compared in constant time.
+    pub authorization: std::sync::Arc<[u8]>,
+}
+
+pub fn router(state: PeerState) -> Router {
+    Router::new()
+        .route("/raft/append", post(append))
+        .route("/raft/vote", post(vote))
+        .route("/raft/snapshot", post(snapshot))
+        .route("/cluster/status", post(status))
+        .route("/cluster/write", post(write))
+        .route("/cluster/read-index", post(read_index))
+        .route("/cluster/admit", post(admit))
+        .route("/cluster/membership", post(membership))
+        .route("/cluster/renew", post(renew))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), authenticate))
+        .with_state(state)
+}
+
+async fn authenticate(State(state): State<PeerState>, request: Request, next: Next) -> Response {
+    let presented = request.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes).unwrap_or_default();
+    if !constant_time_eq(presented, &state.authorization) {
+        tracing::warn!(path = %request.uri().path(), "peer request without a valid cluster secret refused");
+        return refuse(StatusCode::UNAUTHORIZED, "unauthorized", "the peer endpoint requires the cluster secret");
+    }
+    next.run(request).await
+}
+
+/// Compares without an early exit, so timing does not reveal how much of a guess was right.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, byte) in b.iter().enumerate() {
+        diff |= usize::from(a.get(i).copied().unwrap_or(!byte) ^ byte);
+    }
+    diff == 0
+}
+
+/// A node that has not been admitted takes no log entries: the leader may still count on the
+/// data of an earlier incarnation of this node id.
+fn not_admitted() -> Response {
+    refuse(StatusCode::SERVICE_UNAVAILABLE, "not_admitted", "this node is waiting to be admitted")
+}
+
+async fn append(State(state): State<PeerState>, Postcard(request): Postcard<typ::AppendEntriesRequest>) -> Response {
+    if !state.cluster.is_admitted() {
+        return not_admitted();
+    }
+    Postcard(state.cluster.raft().append_entries(request).await).into_response()
+}
+
+async fn vote(State(state): State<PeerState>, Postcard(request): Postcard<typ::VoteRequest>) -> Response {
+    Postcard(state.cluster.raft().vote(request).await).into_response()
+}
+
+async fn snapshot(
+    State(state): State<PeerState>,
+    Postcard(request): Postcard<typ::InstallSnapshotRequest>,
+) -> Response {
+    if !state.cluster.is_admitted() {
+        return not_admitted();
+    }
+    Postcard(state.cluster.raft().install_snapshot(request).await).into_response()
+}
+
+async fn status(State(state): State<PeerState>) -> Response {
+    Postcard(state.cluster.peer_status()).into_response()
+}
+
+async fn write(State(state): State<PeerState>, Postcard(proposal): Postcard<Proposal>) -> Response {
+    Postcard(state.cluster.propose_local(proposal).await).into_response()
+}
+
+async fn read_index(State(state): State<PeerState>) -> Response {
+    Postcard(state.cluster.read_index_local().await).into_response()
+}
+
+async fn admit(State(state): State<PeerState>, Postcard(request): Postcard<AdmitRequest>) -> Response {
+    Postcard(state.cluster.admit_local(request).await).into_response()
+}
+
+async fn membership(State(state): State<PeerState>, Postcard(request): Postcard<MembershipRequest>) -> Response {
+    Postcard(state.cluster.change_local(request).await).into_response()
+}
+
+async fn renew(State(state): State<PeerState>, Postcard(leases): Postcard<Vec<Lease>>) -> Response {
+    state.cluster.renew_from_peer(&leases);
+    Postcard(()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn constant_time_eq_compares_whole_values() {
+        assert!(constant_time_eq(b"Bearer secret", b"Bearer secret"));
+        assert!(!constant_time_eq(b"Bearer secreT", b"Bearer secret"));
+        assert!(!constant_time_eq(b"Bearer secret!", b"Bearer secret"));
+        assert!(!constant_time_eq(b"Bearer secre", b"Bearer secret"));
+        assert!(!constant_time_eq(b"", b"Bearer secret"));
+    }
+}

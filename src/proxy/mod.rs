@@ -1,0 +1,533 @@
+//! The data plane: every request on `--data-addr` is a message to route.
+//!
+//! The life of a request: find its contract ([`contract`]), look the contract up in this node's
+//! applied registry (never waiting on Raft), plan the order of endpoints ([`select`]), then
+//! forward it to the first reachable one, streaming both ways ([`forward`]), or, with
+//! `X-Switchboard-Delivery: broadcast`, send it to every endpoint ([`broadcast`]). Errors become
+//! SOAP faults or JSON ([`error`]).
+
+pub mod body;
+pub mod broadcast;
+pub mod contract;
+pub mod error;
+pub mod forward;
+pub mod outlier;
+pub mod select;
+pub mod upstream;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Context;
+use std::task::Poll;
+use std::time::Duration;
+use std::time::Instant;
+
+use bytes::Bytes;
+use bytes::BytesMut;
+use http::HeaderName;
+use http::HeaderValue;
+use http::Request;
+use http::Response;
+use http::StatusCode;
+use http::header;
+use http_body::Body;
+use http_body::Frame;
+use http_body::SizeHint;
+use http_body_util::BodyExt;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+
+use self::body::RequestBody;
+use self::body::SharedBody;
+use self::contract::ENVELOPE_SCAN_CAP;
+use self::contract::EnvelopeScan;
+use self::contract::FromHeaders;
+use self::contract::Source;
+use self::error::ProxyError;
+use self::outlier::InFlight;
+use self::outlier::Outliers;
+use self::select::Cursors;
+use self::upstream::Loan;
+use self::upstream::Upstreams;
+use crate::auth::Tokens;
+use crate::metrics::METRICS;
+use crate::netpolicy::AddressPolicy;
+use crate::netpolicy::PolicyResolver;
+use crate::raft::AppliedView;
+use crate::registry::ContractKey;
+use crate::registry::FastHash;
+use crate::registry::Policy;
+use crate::registry::Registration;
+use crate::registry::RegistrationId;
+use crate::serve::Peer;
+
+pub const DELIVERY_HEADER: HeaderName = HeaderName::from_static("x-switchboard-delivery");
+/// Carries the token that authorizes a broadcast (`Authorization` is left for the endpoints).
+pub const TOKEN_HEADER: HeaderName = HeaderName::from_static("x-switchboard-token");
+/// This router's `Via` entry.
+pub const VIA: &str = "1.1 switchboard";
+pub const EXPLAIN_HEADER: HeaderName = HeaderName::from_static("x-switchboard-explain");
+const EXPLAIN_CONTRACT: HeaderName = HeaderName::from_static("x-switchboard-contract");
+const EXPLAIN_SOURCE: HeaderName = HeaderName::from_static("x-switchboard-contract-source");
+const EXPLAIN_POLICY: HeaderName = HeaderName::from_static("x-switchboard-policy");
+const EXPLAIN_CANDIDATES: HeaderName = HeaderName::from_static("x-switchboard-candidates");
+const EXPLAIN_ENDPOINT: HeaderName = HeaderName::from_static("x-switchboard-endpoint");
+const EXPLAIN_ATTEMPTS: HeaderName = HeaderName::from_static("x-switchboard-attempts");
+
+/// Bodies of idempotent requests up to this size are held in memory so that a request that
+/// reached a failing endpoint can be sent to another one.
+pub const REPLAY_BUFFER: usize = 64 * 1024;
+
+/// Settings of the data plane.
+#[derive(Debug, Clone)]
+pub struct DataPlaneConfig {
+    /// Deadline for a TCP (and TLS) connection to an endpoint.
+    pub connect_timeout: Duration,
+    /// Deadline for one endpoint to answer with response headers.
+    pub try_timeout: Duration,
+    /// Deadline for the whole request across tries, until response headers.
+    pub total_timeout: Duration,
+    /// Most endpoints one request tries.
+    pub max_attempts: usize,
+    /// Largest body a broadcast accepts (it is held in memory).
+    pub broadcast_max_body: usize,
+    /// Most endpoints a broadcast calls at once.
+    pub broadcast_concurrency: usize,
+    /// Most requests in flight to one endpoint from this node; beyond it the endpoint is skipped.
+    pub max_endpoint_requests: u32,
+    /// Most open client connections on the data plane.
+    pub max_connections: usize,
+}
+
+impl Default for DataPlaneConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(1),
+            try_timeout: Duration::from_secs(15),
+            total_timeout: Duration::from_secs(30),
+            max_attempts: 3,
+            broadcast_max_body: 1024 * 1024,
+            broadcast_concurrency: 32,
+            max_endpoint_requests: 1024,
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// The routing state of one node.
+#[derive(Debug)]
+pub struct DataPlane {
+    view: AppliedView,
+    upstreams: Upstreams,
+    cursors: Cursors,
+    outliers: Outliers,
+    config: DataPlaneConfig,
+    via: HeaderValue,
+    tokens: Arc<Tokens>,
+    policy: Arc<AddressPolicy>,
+    /// Parsed, policy-checked request targets of endpoints (an address never changes for an id).
+    targets: std::sync::RwLock<std::collections::HashMap<RegistrationId, Result<http::Uri, String>, FastHash>>,
+}
+
+/// Response bodies: an endpoint's, streamed through (counting the request as in flight until it
+/// ends), or one the data plane wrote itself.
+#[derive(Debug)]
+pub enum ProxyBody {
+    /// The endpoint's body; at its end the connection goes back to the pool.
+    Upstream {
+        body: Incoming,
+        _in_flight: Option<InFlight>,
+        loan: Loan,
+    },
+    Local(Full<Bytes>),
+}
+
+impl ProxyBody {
+    pub fn local(bytes: impl Into<Bytes>) -> Self {
+        Self::Local(Full::new(bytes.into()))
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Self::Upstream { body, loan, .. } => {
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                // The server stops polling once the body says it ended, so check after each frame.
+                if matches!(polled, Poll::Ready(None)) || body.is_end_stream() {
+                    loan.finish();
+                }
+                polled
+            }
+            Self::Local(full) => Pin::new(full).poll_frame(cx).map_err(|never| match never {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Upstream { body, .. } => body.is_end_stream(),
+            Self::Local(full) => full.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Upstream { body, .. } => body.size_hint(),
+            Self::Local(full) => full.size_hint(),
+        }
+    }
+}
+
+/// What a routing decision was, for `X-Switchboard-Explain`.
+#[derive(Debug)]
+struct Explain {
+    key: ContractKey,
+    source: Source,
+    policy: Policy,
+    candidates: Vec<String>,
+    attempts: Vec<String>,
+}
+
+impl DataPlane {
+    pub fn new(
+        view: AppliedView,
+        config: DataPlaneConfig,
+        tokens: Arc<Tokens>,
+        policy: Arc<AddressPolicy>,
+    ) -> anyhow::Result<Self> {
+        // Host names are resolved at connect time through the address policy.
+        let mut http = HttpConnector::new_with_resolver(PolicyResolver { policy: policy.clone() });
+        http.set_connect_timeout(Some(config.connect_timeout));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let builder = hyper_rustls::HttpsConnectorBuilder::new();
+        let tls = match builder.with_native_roots() {
+            Ok(with_roots) => with_roots,
+            Err(_) => hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots(),
+        };
+        let connector = tls.https_or_http().enable_http1().wrap_connector(http);
+        let via = HeaderValue::from_static(VIA);
+        Ok(Self {
+            view,
+            upstreams: Upstreams::new(connector),
+            cursors: Cursors::default(),
+            outliers: Outliers::default(),
+            config,
+            via,
+            tokens,
+            policy,
+            targets: Default::default(),
+        })
+    }
+
+    /// Routes one request; never fails (errors become responses).
+    pub async fn handle(&self, request: Request<Incoming>, client: Peer) -> Response<ProxyBody> {
+        let soap = contract::soap_version(request.headers());
+        match self.route(request, client).await {
+            Ok(response) => {
+                METRICS.routed.inc();
+                response
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, "request not routed");
+                METRICS.route_error(err.status_and_code().1);
+                err.into_response(soap)
+            }
+        }
+    }
+
+    async fn route(&self, request: Request<Incoming>, remote: Peer) -> Result<Response<ProxyBody>, ProxyError> {
+        let (parts, incoming) = request.into_parts();
+        let header_bytes: usize = parts.headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+        if header_bytes > crate::serve::MAX_HEADER_BYTES {
+            METRICS.limit_hit("request_headers");
+            return Err(ProxyError::HeadersTooLarge(crate::serve::MAX_HEADER_BYTES));
+        }
+        if looped(&parts.headers) {
+            return Err(ProxyError::Loop);
+        }
+        let explain = parts.headers.get(EXPLAIN_HEADER).is_some_and(|v| v.as_bytes() != b"0");
+        let broadcast =
+            parts.headers.get(DELIVERY_HEADER).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"broadcast"));
+        let (key, source, body) = resolve(&parts.headers, incoming).await?;
+
+        let applied = self.view.load();
+        let endpoints = applied.state.endpoints(&key).ok_or_else(|| ProxyError::UnknownContract(key.clone()))?;
+        let policy = applied.state.policy(&key).cloned().unwrap_or_default();
+        let endpoints = endpoints.as_slice().clone();
+        drop(applied);
+
+        if broadcast {
+            self.authorize_broadcast(&parts.headers, &key)?;
+            METRICS.broadcasts.inc();
+            return broadcast::run(self, &parts, body, &key, &endpoints, &remote).await;
+        }
+        let mut explain = explain.then(|| Explain {
+            key: key.clone(),
+            source,
+            policy: policy.clone(),
+            candidates: Vec::new(),
+            attempts: Vec::new(),
+        });
+        let mut response = self.unicast(&parts, body, &key, &policy, &endpoints, &remote, explain.as_mut()).await?;
+        if let Some(explain) = explain {
+            add_explain(&mut response, &explain);
+        }
+        Ok(response)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn unicast(
+        &self,
+        parts: &http::request::Parts,
+        body: RequestBody,
+        key: &ContractKey,
+        policy: &Policy,
+        endpoints: &[Arc<Registration>],
+        remote: &Peer,
+        mut explain: Option<&mut Explain>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let body = if policy.idempotent { buffer_small(body, &parts.headers).await? } else { body };
+        let replayable = body.is_buffered();
+        let shared = SharedBody::new(body);
+        let plan = select::plan(policy, key, endpoints, &parts.headers, &self.cursors, &self.outliers);
+        if let Some(explain) = explain.as_deref_mut() {
+            explain.candidates =
+                plan.order(endpoints, &self.outliers).map(|i| endpoints[i].address.to_string()).collect();
+        }
+        let deadline = Instant::now() + self.config.total_timeout;
+        let mut tried = 0;
+        let mut last_error = None;
+        let mut busy = 0;
+        let mut order = plan.order(endpoints, &self.outliers);
+        while let Some(index) = order.next() {
+            if tried >= self.config.max_attempts {
+                break;
+            }
+            if order.all_ejected() && tried == 0 && busy == 0 {
+                tracing::warn!(contract = %key, "every endpoint is ejected; trying all of them");
+            }
+            let endpoint = &endpoints[index];
+            if self.outliers.in_flight(&endpoint.id) >= self.config.max_endpoint_requests {
+                busy += 1;
+                METRICS.limit_hit("endpoint_requests");
+                tracing::warn!(endpoint = %endpoint.address, limit = self.config.max_endpoint_requests, "endpoint at its request limit; skipped");
+                continue;
+            }
+            let target = match self.target(endpoint) {
+                Ok(target) => target,
+                Err(refused) => {
+                    tracing::warn!(endpoint = %endpoint.address, reason = %refused, "endpoint address refused");
+                    last_error = Some(refused);
+                    continue;
+                }
+            };
+            let Some(try_body) = shared.for_try() else { break };
+            if tried > 0 {
+                METRICS.failovers.inc();
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            tried += 1;
+            if let Some(explain) = explain.as_deref_mut() {
+                explain.attempts.push(endpoint.address.to_string());
+            }
+            let request = forward::endpoint_request(parts, &target, try_body, remote, &self.via);
+            let in_flight = self.outliers.start(&endpoint.id);
+            let answer =
+                tokio::time::timeout(self.config.try_timeout.min(remaining), self.upstreams.send(request)).await;
+            match answer {
+                Ok(Ok((response, loan))) => {
+                    if matches!(
+                        response.status(),
+                        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+                    ) {
+                        self.note_failure(endpoint, "gateway error status");
+                    } else {
+                        self.outliers.success(&endpoint.id);
+                    }
+                    return Ok(self.relay(response, in_flight, loan));
+                }
+                Ok(Err(err)) if err.not_sent() => {
+                    // Nothing was sent: the next endpoint gets the request, whatever the contract.
+                    self.note_failure(endpoint, "unreachable");
+                    last_error = Some(err.to_string());
+                    tracing::debug!(endpoint = %endpoint.address, error = %err, "endpoint unreachable, trying the next");
+                }
+                Ok(Err(err)) => {
+                    self.note_failure(endpoint, "failed");
+                    if !(policy.idempotent && replayable) {
+                        return Err(ProxyError::EndpointFailed {
+                            address: endpoint.address.to_string(),
+                            reason: err.to_string(),
+                        });
+                    }
+                }
+                Err(_elapsed) => {
+                    self.note_failure(endpoint, "timed out");
+                    if !(policy.idempotent && replayable) {
+                        return Err(ProxyError::Timeout { address: endpoint.address.to_string() });
+                    }
+                }
+            }
+        }
+        if tried == 0 && busy > 0 && last_error.is_none() {
+            return Err(ProxyError::Overloaded { key: key.clone() });
+        }
+        Err(ProxyError::Unreachable { key: key.clone(), attempts: tried, last_error: last_error.unwrap_or_default() })
+    }
+
+    /// The parsed request target of an endpoint, checked against the address policy when its host
+    /// is an IP literal (host names are checked by the resolver when a connection is made).
+    /// Cached per registration id: an id is a hash of its address.
+    fn target(&self, endpoint: &Registration) -> Result<http::Uri, String> {
+        let cached = self.targets.read().unwrap_or_else(|p| p.into_inner()).get(&endpoint.id).cloned();
+        if let Some(target) = cached {
+            return target;
+        }
+        let target = forward::target(&endpoint.address).map_err(|err| err.to_string()).and_then(|target| {
+            let port = target.port_u16().unwrap_or(if target.scheme_str() == Some("https") { 443 } else { 80 });
+            self.policy.check_host(target.host().unwrap_or_default(), port).map_err(|refused| refused.to_string())?;
+            Ok(target)
+        });
+        self.targets.write().unwrap_or_else(|p| p.into_inner()).insert(endpoint.id, target.clone());
+        target
+    }
+
+    /// Forgets health and targets of endpoints that are no longer registered.
+    pub fn forget(&self, registered: impl Fn(&RegistrationId) -> bool) {
+        self.outliers.retain(&registered);
+        self.targets.write().unwrap_or_else(|p| p.into_inner()).retain(|id, _| registered(id));
+    }
+
+    /// In dev mode anyone may broadcast; otherwise the `X-Switchboard-Token` header must carry a
+    /// token with a broadcast scope for the contract.
+    fn authorize_broadcast(&self, headers: &http::HeaderMap, key: &ContractKey) -> Result<(), ProxyError> {
+        let presented = headers.get(TOKEN_HEADER).map(HeaderValue::as_bytes);
+        let caller = self.tokens.authenticate(presented).map_err(|err| {
+            METRICS.auth_refused.inc();
+            ProxyError::Unauthorized(err.to_string())
+        })?;
+        if caller.can_broadcast(key.as_str()) {
+            return Ok(());
+        }
+        METRICS.auth_refused.inc();
+        tracing::warn!(token = caller.name(), contract = %key, "broadcast outside the token's scopes refused");
+        Err(ProxyError::Forbidden(format!("token {} may not broadcast to {key}", caller.name())))
+    }
+
+    fn note_failure(&self, endpoint: &Registration, what: &str) {
+        if let Some(ejected_for) = self.outliers.failure(&endpoint.id) {
+            METRICS.ejections.inc();
+            tracing::warn!(endpoint = %endpoint.address, ejected_ms = ejected_for.as_millis() as u64, reason = what, "endpoint ejected");
+        }
+    }
+
+    fn relay(&self, response: Response<Incoming>, in_flight: InFlight, mut loan: Loan) -> Response<ProxyBody> {
+        let (mut parts, body) = response.into_parts();
+        forward::strip_hop_by_hop(&mut parts.headers);
+        forward::append_value(&mut parts.headers, header::VIA, &self.via);
+        if body.is_end_stream() {
+            loan.finish();
+        }
+        Response::from_parts(parts, ProxyBody::Upstream { body, _in_flight: Some(in_flight), loan })
+    }
+}
+
+/// A request that already went through this router is looping (an endpoint registered with a
+/// router's own address, directly or through another router of the same cluster).
+fn looped(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(header::VIA)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|hop| hop.trim() == VIA)
+}
+
+/// Finds the contract; reads the start of a SOAP body when only the envelope can tell.
+async fn resolve(
+    headers: &http::HeaderMap,
+    incoming: Incoming,
+) -> Result<(ContractKey, Source, RequestBody), ProxyError> {
+    let fallback = match contract::from_headers(headers)? {
+        FromHeaders::Found(key, source) => {
+            return Ok((key, source, RequestBody { prefix: Bytes::new(), rest: Some(incoming) }));
+        }
+        FromHeaders::ReadEnvelope { fallback } => fallback,
+    };
+    let mut buffer = BytesMut::new();
+    let mut rest = Some(incoming);
+    loop {
+        match contract::scan_envelope(&buffer, rest.is_none()) {
+            EnvelopeScan::Action(action) => {
+                let key = contract::action_key(&action)?;
+                return Ok((key, Source::WsAddressing, RequestBody { prefix: buffer.freeze(), rest }));
+            }
+            EnvelopeScan::Absent => {
+                let key = fallback.ok_or(contract::ContractError::Missing)?;
+                return Ok((key, Source::Header, RequestBody { prefix: buffer.freeze(), rest }));
+            }
+            EnvelopeScan::Invalid(reason) => return Err(contract::ContractError::InvalidEnvelope(reason).into()),
+            EnvelopeScan::Incomplete if buffer.len() >= ENVELOPE_SCAN_CAP => {
+                METRICS.limit_hit("envelope_header");
+                return Err(contract::ContractError::EnvelopeTooLarge.into());
+            }
+            EnvelopeScan::Incomplete => {}
+        }
+        let Some(body) = rest.as_mut() else {
+            return Err(contract::ContractError::InvalidEnvelope("the body ended inside the envelope".into()).into());
+        };
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    buffer.extend_from_slice(&data);
+                }
+            }
+            Some(Err(err)) => return Err(ProxyError::RequestBody(err.to_string())),
+            None => rest = None,
+        }
+    }
+}
+
+/// Reads a body into memory when it is known to be small, so it can be sent more than once.
+async fn buffer_small(body: RequestBody, headers: &http::HeaderMap) -> Result<RequestBody, ProxyError> {
+    let Some(rest) = body.rest else { return Ok(body) };
+    let small = rest.size_hint().upper().is_some_and(|upper| upper as usize + body.prefix.len() <= REPLAY_BUFFER)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+            .is_some_and(|length| length <= REPLAY_BUFFER);
+    if !small {
+        return Ok(RequestBody { prefix: body.prefix, rest: Some(rest) });
+    }
+    let collected = rest.collect().await.map_err(|err| ProxyError::RequestBody(err.to_string()))?.to_bytes();
+    let mut all = BytesMut::from(&body.prefix[..]);
+    all.extend_from_slice(&collected);
+    Ok(RequestBody { prefix: all.freeze(), rest: None })
+}
+
+fn add_explain(response: &mut Response<ProxyBody>, explain: &Explain) {
+    let headers = response.headers_mut();
+    let mut set = |name: HeaderName, value: String| {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    };
+    set(EXPLAIN_CONTRACT, explain.key.to_string());
+    set(EXPLAIN_SOURCE, explain.source.as_str().to_owned());
+    let policy =
+        serde_json::to_value(explain.policy.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    set(EXPLAIN_POLICY, format!("{policy}{}", if explain.policy.idempotent { "; idempotent" } else { "" }));
+    set(EXPLAIN_CANDIDATES, explain.candidates.join(", "));
+    if let Some(chosen) = explain.attempts.last() {
+        set(EXPLAIN_ENDPOINT, chosen.clone());
+    }
+    set(EXPLAIN_ATTEMPTS, explain.attempts.len().to_string());
+}

@@ -1,0 +1,172 @@
+//! Per-endpoint health as this node sees it: requests in flight and outlier ejection.
+//!
+//! After [`CONSECUTIVE_FAILURES`] failures in a row (unreachable, reset, timed out, or a 502, 503
+//! or 504 answer) an endpoint is ejected: skipped by selection for a while. Each ejection lasts
+//! twice as long as the previous one, up to a cap; the first success after an ejection ends the
+//! streak. Nothing here is replicated: every node judges endpoints by what it sees.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::RwLock;
+use std::sync::atomic::AtomicU32;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use std::time::Instant;
+
+use crate::registry::FastHash;
+use crate::registry::RegistrationId;
+
+/// Failures in a row that eject an endpoint.
+pub const CONSECUTIVE_FAILURES: u32 = 3;
+/// Length of a first ejection.
+pub const BASE_EJECTION: Duration = Duration::from_secs(1);
+/// Longest ejection.
+pub const MAX_EJECTION: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Default)]
+struct EndpointStats {
+    in_flight: AtomicU32,
+    failures: AtomicU32,
+    ejections: AtomicU32,
+    /// Milliseconds since `Outliers::origin` until which the endpoint is ejected.
+    ejected_until: AtomicU64,
+}
+
+/// Health of every endpoint this node has sent requests to.
+#[derive(Debug)]
+pub struct Outliers {
+    origin: Instant,
+    stats: RwLock<HashMap<RegistrationId, Arc<EndpointStats>, FastHash>>,
+}
+
+impl Default for Outliers {
+    fn default() -> Self {
+        Self { origin: Instant::now(), stats: RwLock::default() }
+    }
+}
+
+/// Counts a request in flight until dropped.
+#[derive(Debug)]
+pub struct InFlight(Arc<EndpointStats>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Outliers {
+    fn now_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+
+    fn get(&self, id: &RegistrationId) -> Option<Arc<EndpointStats>> {
+        self.stats.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+    }
+
+    fn entry(&self, id: &RegistrationId) -> Arc<EndpointStats> {
+        if let Some(stats) = self.get(id) {
+            return stats;
+        }
+        self.stats.write().unwrap_or_else(|p| p.into_inner()).entry(*id).or_default().clone()
+    }
+
+    pub fn is_ejected(&self, id: &RegistrationId) -> bool {
+        self.get(id).is_some_and(|s| s.ejected_until.load(Ordering::Relaxed) > self.now_ms())
+    }
+
+    pub fn in_flight(&self, id: &RegistrationId) -> u32 {
+        self.get(id).map_or(0, |s| s.in_flight.load(Ordering::Relaxed))
+    }
+
+    pub fn start(&self, id: &RegistrationId) -> InFlight {
+        let stats = self.entry(id);
+        stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(stats)
+    }
+
+    pub fn success(&self, id: &RegistrationId) {
+        if let Some(stats) = self.get(id) {
+            stats.failures.store(0, Ordering::Relaxed);
+            stats.ejections.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Records a failure; returns the ejection it caused, if any.
+    pub fn failure(&self, id: &RegistrationId) -> Option<Duration> {
+        let stats = self.entry(id);
+        let failures = stats.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures < CONSECUTIVE_FAILURES {
+            return None;
+        }
+        let ejections = stats.ejections.fetch_add(1, Ordering::Relaxed);
+        let length = BASE_EJECTION.saturating_mul(1 << ejections.min(16)).min(MAX_EJECTION);
+        stats.ejected_until.store(self.now_ms() + length.as_millis() as u64, Ordering::Relaxed);
+        // One more failure after the ejection ends ejects again, for longer.
+        stats.failures.store(CONSECUTIVE_FAILURES - 1, Ordering::Relaxed);
+        Some(length)
+    }
+
+    /// Ejects an endpoint at once (tests).
+    pub fn eject_now(&self, id: &RegistrationId) {
+        self.entry(id).ejected_until.store(self.now_ms() + BASE_EJECTION.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Forgets endpoints that are no longer registered.
+    pub fn retain(&self, live: &impl Fn(&RegistrationId) -> bool) {
+        self.stats
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|id, stats| live(id) || stats.in_flight.load(Ordering::Relaxed) > 0);
+    }
+
+    pub fn ejected_count(&self) -> usize {
+        let now = self.now_ms();
+        let stats = self.stats.read().unwrap_or_else(|p| p.into_inner());
+        stats.values().filter(|s| s.ejected_until.load(Ordering::Relaxed) > now).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ejection_after_consecutive_failures_grows_and_resets() {
+        let outliers = Outliers::default();
+        let id = RegistrationId::of("http://a/", "n", "c");
+        assert_eq!(outliers.failure(&id), None);
+        outliers.success(&id);
+        assert_eq!(outliers.failure(&id), None);
+        assert_eq!(outliers.failure(&id), None);
+        assert_eq!(outliers.failure(&id), Some(BASE_EJECTION));
+        assert!(outliers.is_ejected(&id));
+        assert_eq!(
+            outliers.failure(&id),
+            Some(BASE_EJECTION * 2),
+            "a failure right after an ejection ejects for longer"
+        );
+        assert_eq!(outliers.failure(&id), Some(BASE_EJECTION * 4));
+        for _ in 0..20 {
+            outliers.failure(&id);
+        }
+        assert_eq!(outliers.failure(&id), Some(MAX_EJECTION));
+        outliers.success(&id);
+        assert_eq!(outliers.failure(&id), None, "success resets the streak");
+    }
+
+    #[test]
+    fn in_flight_counts_until_dropped() {
+        let outliers = Outliers::default();
+        let id = RegistrationId::of("http://a/", "n", "c");
+        let a = outliers.start(&id);
+        let b = outliers.start(&id);
+        assert_eq!(outliers.in_flight(&id), 2);
+        drop(a);
+        drop(b);
+        assert_eq!(outliers.in_flight(&id), 0);
+        outliers.retain(&|_| false);
+        assert_eq!(outliers.stats.read().unwrap().len(), 0);
+    }
+}

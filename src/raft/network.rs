@@ -1,0 +1,202 @@
+//! Outbound peer traffic: Raft RPCs and cluster calls to other nodes' peer endpoints.
+//!
+//! Bodies are postcard-encoded, authenticated with the cluster secret as a bearer token, and
+//! bounded by the deadline openraft gives each RPC. One HTTP client (one connection pool) is
+//! shared by every peer connection of the node.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::RaftNetworkFactory;
+use openraft::error::NetworkError;
+use openraft::error::RPCError;
+use openraft::error::RemoteError;
+use openraft::error::Unreachable;
+use openraft::network::RPCOption;
+use openraft::network::RaftNetwork;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::raft::NodeId;
+use crate::raft::PeerNode;
+use crate::raft::TypeConfig;
+use crate::raft::typ;
+use crate::tls::PeerTls;
+
+/// Content type of every peer request and response body.
+pub const PEER_CONTENT_TYPE: &str = "application/x-switchboard-peer";
+
+/// Why a call to a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// No connection could be made: nothing was sent.
+    #[error("peer {addr} unreachable: {cause}")]
+    Unreachable { addr: String, cause: String },
+    /// The request may have been sent, but no complete answer came back in time or at all.
+    #[error("peer {addr} did not answer: {cause}")]
+    NoAnswer { addr: String, cause: String },
+    /// The peer answered with an HTTP error status.
+    #[error("peer {addr} refused the call with status {status}")]
+    Status { addr: String, status: reqwest::StatusCode },
+    #[error("peer {addr} sent an unreadable answer: {source}")]
+    Decode { addr: String, source: postcard::Error },
+}
+
+impl PeerError {
+    /// True when the request certainly did not reach the peer.
+    pub fn not_sent(&self) -> bool {
+        matches!(self, Self::Unreachable { .. })
+    }
+}
+
+/// A client for other nodes' peer endpoints.
+#[derive(Debug, Clone)]
+pub struct PeerClient {
+    http: reqwest::Client,
+    authorization: Arc<str>,
+    /// `http` or, with peer mutual TLS, `https`.
+    scheme: &'static str,
+}
+
+impl PeerClient {
+    pub fn new(cluster_secret: &str, tls: Option<&PeerTls>) -> Result<Self, String> {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(500))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .no_proxy();
+        if let Some(tls) = tls {
+            builder = builder.use_preconfigured_tls(crate::tls::peer_client_config(tls)?);
+        }
+        let http = builder.build().map_err(|e| format!("cannot build the peer client: {e}"))?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        Ok(Self { http, authorization: format!("Bearer {cluster_secret}").into(), scheme })
+    }
+
+    /// POSTs `request` to `http://{addr}{path}` and decodes the answer.
+    pub async fn call<Req, Resp>(
+        &self,
+        addr: &str,
+        path: &str,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, PeerError>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        let body = postcard::to_stdvec(request).expect("peer messages always encode");
+        let sent = self
+            .http
+            .post(format!("{}://{addr}{path}", self.scheme))
+            .header(reqwest::header::AUTHORIZATION, &*self.authorization)
+            .header(reqwest::header::CONTENT_TYPE, PEER_CONTENT_TYPE)
+            .timeout(timeout)
+            .body(body)
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(err) if err.is_connect() => {
+                return Err(PeerError::Unreachable { addr: addr.to_owned(), cause: root_cause(&err) });
+            }
+            Err(err) => return Err(PeerError::NoAnswer { addr: addr.to_owned(), cause: root_cause(&err) }),
+        };
+        let status = response.status();
+        if !status.is_success() {
+            return Err(PeerError::Status { addr: addr.to_owned(), status });
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|err| PeerError::NoAnswer { addr: addr.to_owned(), cause: root_cause(&err) })?;
+        postcard::from_bytes(&bytes).map_err(|source| PeerError::Decode { addr: addr.to_owned(), source })
+    }
+}
+
+/// The innermost cause of a transport error ("Connection refused (os error 111)", "operation
+/// timed out"), which is what an operator needs; the outer layers only repeat the URL.
+fn root_cause(err: &reqwest::Error) -> String {
+    if err.is_timeout() {
+        return "timed out".to_owned();
+    }
+    let mut cause: &dyn std::error::Error = err;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+/// Creates per-target Raft connections; all share the node's [`PeerClient`].
+#[derive(Debug, Clone)]
+pub struct PeerNetwork {
+    pub client: PeerClient,
+}
+
+/// The Raft RPC connection to one peer.
+#[derive(Debug)]
+pub struct PeerConnection {
+    client: PeerClient,
+    target: NodeId,
+    addr: String,
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
+    type Network = PeerConnection;
+
+    async fn new_client(&mut self, target: NodeId, node: &PeerNode) -> Self::Network {
+        PeerConnection { client: self.client.clone(), target, addr: node.addr.clone() }
+    }
+}
+
+impl PeerConnection {
+    async fn rpc<Req, Resp, E>(
+        &self,
+        path: &str,
+        request: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, PeerNode, typ::RaftError<E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let answer: Result<Resp, typ::RaftError<E>> =
+            self.client.call(&self.addr, path, request, option.hard_ttl()).await.map_err(|err| match &err {
+                // A node that is down or not admitted yet is retried after openraft's backoff.
+                PeerError::Unreachable { .. }
+                | PeerError::Status { status: reqwest::StatusCode::SERVICE_UNAVAILABLE, .. } => {
+                    RPCError::Unreachable(Unreachable::new(&err))
+                }
+                _ => RPCError::Network(NetworkError::new(&err)),
+            })?;
+        answer.map_err(|remote| RPCError::RemoteError(RemoteError::new(self.target, remote)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerConnection {
+    async fn append_entries(
+        &mut self,
+        request: typ::AppendEntriesRequest,
+        option: RPCOption,
+    ) -> Result<typ::AppendEntriesResponse, RPCError<NodeId, PeerNode, typ::RaftError>> {
+        self.rpc("/raft/append", &request, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        request: typ::InstallSnapshotRequest,
+        option: RPCOption,
+    ) -> Result<typ::InstallSnapshotResponse, RPCError<NodeId, PeerNode, typ::RaftError<typ::InstallSnapshotError>>>
+    {
+        self.rpc("/raft/snapshot", &request, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        request: typ::VoteRequest,
+        option: RPCOption,
+    ) -> Result<typ::VoteResponse, RPCError<NodeId, PeerNode, typ::RaftError>> {
+        self.rpc("/raft/vote", &request, &option).await
+    }
+}

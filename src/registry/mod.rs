@@ -1,0 +1,596 @@
+//! The registration list: plain data, the commands that change it, and their pure application.
+//!
+//! Nothing here does I/O, reads a clock or knows about Raft. The state machine adapter feeds
+//! committed [`Change`]s to [`RegistryState::apply`] in log order; every node therefore computes
+//! the same state. Time enters only as `Change::at_ms`, stamped by the leader that proposed it.
+//!
+//! The state is built from persistent maps (`imbl`), so cloning it is O(1). The node publishes a
+//! clone after every applied batch and readers (API, data plane) keep using the copy they took.
+
+mod id;
+mod spec;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::OnceLock;
+
+use serde::Deserialize;
+use serde::Serialize;
+
+pub use self::id::InvalidId;
+pub use self::id::RegistrationId;
+pub use self::spec::ContractKey;
+pub use self::spec::InvalidRegistration;
+pub use self::spec::PolicyRequest;
+pub use self::spec::RegistrationInfo;
+pub use self::spec::RegistrationRequest;
+pub use self::spec::RegistrationSpec;
+pub use self::spec::trim_namespace;
+
+/// Who proposed a change: the node that took the request and the caller's token name, if any.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Origin {
+    pub node: u64,
+    pub principal: Option<String>,
+    /// Most registrations the principal may own, from its token, if limited.
+    pub quota: Option<u32>,
+}
+
+/// Who asks for a change, as the control API authenticated them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Actor {
+    /// Token name; `None` in dev mode.
+    pub name: Option<String>,
+    /// Most registrations this actor may own.
+    pub quota: Option<u32>,
+}
+
+impl Actor {
+    /// An internal actor (lease expiry), never limited.
+    pub fn internal(name: &str) -> Self {
+        Self { name: Some(name.to_owned()), quota: None }
+    }
+}
+
+/// The unit replicated through the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// Wall-clock milliseconds of the leader that proposed the change.
+    pub at_ms: u64,
+    pub origin: Origin,
+    pub command: Command,
+}
+
+/// Every way the registration list can change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Add a registration, or refresh the options and epoch of an existing one.
+    Register(RegistrationSpec),
+    /// Remove a registration.
+    Unregister(RegistrationId),
+    /// Stop routing new requests to a registration; it stays listed until removed.
+    Drain(RegistrationId),
+    /// Remove leased registrations whose lease ran out, if their epoch still matches.
+    Expire(Vec<Lease>),
+    /// Set the routing policy of a contract.
+    SetPolicy(ContractKey, Policy),
+}
+
+/// One lease generation of a registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Lease {
+    pub id: RegistrationId,
+    pub epoch: u64,
+}
+
+/// Whether a registration takes new requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndpointState {
+    Active,
+    Draining,
+}
+
+/// Text held by registrations: strings of up to 24 bytes (names, namespaces, most metadata) live
+/// inline, without a heap allocation of their own.
+pub type Text = compact_str::CompactString;
+
+/// Registration metadata: a few key/value pairs, kept sorted in one small vector (a map node per
+/// registration would cost more than the registration itself). Shown as a JSON object.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Metadata(Vec<(Text, Text)>);
+
+impl Metadata {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.binary_search_by(|(k, _)| k.as_str().cmp(key)).ok().map(|i| self.0[i].1.as_str())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<&BTreeMap<String, String>> for Metadata {
+    fn from(map: &BTreeMap<String, String>) -> Self {
+        Self(map.iter().map(|(k, v)| (Text::from(k.as_str()), Text::from(v.as_str()))).collect())
+    }
+}
+
+impl Serialize for Metadata {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
+}
+
+impl<'de> Deserialize<'de> for Metadata {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<String, String>::deserialize(deserializer)?;
+        Ok(Self::from(&map))
+    }
+}
+
+/// A registration as stored and shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    pub id: RegistrationId,
+    pub address: Text,
+    pub contract_name: Text,
+    pub contract_namespace: Text,
+    pub ttl_ms: Option<u64>,
+    pub weight: u32,
+    pub metadata: Metadata,
+    pub state: EndpointState,
+    /// Log index of the latest `Register` of this id; heartbeats must name it.
+    pub epoch: u64,
+    /// Leader time of the latest `Register` of this id.
+    pub registered_at_ms: u64,
+    /// Token name of whoever registered it last (none in dev mode).
+    pub owner: Option<Text>,
+}
+
+impl Registration {
+    pub fn contract_key(&self) -> ContractKey {
+        ContractKey::new(&self.contract_namespace, &self.contract_name)
+    }
+
+    pub fn lease(&self) -> Lease {
+        Lease { id: self.id, epoch: self.epoch }
+    }
+}
+
+/// How the data plane picks an endpoint of a contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyKind {
+    #[default]
+    RoundRobin,
+    Weighted,
+    LeastOutstanding,
+    ConsistentHash,
+}
+
+/// The routing policy of one contract.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Policy {
+    #[serde(rename = "policy")]
+    pub kind: PolicyKind,
+    /// Request header hashed by `consistent_hash`.
+    pub hash_header: Option<String>,
+    /// Whether a request that reached an endpoint may be retried on another.
+    pub idempotent: bool,
+}
+
+/// What applying one command did; returned to the client that proposed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Registered {
+        registration: Registration,
+        created: bool,
+    },
+    Unregistered(Registration),
+    Drained(Registration),
+    NotFound(RegistrationId),
+    Expired(Vec<RegistrationId>),
+    PolicySet,
+    /// The principal already owns as many registrations as its token allows.
+    QuotaExceeded {
+        owner: String,
+        quota: u32,
+    },
+}
+
+/// Audit records kept in the replicated state (the oldest are dropped first).
+pub const AUDIT_CAP: usize = 10_000;
+
+/// What happened to a registration or policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditAction {
+    Registered,
+    /// Registered again: options and epoch refreshed.
+    Refreshed,
+    /// Removed by its owner (or in dev mode).
+    Unregistered,
+    /// Removed by someone other than its owner.
+    Evicted,
+    /// Removed because its lease ran out.
+    Expired,
+    Drained,
+    PolicySet,
+    /// A registration refused because its owner's quota was used up.
+    QuotaExceeded,
+}
+
+/// One entry of the audit trail: who changed what, through which node, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Log index of the change.
+    pub index: u64,
+    pub at_ms: u64,
+    /// Node that took the request.
+    pub node: u64,
+    /// Token name of the caller; `lease-expiry` for expiries, none in dev mode.
+    pub principal: Option<String>,
+    pub action: AuditAction,
+    pub id: Option<RegistrationId>,
+    pub address: Option<String>,
+    pub contract: String,
+}
+
+/// Active endpoints that serve one contract key, ordered by id.
+///
+/// Changes go to a persistent ordered map (O(log n), cheap to clone). Readers that pick by
+/// position (round robin and friends) use [`Endpoints::as_slice`], a plain slice built on first
+/// use after each change and then shared by every reader of that snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct Endpoints {
+    by_id: imbl::OrdMap<RegistrationId, Arc<Registration>>,
+    slice: Arc<OnceLock<Arc<[Arc<Registration>]>>>,
+}
+
+impl Endpoints {
+    pub fn as_slice(&self) -> &Arc<[Arc<Registration>]> {
+        self.slice.get_or_init(|| self.by_id.values().cloned().collect())
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Registration>> {
+        self.by_id.values()
+    }
+
+    fn changed(by_id: imbl::OrdMap<RegistrationId, Arc<Registration>>) -> Self {
+        Self { by_id, slice: Arc::default() }
+    }
+}
+
+/// The replicated registration list and its derived indexes.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryState {
+    registrations: imbl::OrdMap<RegistrationId, Arc<Registration>>,
+    /// Active endpoints by contract key; every registration is indexed under
+    /// `{namespace}/{name}` and under `{namespace}` alone.
+    routes: imbl::GenericHashMap<ContractKey, Endpoints, FastHash, imbl::shared_ptr::DefaultSharedPtr>,
+    policies: imbl::OrdMap<ContractKey, Policy>,
+    /// Registrations per owner, for quotas.
+    owned: imbl::GenericHashMap<String, u32, FastHash, imbl::shared_ptr::DefaultSharedPtr>,
+    audit: imbl::Vector<AuditRecord>,
+}
+
+/// Hasher of the in-memory indexes: fast, and seeded per process. Keys come from registrations
+/// (inserted only through authenticated writes), so flooding is not a concern.
+pub type FastHash = foldhash::fast::RandomState;
+
+/// Serializable form of the state, used for snapshots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct StateImage {
+    pub registrations: Vec<Registration>,
+    pub policies: Vec<(ContractKey, Policy)>,
+    pub audit: Vec<AuditRecord>,
+}
+
+impl RegistryState {
+    /// Applies one committed change found at log index `index`.
+    pub fn apply(&mut self, index: u64, change: &Change) -> Outcome {
+        let audit = |action: AuditAction, registration: Option<&Registration>, contract: String| AuditRecord {
+            index,
+            at_ms: change.at_ms,
+            node: change.origin.node,
+            principal: change.origin.principal.clone(),
+            action,
+            id: registration.map(|r| r.id),
+            address: registration.map(|r| r.address.to_string()),
+            contract,
+        };
+        match &change.command {
+            Command::Register(spec) => {
+                let key = ContractKey::new(&spec.contract_namespace, &spec.contract_name).to_string();
+                if let Some(refused) = self.over_quota(spec, &change.origin) {
+                    let mut record = audit(AuditAction::QuotaExceeded, None, key);
+                    (record.id, record.address) = (Some(spec.id), Some(spec.address.clone()));
+                    self.record(record);
+                    return refused;
+                }
+                let outcome = self.register(index, change.at_ms, spec, change.origin.principal.clone());
+                if let Outcome::Registered { registration, created } = &outcome {
+                    let action = if *created { AuditAction::Registered } else { AuditAction::Refreshed };
+                    self.record(audit(action, Some(registration), key));
+                }
+                outcome
+            }
+            Command::Unregister(id) => match self.remove(id) {
+                Some(registration) => {
+                    let action = if registration.owner.is_none()
+                        || registration.owner.as_deref() == change.origin.principal.as_deref()
+                    {
+                        AuditAction::Unregistered
+                    } else {
+                        AuditAction::Evicted
+                    };
+                    self.record(audit(action, Some(&registration), registration.contract_key().to_string()));
+                    Outcome::Unregistered(registration)
+                }
+                None => Outcome::NotFound(*id),
+            },
+            Command::Drain(id) => {
+                let outcome = self.drain(id);
+                if let Outcome::Drained(registration) = &outcome {
+                    self.record(audit(
+                        AuditAction::Drained,
+                        Some(registration),
+                        registration.contract_key().to_string(),
+                    ));
+                }
+                outcome
+            }
+            Command::Expire(leases) => {
+                let mut expired = Vec::new();
+                for lease in leases {
+                    if self.registrations.get(&lease.id).is_some_and(|r| r.epoch == lease.epoch)
+                        && let Some(registration) = self.remove(&lease.id)
+                    {
+                        self.record(audit(
+                            AuditAction::Expired,
+                            Some(&registration),
+                            registration.contract_key().to_string(),
+                        ));
+                        expired.push(lease.id);
+                    }
+                }
+                Outcome::Expired(expired)
+            }
+            Command::SetPolicy(key, policy) => {
+                if *policy == Policy::default() {
+                    self.policies.remove(key);
+                } else {
+                    self.policies.insert(key.clone(), policy.clone());
+                }
+                self.record(audit(AuditAction::PolicySet, None, key.to_string()));
+                Outcome::PolicySet
+            }
+        }
+    }
+
+    fn over_quota(&self, spec: &RegistrationSpec, origin: &Origin) -> Option<Outcome> {
+        let (Some(owner), Some(quota)) = (&origin.principal, origin.quota) else { return None };
+        let already_mine = self.registrations.get(&spec.id).is_some_and(|r| r.owner.as_deref() == Some(owner.as_str()));
+        let owned = self.owned.get(owner).copied().unwrap_or(0);
+        (!already_mine && owned >= quota).then(|| Outcome::QuotaExceeded { owner: owner.clone(), quota })
+    }
+
+    fn record(&mut self, record: AuditRecord) {
+        if self.audit.len() >= AUDIT_CAP {
+            self.audit.pop_front();
+        }
+        self.audit.push_back(record);
+    }
+
+    fn count_owner(&mut self, owner: Option<&str>, delta: i64) {
+        let Some(owner) = owner else { return };
+        let count = i64::from(self.owned.get(owner).copied().unwrap_or(0)) + delta;
+        if count <= 0 {
+            self.owned.remove(owner);
+        } else {
+            self.owned.insert(owner.to_owned(), count as u32);
+        }
+    }
+
+    fn register(&mut self, index: u64, at_ms: u64, spec: &RegistrationSpec, owner: Option<String>) -> Outcome {
+        let registration = Registration {
+            id: spec.id,
+            address: Text::from(spec.address.as_str()),
+            contract_name: Text::from(spec.contract_name.as_str()),
+            contract_namespace: Text::from(spec.contract_namespace.as_str()),
+            ttl_ms: spec.ttl_ms,
+            weight: spec.weight,
+            metadata: Metadata::from(&spec.metadata),
+            state: EndpointState::Active,
+            epoch: index,
+            registered_at_ms: at_ms,
+            owner: owner.map(Text::from),
+        };
+        self.count_owner(registration.owner.as_deref(), 1);
+        let previous = self.registrations.insert(spec.id, Arc::new(registration.clone()));
+        if let Some(previous) = &previous {
+            self.count_owner(previous.owner.as_deref(), -1);
+        }
+        self.reindex(&registration);
+        Outcome::Registered { registration, created: previous.is_none() }
+    }
+
+    fn drain(&mut self, id: &RegistrationId) -> Outcome {
+        let Some(current) = self.registrations.get(id) else {
+            return Outcome::NotFound(*id);
+        };
+        let mut registration = Registration::clone(current);
+        registration.state = EndpointState::Draining;
+        self.registrations.insert(*id, Arc::new(registration.clone()));
+        self.reindex(&registration);
+        Outcome::Drained(registration)
+    }
+
+    fn remove(&mut self, id: &RegistrationId) -> Option<Registration> {
+        let removed = self.registrations.remove(id)?;
+        self.count_owner(removed.owner.as_deref(), -1);
+        self.reindex(&removed);
+        Some(Registration::clone(&removed))
+    }
+
+    /// Updates the two route lists a registration appears in, in O(log n) each.
+    fn reindex(&mut self, changed: &Registration) {
+        let current = self.registrations.get(&changed.id).filter(|r| r.state == EndpointState::Active).cloned();
+        for key in [changed.contract_key(), ContractKey::namespace_only(&changed.contract_namespace)] {
+            let mut by_id = self.routes.get(&key).map(|e| e.by_id.clone()).unwrap_or_default();
+            let before = by_id.len();
+            match &current {
+                Some(current) => {
+                    by_id.insert(changed.id, current.clone());
+                }
+                None => {
+                    by_id.remove(&changed.id);
+                    if by_id.len() == before {
+                        continue;
+                    }
+                }
+            }
+            if by_id.is_empty() {
+                self.routes.remove(&key);
+            } else {
+                self.routes.insert(key, Endpoints::changed(by_id));
+            }
+        }
+    }
+
+    pub fn get(&self, id: &RegistrationId) -> Option<&Arc<Registration>> {
+        self.registrations.get(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.registrations.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.registrations.is_empty()
+    }
+
+    /// All registrations in id order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Registration>> {
+        self.registrations.values()
+    }
+
+    /// Active endpoints serving a contract key: registrations whose `{namespace}/{name}` equals the
+    /// key, or whose namespace alone equals it.
+    pub fn endpoints(&self, key: &ContractKey) -> Option<&Endpoints> {
+        self.routes.get(key)
+    }
+
+    /// The policy of a contract key; the default when none was set.
+    pub fn policy(&self, key: &ContractKey) -> Option<&Policy> {
+        self.policies.get(key)
+    }
+
+    pub fn policies(&self) -> impl Iterator<Item = (&ContractKey, &Policy)> {
+        self.policies.iter()
+    }
+
+    /// Registrations owned by a token name.
+    pub fn owned_by(&self, owner: &str) -> u32 {
+        self.owned.get(owner).copied().unwrap_or(0)
+    }
+
+    /// The audit trail, oldest first.
+    pub fn audit(&self) -> impl DoubleEndedIterator<Item = &AuditRecord> {
+        self.audit.iter()
+    }
+
+    /// Serializes exactly as [`StateImage`] does, straight from the state: a snapshot of a large
+    /// registry does not need a second copy of it in memory.
+    pub fn image(&self) -> impl Serialize + '_ {
+        ImageRef(self)
+    }
+
+    pub fn to_image(&self) -> StateImage {
+        StateImage {
+            registrations: self.registrations.values().map(|r| Registration::clone(r)).collect(),
+            policies: self.policies.iter().map(|(k, p)| (k.clone(), p.clone())).collect(),
+            audit: self.audit.iter().cloned().collect(),
+        }
+    }
+
+    pub fn from_image(image: StateImage) -> Self {
+        let mut state = Self::default();
+        for registration in image.registrations {
+            state.count_owner(registration.owner.as_deref(), 1);
+            state.registrations.insert(registration.id, Arc::new(registration));
+        }
+        state.audit = image.audit.into_iter().collect();
+        let mut routes: BTreeMap<ContractKey, imbl::OrdMap<RegistrationId, Arc<Registration>>> = BTreeMap::new();
+        for registration in state.registrations.values() {
+            if registration.state != EndpointState::Active {
+                continue;
+            }
+            for key in [registration.contract_key(), ContractKey::namespace_only(&registration.contract_namespace)] {
+                routes.entry(key).or_default().insert(registration.id, registration.clone());
+            }
+        }
+        state.routes = routes.into_iter().map(|(key, by_id)| (key, Endpoints::changed(by_id))).collect();
+        state.policies = image.policies.into_iter().collect();
+        state
+    }
+}
+
+struct ImageRef<'a>(&'a RegistryState);
+
+/// A sequence of known length, serialized from an iterator.
+struct SeqOf<I>(std::cell::Cell<Option<I>>, usize);
+
+impl<I> Serialize for SeqOf<I>
+where
+    I: Iterator,
+    I::Item: Serialize,
+{
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some(self.1))?;
+        for item in self.0.take().into_iter().flatten() {
+            seq.serialize_element(&item)?;
+        }
+        seq.end()
+    }
+}
+
+fn seq_of<I: Iterator>(iter: I, len: usize) -> SeqOf<I> {
+    SeqOf(std::cell::Cell::new(Some(iter)), len)
+}
+
+impl Serialize for ImageRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let state = self.0;
+        let mut image = serializer.serialize_struct("StateImage", 3)?;
+        image.serialize_field(
+            "registrations",
+            &seq_of(state.registrations.values().map(|r| &**r), state.registrations.len()),
+        )?;
+        image.serialize_field("policies", &seq_of(state.policies.iter(), state.policies.len()))?;
+        image.serialize_field("audit", &seq_of(state.audit.iter(), state.audit.len()))?;
+        image.end()
+    }
+}
+
+#[cfg(test)]
+mod tests;

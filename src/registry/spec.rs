@@ -1,0 +1,386 @@
+//! Validation of what a caller asks to register, and the contract key both sides agree on.
+//!
+//! Everything that enters the replicated log has passed through [`RegistrationSpec::new`], so the
+//! state machine never sees an invalid address or name.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::Serialize;
+
+use crate::registry::Policy;
+use crate::registry::PolicyKind;
+use crate::registry::RegistrationId;
+
+/// Longest accepted address, in bytes.
+pub const MAX_ADDRESS_LEN: usize = 2048;
+/// Longest accepted contract name, in bytes.
+pub const MAX_NAME_LEN: usize = 256;
+/// Longest accepted contract namespace, in bytes.
+pub const MAX_NAMESPACE_LEN: usize = 1024;
+/// Most metadata entries on one registration.
+pub const MAX_METADATA_ENTRIES: usize = 64;
+/// Longest metadata key, in bytes.
+pub const MAX_METADATA_KEY_LEN: usize = 128;
+/// Longest metadata value, in bytes.
+pub const MAX_METADATA_VALUE_LEN: usize = 1024;
+/// Highest accepted weight.
+pub const MAX_WEIGHT: u32 = 1000;
+/// Shortest accepted lease.
+pub const MIN_TTL_MS: u64 = 1_000;
+/// Longest accepted lease: one day.
+pub const MAX_TTL_MS: u64 = 86_400_000;
+
+/// The identifying triple of the seed's `RegistrationInfo`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationInfo {
+    pub address: String,
+    pub contract_name: String,
+    pub contract_namespace: String,
+}
+
+/// A registration request as a caller sends it, before validation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationRequest {
+    pub address: String,
+    pub contract_name: String,
+    pub contract_namespace: String,
+    #[serde(default)]
+    pub ttl_ms: Option<u64>,
+    #[serde(default)]
+    pub weight: Option<u32>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A validated registration request: what the state machine stores.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationSpec {
+    pub id: RegistrationId,
+    /// Normalized absolute http(s) URL.
+    pub address: String,
+    pub contract_name: String,
+    pub contract_namespace: String,
+    pub ttl_ms: Option<u64>,
+    pub weight: u32,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Why a registration request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidRegistration {
+    #[error("address: {0}")]
+    Address(String),
+    #[error("contract_name: {0}")]
+    ContractName(String),
+    #[error("contract_namespace: {0}")]
+    ContractNamespace(String),
+    #[error("metadata: {0}")]
+    Metadata(String),
+    #[error("weight must be between 1 and {MAX_WEIGHT}")]
+    Weight,
+    #[error("ttl_ms must be between {MIN_TTL_MS} and {MAX_TTL_MS}")]
+    Ttl,
+    #[error("policy: {0}")]
+    Policy(String),
+}
+
+impl InvalidRegistration {
+    /// Stable snake_case code for API errors.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Address(_) => "invalid_address",
+            Self::ContractName(_) => "invalid_contract_name",
+            Self::ContractNamespace(_) => "invalid_contract_namespace",
+            Self::Metadata(_) => "invalid_metadata",
+            Self::Weight => "invalid_weight",
+            Self::Ttl => "invalid_ttl",
+            Self::Policy(_) => "invalid_policy",
+        }
+    }
+}
+
+impl RegistrationSpec {
+    pub fn new(request: RegistrationRequest) -> Result<Self, InvalidRegistration> {
+        let RegistrationRequest { address, contract_name, contract_namespace, ttl_ms, weight, metadata } = request;
+        let info = RegistrationInfo { address, contract_name, contract_namespace }.validate()?;
+        let weight = weight.unwrap_or(1);
+        if !(1..=MAX_WEIGHT).contains(&weight) {
+            return Err(InvalidRegistration::Weight);
+        }
+        if ttl_ms.is_some_and(|ttl| !(MIN_TTL_MS..=MAX_TTL_MS).contains(&ttl)) {
+            return Err(InvalidRegistration::Ttl);
+        }
+        validate_metadata(&metadata)?;
+        Ok(Self {
+            id: info.id(),
+            address: info.address,
+            contract_name: info.contract_name,
+            contract_namespace: info.contract_namespace,
+            ttl_ms,
+            weight,
+            metadata,
+        })
+    }
+}
+
+impl RegistrationInfo {
+    /// Checks and normalizes the triple; the address comes back in canonical URL form.
+    pub fn validate(self) -> Result<Self, InvalidRegistration> {
+        let address = normalize_address(&self.address)?;
+        check_text(&self.contract_name, MAX_NAME_LEN).map_err(InvalidRegistration::ContractName)?;
+        if self.contract_name.contains('/') {
+            return Err(InvalidRegistration::ContractName("must not contain '/'".into()));
+        }
+        check_text(&self.contract_namespace, MAX_NAMESPACE_LEN).map_err(InvalidRegistration::ContractNamespace)?;
+        if trim_namespace(&self.contract_namespace).is_empty() {
+            return Err(InvalidRegistration::ContractNamespace("must not be only '/'".into()));
+        }
+        Ok(Self { address, ..self })
+    }
+
+    /// The id of a validated triple.
+    pub fn id(&self) -> RegistrationId {
+        RegistrationId::of(&self.address, trim_namespace(&self.contract_namespace), &self.contract_name)
+    }
+}
+
+fn normalize_address(raw: &str) -> Result<String, InvalidRegistration> {
+    let invalid = |message: &str| InvalidRegistration::Address(message.to_owned());
+    if raw.is_empty() {
+        return Err(invalid("must not be empty"));
+    }
+    if raw.len() > MAX_ADDRESS_LEN {
+        return Err(InvalidRegistration::Address(format!("longer than {MAX_ADDRESS_LEN} bytes")));
+    }
+    let url =
+        url::Url::parse(raw).map_err(|err| InvalidRegistration::Address(format!("not an absolute URL ({err})")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid("scheme must be http or https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("must name a host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid("must not carry credentials"));
+    }
+    if url.fragment().is_some() {
+        return Err(invalid("must not have a fragment"));
+    }
+    if url.query().is_some() {
+        return Err(invalid("must not have a query"));
+    }
+    Ok(url.into())
+}
+
+fn check_text(text: &str, max_len: usize) -> Result<(), String> {
+    if text.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if text.len() > max_len {
+        return Err(format!("longer than {max_len} bytes"));
+    }
+    if text.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("must not contain whitespace or control characters".into());
+    }
+    Ok(())
+}
+
+fn validate_metadata(metadata: &BTreeMap<String, String>) -> Result<(), InvalidRegistration> {
+    if metadata.len() > MAX_METADATA_ENTRIES {
+        return Err(InvalidRegistration::Metadata(format!("more than {MAX_METADATA_ENTRIES} entries")));
+    }
+    for (key, value) in metadata {
+        check_text(key, MAX_METADATA_KEY_LEN).map_err(|m| InvalidRegistration::Metadata(format!("key {m}")))?;
+        if value.len() > MAX_METADATA_VALUE_LEN {
+            return Err(InvalidRegistration::Metadata(format!("value longer than {MAX_METADATA_VALUE_LEN} bytes")));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(InvalidRegistration::Metadata("value must not contain control characters".into()));
+        }
+    }
+    Ok(())
+}
+
+/// A routing policy as a caller sends it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRequest {
+    pub contract_namespace: String,
+    pub contract_name: String,
+    pub policy: PolicyKind,
+    #[serde(default)]
+    pub hash_header: Option<String>,
+    #[serde(default)]
+    pub idempotent: bool,
+}
+
+impl PolicyRequest {
+    /// Checks the request; returns the contract key and the policy to store.
+    pub fn validate(self) -> Result<(ContractKey, Policy), InvalidRegistration> {
+        check_text(&self.contract_name, MAX_NAME_LEN).map_err(InvalidRegistration::ContractName)?;
+        check_text(&self.contract_namespace, MAX_NAMESPACE_LEN).map_err(InvalidRegistration::ContractNamespace)?;
+        let hash_header = match (self.policy, self.hash_header) {
+            (PolicyKind::ConsistentHash, Some(name)) => {
+                let valid = !name.is_empty()
+                    && name.len() <= 128
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+                if !valid {
+                    return Err(InvalidRegistration::Policy(format!("{name:?} is not a header name")));
+                }
+                Some(name.to_ascii_lowercase())
+            }
+            (PolicyKind::ConsistentHash, None) => {
+                return Err(InvalidRegistration::Policy("consistent_hash needs hash_header".into()));
+            }
+            (_, Some(_)) => {
+                return Err(InvalidRegistration::Policy("hash_header is only used by consistent_hash".into()));
+            }
+            (_, None) => None,
+        };
+        let key = ContractKey::new(&self.contract_namespace, &self.contract_name);
+        Ok((key, Policy { kind: self.policy, hash_header, idempotent: self.idempotent }))
+    }
+}
+
+/// The namespace with one trailing `/` removed, as the contract key uses it.
+pub fn trim_namespace(namespace: &str) -> &str {
+    namespace.strip_suffix('/').unwrap_or(namespace)
+}
+
+/// `{contract_namespace}/{contract_name}`, one trailing `/` on the namespace ignored.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ContractKey(String);
+
+impl ContractKey {
+    pub fn new(contract_namespace: &str, contract_name: &str) -> Self {
+        Self(format!("{}/{contract_name}", trim_namespace(contract_namespace)))
+    }
+
+    /// A key as named by a client (an action minus its operation, or an explicit header).
+    pub fn from_text(key: &str) -> Self {
+        Self(key.to_owned())
+    }
+
+    /// The key a registration is also reachable under: its namespace alone.
+    pub fn namespace_only(contract_namespace: &str) -> Self {
+        Self(trim_namespace(contract_namespace).to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ContractKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(address: &str, namespace: &str, name: &str) -> RegistrationRequest {
+        RegistrationRequest {
+            address: address.into(),
+            contract_name: name.into(),
+            contract_namespace: namespace.into(),
+            ttl_ms: None,
+            weight: None,
+            metadata: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn accepts_and_normalizes_address() {
+        let spec =
+            RegistrationSpec::new(request("HTTP://Svc.Example:80/calc", "http://tempuri.org/", "ICalc")).unwrap();
+        assert_eq!(spec.address, "http://svc.example/calc");
+        assert_eq!(spec.weight, 1);
+        let same = RegistrationSpec::new(request("http://svc.example/calc", "http://tempuri.org", "ICalc")).unwrap();
+        assert_eq!(spec.id, same.id, "trailing slash on namespace and address spelling do not change the id");
+    }
+
+    #[test]
+    fn refuses_bad_addresses() {
+        for address in [
+            "",
+            "not a url",
+            "/relative/path",
+            "ftp://host/x",
+            "http://",
+            "http://user:pw@host/",
+            "http://host/#frag",
+            "http://host/?q=1",
+            "file:///etc/passwd",
+            "mailto:someone@example.com",
+        ] {
+            let err = RegistrationSpec::new(request(address, "ns", "c")).unwrap_err();
+            assert_eq!(err.code(), "invalid_address", "{address:?} gave {err}");
+        }
+        let long = format!("http://h/{}", "a".repeat(MAX_ADDRESS_LEN));
+        assert_eq!(RegistrationSpec::new(request(&long, "ns", "c")).unwrap_err().code(), "invalid_address");
+    }
+
+    #[test]
+    fn refuses_bad_names() {
+        let cases = [
+            ("", "invalid_contract_name", "ns"),
+            ("a/b", "invalid_contract_name", "ns"),
+            ("a b", "invalid_contract_name", "ns"),
+            ("ok", "invalid_contract_namespace", ""),
+            ("ok", "invalid_contract_namespace", "/"),
+            ("ok", "invalid_contract_namespace", "ns\u{0}"),
+        ];
+        for (name, code, namespace) in cases {
+            let err = RegistrationSpec::new(request("http://h/", namespace, name)).unwrap_err();
+            assert_eq!(err.code(), code, "{name:?} {namespace:?}");
+        }
+        let long = "n".repeat(MAX_NAME_LEN + 1);
+        assert_eq!(
+            RegistrationSpec::new(request("http://h/", "ns", &long)).unwrap_err().code(),
+            "invalid_contract_name"
+        );
+    }
+
+    #[test]
+    fn refuses_bad_options() {
+        let mut req = request("http://h/", "ns", "c");
+        req.weight = Some(0);
+        assert_eq!(RegistrationSpec::new(req.clone()).unwrap_err(), InvalidRegistration::Weight);
+        req.weight = Some(MAX_WEIGHT + 1);
+        assert_eq!(RegistrationSpec::new(req.clone()).unwrap_err(), InvalidRegistration::Weight);
+        req.weight = Some(3);
+        req.ttl_ms = Some(10);
+        assert_eq!(RegistrationSpec::new(req.clone()).unwrap_err(), InvalidRegistration::Ttl);
+        req.ttl_ms = Some(5_000);
+        req.metadata.insert("".into(), "v".into());
+        assert_eq!(RegistrationSpec::new(req.clone()).unwrap_err().code(), "invalid_metadata");
+        req.metadata.clear();
+        req.metadata.insert("zone".into(), "eu-1".into());
+        let spec = RegistrationSpec::new(req).unwrap();
+        assert_eq!((spec.weight, spec.ttl_ms), (3, Some(5_000)));
+    }
+
+    #[test]
+    fn contract_keys() {
+        assert_eq!(ContractKey::new("http://tempuri.org/", "ICalc").as_str(), "http://tempuri.org/ICalc");
+        assert_eq!(ContractKey::new("http://tempuri.org", "ICalc").as_str(), "http://tempuri.org/ICalc");
+        assert_eq!(ContractKey::new("urn:x//", "C").as_str(), "urn:x//C", "only one trailing slash is ignored");
+        assert_eq!(ContractKey::namespace_only("http://tempuri.org/").as_str(), "http://tempuri.org");
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = serde_json::from_str::<RegistrationRequest>(
+            r#"{"address":"http://h/","contract_name":"c","contract_namespace":"n","ttl":5}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+}

@@ -1,0 +1,220 @@
+use super::*;
+
+fn spec(address: &str, namespace: &str, name: &str) -> RegistrationSpec {
+    RegistrationSpec::new(RegistrationRequest {
+        address: address.into(),
+        contract_name: name.into(),
+        contract_namespace: namespace.into(),
+        ttl_ms: None,
+        weight: None,
+        metadata: BTreeMap::new(),
+    })
+    .unwrap()
+}
+
+fn change(command: Command) -> Change {
+    Change { at_ms: 1_000, origin: Origin { node: 1, principal: None, quota: None }, command }
+}
+
+fn addresses(state: &RegistryState, key: &str) -> Vec<String> {
+    state
+        .endpoints(&ContractKey::from_text(key))
+        .map(|e| e.as_slice().iter().map(|r| r.address.to_string()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn register_creates_then_refreshes() {
+    let mut state = RegistryState::default();
+    let calc = spec("http://a:1/", "http://tempuri.org/", "ICalc");
+    let first = state.apply(5, &change(Command::Register(calc.clone())));
+    let Outcome::Registered { registration, created: true } = first else { panic!("{first:?}") };
+    assert_eq!((registration.epoch, registration.registered_at_ms), (5, 1_000));
+
+    let mut heavier = calc;
+    heavier.weight = 7;
+    let again = state.apply(9, &change(Command::Register(heavier)));
+    let Outcome::Registered { registration, created: false } = again else { panic!("{again:?}") };
+    assert_eq!((registration.epoch, registration.weight), (9, 7), "re-register refreshes options and epoch");
+    assert_eq!(state.len(), 1, "the same triple keeps one entry");
+}
+
+#[test]
+fn unregister_removes_and_reports_missing() {
+    let mut state = RegistryState::default();
+    let calc = spec("http://a:1/", "urn:ns", "ICalc");
+    state.apply(1, &change(Command::Register(calc.clone())));
+    assert!(
+        matches!(state.apply(2, &change(Command::Unregister(calc.id))), Outcome::Unregistered(r) if r.id == calc.id)
+    );
+    assert_eq!(state.apply(3, &change(Command::Unregister(calc.id))), Outcome::NotFound(calc.id));
+    assert!(state.is_empty());
+    assert!(addresses(&state, "urn:ns/ICalc").is_empty());
+    assert!(addresses(&state, "urn:ns").is_empty());
+}
+
+#[test]
+fn routes_match_full_key_or_namespace_alone_never_substrings() {
+    let mut state = RegistryState::default();
+    state.apply(1, &change(Command::Register(spec("http://a/", "http://t.org/svc/", "ICalc"))));
+    state.apply(2, &change(Command::Register(spec("http://b/", "http://t.org/svc", "IEcho"))));
+    state.apply(3, &change(Command::Register(spec("http://c/", "http://t.org/svc2", "ICalc"))));
+
+    assert_eq!(addresses(&state, "http://t.org/svc/ICalc"), ["http://a/"]);
+    assert_eq!(addresses(&state, "http://t.org/svc/IEcho"), ["http://b/"]);
+    let mut by_namespace = addresses(&state, "http://t.org/svc");
+    by_namespace.sort();
+    assert_eq!(by_namespace, ["http://a/", "http://b/"]);
+    assert!(addresses(&state, "http://t.org/sv").is_empty());
+    assert!(addresses(&state, "http://t.org").is_empty());
+    assert!(addresses(&state, "http://t.org/svc/ICal").is_empty());
+}
+
+#[test]
+fn drain_takes_endpoint_out_of_routes_but_keeps_it_listed() {
+    let mut state = RegistryState::default();
+    let a = spec("http://a/", "urn:x", "C");
+    let b = spec("http://b/", "urn:x", "C");
+    state.apply(1, &change(Command::Register(a.clone())));
+    state.apply(2, &change(Command::Register(b)));
+    let drained = state.apply(3, &change(Command::Drain(a.id)));
+    assert!(matches!(drained, Outcome::Drained(ref r) if r.state == EndpointState::Draining));
+    assert_eq!(addresses(&state, "urn:x/C"), ["http://b/"]);
+    assert_eq!(state.len(), 2);
+    assert_eq!(
+        state.apply(4, &change(Command::Drain(RegistrationId::of("x", "y", "z")))),
+        Outcome::NotFound(RegistrationId::of("x", "y", "z"))
+    );
+    // A fresh registration of the same triple makes it active again.
+    state.apply(5, &change(Command::Register(a)));
+    assert_eq!(addresses(&state, "urn:x/C").len(), 2);
+}
+
+#[test]
+fn expire_only_removes_matching_epochs() {
+    let mut state = RegistryState::default();
+    let a = spec("http://a/", "urn:x", "C");
+    let b = spec("http://b/", "urn:x", "C");
+    state.apply(1, &change(Command::Register(a.clone())));
+    state.apply(2, &change(Command::Register(b.clone())));
+    state.apply(3, &change(Command::Register(a.clone()))); // a restarted: new epoch 3
+    let outcome =
+        state.apply(4, &change(Command::Expire(vec![Lease { id: a.id, epoch: 1 }, Lease { id: b.id, epoch: 2 }])));
+    assert_eq!(outcome, Outcome::Expired(vec![b.id]));
+    assert_eq!(addresses(&state, "urn:x/C"), ["http://a/"]);
+}
+
+#[test]
+fn policies_set_and_reset() {
+    let mut state = RegistryState::default();
+    let key = ContractKey::new("urn:x", "C");
+    let sticky = Policy { kind: PolicyKind::ConsistentHash, hash_header: Some("x-user".into()), idempotent: true };
+    assert_eq!(state.apply(1, &change(Command::SetPolicy(key.clone(), sticky.clone()))), Outcome::PolicySet);
+    assert_eq!(state.policy(&key), Some(&sticky));
+    state.apply(2, &change(Command::SetPolicy(key.clone(), Policy::default())));
+    assert_eq!(state.policy(&key), None, "setting the default forgets the entry");
+}
+
+#[test]
+fn image_round_trip_rebuilds_indexes() {
+    let mut state = RegistryState::default();
+    for i in 0..50u64 {
+        let s = spec(&format!("http://h{i}/"), &format!("urn:ns{}", i % 3), &format!("C{}", i % 5));
+        state.apply(i + 1, &change(Command::Register(s)));
+    }
+    let first = state.iter().next().unwrap().id;
+    state.apply(60, &change(Command::Drain(first)));
+    state.apply(
+        61,
+        &change(Command::SetPolicy(
+            ContractKey::new("urn:ns1", "C1"),
+            Policy { idempotent: true, ..Policy::default() },
+        )),
+    );
+
+    let image = state.to_image();
+    let bytes = postcard::to_stdvec(&image).unwrap();
+    assert_eq!(postcard::to_stdvec(&state.image()).unwrap(), bytes, "the borrowed image encodes like the owned one");
+    assert_eq!(serde_json::to_value(state.image()).unwrap(), serde_json::to_value(&image).unwrap());
+    let restored = RegistryState::from_image(postcard::from_bytes(&bytes).unwrap());
+    assert_eq!(restored.to_image(), image);
+    for key in state.routes.keys() {
+        assert_eq!(addresses(&restored, key.as_str()), addresses(&state, key.as_str()), "{key}");
+    }
+    assert_eq!(restored.routes.len(), state.routes.len());
+}
+
+#[test]
+fn clones_are_independent_snapshots() {
+    let mut state = RegistryState::default();
+    state.apply(1, &change(Command::Register(spec("http://a/", "urn:x", "C"))));
+    let published = state.clone();
+    state.apply(2, &change(Command::Register(spec("http://b/", "urn:x", "C"))));
+    assert_eq!(published.len(), 1);
+    assert_eq!(addresses(&published, "urn:x/C"), ["http://a/"]);
+    assert_eq!(state.len(), 2);
+}
+
+#[test]
+fn quotas_count_what_an_owner_holds() {
+    let mut state = RegistryState::default();
+    let owned = |principal: &str, quota| Origin { node: 1, principal: Some(principal.into()), quota: Some(quota) };
+    let register = |address: &str, origin: Origin| Change {
+        at_ms: 0,
+        origin,
+        command: Command::Register(spec(address, "urn:q", "C")),
+    };
+    assert!(matches!(
+        state.apply(1, &register("http://a/", owned("team", 2))),
+        Outcome::Registered { created: true, .. }
+    ));
+    assert!(matches!(
+        state.apply(2, &register("http://b/", owned("team", 2))),
+        Outcome::Registered { created: true, .. }
+    ));
+    assert_eq!(
+        state.apply(3, &register("http://c/", owned("team", 2))),
+        Outcome::QuotaExceeded { owner: "team".into(), quota: 2 }
+    );
+    // Refreshing one it already owns is not a new registration.
+    assert!(matches!(
+        state.apply(4, &register("http://a/", owned("team", 2))),
+        Outcome::Registered { created: false, .. }
+    ));
+    assert_eq!(state.owned_by("team"), 2);
+    let id = spec("http://a/", "urn:q", "C").id;
+    state.apply(5, &Change { at_ms: 0, origin: owned("team", 2), command: Command::Unregister(id) });
+    assert_eq!(state.owned_by("team"), 1);
+    assert!(matches!(
+        state.apply(6, &register("http://c/", owned("team", 2))),
+        Outcome::Registered { created: true, .. }
+    ));
+    // Quotas survive a snapshot.
+    assert_eq!(RegistryState::from_image(state.to_image()).owned_by("team"), 2);
+}
+
+#[test]
+fn the_audit_trail_says_who_did_what_and_why() {
+    let mut state = RegistryState::default();
+    let by = |principal: &str, node| Origin { node, principal: Some(principal.into()), quota: None };
+    let a = spec("http://a/", "urn:audit", "C");
+    let b = spec("http://b/", "urn:audit", "C");
+    state.apply(1, &Change { at_ms: 10, origin: by("svc", 1), command: Command::Register(a.clone()) });
+    state.apply(2, &Change { at_ms: 20, origin: by("svc", 2), command: Command::Register(b.clone()) });
+    state.apply(3, &Change { at_ms: 30, origin: by("ops", 3), command: Command::Unregister(a.id) });
+    let lease = state.get(&b.id).unwrap().lease();
+    state.apply(4, &Change { at_ms: 40, origin: by("lease-expiry", 1), command: Command::Expire(vec![lease]) });
+    let trail: Vec<_> = state.audit().map(|r| (r.index, r.node, r.principal.clone().unwrap(), r.action)).collect();
+    assert_eq!(
+        trail,
+        vec![
+            (1, 1, "svc".to_owned(), AuditAction::Registered),
+            (2, 2, "svc".to_owned(), AuditAction::Registered),
+            (3, 3, "ops".to_owned(), AuditAction::Evicted),
+            (4, 1, "lease-expiry".to_owned(), AuditAction::Expired),
+        ]
+    );
+    assert_eq!(state.audit().nth(2).unwrap().address.as_deref(), Some("http://a/"));
+    let restored = RegistryState::from_image(state.to_image());
+    assert_eq!(restored.audit().count(), 4);
+}

@@ -1,0 +1,78 @@
+//! TLS for the three listeners and for peer calls.
+//!
+//! The data plane and the control API may serve HTTPS (`--tls-cert`, `--tls-key`). The peer
+//! endpoint may require mutual TLS (`--peer-tls-cert`, `--peer-tls-key`, `--peer-tls-ca`): it
+//! then accepts only clients presenting a certificate signed by that CA, and a node calling its
+//! peers trusts only that CA and presents its own certificate. A plaintext peer, or one whose
+//! certificate comes from another CA, fails the handshake before any request is read.
+
+use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rustls::RootCertStore;
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::PrivateKeyDer;
+use rustls_pki_types::pem::PemObject;
+
+/// A certificate chain and its key, as PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Peer mutual TLS: this node's identity and the CA every peer must be signed by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerTls {
+    pub identity: Identity,
+    pub ca: PathBuf,
+}
+
+fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+fn key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| format!("cannot read a private key from {}: {e}", path.display()))
+}
+
+fn roots(ca: &Path) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    for cert in certs(ca)? {
+        roots.add(cert).map_err(|e| format!("{}: {e}", ca.display()))?;
+    }
+    Ok(roots)
+}
+
+/// A server configuration; with `client_ca`, clients must present a certificate it signed.
+pub fn server_config(identity: &Identity, client_ca: Option<&Path>) -> Result<Arc<rustls::ServerConfig>, String> {
+    let builder = rustls::ServerConfig::builder();
+    let builder = match client_ca {
+        Some(ca) => {
+            let verifier = WebPkiClientVerifier::builder(Arc::new(roots(ca)?)).build().map_err(|e| e.to_string())?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config =
+        builder.with_single_cert(certs(&identity.cert)?, key(&identity.key)?).map_err(|e| e.to_string())?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The client side of peer mutual TLS: trust only the cluster CA, present this node's identity.
+pub fn peer_client_config(tls: &PeerTls) -> Result<rustls::ClientConfig, String> {
+    rustls::ClientConfig::builder()
+        .with_root_certificates(roots(&tls.ca)?)
+        .with_client_auth_cert(certs(&tls.identity.cert)?, key(&tls.identity.key)?)
+        .map_err(|e| e.to_string())
+}

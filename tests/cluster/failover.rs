@@ -1,0 +1,173 @@
+//! Crashes: leader kill under concurrent writes, whole-cluster kill, catching up via a snapshot.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+use std::time::Instant;
+
+use serde_json::json;
+
+use crate::harness::Options;
+use crate::harness::TestCluster;
+use crate::harness::eventually;
+
+/// Registers `count` unique addresses through the given API endpoints, moving on to the next
+/// endpoint when one fails. Returns the acknowledged addresses and when each was acknowledged.
+async fn writer(http: reqwest::Client, apis: Vec<String>, client: usize, count: usize) -> Vec<(String, Instant)> {
+    let mut acked = Vec::new();
+    let mut target = client;
+    for i in 0..count {
+        let address = format!("http://10.{client}.{}.{}/", i / 250, i % 250);
+        let body = json!({ "address": address, "contract_namespace": "urn:load", "contract_name": "C" });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            assert!(Instant::now() < deadline, "write {address} never succeeded");
+            let api = &apis[target % apis.len()];
+            match http.post(format!("{api}/v1/registrations")).json(&body).send().await {
+                Ok(response) if response.status().is_success() => {
+                    acked.push((address.clone(), Instant::now()));
+                    break;
+                }
+                _ => target += 1,
+            }
+        }
+    }
+    acked
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leader_kill_during_concurrent_writes_loses_nothing() {
+    let mut cluster = TestCluster::start(3);
+    let leader = cluster.wait_stable().await;
+    let apis: Vec<String> = cluster.running().iter().map(|&id| cluster.api(id)).collect();
+
+    let writers: Vec<_> = (0..4).map(|c| tokio::spawn(writer(cluster.http.clone(), apis.clone(), c, 60))).collect();
+    // Let some writes land, then crash the leader mid-stream.
+    let first_acks = Arc::new(Mutex::new(()));
+    drop(first_acks);
+    eventually("some writes acknowledged", Duration::from_secs(20), || async {
+        let count = cluster.addresses(leader).await?.len();
+        (count >= 40).then_some(())
+    })
+    .await;
+    let killed_at = Instant::now();
+    cluster.kill(leader);
+
+    let mut acked = BTreeSet::new();
+    let mut first_after_kill = None::<Duration>;
+    for handle in writers {
+        for (address, at) in handle.await.unwrap() {
+            if at > killed_at {
+                let since = at - killed_at;
+                first_after_kill = Some(first_after_kill.map_or(since, |f| f.min(since)));
+            }
+            acked.insert(address);
+        }
+    }
+    eprintln!(
+        "figure: leader killed -> next accepted write after {} ms",
+        first_after_kill.expect("writes continued after the kill").as_millis()
+    );
+
+    cluster.start_node(leader);
+    cluster.wait_stable().await;
+    let acked: Vec<String> = acked.into_iter().collect();
+    assert_eq!(acked.len(), 240);
+    for node in cluster.running() {
+        eventually(
+            &format!("node {node} to hold every acknowledged registration"),
+            Duration::from_secs(30),
+            || async {
+                let present: BTreeSet<String> = cluster.addresses(node).await?.into_iter().collect();
+                acked.iter().all(|a| present.contains(a)).then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn whole_cluster_kill_and_restart_loses_nothing() {
+    let mut cluster = TestCluster::start(3);
+    cluster.wait_stable().await;
+    let nodes = cluster.running();
+    let mut acked = Vec::new();
+    for i in 0..60u32 {
+        let address = format!("http://10.1.0.{i}/");
+        let (status, _) = cluster.register(nodes[i as usize % 3], &address, "urn:crash", "C").await;
+        assert!(status == 201, "write {i}: {status}");
+        acked.push(address);
+    }
+    acked.sort();
+    for &id in &nodes {
+        cluster.kill(id);
+    }
+    for &id in &nodes {
+        cluster.start_node(id);
+    }
+    cluster.wait_stable().await;
+    for &id in &nodes {
+        cluster.wait_addresses(id, &acked).await;
+    }
+    // And the restarted cluster still takes writes.
+    let (status, _) = cluster.register(nodes[0], "http://10.1.1.1/", "urn:crash", "C").await;
+    assert_eq!(status, 201);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lagging_node_catches_up_through_a_snapshot() {
+    let options = Options { args: vec!["--snapshot-every".into(), "40".into()], ..Options::default() };
+    let mut cluster = TestCluster::start_with(3, options);
+    let leader = cluster.wait_stable().await;
+    let lagging = *cluster.running().iter().find(|&&id| id != leader).unwrap();
+    cluster.kill(lagging);
+
+    let mut expected = Vec::new();
+    for i in 0..150u32 {
+        let address = format!("http://10.2.{}.{}/", i / 100, i % 100);
+        let (status, _) = cluster.register(leader, &address, "urn:lag", "C").await;
+        assert_eq!(status, 201);
+        expected.push(address);
+    }
+    // Unregister a few so the snapshot must also carry removals.
+    for address in expected.drain(..10) {
+        let body = json!({ "address": address, "contract_namespace": "urn:lag", "contract_name": "C" });
+        let (status, _) = cluster.post_json(leader, "/v1/registrations/unregister", &body).await;
+        assert_eq!(status, 200);
+    }
+    expected.sort();
+    let view = eventually("the leader to purge its log", Duration::from_secs(20), || async {
+        let view = cluster.cluster_view(leader).await?;
+        (view["purged_index"].as_u64()? > 0).then_some(view)
+    })
+    .await;
+    eprintln!("leader purged up to {} before the lagging node returned", view["purged_index"]);
+
+    cluster.start_node(lagging);
+    cluster.wait_addresses(lagging, &expected).await;
+    let lagging_view = cluster.cluster_view(lagging).await.unwrap();
+    assert!(lagging_view["snapshot_index"].as_u64().unwrap_or(0) > 0, "caught up through a snapshot: {lagging_view}");
+    assert!(cluster.log(lagging).contains("snapshot installed"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopping_node_reports_not_ready_before_it_stops_listening() {
+    let options = Options { args: vec!["--drain-ms".into(), "3000".into()], ..Options::default() };
+    let cluster = TestCluster::start_with(1, options);
+    cluster.wait_stable().await;
+    let pid = cluster.nodes[&1].pid().expect("running");
+    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    let api = cluster.api(1);
+    let reason = eventually("the node to report not ready", Duration::from_secs(2), || async {
+        let response = cluster.http.get(format!("{api}/health/ready")).send().await.ok()?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.ok()?;
+        (status == 503).then_some(body["reason"].as_str()?.to_owned())
+    })
+    .await;
+    assert_eq!(reason, "shutting down");
+    // Still serving while load balancers move away.
+    let live = cluster.http.get(format!("{api}/health/live")).send().await.unwrap();
+    assert_eq!(live.status(), 200);
+}

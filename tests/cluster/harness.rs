@@ -1,0 +1,381 @@
+//! Test harness: real `switchboard serve` processes on ephemeral loopback ports with temp data
+//! directories. Waits poll with a deadline; children are killed when the harness is dropped, and
+//! their logs are printed if the test failed.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Child;
+use std::process::Command;
+use std::process::Stdio;
+use std::time::Duration;
+use std::time::Instant;
+
+use serde_json::Value;
+use serde_json::json;
+
+pub const SECRET: &str = "test-cluster-secret-0123456789";
+
+/// Polls `probe` every 20 ms until it yields `Some`, or panics after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A free loopback port (the OS hands out a fresh one each time).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub data: u16,
+    pub api: u16,
+    pub peer: u16,
+}
+
+pub struct TestNode {
+    pub id: u64,
+    pub ports: Ports,
+    pub data_dir: PathBuf,
+    log_path: PathBuf,
+    child: Option<Child>,
+    extra_args: Vec<String>,
+    extra_env: Vec<(String, String)>,
+}
+
+pub struct TestCluster {
+    pub nodes: BTreeMap<u64, TestNode>,
+    peers: String,
+    dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+}
+
+/// How a test cluster is started.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Extra flags for every node, e.g. `--snapshot-every 50`.
+    pub args: Vec<String>,
+    /// Extra environment for every node.
+    pub env: Vec<(String, String)>,
+    /// Token the harness's own client sends (`Authorization: Bearer`).
+    pub token: Option<String>,
+}
+
+impl TestNode {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+impl TestCluster {
+    /// A temp directory that lives as long as the cluster (for certificates, token files).
+    pub fn scratch() -> tempfile::TempDir {
+        tempfile::Builder::new().prefix("switchboard-test-files").tempdir().unwrap()
+    }
+
+    /// Starts `n` nodes that bootstrap together.
+    pub fn start(n: u64) -> Self {
+        Self::start_with(n, Options::default())
+    }
+
+    pub fn start_with(n: u64, options: Options) -> Self {
+        let dir = tempfile::Builder::new().prefix("switchboard-test").tempdir().unwrap();
+        let ports: BTreeMap<u64, Ports> =
+            (1..=n).map(|id| (id, Ports { data: free_port(), api: free_port(), peer: free_port() })).collect();
+        let peers = ports.iter().map(|(id, p)| format!("{id}=127.0.0.1:{}", p.peer)).collect::<Vec<_>>().join(",");
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = &options.token {
+            headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .no_proxy()
+            .default_headers(headers)
+            .build()
+            .unwrap();
+        let mut cluster = Self { nodes: BTreeMap::new(), peers, dir, http };
+        for (id, ports) in ports {
+            cluster.add_process(id, ports, options.args.clone());
+            cluster.nodes.get_mut(&id).unwrap().extra_env = options.env.clone();
+            cluster.start_node(id);
+        }
+        cluster
+    }
+
+    /// Registers a node process that is not among the initial voters (not started yet).
+    pub fn add_process(&mut self, id: u64, ports: Ports, extra_args: Vec<String>) {
+        let data_dir = self.dir.path().join(format!("node{id}"));
+        let log_path = self.dir.path().join(format!("node{id}.log"));
+        self.nodes
+            .insert(id, TestNode { id, ports, data_dir, log_path, child: None, extra_args, extra_env: Vec::new() });
+    }
+
+    pub fn start_node(&mut self, id: u64) {
+        let node = self.nodes.get_mut(&id).unwrap();
+        assert!(node.child.is_none(), "node {id} is already running");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log_path).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("serve")
+            .args(["--node-id", &id.to_string()])
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .args(["--data-addr", &format!("127.0.0.1:{}", node.ports.data)])
+            .args(["--api-addr", &format!("127.0.0.1:{}", node.ports.api)])
+            .args(["--peer-addr", &format!("127.0.0.1:{}", node.ports.peer)])
+            .args(["--peers", &self.peers])
+            .args(&node.extra_args)
+            .envs(node.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("SWITCHBOARD_CLUSTER_SECRET", SECRET)
+            .env("RUST_LOG", switchboard::telemetry::DEFAULT_FILTER)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("switchboard starts");
+        node.child = Some(child);
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self, id: u64) {
+        let node = self.nodes.get_mut(&id).unwrap();
+        if let Some(mut child) = node.child.take() {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+
+    /// Deletes a stopped node's data directory.
+    pub fn wipe(&mut self, id: u64) {
+        let node = &self.nodes[&id];
+        assert!(node.child.is_none(), "stop node {id} before wiping it");
+        std::fs::remove_dir_all(&node.data_dir).ok();
+    }
+
+    pub fn running(&self) -> Vec<u64> {
+        self.nodes.values().filter(|n| n.child.is_some()).map(|n| n.id).collect()
+    }
+
+    pub fn api(&self, id: u64) -> String {
+        format!("http://127.0.0.1:{}", self.nodes[&id].ports.api)
+    }
+
+    pub fn data(&self, id: u64) -> String {
+        format!("http://127.0.0.1:{}", self.nodes[&id].ports.data)
+    }
+
+    pub fn peer(&self, id: u64) -> String {
+        format!("http://127.0.0.1:{}", self.nodes[&id].ports.peer)
+    }
+
+    pub async fn get_json(&self, url: &str) -> Option<Value> {
+        let response = self.http.get(url).timeout(Duration::from_secs(2)).send().await.ok()?;
+        response.json().await.ok()
+    }
+
+    pub async fn cluster_view(&self, id: u64) -> Option<Value> {
+        self.get_json(&format!("{}/v1/cluster", self.api(id))).await
+    }
+
+    /// Waits until every running node is ready and agrees on one leader; returns it.
+    pub async fn wait_stable(&self) -> u64 {
+        let running = self.running();
+        eventually("a leader known and ready on every running node", Duration::from_secs(30), || async {
+            let mut leader = None;
+            for &id in &running {
+                let ready = self.http.get(format!("{}/health/ready", self.api(id))).send().await.ok()?;
+                if !ready.status().is_success() {
+                    return None;
+                }
+                let view = self.cluster_view(id).await?;
+                let this = view["leader_id"].as_u64()?;
+                if leader.is_some_and(|l| l != this) {
+                    return None;
+                }
+                leader = Some(this);
+            }
+            leader.filter(|l| running.contains(l))
+        })
+        .await
+    }
+
+    /// Registers through node `via`; returns the status and body.
+    pub async fn register(&self, via: u64, address: &str, namespace: &str, name: &str) -> (u16, Value) {
+        let body = json!({ "address": address, "contract_namespace": namespace, "contract_name": name });
+        self.post_json(via, "/v1/registrations", &body).await
+    }
+
+    pub async fn post_json(&self, via: u64, path: &str, body: &Value) -> (u16, Value) {
+        let response =
+            self.http.post(format!("{}{path}", self.api(via))).json(body).send().await.expect("request sent");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Registers every address for one contract and waits until all nodes can route to them.
+    pub async fn register_all(&self, via: u64, namespace: &str, name: &str, addresses: &[String]) {
+        for address in addresses {
+            let (status, body) = self.register(via, address, namespace, name).await;
+            assert!(status == 201 || status == 200, "{status} {body}");
+        }
+        let key = format!("{}/{name}", namespace.strip_suffix('/').unwrap_or(namespace));
+        for node in self.running() {
+            eventually(&format!("node {node} to route {key}"), Duration::from_secs(20), || async {
+                let list = self.get_json(&format!("{}/v1/registrations", self.api(node))).await?;
+                let count = list["registrations"]
+                    .as_array()?
+                    .iter()
+                    .filter(|r| {
+                        format!(
+                            "{}/{}",
+                            r["contract_namespace"].as_str().unwrap().trim_end_matches('/'),
+                            r["contract_name"].as_str().unwrap()
+                        ) == key
+                    })
+                    .count();
+                (count >= addresses.len()).then_some(())
+            })
+            .await;
+        }
+    }
+
+    /// Addresses registered on node `id`, from its local replica (sorted).
+    pub async fn addresses(&self, id: u64) -> Option<Vec<String>> {
+        let list = self.get_json(&format!("{}/v1/registrations", self.api(id))).await?;
+        let mut addresses: Vec<String> =
+            list["registrations"].as_array()?.iter().map(|r| r["address"].as_str().unwrap().to_owned()).collect();
+        addresses.sort();
+        Some(addresses)
+    }
+
+    /// Waits until node `id` lists exactly `expected` (sorted).
+    pub async fn wait_addresses(&self, id: u64, expected: &[String]) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let found = self.addresses(id).await;
+            if found.as_deref() == Some(expected) {
+                return;
+            }
+            if Instant::now() > deadline {
+                for node in self.running() {
+                    eprintln!("node {node} view: {:?}", self.cluster_view(node).await);
+                }
+                panic!(
+                    "node {id} lists {:?} registrations, not the expected {}",
+                    found.map(|f| f.len()),
+                    expected.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    pub fn apis(&self) -> Vec<String> {
+        self.running().into_iter().map(|id| self.api(id)).collect()
+    }
+
+    pub fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(&self.nodes[&id].log_path).unwrap_or_default()
+    }
+}
+
+/// A `switchboard sample` process registered with a test cluster.
+pub struct TestSample {
+    pub instance: String,
+    /// `http://127.0.0.1:port`, without a path.
+    pub base: String,
+    child: Option<Child>,
+    log_path: PathBuf,
+}
+
+impl TestSample {
+    /// Starts a sample service registering through the given control API URLs; returns once it
+    /// has registered.
+    pub async fn start(dir: &std::path::Path, instance: &str, routers: &[String], ttl_ms: u64) -> Self {
+        let log_path = dir.join(format!("{instance}.log"));
+        let stdout_path = dir.join(format!("{instance}.out"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("sample")
+            .args(["--routers", &routers.join(",")])
+            .args(["--listen", "127.0.0.1:0"])
+            .args(["--instance", instance])
+            .args(["--ttl-ms", &ttl_ms.to_string()])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout_path).unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("sample starts");
+        let mut sample = Self { instance: instance.to_owned(), base: String::new(), child: Some(child), log_path };
+        sample.base = eventually(&format!("{instance} to register"), Duration::from_secs(20), || async {
+            let out = std::fs::read_to_string(&stdout_path).ok()?;
+            out.lines().find_map(|line| line.split_once(" listening on ").map(|(_, base)| base.trim().to_owned()))
+        })
+        .await;
+        sample
+    }
+
+    /// SIGKILL: no unregistering, no more heartbeats.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+
+    /// SIGTERM: drains, unregisters, exits. Waits for the exit.
+    pub fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            Command::new("kill").args(["-TERM", &child.id().to_string()]).status().ok();
+            child.wait().ok();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for TestSample {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("===== {} log =====\n{}", self.instance, self.log());
+        }
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in &ids {
+            self.kill(*id);
+        }
+        if std::thread::panicking() {
+            for id in ids {
+                let log = self.log(id);
+                let tail: Vec<&str> = log.lines().rev().take(150).collect();
+                eprintln!("===== node {id} log (last {} lines) =====", tail.len());
+                for line in tail.into_iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! Leases, heartbeats, draining, self-registration, and the SOAP registration endpoint.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+use std::time::Instant;
+
+use serde_json::Value;
+use serde_json::json;
+use switchboard::client::Registrar;
+use switchboard::client::RegistrarConfig;
+use switchboard::registry::RegistrationRequest;
+
+use crate::harness::TestCluster;
+use crate::harness::TestSample;
+use crate::harness::eventually;
+
+const ECHO: &str = "urn:switchboard:samples/IEcho";
+
+/// Registrations of one sample instance on node `node`.
+async fn instance_registrations(cluster: &TestCluster, node: u64, instance: &str) -> Option<usize> {
+    let list = cluster.get_json(&format!("{}/v1/registrations", cluster.api(node))).await?;
+    Some(list["registrations"].as_array()?.iter().filter(|r| r["metadata"]["instance"] == instance).count())
+}
+
+/// Waits until no node lists the instance; returns how long that took from `since`.
+async fn wait_gone(cluster: &TestCluster, instance: &str, since: Instant, within: Duration) -> Duration {
+    for node in cluster.running() {
+        eventually(&format!("{instance} gone from node {node}"), within, || async {
+            (instance_registrations(cluster, node, instance).await? == 0).then_some(())
+        })
+        .await;
+    }
+    since.elapsed()
+}
+
+fn leased(i: usize, ttl_ms: u64) -> RegistrationRequest {
+    RegistrationRequest {
+        address: format!("http://10.20.{}.{}/", i / 250, i % 250),
+        contract_name: "ILeased".into(),
+        contract_namespace: "urn:leases".into(),
+        ttl_ms: Some(ttl_ms),
+        weight: None,
+        metadata: BTreeMap::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_service_expires_within_its_ttl_and_a_stopped_one_at_once() {
+    let cluster = TestCluster::start(3);
+    cluster.wait_stable().await;
+    let ttl = Duration::from_millis(2_000);
+    let mut crashed = TestSample::start(cluster.dir(), "crashed", &cluster.apis(), 2_000).await;
+    let mut stopped = TestSample::start(cluster.dir(), "stopped", &cluster.apis(), 2_000).await;
+    for node in cluster.running() {
+        eventually("both instances everywhere", Duration::from_secs(10), || async {
+            let a = instance_registrations(&cluster, node, "crashed").await?;
+            let b = instance_registrations(&cluster, node, "stopped").await?;
+            (a == 3 && b == 3).then_some(())
+        })
+        .await;
+    }
+    // The heartbeats keep them alive well past their TTL.
+    tokio::time::sleep(ttl * 2).await;
+    assert_eq!(instance_registrations(&cluster, 1, "crashed").await, Some(3), "heartbeats renew the lease");
+
+    let killed_at = Instant::now();
+    crashed.kill();
+    let gone_after = wait_gone(&cluster, "crashed", killed_at, ttl + Duration::from_secs(3)).await;
+    eprintln!(
+        "figure: kill -9 -> gone from every node after {} ms (ttl {} ms)",
+        gone_after.as_millis(),
+        ttl.as_millis()
+    );
+    assert!(gone_after < ttl + Duration::from_secs(1), "expired within ttl + 1 s: {gone_after:?}");
+
+    let stopped_at = Instant::now();
+    stopped.terminate();
+    let gone_after = wait_gone(&cluster, "stopped", stopped_at, Duration::from_secs(5)).await;
+    eprintln!("figure: graceful stop -> gone from every node after {} ms", gone_after.as_millis());
+    assert!(gone_after < ttl, "a graceful stop unregisters at once: {gone_after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leases_survive_a_leader_kill_and_a_crash_during_the_election_still_expires() {
+    let mut cluster = TestCluster::start(3);
+    let leader = cluster.wait_stable().await;
+    let ttl_ms = 2_000;
+    let requests: Vec<_> = (0..200).map(|i| leased(i, ttl_ms)).collect();
+    let survivors: Vec<u64> = cluster.running().into_iter().filter(|&id| id != leader).collect();
+    let routers: Vec<String> = cluster.running().into_iter().map(|id| cluster.api(id)).collect();
+    let mut config = RegistrarConfig::new(routers.clone(), requests);
+    config.heartbeat_every = Some(Duration::from_millis(500));
+    let registrar = Registrar::start(config).await.expect("200 leases registered");
+    let epochs: BTreeMap<String, u64> = registrar.registrations().iter().map(|r| (r.id.to_string(), r.epoch)).collect();
+    let doomed = TestSample::start(
+        cluster.dir(),
+        "doomed",
+        &survivors.iter().map(|&id| cluster.api(id)).collect::<Vec<_>>(),
+        ttl_ms,
+    )
+    .await;
+    eventually("everything registered everywhere", Duration::from_secs(10), || async {
+        for &node in &survivors {
+            if instance_registrations(&cluster, node, "doomed").await? != 3 {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+
+    let mut doomed = doomed;
+    let killed_at = Instant::now();
+    cluster.kill(leader);
+    doomed.kill();
+    let gone_after = wait_gone(&cluster, "doomed", killed_at, Duration::from_millis(3 * ttl_ms)).await;
+    eprintln!("figure: service killed with the leader -> gone after {} ms (ttl {ttl_ms} ms)", gone_after.as_millis());
+    assert!(gone_after < Duration::from_millis(2 * ttl_ms), "expired within two TTLs: {gone_after:?}");
+
+    // Two more TTLs later, none of the 200 heartbeating leases expired.
+    tokio::time::sleep(Duration::from_millis(2 * ttl_ms)).await;
+    for &node in &survivors {
+        let url = format!("{}/v1/registrations?contract_namespace=urn:leases&contract_name=ILeased", cluster.api(node));
+        let list = cluster.get_json(&url).await.unwrap();
+        let listed: BTreeMap<String, u64> = list["registrations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["id"].as_str().unwrap().to_owned(), r["epoch"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(
+            listed, epochs,
+            "node {node}: every lease alive with its original epoch (never expired and re-registered)"
+        );
+    }
+    for &node in &survivors {
+        assert!(!cluster.log(node).contains("leases expired expired=200"), "no mass expiry");
+    }
+    registrar.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn heartbeats_of_a_replaced_instance_do_not_keep_it_alive() {
+    let cluster = TestCluster::start(3);
+    let leader = cluster.wait_stable().await;
+    let body = json!({ "address": "http://10.30.0.1:9000/", "contract_name": "IZombie", "contract_namespace": "urn:epochs", "ttl_ms": 1500 });
+    let (status, first) = cluster.post_json(leader, "/v1/registrations", &body).await;
+    assert_eq!(status, 201);
+    // The instance restarts on the same address and registers again: a new epoch.
+    let (status, second) = cluster.post_json(leader, "/v1/registrations", &body).await;
+    assert_eq!(status, 200);
+    let (id, old_epoch, new_epoch) =
+        (first["id"].as_str().unwrap(), first["epoch"].as_u64().unwrap(), second["epoch"].as_u64().unwrap());
+    assert!(new_epoch > old_epoch);
+
+    let response = cluster
+        .http
+        .post(format!("{}/v1/registrations/{id}/heartbeat?epoch={old_epoch}", cluster.api(leader)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 409);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["code"], "epoch_mismatch");
+
+    // The dead instance's heartbeats keep coming; the new epoch, never renewed, expires anyway.
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(6);
+    loop {
+        let heartbeat = json!({ "ids": [{ "id": id, "epoch": old_epoch }] });
+        let (status, reply) = cluster.post_json(leader, "/v1/heartbeat", &heartbeat).await;
+        assert_eq!(status, 200);
+        let listed = cluster.get_json(&format!("{}/v1/registrations/{id}", cluster.api(leader))).await.unwrap();
+        if listed["code"] == "registration_not_found" {
+            break;
+        }
+        assert!(reply["renewed"].as_array().unwrap().is_empty(), "an old epoch renews nothing: {reply}");
+        assert!(Instant::now() < deadline, "the registration was kept alive by stale heartbeats");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "figure: stale-epoch heartbeats ignored; expired after {} ms (ttl 1500 ms)",
+        started.elapsed().as_millis()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn draining_stops_new_requests_while_an_in_flight_one_completes() {
+    let cluster = TestCluster::start(3);
+    let leader = cluster.wait_stable().await;
+    let first = TestSample::start(cluster.dir(), "first", &cluster.apis(), 5_000).await;
+    let data = cluster.data(leader);
+    eventually("first routable", Duration::from_secs(10), || async {
+        let response =
+            cluster.http.get(format!("{data}/x")).header("x-switchboard-contract", ECHO).send().await.ok()?;
+        response.status().is_success().then_some(())
+    })
+    .await;
+    // A slow request reaches the first instance...
+    let slow = {
+        let http = cluster.http.clone();
+        let url = format!("{data}/slow?delay_ms=1500");
+        tokio::spawn(async move {
+            http.get(url).header("x-switchboard-contract", ECHO).send().await.unwrap().json::<Value>().await.unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = TestSample::start(cluster.dir(), "second", &cluster.apis(), 5_000).await;
+    // ...then the first is drained.
+    let list =
+        cluster.get_json(&format!("{}/v1/registrations?contract_name=IEcho", cluster.api(leader))).await.unwrap();
+    let first_id =
+        list["registrations"].as_array().unwrap().iter().find(|r| r["metadata"]["instance"] == "first").unwrap()["id"]
+            .clone();
+    let (status, drained) = cluster
+        .post_json(leader, &format!("/v1/registrations/{}/drain", first_id.as_str().unwrap()), &json!(null))
+        .await;
+    assert_eq!((status, drained["state"].as_str()), (200, Some("draining")), "{drained}");
+    for node in cluster.running() {
+        let url =
+            format!("{}/v1/registrations/{}?consistency=linearizable", cluster.api(node), first_id.as_str().unwrap());
+        assert_eq!(cluster.get_json(&url).await.unwrap()["state"], "draining");
+    }
+    for _ in 0..10 {
+        let response =
+            cluster.http.get(format!("{data}/after")).header("x-switchboard-contract", ECHO).send().await.unwrap();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["instance"], second.instance, "no new request goes to the draining instance");
+    }
+    let slow = slow.await.unwrap();
+    assert_eq!(slow["instance"], first.instance, "the in-flight request completed on the draining instance");
+    drop(first);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn heartbeats_do_not_grow_the_raft_log() {
+    let cluster = TestCluster::start(3);
+    let leader = cluster.wait_stable().await;
+    let requests: Vec<_> = (0..1000).map(|i| leased(i, 3_000)).collect();
+    let mut config = RegistrarConfig::new(cluster.apis(), requests);
+    config.heartbeat_every = Some(Duration::from_secs(1));
+    let registrar = Registrar::start(config).await.unwrap();
+    let index = |view: Value| view["last_log_index"].as_u64().unwrap();
+    let before = index(cluster.cluster_view(leader).await.unwrap());
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let after = index(cluster.cluster_view(leader).await.unwrap());
+    let per_minute = (after - before) as f64 * 60.0 / started.elapsed().as_secs_f64();
+    eprintln!(
+        "figure: 1000 leases heartbeating every second -> {} log entries in {:?} ({per_minute:.1}/min)",
+        after - before,
+        started.elapsed()
+    );
+    assert_eq!(after, before, "heartbeats never enter the log");
+    registrar.stop().await.unwrap();
+}
+
+const SOAP_REGISTER: &str = r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><Register xmlns="http://www.thatindigogirl.com/samples/2008/01"><regInfo xmlns:a="http://schemas.thatindigogirl.com/samples/2008/01" xmlns:i="http://www.w3.org/2001/XMLSchema-instance"><a:Address>http://10.40.0.1:9000/calc</a:Address><a:ContractName>ICalculator</a:ContractName><a:ContractNamespace>http://tempuri.org/</a:ContractNamespace></regInfo></Register></s:Body></s:Envelope>"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_seed_soap_contract_registers_and_unregisters() {
+    let cluster = TestCluster::start(3);
+    let leader = cluster.wait_stable().await;
+    let follower = cluster.running().into_iter().find(|&id| id != leader).unwrap();
+    let url = format!("{}/v1/soap/registration", cluster.api(follower));
+    let send = |body: String, action: &'static str| {
+        let http = cluster.http.clone();
+        let url = url.clone();
+        async move {
+            let response = http
+                .post(url)
+                .header("content-type", "text/xml; charset=utf-8")
+                .header("soapaction", action)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    let register = "\"http://www.thatindigogirl.com/samples/2008/01/IRegistrationService/Register\"";
+    let unregister = "\"http://www.thatindigogirl.com/samples/2008/01/IRegistrationService/Unregister\"";
+
+    let (status, answer) = send(SOAP_REGISTER.to_owned(), register).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("<RegisterResponse xmlns=\"http://www.thatindigogirl.com/samples/2008/01\"/>"), "{answer}");
+    for node in cluster.running() {
+        cluster.wait_addresses(node, &["http://10.40.0.1:9000/calc".to_owned()]).await;
+    }
+
+    // Bad input gets a fault and changes nothing.
+    let bad = SOAP_REGISTER.replace("http://10.40.0.1:9000/calc", "not-a-url");
+    let (status, fault) = send(bad, register).await;
+    assert_eq!(status, 400);
+    assert!(
+        fault.contains("<faultcode>s:Client</faultcode>") && fault.contains("<sb:Code>invalid_address</sb:Code>"),
+        "{fault}"
+    );
+    let (status, fault) = send(SOAP_REGISTER.to_owned(), unregister).await;
+    assert_eq!(status, 400, "action and body disagree: {fault}");
+    assert!(fault.contains("invalid_action"));
+    let (status, fault) = send("<x/>".to_owned(), register).await;
+    assert_eq!(status, 400);
+    assert!(fault.contains("invalid_envelope"));
+
+    let unregister_body = SOAP_REGISTER.replace("<Register ", "<Unregister ").replace("</Register>", "</Unregister>");
+    let (status, answer) = send(unregister_body.clone(), unregister).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("UnregisterResponse"));
+    for node in cluster.running() {
+        cluster.wait_addresses(node, &[]).await;
+    }
+    let (status, fault) = send(unregister_body, unregister).await;
+    assert_eq!(status, 404);
+    assert!(fault.contains("registration_not_found"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_client_library_fails_over_re_registers_and_unregisters() {
+    let cluster = TestCluster::start(3);
+    let leader = cluster.wait_stable().await;
+    // The first router address is dead: the library moves on to the next one.
+    let dead = format!("http://127.0.0.1:{}", crate::harness::free_port());
+    let mut routers = vec![dead];
+    routers.extend(cluster.apis());
+    let mut config = RegistrarConfig::new(routers, vec![leased(7, 1_500)]);
+    config.heartbeat_every = Some(Duration::from_millis(300));
+    let registrar = Registrar::start(config).await.expect("registers through a live router");
+    let first = registrar.registrations()[0].clone();
+
+    // An operator (or an expiry) removes it behind the service's back: the next heartbeat learns
+    // that and registers again, with a new epoch.
+    let response =
+        cluster.http.delete(format!("{}/v1/registrations/{}", cluster.api(leader), first.id)).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let again = eventually("the library to register again", Duration::from_secs(10), || async {
+        let current = registrar.registrations();
+        current.first().filter(|r| r.epoch != first.epoch).cloned()
+    })
+    .await;
+    assert_eq!(again.id, first.id);
+    for node in cluster.running() {
+        cluster.wait_addresses(node, &[first.address.to_string()]).await;
+    }
+
+    // A graceful stop unregisters at once.
+    registrar.stop().await.unwrap();
+    for node in cluster.running() {
+        cluster.wait_addresses(node, &[]).await;
+    }
+}

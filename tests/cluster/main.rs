@@ -1,0 +1,12 @@
+//! Integration tests: real `switchboard` processes on loopback, driven through their HTTP APIs.
+
+mod backend;
+mod cli;
+mod failover;
+mod harness;
+mod input;
+mod leases;
+mod membership;
+mod registrations;
+mod routing;
+mod security;

@@ -1,0 +1,93 @@
+//! Adding, removing and re-adding nodes; a member that lost its data directory.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use serde_json::json;
+
+use crate::harness::Ports;
+use crate::harness::TestCluster;
+use crate::harness::eventually;
+use crate::harness::free_port;
+
+fn member_ids(view: &Value, role: &str) -> Vec<u64> {
+    view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == role)
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn add_remove_and_add_back_a_wiped_node() {
+    let mut cluster = TestCluster::start(3);
+    let leader = cluster.wait_stable().await;
+    let follower = *cluster.running().iter().find(|&&id| id != leader).unwrap();
+    let mut expected = Vec::new();
+    for i in 0..30u32 {
+        let address = format!("http://10.3.0.{i}/");
+        cluster.register(leader, &address, "urn:members", "C").await;
+        expected.push(address);
+    }
+    expected.sort();
+
+    // Node 4 starts outside the cluster; adding it (through a follower) makes it a voter with the data.
+    let ports = Ports { data: free_port(), api: free_port(), peer: free_port() };
+    cluster.add_process(4, ports, vec![]);
+    cluster.start_node(4);
+    let body = json!({ "node_id": 4, "peer_addr": format!("127.0.0.1:{}", ports.peer) });
+    let (status, view) = cluster.post_json(follower, "/v1/cluster/nodes", &body).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(member_ids(&view, "voter"), [1, 2, 3, 4]);
+    cluster.wait_addresses(4, &expected).await;
+    cluster.wait_stable().await;
+
+    // Remove it, wipe it, start it again empty and add it back.
+    let response = cluster.http.delete(format!("{}/v1/cluster/nodes/4", cluster.api(leader))).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let view: Value = response.json().await.unwrap();
+    assert_eq!(member_ids(&view, "voter"), [1, 2, 3]);
+    let response = cluster.http.delete(format!("{}/v1/cluster/nodes/4", cluster.api(leader))).send().await.unwrap();
+    assert_eq!(response.status(), 404, "removing a non-member is refused");
+
+    cluster.kill(4);
+    cluster.wipe(4);
+    cluster.start_node(4);
+    let (status, view) = cluster.post_json(follower, "/v1/cluster/nodes", &body).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(member_ids(&view, "voter"), [1, 2, 3, 4]);
+    cluster.wait_addresses(4, &expected).await;
+    let (status, _) = cluster.register(4, "http://10.3.1.1/", "urn:members", "C").await;
+    assert_eq!(status, 201, "the re-added node takes writes");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_that_lost_its_data_is_removed_and_rejoins_on_its_own() {
+    let mut cluster = TestCluster::start(3);
+    let leader = cluster.wait_stable().await;
+    let victim = *cluster.running().iter().find(|&&id| id != leader).unwrap();
+    let mut expected = Vec::new();
+    for i in 0..20u32 {
+        let address = format!("http://10.4.0.{i}/");
+        cluster.register(leader, &address, "urn:wipe", "C").await;
+        expected.push(address);
+    }
+    expected.sort();
+    cluster.kill(victim);
+    cluster.wipe(victim);
+    cluster.start_node(victim);
+
+    cluster.wait_addresses(victim, &expected).await;
+    eventually("the wiped node to be a voter again", Duration::from_secs(30), || async {
+        let view = cluster.cluster_view(leader).await?;
+        member_ids(&view, "voter").contains(&victim).then_some(())
+    })
+    .await;
+    cluster.wait_stable().await;
+    assert!(
+        cluster.log(leader).contains("came back without its data"),
+        "the leader removed the lost incarnation first"
+    );
+}

@@ -1,0 +1,82 @@
+//! Registering, reading and unregistering across nodes.
+
+use serde_json::Value;
+use serde_json::json;
+
+use crate::harness::TestCluster;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn register_on_a_follower_read_everywhere_then_unregister_both_ways() {
+    let cluster = TestCluster::start(3);
+    let leader = cluster.wait_stable().await;
+    let follower = *cluster.running().iter().find(|&&id| id != leader).unwrap();
+
+    let (status, created) =
+        cluster.register(follower, "http://127.0.0.1:9001/calc", "http://tempuri.org/", "ICalculator").await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 32);
+    assert_eq!(created["address"], "http://127.0.0.1:9001/calc");
+
+    let (status, again) =
+        cluster.register(follower, "http://127.0.0.1:9001/calc", "http://tempuri.org", "ICalculator").await;
+    assert_eq!(status, 200, "re-registering the same triple is not a new entry: {again}");
+    assert_eq!(again["id"], id.as_str());
+
+    let (status, _) =
+        cluster.register(leader, "http://127.0.0.1:9002/calc", "http://tempuri.org/", "ICalculator").await;
+    assert_eq!(status, 201);
+    let expected = vec!["http://127.0.0.1:9001/calc".to_owned(), "http://127.0.0.1:9002/calc".to_owned()];
+    for node in cluster.running() {
+        cluster.wait_addresses(node, &expected).await;
+        let one = cluster.get_json(&format!("{}/v1/registrations/{id}", cluster.api(node))).await.unwrap();
+        assert_eq!(one["contract_name"], "ICalculator");
+    }
+
+    // Filter by contract.
+    let other_node = *cluster.running().iter().find(|&&n| n != leader && n != follower).unwrap();
+    cluster.register(other_node, "http://127.0.0.1:9003/", "urn:other", "IEcho").await;
+    let url = format!(
+        "{}/v1/registrations?contract_namespace=http://tempuri.org&contract_name=ICalculator&consistency=linearizable",
+        cluster.api(other_node)
+    );
+    let filtered = cluster.get_json(&url).await.unwrap();
+    assert_eq!(filtered["registrations"].as_array().unwrap().len(), 2, "{filtered}");
+
+    // Unregister by id on one follower, by the triple on the other.
+    let response =
+        cluster.http.delete(format!("{}/v1/registrations/{id}", cluster.api(follower))).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let response =
+        cluster.http.delete(format!("{}/v1/registrations/{id}", cluster.api(follower))).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "registration_not_found");
+
+    let triple = json!({ "address": "http://127.0.0.1:9002/calc", "contract_name": "ICalculator", "contract_namespace": "http://tempuri.org/" });
+    let (status, removed) = cluster.post_json(other_node, "/v1/registrations/unregister", &triple).await;
+    assert_eq!(status, 200, "{removed}");
+    let (status, body) = cluster.post_json(other_node, "/v1/registrations/unregister", &triple).await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("registration_not_found")));
+
+    for node in cluster.running() {
+        cluster.wait_addresses(node, &["http://127.0.0.1:9003/".to_owned()]).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn linearizable_read_on_a_follower_sees_a_write_made_elsewhere() {
+    let cluster = TestCluster::start(3);
+    let leader = cluster.wait_stable().await;
+    let followers: Vec<u64> = cluster.running().into_iter().filter(|&id| id != leader).collect();
+    for i in 0..20 {
+        let address = format!("http://10.0.0.{i}/");
+        let (status, created) = cluster.register(followers[0], &address, "urn:lin", "C").await;
+        assert_eq!(status, 201);
+        let id = created["id"].as_str().unwrap();
+        // Immediately after the acknowledgement, a linearizable read on the other follower must see it.
+        let url = format!("{}/v1/registrations/{id}?consistency=linearizable", cluster.api(followers[1]));
+        let response = cluster.http.get(url).send().await.unwrap();
+        assert_eq!(response.status(), 200, "write {i} not visible to a linearizable read");
+    }
+}

@@ -1,0 +1,408 @@
+//! The data plane against real endpoints behind a real three-node cluster.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::Value;
+use serde_json::json;
+use tokio::io::AsyncReadExt;
+
+use crate::backend::Backend;
+use crate::backend::Behaviour;
+use crate::backend::fnv;
+use crate::harness::Options;
+use crate::harness::TestCluster;
+use crate::harness::eventually;
+
+const CALC_NS: &str = "http://tempuri.org/";
+const SOAP11: &str = r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><Add xmlns="http://tempuri.org/"><a>1</a><b>2</b></Add></s:Body></s:Envelope>"#;
+const WSA: &str = r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://www.w3.org/2005/08/addressing"><s:Header><a:Action s:mustUnderstand="1">http://tempuri.org/ICalculator/Add</a:Action><a:To>http://router/</a:To></s:Header><s:Body><Add xmlns="http://tempuri.org/"><a>1</a><b>2</b></Add></s:Body></s:Envelope>"#;
+
+async fn follower(cluster: &TestCluster) -> u64 {
+    let leader = cluster.wait_stable().await;
+    *cluster.running().iter().find(|&&id| id != leader).unwrap()
+}
+
+/// Sends a request through node `via`'s data plane; returns status, headers and JSON body.
+async fn send(
+    cluster: &TestCluster,
+    via: u64,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<reqwest::Body>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut request = cluster.http.request(method.parse().unwrap(), format!("{}{path}", cluster.data(via))).body(body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.expect("data plane answers");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.unwrap();
+    (status, headers, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+async fn backend_of(cluster: &TestCluster, via: u64, contract: &str, extra: &[(&str, &str)]) -> String {
+    let mut headers = vec![("x-switchboard-contract", contract)];
+    headers.extend_from_slice(extra);
+    let (status, _, body) = send(cluster, via, "POST", "/", &headers, "{}").await;
+    assert_eq!(status, 200, "{body}");
+    body["backend"].as_str().unwrap().to_owned()
+}
+
+async fn set_policy(cluster: &TestCluster, body: Value) {
+    let via = cluster.running()[0];
+    let response = cluster.http.put(format!("{}/v1/policies", cluster.api(via))).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+    // Wait until every node applied it.
+    let contract = format!(
+        "{}/{}",
+        body["contract_namespace"].as_str().unwrap().trim_end_matches('/'),
+        body["contract_name"].as_str().unwrap()
+    );
+    for node in cluster.running() {
+        eventually("the policy on every node", Duration::from_secs(10), || async {
+            let list = cluster.get_json(&format!("{}/v1/policies", cluster.api(node))).await?;
+            let found = list["policies"].as_array()?.iter().find(|p| p["contract"] == contract.as_str())?;
+            (found["policy"] == body["policy"]).then_some(())
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn soap_and_plain_http_reach_their_contract_through_a_follower() {
+    let cluster = TestCluster::start(3);
+    let via = follower(&cluster).await;
+    let calc = Backend::start("calc").await;
+    let orders = Backend::start("orders").await;
+    cluster.register_all(via, CALC_NS, "ICalculator", &[calc.url()]).await;
+    cluster.register_all(via, "urn:shop", "IOrders", &[orders.url()]).await;
+
+    // SOAP 1.1: quoted SOAPAction.
+    let (status, headers, body) = send(
+        &cluster,
+        via,
+        "POST",
+        "/",
+        &[("content-type", "text/xml; charset=utf-8"), ("soapaction", "\"http://tempuri.org/ICalculator/Add\"")],
+        SOAP11,
+    )
+    .await;
+    assert_eq!((status, body["backend"].as_str()), (200, Some("calc")), "{body}");
+    assert_eq!(body["headers"]["soapaction"], "\"http://tempuri.org/ICalculator/Add\"");
+    assert_eq!(body["body_sha"], format!("{:x}", fnv(SOAP11.as_bytes())), "the envelope arrives unchanged");
+    assert!(headers["via"].to_str().unwrap().contains("switchboard"));
+
+    // SOAP 1.2: the action parameter of the content type.
+    let ct = "application/soap+xml; charset=utf-8; action=\"http://tempuri.org/ICalculator/Add\"";
+    let (status, _, body) = send(&cluster, via, "POST", "/", &[("content-type", ct)], SOAP11).await;
+    assert_eq!((status, body["backend"].as_str()), (200, Some("calc")));
+
+    // WS-Addressing only: the action is read from the envelope, which still arrives whole.
+    let (status, _, body) =
+        send(&cluster, via, "POST", "/", &[("content-type", "application/soap+xml; charset=utf-8")], WSA).await;
+    assert_eq!((status, body["backend"].as_str()), (200, Some("calc")), "{body}");
+    assert_eq!(body["body_sha"], format!("{:x}", fnv(WSA.as_bytes())));
+    assert_eq!(body["body_len"], WSA.len());
+
+    // Plain HTTP with the explicit header: path, query, forwarding headers; hop-by-hop removed.
+    let (status, _, body) = send(
+        &cluster,
+        via,
+        "PUT",
+        "/orders/42?expand=lines",
+        &[
+            ("x-switchboard-contract", "urn:shop/IOrders"),
+            ("connection", "keep-alive, x-hop"),
+            ("x-hop", "1"),
+            ("host", "router.example"),
+        ],
+        "{\"qty\":1}",
+    )
+    .await;
+    assert_eq!((status, body["backend"].as_str()), (200, Some("orders")), "{body}");
+    assert_eq!(body["method"], "PUT");
+    assert_eq!(body["uri"], "/orders/42?expand=lines");
+    let seen = &body["headers"];
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen["x-forwarded-proto"], "http");
+    assert_eq!(seen["x-forwarded-host"], "router.example");
+    assert!(seen["via"].as_str().unwrap().contains("switchboard"));
+    assert!(seen.get("x-hop").is_none() && seen.get("x-switchboard-contract").is_none());
+
+    // A contract key that is a namespace alone matches every contract in it; prefixes never do.
+    assert_eq!(backend_of(&cluster, via, "http://tempuri.org", &[]).await, "calc");
+    let (status, _, body) =
+        send(&cluster, via, "POST", "/", &[("x-switchboard-contract", "http://tempuri.org/ICalc")], "").await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("contract_not_found")));
+
+    // Bodies stream both ways: 3 MB in, echoed digest out.
+    let big: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let (status, _, body) =
+        send(&cluster, via, "POST", "/upload", &[("x-switchboard-contract", "urn:shop/IOrders")], big.clone()).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["body_len"], big.len());
+    assert_eq!(body["body_sha"], format!("{:x}", fnv(&big)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn round_robin_weights_and_stickiness() {
+    let cluster = TestCluster::start(3);
+    let via = follower(&cluster).await;
+    let backends = [Backend::start("a").await, Backend::start("b").await, Backend::start("c").await];
+    let urls: Vec<String> = backends.iter().map(Backend::url).collect();
+    cluster.register_all(via, "urn:rr", "IRound", &urls).await;
+
+    let mut picks = Vec::new();
+    for _ in 0..9 {
+        picks.push(backend_of(&cluster, via, "urn:rr/IRound", &[]).await);
+    }
+    assert_eq!(&picks[0..3].iter().collect::<std::collections::BTreeSet<_>>().len(), &3, "{picks:?}");
+    assert_eq!(picks[0..3], picks[3..6], "round robin repeats the same rotation: {picks:?}");
+    assert_eq!(picks[3..6], picks[6..9]);
+    for backend in &backends {
+        assert_eq!(backend.hits(), 3);
+        assert_eq!(
+            backend.connections.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "one kept-alive connection per endpoint"
+        );
+    }
+
+    // Weighted: 3:1.
+    for (url, weight) in [(&urls[0], 3), (&urls[1], 1)] {
+        let body =
+            json!({ "address": url, "contract_namespace": "urn:w", "contract_name": "IWeighted", "weight": weight });
+        assert_eq!(cluster.post_json(via, "/v1/registrations", &body).await.0, 201);
+    }
+    cluster.register_all(via, "urn:w", "IWeighted", &[]).await;
+    set_policy(&cluster, json!({ "contract_namespace": "urn:w", "contract_name": "IWeighted", "policy": "weighted" }))
+        .await;
+    eventually("both weighted endpoints routable", Duration::from_secs(10), || async {
+        let list = cluster.get_json(&format!("{}/v1/registrations?contract_namespace=urn:w", cluster.api(via))).await?;
+        (list["registrations"].as_array()?.len() == 2).then_some(())
+    })
+    .await;
+    let mut counts = BTreeMap::new();
+    for _ in 0..40 {
+        *counts.entry(backend_of(&cluster, via, "urn:w/IWeighted", &[]).await).or_insert(0) += 1;
+    }
+    assert_eq!(counts, BTreeMap::from([("a".to_owned(), 30), ("b".to_owned(), 10)]));
+
+    // Sticky: the same user always lands on the same endpoint, users spread out.
+    set_policy(&cluster, json!({ "contract_namespace": "urn:rr", "contract_name": "IRound", "policy": "consistent_hash", "hash_header": "X-User" })).await;
+    let mut homes = BTreeMap::new();
+    for user in 0..12 {
+        let user = format!("user-{user}");
+        let home = backend_of(&cluster, via, "urn:rr/IRound", &[("x-user", &user)]).await;
+        for _ in 0..4 {
+            assert_eq!(backend_of(&cluster, via, "urn:rr/IRound", &[("x-user", &user)]).await, home, "{user} moved");
+        }
+        homes.insert(user, home);
+    }
+    let distinct: std::collections::BTreeSet<_> = homes.values().collect();
+    assert!(distinct.len() >= 2, "users spread over endpoints: {homes:?}");
+    // Another node routes the same user to the same endpoint.
+    let other = cluster.running().into_iter().find(|&id| id != via).unwrap();
+    assert_eq!(backend_of(&cluster, other, "urn:rr/IRound", &[("x-user", "user-3")]).await, homes["user-3"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_endpoint_costs_no_request_and_is_ejected_then_returns() {
+    let cluster = TestCluster::start(3);
+    let via = follower(&cluster).await;
+    let mut backends = [Backend::start("a").await, Backend::start("b").await, Backend::start("c").await];
+    let urls: Vec<String> = backends.iter().map(Backend::url).collect();
+    cluster.register_all(via, "urn:fo", "IFail", &urls).await;
+    backends[1].stop();
+
+    // Non-idempotent POSTs: the dead endpoint never received them, so they go elsewhere.
+    let mut retried = 0;
+    for i in 0..30 {
+        let (status, headers, body) = send(
+            &cluster,
+            via,
+            "POST",
+            "/",
+            &[("x-switchboard-contract", "urn:fo/IFail"), ("x-switchboard-explain", "1")],
+            format!("order {i}"),
+        )
+        .await;
+        assert_eq!(status, 200, "request {i}: {body}");
+        assert_ne!(body["backend"], "b");
+        if headers["x-switchboard-attempts"] != "1" {
+            retried += 1;
+        }
+    }
+    assert!((1..=3).contains(&retried), "tries of the dead endpoint stop once it is ejected: {retried} retried");
+    let (_, headers, _) = send(
+        &cluster,
+        via,
+        "POST",
+        "/",
+        &[("x-switchboard-contract", "urn:fo/IFail"), ("x-switchboard-explain", "1")],
+        "",
+    )
+    .await;
+    assert!(
+        !headers["x-switchboard-candidates"].to_str().unwrap().contains(&urls[1]),
+        "ejected endpoint is not a candidate"
+    );
+
+    // Back up: after its ejection ends it takes traffic again.
+    backends[1].restart().await;
+    eventually("the endpoint to return", Duration::from_secs(20), || async {
+        (backend_of(&cluster, via, "urn:fo/IFail", &[]).await == "b").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broadcast_reports_every_endpoint() {
+    let cluster = TestCluster::start(3);
+    let via = follower(&cluster).await;
+    let mut backends = [Backend::start("a").await, Backend::start("b").await, Backend::start("c").await];
+    let urls: Vec<String> = backends.iter().map(Backend::url).collect();
+    cluster.register_all(via, "urn:cache", "ICache", &urls).await;
+    let broadcast = [("x-switchboard-contract", "urn:cache/ICache"), ("x-switchboard-delivery", "broadcast")];
+
+    let (status, _, report) = send(&cluster, via, "POST", "/invalidate", &broadcast, "{\"key\":\"k1\"}").await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!((report["endpoints"].as_u64(), report["succeeded"].as_u64()), (Some(3), Some(3)));
+    assert!(backends.iter().all(|b| b.hits() == 1));
+
+    backends[2].stop();
+    let (status, _, report) = send(&cluster, via, "POST", "/invalidate", &broadcast, "{\"key\":\"k2\"}").await;
+    assert_eq!(status, 207, "{report}");
+    assert_eq!((report["succeeded"].as_u64(), report["failed"].as_u64()), (Some(2), Some(1)));
+    for result in report["results"].as_array().unwrap() {
+        if result["address"] == urls[2].as_str() {
+            assert!(result["status"].is_null() && result["error"].as_str().is_some(), "{result}");
+        } else {
+            assert_eq!(result["status"], 200, "{result}");
+            assert!(result["error"].is_null() && result["latency_ms"].as_f64().is_some());
+        }
+    }
+
+    backends[0].stop();
+    backends[1].stop();
+    let (status, _, report) = send(&cluster, via, "POST", "/invalidate", &broadcast, "{}").await;
+    assert_eq!((status, report["succeeded"].as_u64()), (502, Some(0)));
+}
+
+/// A server that accepts connections, reads the request, and closes without answering.
+async fn resetting_endpoint() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buffer = [0u8; 4096];
+            let _ = stream.read(&mut buffer).await;
+            drop(stream);
+        }
+    });
+    format!("http://{addr}/")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_error_is_typed_and_soap_gets_faults() {
+    let options = Options { args: vec!["--try-timeout-ms".into(), "500".into()], ..Options::default() };
+    let cluster = TestCluster::start_with(3, options);
+    let via = follower(&cluster).await;
+
+    // 400: no contract in the request.
+    let (status, headers, body) = send(&cluster, via, "GET", "/anything", &[], "").await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("no_contract")));
+    assert_eq!(headers["x-switchboard-error"], "no_contract");
+    let (status, headers, body) =
+        send(&cluster, via, "POST", "/", &[("content-type", "text/xml")], "<!DOCTYPE x [<!ENTITY a \"b\">]><x/>").await;
+    assert_eq!(status, 400);
+    assert_eq!(headers["x-switchboard-error"], "invalid_envelope");
+    assert!(body.as_str().unwrap().contains("<faultcode>s:Client</faultcode>"), "SOAP 1.1 fault: {body}");
+
+    // 404: nothing registered for the contract, as a SOAP 1.1 and a SOAP 1.2 fault.
+    let (status, headers, body) =
+        send(&cluster, via, "POST", "/", &[("soapaction", "urn:none/INone/Op"), ("content-type", "text/xml")], SOAP11)
+            .await;
+    assert_eq!((status, headers["content-type"].to_str().unwrap()), (404, "text/xml; charset=utf-8"));
+    assert!(body.as_str().unwrap().contains("<sb:Code>contract_not_found</sb:Code>"));
+    let ct = "application/soap+xml; action=\"urn:none/INone/Op\"";
+    let (status, headers, body) = send(&cluster, via, "POST", "/", &[("content-type", ct)], SOAP11).await;
+    assert_eq!((status, headers["content-type"].to_str().unwrap()), (404, "application/soap+xml; charset=utf-8"));
+    assert!(body.as_str().unwrap().contains("<env:Value>env:Sender</env:Value>"));
+
+    // 503: every endpoint unreachable.
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/", listener.local_addr().unwrap())
+    };
+    cluster.register_all(via, "urn:err", "IDead", &[dead]).await;
+    let (status, _, body) = send(&cluster, via, "POST", "/", &[("x-switchboard-contract", "urn:err/IDead")], "x").await;
+    assert_eq!((status, body["code"].as_str()), (503, Some("no_endpoint_reachable")), "{body}");
+
+    // 502: the endpoint took the request and closed the connection without an answer.
+    cluster.register_all(via, "urn:err", "IReset", &[resetting_endpoint().await]).await;
+    let (status, _, body) =
+        send(&cluster, via, "POST", "/", &[("x-switchboard-contract", "urn:err/IReset")], "x").await;
+    assert_eq!((status, body["code"].as_str()), (502, Some("endpoint_failed")), "{body}");
+
+    // 504: the endpoint is too slow.
+    let slow = Backend::start_with("slow", Behaviour { delay: Duration::from_secs(3), status: None }).await;
+    cluster.register_all(via, "urn:err", "ISlow", &[slow.url()]).await;
+    let (status, _, body) = send(&cluster, via, "POST", "/", &[("x-switchboard-contract", "urn:err/ISlow")], "x").await;
+    assert_eq!((status, body["code"].as_str()), (504, Some("endpoint_timeout")), "{body}");
+
+    // An idempotent contract retries a request that reached a failing endpoint.
+    let good = Backend::start("good").await;
+    cluster.register_all(via, "urn:err", "IRetry", &[resetting_endpoint().await, good.url()]).await;
+    set_policy(&cluster, json!({ "contract_namespace": "urn:err", "contract_name": "IRetry", "policy": "round_robin", "idempotent": true })).await;
+    for _ in 0..4 {
+        let (status, _, body) =
+            send(&cluster, via, "POST", "/", &[("x-switchboard-contract", "urn:err/IRetry")], "x").await;
+        assert_eq!((status, body["backend"].as_str()), (200, Some("good")), "{body}");
+    }
+
+    // The endpoint's own error statuses pass through untouched.
+    let teapot = Backend::start_with("teapot", Behaviour { delay: Duration::ZERO, status: Some(418) }).await;
+    cluster.register_all(via, "urn:err", "ITeapot", &[teapot.url()]).await;
+    let (status, headers, _) =
+        send(&cluster, via, "GET", "/", &[("x-switchboard-contract", "urn:err/ITeapot")], "").await;
+    assert_eq!(status, 418);
+    assert!(!headers.contains_key("x-switchboard-error"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn explain_names_the_decision() {
+    let cluster = TestCluster::start(3);
+    let via = follower(&cluster).await;
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    cluster.register_all(via, CALC_NS, "ICalculator", &[a.url(), b.url()]).await;
+    let (status, headers, _) = send(
+        &cluster,
+        via,
+        "POST",
+        "/",
+        &[
+            ("soapaction", "http://tempuri.org/ICalculator/Add"),
+            ("content-type", "text/xml"),
+            ("x-switchboard-explain", "1"),
+        ],
+        SOAP11,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-switchboard-contract"], "http://tempuri.org/ICalculator");
+    assert_eq!(headers["x-switchboard-contract-source"], "soapaction");
+    assert_eq!(headers["x-switchboard-policy"], "round_robin");
+    let candidates = headers["x-switchboard-candidates"].to_str().unwrap();
+    assert!(candidates.contains(&a.url()) && candidates.contains(&b.url()), "{candidates}");
+    let chosen = headers["x-switchboard-endpoint"].to_str().unwrap();
+    assert!(chosen == a.url() || chosen == b.url());
+    // Without the header, none of that is shown.
+    let (_, headers, _) =
+        send(&cluster, via, "POST", "/", &[("soapaction", "http://tempuri.org/ICalculator/Add")], SOAP11).await;
+    assert!(!headers.contains_key("x-switchboard-candidates"));
+}

@@ -1,0 +1,544 @@
+//! Refusals of issue "security": tokens and scopes, forwarded identity, quotas, audit, peer
+//! mutual TLS, edge TLS, address policy, loops and limits. Each shows that nothing changed.
+
+use std::io::Read;
+use std::io::Write;
+use std::path::Path;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rcgen::BasicConstraints;
+use rcgen::CertificateParams;
+use rcgen::CertifiedIssuer;
+use rcgen::DnType;
+use rcgen::IsCa;
+use rcgen::KeyPair;
+use serde_json::Value;
+use serde_json::json;
+
+use crate::backend::Backend;
+use crate::backend::Behaviour;
+use crate::harness::Options;
+use crate::harness::TestCluster;
+use crate::harness::eventually;
+
+const OPS: &str = "ops-token-0123456789abcdef";
+const ORDERS: &str = "orders-token-0123456789abcdef";
+const READER: &str = "reader-token-0123456789abcdef";
+
+fn tokens_json() -> String {
+    json!({ "tokens": [
+        { "name": "ops", "token": OPS, "scopes": ["admin", "read", "register:*", "broadcast:*"] },
+        { "name": "orders", "token": ORDERS, "scopes": ["register:urn:shop*", "read", "broadcast:urn:shop/ICache"], "max_registrations": 2 },
+        { "name": "reader", "token": READER, "scopes": ["read"] },
+    ]})
+    .to_string()
+}
+
+fn with_tokens(mut options: Options) -> Options {
+    options.env.push(("SWITCHBOARD_TOKENS".into(), tokens_json()));
+    options.token = Some(OPS.into());
+    options
+}
+
+/// Sends a request with an explicit token (or none), bypassing the harness's default token.
+async fn call(method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().unwrap();
+    let mut request = http.request(method.parse().unwrap(), url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn registration(address: &str, namespace: &str) -> Value {
+    json!({ "address": address, "contract_name": "C", "contract_namespace": namespace })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_scopes_quotas_and_the_audit_trail() {
+    let cluster = TestCluster::start_with(3, with_tokens(Options::default()));
+    let leader = cluster.wait_stable().await;
+    let follower = cluster.running().into_iter().find(|&id| id != leader).unwrap();
+    let api = cluster.api(follower);
+
+    // Every route but health and metrics refuses a request without a valid token.
+    let id = "0".repeat(32);
+    let guarded = [
+        ("POST", "/v1/registrations".to_owned(), Some(registration("http://10.50.0.1/", "urn:shop"))),
+        ("GET", "/v1/registrations".to_owned(), None),
+        ("GET", format!("/v1/registrations/{id}"), None),
+        ("DELETE", format!("/v1/registrations/{id}"), None),
+        (
+            "POST",
+            "/v1/registrations/unregister".to_owned(),
+            Some(json!({ "address": "http://a/", "contract_name": "C", "contract_namespace": "n" })),
+        ),
+        ("POST", format!("/v1/registrations/{id}/heartbeat"), None),
+        ("POST", format!("/v1/registrations/{id}/drain"), None),
+        ("POST", "/v1/heartbeat".to_owned(), Some(json!({ "ids": [] }))),
+        ("GET", "/v1/policies".to_owned(), None),
+        (
+            "PUT",
+            "/v1/policies".to_owned(),
+            Some(json!({ "contract_namespace": "n", "contract_name": "c", "policy": "round_robin" })),
+        ),
+        ("GET", "/v1/cluster".to_owned(), None),
+        ("POST", "/v1/cluster/nodes".to_owned(), Some(json!({ "node_id": 9, "peer_addr": "x:1" }))),
+        ("DELETE", "/v1/cluster/nodes/9".to_owned(), None),
+        ("GET", "/v1/audit".to_owned(), None),
+        ("POST", "/v1/soap/registration".to_owned(), None),
+    ];
+    for (method, path, body) in &guarded {
+        for token in [None, Some("not-a-valid-token-at-all")] {
+            let (status, error) = call(method, &format!("{api}{path}"), token, body.clone()).await;
+            assert_eq!((status, error["code"].as_str()), (401, Some("unauthorized")), "{method} {path} with {token:?}");
+        }
+    }
+    for path in ["/health/live", "/health/ready", "/metrics"] {
+        let response = reqwest::get(format!("{api}{path}")).await.unwrap();
+        assert_eq!(response.status(), 200, "{path} stays open for health checks and scrapes");
+    }
+
+    // Scopes: a token limited to urn:shop registers there, through a follower, and nowhere else.
+    let (status, created) = call(
+        "POST",
+        &format!("{api}/v1/registrations"),
+        Some(ORDERS),
+        Some(registration("http://10.50.0.1/", "urn:shop")),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["owner"], "orders");
+    for (token, namespace, code) in [(ORDERS, "urn:bank", "forbidden"), (READER, "urn:shop", "forbidden")] {
+        let (status, error) = call(
+            "POST",
+            &format!("{api}/v1/registrations"),
+            Some(token),
+            Some(registration("http://10.50.0.9/", namespace)),
+        )
+        .await;
+        assert_eq!((status, error["code"].as_str()), (403, Some(code)));
+    }
+    let (status, _) = call(
+        "PUT",
+        &format!("{api}/v1/policies"),
+        Some(ORDERS),
+        Some(json!({ "contract_namespace": "urn:shop", "contract_name": "C", "policy": "weighted" })),
+    )
+    .await;
+    assert_eq!(status, 403, "policies need admin");
+    let (status, _) = call("DELETE", &format!("{api}/v1/cluster/nodes/{leader}"), Some(ORDERS), None).await;
+    assert_eq!(status, 403, "membership needs admin");
+
+    // Ops registers elsewhere; orders may not remove it.
+    let (status, other) = call(
+        "POST",
+        &format!("{api}/v1/registrations"),
+        Some(OPS),
+        Some(registration("http://10.50.1.1/", "urn:other")),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let other_id = other["id"].as_str().unwrap();
+    let (status, _) = call("DELETE", &format!("{api}/v1/registrations/{other_id}"), Some(ORDERS), None).await;
+    assert_eq!(status, 403);
+    let (status, _) = call("POST", &format!("{api}/v1/registrations/{other_id}/drain"), Some(ORDERS), None).await;
+    assert_eq!(status, 403);
+
+    // Quota: two registrations per token.
+    let (status, _) = call(
+        "POST",
+        &format!("{api}/v1/registrations"),
+        Some(ORDERS),
+        Some(registration("http://10.50.0.2/", "urn:shop")),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, error) = call(
+        "POST",
+        &format!("{api}/v1/registrations"),
+        Some(ORDERS),
+        Some(registration("http://10.50.0.3/", "urn:shop")),
+    )
+    .await;
+    assert_eq!((status, error["code"].as_str()), (429, Some("quota_exceeded")), "{error}");
+
+    // Nothing refused changed anything, on any node.
+    for node in cluster.running() {
+        cluster
+            .wait_addresses(
+                node,
+                &["http://10.50.0.1/".to_owned(), "http://10.50.0.2/".to_owned(), "http://10.50.1.1/".to_owned()],
+            )
+            .await;
+    }
+
+    // Ops evicts one of orders' registrations; the trail names who, through which node, and why.
+    let first = created["id"].as_str().unwrap();
+    let (status, _) =
+        call("DELETE", &format!("{}/v1/registrations/{first}", cluster.api(leader)), Some(OPS), None).await;
+    assert_eq!(status, 200);
+    let trail = eventually("the eviction in the follower's audit trail", Duration::from_secs(10), || async {
+        let (status, trail) = call("GET", &format!("{api}/v1/audit?limit=10"), Some(READER), None).await;
+        assert_eq!(status, 200);
+        trail["records"].as_array()?.iter().any(|r| r["action"] == "evicted").then_some(trail)
+    })
+    .await;
+    let records = trail["records"].as_array().unwrap();
+    let find = |action: &str, address: &str| {
+        records.iter().find(|r| r["action"] == action && r["address"] == address).cloned()
+    };
+    let registered = find("registered", "http://10.50.0.1/").expect("registration audited");
+    assert_eq!((registered["principal"].as_str(), registered["node"].as_u64()), (Some("orders"), Some(follower)));
+    let refused = find("quota_exceeded", "http://10.50.0.3/").expect("quota refusal audited");
+    assert_eq!(refused["principal"], "orders");
+    let evicted = records.iter().find(|r| r["action"] == "evicted").expect("eviction audited");
+    assert_eq!((evicted["principal"].as_str(), evicted["node"].as_u64()), (Some("ops"), Some(leader)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broadcast_needs_a_token_with_a_broadcast_scope() {
+    let cluster = TestCluster::start_with(3, with_tokens(Options::default()));
+    let leader = cluster.wait_stable().await;
+    let backend = Backend::start("cache").await;
+    let other = Backend::start("other").await;
+    cluster.register_all(leader, "urn:shop", "ICache", &[backend.url()]).await;
+    cluster.register_all(leader, "urn:shop", "IOther", &[other.url()]).await;
+    let data = cluster.data(leader);
+    let http = reqwest::Client::new();
+    let send = |contract: &'static str, token: Option<&'static str>| {
+        let mut request = http
+            .post(format!("{data}/invalidate"))
+            .header("x-switchboard-contract", contract)
+            .header("x-switchboard-delivery", "broadcast");
+        if let Some(token) = token {
+            request = request.header("x-switchboard-token", token);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(send("urn:shop/ICache", None).await, 401);
+    assert_eq!(send("urn:shop/ICache", Some("wrong-token-wrong-token")).await, 401);
+    assert_eq!(send("urn:shop/IOther", Some(ORDERS)).await, 403);
+    assert_eq!((backend.hits(), other.hits()), (0, 0), "refused broadcasts reach no endpoint");
+    assert_eq!(send("urn:shop/ICache", Some(ORDERS)).await, 200);
+    assert_eq!(backend.hits(), 1);
+    // Unicast routing needs no token: it is for the services' own clients.
+    let response =
+        http.get(format!("{data}/x")).header("x-switchboard-contract", "urn:shop/IOther").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    /// A CA and, for each name, a certificate (server and client use) with SANs for 127.0.0.1.
+    fn generate(dir: &Path, ca_name: &str, nodes: &[&str]) -> Self {
+        let dir = dir.join(ca_name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, ca_name);
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        for node in nodes {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+            params.distinguished_name.push(DnType::CommonName, *node);
+            let cert = params.signed_by(&key, &ca).unwrap();
+            std::fs::write(dir.join(format!("{node}.pem")), cert.pem()).unwrap();
+            std::fs::write(dir.join(format!("{node}.key")), key.serialize_pem()).unwrap();
+        }
+        Self { dir }
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.join(file).to_string_lossy().into_owned()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn peers_need_a_certificate_from_the_cluster_ca() {
+    let files = TestCluster::scratch();
+    let pki = Pki::generate(files.path(), "cluster-ca", &["node", "edge"]);
+    let rogue = Pki::generate(files.path(), "rogue-ca", &["intruder"]);
+    let args = [
+        ("--peer-tls-cert", pki.path("node.pem")),
+        ("--peer-tls-key", pki.path("node.key")),
+        ("--peer-tls-ca", pki.path("ca.pem")),
+    ]
+    .into_iter()
+    .flat_map(|(flag, value)| [flag.to_owned(), value])
+    .collect();
+    let cluster = TestCluster::start_with(3, Options { args, ..Options::default() });
+    let leader = cluster.wait_stable().await;
+    let follower = cluster.running().into_iter().find(|&id| id != leader).unwrap();
+    // The cluster replicates and forwards over mutual TLS.
+    let (status, _) = cluster.register(follower, "http://10.60.0.1/", "urn:tls", "C").await;
+    assert_eq!(status, 201);
+    for node in cluster.running() {
+        cluster.wait_addresses(node, &["http://10.60.0.1/".to_owned()]).await;
+    }
+
+    let peer = format!("127.0.0.1:{}", cluster.nodes[&leader].ports.peer);
+    let secret = format!("Bearer {}", crate::harness::SECRET);
+    // Plaintext HTTP with the right secret: the TLS listener never reads it as a request.
+    let plaintext = reqwest::Client::new()
+        .post(format!("http://{peer}/cluster/status"))
+        .header("authorization", &secret)
+        .send()
+        .await;
+    assert!(plaintext.is_err() || !plaintext.unwrap().status().is_success(), "plaintext peer refused");
+    let root = |pki: &Pki| reqwest::Certificate::from_pem(&std::fs::read(pki.path("ca.pem")).unwrap()).unwrap();
+    let identity = |pki: &Pki, name: &str| {
+        let mut pem = std::fs::read(pki.path(&format!("{name}.pem"))).unwrap();
+        pem.extend(std::fs::read(pki.path(&format!("{name}.key"))).unwrap());
+        reqwest::Identity::from_pem(&pem).unwrap()
+    };
+    // No client certificate, and a certificate from another CA: refused in the handshake.
+    let no_cert = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(root(&pki))
+        .build()
+        .unwrap();
+    let wrong_ca = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(root(&pki))
+        .identity(identity(&rogue, "intruder"))
+        .build()
+        .unwrap();
+    for (what, client) in [("no certificate", &no_cert), ("another CA", &wrong_ca)] {
+        let result =
+            client.post(format!("https://{peer}/cluster/status")).header("authorization", &secret).send().await;
+        assert!(result.is_err(), "{what}: the handshake must fail, got {:?}", result.map(|r| r.status()));
+    }
+    // The right CA gets in (and still needs the secret).
+    let member = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(root(&pki))
+        .identity(identity(&pki, "edge"))
+        .build()
+        .unwrap();
+    let response = member.post(format!("https://{peer}/cluster/status")).send().await.unwrap();
+    assert_eq!(response.status(), 401, "a certificate alone is not enough: the secret is checked too");
+    assert!(cluster.log(leader).contains("TLS handshake refused"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_data_plane_and_api_can_serve_https() {
+    let files = TestCluster::scratch();
+    let pki = Pki::generate(files.path(), "edge-ca", &["edge"]);
+    let args = vec!["--tls-cert".into(), pki.path("edge.pem"), "--tls-key".into(), pki.path("edge.key")];
+    let cluster = TestCluster::start_with(1, Options { args, ..Options::default() });
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(pki.path("ca.pem")).unwrap()).unwrap();
+    let https = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let api = format!("https://127.0.0.1:{}", cluster.nodes[&1].ports.api);
+    eventually("the node ready over HTTPS", Duration::from_secs(20), || async {
+        https.get(format!("{api}/health/ready")).send().await.ok()?.status().is_success().then_some(())
+    })
+    .await;
+    let backend = Backend::start("b").await;
+    let response = https
+        .post(format!("{api}/v1/registrations"))
+        .json(&registration(&backend.url(), "urn:https"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let data = format!("https://127.0.0.1:{}", cluster.nodes[&1].ports.data);
+    let echoed: Value = eventually("routing over HTTPS", Duration::from_secs(10), || async {
+        let response =
+            https.get(format!("{data}/x")).header("x-switchboard-contract", "urn:https/C").send().await.ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        response.json().await.ok()
+    })
+    .await;
+    assert_eq!(echoed["headers"]["x-forwarded-proto"], "https");
+    // Plain HTTP to an HTTPS listener gets nothing.
+    assert!(reqwest::get(format!("http://127.0.0.1:{}/health/ready", cluster.nodes[&1].ports.api)).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_address_policy_keeps_the_router_off_forbidden_networks() {
+    let args = vec!["--deny-networks".into(), "127.0.0.1/32,::1/128".into()];
+    let cluster = TestCluster::start_with(3, Options { args, ..Options::default() });
+    let leader = cluster.wait_stable().await;
+    let backend = Backend::start("local").await; // listens on 127.0.0.1: denied
+    let port = backend.addr.port();
+    for address in [
+        format!("http://127.0.0.1:{port}/"),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        "http://[fe80::1]/".to_owned(),
+        "http://[::ffff:127.0.0.1]/".to_owned(),
+        "http://0.0.0.0:80/".to_owned(),
+    ] {
+        let (status, error) = cluster.register(leader, &address, "urn:ssrf", "C").await;
+        assert_eq!((status, error["code"].as_str()), (400, Some("invalid_address")), "{address}: {error}");
+    }
+    // A host name is accepted at registration, but checked when it is resolved: localhost
+    // resolves only to denied addresses, so nothing is sent there.
+    cluster.register_all(leader, "urn:ssrf", "IName", &[format!("http://localhost:{port}/")]).await;
+    let response = cluster
+        .http
+        .get(format!("{}/x", cluster.data(leader)))
+        .header("x-switchboard-contract", "urn:ssrf/IName")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    let error: Value = response.json().await.unwrap();
+    assert!(error["message"].as_str().unwrap().contains("refused addresses"), "{error}");
+    assert_eq!(backend.hits(), 0, "the denied address received nothing");
+    for node in cluster.running() {
+        cluster.wait_addresses(node, &[format!("http://localhost:{port}/")]).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redirects_pass_through_and_loops_are_cut() {
+    let cluster = TestCluster::start(3);
+    let leader = cluster.wait_stable().await;
+    let follower = cluster.running().into_iter().find(|&id| id != leader).unwrap();
+    // An endpoint that redirects to the metadata service: the client sees the redirect; the
+    // router does not follow it.
+    let redirect = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let redirect_addr = redirect.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = redirect.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                use tokio::io::AsyncWriteExt;
+                let mut buffer = [0u8; 4096];
+                let _ = stream.read(&mut buffer).await;
+                let answer = "HTTP/1.1 302 Found\r\nLocation: http://169.254.169.254/latest/meta-data/\r\nContent-Length: 0\r\n\r\n";
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    cluster.register_all(leader, "urn:redirect", "C", &[format!("http://{redirect_addr}/")]).await;
+    let no_follow = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let response = no_follow
+        .get(format!("{}/", cluster.data(leader)))
+        .header("x-switchboard-contract", "urn:redirect/C")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 302);
+    assert_eq!(response.headers()["location"], "http://169.254.169.254/latest/meta-data/");
+
+    // An endpoint registered with a router's own data-plane address: refused by that router,
+    // and cut as a loop when it comes back through another one.
+    let leader_data = format!("http://127.0.0.1:{}/", cluster.nodes[&leader].ports.data);
+    let (status, _) = cluster.register(leader, &leader_data, "urn:loop", "C").await;
+    assert_eq!(status, 400, "a node refuses its own listener as an endpoint");
+    let (status, _) = cluster.register(follower, &leader_data, "urn:loop", "C").await;
+    assert_eq!(status, 201, "another node cannot know the leader's data port; the registration is accepted");
+    let mut expected = vec![format!("http://{redirect_addr}/"), leader_data.clone()];
+    expected.sort();
+    for node in cluster.running() {
+        cluster.wait_addresses(node, &expected).await;
+    }
+    let response = cluster
+        .http
+        .get(format!("{}/", cluster.data(follower)))
+        .header("x-switchboard-contract", "urn:loop/C")
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let error: Value = response.json().await.unwrap();
+    assert!(
+        status == 508 || (status == 503 && error["message"].as_str().unwrap().contains("own listeners")),
+        "{status} {error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_limit_refuses_clearly() {
+    let args = vec!["--max-connections".into(), "4".into(), "--max-endpoint-requests".into(), "1".into()];
+    let cluster = TestCluster::start_with(1, Options { args, ..Options::default() });
+    let node = cluster.wait_stable().await;
+    let slow = Backend::start_with("slow", Behaviour { delay: Duration::from_millis(1_500), status: None }).await;
+    cluster.register_all(node, "urn:limits", "C", &[slow.url()]).await;
+    let data = cluster.data(node);
+
+    // Requests per endpoint: with one in flight, the next one is refused at once.
+    let first = {
+        let http = reqwest::Client::new();
+        let url = format!("{data}/a");
+        tokio::spawn(async move {
+            http.get(url).header("x-switchboard-contract", "urn:limits/C").send().await.unwrap().status().as_u16()
+        })
+    };
+    eventually("the slow request in flight", Duration::from_secs(5), || async { (slow.hits() == 1).then_some(()) })
+        .await;
+    let response = reqwest::Client::new()
+        .get(format!("{data}/b"))
+        .header("x-switchboard-contract", "urn:limits/C")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["code"], "endpoint_overloaded");
+    assert_eq!(first.await.unwrap(), 200);
+
+    // Headers too large: 431 from the listener.
+    let response =
+        reqwest::Client::new().get(format!("{data}/")).header("x-big", "a".repeat(70 * 1024)).send().await.unwrap();
+    assert_eq!(response.status(), 431, "oversized headers refused");
+    // A SOAP header that never ends within the scan cap: 413.
+    let endless = format!(
+        r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Header>{}"#,
+        "<x>padding</x>".repeat(6_000)
+    );
+    let response = reqwest::Client::new()
+        .post(format!("{data}/"))
+        .header("content-type", "text/xml")
+        .body(endless)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+
+    // Connections: at the limit, new ones are closed without a byte.
+    let addr = format!("127.0.0.1:{}", cluster.nodes[&node].ports.data);
+    let held: Vec<std::net::TcpStream> = (0..4).map(|_| std::net::TcpStream::connect(&addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut extra = std::net::TcpStream::connect(&addr).unwrap();
+    extra.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = extra.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nx-switchboard-contract: urn:limits/C\r\n\r\n");
+    let mut answer = Vec::new();
+    let read = extra.read_to_end(&mut answer);
+    assert!(
+        read.is_err() || answer.is_empty(),
+        "the connection over the limit got an answer: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    drop(held);
+    let metrics = reqwest::get(format!("{}/metrics", cluster.api(node))).await.unwrap().text().await.unwrap();
+    for limit in ["connections", "endpoint_requests"] {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("switchboard_limit_hits_total{{limit=\"{limit}\"}}")))
+            .unwrap();
+        assert!(!line.ends_with(" 0"), "{line}");
+    }
+}
