@@ -4,7 +4,8 @@
 //! Any node takes writes. The leader proposes them; a follower forwards them to the leader's peer
 //! endpoint and answers its own client once the leader has committed and applied them. While no
 //! leader is known (an election), a write waits for one until its deadline instead of failing.
-//! Writes are idempotent, so retrying a forward whose answer was lost is harmless.
+//! A forward whose answer was lost is retried: every attempt of a write carries the same request
+//! number, and the registry applies a request once and answers a repeat with the first outcome.
 //!
 //! Only this module calls openraft's membership APIs.
 
@@ -17,9 +18,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::Instant;
+use std::time::SystemTime;
 
 use openraft::ChangeMembers;
 use openraft::ServerState;
@@ -190,6 +193,9 @@ struct Inner {
     peers: PeerClient,
     log_store: LogStore,
     admitted: AtomicBool,
+    /// The next client request number. It starts from the wall clock in nanoseconds, so numbers
+    /// stay unique across restarts of the node (see `Origin::request`).
+    next_request: AtomicU64,
     /// Set when the node is stopping: it reports not ready so load balancers move away first.
     stopping: AtomicBool,
     /// When this node last knew a leader.
@@ -219,6 +225,9 @@ impl Cluster {
                 peers,
                 log_store,
                 admitted: AtomicBool::new(admitted),
+                next_request: AtomicU64::new(
+                    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64),
+                ),
                 stopping: AtomicBool::new(false),
                 last_leader_seen: Mutex::new(None),
                 leader_progress: Mutex::new(None),
@@ -256,9 +265,13 @@ impl Cluster {
 
     // === writes and reads ===
 
-    /// Replicates a command through the leader and returns what applying it did.
+    /// Replicates a command through the leader and returns what applying it did. Every attempt
+    /// carries the same request number, so one that is retried after an ambiguous forward is
+    /// applied once and answered with what that application did.
     pub async fn write(&self, command: Command, actor: &Actor) -> Result<Outcome, ClusterError> {
-        let origin = Origin { node: self.node_id(), principal: actor.name.clone(), quota: actor.quota };
+        let request = self.inner.next_request.fetch_add(1, Ordering::Relaxed);
+        let origin =
+            Origin { node: self.node_id(), principal: actor.name.clone(), quota: actor.quota, request: Some(request) };
         let proposal = Proposal { command, origin };
         let local = |proposal: Proposal| async move { self.propose_local(proposal).await };
         self.on_leader("/cluster/write", proposal, local).await
@@ -455,7 +468,7 @@ impl Cluster {
             // Proposed here or not at all: a decision made with this node's renewal times must
             // never be forwarded to another leader, which has its own.
             let actor = Actor::internal("lease-expiry");
-            let origin = Origin { node: self.node_id(), principal: actor.name, quota: None };
+            let origin = Origin { node: self.node_id(), principal: actor.name, quota: None, request: None };
             match self.propose_local(Proposal { command: Command::Expire(expired), origin }).await {
                 Ok(Outcome::Expired(ids)) => {
                     crate::metrics::METRICS.leases_expired.add(ids.len() as u64);

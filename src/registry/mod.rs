@@ -34,6 +34,10 @@ pub struct Origin {
     pub principal: Option<String>,
     /// Most registrations the principal may own, from its token, if limited.
     pub quota: Option<u32>,
+    /// The client request this change carries, unique on `node`. A node that retries a write
+    /// after an ambiguous forward proposes it again with the same request, and the registry
+    /// answers the retry with the first application's outcome instead of applying it twice.
+    pub request: Option<u64>,
 }
 
 /// Who asks for a change, as the control API authenticated them.
@@ -210,6 +214,21 @@ pub enum Outcome {
 /// Audit records kept in the replicated state (the oldest are dropped first).
 pub const AUDIT_CAP: usize = 10_000;
 
+/// How long the outcome of a removal stays known to a retry of the same request: far longer than
+/// any write deadline, within which every retry happens.
+pub const ANSWER_TTL_MS: u64 = 60_000;
+/// Most remembered outcomes (the oldest are forgotten first).
+pub const ANSWER_CAP: usize = 32_768;
+
+/// The outcome of a client request that a retry must see again rather than apply twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    /// (origin node, request) of the change.
+    pub request: (u64, u64),
+    pub at_ms: u64,
+    pub outcome: Outcome,
+}
+
 /// What happened to a registration or policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -289,6 +308,9 @@ pub struct RegistryState {
     /// Registrations per owner, for quotas.
     owned: imbl::GenericHashMap<String, u32, FastHash, imbl::shared_ptr::DefaultSharedPtr>,
     audit: imbl::Vector<AuditRecord>,
+    /// Outcomes of recent removals by request, oldest first, and indexed by request.
+    answers: imbl::Vector<Answer>,
+    answered: imbl::OrdMap<(u64, u64), Outcome>,
 }
 
 /// Hasher of the in-memory indexes: fast, and seeded per process. Keys come from registrations
@@ -301,11 +323,41 @@ pub struct StateImage {
     pub registrations: Vec<Registration>,
     pub policies: Vec<(ContractKey, Policy)>,
     pub audit: Vec<AuditRecord>,
+    pub answers: Vec<Answer>,
 }
 
 impl RegistryState {
-    /// Applies one committed change found at log index `index`.
+    /// Applies one committed change found at log index `index`. A change that repeats a request
+    /// already applied (a retried write) changes nothing and gets the first outcome again.
     pub fn apply(&mut self, index: u64, change: &Change) -> Outcome {
+        self.forget_answers(change.at_ms);
+        let request = change.origin.request.map(|request| (change.origin.node, request));
+        if let Some(outcome) = request.and_then(|request| self.answered.get(&request)) {
+            return outcome.clone();
+        }
+        let outcome = self.apply_command(index, change);
+        // Only removals need remembering: a repeated register or policy answers the same way.
+        if let (Some(request), Outcome::Unregistered(_) | Outcome::Drained(_)) = (request, &outcome) {
+            self.answered.insert(request, outcome.clone());
+            self.answers.push_back(Answer { request, at_ms: change.at_ms, outcome: outcome.clone() });
+            self.forget_answers(change.at_ms);
+        }
+        outcome
+    }
+
+    /// Drops remembered outcomes older than [`ANSWER_TTL_MS`] before `now_ms`, and beyond the cap.
+    fn forget_answers(&mut self, now_ms: u64) {
+        while let Some(oldest) = self.answers.front() {
+            if self.answers.len() <= ANSWER_CAP && oldest.at_ms.saturating_add(ANSWER_TTL_MS) >= now_ms {
+                break;
+            }
+            if let Some(oldest) = self.answers.pop_front() {
+                self.answered.remove(&oldest.request);
+            }
+        }
+    }
+
+    fn apply_command(&mut self, index: u64, change: &Change) -> Outcome {
         let audit = |action: AuditAction, registration: Option<&Registration>, contract: String| AuditRecord {
             index,
             at_ms: change.at_ms,
@@ -528,6 +580,7 @@ impl RegistryState {
             registrations: self.registrations.values().map(|r| Registration::clone(r)).collect(),
             policies: self.policies.iter().map(|(k, p)| (k.clone(), p.clone())).collect(),
             audit: self.audit.iter().cloned().collect(),
+            answers: self.answers.iter().cloned().collect(),
         }
     }
 
@@ -549,6 +602,8 @@ impl RegistryState {
         }
         state.routes = routes.into_iter().map(|(key, by_id)| (key, Endpoints::changed(by_id))).collect();
         state.policies = image.policies.into_iter().collect();
+        state.answered = image.answers.iter().map(|answer| (answer.request, answer.outcome.clone())).collect();
+        state.answers = image.answers.into_iter().collect();
         state
     }
 }
@@ -581,13 +636,14 @@ impl Serialize for ImageRef<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let state = self.0;
-        let mut image = serializer.serialize_struct("StateImage", 3)?;
+        let mut image = serializer.serialize_struct("StateImage", 4)?;
         image.serialize_field(
             "registrations",
             &seq_of(state.registrations.values().map(|r| &**r), state.registrations.len()),
         )?;
         image.serialize_field("policies", &seq_of(state.policies.iter(), state.policies.len()))?;
         image.serialize_field("audit", &seq_of(state.audit.iter(), state.audit.len()))?;
+        image.serialize_field("answers", &seq_of(state.answers.iter(), state.answers.len()))?;
         image.end()
     }
 }

@@ -13,7 +13,12 @@ fn spec(address: &str, namespace: &str, name: &str) -> RegistrationSpec {
 }
 
 fn change(command: Command) -> Change {
-    Change { at_ms: 1_000, origin: Origin { node: 1, principal: None, quota: None }, command }
+    Change { at_ms: 1_000, origin: Origin { node: 1, principal: None, quota: None, request: None }, command }
+}
+
+/// A client request `request` taken by node 1, proposed at `at_ms`.
+fn request(command: Command, request: u64, at_ms: u64) -> Change {
+    Change { at_ms, origin: Origin { node: 1, principal: None, quota: None, request: Some(request) }, command }
 }
 
 fn addresses(state: &RegistryState, key: &str) -> Vec<String> {
@@ -123,7 +128,7 @@ fn image_round_trip_rebuilds_indexes() {
         state.apply(i + 1, &change(Command::Register(s)));
     }
     let first = state.iter().next().unwrap().id;
-    state.apply(60, &change(Command::Drain(first)));
+    state.apply(60, &request(Command::Drain(first), 7, 1_000));
     state.apply(
         61,
         &change(Command::SetPolicy(
@@ -136,12 +141,60 @@ fn image_round_trip_rebuilds_indexes() {
     let bytes = postcard::to_stdvec(&image).unwrap();
     assert_eq!(postcard::to_stdvec(&state.image()).unwrap(), bytes, "the borrowed image encodes like the owned one");
     assert_eq!(serde_json::to_value(state.image()).unwrap(), serde_json::to_value(&image).unwrap());
-    let restored = RegistryState::from_image(postcard::from_bytes(&bytes).unwrap());
+    let mut restored = RegistryState::from_image(postcard::from_bytes(&bytes).unwrap());
     assert_eq!(restored.to_image(), image);
     for key in state.routes.keys() {
         assert_eq!(addresses(&restored, key.as_str()), addresses(&state, key.as_str()), "{key}");
     }
     assert_eq!(restored.routes.len(), state.routes.len());
+    let Outcome::Drained(_) = restored.apply(62, &request(Command::Drain(first), 7, 1_000)) else {
+        panic!("the remembered answer survives the snapshot")
+    };
+}
+
+#[test]
+fn a_retried_removal_is_applied_once_and_answered_like_the_first() {
+    let mut state = RegistryState::default();
+    let a = spec("http://a:1/", "urn:ns", "C");
+    state.apply(1, &change(Command::Register(a.clone())));
+    let first = state.apply(2, &request(Command::Unregister(a.id), 42, 1_000));
+    let Outcome::Unregistered(removed) = &first else { panic!("{first:?}") };
+    assert_eq!(removed.epoch, 1);
+
+    // Someone registers the same endpoint again; then the retry of request 42 arrives.
+    state.apply(3, &change(Command::Register(a.clone())));
+    assert_eq!(state.apply(4, &request(Command::Unregister(a.id), 42, 1_500)), first, "the first answer, again");
+    assert_eq!(state.len(), 1, "the retry removed nothing");
+    // The same request number from another node is another request.
+    let other = Change {
+        at_ms: 1_500,
+        origin: Origin { node: 2, principal: None, quota: None, request: Some(42) },
+        command: Command::Unregister(a.id),
+    };
+    let Outcome::Unregistered(removed) = state.apply(5, &other) else { panic!("a new request applies") };
+    assert_eq!(removed.epoch, 3);
+    assert_eq!(state.len(), 0);
+}
+
+#[test]
+fn remembered_answers_are_bounded_in_time_and_count() {
+    let mut state = RegistryState::default();
+    let a = spec("http://a:1/", "urn:ns", "C");
+    state.apply(1, &change(Command::Register(a.clone())));
+    state.apply(2, &request(Command::Unregister(a.id), 1, 1_000));
+    let late = 1_000 + ANSWER_TTL_MS + 1;
+    assert_eq!(state.apply(3, &request(Command::Unregister(a.id), 1, late)), Outcome::NotFound(a.id), "forgotten");
+    assert!(state.answers.is_empty() && state.answered.is_empty());
+
+    for i in 0..ANSWER_CAP as u64 + 10 {
+        let s = spec(&format!("http://h{i}/"), "urn:ns", "C");
+        state.apply(10 + 2 * i, &change(Command::Register(s.clone())));
+        state.apply(11 + 2 * i, &request(Command::Unregister(s.id), 100 + i, late));
+    }
+    assert_eq!(state.answers.len(), ANSWER_CAP);
+    assert_eq!(state.answered.len(), ANSWER_CAP);
+    assert!(!state.answered.contains_key(&(1, 100)), "the oldest went first");
+    assert!(state.answered.contains_key(&(1, 100 + ANSWER_CAP as u64 + 9)));
 }
 
 #[test]
@@ -158,7 +211,12 @@ fn clones_are_independent_snapshots() {
 #[test]
 fn quotas_count_what_an_owner_holds() {
     let mut state = RegistryState::default();
-    let owned = |principal: &str, quota| Origin { node: 1, principal: Some(principal.into()), quota: Some(quota) };
+    let owned = |principal: &str, quota| Origin {
+        node: 1,
+        principal: Some(principal.into()),
+        quota: Some(quota),
+        request: None,
+    };
     let register = |address: &str, origin: Origin| Change {
         at_ms: 0,
         origin,
@@ -196,7 +254,7 @@ fn quotas_count_what_an_owner_holds() {
 #[test]
 fn the_audit_trail_says_who_did_what_and_why() {
     let mut state = RegistryState::default();
-    let by = |principal: &str, node| Origin { node, principal: Some(principal.into()), quota: None };
+    let by = |principal: &str, node| Origin { node, principal: Some(principal.into()), quota: None, request: None };
     let a = spec("http://a/", "urn:audit", "C");
     let b = spec("http://b/", "urn:audit", "C");
     state.apply(1, &Change { at_ms: 10, origin: by("svc", 1), command: Command::Register(a.clone()) });

@@ -80,3 +80,53 @@ async fn linearizable_read_on_a_follower_sees_a_write_made_elsewhere() {
         assert_eq!(response.status(), 200, "write {i} not visible to a linearizable read");
     }
 }
+
+/// A follower that lost the answer to a forwarded write sends it again with the same request
+/// number; the leader applies it once and answers the repeat with the first outcome, even when
+/// the same endpoint was registered again in between.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forwarded_write_sent_twice_is_applied_once() {
+    use std::time::Duration;
+
+    use switchboard::cluster::ClusterError;
+    use switchboard::cluster::Proposal;
+    use switchboard::raft::PeerClient;
+    use switchboard::registry::Command;
+    use switchboard::registry::Origin;
+    use switchboard::registry::Outcome;
+    use switchboard::registry::RegistrationId;
+
+    let cluster = TestCluster::start(3);
+    let leader = cluster.wait_stable().await;
+    let (address, namespace, name) = ("http://127.0.0.1:9011/once", "urn:once", "C");
+    assert_eq!(cluster.register(leader, address, namespace, name).await.0, 201);
+
+    let peers = PeerClient::new(crate::harness::SECRET, None).unwrap();
+    let peer_addr = format!("127.0.0.1:{}", cluster.nodes[&leader].ports.peer);
+    let id = RegistrationId::of(address, namespace, name);
+    let unregister = Proposal {
+        command: Command::Unregister(id),
+        origin: Origin { node: 99, principal: None, quota: None, request: Some(7) },
+    };
+    let send = || async {
+        peers
+            .call::<Proposal, Result<Outcome, ClusterError>>(
+                &peer_addr,
+                "/cluster/write",
+                &unregister,
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let first = send().await;
+    let Outcome::Unregistered(removed) = &first else { panic!("{first:?}") };
+    assert_eq!(removed.address, address);
+
+    assert_eq!(cluster.register(leader, address, namespace, name).await.0, 201, "registered again");
+    assert_eq!(send().await, first, "the repeat gets the first answer");
+    for node in cluster.running() {
+        cluster.wait_addresses(node, &[address.to_owned()]).await;
+    }
+}
