@@ -42,6 +42,11 @@ def num(value, digits=0, unit=""):
     return f"{text} {unit}".rstrip() if unit else text
 
 
+def signed(value):
+    """A difference with its sign: +22, -16."""
+    return "n/a" if value is None else f"{value:+,.0f}"
+
+
 def verdict(ok):
     if ok is None:
         return "n/a"
@@ -90,10 +95,10 @@ class Report:
         if b2:
             added = b2["added_us"]
             sb = added.get("switchboard", {})
-            ref = lambda q: f'nginx +{num(added.get("nginx", {}).get(q))} µs, HAProxy +{num(added.get("haproxy", {}).get(q))} µs'  # noqa: E731
-            self.target("b2_p50", f'+{num(sb.get("p50"))} µs', ref("p50"),
+            ref = lambda q: f'nginx {signed(added.get("nginx", {}).get(q))} µs, HAProxy {signed(added.get("haproxy", {}).get(q))} µs'  # noqa: E731
+            self.target("b2_p50", f'{signed(sb.get("p50"))} µs', ref("p50"),
                         None if sb.get("p50") is None else sb["p50"] <= 100)
-            self.target("b2_p99", f'+{num(sb.get("p99"))} µs', ref("p99"),
+            self.target("b2_p99", f'{signed(sb.get("p99"))} µs', ref("p99"),
                         None if sb.get("p99") is None else sb["p99"] <= 1000)
         else:
             self.target("b2_p50", missing, "", None)
@@ -249,7 +254,7 @@ class Report:
             a = b2["added_us"].get(name, {})
             achieved = r.get("achieved_per_second")
             rows.append((name, num(r["p50_ms"] * 1e3), num(r["p99_ms"] * 1e3), num(r["p999_ms"] * 1e3),
-                         "—" if name == "direct" else f'+{num(a.get("p50"))} / +{num(a.get("p99"))} / +{num(a.get("p999"))}',
+                         "—" if name == "direct" else f'{signed(a.get("p50"))} / {signed(a.get("p99"))} / {signed(a.get("p999"))}',
                          num(achieved) if achieved is not None else "n/a", r["errors"]))
         self.table(["target", "p50 µs", "p99 µs", "p99.9 µs", "added p50 / p99 / p99.9 µs", "achieved req/s", "errors"],
                    rows)
