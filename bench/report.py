@@ -387,6 +387,15 @@ class Report:
             self.w()
             self.table(["script", "seconds"], rows)
 
+    def profile(self):
+        """The profile of the routed path (bench/profile.md), kept by hand: it changes with the code,
+        not with each run."""
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "profile.md")
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                self.w(f.read().strip())
+            self.w()
+
     def render(self):
         self.summarise()
         self.header()
@@ -399,6 +408,7 @@ class Report:
         self.b5()
         self.b6()
         self.durations()
+        self.profile()
         return "\n".join(self.lines).rstrip() + "\n"
 
 
