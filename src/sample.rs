@@ -7,7 +7,8 @@
 //!   `Echo`, SOAP 1.1 or 1.2, answering with its instance id;
 //! - plain HTTP `urn:switchboard:samples/IEcho` at `/echo`: echoes the request as JSON;
 //! - plain HTTP `urn:switchboard:samples/ICache` at `/cache`: `POST .../invalidate` counts a cache
-//!   invalidation (the broadcast case), `GET .../stats` shows the count.
+//!   invalidation (the broadcast case), `GET .../stats` shows the count and the requests in flight
+//!   (besides the stats request itself).
 //!
 //! `?delay_ms=N` on any request makes it answer slowly (to watch draining). On SIGINT or SIGTERM
 //! it drains, lets in-flight requests finish, unregisters and exits.
@@ -203,7 +204,13 @@ async fn invalidate(State(sample): State<Arc<Sample>>, body: Bytes) -> impl Into
 }
 
 async fn stats(State(sample): State<Arc<Sample>>) -> impl IntoResponse {
-    axum::Json(json!({ "instance": sample.instance, "invalidations": sample.invalidations.load(Ordering::SeqCst) }))
+    // The middleware counts this request too.
+    let in_flight = sample.in_flight.load(Ordering::SeqCst).saturating_sub(1);
+    axum::Json(json!({
+        "instance": sample.instance,
+        "invalidations": sample.invalidations.load(Ordering::SeqCst),
+        "in_flight": in_flight,
+    }))
 }
 
 async fn soap_operation(State(sample): State<Arc<Sample>>, headers: HeaderMap, body: Bytes) -> Response {

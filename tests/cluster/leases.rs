@@ -204,7 +204,12 @@ async fn draining_stops_new_requests_while_an_in_flight_one_completes() {
             http.get(url).header("x-switchboard-contract", ECHO).send().await.unwrap().json::<Value>().await.unwrap()
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    eventually("the slow request to reach the first instance", Duration::from_secs(10), || async {
+        let stats: Value =
+            cluster.http.get(format!("{}/cache/stats", first.base)).send().await.ok()?.json().await.ok()?;
+        (stats["in_flight"].as_u64()? >= 1).then_some(())
+    })
+    .await;
     let second = TestSample::start(cluster.dir(), "second", &cluster.apis(), 5_000).await;
     // ...then the first is drained.
     let list =

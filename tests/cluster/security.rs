@@ -520,8 +520,9 @@ async fn every_limit_refuses_clearly() {
 
     // Connections: at the limit, new ones are closed without a byte.
     let addr = format!("127.0.0.1:{}", cluster.nodes[&node].ports.data);
+    // The node accepts connections in the order they were made, so these four hold every permit
+    // before the fifth is accepted.
     let held: Vec<std::net::TcpStream> = (0..4).map(|_| std::net::TcpStream::connect(&addr).unwrap()).collect();
-    std::thread::sleep(Duration::from_millis(200));
     let mut extra = std::net::TcpStream::connect(&addr).unwrap();
     extra.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let _ = extra.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nx-switchboard-contract: urn:limits/C\r\n\r\n");
