@@ -308,9 +308,9 @@ pub struct RegistryState {
     /// Registrations per owner, for quotas.
     owned: imbl::GenericHashMap<String, u32, FastHash, imbl::shared_ptr::DefaultSharedPtr>,
     audit: imbl::Vector<AuditRecord>,
-    /// Outcomes of recent removals by request, oldest first, and indexed by request.
-    answers: imbl::Vector<Answer>,
-    answered: imbl::OrdMap<(u64, u64), Outcome>,
+    /// Outcomes of recent removals by request, and their requests oldest first.
+    answers: imbl::OrdMap<(u64, u64), Answer>,
+    answer_order: imbl::Vector<(u64, u64)>,
 }
 
 /// Hasher of the in-memory indexes: fast, and seeded per process. Keys come from registrations
@@ -332,14 +332,14 @@ impl RegistryState {
     pub fn apply(&mut self, index: u64, change: &Change) -> Outcome {
         self.forget_answers(change.at_ms);
         let request = change.origin.request.map(|request| (change.origin.node, request));
-        if let Some(outcome) = request.and_then(|request| self.answered.get(&request)) {
-            return outcome.clone();
+        if let Some(answer) = request.and_then(|request| self.answers.get(&request)) {
+            return answer.outcome.clone();
         }
         let outcome = self.apply_command(index, change);
         // Only removals need remembering: a repeated register or policy answers the same way.
         if let (Some(request), Outcome::Unregistered(_) | Outcome::Drained(_)) = (request, &outcome) {
-            self.answered.insert(request, outcome.clone());
-            self.answers.push_back(Answer { request, at_ms: change.at_ms, outcome: outcome.clone() });
+            self.answers.insert(request, Answer { request, at_ms: change.at_ms, outcome: outcome.clone() });
+            self.answer_order.push_back(request);
             self.forget_answers(change.at_ms);
         }
         outcome
@@ -347,14 +347,19 @@ impl RegistryState {
 
     /// Drops remembered outcomes older than [`ANSWER_TTL_MS`] before `now_ms`, and beyond the cap.
     fn forget_answers(&mut self, now_ms: u64) {
-        while let Some(oldest) = self.answers.front() {
-            if self.answers.len() <= ANSWER_CAP && oldest.at_ms.saturating_add(ANSWER_TTL_MS) >= now_ms {
+        while let Some(oldest) = self.answer_order.front() {
+            let fresh = self.answers.get(oldest).is_some_and(|a| a.at_ms.saturating_add(ANSWER_TTL_MS) >= now_ms);
+            if fresh && self.answer_order.len() <= ANSWER_CAP {
                 break;
             }
-            if let Some(oldest) = self.answers.pop_front() {
-                self.answered.remove(&oldest.request);
+            if let Some(oldest) = self.answer_order.pop_front() {
+                self.answers.remove(&oldest);
             }
         }
+    }
+
+    fn answers_oldest_first(&self) -> impl Iterator<Item = &Answer> {
+        self.answer_order.iter().filter_map(|request| self.answers.get(request))
     }
 
     fn apply_command(&mut self, index: u64, change: &Change) -> Outcome {
@@ -580,7 +585,7 @@ impl RegistryState {
             registrations: self.registrations.values().map(|r| Registration::clone(r)).collect(),
             policies: self.policies.iter().map(|(k, p)| (k.clone(), p.clone())).collect(),
             audit: self.audit.iter().cloned().collect(),
-            answers: self.answers.iter().cloned().collect(),
+            answers: self.answers_oldest_first().cloned().collect(),
         }
     }
 
@@ -602,8 +607,8 @@ impl RegistryState {
         }
         state.routes = routes.into_iter().map(|(key, by_id)| (key, Endpoints::changed(by_id))).collect();
         state.policies = image.policies.into_iter().collect();
-        state.answered = image.answers.iter().map(|answer| (answer.request, answer.outcome.clone())).collect();
-        state.answers = image.answers.into_iter().collect();
+        state.answer_order = image.answers.iter().map(|answer| answer.request).collect();
+        state.answers = image.answers.into_iter().map(|answer| (answer.request, answer)).collect();
         state
     }
 }
@@ -643,7 +648,7 @@ impl Serialize for ImageRef<'_> {
         )?;
         image.serialize_field("policies", &seq_of(state.policies.iter(), state.policies.len()))?;
         image.serialize_field("audit", &seq_of(state.audit.iter(), state.audit.len()))?;
-        image.serialize_field("answers", &seq_of(state.answers.iter(), state.answers.len()))?;
+        image.serialize_field("answers", &seq_of(state.answers_oldest_first(), state.answers.len()))?;
         image.end()
     }
 }

@@ -184,7 +184,7 @@ fn remembered_answers_are_bounded_in_time_and_count() {
     state.apply(2, &request(Command::Unregister(a.id), 1, 1_000));
     let late = 1_000 + ANSWER_TTL_MS + 1;
     assert_eq!(state.apply(3, &request(Command::Unregister(a.id), 1, late)), Outcome::NotFound(a.id), "forgotten");
-    assert!(state.answers.is_empty() && state.answered.is_empty());
+    assert!(state.answers.is_empty() && state.answer_order.is_empty());
 
     for i in 0..ANSWER_CAP as u64 + 10 {
         let s = spec(&format!("http://h{i}/"), "urn:ns", "C");
@@ -192,9 +192,9 @@ fn remembered_answers_are_bounded_in_time_and_count() {
         state.apply(11 + 2 * i, &request(Command::Unregister(s.id), 100 + i, late));
     }
     assert_eq!(state.answers.len(), ANSWER_CAP);
-    assert_eq!(state.answered.len(), ANSWER_CAP);
-    assert!(!state.answered.contains_key(&(1, 100)), "the oldest went first");
-    assert!(state.answered.contains_key(&(1, 100 + ANSWER_CAP as u64 + 9)));
+    assert_eq!(state.answer_order.len(), ANSWER_CAP);
+    assert!(!state.answers.contains_key(&(1, 100)), "the oldest went first");
+    assert!(state.answers.contains_key(&(1, 100 + ANSWER_CAP as u64 + 9)));
 }
 
 #[test]
