@@ -1,4 +1,4 @@
-//! Test harness: real `switchboard serve` processes on ephemeral loopback ports with temp data
+//! Test harness: real `switchboard serve` processes on free loopback ports with temp data
 //! directories. Waits poll with a deadline; children are killed when the harness is dropped, and
 //! their logs are printed if the test failed.
 
@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::process::Child;
 use std::process::Command;
 use std::process::Stdio;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -33,9 +35,23 @@ where
     }
 }
 
-/// A free loopback port (the OS hands out a fresh one each time).
+/// Ports the tests hand to nodes: below the kernel's ephemeral range (32768 and up), so no
+/// port-0 bind (sample services, test backends) and no outgoing connection can take one between
+/// the pick and the node's own bind.
+const TEST_PORTS: std::ops::Range<usize> = 21_000..32_000;
+
+/// A free loopback port for a node. Each test process walks the range from its own starting
+/// point, so the tests running in parallel in it never get the same port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let span = TEST_PORTS.end - TEST_PORTS.start;
+    let start = std::process::id() as usize * 97;
+    loop {
+        let port = (TEST_PORTS.start + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
