@@ -271,7 +271,7 @@ impl TryFrom<ServeArgs> for NodeConfig {
                 }
                 let host =
                     if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host.clone() };
-                PeerNode { addr: format!("{host}:{}", args.peer_addr.port()) }
+                PeerNode::at(format!("{host}:{}", args.peer_addr.port()))
             }
             (None, None) => {
                 if args.peer_addr.ip().is_unspecified() {
@@ -279,7 +279,7 @@ impl TryFrom<ServeArgs> for NodeConfig {
                         "this node is not in --peers and --peer-addr listens on all interfaces; set --advertise".into(),
                     ));
                 }
-                PeerNode { addr: args.peer_addr.to_string() }
+                PeerNode::at(args.peer_addr.to_string())
             }
         };
         let tokens = Tokens::load(args.tokens_file.as_deref(), args.tokens.as_deref()).map_err(ConfigError::Tokens)?;
@@ -341,7 +341,7 @@ pub fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, PeerNode>, ConfigError
         if port.is_none_or(|port| port.parse::<u16>().is_err()) {
             return Err(ConfigError::Peers(format!("{addr:?} is not host:port")));
         }
-        if peers.insert(id, PeerNode { addr: addr.to_owned() }).is_some() {
+        if peers.insert(id, PeerNode::at(addr)).is_some() {
             return Err(ConfigError::Peers(format!("node {id} is listed twice")));
         }
     }

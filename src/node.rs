@@ -21,11 +21,10 @@ use crate::peer;
 use crate::proxy::DataPlane;
 use crate::raft;
 use crate::raft::AppliedView;
-use crate::raft::LogStore;
-use crate::raft::NodeMeta;
 use crate::raft::PeerClient;
 use crate::raft::PeerNetwork;
-use crate::raft::StateMachine;
+use crate::raft::PeerNode;
+use crate::raft::Storage;
 use crate::serve;
 use crate::serve::Listener;
 use crate::tls;
@@ -33,34 +32,33 @@ use crate::tls;
 /// Opens the node's storage, starts Raft and returns the cluster layer. Background duties
 /// (joining, probing the leader, promoting learners) are started by [`run`].
 pub async fn open(config: &NodeConfig) -> anyhow::Result<Cluster> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
-    let db = raft::open_db(&config.data_dir, config.cache_bytes)
-        .with_context(|| format!("cannot open the database in {}", config.data_dir.display()))?;
-    let log_store = LogStore::new(db)?;
-    match log_store.node_meta()? {
-        Some(meta) if meta.node_id != config.node_id => {
-            bail!("{} belongs to node {}, not node {}", config.data_dir.display(), meta.node_id, config.node_id)
-        }
-        Some(_) => {}
-        None => log_store.save_node_meta(NodeMeta { node_id: config.node_id, admitted: false }).await?,
-    }
-
     let view = AppliedView::default();
-    let state_machine = StateMachine::open(&config.data_dir, view.clone())?;
+    let storage = {
+        let (dir, node_id, cache, view) = (config.data_dir.clone(), config.node_id, config.cache_bytes, view.clone());
+        tokio::task::spawn_blocking(move || Storage::open(&dir, node_id, cache, view)).await??
+    };
+    let identity = storage.identity;
+    tracing::info!(
+        node = identity.node_id,
+        incarnation = format_args!("{:016x}", identity.incarnation),
+        dir = %config.data_dir.display(),
+        "data directory opened"
+    );
     let peers = PeerClient::new(&config.cluster_secret, config.peer_tls.as_ref()).map_err(anyhow::Error::msg)?;
+    // Elections start disabled: `Cluster::gate_elections` enables them once the membership admits
+    // this incarnation.
     let raft_config = config.raft.to_config("switchboard")?;
     let network = PeerNetwork { client: peers.clone() };
-    let raft = raft::Raft::new(config.node_id, raft_config, network, log_store.clone(), state_machine)
+    let raft = raft::Raft::new(config.node_id, raft_config, network, storage.log_store, storage.state_machine)
         .await
         .context("raft failed to start")?;
     let cluster_config = ClusterConfig {
         node_id: config.node_id,
-        node: config.advertised.clone(),
+        node: PeerNode { incarnation: Some(identity.incarnation), ..config.advertised.clone() },
         initial_voters: config.initial_voters.clone(),
         request_timeout: config.write_timeout,
     };
-    Ok(Cluster::new(cluster_config, raft, view, peers, log_store))
+    Ok(Cluster::new(cluster_config, raft, view, peers, identity))
 }
 
 /// Runs a node until `shutdown` completes, then stops it gracefully.
@@ -151,6 +149,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
 
     let mut duties = JoinSet::new();
     duties.spawn(forget_unregistered_endpoints(plane, cluster.view().clone()));
+    duties.spawn(cluster.clone().gate_elections());
     duties.spawn(cluster.clone().join());
     duties.spawn(cluster.clone().probe_leader());
     duties.spawn(cluster.clone().promote_caught_up_learners());
@@ -166,6 +165,14 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
             tokio::time::sleep(config.drain).await;
         }
         Some(result) = servers.join_next() => tracing::error!(?result, "a listener stopped unexpectedly"),
+        fatal = raft_fatal(cluster.clone()) => {
+            // Storage failed (a full disk, an I/O error): nothing more may be acknowledged, and
+            // openraft cannot resume. Exit, so that a restart recovers from what is durable.
+            stop.cancel();
+            duties.abort_all();
+            while servers.join_next().await.is_some() {}
+            bail!("raft stopped: {fatal}; exiting so that a restart recovers from the data on disk");
+        }
     }
     stop.cancel();
     duties.abort_all();
@@ -174,6 +181,19 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
     cluster.raft().shutdown().await.ok();
     tracing::info!("node stopped");
     Ok(())
+}
+
+/// Completes when Raft stops with a fatal error (a storage failure), with its description.
+async fn raft_fatal(cluster: Cluster) -> String {
+    let mut metrics = cluster.raft().metrics();
+    loop {
+        if let Err(fatal) = &metrics.borrow_and_update().running_state {
+            return fatal.to_string();
+        }
+        if metrics.changed().await.is_err() {
+            return "the raft core ended".to_owned();
+        }
+    }
 }
 
 /// Connections the control API and the peer endpoint each accept at once.

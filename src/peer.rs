@@ -9,6 +9,7 @@ use axum::body::Bytes;
 use axum::extract::FromRequest;
 use axum::extract::Request;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::http::HeaderValue;
 use axum::http::StatusCode;
 use axum::http::header;
@@ -23,6 +24,8 @@ use crate::cluster::AdmitRequest;
 use crate::cluster::Cluster;
 use crate::cluster::MembershipRequest;
 use crate::cluster::Proposal;
+use crate::raft::ADDRESSEE_HEADER;
+use crate::raft::Addressee;
 use crate::raft::typ;
 use crate::registry::Lease;
 
@@ -101,29 +104,56 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-/// A node that has not been admitted takes no log entries: the leader may still count on the
-/// data of an earlier incarnation of this node id.
-fn not_admitted() -> Response {
-    refuse(StatusCode::SERVICE_UNAVAILABLE, "not_admitted", "this node is waiting to be admitted")
+/// A Raft RPC is answered only by the incarnation it is addressed to. A node whose data directory
+/// is new or was wiped has a new incarnation: it refuses what was meant for the node the sender's
+/// membership admitted (whose log and vote it no longer has), so it neither votes nor counts
+/// toward a commit until the leader has admitted the new incarnation.
+fn check_addressee(cluster: &Cluster, headers: &HeaderMap) -> Result<(), Response> {
+    let to = headers.get(ADDRESSEE_HEADER).and_then(|v| v.to_str().ok()).map(str::parse::<Addressee>);
+    match to {
+        Some(Ok(to)) if cluster.is_addressee(&to) => Ok(()),
+        Some(Ok(to)) => {
+            let me = cluster.identity();
+            tracing::debug!(addressed = %to, incarnation = format_args!("{:016x}", me.incarnation), "raft call for another incarnation refused");
+            Err(refuse(
+                StatusCode::CONFLICT,
+                "wrong_incarnation",
+                &format!(
+                    "this is node {} incarnation {:016x}, not {to}; a node that lost its data must be re-admitted",
+                    me.node_id, me.incarnation
+                ),
+            ))
+        }
+        Some(Err(err)) => Err(refuse(StatusCode::BAD_REQUEST, "malformed_peer_message", &err)),
+        None => Err(refuse(StatusCode::BAD_REQUEST, "malformed_peer_message", "raft calls name their addressee")),
+    }
 }
 
-async fn append(State(state): State<PeerState>, Postcard(request): Postcard<typ::AppendEntriesRequest>) -> Response {
-    if !state.cluster.is_admitted() {
-        return not_admitted();
+async fn append(
+    State(state): State<PeerState>,
+    headers: HeaderMap,
+    Postcard(request): Postcard<typ::AppendEntriesRequest>,
+) -> Response {
+    if let Err(refused) = check_addressee(&state.cluster, &headers) {
+        return refused;
     }
     Postcard(state.cluster.raft().append_entries(request).await).into_response()
 }
 
-async fn vote(State(state): State<PeerState>, Postcard(request): Postcard<typ::VoteRequest>) -> Response {
+async fn vote(State(state): State<PeerState>, headers: HeaderMap, Postcard(request): Postcard<typ::VoteRequest>) -> Response {
+    if let Err(refused) = check_addressee(&state.cluster, &headers) {
+        return refused;
+    }
     Postcard(state.cluster.raft().vote(request).await).into_response()
 }
 
 async fn snapshot(
     State(state): State<PeerState>,
+    headers: HeaderMap,
     Postcard(request): Postcard<typ::InstallSnapshotRequest>,
 ) -> Response {
-    if !state.cluster.is_admitted() {
-        return not_admitted();
+    if let Err(refused) = check_addressee(&state.cluster, &headers) {
+        return refused;
     }
     Postcard(state.cluster.raft().install_snapshot(request).await).into_response()
 }

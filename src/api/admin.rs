@@ -104,7 +104,7 @@ async fn add_node(
     if !valid {
         return Err(ApiError::bad_request("invalid_peer_addr", "peer_addr must be host:port"));
     }
-    state.cluster.add_node(body.node_id, PeerNode { addr: body.peer_addr }).await?;
+    state.cluster.add_node(body.node_id, PeerNode::at(body.peer_addr)).await?;
     Ok(Json(state.cluster.cluster_view()))
 }
 

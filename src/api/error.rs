@@ -79,6 +79,9 @@ impl ApiError {
                 ClusterError::Membership(_) => (StatusCode::CONFLICT, "membership_change_refused"),
                 ClusterError::UnknownNode(_) => (StatusCode::NOT_FOUND, "node_not_found"),
                 ClusterError::CatchUpTimeout(..) => (StatusCode::GATEWAY_TIMEOUT, "catch_up_timeout"),
+                ClusterError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+                ClusterError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "node_unreachable"),
+                ClusterError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
             },
         }
     }

@@ -288,5 +288,5 @@ async fn unregister_by_info(
 /// A command answered with an outcome of another command: a bug, reported as such.
 fn unexpected(outcome: Outcome) -> ApiError {
     tracing::error!(?outcome, "unexpected outcome");
-    ApiError::Cluster(crate::cluster::ClusterError::Membership("unexpected outcome".into()))
+    ApiError::Cluster(crate::cluster::ClusterError::Internal("unexpected outcome".into()))
 }

@@ -18,7 +18,7 @@ use crate::raft::RaftTuning;
 
 async fn single_node() -> (tempfile::TempDir, Router) {
     let dir = tempfile::TempDir::new().unwrap();
-    let node = PeerNode { addr: "127.0.0.1:1".into() };
+    let node = PeerNode::at("127.0.0.1:1");
     let config = NodeConfig {
         node_id: 1,
         data_dir: dir.path().to_owned(),

@@ -32,15 +32,14 @@ use openraft::error::RaftError;
 use serde::Deserialize;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::watch;
 
 use self::batch::Batcher;
 use self::leases::Leases;
 use self::leases::Refusal;
+use crate::raft::Addressee;
 use crate::raft::AppliedView;
-use crate::raft::LogStore;
 use crate::raft::NodeId;
-use crate::raft::NodeMeta;
+use crate::raft::NodeIdentity;
 use crate::raft::PeerClient;
 use crate::raft::PeerNode;
 use crate::raft::Raft;
@@ -87,6 +86,15 @@ pub enum ClusterError {
     UnknownNode(NodeId),
     #[error("node {0} did not catch up with the leader within {1} s")]
     CatchUpTimeout(NodeId, u64),
+    /// A request that can never succeed as sent (a peer sent something malformed).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// A node this operation needs could not be reached.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or a broken invariant, not something the caller did.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// A write as forwarded to the leader: the leader stamps the time.
@@ -100,15 +108,19 @@ pub struct Proposal {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerStatus {
     pub node_id: NodeId,
+    /// The incarnation of its data directory.
+    pub incarnation: u64,
     /// The node holds log entries: it belongs to a cluster that has started.
     pub initialized: bool,
+    /// The membership it knows admits this incarnation.
     pub admitted: bool,
     pub leader: Option<(NodeId, PeerNode)>,
     pub last_log_index: Option<u64>,
     pub applied_index: u64,
 }
 
-/// A fresh node asks the leader whether it may take part in replication.
+/// A node that the membership does not admit (a fresh or wiped data directory) asks the leader
+/// to admit it; `node` carries its address and incarnation.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AdmitRequest {
     pub node_id: NodeId,
@@ -117,9 +129,13 @@ pub struct AdmitRequest {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AdmitReply {
+    /// The membership holds this incarnation (as a learner, or already as a member): replication
+    /// to it starts, and an initial voter is promoted once it has caught up.
     Admitted,
-    /// The leader removed a lost earlier incarnation of the node; ask again.
+    /// The leader removed an earlier incarnation of the node id; ask again.
     Retry,
+    /// Not an initial voter and not a member: an operator adds it (`POST /v1/cluster/nodes`).
+    NotMember,
 }
 
 /// Membership change forwarded to the leader.
@@ -149,6 +165,9 @@ pub struct ClusterView {
 pub struct MemberView {
     pub id: NodeId,
     pub peer_addr: String,
+    /// The admitted incarnation of the member's data directory (hex); none for members recorded
+    /// before incarnations existed.
+    pub incarnation: Option<String>,
     /// `voter` or `learner`.
     pub role: String,
     /// On the leader: the last log index known to be replicated to this member.
@@ -191,8 +210,7 @@ struct Inner {
     leases: Leases,
     view: AppliedView,
     peers: PeerClient,
-    log_store: LogStore,
-    admitted: AtomicBool,
+    identity: NodeIdentity,
     /// The next client request number. It starts from the wall clock in nanoseconds, so numbers
     /// stay unique across restarts of the node (see `Origin::request`).
     next_request: AtomicU64,
@@ -213,8 +231,7 @@ fn from_write_error(err: RaftError<NodeId, typ::ClientWriteError>) -> ClusterErr
 }
 
 impl Cluster {
-    pub fn new(config: ClusterConfig, raft: Raft, view: AppliedView, peers: PeerClient, log_store: LogStore) -> Self {
-        let admitted = log_store.node_meta().ok().flatten().is_some_and(|meta| meta.admitted);
+    pub fn new(config: ClusterConfig, raft: Raft, view: AppliedView, peers: PeerClient, identity: NodeIdentity) -> Self {
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -223,8 +240,7 @@ impl Cluster {
                 raft,
                 view,
                 peers,
-                log_store,
-                admitted: AtomicBool::new(admitted),
+                identity,
                 next_request: AtomicU64::new(
                     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64),
                 ),
@@ -247,8 +263,28 @@ impl Cluster {
         &self.inner.view
     }
 
+    pub fn identity(&self) -> NodeIdentity {
+        self.inner.identity
+    }
+
+    /// Whether the membership this node knows (the latest in its log) admits this incarnation of
+    /// the node: only then does it vote, campaign and take part in replication.
     pub fn is_admitted(&self) -> bool {
-        self.inner.admitted.load(Ordering::Acquire)
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow();
+        self.admits(&metrics.membership_config)
+    }
+
+    fn admits(&self, membership: &typ::StoredMembership) -> bool {
+        let node = membership.membership().get_node(&self.node_id());
+        node.is_some_and(|node| self.inner.identity.is(node.incarnation))
+    }
+
+    /// Whether a Raft RPC addressed to `to` is for this node. A node that lost its data has a new
+    /// incarnation and refuses what was meant for the old one, so its empty log and forgotten
+    /// vote never count.
+    pub fn is_addressee(&self, to: &Addressee) -> bool {
+        to.node_id == self.node_id() && self.inner.identity.is(to.incarnation)
     }
 
     fn metrics(&self) -> typ::RaftMetrics {
@@ -489,8 +525,9 @@ impl Cluster {
             .and_then(|id| metrics.membership_config.membership().get_node(&id).map(|node| (id, node.clone())));
         PeerStatus {
             node_id: self.node_id(),
+            incarnation: self.inner.identity.incarnation,
             initialized: metrics.last_log_index.is_some(),
-            admitted: self.is_admitted(),
+            admitted: self.admits(&metrics.membership_config),
             leader,
             last_log_index: metrics.last_log_index,
             applied_index: self.inner.view.load().index,
@@ -506,6 +543,7 @@ impl Cluster {
             .map(|(id, node)| MemberView {
                 id: *id,
                 peer_addr: node.addr.clone(),
+                incarnation: node.incarnation.map(|i| format!("{i:016x}")),
                 role: if voters.contains(id) { "voter" } else { "learner" }.to_owned(),
                 matched_index: metrics.replication.as_ref().and_then(|r| r.get(id).cloned().flatten()).map(|l| l.index),
             })
@@ -598,7 +636,26 @@ impl Cluster {
         }
     }
 
-    /// Leader duty: promote initial voters that rejoined as learners once they caught up.
+    /// Duty: a node campaigns only while the membership it knows admits its incarnation. A node
+    /// whose data directory is new or was wiped never starts an election with a forgotten log.
+    pub async fn gate_elections(self) {
+        let mut metrics = self.inner.raft.metrics();
+        let mut enabled = None;
+        loop {
+            let admitted = self.admits(&metrics.borrow_and_update().membership_config);
+            if enabled != Some(admitted) {
+                self.inner.raft.runtime_config().elect(admitted);
+                tracing::debug!(admitted, "elections {}", if admitted { "enabled" } else { "disabled" });
+                enabled = Some(admitted);
+            }
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Leader duty: promote initial voters that rejoined as learners once they caught up, and
+    /// finish a membership change that a previous leader left in its joint phase.
     pub async fn promote_caught_up_learners(self) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -609,6 +666,16 @@ impl Cluster {
                 continue;
             }
             let membership = metrics.membership_config.membership();
+            if let [.., last] = membership.get_joint_config().as_slice()
+                && membership.get_joint_config().len() > 1
+            {
+                let finish = ChangeMembers::ReplaceAllVoters(last.clone());
+                match self.inner.raft.change_membership(finish, false).await {
+                    Ok(_) => tracing::info!(voters = ?last, "finished a joint membership change"),
+                    Err(err) => tracing::warn!(error = %err, "finishing a joint membership change failed, will retry"),
+                }
+                continue;
+            }
             let learners: Vec<NodeId> = membership.learner_ids().collect();
             for id in learners {
                 if !self.inner.config.initial_voters.contains_key(&id) || !caught_up(&metrics, id) {
@@ -623,30 +690,53 @@ impl Cluster {
         }
     }
 
-    /// Start-up duty of a node whose data directory holds no admission yet: bootstrap a new
-    /// cluster together with the other initial voters, or be admitted into the running one.
+    /// Duty of a node that the membership it knows does not admit (a new or wiped data
+    /// directory): bootstrap a brand-new cluster together with the other initial voters, or ask
+    /// the running cluster's leader to admit this incarnation. Runs until shutdown, so a node that
+    /// is removed later asks again.
     pub async fn join(self) {
-        if self.is_admitted() {
-            return;
-        }
         let node_id = self.node_id();
-        let mut tick = tokio::time::interval(Duration::from_millis(200));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut metrics = self.inner.raft.metrics();
+        let mut waiting_for_operator = false;
         loop {
-            tick.tick().await;
-            match self.join_once().await {
-                Ok(true) => {
-                    tracing::info!(node = node_id, "admitted to the cluster");
+            if self.admits(&metrics.borrow_and_update().membership_config) {
+                if metrics.changed().await.is_err() {
                     return;
                 }
-                Ok(false) => {}
-                Err(err) => tracing::warn!(node = node_id, error = %err, "joining the cluster failed, retrying"),
+                continue;
             }
+            let pause = match self.join_once().await {
+                Ok(AdmitReply::Admitted) => {
+                    tracing::info!(node = node_id, "admitted to the cluster; waiting for the membership to arrive");
+                    waiting_for_operator = false;
+                    Duration::from_millis(500)
+                }
+                Ok(AdmitReply::Retry) => Duration::from_millis(200),
+                Ok(AdmitReply::NotMember) => {
+                    if !waiting_for_operator {
+                        tracing::info!(
+                            node = node_id,
+                            "not a member of the running cluster; waiting for an operator to add it (POST /v1/cluster/nodes)"
+                        );
+                    }
+                    waiting_for_operator = true;
+                    Duration::from_secs(2)
+                }
+                Err(err) => {
+                    tracing::warn!(node = node_id, error = %err, "joining the cluster failed, retrying");
+                    Duration::from_millis(500)
+                }
+            };
+            // Stop waiting as soon as a membership that admits this node arrives.
+            let _ = tokio::time::timeout(pause, metrics.changed()).await;
         }
     }
 
-    async fn join_once(&self) -> Result<bool, ClusterError> {
+    /// One attempt to join. `Retry` also means "nothing to do yet" (no leader known, or another
+    /// initial voter bootstraps).
+    async fn join_once(&self) -> Result<AdmitReply, ClusterError> {
         let config = &self.inner.config;
+        let identity = self.inner.identity;
         let mut answers = Vec::new();
         for (id, node) in &config.initial_voters {
             if *id == config.node_id {
@@ -655,81 +745,89 @@ impl Cluster {
             if let Ok(status) =
                 self.inner.peers.call::<_, PeerStatus>(&node.addr, "/cluster/status", &(), STATUS_TIMEOUT).await
             {
-                answers.push(status);
+                if status.node_id == *id {
+                    answers.push(status);
+                } else {
+                    tracing::warn!(listed = id, answered = status.node_id, addr = %node.addr, "--peers lists a node at an address where another node answers");
+                }
             }
         }
-        if answers.iter().any(|status| status.initialized) {
-            // A cluster is running: ask its leader to admit this node.
-            let Some((_, leader)) = answers.iter().find_map(|status| status.leader.clone()) else {
-                return Ok(false);
+        let this_node = PeerNode { incarnation: Some(identity.incarnation), ..config.node.clone() };
+        if answers.iter().any(|status| status.initialized) || self.metrics().last_log_index.is_some() {
+            // A cluster is running: ask its leader to admit this incarnation.
+            let Some((_, leader)) = answers.iter().find_map(|status| status.leader.clone()).or_else(|| self.leader())
+            else {
+                return Ok(AdmitReply::Retry);
             };
-            let request = AdmitRequest { node_id: config.node_id, node: config.node.clone() };
+            let request = AdmitRequest { node_id: config.node_id, node: this_node };
             let reply: Result<AdmitReply, ClusterError> = self
                 .inner
                 .peers
                 .call(&leader.addr, "/cluster/admit", &request, config.request_timeout)
                 .await
-                .map_err(|err| ClusterError::Membership(err.to_string()))?;
+                .map_err(|err| ClusterError::Unavailable(err.to_string()))?;
             return match reply {
-                Ok(AdmitReply::Admitted) => {
-                    self.mark_admitted().await?;
-                    Ok(true)
-                }
-                Ok(AdmitReply::Retry) | Err(ClusterError::NotLeader) => Ok(false),
-                Err(err) => Err(err),
+                Err(ClusterError::NotLeader) => Ok(AdmitReply::Retry),
+                other => other,
             };
         }
-        // Nobody has started a cluster. Initial voters bootstrap it once a majority of them is
-        // known to be fresh; every one of them proposes the same membership, which is safe.
-        let fresh_majority = (answers.len() + 1) * 2 > config.initial_voters.len();
-        if !config.initial_voters.contains_key(&config.node_id) || !fresh_majority {
-            return Ok(false);
+        // No node has a log: a brand-new cluster, formed only when every initial voter answers
+        // and none holds a log, so a rejoin (some voter still has the data) is never taken for a
+        // bootstrap. The lowest id proposes the one membership, with every voter's incarnation.
+        let everyone_answered = answers.len() + 1 == config.initial_voters.len();
+        let lowest = config.initial_voters.keys().next() == Some(&config.node_id);
+        if !config.initial_voters.contains_key(&config.node_id) || !everyone_answered || !lowest {
+            return Ok(AdmitReply::Retry);
         }
-        self.mark_admitted().await?;
-        if self.metrics().vote.leader_id().term > 0 {
-            // This node already voted for a candidate: another initial voter bootstrapped the
-            // cluster, and the membership will arrive by replication.
-            return Ok(true);
+        let mut voters = BTreeMap::new();
+        voters.insert(config.node_id, this_node);
+        for status in &answers {
+            let listed = &config.initial_voters[&status.node_id];
+            voters.insert(status.node_id, PeerNode { incarnation: Some(status.incarnation), ..listed.clone() });
         }
-        match self.inner.raft.initialize(config.initial_voters.clone()).await {
-            Ok(()) => tracing::info!(voters = ?config.initial_voters.keys().collect::<Vec<_>>(), "cluster initialized"),
-            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
-            Err(err) => return Err(ClusterError::Membership(err.to_string())),
+        match self.inner.raft.initialize(voters).await {
+            Ok(()) => {
+                tracing::info!(voters = ?config.initial_voters.keys().collect::<Vec<_>>(), "cluster initialized");
+                Ok(AdmitReply::Admitted)
+            }
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(AdmitReply::Retry),
+            Err(err) => Err(ClusterError::Internal(err.to_string())),
         }
-        Ok(true)
-    }
-
-    async fn mark_admitted(&self) -> Result<(), ClusterError> {
-        let meta = NodeMeta { node_id: self.node_id(), admitted: true };
-        self.inner.log_store.save_node_meta(meta).await.map_err(|_| ClusterError::ShuttingDown)?;
-        self.inner.admitted.store(true, Ordering::Release);
-        Ok(())
     }
 
     // === membership ===
 
-    /// Leader side of admission. A node id the leader has replicated to before must be removed
-    /// and re-added: its new, empty log must not be mistaken for the one the leader counted on.
+    /// Leader side of admission. An incarnation the membership already holds is admitted; an
+    /// earlier incarnation of the same node id is removed first (its data is gone, and the
+    /// leader must not count on it); an initial voter is re-added as a learner.
     pub async fn admit_local(&self, request: AdmitRequest) -> Result<AdmitReply, ClusterError> {
         let metrics = self.metrics();
         if metrics.state != ServerState::Leader {
             return Err(ClusterError::NotLeader);
         }
         let id = request.node_id;
+        if request.node.incarnation.is_none() {
+            return Err(ClusterError::InvalidRequest("an admission names the incarnation of the node".into()));
+        }
         let membership = metrics.membership_config.membership();
-        if membership.get_node(&id).is_some() {
-            let matched = metrics.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten());
-            if matched.is_none() {
+        if let Some(known) = membership.get_node(&id) {
+            if known.incarnation == request.node.incarnation {
                 return Ok(AdmitReply::Admitted);
             }
-            tracing::warn!(node = id, "node came back without its data; removing it before re-adding");
+            tracing::warn!(
+                node = id,
+                old = ?known.incarnation.map(|i| format!("{i:016x}")),
+                new = ?request.node.incarnation.map(|i| format!("{i:016x}")),
+                "node came back without its data (a new incarnation); removing the old one before re-adding it"
+            );
             self.remove_member(&metrics, id).await?;
             return Ok(AdmitReply::Retry);
         }
-        if self.inner.config.initial_voters.contains_key(&id) {
-            self.inner.raft.add_learner(id, request.node, false).await.map_err(from_write_error)?;
-            tracing::info!(node = id, "initial voter re-added as learner");
+        if !self.inner.config.initial_voters.contains_key(&id) {
+            return Ok(AdmitReply::NotMember);
         }
+        self.inner.raft.add_learner(id, request.node, false).await.map_err(from_write_error)?;
+        tracing::info!(node = id, "initial voter re-added as a learner");
         Ok(AdmitReply::Admitted)
     }
 
@@ -777,12 +875,32 @@ impl Cluster {
         match request {
             MembershipRequest::Remove { node_id } => self.remove_member(&metrics, node_id).await,
             MembershipRequest::Add { node_id, node } => {
+                // The membership records the incarnation of the node's data directory: ask the
+                // node itself, which also proves that the address speaks for that node id.
+                let status: PeerStatus = self
+                    .inner
+                    .peers
+                    .call(&node.addr, "/cluster/status", &(), STATUS_TIMEOUT)
+                    .await
+                    .map_err(|err| ClusterError::Unavailable(format!("node {node_id} cannot be reached: {err}")))?;
+                if status.node_id != node_id {
+                    return Err(ClusterError::Membership(format!(
+                        "the node at {} is node {}, not node {node_id}",
+                        node.addr, status.node_id
+                    )));
+                }
+                let node = PeerNode { incarnation: Some(status.incarnation), ..node };
                 let membership = metrics.membership_config.membership();
                 if let Some(known) = membership.get_node(&node_id) {
                     if known.addr != node.addr {
                         return Err(ClusterError::Membership(format!(
                             "node {node_id} is a member at {}; remove it first",
                             known.addr
+                        )));
+                    }
+                    if known.incarnation != node.incarnation {
+                        return Err(ClusterError::Membership(format!(
+                            "node {node_id} is a member with another data directory; remove it first"
                         )));
                     }
                     if membership.voter_ids().any(|v| v == node_id) {
@@ -850,9 +968,4 @@ fn role_name(state: ServerState) -> &'static str {
         ServerState::Learner => "learner",
         ServerState::Shutdown => "shutdown",
     }
-}
-
-/// Waits until the metrics channel closes; used to end background duties with the node.
-pub async fn closed(mut metrics: watch::Receiver<typ::RaftMetrics>) {
-    while metrics.changed().await.is_ok() {}
 }

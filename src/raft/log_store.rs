@@ -1,15 +1,13 @@
-//! The Raft log, vote and node identity in sled.
+//! The Raft log and vote in sled.
 //!
-//! Durability rule: every write openraft treats as persisted (vote, appended entries, truncation)
-//! is followed by `Db::flush`, and only then reported done. Flushes run on the blocking pool and
-//! all of them come from this store, which openraft drives from a single task, so sled never sees
-//! two flushes at once (its concurrent `flush_async` can deadlock). The committed index is saved
-//! without a flush: it only shortens replay after a restart and is rewritten by the next flush.
+//! Durability rule: every write openraft treats as persisted (vote, appended entries, truncation,
+//! purge) is followed by a [`Syncer::sync`] (sled flush plus `fdatasync`), and only then reported
+//! done. The committed index is saved without a sync: it only shortens replay after a restart.
+//! Every value is a versioned record (see `format`).
 
 use std::fmt::Debug;
 use std::ops::Bound;
 use std::ops::RangeBounds;
-use std::path::Path;
 
 use openraft::LogState;
 use openraft::OptionalSend;
@@ -17,40 +15,32 @@ use openraft::RaftLogReader;
 use openraft::StorageIOError;
 use openraft::storage::LogFlushed;
 use openraft::storage::RaftLogStorage;
-use serde::Deserialize;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::raft::NodeId;
 use crate::raft::TypeConfig;
+use crate::raft::disk::Disk;
+use crate::raft::disk::Syncer;
+use crate::raft::format;
 use crate::raft::typ;
 
-const VOTE: &[u8] = b"vote";
-const COMMITTED: &[u8] = b"committed";
-const LAST_PURGED: &[u8] = b"last_purged";
-const NODE_META: &[u8] = b"node";
+/// Tree of log entries, keyed by big-endian index.
+pub const LOG_TREE: &str = "raft.log";
+/// Tree of the log's metadata and the directory's identity and format.
+pub const META_TREE: &str = "raft.meta";
 
-/// Opens the node's sled database with a bounded cache.
-pub fn open_db(dir: &Path, cache_bytes: u64) -> sled::Result<sled::Db> {
-    sled::Config::new().path(dir.join("raft")).cache_capacity(cache_bytes).mode(sled::Mode::LowSpace).open()
-}
-
-/// What a data directory records about the node that owns it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeMeta {
-    pub node_id: NodeId,
-    /// Set once the node may take part in replication: it bootstrapped the cluster, or the leader
-    /// admitted it. A node with a fresh directory is not admitted until the leader has confirmed
-    /// that no replication progress recorded for its id is lost with the old directory.
-    pub admitted: bool,
-}
+pub const VOTE: &[u8] = b"vote";
+pub const COMMITTED: &[u8] = b"committed";
+pub const LAST_PURGED: &[u8] = b"last_purged";
 
 /// The sled-backed log store. Cheap to clone; clones share the trees.
 #[derive(Debug, Clone)]
 pub struct LogStore {
-    db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
+    syncer: Syncer,
+    /// Where the trees live, for error messages.
+    place: std::sync::Arc<str>,
 }
 
 fn io_read(err: impl std::error::Error + 'static) -> typ::StorageError {
@@ -61,55 +51,43 @@ fn io_write(err: impl std::error::Error + 'static) -> typ::StorageError {
     StorageIOError::write_logs(openraft::AnyError::new(&err)).into()
 }
 
-fn index_key(index: u64) -> [u8; 8] {
+pub fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, typ::StorageError> {
-    postcard::from_bytes(bytes).map_err(io_read)
-}
-
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, typ::StorageError> {
-    postcard::to_stdvec(value).map_err(io_write)
-}
-
 impl LogStore {
-    pub fn new(db: sled::Db) -> sled::Result<Self> {
-        let log = db.open_tree("log")?;
-        let meta = db.open_tree("meta")?;
-        Ok(Self { db, log, meta })
+    pub fn new(disk: &Disk) -> sled::Result<Self> {
+        Ok(Self {
+            log: disk.db.open_tree(LOG_TREE)?,
+            meta: disk.db.open_tree(META_TREE)?,
+            syncer: disk.syncer.clone(),
+            place: disk.path.display().to_string().into(),
+        })
     }
 
     fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, typ::StorageError> {
         match self.meta.get(key).map_err(io_read)? {
-            Some(bytes) => decode(&bytes).map(Some),
+            Some(bytes) => {
+                let place = format_args!("{} tree {META_TREE} key {}", self.place, String::from_utf8_lossy(key));
+                format::decode(&bytes, place).map(Some).map_err(io_read)
+            }
             None => Ok(None),
         }
     }
 
-    /// Waits until everything written so far is on disk.
-    async fn flush(&self) -> Result<(), std::io::Error> {
-        let db = self.db.clone();
-        match tokio::task::spawn_blocking(move || db.flush()).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(err)) => Err(std::io::Error::other(err)),
-            Err(join) => Err(std::io::Error::other(join)),
-        }
+    fn put_meta<T: Serialize>(&self, key: &[u8], value: &T) -> Result<(), typ::StorageError> {
+        self.meta.insert(key, format::encode(value).map_err(io_write)?).map_err(io_write)?;
+        Ok(())
     }
 
-    pub fn node_meta(&self) -> Result<Option<NodeMeta>, typ::StorageError> {
-        self.get_meta(NODE_META)
+    fn decode_entry(&self, key: &[u8], bytes: &[u8]) -> Result<typ::Entry, typ::StorageError> {
+        let index = key.try_into().map(u64::from_be_bytes).unwrap_or_default();
+        format::decode(bytes, format_args!("{} tree {LOG_TREE} index {index}", self.place)).map_err(io_read)
     }
 
-    /// Records the node's identity and admission, durably.
-    pub async fn save_node_meta(&self, node_meta: NodeMeta) -> Result<(), typ::StorageError> {
-        self.meta.insert(NODE_META, encode(&node_meta)?).map_err(io_write)?;
-        self.flush().await.map_err(io_write)
-    }
-
-    /// Bytes sled uses on disk.
-    pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+    /// Waits until everything written so far is durable.
+    async fn sync(&self) -> std::io::Result<()> {
+        self.syncer.sync().await
     }
 }
 
@@ -130,8 +108,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
         };
         let mut entries = Vec::new();
         for item in self.log.range::<[u8; 8], _>((start, end)) {
-            let (_, value) = item.map_err(io_read)?;
-            entries.push(decode(&value)?);
+            let (key, value) = item.map_err(io_read)?;
+            entries.push(self.decode_entry(&key, &value)?);
         }
         Ok(entries)
     }
@@ -143,7 +121,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, typ::StorageError> {
         let last_purged_log_id: Option<typ::LogId> = self.get_meta(LAST_PURGED)?;
         let last_entry = match self.log.last().map_err(io_read)? {
-            Some((_, value)) => Some(decode::<typ::Entry>(&value)?.log_id),
+            Some((key, value)) => Some(self.decode_entry(&key, &value)?.log_id),
             None => None,
         };
         // Entries at or below the purge point may survive a crash between writing the purge
@@ -157,8 +135,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &typ::Vote) -> Result<(), typ::StorageError> {
-        self.meta.insert(VOTE, encode(vote)?).map_err(io_write)?;
-        self.flush().await.map_err(|e| StorageIOError::write_vote(openraft::AnyError::new(&e)).into())
+        self.put_meta(VOTE, vote)?;
+        self.sync().await.map_err(|e| StorageIOError::write_vote(openraft::AnyError::new(&e)).into())
     }
 
     async fn read_vote(&mut self) -> Result<Option<typ::Vote>, typ::StorageError> {
@@ -166,8 +144,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<typ::LogId>) -> Result<(), typ::StorageError> {
-        self.meta.insert(COMMITTED, encode(&committed)?).map_err(io_write)?;
-        Ok(())
+        self.put_meta(COMMITTED, &committed)
     }
 
     async fn read_committed(&mut self) -> Result<Option<typ::LogId>, typ::StorageError> {
@@ -181,11 +158,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut batch = sled::Batch::default();
         for entry in entries {
-            batch.insert(&index_key(entry.log_id.index), encode(&entry)?);
+            batch.insert(&index_key(entry.log_id.index), format::encode(&entry).map_err(io_write)?);
         }
         self.log.apply_batch(batch).map_err(io_write)?;
         // The entries are readable now; they are acknowledged only once they are on disk.
-        callback.log_io_completed(self.flush().await);
+        callback.log_io_completed(self.sync().await);
         Ok(())
     }
 
@@ -196,13 +173,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.remove(key);
         }
         self.log.apply_batch(batch).map_err(io_write)?;
-        self.flush().await.map_err(io_write)
+        self.sync().await.map_err(io_write)
     }
 
     async fn purge(&mut self, log_id: typ::LogId) -> Result<(), typ::StorageError> {
         // The purge point goes first, so a crash in between leaves extra old entries, never a
         // log that starts after a gap.
-        self.meta.insert(LAST_PURGED, encode(&log_id)?).map_err(io_write)?;
+        self.put_meta(LAST_PURGED, &log_id)?;
         let mut batch = sled::Batch::default();
         for item in self.log.range(..=index_key(log_id.index)) {
             let (key, _) = item.map_err(io_read)?;

@@ -1,5 +1,6 @@
-//! Adapters between openraft 0.9 and the registry: type configuration, the sled log store, the
-//! in-memory state machine with file snapshots, and the outbound peer network.
+//! Adapters between openraft 0.9 and the registry: type configuration, the sled database and its
+//! sync thread, the log store, the sled-persisted state machine, versioned on-disk formats and
+//! their migration, node identities, and the outbound peer network.
 //!
 //! Nobody outside this module names openraft's generic error types; they use the aliases in
 //! [`typ`]. The registry itself never sees openraft.
@@ -8,20 +9,28 @@
 // path; boxing it in our helpers would only add conversions.
 #![allow(clippy::result_large_err)]
 
+mod disk;
+mod format;
+mod identity;
 mod log_store;
+mod migrate;
 mod network;
 mod state_machine;
 
 use std::io::Cursor;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde::Serialize;
 
+pub use self::disk::Disk;
+pub use self::format::FormatError;
+pub use self::identity::ADDRESSEE_HEADER;
+pub use self::identity::Addressee;
+pub use self::identity::NodeIdentity;
 pub use self::log_store::LogStore;
-pub use self::log_store::NodeMeta;
-pub use self::log_store::open_db;
 pub use self::network::PEER_CONTENT_TYPE;
 pub use self::network::PeerClient;
 pub use self::network::PeerError;
@@ -32,14 +41,31 @@ pub use self::state_machine::StateMachine;
 use crate::registry::Change;
 use crate::registry::Outcome;
 
+/// Key in the meta tree: the format version of the whole directory, written last when a
+/// directory is created or migrated.
+const FORMAT: &[u8] = b"format";
+/// Key in the meta tree: the [`NodeIdentity`].
+const IDENTITY: &[u8] = b"identity";
+
 /// Raft node ids are the `--node-id` values.
 pub type NodeId = u64;
 
-/// What the membership records about a node: where its peer endpoint is.
+/// What the membership records about a node: where its peer endpoint is, and which incarnation
+/// of its data directory was admitted.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerNode {
     /// `host:port` of the node's peer endpoint.
     pub addr: String,
+    /// The admitted incarnation (see [`NodeIdentity`]); `None` for members recorded before
+    /// incarnations existed, and in requests that do not know it yet.
+    pub incarnation: Option<u64>,
+}
+
+impl PeerNode {
+    /// A node known by its address only.
+    pub fn at(addr: impl Into<String>) -> Self {
+        Self { addr: addr.into(), incarnation: None }
+    }
 }
 
 openraft::declare_raft_types!(
@@ -64,6 +90,7 @@ pub mod typ {
     pub type Entry = openraft::Entry<TypeConfig>;
     pub type LogId = openraft::LogId<NodeId>;
     pub type Vote = openraft::Vote<NodeId>;
+    pub type Membership = openraft::Membership<NodeId, PeerNode>;
     pub type StoredMembership = openraft::StoredMembership<NodeId, PeerNode>;
     pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, PeerNode>;
     pub type Snapshot = openraft::Snapshot<TypeConfig>;
@@ -125,9 +152,88 @@ impl RaftTuning {
             // snapshot interval holds.
             purge_batch_size: (self.snapshot_every / 4).clamp(1, 256),
             max_payload_entries: 512,
+            enable_elect: false,
             ..Default::default()
         };
         Ok(Arc::new(config.validate()?))
+    }
+}
+
+/// Why a data directory could not be opened. Each message is one line naming the place.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageOpenError {
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    #[error(
+        "{dir} belongs to node {found}, not node {expected}; a data directory cannot move to another node id \
+         (empty it to join as a new node)"
+    )]
+    WrongNode { dir: String, found: NodeId, expected: NodeId },
+    #[error("{0}: {1}")]
+    Storage(String, String),
+}
+
+/// A data directory, opened: its identity, log store and state machine.
+#[derive(Debug)]
+pub struct Storage {
+    pub identity: NodeIdentity,
+    pub log_store: LogStore,
+    pub state_machine: StateMachine,
+}
+
+impl Storage {
+    /// Opens the data directory of node `node_id`: creates it (with a fresh identity) if it is
+    /// new, migrates it if an older build wrote it, refuses it if it belongs to another node or
+    /// is of a format this build does not know. Publishes the state machine to `view`.
+    pub fn open(data_dir: &Path, node_id: NodeId, cache_bytes: u64, view: AppliedView) -> Result<Self, StorageOpenError> {
+        let io = |err| StorageOpenError::Io(data_dir.display().to_string(), err);
+        let disk = Disk::open(data_dir, cache_bytes).map_err(io)?;
+        let place = disk.path.display().to_string();
+        let sled_err = |err| StorageOpenError::Io(place.clone(), disk::sled_io(err));
+        let meta = disk.db.open_tree(log_store::META_TREE).map_err(sled_err)?;
+        let identity = match meta.get(FORMAT).map_err(sled_err)? {
+            Some(version) if version.as_ref() == [format::CURRENT] => {
+                // A migration that recorded its format may have stopped before deleting the old data.
+                if migrate::is_v0(&disk, data_dir) {
+                    tracing::warn!(dir = %data_dir.display(), "format-0 data left over from a migration; ignoring it");
+                }
+                let bytes = meta.get(IDENTITY).map_err(sled_err)?.ok_or_else(|| {
+                    FormatError::Corrupt { place: format!("{place} tree {} key identity", log_store::META_TREE), cause: "missing".into() }
+                })?;
+                format::decode(&bytes, format_args!("{place} tree {} key identity", log_store::META_TREE))?
+            }
+            Some(version) => {
+                return Err(FormatError::UnknownVersion {
+                    place: format!("{place} (directory format)"),
+                    version: version.first().copied().unwrap_or(0),
+                }
+                .into());
+            }
+            None if migrate::is_v0(&disk, data_dir) => migrate::from_v0(&disk, data_dir, node_id)?,
+            None => {
+                let identity = NodeIdentity::fresh(node_id);
+                let encoded = format::encode(&identity).map_err(|e| StorageOpenError::Storage(place.clone(), e.to_string()))?;
+                meta.insert(IDENTITY, encoded).map_err(sled_err)?;
+                disk.syncer.sync_blocking().map_err(io)?;
+                meta.insert(FORMAT, vec![format::CURRENT]).map_err(sled_err)?;
+                disk.syncer.sync_blocking().map_err(io)?;
+                identity
+            }
+        };
+        let identity: NodeIdentity = identity;
+        if identity.node_id != node_id {
+            return Err(StorageOpenError::WrongNode {
+                dir: data_dir.display().to_string(),
+                found: identity.node_id,
+                expected: node_id,
+            });
+        }
+        let log_store = LogStore::new(&disk).map_err(sled_err)?;
+        let state_machine =
+            StateMachine::open(&disk, view).map_err(|e| StorageOpenError::Storage(place.clone(), e.to_string()))?;
+        Ok(Self { identity, log_store, state_machine })
     }
 }
 

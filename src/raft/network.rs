@@ -17,6 +17,8 @@ use openraft::network::RaftNetwork;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::raft::Addressee;
+use crate::raft::ADDRESSEE_HEADER;
 use crate::raft::NodeId;
 use crate::raft::PeerNode;
 use crate::raft::TypeConfig;
@@ -85,16 +87,49 @@ impl PeerClient {
         Req: Serialize + ?Sized,
         Resp: DeserializeOwned,
     {
-        let body = postcard::to_stdvec(request).expect("peer messages always encode");
-        let sent = self
+        self.send(addr, path, None, request, timeout).await
+    }
+
+    /// The same, for a request meant for one incarnation of one node only (a Raft RPC): a node
+    /// that is not `to` refuses it.
+    pub async fn call_to<Req, Resp>(
+        &self,
+        to: Addressee,
+        addr: &str,
+        path: &str,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, PeerError>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        self.send(addr, path, Some(to), request, timeout).await
+    }
+
+    async fn send<Req, Resp>(
+        &self,
+        addr: &str,
+        path: &str,
+        to: Option<Addressee>,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, PeerError>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        let body = postcard::to_stdvec(request)
+            .map_err(|err| PeerError::Unreachable { addr: addr.to_owned(), cause: format!("cannot encode: {err}") })?;
+        let mut post = self
             .http
             .post(format!("{}://{addr}{path}", self.scheme))
             .header(reqwest::header::AUTHORIZATION, &*self.authorization)
-            .header(reqwest::header::CONTENT_TYPE, PEER_CONTENT_TYPE)
-            .timeout(timeout)
-            .body(body)
-            .send()
-            .await;
+            .header(reqwest::header::CONTENT_TYPE, PEER_CONTENT_TYPE);
+        if let Some(to) = to {
+            post = post.header(ADDRESSEE_HEADER, to.to_string());
+        }
+        let sent = post.timeout(timeout).body(body).send().await;
         let response = match sent {
             Ok(response) => response,
             Err(err) if err.is_connect() => {
@@ -138,14 +173,14 @@ pub struct PeerNetwork {
 pub struct PeerConnection {
     client: PeerClient,
     target: NodeId,
-    addr: String,
+    node: PeerNode,
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     type Network = PeerConnection;
 
     async fn new_client(&mut self, target: NodeId, node: &PeerNode) -> Self::Network {
-        PeerConnection { client: self.client.clone(), target, addr: node.addr.clone() }
+        PeerConnection { client: self.client.clone(), target, node: node.clone() }
     }
 }
 
@@ -161,13 +196,16 @@ impl PeerConnection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        let to = Addressee { node_id: self.target, incarnation: self.node.incarnation };
         let answer: Result<Resp, typ::RaftError<E>> =
-            self.client.call(&self.addr, path, request, option.hard_ttl()).await.map_err(|err| match &err {
-                // A node that is down or not admitted yet is retried after openraft's backoff.
+            self.client.call_to(to, &self.node.addr, path, request, option.hard_ttl()).await.map_err(|err| match &err {
+                // A node that is down, or is not the incarnation the membership admitted, is
+                // retried after openraft's backoff; its answer never counts.
                 PeerError::Unreachable { .. }
-                | PeerError::Status { status: reqwest::StatusCode::SERVICE_UNAVAILABLE, .. } => {
-                    RPCError::Unreachable(Unreachable::new(&err))
-                }
+                | PeerError::Status {
+                    status: reqwest::StatusCode::SERVICE_UNAVAILABLE | reqwest::StatusCode::CONFLICT,
+                    ..
+                } => RPCError::Unreachable(Unreachable::new(&err)),
                 _ => RPCError::Network(NetworkError::new(&err)),
             })?;
         answer.map_err(|remote| RPCError::RemoteError(RemoteError::new(self.target, remote)))

@@ -1,20 +1,23 @@
-//! The Raft state machine: the registry held in memory, snapshots kept in a file.
+//! The Raft state machine: the registry, persisted in sled and mirrored in memory.
 //!
-//! Durability comes from the log plus snapshots: on start the state machine loads the latest
-//! snapshot file, and openraft replays committed entries after it (the log store keeps the
-//! committed index). A snapshot file is written to a temporary name, synced, renamed over the old
-//! one and the directory synced, so a crash leaves either the old snapshot or the new one.
+//! The state lives in one of two sled trees, `sm.0` and `sm.1`; the log's meta tree says which
+//! one is active. Each applied batch is one atomic sled batch on the active tree: the records it
+//! touched (registrations, policies, audit records, remembered answers), the last applied log id
+//! and the membership. A restart loads the active tree; openraft then re-applies the committed
+//! entries after its last applied id. Applies are not synced one by one: the log holds every
+//! committed entry durably, and sled recovers a prefix of its writes, so after a crash the tree is
+//! a consistent earlier state that the replay completes. A snapshot build syncs before it
+//! returns, because openraft may then purge the log up to it.
+//!
+//! A snapshot sent to a follower is the serialized in-memory state at its applied id. Installing
+//! one fills the inactive tree, syncs, then switches the active tree with one synced write: a
+//! crash leaves either the old state or the new one.
 //!
 //! After every applied batch the state is published to an [`AppliedView`]; readers (control API,
 //! data plane) load it without locks and keep the immutable copy they loaded.
 
-use std::fs;
 use std::io::Cursor;
-use std::io::Write;
-use std::path::Path;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::Mutex;
 
 use arc_swap::ArcSwap;
 use openraft::EntryPayload;
@@ -22,17 +25,33 @@ use openraft::OptionalSend;
 use openraft::RaftSnapshotBuilder;
 use openraft::StorageIOError;
 use openraft::storage::RaftStateMachine;
-use serde::Deserialize;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 use crate::raft::TypeConfig;
+use crate::raft::disk::Disk;
+use crate::raft::disk::Syncer;
+use crate::raft::format;
+use crate::raft::log_store::META_TREE;
 use crate::raft::typ;
 use crate::registry::Outcome;
 use crate::registry::RegistryState;
 use crate::registry::StateImage;
+use crate::registry::Touched;
 
-const SNAPSHOT_FILE: &str = "snapshot.bin";
+/// The two trees that take turns holding the state.
+pub const SM_TREES: [&str; 2] = ["sm.0", "sm.1"];
+/// Key in the meta tree: the index in [`SM_TREES`] of the active tree.
+pub const ACTIVE_SM: &[u8] = b"sm";
+
+const APPLIED: &[u8] = b"\x00applied";
+const MEMBERSHIP: &[u8] = b"\x00membership";
+const AUDIT_NEXT: &[u8] = b"\x00audit_next";
+const AUDIT: u8 = b'a';
+const POLICY: u8 = b'p';
+const ANSWER: u8 = b'q';
+const REGISTRATION: u8 = b'r';
 
 /// What the node has applied: the registry and the log position it reflects.
 #[derive(Debug, Clone, Default)]
@@ -72,12 +91,6 @@ impl AppliedView {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct SnapshotFile {
-    meta: typ::SnapshotMeta,
-    data: Vec<u8>,
-}
-
 /// The state machine; openraft owns it, the node keeps an [`AppliedView`] of it.
 #[derive(Debug)]
 pub struct StateMachine {
@@ -85,18 +98,24 @@ pub struct StateMachine {
     last_applied: Option<typ::LogId>,
     membership: typ::StoredMembership,
     view: AppliedView,
-    snapshots: SnapshotDir,
+    store: SmStore,
 }
 
-/// The directory holding the snapshot file; serializes writers so an older snapshot never
-/// replaces a newer one.
+/// The sled side of the state machine.
 #[derive(Debug, Clone)]
-struct SnapshotDir {
-    dir: PathBuf,
-    current: Arc<Mutex<Option<typ::SnapshotMeta>>>,
+struct SmStore {
+    meta: sled::Tree,
+    trees: [sled::Tree; 2],
+    active: usize,
+    syncer: Syncer,
+    place: Arc<str>,
 }
 
-fn sm_error(err: impl std::error::Error + 'static) -> typ::StorageError {
+fn read_error(err: impl std::error::Error + 'static) -> typ::StorageError {
+    StorageIOError::read_state_machine(openraft::AnyError::new(&err)).into()
+}
+
+fn write_error(err: impl std::error::Error + 'static) -> typ::StorageError {
     StorageIOError::write_state_machine(openraft::AnyError::new(&err)).into()
 }
 
@@ -104,65 +123,130 @@ fn snapshot_error(err: impl std::error::Error + 'static) -> typ::StorageError {
     StorageIOError::write_snapshot(None, openraft::AnyError::new(&err)).into()
 }
 
-impl SnapshotDir {
-    fn path(&self) -> PathBuf {
-        self.dir.join(SNAPSHOT_FILE)
-    }
-
-    fn read(&self) -> Result<Option<SnapshotFile>, typ::StorageError> {
-        let bytes = match fs::read(self.path()) {
-            Ok(bytes) => bytes,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(err) => return Err(snapshot_error(err)),
-        };
-        postcard::from_bytes(&bytes).map(Some).map_err(snapshot_error)
-    }
-
-    /// Writes a snapshot unless a newer one is already stored. Blocking.
-    fn write(&self, file: &SnapshotFile) -> Result<(), typ::StorageError> {
-        let mut current = self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if current.as_ref().is_some_and(|meta| meta.last_log_id > file.meta.last_log_id) {
-            return Ok(());
-        }
-        let bytes = postcard::to_stdvec(file).map_err(snapshot_error)?;
-        write_atomically(&self.dir, SNAPSHOT_FILE, &bytes).map_err(snapshot_error)?;
-        *current = Some(file.meta.clone());
-        Ok(())
-    }
-
-    async fn write_async(&self, file: SnapshotFile) -> Result<(), typ::StorageError> {
-        let dir = self.clone();
-        tokio::task::spawn_blocking(move || dir.write(&file)).await.map_err(snapshot_error)?
-    }
+fn put<T: Serialize + ?Sized>(batch: &mut sled::Batch, key: &[u8], value: &T) -> Result<(), typ::StorageError> {
+    batch.insert(key, format::encode(value).map_err(write_error)?);
+    Ok(())
 }
 
-fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let mut file = fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    fs::rename(&tmp, dir.join(name))?;
-    fs::File::open(dir)?.sync_all()
+fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + rest.len());
+    key.push(prefix);
+    key.extend_from_slice(rest);
+    key
+}
+
+fn answer_key(request: (u64, u64)) -> Vec<u8> {
+    key(ANSWER, &[request.0.to_be_bytes(), request.1.to_be_bytes()].concat())
+}
+
+/// Everything a state machine tree holds.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub image: StateImage,
+    pub last_applied: Option<typ::LogId>,
+    pub membership: typ::StoredMembership,
+}
+
+/// Writes a whole state into an empty tree, in batches. Blocking.
+pub fn write_tree(tree: &sled::Tree, loaded: &Loaded) -> Result<(), typ::StorageError> {
+    let image = &loaded.image;
+    let record = |key: Vec<u8>, value: Result<Vec<u8>, postcard::Error>| value.map(|value| (key, value));
+    let records = image
+        .registrations
+        .iter()
+        .map(|r| record(key(REGISTRATION, r.id.as_bytes()), format::encode(r)))
+        .chain(image.policies.iter().map(|(c, p)| record(key(POLICY, c.as_str().as_bytes()), format::encode(&(c, p)))))
+        .chain(image.audit.iter().map(|r| record(key(AUDIT, &r.seq.to_be_bytes()), format::encode(r))))
+        .chain(image.answers.iter().map(|a| record(answer_key(a.request), format::encode(a))))
+        .chain([
+            record(AUDIT_NEXT.to_vec(), format::encode(&image.audit_next_seq)),
+            record(MEMBERSHIP.to_vec(), format::encode(&loaded.membership)),
+            record(APPLIED.to_vec(), format::encode(&loaded.last_applied)),
+        ]);
+    let mut batch = sled::Batch::default();
+    let mut pending = 0;
+    for record in records {
+        let (key, value) = record.map_err(write_error)?;
+        batch.insert(key, value);
+        pending += 1;
+        if pending == 1024 {
+            tree.apply_batch(std::mem::take(&mut batch)).map_err(write_error)?;
+            pending = 0;
+        }
+    }
+    tree.apply_batch(batch).map_err(write_error)
+}
+
+impl SmStore {
+    fn tree(&self) -> &sled::Tree {
+        &self.trees[self.active]
+    }
+
+    fn decode<T: DeserializeOwned>(&self, tree: usize, key: &[u8], bytes: &[u8]) -> Result<T, typ::StorageError> {
+        let place = format_args!("{} tree {} key {:02x?}", self.place, SM_TREES[tree], key);
+        format::decode(bytes, place).map_err(read_error)
+    }
+
+    /// Reads the active tree. Blocking.
+    fn load(&self) -> Result<Loaded, typ::StorageError> {
+        let mut loaded = Loaded::default();
+        for item in self.tree().iter() {
+            let (key, value) = item.map_err(read_error)?;
+            match key.first() {
+                Some(&REGISTRATION) => loaded.image.registrations.push(self.decode(self.active, &key, &value)?),
+                Some(&POLICY) => loaded.image.policies.push(self.decode(self.active, &key, &value)?),
+                Some(&AUDIT) => loaded.image.audit.push(self.decode(self.active, &key, &value)?),
+                Some(&ANSWER) => loaded.image.answers.push(self.decode(self.active, &key, &value)?),
+                _ if *key == *APPLIED => loaded.last_applied = self.decode(self.active, &key, &value)?,
+                _ if *key == *MEMBERSHIP => loaded.membership = self.decode(self.active, &key, &value)?,
+                _ if *key == *AUDIT_NEXT => loaded.image.audit_next_seq = self.decode(self.active, &key, &value)?,
+                _ => {}
+            }
+        }
+        // Answers are kept in the order they were given.
+        loaded.image.answers.sort_by_key(|answer| (answer.at_ms, answer.request));
+        Ok(loaded)
+    }
+
+    /// Replaces the whole state: fills the inactive tree, syncs, then makes it the active one.
+    /// Blocking.
+    fn replace(&mut self, loaded: &Loaded) -> Result<(), typ::StorageError> {
+        let next = 1 - self.active;
+        self.trees[next].clear().map_err(write_error)?;
+        write_tree(&self.trees[next], loaded)?;
+        self.syncer.sync_blocking().map_err(write_error)?;
+        self.meta.insert(ACTIVE_SM, format::encode(&(next as u8)).map_err(write_error)?).map_err(write_error)?;
+        self.syncer.sync_blocking().map_err(write_error)?;
+        let old = std::mem::replace(&mut self.active, next);
+        // The old state is no longer reachable; free its space (no sync needed).
+        self.trees[old].clear().map_err(write_error)?;
+        Ok(())
+    }
 }
 
 impl StateMachine {
-    /// Loads the latest snapshot from `dir`, if any, and publishes it to `view`.
-    pub fn open(dir: &Path, view: AppliedView) -> Result<Self, typ::StorageError> {
-        let snapshots = SnapshotDir { dir: dir.to_owned(), current: Arc::default() };
-        let mut machine = Self {
-            state: RegistryState::default(),
-            last_applied: None,
-            membership: typ::StoredMembership::default(),
-            view,
-            snapshots,
+    /// Opens the state machine of a data directory and publishes what it holds to `view`.
+    pub fn open(disk: &Disk, view: AppliedView) -> Result<Self, typ::StorageError> {
+        let meta = disk.db.open_tree(META_TREE).map_err(read_error)?;
+        let trees = [disk.db.open_tree(SM_TREES[0]).map_err(read_error)?, disk.db.open_tree(SM_TREES[1]).map_err(read_error)?];
+        let place: Arc<str> = disk.path.display().to_string().into();
+        let active = match meta.get(ACTIVE_SM).map_err(read_error)? {
+            Some(bytes) => {
+                let active: u8 = format::decode(&bytes, format_args!("{place} tree {META_TREE} key sm"))
+                    .map_err(read_error)?;
+                usize::from(active.min(1))
+            }
+            None => 0,
         };
-        if let Some(file) = machine.snapshots.read()? {
-            let image: StateImage = postcard::from_bytes(&file.data).map_err(snapshot_error)?;
-            machine.state = RegistryState::from_image(image);
-            machine.last_applied = file.meta.last_log_id;
-            machine.membership = file.meta.last_membership.clone();
-            *machine.snapshots.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(file.meta);
-        }
+        let store = SmStore { meta, trees, active, syncer: disk.syncer.clone(), place };
+        let loaded = store.load()?;
+        let machine = Self {
+            state: RegistryState::from_image(loaded.image),
+            last_applied: loaded.last_applied,
+            membership: loaded.membership,
+            view,
+            store,
+        };
         machine.publish();
         Ok(machine)
     }
@@ -170,6 +254,60 @@ impl StateMachine {
     fn publish(&self) {
         let index = self.last_applied.map_or(0, |id| id.index);
         self.view.publish(Applied { state: self.state.clone(), index });
+    }
+
+    /// Writes what the applies since the last call changed, with the applied position, in one
+    /// atomic batch.
+    fn persist(&mut self, touched: &Touched, membership_changed: bool) -> Result<(), typ::StorageError> {
+        let mut batch = sled::Batch::default();
+        for id in &touched.registrations {
+            let key = key(REGISTRATION, id.as_bytes());
+            match self.state.get(id) {
+                Some(registration) => put(&mut batch, &key, &**registration)?,
+                None => batch.remove(key),
+            }
+        }
+        for contract in &touched.policies {
+            let key = key(POLICY, contract.as_str().as_bytes());
+            match self.state.policy(contract) {
+                Some(policy) => put(&mut batch, &key, &(contract, policy))?,
+                None => batch.remove(key),
+            }
+        }
+        for &seq in &touched.audit {
+            let key = key(AUDIT, &seq.to_be_bytes());
+            match self.state.audit_record(seq) {
+                Some(record) => put(&mut batch, &key, record)?,
+                None => batch.remove(key),
+            }
+        }
+        for request in &touched.answers {
+            let key = answer_key(*request);
+            match self.state.answer(request) {
+                Some(answer) => put(&mut batch, &key, answer)?,
+                None => batch.remove(key),
+            }
+        }
+        if !touched.audit.is_empty() {
+            put(&mut batch, AUDIT_NEXT, &self.state.audit_next_seq())?;
+        }
+        if membership_changed {
+            put(&mut batch, MEMBERSHIP, &self.membership)?;
+        }
+        put(&mut batch, APPLIED, &self.last_applied)?;
+        self.store.tree().apply_batch(batch).map_err(write_error)
+    }
+
+    fn snapshot_of(state: &RegistryState, last_applied: Option<typ::LogId>, membership: &typ::StoredMembership) -> Result<typ::Snapshot, typ::StorageError> {
+        let data = format::encode(&state.image()).map_err(snapshot_error)?;
+        let index = last_applied.map_or(0, |id| id.index);
+        let term = last_applied.map_or(0, |id| id.leader_id.term);
+        let meta = typ::SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership: membership.clone(),
+            snapshot_id: format!("{term}-{index}"),
+        };
+        Ok(typ::Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
 
@@ -179,27 +317,23 @@ pub struct SnapshotBuilder {
     state: RegistryState,
     last_applied: Option<typ::LogId>,
     membership: typ::StoredMembership,
-    snapshots: SnapshotDir,
+    syncer: Syncer,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<typ::Snapshot, typ::StorageError> {
-        let data = postcard::to_stdvec(&self.state.image()).map_err(snapshot_error)?;
-        let index = self.last_applied.map_or(0, |id| id.index);
-        let term = self.last_applied.map_or(0, |id| id.leader_id.term);
-        let meta = typ::SnapshotMeta {
-            last_log_id: self.last_applied,
-            last_membership: self.membership.clone(),
-            snapshot_id: format!("{term}-{index}-{}", unique_suffix()),
-        };
-        self.snapshots.write_async(SnapshotFile { meta: meta.clone(), data: data.clone() }).await?;
-        tracing::info!(index, registrations = self.state.len(), bytes = data.len(), "snapshot built");
-        Ok(typ::Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        // openraft may purge the log up to this snapshot once it returns: the state it covers
+        // must be on disk first.
+        self.syncer.sync().await.map_err(snapshot_error)?;
+        let snapshot = StateMachine::snapshot_of(&self.state, self.last_applied, &self.membership)?;
+        tracing::info!(
+            index = self.last_applied.map_or(0, |id| id.index),
+            registrations = self.state.len(),
+            bytes = snapshot.snapshot.get_ref().len(),
+            "snapshot built"
+        );
+        Ok(snapshot)
     }
-}
-
-fn unique_suffix() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -215,6 +349,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: OptionalSend,
     {
         let mut outcomes = Vec::new();
+        let mut membership_changed = false;
         for entry in entries {
             self.last_applied = Some(entry.log_id);
             let outcome = match entry.payload {
@@ -224,11 +359,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 EntryPayload::Membership(membership) => {
                     self.membership = typ::StoredMembership::new(Some(entry.log_id), membership);
+                    membership_changed = true;
                     Vec::new()
                 }
             };
             outcomes.push(outcome);
         }
+        let touched = self.state.take_touched();
+        self.persist(&touched, membership_changed)?;
         self.publish();
         Ok(outcomes)
     }
@@ -238,7 +376,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             state: self.state.clone(),
             last_applied: self.last_applied,
             membership: self.membership.clone(),
-            snapshots: self.snapshots.clone(),
+            syncer: self.store.syncer.clone(),
         }
     }
 
@@ -252,20 +390,28 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), typ::StorageError> {
         let data = snapshot.into_inner();
-        let image: StateImage = postcard::from_bytes(&data).map_err(sm_error)?;
-        self.snapshots.write_async(SnapshotFile { meta: meta.clone(), data }).await?;
+        let image: StateImage =
+            format::decode(&data, format_args!("snapshot {}", meta.snapshot_id)).map_err(write_error)?;
+        drop(data);
+        let loaded = Loaded { image, last_applied: meta.last_log_id, membership: meta.last_membership.clone() };
+        let mut store = self.store.clone();
+        let (store, loaded) = tokio::task::spawn_blocking(move || store.replace(&loaded).map(|()| (store, loaded)))
+            .await
+            .map_err(write_error)??;
+        self.store = store;
         // The snapshot replaces the whole state, including entries it no longer contains.
-        self.state = RegistryState::from_image(image);
-        self.last_applied = meta.last_log_id;
-        self.membership = meta.last_membership.clone();
+        self.state = RegistryState::from_image(loaded.image);
+        self.last_applied = loaded.last_applied;
+        self.membership = loaded.membership;
         self.publish();
         tracing::info!(index = self.last_applied.map_or(0, |id| id.index), "snapshot installed");
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<typ::Snapshot>, typ::StorageError> {
-        let snapshots = self.snapshots.clone();
-        let file = tokio::task::spawn_blocking(move || snapshots.read()).await.map_err(snapshot_error)??;
-        Ok(file.map(|file| typ::Snapshot { meta: file.meta, snapshot: Box::new(Cursor::new(file.data)) }))
+        if self.last_applied.is_none() {
+            return Ok(None);
+        }
+        Self::snapshot_of(&self.state, self.last_applied, &self.membership).map(Some)
     }
 }

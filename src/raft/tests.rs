@@ -1,7 +1,11 @@
-//! openraft's storage conformance suite against the sled log store and the state machine, plus
-//! the durability checks the suite does not make: reopening a store after writes.
+//! openraft's storage conformance suite against the sled log store and state machine, plus the
+//! checks the suite does not make: reopening after writes, identities, format versions, and the
+//! migration of a format-0 directory.
 
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+use std::time::Instant;
 
 use openraft::Entry;
 use openraft::EntryPayload;
@@ -27,16 +31,25 @@ struct SledBuilder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for SledBuilder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), typ::StorageError> {
         let dir = TempDir::new().expect("temp dir");
-        let (log, machine) = open(&dir);
-        Ok((dir, log, machine))
+        let path = dir.path().to_owned();
+        let storage = tokio::task::spawn_blocking(move || open(&path, AppliedView::default())).await.unwrap();
+        Ok((dir, storage.log_store, storage.state_machine))
     }
 }
 
-fn open(dir: &TempDir) -> (LogStore, StateMachine) {
-    let db = open_db(dir.path(), 16 << 20).expect("sled opens");
-    let log = LogStore::new(db).expect("trees open");
-    let machine = StateMachine::open(dir.path(), AppliedView::default()).expect("state machine opens");
-    (log, machine)
+/// Opens node 1's storage in `dir`. A store dropped just before may still hold sled's lock for
+/// a moment (its sync thread ends on its own), so this retries for a while.
+fn open(dir: &Path, view: AppliedView) -> Storage {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Storage::open(dir, 1, 16 << 20, view.clone()) {
+            Ok(storage) => return storage,
+            Err(err) if Instant::now() < deadline && err.to_string().contains("lock") => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(err) => panic!("storage opens: {err}"),
+        }
+    }
 }
 
 #[test]
@@ -64,68 +77,175 @@ fn register_entry(index: u64, address: &str) -> typ::Entry {
     }
 }
 
-#[tokio::test]
-async fn vote_log_and_snapshot_survive_reopen() {
-    let dir = TempDir::new().unwrap();
-    let vote = typ::Vote::new_committed(3, 2);
-    {
-        let (mut log, mut machine) = open(&dir);
-        log.save_vote(&vote).await.unwrap();
-        let entries: Vec<_> = (1..=10).map(|i| register_entry(i, &format!("http://h{i}/"))).collect();
-        log.blocking_append(entries.clone()).await.unwrap();
-        log.save_committed(Some(log_id(1, 1, 10))).await.unwrap();
-        machine.apply(entries[..6].to_vec()).await.unwrap();
-        machine.get_snapshot_builder().await.build_snapshot().await.unwrap();
-        machine.apply(entries[6..].to_vec()).await.unwrap();
-        log.purge(log_id(1, 1, 4)).await.unwrap();
-    }
-    let view = AppliedView::default();
-    let db = open_db(dir.path(), 16 << 20).unwrap();
-    let mut log = LogStore::new(db).unwrap();
-    let mut machine = StateMachine::open(dir.path(), view.clone()).unwrap();
-    assert_eq!(log.read_vote().await.unwrap(), Some(vote));
-    assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 1, 10)));
-    let state = log.get_log_state().await.unwrap();
-    assert_eq!(state.last_purged_log_id, Some(log_id(1, 1, 4)));
-    assert_eq!(state.last_log_id, Some(log_id(1, 1, 10)));
-    assert_eq!(log.try_get_log_entries(5..11).await.unwrap().len(), 6);
-    // The state machine comes back at its snapshot; openraft replays the rest from the log.
-    let (applied, _) = machine.applied_state().await.unwrap();
-    assert_eq!(applied, Some(log_id(1, 1, 6)));
-    assert_eq!(view.load().state.len(), 6);
-    assert_eq!(view.load().index, 6);
-}
-
-#[tokio::test]
-async fn installed_snapshot_replaces_the_whole_state() {
-    let source_dir = TempDir::new().unwrap();
-    let (_, mut source) = open(&source_dir);
-    source.apply(vec![register_entry(1, "http://a/")]).await.unwrap();
-    let snapshot = source.get_snapshot_builder().await.build_snapshot().await.unwrap();
-
-    let target_dir = TempDir::new().unwrap();
-    let view = AppliedView::default();
-    let mut target = StateMachine::open(target_dir.path(), view.clone()).unwrap();
-    target.apply((2..=4).map(|i| register_entry(i, &format!("http://stale{i}/"))).collect::<Vec<_>>()).await.unwrap();
-    target.install_snapshot(&snapshot.meta, snapshot.snapshot).await.unwrap();
-    let addresses: Vec<_> = view.load().state.iter().map(|r| r.address.clone()).collect();
-    assert_eq!(addresses, ["http://a/"], "entries absent from the snapshot are gone");
-    drop(target);
-
-    let view = AppliedView::default();
-    let _reopened = StateMachine::open(target_dir.path(), view.clone()).unwrap();
-    assert_eq!(view.load().state.len(), 1, "the installed snapshot is the one loaded on restart");
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
 #[test]
-fn a_node_meta_survives_reopen() {
+fn vote_log_and_applied_state_survive_reopen() {
     let dir = TempDir::new().unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let (log, _) = open(&dir);
-        assert_eq!(log.node_meta().unwrap(), None);
-        log.save_node_meta(NodeMeta { node_id: 7, admitted: true }).await.unwrap();
+    let vote = typ::Vote::new_committed(3, 2);
+    let identity = {
+        let Storage { identity, log_store: mut log, state_machine: mut machine } = open(dir.path(), AppliedView::default());
+        runtime().block_on(async {
+            log.save_vote(&vote).await.unwrap();
+            let entries: Vec<_> = (1..=10).map(|i| register_entry(i, &format!("http://h{i}/"))).collect();
+            log.blocking_append(entries.clone()).await.unwrap();
+            log.save_committed(Some(log_id(1, 1, 10))).await.unwrap();
+            machine.apply(entries[..6].to_vec()).await.unwrap();
+            machine.get_snapshot_builder().await.build_snapshot().await.unwrap();
+            machine.apply(entries[6..8].to_vec()).await.unwrap();
+            log.purge(log_id(1, 1, 4)).await.unwrap();
+        });
+        identity
+    };
+    let view = AppliedView::default();
+    let Storage { identity: reopened, log_store: mut log, state_machine: mut machine } = open(dir.path(), view.clone());
+    assert_eq!(reopened, identity, "the identity is kept");
+    runtime().block_on(async {
+        assert_eq!(log.read_vote().await.unwrap(), Some(vote));
+        assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 1, 10)));
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(log_id(1, 1, 4)));
+        assert_eq!(state.last_log_id, Some(log_id(1, 1, 10)));
+        assert_eq!(log.try_get_log_entries(5..11).await.unwrap().len(), 6);
+        // The state machine comes back where it was; openraft replays the rest from the log.
+        let (applied, _) = machine.applied_state().await.unwrap();
+        assert_eq!(applied, Some(log_id(1, 1, 8)));
     });
-    let (log, _) = open(&dir);
-    assert_eq!(log.node_meta().unwrap(), Some(NodeMeta { node_id: 7, admitted: true }));
+    assert_eq!(view.load().state.len(), 8);
+    assert_eq!(view.load().index, 8);
+}
+
+#[test]
+fn an_installed_snapshot_replaces_the_whole_state_and_survives_reopen() {
+    let source_dir = TempDir::new().unwrap();
+    let target_dir = TempDir::new().unwrap();
+    let view = AppliedView::default();
+    {
+        let mut source = open(source_dir.path(), AppliedView::default()).state_machine;
+        let mut target = open(target_dir.path(), view.clone()).state_machine;
+        runtime().block_on(async {
+            source.apply(vec![register_entry(1, "http://a/")]).await.unwrap();
+            let snapshot = source.get_snapshot_builder().await.build_snapshot().await.unwrap();
+            target
+                .apply((2..=4).map(|i| register_entry(i, &format!("http://stale{i}/"))).collect::<Vec<_>>())
+                .await
+                .unwrap();
+            target.install_snapshot(&snapshot.meta, snapshot.snapshot).await.unwrap();
+            // And the state goes on from the snapshot.
+            target.apply(vec![register_entry(5, "http://b/")]).await.unwrap();
+        });
+        let addresses: Vec<_> = view.load().state.iter().map(|r| r.address.to_string()).collect();
+        assert_eq!(addresses.len(), 2);
+        assert!(!addresses.iter().any(|a| a.contains("stale")), "entries absent from the snapshot are gone");
+    }
+    let reopened = AppliedView::default();
+    let _storage = open(target_dir.path(), reopened.clone());
+    let mut addresses: Vec<_> = reopened.load().state.iter().map(|r| r.address.to_string()).collect();
+    addresses.sort();
+    assert_eq!(addresses, ["http://a/", "http://b/"], "the installed state is the one loaded on restart");
+    assert_eq!(reopened.load().index, 5);
+}
+
+#[test]
+fn a_directory_keeps_its_node_and_refuses_another() {
+    let dir = TempDir::new().unwrap();
+    let first = open(dir.path(), AppliedView::default()).identity;
+    assert_eq!(first.node_id, 1);
+    assert!(!first.migrated);
+    let err = loop {
+        match Storage::open(dir.path(), 2, 16 << 20, AppliedView::default()) {
+            Err(err) if err.to_string().contains("lock") => std::thread::sleep(Duration::from_millis(10)),
+            Err(err) => break err,
+            Ok(_) => panic!("a directory of node 1 opened as node 2"),
+        }
+    };
+    assert!(matches!(err, StorageOpenError::WrongNode { found: 1, expected: 2, .. }), "{err}");
+    assert!(!err.to_string().contains('\n'));
+    let other = TempDir::new().unwrap();
+    assert_ne!(open(other.path(), AppliedView::default()).identity.incarnation, first.incarnation);
+}
+
+#[test]
+fn an_unknown_format_is_refused_with_one_line_naming_the_place() {
+    let dir = TempDir::new().unwrap();
+    drop(open(dir.path(), AppliedView::default()));
+    {
+        let disk = loop {
+            match Disk::open(dir.path(), 1 << 20) {
+                Ok(disk) => break disk,
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        };
+        disk.db.open_tree(log_store::META_TREE).unwrap().insert(FORMAT, vec![7]).unwrap();
+        disk.syncer.sync_blocking().unwrap();
+    }
+    let err = loop {
+        match Storage::open(dir.path(), 1, 16 << 20, AppliedView::default()) {
+            Err(err) if err.to_string().contains("lock") => std::thread::sleep(Duration::from_millis(10)),
+            Err(err) => break err.to_string(),
+            Ok(_) => panic!("format 7 opened"),
+        }
+    };
+    assert!(err.contains("format version 7") && err.contains("raft"), "{err}");
+    assert!(!err.contains('\n'), "{err}");
+}
+
+/// Copies a committed fixture directory into a temp dir.
+pub fn fixture(name: &str) -> TempDir {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let to = TempDir::new().unwrap();
+    copy_dir(&from, to.path());
+    to
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_format_0_directory_is_migrated_in_place() {
+    let dir = fixture("data-v0");
+    let data = dir.path().join("node1");
+    let view = AppliedView::default();
+    let Storage { identity, log_store: mut log, state_machine: mut machine } = open(&data, view.clone());
+    assert!(identity.migrated, "format-0 members are this node");
+    assert!(!data.join("snapshot.bin").exists(), "the old snapshot file is gone");
+    // The snapshot (index 29) is the state; the log holds what came after it.
+    let applied = view.load();
+    assert_eq!(applied.index, 29);
+    assert_eq!(applied.state.len(), 22);
+    runtime().block_on(async {
+        let (last_applied, membership) = machine.applied_state().await.unwrap();
+        assert_eq!(last_applied.map(|l| l.index), Some(29));
+        let node = membership.membership().get_node(&1).unwrap();
+        assert_eq!((node.addr.as_str(), node.incarnation), ("127.0.0.1:7102", None));
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id.map(|l| l.index), Some(31));
+        let entries = log.try_get_log_entries(30..32).await.unwrap();
+        assert_eq!(entries.len(), 2);
+        assert!(log.read_vote().await.unwrap().is_some());
+    });
+    drop((log, machine));
+    // Opening again reads format 1, and keeps the identity it was given.
+    assert_eq!(open(&data, AppliedView::default()).identity, identity);
+}
+
+#[test]
+fn a_format_1_directory_opens() {
+    let dir = fixture("data-v1");
+    let view = AppliedView::default();
+    let storage = open(&dir.path().join("node1"), view.clone());
+    assert_eq!(storage.identity.node_id, 1);
+    assert!(!view.load().state.is_empty(), "the fixture's registrations are there");
 }

@@ -11,6 +11,7 @@ mod id;
 mod spec;
 
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::OnceLock;
 
@@ -214,8 +215,8 @@ pub enum Outcome {
 /// Audit records kept in the replicated state (the oldest are dropped first).
 pub const AUDIT_CAP: usize = 10_000;
 
-/// How long the outcome of a removal stays known to a retry of the same request: far longer than
-/// any write deadline, within which every retry happens.
+/// How long the outcome of a client request stays known to a retry of the same request: far
+/// longer than any write deadline, within which every retry happens.
 pub const ANSWER_TTL_MS: u64 = 60_000;
 /// Most remembered outcomes (the oldest are forgotten first).
 pub const ANSWER_CAP: usize = 32_768;
@@ -251,6 +252,8 @@ pub enum AuditAction {
 /// One entry of the audit trail: who changed what, through which node, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
+    /// Position in the trail: every record gets the next number, on every node alike.
+    pub seq: u64,
     /// Log index of the change.
     pub index: u64,
     pub at_ms: u64,
@@ -308,9 +311,24 @@ pub struct RegistryState {
     /// Registrations per owner, for quotas.
     owned: imbl::GenericHashMap<String, u32, FastHash, imbl::shared_ptr::DefaultSharedPtr>,
     audit: imbl::Vector<AuditRecord>,
-    /// Outcomes of recent removals by request, and their requests oldest first.
+    /// Sequence number of the next audit record.
+    audit_next_seq: u64,
+    /// Outcomes of recent client requests by request, and their requests oldest first.
     answers: imbl::OrdMap<(u64, u64), Answer>,
     answer_order: imbl::Vector<(u64, u64)>,
+    /// What the applies since the last [`RegistryState::take_touched`] changed.
+    touched: Touched,
+}
+
+/// The keys that applying changes touched: a store persists exactly these (their current value,
+/// or their removal) instead of the whole state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Touched {
+    pub registrations: BTreeSet<RegistrationId>,
+    pub policies: BTreeSet<ContractKey>,
+    /// Sequence numbers of audit records added or dropped.
+    pub audit: BTreeSet<u64>,
+    pub answers: BTreeSet<(u64, u64)>,
 }
 
 /// Hasher of the in-memory indexes: fast, and seeded per process. Keys come from registrations
@@ -323,6 +341,7 @@ pub struct StateImage {
     pub registrations: Vec<Registration>,
     pub policies: Vec<(ContractKey, Policy)>,
     pub audit: Vec<AuditRecord>,
+    pub audit_next_seq: u64,
     pub answers: Vec<Answer>,
 }
 
@@ -336,13 +355,18 @@ impl RegistryState {
             return answer.outcome.clone();
         }
         let outcome = self.apply_command(index, change);
-        // Only removals need remembering: a repeated register or policy answers the same way.
-        if let (Some(request), Outcome::Unregistered(_) | Outcome::Drained(_)) = (request, &outcome) {
+        if let Some(request) = request {
             self.answers.insert(request, Answer { request, at_ms: change.at_ms, outcome: outcome.clone() });
             self.answer_order.push_back(request);
+            self.touched.answers.insert(request);
             self.forget_answers(change.at_ms);
         }
         outcome
+    }
+
+    /// The keys changed since the last call, for a store that persists changes one by one.
+    pub fn take_touched(&mut self) -> Touched {
+        std::mem::take(&mut self.touched)
     }
 
     /// Drops remembered outcomes older than [`ANSWER_TTL_MS`] before `now_ms`, and beyond the cap.
@@ -354,6 +378,7 @@ impl RegistryState {
             }
             if let Some(oldest) = self.answer_order.pop_front() {
                 self.answers.remove(&oldest);
+                self.touched.answers.insert(oldest);
             }
         }
     }
@@ -362,8 +387,14 @@ impl RegistryState {
         self.answer_order.iter().filter_map(|request| self.answers.get(request))
     }
 
+    /// The remembered outcome of a client request, if it is still remembered.
+    pub fn answer(&self, request: &(u64, u64)) -> Option<&Answer> {
+        self.answers.get(request)
+    }
+
     fn apply_command(&mut self, index: u64, change: &Change) -> Outcome {
         let audit = |action: AuditAction, registration: Option<&Registration>, contract: String| AuditRecord {
+            seq: 0,
             index,
             at_ms: change.at_ms,
             node: change.origin.node,
@@ -437,6 +468,7 @@ impl RegistryState {
                     self.policies.insert(key.clone(), policy.clone());
                 }
                 self.record(audit(AuditAction::PolicySet, None, key.to_string()));
+                self.touched.policies.insert(key.clone());
                 Outcome::PolicySet
             }
         }
@@ -449,11 +481,28 @@ impl RegistryState {
         (!already_mine && owned >= quota).then(|| Outcome::QuotaExceeded { owner: owner.clone(), quota })
     }
 
-    fn record(&mut self, record: AuditRecord) {
-        if self.audit.len() >= AUDIT_CAP {
-            self.audit.pop_front();
+    fn record(&mut self, mut record: AuditRecord) {
+        if self.audit.len() >= AUDIT_CAP
+            && let Some(dropped) = self.audit.pop_front()
+        {
+            self.touched.audit.insert(dropped.seq);
         }
+        record.seq = self.audit_next_seq;
+        self.audit_next_seq += 1;
+        self.touched.audit.insert(record.seq);
         self.audit.push_back(record);
+    }
+
+    /// Sequence number the next audit record will get.
+    pub fn audit_next_seq(&self) -> u64 {
+        self.audit_next_seq
+    }
+
+    /// The audit record numbered `seq`, if the trail still holds it.
+    pub fn audit_record(&self, seq: u64) -> Option<&AuditRecord> {
+        let first = self.audit.front()?.seq;
+        let record = self.audit.get(usize::try_from(seq.checked_sub(first)?).ok()?)?;
+        (record.seq == seq).then_some(record)
     }
 
     fn count_owner(&mut self, owner: Option<&str>, delta: i64) {
@@ -509,6 +558,7 @@ impl RegistryState {
 
     /// Updates the two route lists a registration appears in, in O(log n) each.
     fn reindex(&mut self, changed: &Registration) {
+        self.touched.registrations.insert(changed.id);
         let current = self.registrations.get(&changed.id).filter(|r| r.state == EndpointState::Active).cloned();
         for key in [changed.contract_key(), ContractKey::namespace_only(&changed.contract_namespace)] {
             let mut by_id = self.routes.get(&key).map(|e| e.by_id.clone()).unwrap_or_default();
@@ -585,6 +635,7 @@ impl RegistryState {
             registrations: self.registrations.values().map(|r| Registration::clone(r)).collect(),
             policies: self.policies.iter().map(|(k, p)| (k.clone(), p.clone())).collect(),
             audit: self.audit.iter().cloned().collect(),
+            audit_next_seq: self.audit_next_seq,
             answers: self.answers_oldest_first().cloned().collect(),
         }
     }
@@ -596,6 +647,7 @@ impl RegistryState {
             state.registrations.insert(registration.id, Arc::new(registration));
         }
         state.audit = image.audit.into_iter().collect();
+        state.audit_next_seq = image.audit_next_seq;
         let mut routes: BTreeMap<ContractKey, imbl::OrdMap<RegistrationId, Arc<Registration>>> = BTreeMap::new();
         for registration in state.registrations.values() {
             if registration.state != EndpointState::Active {
@@ -641,13 +693,14 @@ impl Serialize for ImageRef<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let state = self.0;
-        let mut image = serializer.serialize_struct("StateImage", 4)?;
+        let mut image = serializer.serialize_struct("StateImage", 5)?;
         image.serialize_field(
             "registrations",
             &seq_of(state.registrations.values().map(|r| &**r), state.registrations.len()),
         )?;
         image.serialize_field("policies", &seq_of(state.policies.iter(), state.policies.len()))?;
         image.serialize_field("audit", &seq_of(state.audit.iter(), state.audit.len()))?;
+        image.serialize_field("audit_next_seq", &state.audit_next_seq)?;
         image.serialize_field("answers", &seq_of(state.answers_oldest_first(), state.answers.len()))?;
         image.end()
     }
