@@ -147,14 +147,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
         }
     }));
 
-    let mut duties = JoinSet::new();
-    duties.spawn(forget_unregistered_endpoints(plane, cluster.view().clone()));
-    duties.spawn(cluster.clone().gate_elections());
-    duties.spawn(cluster.clone().join());
-    duties.spawn(cluster.clone().probe_leader());
-    duties.spawn(cluster.clone().promote_caught_up_learners());
-    duties.spawn(cluster.clone().gossip_leases());
-    duties.spawn(cluster.clone().reap_leases());
+    let duties = cluster.start_duties();
+    let forget = tokio::spawn(forget_unregistered_endpoints(plane, cluster.view().clone()));
 
     tokio::select! {
         () = shutdown => {
@@ -169,13 +163,15 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
             // Storage failed (a full disk, an I/O error): nothing more may be acknowledged, and
             // openraft cannot resume. Exit, so that a restart recovers from what is durable.
             stop.cancel();
-            duties.abort_all();
+            duties.stop();
+            forget.abort();
             while servers.join_next().await.is_some() {}
             bail!("raft stopped: {fatal}; exiting so that a restart recovers from the data on disk");
         }
     }
     stop.cancel();
-    duties.abort_all();
+    duties.stop();
+    forget.abort();
     // Each listener lets its open requests finish for at most `serve::DRAIN_TIMEOUT`.
     while servers.join_next().await.is_some() {}
     cluster.raft().shutdown().await.ok();

@@ -41,7 +41,8 @@ async fn single_node() -> (tempfile::TempDir, Router) {
         log_format: LogFormat::Text,
     };
     let cluster = crate::node::open(&config).await.unwrap();
-    cluster.clone().join().await;
+    // The duties end with the test's runtime.
+    let _duties = cluster.start_duties();
     let mut metrics = cluster.raft().metrics();
     tokio::time::timeout(Duration::from_secs(10), metrics.wait_for(|m| m.current_leader == Some(1)))
         .await

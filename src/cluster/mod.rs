@@ -181,6 +181,18 @@ pub struct Readiness {
     pub reason: Option<String>,
 }
 
+/// The running background duties of a node.
+#[derive(Debug)]
+pub struct Duties(Vec<tokio::task::AbortHandle>);
+
+impl Duties {
+    pub fn stop(&self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
 /// Settings of the cluster layer.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -445,7 +457,7 @@ impl Cluster {
     }
 
     /// Duty: pass the heartbeats this node took on to every other member.
-    pub async fn gossip_leases(self) {
+    async fn gossip_leases(self) {
         let mut tick = tokio::time::interval(leases::GOSSIP_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -472,7 +484,7 @@ impl Cluster {
     }
 
     /// Leader duty: expire leases that ran out, as one replicated command per round.
-    pub async fn reap_leases(self) {
+    async fn reap_leases(self) {
         let mut tick = tokio::time::interval(leases::REAP_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut leader_since: Option<Instant> = None;
@@ -616,8 +628,22 @@ impl Cluster {
 
     // === background duties ===
 
+    /// Starts every background duty of the node; they run until [`Duties::stop`] (or the end of
+    /// the runtime).
+    pub fn start_duties(&self) -> Duties {
+        let tasks = [
+            tokio::spawn(self.clone().gate_elections()),
+            tokio::spawn(self.clone().join()),
+            tokio::spawn(self.clone().probe_leader()),
+            tokio::spawn(self.clone().promote_caught_up_learners()),
+            tokio::spawn(self.clone().gossip_leases()),
+            tokio::spawn(self.clone().reap_leases()),
+        ];
+        Duties(tasks.map(|task| task.abort_handle()).into())
+    }
+
     /// Follower duty: learn how far the leader's log is, for readiness. Runs until shutdown.
-    pub async fn probe_leader(self) {
+    async fn probe_leader(self) {
         let mut tick = tokio::time::interval(Duration::from_millis(300));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -638,7 +664,7 @@ impl Cluster {
 
     /// Duty: a node campaigns only while the membership it knows admits its incarnation. A node
     /// whose data directory is new or was wiped never starts an election with a forgotten log.
-    pub async fn gate_elections(self) {
+    async fn gate_elections(self) {
         let mut metrics = self.inner.raft.metrics();
         let mut enabled = None;
         loop {
@@ -656,7 +682,7 @@ impl Cluster {
 
     /// Leader duty: promote initial voters that rejoined as learners once they caught up, and
     /// finish a membership change that a previous leader left in its joint phase.
-    pub async fn promote_caught_up_learners(self) {
+    async fn promote_caught_up_learners(self) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -694,7 +720,7 @@ impl Cluster {
     /// directory): bootstrap a brand-new cluster together with the other initial voters, or ask
     /// the running cluster's leader to admit this incarnation. Runs until shutdown, so a node that
     /// is removed later asks again.
-    pub async fn join(self) {
+    async fn join(self) {
         let node_id = self.node_id();
         let mut metrics = self.inner.raft.metrics();
         let mut waiting_for_operator = false;

@@ -177,6 +177,24 @@ fn a_retried_removal_is_applied_once_and_answered_like_the_first() {
 }
 
 #[test]
+fn a_retried_first_registration_is_answered_as_created() {
+    let mut state = RegistryState::default();
+    let a = spec("http://a:1/", "urn:ns", "C");
+    let first = state.apply(1, &request(Command::Register(a.clone()), 7, 1_000));
+    assert!(matches!(first, Outcome::Registered { created: true, .. }));
+    // The forward's answer was lost; the retry reaches the next leader with the same request.
+    assert_eq!(state.apply(2, &request(Command::Register(a), 7, 1_200)), first, "201 again, not 200");
+    assert_eq!(state.get(&first_id(&first)).unwrap().epoch, 1, "the retry changed nothing");
+}
+
+fn first_id(outcome: &Outcome) -> RegistrationId {
+    match outcome {
+        Outcome::Registered { registration, .. } => registration.id,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn remembered_answers_are_bounded_in_time_and_count() {
     let mut state = RegistryState::default();
     let a = spec("http://a:1/", "urn:ns", "C");
@@ -184,7 +202,8 @@ fn remembered_answers_are_bounded_in_time_and_count() {
     state.apply(2, &request(Command::Unregister(a.id), 1, 1_000));
     let late = 1_000 + ANSWER_TTL_MS + 1;
     assert_eq!(state.apply(3, &request(Command::Unregister(a.id), 1, late)), Outcome::NotFound(a.id), "forgotten");
-    assert!(state.answers.is_empty() && state.answer_order.is_empty());
+    assert_eq!(state.answers.len(), 1, "only the new request's answer is kept");
+    assert_eq!(state.answers[&(1, 1)].outcome, Outcome::NotFound(a.id));
 
     for i in 0..ANSWER_CAP as u64 + 10 {
         let s = spec(&format!("http://h{i}/"), "urn:ns", "C");
