@@ -902,13 +902,11 @@ impl Cluster {
             MembershipRequest::Remove { node_id } => self.remove_member(&metrics, node_id).await,
             MembershipRequest::Add { node_id, node } => {
                 // The membership records the incarnation of the node's data directory: ask the
-                // node itself, which also proves that the address speaks for that node id.
-                let status: PeerStatus = self
-                    .inner
-                    .peers
-                    .call(&node.addr, "/cluster/status", &(), STATUS_TIMEOUT)
-                    .await
-                    .map_err(|err| ClusterError::Unavailable(format!("node {node_id} cannot be reached: {err}")))?;
+                // node itself (it may still be starting), which also proves that the address
+                // speaks for that node id.
+                let status = self.status_of(&node.addr).await.map_err(|err| {
+                    ClusterError::Unavailable(format!("node {node_id} cannot be reached: {err}"))
+                })?;
                 if status.node_id != node_id {
                     return Err(ClusterError::Membership(format!(
                         "the node at {} is node {}, not node {node_id}",
@@ -939,6 +937,19 @@ impl Cluster {
                 let promote = ChangeMembers::AddVoterIds([node_id].into());
                 self.inner.raft.change_membership(promote, false).await.map_err(from_write_error)?;
                 Ok(())
+            }
+        }
+    }
+
+    /// The status of the node at `addr`, asked until it answers or the request deadline passes.
+    async fn status_of(&self, addr: &str) -> Result<PeerStatus, crate::raft::PeerError> {
+        let deadline = Instant::now() + self.inner.config.request_timeout;
+        loop {
+            match self.inner.peers.call(addr, "/cluster/status", &(), STATUS_TIMEOUT).await {
+                Err(err) if err.not_sent() && Instant::now() + Duration::from_millis(100) < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                answer => return answer,
             }
         }
     }

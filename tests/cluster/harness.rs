@@ -87,6 +87,8 @@ pub struct Options {
     pub env: Vec<(String, String)>,
     /// Token the harness's own client sends (`Authorization: Bearer`).
     pub token: Option<String>,
+    /// Data directories of some nodes, instead of one in the cluster's temp directory.
+    pub data_dirs: BTreeMap<u64, PathBuf>,
 }
 
 impl TestNode {
@@ -124,7 +126,11 @@ impl TestCluster {
         let mut cluster = Self { nodes: BTreeMap::new(), peers, dir, http };
         for (id, ports) in ports {
             cluster.add_process(id, ports, options.args.clone());
-            cluster.nodes.get_mut(&id).unwrap().extra_env = options.env.clone();
+            let node = cluster.nodes.get_mut(&id).unwrap();
+            node.extra_env = options.env.clone();
+            if let Some(dir) = options.data_dirs.get(&id) {
+                node.data_dir = dir.clone();
+            }
             cluster.start_node(id);
         }
         cluster
@@ -172,11 +178,46 @@ impl TestCluster {
         }
     }
 
+    /// SIGSTOP: the process freezes, as a stalled machine would.
+    pub fn pause(&self, id: u64) {
+        self.signal(id, "-STOP");
+    }
+
+    /// SIGCONT after [`TestCluster::pause`].
+    pub fn resume(&self, id: u64) {
+        self.signal(id, "-CONT");
+    }
+
+    fn signal(&self, id: u64, signal: &str) {
+        let pid = self.nodes[&id].pid().expect("the node is running");
+        let status = Command::new("kill").args([signal, &pid.to_string()]).status().unwrap();
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
+    /// The exit status of a node whose process ended on its own, if it did.
+    pub fn exited(&mut self, id: u64) -> Option<std::process::ExitStatus> {
+        let node = self.nodes.get_mut(&id).unwrap();
+        let status = node.child.as_mut()?.try_wait().ok()??;
+        node.child = None;
+        Some(status)
+    }
+
     /// Deletes a stopped node's data directory.
     pub fn wipe(&mut self, id: u64) {
         let node = &self.nodes[&id];
         assert!(node.child.is_none(), "stop node {id} before wiping it");
         std::fs::remove_dir_all(&node.data_dir).ok();
+    }
+
+    /// Every node's view of who leads: `(node, role, leader_id)` of the running nodes that answer.
+    pub async fn roles(&self) -> Vec<(u64, String, Option<u64>)> {
+        let mut roles = Vec::new();
+        for id in self.running() {
+            if let Some(view) = self.cluster_view(id).await {
+                roles.push((id, view["role"].as_str().unwrap_or("").to_owned(), view["leader_id"].as_u64()));
+            }
+        }
+        roles
     }
 
     pub fn running(&self) -> Vec<u64> {

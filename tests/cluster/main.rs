@@ -9,4 +9,5 @@ mod leases;
 mod membership;
 mod registrations;
 mod routing;
+mod safety;
 mod security;
