@@ -8,8 +8,9 @@
 #      ways while a workload runs, with a history checker (needs Docker; without it this step
 #      says so loudly, and fails under CI=true);
 #   4. the benchmark suite in quick mode (checks every benchmark still runs; asserts no speed).
-# It installs what it needs from the distribution when missing (openssl for test certificates;
-# the benchmark tools are installed by bench/run.sh).
+# It installs what it needs from the distribution when missing (openssl for test certificates,
+# strace for the durability test; the benchmark tools are installed by bench/run.sh). The
+# storage tests mount small tmpfs file systems (a full disk), so it runs as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,7 @@ step() { printf '\n==> %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
 need_packages=()
 command -v openssl >/dev/null 2>&1 || need_packages+=(openssl)
 command -v python3 >/dev/null 2>&1 || need_packages+=(python3)
+command -v strace >/dev/null 2>&1 || need_packages+=(strace)
 if [ "${#need_packages[@]}" -gt 0 ]; then
     step "installing ${need_packages[*]}"
     apt-get update -qq && apt-get install -y -qq "${need_packages[@]}" >/dev/null

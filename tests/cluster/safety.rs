@@ -202,6 +202,7 @@ async fn a_follower_whose_disk_fills_up_acknowledges_nothing_and_rejoins_once_sp
     assert!(!status.success(), "it exits with an error");
     let log = cluster.log(victim);
     assert!(log.contains("No space left on device") || log.contains("StorageFull"), "the log says why");
+    eprintln!("the full follower's last words: {}", log.lines().last().unwrap_or_default());
     let view = cluster.cluster_view(leader).await.unwrap();
     let matched = member(&view, victim).unwrap()["matched_index"].as_u64().unwrap_or(0);
     eprintln!("the full follower had acknowledged up to index {matched} of {}", view["last_log_index"]);
