@@ -24,55 +24,99 @@ impl Counter {
     }
 }
 
-/// Error codes of the data plane, in a fixed order.
-pub const ROUTE_ERRORS: [&str; 16] = [
-    "no_contract",
-    "invalid_action",
-    "invalid_header",
-    "invalid_envelope",
-    "envelope_header_too_large",
-    "contract_not_found",
-    "no_endpoint_reachable",
-    "endpoint_failed",
-    "endpoint_timeout",
-    "body_too_large",
-    "request_body_error",
-    "unauthorized",
-    "forbidden",
-    "routing_loop",
-    "endpoint_overloaded",
-    "headers_too_large",
-];
+/// Declares a closed set of label values: an enum, its label strings and the list of all of
+/// them, so that a counter is chosen by a variant (a misspelt one does not compile) and every
+/// value is exported, even at zero.
+macro_rules! labels {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident => $label:literal,)+ }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name { $($variant,)+ }
 
-/// Limits whose hits are counted.
-pub const LIMITS: [&str; 5] =
-    ["connections", "endpoint_requests", "registrations_per_token", "request_body", "envelope_header"];
+        impl $name {
+            pub const ALL: &[Self] = &[$(Self::$variant,)+];
 
-#[derive(Debug, Default)]
+            pub const fn label(self) -> &'static str {
+                match self { $(Self::$variant => $label,)+ }
+            }
+        }
+    };
+}
+
+labels! {
+    /// Error codes of the data plane (also the `code` of its error answers).
+    RouteError {
+        NoContract => "no_contract",
+        InvalidAction => "invalid_action",
+        InvalidHeader => "invalid_header",
+        InvalidEnvelope => "invalid_envelope",
+        EnvelopeHeaderTooLarge => "envelope_header_too_large",
+        ContractNotFound => "contract_not_found",
+        NoEndpointReachable => "no_endpoint_reachable",
+        EndpointFailed => "endpoint_failed",
+        EndpointTimeout => "endpoint_timeout",
+        BodyTooLarge => "body_too_large",
+        RequestBodyError => "request_body_error",
+        Unauthorized => "unauthorized",
+        Forbidden => "forbidden",
+        RoutingLoop => "routing_loop",
+        EndpointOverloaded => "endpoint_overloaded",
+        HeadersTooLarge => "headers_too_large",
+    }
+}
+
+labels! {
+    /// Limits whose hits are counted.
+    Limit {
+        Connections => "connections",
+        EndpointRequests => "endpoint_requests",
+        RegistrationsPerToken => "registrations_per_token",
+        RequestBody => "request_body",
+        EnvelopeHeader => "envelope_header",
+        RequestHeaders => "request_headers",
+    }
+}
+
+#[derive(Debug)]
 pub struct Metrics {
     pub routed: Counter,
-    pub route_errors: [Counter; ROUTE_ERRORS.len()],
+    route_errors: Vec<Counter>,
     pub broadcasts: Counter,
     pub failovers: Counter,
     pub ejections: Counter,
-    pub limit_hits: [Counter; LIMITS.len()],
+    limit_hits: Vec<Counter>,
     pub auth_refused: Counter,
     pub leases_expired: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            routed: Counter::default(),
+            route_errors: RouteError::ALL.iter().map(|_| Counter::default()).collect(),
+            broadcasts: Counter::default(),
+            failovers: Counter::default(),
+            ejections: Counter::default(),
+            limit_hits: Limit::ALL.iter().map(|_| Counter::default()).collect(),
+            auth_refused: Counter::default(),
+            leases_expired: Counter::default(),
+        }
+    }
 }
 
 pub static METRICS: std::sync::LazyLock<Metrics> = std::sync::LazyLock::new(Metrics::default);
 
 impl Metrics {
-    pub fn route_error(&self, code: &str) {
-        if let Some(i) = ROUTE_ERRORS.iter().position(|c| *c == code) {
-            self.route_errors[i].inc();
-        }
+    pub fn route_error(&self, code: RouteError) {
+        self.route_errors[code as usize].inc();
     }
 
-    pub fn limit_hit(&self, limit: &str) {
-        if let Some(i) = LIMITS.iter().position(|l| *l == limit) {
-            self.limit_hits[i].inc();
-        }
+    pub fn limit_hit(&self, limit: Limit) {
+        self.limit_hits[limit as usize].inc();
+    }
+
+    pub fn limit_hits(&self, limit: Limit) -> u64 {
+        self.limit_hits[limit as usize].get()
     }
 
     /// The Prometheus text exposition of every counter.
@@ -93,12 +137,13 @@ impl Metrics {
         };
         counter("routed_requests_total", "Requests answered by an endpoint.", &[(None, self.routed.get())]);
         let errors: Vec<_> =
-            ROUTE_ERRORS.iter().zip(&self.route_errors).map(|(c, n)| (Some(("code", *c)), n.get())).collect();
+            RouteError::ALL.iter().zip(&self.route_errors).map(|(c, n)| (Some(("code", c.label())), n.get())).collect();
         counter("route_errors_total", "Requests the data plane answered with an error, by code.", &errors);
         counter("broadcasts_total", "Broadcast requests.", &[(None, self.broadcasts.get())]);
         counter("failovers_total", "Tries moved to another endpoint.", &[(None, self.failovers.get())]);
         counter("ejections_total", "Endpoints ejected by outlier detection.", &[(None, self.ejections.get())]);
-        let limits: Vec<_> = LIMITS.iter().zip(&self.limit_hits).map(|(l, n)| (Some(("limit", *l)), n.get())).collect();
+        let limits: Vec<_> =
+            Limit::ALL.iter().zip(&self.limit_hits).map(|(l, n)| (Some(("limit", l.label())), n.get())).collect();
         counter("limit_hits_total", "Requests or connections refused by a limit.", &limits);
         counter(
             "auth_refused_total",
@@ -107,5 +152,25 @@ impl Metrics {
         );
         counter("leases_expired_total", "Leases expired by this node as leader.", &[(None, self.leases_expired.get())]);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_label_is_exported_and_counts() {
+        let metrics = Metrics::default();
+        for &limit in Limit::ALL {
+            metrics.limit_hit(limit);
+        }
+        metrics.route_error(RouteError::HeadersTooLarge);
+        let text = metrics.render();
+        for limit in Limit::ALL {
+            assert!(text.contains(&format!("switchboard_limit_hits_total{{limit=\"{}\"}} 1", limit.label())), "{text}");
+        }
+        assert!(text.contains("switchboard_route_errors_total{code=\"headers_too_large\"} 1"));
+        assert!(text.contains("switchboard_route_errors_total{code=\"no_contract\"} 0"));
     }
 }

@@ -108,14 +108,14 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// is new or was wiped has a new incarnation: it refuses what was meant for the node the sender's
 /// membership admitted (whose log and vote it no longer has), so it neither votes nor counts
 /// toward a commit until the leader has admitted the new incarnation.
-fn check_addressee(cluster: &Cluster, headers: &HeaderMap) -> Result<(), Response> {
+fn refusal_unless_addressee(cluster: &Cluster, headers: &HeaderMap) -> Option<Response> {
     let to = headers.get(ADDRESSEE_HEADER).and_then(|v| v.to_str().ok()).map(str::parse::<Addressee>);
     match to {
-        Some(Ok(to)) if cluster.is_addressee(&to) => Ok(()),
+        Some(Ok(to)) if cluster.is_addressee(&to) => None,
         Some(Ok(to)) => {
             let me = cluster.identity();
             tracing::debug!(addressed = %to, incarnation = format_args!("{:016x}", me.incarnation), "raft call for another incarnation refused");
-            Err(refuse(
+            Some(refuse(
                 StatusCode::CONFLICT,
                 "wrong_incarnation",
                 &format!(
@@ -124,8 +124,8 @@ fn check_addressee(cluster: &Cluster, headers: &HeaderMap) -> Result<(), Respons
                 ),
             ))
         }
-        Some(Err(err)) => Err(refuse(StatusCode::BAD_REQUEST, "malformed_peer_message", &err)),
-        None => Err(refuse(StatusCode::BAD_REQUEST, "malformed_peer_message", "raft calls name their addressee")),
+        Some(Err(err)) => Some(refuse(StatusCode::BAD_REQUEST, "malformed_peer_message", &err)),
+        None => Some(refuse(StatusCode::BAD_REQUEST, "malformed_peer_message", "raft calls name their addressee")),
     }
 }
 
@@ -134,14 +134,18 @@ async fn append(
     headers: HeaderMap,
     Postcard(request): Postcard<typ::AppendEntriesRequest>,
 ) -> Response {
-    if let Err(refused) = check_addressee(&state.cluster, &headers) {
+    if let Some(refused) = refusal_unless_addressee(&state.cluster, &headers) {
         return refused;
     }
     Postcard(state.cluster.raft().append_entries(request).await).into_response()
 }
 
-async fn vote(State(state): State<PeerState>, headers: HeaderMap, Postcard(request): Postcard<typ::VoteRequest>) -> Response {
-    if let Err(refused) = check_addressee(&state.cluster, &headers) {
+async fn vote(
+    State(state): State<PeerState>,
+    headers: HeaderMap,
+    Postcard(request): Postcard<typ::VoteRequest>,
+) -> Response {
+    if let Some(refused) = refusal_unless_addressee(&state.cluster, &headers) {
         return refused;
     }
     Postcard(state.cluster.raft().vote(request).await).into_response()
@@ -152,7 +156,7 @@ async fn snapshot(
     headers: HeaderMap,
     Postcard(request): Postcard<typ::InstallSnapshotRequest>,
 ) -> Response {
-    if let Err(refused) = check_addressee(&state.cluster, &headers) {
+    if let Some(refused) = refusal_unless_addressee(&state.cluster, &headers) {
         return refused;
     }
     Postcard(state.cluster.raft().install_snapshot(request).await).into_response()
@@ -163,7 +167,7 @@ async fn status(State(state): State<PeerState>) -> Response {
 }
 
 async fn write(State(state): State<PeerState>, Postcard(proposal): Postcard<Proposal>) -> Response {
-    Postcard(state.cluster.propose_local(proposal).await).into_response()
+    Postcard(state.cluster.propose_forwarded(proposal).await).into_response()
 }
 
 async fn read_index(State(state): State<PeerState>) -> Response {

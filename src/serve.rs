@@ -26,6 +26,16 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest accepted request head (request line and headers), in bytes.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
+/// hyper's read buffer: room for headers somewhat over [`MAX_HEADER_BYTES`], so that such a
+/// request reaches the routers, which refuse it with a typed error and count it; hyper itself
+/// refuses (with a bare 431) only what does not fit at all.
+const HTTP_BUFFER_BYTES: usize = 2 * MAX_HEADER_BYTES;
+
+/// Bytes a request's headers take, counted as on the wire (`name: value\r\n`).
+pub fn header_bytes(headers: &http::HeaderMap) -> usize {
+    headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum()
+}
+
 /// A bound socket and how to serve it.
 pub struct Listener {
     pub tcp: TcpListener,
@@ -84,7 +94,7 @@ where
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             // At the limit: refuse at once rather than queue without bound.
-            METRICS.limit_hit("connections");
+            METRICS.limit_hit(crate::metrics::Limit::Connections);
             tracing::warn!(listener = name, remote = %addr, limit = max_connections, "connection refused: limit reached");
             continue;
         };
@@ -95,7 +105,7 @@ where
         tokio::spawn(async move {
             let _permit = permit;
             let mut http = hyper::server::conn::http1::Builder::new();
-            http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_buf_size(MAX_HEADER_BYTES);
+            http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_buf_size(HTTP_BUFFER_BYTES);
             let result = match tls {
                 None => watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await,
                 Some(acceptor) => {

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::auth::AuthError;
 use crate::cluster::ClusterError;
+use crate::metrics::Limit;
 use crate::registry::InvalidRegistration;
 
 /// Error body of every control API refusal.
@@ -90,6 +91,15 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
+        let limit = match &self {
+            Self::HeadersTooLarge => Some(Limit::RequestHeaders),
+            Self::PayloadTooLarge(_) => Some(Limit::RequestBody),
+            Self::TooMany(_) => Some(Limit::RegistrationsPerToken),
+            _ => None,
+        };
+        if let Some(limit) = limit {
+            crate::metrics::METRICS.limit_hit(limit);
+        }
         if status.is_server_error() {
             tracing::warn!(code, error = %self, "request failed");
         }

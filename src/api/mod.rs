@@ -83,9 +83,7 @@ pub fn router(state: ApiState) -> Router {
 }
 
 async fn authenticate(State(state): State<ApiState>, mut request: Request, next: Next) -> Response {
-    let header_bytes: usize = request.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
-    if header_bytes > crate::serve::MAX_HEADER_BYTES {
-        crate::metrics::METRICS.limit_hit("request_headers");
+    if crate::serve::header_bytes(request.headers()) > crate::serve::MAX_HEADER_BYTES {
         return ApiError::HeadersTooLarge.into_response();
     }
     let presented = request.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes);

@@ -243,7 +243,13 @@ fn from_write_error(err: RaftError<NodeId, typ::ClientWriteError>) -> ClusterErr
 }
 
 impl Cluster {
-    pub fn new(config: ClusterConfig, raft: Raft, view: AppliedView, peers: PeerClient, identity: NodeIdentity) -> Self {
+    pub fn new(
+        config: ClusterConfig,
+        raft: Raft,
+        view: AppliedView,
+        peers: PeerClient,
+        identity: NodeIdentity,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -323,6 +329,12 @@ impl Cluster {
         let proposal = Proposal { command, origin };
         let local = |proposal: Proposal| async move { self.propose_local(proposal).await };
         self.on_leader("/cluster/write", proposal, local).await
+    }
+
+    /// Leader side of a write forwarded by a peer: checked as the API checks its own writes.
+    pub async fn propose_forwarded(&self, proposal: Proposal) -> Result<Outcome, ClusterError> {
+        proposal.command.check_forwarded().map_err(|err| ClusterError::InvalidRequest(err.to_string()))?;
+        self.propose_local(proposal).await
     }
 
     /// Leader side of a write. Fails with `NotLeader` on any other node.
@@ -904,9 +916,10 @@ impl Cluster {
                 // The membership records the incarnation of the node's data directory: ask the
                 // node itself (it may still be starting), which also proves that the address
                 // speaks for that node id.
-                let status = self.status_of(&node.addr).await.map_err(|err| {
-                    ClusterError::Unavailable(format!("node {node_id} cannot be reached: {err}"))
-                })?;
+                let status = self
+                    .status_of(&node.addr)
+                    .await
+                    .map_err(|err| ClusterError::Unavailable(format!("node {node_id} cannot be reached: {err}")))?;
                 if status.node_id != node_id {
                     return Err(ClusterError::Membership(format!(
                         "the node at {} is node {}, not node {node_id}",

@@ -7,6 +7,8 @@ use http::Response;
 use http::StatusCode;
 use http::header::CONTENT_TYPE;
 
+use crate::metrics::Limit;
+use crate::metrics::RouteError;
 use crate::proxy::ProxyBody;
 use crate::proxy::contract::ContractError;
 use crate::registry::ContractKey;
@@ -44,25 +46,44 @@ pub enum ProxyError {
 
 impl ProxyError {
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        let (status, code) = self.status_and_error();
+        (status, code.label())
+    }
+
+    /// The status and the typed error code (the metric label).
+    pub fn status_and_error(&self) -> (StatusCode, RouteError) {
         match self {
-            Self::Contract(ContractError::Missing) => (StatusCode::BAD_REQUEST, "no_contract"),
-            Self::Contract(ContractError::ActionWithoutOperation(_)) => (StatusCode::BAD_REQUEST, "invalid_action"),
-            Self::Contract(ContractError::InvalidHeader(_)) => (StatusCode::BAD_REQUEST, "invalid_header"),
-            Self::Contract(ContractError::InvalidEnvelope(_)) => (StatusCode::BAD_REQUEST, "invalid_envelope"),
-            Self::Contract(ContractError::EnvelopeTooLarge) => {
-                (StatusCode::PAYLOAD_TOO_LARGE, "envelope_header_too_large")
+            Self::Contract(ContractError::Missing) => (StatusCode::BAD_REQUEST, RouteError::NoContract),
+            Self::Contract(ContractError::ActionWithoutOperation(_)) => {
+                (StatusCode::BAD_REQUEST, RouteError::InvalidAction)
             }
-            Self::UnknownContract(_) => (StatusCode::NOT_FOUND, "contract_not_found"),
-            Self::Unreachable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_endpoint_reachable"),
-            Self::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "endpoint_overloaded"),
-            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            Self::Loop => (StatusCode::LOOP_DETECTED, "routing_loop"),
-            Self::HeadersTooLarge(_) => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large"),
-            Self::EndpointFailed { .. } => (StatusCode::BAD_GATEWAY, "endpoint_failed"),
-            Self::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "endpoint_timeout"),
-            Self::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
-            Self::RequestBody(_) => (StatusCode::BAD_REQUEST, "request_body_error"),
+            Self::Contract(ContractError::InvalidHeader(_)) => (StatusCode::BAD_REQUEST, RouteError::InvalidHeader),
+            Self::Contract(ContractError::InvalidEnvelope(_)) => (StatusCode::BAD_REQUEST, RouteError::InvalidEnvelope),
+            Self::Contract(ContractError::EnvelopeTooLarge) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, RouteError::EnvelopeHeaderTooLarge)
+            }
+            Self::UnknownContract(_) => (StatusCode::NOT_FOUND, RouteError::ContractNotFound),
+            Self::Unreachable { .. } => (StatusCode::SERVICE_UNAVAILABLE, RouteError::NoEndpointReachable),
+            Self::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, RouteError::EndpointOverloaded),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, RouteError::Unauthorized),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, RouteError::Forbidden),
+            Self::Loop => (StatusCode::LOOP_DETECTED, RouteError::RoutingLoop),
+            Self::HeadersTooLarge(_) => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, RouteError::HeadersTooLarge),
+            Self::EndpointFailed { .. } => (StatusCode::BAD_GATEWAY, RouteError::EndpointFailed),
+            Self::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, RouteError::EndpointTimeout),
+            Self::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, RouteError::BodyTooLarge),
+            Self::RequestBody(_) => (StatusCode::BAD_REQUEST, RouteError::RequestBodyError),
+        }
+    }
+
+    /// The limit whose refusal this error is, if any.
+    pub fn limit(&self) -> Option<Limit> {
+        match self {
+            Self::Contract(ContractError::EnvelopeTooLarge) => Some(Limit::EnvelopeHeader),
+            Self::Overloaded { .. } => Some(Limit::EndpointRequests),
+            Self::HeadersTooLarge(_) => Some(Limit::RequestHeaders),
+            Self::BodyTooLarge(_) => Some(Limit::RequestBody),
+            _ => None,
         }
     }
 

@@ -234,7 +234,10 @@ impl DataPlane {
             }
             Err(err) => {
                 tracing::debug!(error = %err, "request not routed");
-                METRICS.route_error(err.status_and_code().1);
+                METRICS.route_error(err.status_and_error().1);
+                if let Some(limit) = err.limit() {
+                    METRICS.limit_hit(limit);
+                }
                 err.into_response(soap)
             }
         }
@@ -242,9 +245,7 @@ impl DataPlane {
 
     async fn route(&self, request: Request<Incoming>, remote: Peer) -> Result<Response<ProxyBody>, ProxyError> {
         let (parts, incoming) = request.into_parts();
-        let header_bytes: usize = parts.headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
-        if header_bytes > crate::serve::MAX_HEADER_BYTES {
-            METRICS.limit_hit("request_headers");
+        if crate::serve::header_bytes(&parts.headers) > crate::serve::MAX_HEADER_BYTES {
             return Err(ProxyError::HeadersTooLarge(crate::serve::MAX_HEADER_BYTES));
         }
         if looped(&parts.headers) {
@@ -314,7 +315,6 @@ impl DataPlane {
             let endpoint = &endpoints[index];
             if self.outliers.in_flight(&endpoint.id) >= self.config.max_endpoint_requests {
                 busy += 1;
-                METRICS.limit_hit("endpoint_requests");
                 tracing::warn!(endpoint = %endpoint.address, limit = self.config.max_endpoint_requests, "endpoint at its request limit; skipped");
                 continue;
             }
@@ -476,7 +476,6 @@ async fn resolve(
             }
             EnvelopeScan::Invalid(reason) => return Err(contract::ContractError::InvalidEnvelope(reason).into()),
             EnvelopeScan::Incomplete if buffer.len() >= ENVELOPE_SCAN_CAP => {
-                METRICS.limit_hit("envelope_header");
                 return Err(contract::ContractError::EnvelopeTooLarge.into());
             }
             EnvelopeScan::Incomplete => {}

@@ -127,6 +127,11 @@ impl Iterator for Order<'_> {
 /// endpoints are interleaved with light ones rather than served in runs.
 fn weighted(endpoints: &[Arc<Registration>], ticket: u64) -> usize {
     let total: u64 = endpoints.iter().map(|r| u64::from(r.weight)).sum();
+    if total == 0 {
+        // Validation keeps weights at 1 or more; should a weight 0 ever reach the state anyway,
+        // the node rotates rather than dividing by zero.
+        return (ticket % endpoints.len() as u64) as usize;
+    }
     let stride = coprime_stride(total);
     let mut point = ticket.wrapping_mul(stride) % total;
     for (i, endpoint) in endpoints.iter().enumerate() {
@@ -256,6 +261,24 @@ mod tests {
         let key = ContractKey::from_text("k");
         let plan = plan(&Policy::default(), &key, &endpoints, &HeaderMap::new(), &cursors, &outliers);
         assert_eq!(plan.order(&endpoints, &outliers).collect::<Vec<_>>(), [0, 1, 2]);
+    }
+
+    proptest::proptest! {
+        /// Whatever weights reach the state (validation keeps them at 1 or more, but a node must
+        /// survive any), every policy picks an endpoint and never panics.
+        #[test]
+        fn every_policy_picks_for_any_weights(weights in proptest::collection::vec(0u32..5, 1..8), hashed in "[a-z]{0,8}") {
+            let endpoints: Vec<_> = weights.iter().enumerate().map(|(i, w)| endpoint(i as u32, *w)).collect();
+            let mut headers = HeaderMap::new();
+            headers.insert("x-user", hashed.parse().unwrap());
+            for kind in [PolicyKind::RoundRobin, PolicyKind::Weighted, PolicyKind::LeastOutstanding, PolicyKind::ConsistentHash] {
+                let hash_header = (kind == PolicyKind::ConsistentHash).then(|| "x-user".to_owned());
+                let policy = Policy { kind, hash_header, idempotent: false };
+                for first in firsts(&policy, &endpoints, &headers, 5) {
+                    proptest::prop_assert!(first < endpoints.len());
+                }
+            }
+        }
     }
 
     #[test]

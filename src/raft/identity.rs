@@ -97,7 +97,9 @@ mod tests {
 
     #[test]
     fn addressees_round_trip() {
-        for addressee in [Addressee { node_id: 3, incarnation: Some(0xabc) }, Addressee { node_id: 9, incarnation: None }] {
+        for addressee in
+            [Addressee { node_id: 3, incarnation: Some(0xabc) }, Addressee { node_id: 9, incarnation: None }]
+        {
             assert_eq!(addressee.to_string().parse::<Addressee>().unwrap(), addressee);
         }
         assert!("3".parse::<Addressee>().is_err());

@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::raft::NodeId;
 use crate::raft::PeerNode;
+use crate::raft::StorageOpenError;
 use crate::raft::disk::Disk;
 use crate::raft::disk::sled_io;
 use crate::raft::disk::sync_dir;
@@ -26,12 +27,11 @@ use crate::raft::log_store;
 use crate::raft::state_machine;
 use crate::raft::state_machine::Loaded;
 use crate::raft::typ;
-use crate::raft::StorageOpenError;
 use crate::registry::Answer;
 use crate::registry::AuditAction;
 use crate::registry::AuditRecord;
-use crate::registry::ContractKey;
 use crate::registry::Change;
+use crate::registry::ContractKey;
 use crate::registry::Outcome;
 use crate::registry::Policy;
 use crate::registry::Registration;
@@ -157,7 +157,11 @@ pub fn from_v0(disk: &Disk, data_dir: &Path, node_id: NodeId) -> Result<NodeIden
         Some(bytes) => {
             let meta: V0NodeMeta = postcard::from_bytes(&bytes).map_err(|e| corrupt("node identity", &e))?;
             if meta.node_id != node_id {
-                return Err(StorageOpenError::WrongNode { dir: data_dir.display().to_string(), found: meta.node_id, expected: node_id });
+                return Err(StorageOpenError::WrongNode {
+                    dir: data_dir.display().to_string(),
+                    found: meta.node_id,
+                    expected: node_id,
+                });
             }
             meta.admitted
         }
@@ -229,7 +233,8 @@ pub fn from_v0(disk: &Disk, data_dir: &Path, node_id: NodeId) -> Result<NodeIden
     }
 
     // Everything is written: sync, then record the format (the commit point), then sync again.
-    let sync = |what: &str| disk.syncer.sync_blocking().map_err(|e| StorageOpenError::Io(format!("{place} ({what})"), e));
+    let sync =
+        |what: &str| disk.syncer.sync_blocking().map_err(|e| StorageOpenError::Io(format!("{place} ({what})"), e));
     sync("migration")?;
     new_meta.insert(super::FORMAT, vec![format::CURRENT]).map_err(sled_err)?;
     sync("migration")?;
@@ -237,7 +242,8 @@ pub fn from_v0(disk: &Disk, data_dir: &Path, node_id: NodeId) -> Result<NodeIden
         disk.db.drop_tree(name).map_err(sled_err)?;
     }
     if snapshot_path.exists() {
-        std::fs::remove_file(&snapshot_path).map_err(|e| StorageOpenError::Io(snapshot_path.display().to_string(), e))?;
+        std::fs::remove_file(&snapshot_path)
+            .map_err(|e| StorageOpenError::Io(snapshot_path.display().to_string(), e))?;
         sync_dir(data_dir).map_err(|e| StorageOpenError::Io(data_dir.display().to_string(), e))?;
     }
     sync("migration")?;

@@ -187,7 +187,12 @@ impl Storage {
     /// Opens the data directory of node `node_id`: creates it (with a fresh identity) if it is
     /// new, migrates it if an older build wrote it, refuses it if it belongs to another node or
     /// is of a format this build does not know. Publishes the state machine to `view`.
-    pub fn open(data_dir: &Path, node_id: NodeId, cache_bytes: u64, view: AppliedView) -> Result<Self, StorageOpenError> {
+    pub fn open(
+        data_dir: &Path,
+        node_id: NodeId,
+        cache_bytes: u64,
+        view: AppliedView,
+    ) -> Result<Self, StorageOpenError> {
         let io = |err| StorageOpenError::Io(data_dir.display().to_string(), err);
         let disk = Disk::open(data_dir, cache_bytes).map_err(io)?;
         let place = disk.path.display().to_string();
@@ -199,8 +204,9 @@ impl Storage {
                 if migrate::is_v0(&disk, data_dir) {
                     tracing::warn!(dir = %data_dir.display(), "format-0 data left over from a migration; ignoring it");
                 }
-                let bytes = meta.get(IDENTITY).map_err(sled_err)?.ok_or_else(|| {
-                    FormatError::Corrupt { place: format!("{place} tree {} key identity", log_store::META_TREE), cause: "missing".into() }
+                let bytes = meta.get(IDENTITY).map_err(sled_err)?.ok_or_else(|| FormatError::Corrupt {
+                    place: format!("{place} tree {} key identity", log_store::META_TREE),
+                    cause: "missing".into(),
                 })?;
                 format::decode(&bytes, format_args!("{place} tree {} key identity", log_store::META_TREE))?
             }
@@ -214,7 +220,8 @@ impl Storage {
             None if migrate::is_v0(&disk, data_dir) => migrate::from_v0(&disk, data_dir, node_id)?,
             None => {
                 let identity = NodeIdentity::fresh(node_id);
-                let encoded = format::encode(&identity).map_err(|e| StorageOpenError::Storage(place.clone(), e.to_string()))?;
+                let encoded =
+                    format::encode(&identity).map_err(|e| StorageOpenError::Storage(place.clone(), e.to_string()))?;
                 meta.insert(IDENTITY, encoded).map_err(sled_err)?;
                 disk.syncer.sync_blocking().map_err(io)?;
                 meta.insert(FORMAT, vec![format::CURRENT]).map_err(sled_err)?;

@@ -17,8 +17,8 @@ use openraft::network::RaftNetwork;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::raft::Addressee;
 use crate::raft::ADDRESSEE_HEADER;
+use crate::raft::Addressee;
 use crate::raft::NodeId;
 use crate::raft::PeerNode;
 use crate::raft::TypeConfig;
@@ -198,16 +198,18 @@ impl PeerConnection {
     {
         let to = Addressee { node_id: self.target, incarnation: self.node.incarnation };
         let answer: Result<Resp, typ::RaftError<E>> =
-            self.client.call_to(to, &self.node.addr, path, request, option.hard_ttl()).await.map_err(|err| match &err {
-                // A node that is down, or is not the incarnation the membership admitted, is
-                // retried after openraft's backoff; its answer never counts.
-                PeerError::Unreachable { .. }
-                | PeerError::Status {
-                    status: reqwest::StatusCode::SERVICE_UNAVAILABLE | reqwest::StatusCode::CONFLICT,
-                    ..
-                } => RPCError::Unreachable(Unreachable::new(&err)),
-                _ => RPCError::Network(NetworkError::new(&err)),
-            })?;
+            self.client.call_to(to, &self.node.addr, path, request, option.hard_ttl()).await.map_err(
+                |err| match &err {
+                    // A node that is down, or is not the incarnation the membership admitted, is
+                    // retried after openraft's backoff; its answer never counts.
+                    PeerError::Unreachable { .. }
+                    | PeerError::Status {
+                        status: reqwest::StatusCode::SERVICE_UNAVAILABLE | reqwest::StatusCode::CONFLICT,
+                        ..
+                    } => RPCError::Unreachable(Unreachable::new(&err)),
+                    _ => RPCError::Network(NetworkError::new(&err)),
+                },
+            )?;
         answer.map_err(|remote| RPCError::RemoteError(RemoteError::new(self.target, remote)))
     }
 }

@@ -228,12 +228,13 @@ impl StateMachine {
     /// Opens the state machine of a data directory and publishes what it holds to `view`.
     pub fn open(disk: &Disk, view: AppliedView) -> Result<Self, typ::StorageError> {
         let meta = disk.db.open_tree(META_TREE).map_err(read_error)?;
-        let trees = [disk.db.open_tree(SM_TREES[0]).map_err(read_error)?, disk.db.open_tree(SM_TREES[1]).map_err(read_error)?];
+        let trees =
+            [disk.db.open_tree(SM_TREES[0]).map_err(read_error)?, disk.db.open_tree(SM_TREES[1]).map_err(read_error)?];
         let place: Arc<str> = disk.path.display().to_string().into();
         let active = match meta.get(ACTIVE_SM).map_err(read_error)? {
             Some(bytes) => {
-                let active: u8 = format::decode(&bytes, format_args!("{place} tree {META_TREE} key sm"))
-                    .map_err(read_error)?;
+                let active: u8 =
+                    format::decode(&bytes, format_args!("{place} tree {META_TREE} key sm")).map_err(read_error)?;
                 usize::from(active.min(1))
             }
             None => 0,
@@ -298,7 +299,11 @@ impl StateMachine {
         self.store.tree().apply_batch(batch).map_err(write_error)
     }
 
-    fn snapshot_of(state: &RegistryState, last_applied: Option<typ::LogId>, membership: &typ::StoredMembership) -> Result<typ::Snapshot, typ::StorageError> {
+    fn snapshot_of(
+        state: &RegistryState,
+        last_applied: Option<typ::LogId>,
+        membership: &typ::StoredMembership,
+    ) -> Result<typ::Snapshot, typ::StorageError> {
         let data = format::encode(&state.image()).map_err(snapshot_error)?;
         let index = last_applied.map_or(0, |id| id.index);
         let term = last_applied.map_or(0, |id| id.leader_id.term);

@@ -86,7 +86,8 @@ fn vote_log_and_applied_state_survive_reopen() {
     let dir = TempDir::new().unwrap();
     let vote = typ::Vote::new_committed(3, 2);
     let identity = {
-        let Storage { identity, log_store: mut log, state_machine: mut machine } = open(dir.path(), AppliedView::default());
+        let Storage { identity, log_store: mut log, state_machine: mut machine } =
+            open(dir.path(), AppliedView::default());
         runtime().block_on(async {
             log.save_vote(&vote).await.unwrap();
             let entries: Vec<_> = (1..=10).map(|i| register_entry(i, &format!("http://h{i}/"))).collect();

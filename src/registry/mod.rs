@@ -81,6 +81,20 @@ pub enum Command {
     SetPolicy(ContractKey, Policy),
 }
 
+impl Command {
+    /// Checks a command that arrived from another process (a write forwarded by a peer): only
+    /// what a node's own API could have proposed is accepted. Lease expiry is proposed by the
+    /// leader itself and never forwarded.
+    pub fn check_forwarded(&self) -> Result<(), InvalidRegistration> {
+        match self {
+            Self::Register(spec) => spec.check(),
+            Self::SetPolicy(key, policy) => key.check().and_then(|()| policy.check()),
+            Self::Unregister(_) | Self::Drain(_) => Ok(()),
+            Self::Expire(_) => Err(InvalidRegistration::Policy("lease expiry is never forwarded".into())),
+        }
+    }
+}
+
 /// One lease generation of a registration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Lease {

@@ -127,6 +127,25 @@ impl RegistrationSpec {
     }
 }
 
+impl RegistrationSpec {
+    /// Checks a spec that arrived already built (a write forwarded by a peer): it must be exactly
+    /// what [`RegistrationSpec::new`] makes of its own fields.
+    pub fn check(&self) -> Result<(), InvalidRegistration> {
+        let request = RegistrationRequest {
+            address: self.address.clone(),
+            contract_name: self.contract_name.clone(),
+            contract_namespace: self.contract_namespace.clone(),
+            ttl_ms: self.ttl_ms,
+            weight: Some(self.weight),
+            metadata: self.metadata.clone(),
+        };
+        if Self::new(request)? != *self {
+            return Err(InvalidRegistration::Address("the id or address is not the canonical one".into()));
+        }
+        Ok(())
+    }
+}
+
 impl RegistrationInfo {
     /// Checks and normalizes the triple; the address comes back in canonical URL form.
     pub fn validate(self) -> Result<Self, InvalidRegistration> {
@@ -223,26 +242,32 @@ impl PolicyRequest {
     pub fn validate(self) -> Result<(ContractKey, Policy), InvalidRegistration> {
         check_text(&self.contract_name, MAX_NAME_LEN).map_err(InvalidRegistration::ContractName)?;
         check_text(&self.contract_namespace, MAX_NAMESPACE_LEN).map_err(InvalidRegistration::ContractNamespace)?;
-        let hash_header = match (self.policy, self.hash_header) {
+        let policy = Policy {
+            kind: self.policy,
+            hash_header: self.hash_header.map(|name| name.to_ascii_lowercase()),
+            idempotent: self.idempotent,
+        };
+        policy.check()?;
+        Ok((ContractKey::new(&self.contract_namespace, &self.contract_name), policy))
+    }
+}
+
+impl Policy {
+    /// A consistent-hash policy names a (lower-case) header to hash; no other policy names one.
+    pub fn check(&self) -> Result<(), InvalidRegistration> {
+        match (self.kind, &self.hash_header) {
             (PolicyKind::ConsistentHash, Some(name)) => {
                 let valid = !name.is_empty()
                     && name.len() <= 128
-                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
-                if !valid {
-                    return Err(InvalidRegistration::Policy(format!("{name:?} is not a header name")));
-                }
-                Some(name.to_ascii_lowercase())
+                    && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_".contains(&b));
+                if valid { Ok(()) } else { Err(InvalidRegistration::Policy(format!("{name:?} is not a header name"))) }
             }
             (PolicyKind::ConsistentHash, None) => {
-                return Err(InvalidRegistration::Policy("consistent_hash needs hash_header".into()));
+                Err(InvalidRegistration::Policy("consistent_hash needs hash_header".into()))
             }
-            (_, Some(_)) => {
-                return Err(InvalidRegistration::Policy("hash_header is only used by consistent_hash".into()));
-            }
-            (_, None) => None,
-        };
-        let key = ContractKey::new(&self.contract_namespace, &self.contract_name);
-        Ok((key, Policy { kind: self.policy, hash_header, idempotent: self.idempotent }))
+            (_, Some(_)) => Err(InvalidRegistration::Policy("hash_header is only used by consistent_hash".into())),
+            (_, None) => Ok(()),
+        }
     }
 }
 
@@ -256,6 +281,11 @@ pub fn trim_namespace(namespace: &str) -> &str {
 pub struct ContractKey(String);
 
 impl ContractKey {
+    /// Checks a key that arrived already built (a forwarded policy change).
+    pub fn check(&self) -> Result<(), InvalidRegistration> {
+        check_text(&self.0, MAX_NAMESPACE_LEN + 1 + MAX_NAME_LEN).map_err(InvalidRegistration::ContractNamespace)
+    }
+
     pub fn new(contract_namespace: &str, contract_name: &str) -> Self {
         Self(format!("{}/{contract_name}", trim_namespace(contract_namespace)))
     }

@@ -14,7 +14,12 @@ use crate::harness::eventually;
 
 /// Registers `count` unique addresses through the given API endpoints, moving on to the next
 /// endpoint when one fails. Returns the acknowledged addresses and when each was acknowledged.
-pub(crate) async fn writer(http: reqwest::Client, apis: Vec<String>, client: usize, count: usize) -> Vec<(String, Instant)> {
+pub(crate) async fn writer(
+    http: reqwest::Client,
+    apis: Vec<String>,
+    client: usize,
+    count: usize,
+) -> Vec<(String, Instant)> {
     let mut acked = Vec::new();
     let mut target = client;
     for i in 0..count {

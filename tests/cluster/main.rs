@@ -10,5 +10,5 @@ mod membership;
 mod registrations;
 mod routing;
 mod safety;
-mod storage;
 mod security;
+mod storage;

@@ -130,3 +130,73 @@ async fn a_forwarded_write_sent_twice_is_applied_once() {
         cluster.wait_addresses(node, &[address.to_owned()]).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forwarded_write_is_checked_like_an_api_write() {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use switchboard::cluster::ClusterError;
+    use switchboard::cluster::Proposal;
+    use switchboard::raft::PeerClient;
+    use switchboard::registry::Command;
+    use switchboard::registry::Lease;
+    use switchboard::registry::Origin;
+    use switchboard::registry::Outcome;
+    use switchboard::registry::RegistrationId;
+    use switchboard::registry::RegistrationRequest;
+    use switchboard::registry::RegistrationSpec;
+
+    let cluster = TestCluster::start(3);
+    let leader = cluster.wait_stable().await;
+    let peers = PeerClient::new(crate::harness::SECRET, None).unwrap();
+    let peer_addr = format!("127.0.0.1:{}", cluster.nodes[&leader].ports.peer);
+    let valid = RegistrationSpec::new(RegistrationRequest {
+        address: "http://10.77.0.1/".into(),
+        contract_name: "C".into(),
+        contract_namespace: "urn:checked".into(),
+        ttl_ms: None,
+        weight: None,
+        metadata: BTreeMap::new(),
+    })
+    .unwrap();
+    let mut zero_weight = valid.clone();
+    zero_weight.weight = 0;
+    let mut wrong_id = valid.clone();
+    wrong_id.address = "http://10.77.0.2/".into();
+    let mut not_canonical = valid.clone();
+    not_canonical.address = "HTTP://10.77.0.1".into();
+    not_canonical.id = RegistrationId::of("HTTP://10.77.0.1", "urn:checked", "C");
+    let forged = [
+        Command::Register(zero_weight),
+        Command::Register(wrong_id),
+        Command::Register(not_canonical),
+        Command::Expire(vec![Lease { id: valid.id, epoch: 1 }]),
+    ];
+    for command in forged {
+        let proposal = Proposal { command: command.clone(), origin: Origin { node: 99, ..Origin::default() } };
+        let answer = peers
+            .call::<Proposal, Result<Outcome, ClusterError>>(
+                &peer_addr,
+                "/cluster/write",
+                &proposal,
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(answer, Err(ClusterError::InvalidRequest(_))), "{command:?} -> {answer:?}");
+    }
+    assert_eq!(cluster.addresses(leader).await.unwrap(), Vec::<String>::new(), "nothing was applied");
+    // The same path takes a valid write.
+    let proposal = Proposal { command: Command::Register(valid), origin: Origin { node: 99, ..Origin::default() } };
+    let answer = peers
+        .call::<Proposal, Result<Outcome, ClusterError>>(
+            &peer_addr,
+            "/cluster/write",
+            &proposal,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(answer, Ok(Outcome::Registered { created: true, .. })), "{answer:?}");
+}

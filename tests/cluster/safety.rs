@@ -25,19 +25,27 @@ fn voters(view: &Value) -> Vec<u64> {
     members.iter().filter(|m| m["role"] == "voter").filter_map(|m| m["id"].as_u64()).collect()
 }
 
-fn member<'a>(view: &'a Value, id: u64) -> Option<&'a Value> {
+fn member(view: &Value, id: u64) -> Option<&Value> {
     view["members"].as_array()?.iter().find(|m| m["id"] == id)
 }
 
 /// Registers `count` addresses `http://10.{block}.x.y/` of `urn:{namespace}` through `via`, with
 /// `metadata_kb` KiB of metadata each; every one must be acknowledged. Returns the addresses.
-async fn register_many(cluster: &TestCluster, via: u64, namespace: &str, block: u32, count: u32, metadata_kb: usize) -> Vec<String> {
+async fn register_many(
+    cluster: &TestCluster,
+    via: u64,
+    namespace: &str,
+    block: u32,
+    count: u32,
+    metadata_kb: usize,
+) -> Vec<String> {
     let value = "m".repeat(1000);
     let metadata: BTreeMap<String, String> = (0..metadata_kb).map(|i| (format!("k{i}"), value.clone())).collect();
     let mut addresses = Vec::new();
     for i in 0..count {
         let address = format!("http://10.{block}.{}.{}/", i / 250, i % 250);
-        let body = json!({ "address": address, "contract_namespace": namespace, "contract_name": "C", "metadata": metadata });
+        let body =
+            json!({ "address": address, "contract_namespace": namespace, "contract_name": "C", "metadata": metadata });
         let (status, answer) = cluster.post_json(via, "/v1/registrations", &body).await;
         assert_eq!(status, 201, "{answer}");
         addresses.push(address);
@@ -108,7 +116,8 @@ async fn the_leader_killed_while_a_wiped_node_installs_a_snapshot_loses_nothing(
     let leader = cluster.wait_stable().await;
     let victim = *cluster.running().iter().find(|&&id| id != leader).unwrap();
     // About 2.4 MB of state, so that the transfer is not instantaneous.
-    let mut acked: BTreeSet<String> = register_many(&cluster, leader, "urn:snap", 50, 600, 4).await.into_iter().collect();
+    let mut acked: BTreeSet<String> =
+        register_many(&cluster, leader, "urn:snap", 50, 600, 4).await.into_iter().collect();
     eventually("the leader to purge its log", Duration::from_secs(20), || async {
         let view = cluster.cluster_view(leader).await?;
         (view["purged_index"].as_u64()? > 0).then_some(())
@@ -149,7 +158,8 @@ struct Tmpfs(PathBuf);
 impl Tmpfs {
     fn mount(path: &Path, size: &str) -> Self {
         std::fs::create_dir_all(path).unwrap();
-        let status = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(path).status();
+        let status =
+            Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(path).status();
         assert!(
             status.is_ok_and(|s| s.success()),
             "mounting a tmpfs at {} failed: this test needs root (scripts/test.sh runs as root in CI)",
@@ -183,12 +193,14 @@ impl Drop for Tmpfs {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_follower_whose_disk_fills_up_acknowledges_nothing_and_rejoins_once_space_is_freed() {
     let scratch = TestCluster::scratch();
-    let mounts: BTreeMap<u64, Tmpfs> = (1..=3).map(|id| (id, Tmpfs::mount(&scratch.path().join(format!("node{id}")), "32m"))).collect();
+    let mounts: BTreeMap<u64, Tmpfs> =
+        (1..=3).map(|id| (id, Tmpfs::mount(&scratch.path().join(format!("node{id}")), "32m"))).collect();
     let data_dirs = mounts.iter().map(|(id, mount)| (*id, mount.0.join("data"))).collect();
     let mut cluster = TestCluster::start_with(3, Options { data_dirs, ..Options::default() });
     let leader = cluster.wait_stable().await;
     let victim = *cluster.running().iter().find(|&&id| id != leader).unwrap();
-    let mut acked: BTreeSet<String> = register_many(&cluster, leader, "urn:full", 60, 20, 0).await.into_iter().collect();
+    let mut acked: BTreeSet<String> =
+        register_many(&cluster, leader, "urn:full", 60, 20, 0).await.into_iter().collect();
     everyone_holds(&cluster, &acked).await;
 
     let filler = mounts[&victim].fill();
@@ -223,17 +235,22 @@ async fn the_leader_paused_during_a_membership_change_loses_nothing() {
     let leader = cluster.wait_stable().await;
     let follower = *cluster.running().iter().find(|&&id| id != leader).unwrap();
     // Enough state that the new node takes a while to catch up.
-    let mut acked: BTreeSet<String> = register_many(&cluster, leader, "urn:change", 70, 1500, 2).await.into_iter().collect();
+    let mut acked: BTreeSet<String> =
+        register_many(&cluster, leader, "urn:change", 70, 1500, 2).await.into_iter().collect();
 
     let ports = Ports { data: free_port(), api: free_port(), peer: free_port() };
     cluster.add_process(4, ports, vec![]);
     cluster.start_node(4);
     let apis: Vec<String> = [1, 2, 3].iter().map(|&id| cluster.api(id)).collect();
-    let writers: Vec<_> = (0..3).map(|c| tokio::spawn(writer(cluster.http.clone(), apis.clone(), 80 + c, 40))).collect();
+    let writers: Vec<_> =
+        (0..3).map(|c| tokio::spawn(writer(cluster.http.clone(), apis.clone(), 80 + c, 40))).collect();
     let body = json!({ "node_id": 4, "peer_addr": format!("127.0.0.1:{}", ports.peer) });
     let add = {
-        let (http, url, body) = (cluster.http.clone(), format!("{}/v1/cluster/nodes", cluster.api(follower)), body.clone());
-        tokio::spawn(async move { http.post(url).json(&body).timeout(Duration::from_secs(30)).send().await.map(|r| r.status()) })
+        let (http, url, body) =
+            (cluster.http.clone(), format!("{}/v1/cluster/nodes", cluster.api(follower)), body.clone());
+        tokio::spawn(async move {
+            http.post(url).json(&body).timeout(Duration::from_secs(30)).send().await.map(|r| r.status())
+        })
     };
     let role = eventually("node 4 to join the membership", Duration::from_secs(30), || async {
         let view = cluster.cluster_view(leader).await?;

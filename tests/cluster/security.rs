@@ -168,6 +168,14 @@ async fn tokens_scopes_quotas_and_the_audit_trail() {
     )
     .await;
     assert_eq!((status, error["code"].as_str()), (429, Some("quota_exceeded")), "{error}");
+    let metrics = reqwest::get(format!("{api}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("switchboard_limit_hits_total{limit=\"registrations_per_token\"}")
+                && !l.ends_with(" 0")),
+        "the quota refusal is counted"
+    );
 
     // Nothing refused changed anything, on any node.
     for node in cluster.running() {
@@ -534,8 +542,19 @@ async fn every_limit_refuses_clearly() {
         String::from_utf8_lossy(&answer)
     );
     drop(held);
+    // A broadcast body over its cap: 413.
+    let response = reqwest::Client::new()
+        .post(format!("{data}/"))
+        .header("x-switchboard-contract", "urn:limits/C")
+        .header("x-switchboard-delivery", "broadcast")
+        .body(vec![b'x'; 1024 * 1024 + 1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    // Each limit's counter moved.
     let metrics = reqwest::get(format!("{}/metrics", cluster.api(node))).await.unwrap().text().await.unwrap();
-    for limit in ["connections", "endpoint_requests"] {
+    for limit in ["connections", "endpoint_requests", "request_headers", "envelope_header", "request_body"] {
         let line = metrics
             .lines()
             .find(|l| l.starts_with(&format!("switchboard_limit_hits_total{{limit=\"{limit}\"}}")))
