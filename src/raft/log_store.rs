@@ -58,10 +58,10 @@ pub fn index_key(index: u64) -> [u8; 8] {
 impl LogStore {
     pub fn new(disk: &Disk) -> sled::Result<Self> {
         Ok(Self {
-            log: disk.db.open_tree(LOG_TREE)?,
-            meta: disk.db.open_tree(META_TREE)?,
+            log: disk.log.open_tree(LOG_TREE)?,
+            meta: disk.log.open_tree(META_TREE)?,
             syncer: disk.syncer.clone(),
-            place: disk.path.display().to_string().into(),
+            place: disk.path.join(crate::raft::disk::LOG_DIR).display().to_string().into(),
         })
     }
 

@@ -86,7 +86,7 @@ struct V0Image {
 
 /// Whether the directory holds format-0 data.
 pub fn is_v0(disk: &Disk, data_dir: &Path) -> bool {
-    let names = disk.db.tree_names();
+    let names = disk.log.tree_names();
     let has_tree = |name: &str| names.iter().any(|n| n.as_ref() == name.as_bytes());
     data_dir.join(V0_SNAPSHOT_FILE).exists() || V0_TREES.iter().any(|name| has_tree(name))
 }
@@ -141,7 +141,7 @@ fn convert_image(image: V0Image) -> StateImage {
 /// Migrates a format-0 directory to the current format, in place. Returns the identity it gave
 /// the node.
 pub fn from_v0(disk: &Disk, data_dir: &Path, node_id: NodeId) -> Result<NodeIdentity, StorageOpenError> {
-    let place = disk.path.display().to_string();
+    let place = disk.path.join(crate::raft::disk::LOG_DIR).display().to_string();
     let corrupt = |what: &str, err: &dyn std::fmt::Display| {
         StorageOpenError::Format(format::FormatError::Corrupt {
             place: format!("{place} (format 0) {what}"),
@@ -149,8 +149,8 @@ pub fn from_v0(disk: &Disk, data_dir: &Path, node_id: NodeId) -> Result<NodeIden
         })
     };
     let sled_err = |err: sled::Error| StorageOpenError::Io(place.clone(), sled_io(err));
-    let old_meta = disk.db.open_tree("meta").map_err(sled_err)?;
-    let old_log = disk.db.open_tree("log").map_err(sled_err)?;
+    let old_meta = disk.log.open_tree("meta").map_err(sled_err)?;
+    let old_log = disk.log.open_tree("log").map_err(sled_err)?;
     let read = |key: &[u8]| old_meta.get(key).map_err(sled_err);
 
     let admitted = match read(b"node")? {
@@ -170,10 +170,11 @@ pub fn from_v0(disk: &Disk, data_dir: &Path, node_id: NodeId) -> Result<NodeIden
     let identity = NodeIdentity { migrated: admitted, ..NodeIdentity::fresh(node_id) };
 
     // Start from empty format-1 trees: an earlier attempt may have been cut short.
-    let new_log = disk.db.open_tree(log_store::LOG_TREE).map_err(sled_err)?;
-    let new_meta = disk.db.open_tree(log_store::META_TREE).map_err(sled_err)?;
-    let trees = state_machine::SM_TREES.map(|name| disk.db.open_tree(name));
-    for tree in [&new_log, &new_meta] {
+    let new_log = disk.log.open_tree(log_store::LOG_TREE).map_err(sled_err)?;
+    let new_meta = disk.log.open_tree(log_store::META_TREE).map_err(sled_err)?;
+    let sm_meta = disk.state.open_tree(state_machine::SM_META_TREE).map_err(sled_err)?;
+    let trees = state_machine::SM_TREES.map(|name| disk.state.open_tree(name));
+    for tree in [&new_log, &new_meta, &sm_meta] {
         tree.clear().map_err(sled_err)?;
     }
     let sm0 = match trees {
@@ -210,8 +211,8 @@ pub fn from_v0(disk: &Disk, data_dir: &Path, node_id: NodeId) -> Result<NodeIden
         batch.insert(log_store::LAST_PURGED, encode(&purged)?);
     }
     batch.insert(super::IDENTITY, encode(&identity)?);
-    batch.insert(state_machine::ACTIVE_SM, encode(&0u8)?);
     new_meta.apply_batch(batch).map_err(sled_err)?;
+    sm_meta.insert(state_machine::ACTIVE_SM, encode(&0u8)?).map_err(sled_err)?;
 
     let snapshot_path = data_dir.join(V0_SNAPSHOT_FILE);
     let mut registrations = 0;
@@ -233,13 +234,16 @@ pub fn from_v0(disk: &Disk, data_dir: &Path, node_id: NodeId) -> Result<NodeIden
     }
 
     // Everything is written: sync, then record the format (the commit point), then sync again.
+    disk.syncer
+        .sync_state_blocking()
+        .map_err(|e| StorageOpenError::Io(format!("{} (migration)", disk.path.display()), e))?;
     let sync =
         |what: &str| disk.syncer.sync_blocking().map_err(|e| StorageOpenError::Io(format!("{place} ({what})"), e));
     sync("migration")?;
     new_meta.insert(super::FORMAT, vec![format::CURRENT]).map_err(sled_err)?;
     sync("migration")?;
     for name in V0_TREES {
-        disk.db.drop_tree(name).map_err(sled_err)?;
+        disk.log.drop_tree(name).map_err(sled_err)?;
     }
     if snapshot_path.exists() {
         std::fs::remove_file(&snapshot_path)

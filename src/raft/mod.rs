@@ -195,9 +195,9 @@ impl Storage {
     ) -> Result<Self, StorageOpenError> {
         let io = |err| StorageOpenError::Io(data_dir.display().to_string(), err);
         let disk = Disk::open(data_dir, cache_bytes).map_err(io)?;
-        let place = disk.path.display().to_string();
+        let place = disk.path.join(disk::LOG_DIR).display().to_string();
         let sled_err = |err| StorageOpenError::Io(place.clone(), disk::sled_io(err));
-        let meta = disk.db.open_tree(log_store::META_TREE).map_err(sled_err)?;
+        let meta = disk.log.open_tree(log_store::META_TREE).map_err(sled_err)?;
         let identity = match meta.get(FORMAT).map_err(sled_err)? {
             Some(version) if version.as_ref() == [format::CURRENT] => {
                 // A migration that recorded its format may have stopped before deleting the old data.

@@ -33,7 +33,6 @@ use crate::raft::TypeConfig;
 use crate::raft::disk::Disk;
 use crate::raft::disk::Syncer;
 use crate::raft::format;
-use crate::raft::log_store::META_TREE;
 use crate::raft::typ;
 use crate::registry::Outcome;
 use crate::registry::RegistryState;
@@ -42,8 +41,10 @@ use crate::registry::Touched;
 
 /// The two trees that take turns holding the state.
 pub const SM_TREES: [&str; 2] = ["sm.0", "sm.1"];
-/// Key in the meta tree: the index in [`SM_TREES`] of the active tree.
-pub const ACTIVE_SM: &[u8] = b"sm";
+/// The tree that says which of [`SM_TREES`] is active.
+pub const SM_META_TREE: &str = "sm.meta";
+/// Key in [`SM_META_TREE`]: the index in [`SM_TREES`] of the active tree.
+pub const ACTIVE_SM: &[u8] = b"active";
 
 const APPLIED: &[u8] = b"\x00applied";
 const MEMBERSHIP: &[u8] = b"\x00membership";
@@ -214,9 +215,9 @@ impl SmStore {
         let next = 1 - self.active;
         self.trees[next].clear().map_err(write_error)?;
         write_tree(&self.trees[next], loaded)?;
-        self.syncer.sync_blocking().map_err(write_error)?;
+        self.syncer.sync_state_blocking().map_err(write_error)?;
         self.meta.insert(ACTIVE_SM, format::encode(&(next as u8)).map_err(write_error)?).map_err(write_error)?;
-        self.syncer.sync_blocking().map_err(write_error)?;
+        self.syncer.sync_state_blocking().map_err(write_error)?;
         let old = std::mem::replace(&mut self.active, next);
         // The old state is no longer reachable; free its space (no sync needed).
         self.trees[old].clear().map_err(write_error)?;
@@ -227,14 +228,14 @@ impl SmStore {
 impl StateMachine {
     /// Opens the state machine of a data directory and publishes what it holds to `view`.
     pub fn open(disk: &Disk, view: AppliedView) -> Result<Self, typ::StorageError> {
-        let meta = disk.db.open_tree(META_TREE).map_err(read_error)?;
+        let meta = disk.state.open_tree(SM_META_TREE).map_err(read_error)?;
         let trees =
-            [disk.db.open_tree(SM_TREES[0]).map_err(read_error)?, disk.db.open_tree(SM_TREES[1]).map_err(read_error)?];
-        let place: Arc<str> = disk.path.display().to_string().into();
+            [disk.state.open_tree(SM_TREES[0]).map_err(read_error)?, disk.state.open_tree(SM_TREES[1]).map_err(read_error)?];
+        let place: Arc<str> = disk.path.join(crate::raft::disk::STATE_DIR).display().to_string().into();
         let active = match meta.get(ACTIVE_SM).map_err(read_error)? {
             Some(bytes) => {
                 let active: u8 =
-                    format::decode(&bytes, format_args!("{place} tree {META_TREE} key sm")).map_err(read_error)?;
+                    format::decode(&bytes, format_args!("{place} tree {SM_META_TREE} key active")).map_err(read_error)?;
                 usize::from(active.min(1))
             }
             None => 0,
@@ -329,7 +330,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<typ::Snapshot, typ::StorageError> {
         // openraft may purge the log up to this snapshot once it returns: the state it covers
         // must be on disk first.
-        self.syncer.sync().await.map_err(snapshot_error)?;
+        self.syncer.sync_state().await.map_err(snapshot_error)?;
         let snapshot = StateMachine::snapshot_of(&self.state, self.last_applied, &self.membership)?;
         tracing::info!(
             index = self.last_applied.map_or(0, |id| id.index),

@@ -179,7 +179,7 @@ fn an_unknown_format_is_refused_with_one_line_naming_the_place() {
                 Err(_) => std::thread::sleep(Duration::from_millis(10)),
             }
         };
-        disk.db.open_tree(log_store::META_TREE).unwrap().insert(FORMAT, vec![7]).unwrap();
+        disk.log.open_tree(log_store::META_TREE).unwrap().insert(FORMAT, vec![7]).unwrap();
         disk.syncer.sync_blocking().unwrap();
     }
     let err = loop {
