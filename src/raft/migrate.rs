@@ -25,7 +25,6 @@ use crate::raft::format;
 use crate::raft::identity::NodeIdentity;
 use crate::raft::log_store;
 use crate::raft::state_machine;
-use crate::raft::state_machine::Loaded;
 use crate::raft::typ;
 use crate::registry::Answer;
 use crate::registry::AuditAction;
@@ -36,6 +35,7 @@ use crate::registry::Outcome;
 use crate::registry::Policy;
 use crate::registry::Registration;
 use crate::registry::RegistrationId;
+use crate::registry::RegistryState;
 use crate::registry::StateImage;
 
 /// The state machine file of format 0.
@@ -172,19 +172,9 @@ pub fn from_v0(disk: &Disk, data_dir: &Path, node_id: NodeId) -> Result<NodeIden
     // Start from empty format-1 trees: an earlier attempt may have been cut short.
     let new_log = disk.log.open_tree(log_store::LOG_TREE).map_err(sled_err)?;
     let new_meta = disk.log.open_tree(log_store::META_TREE).map_err(sled_err)?;
-    let sm_meta = disk.state.open_tree(state_machine::SM_META_TREE).map_err(sled_err)?;
-    let trees = state_machine::SM_TREES.map(|name| disk.state.open_tree(name));
-    for tree in [&new_log, &new_meta, &sm_meta] {
+    for tree in [&new_log, &new_meta] {
         tree.clear().map_err(sled_err)?;
     }
-    let sm0 = match trees {
-        [Ok(sm0), Ok(sm1)] => {
-            sm0.clear().map_err(sled_err)?;
-            sm1.clear().map_err(sled_err)?;
-            sm0
-        }
-        [Err(err), _] | [_, Err(err)] => return Err(sled_err(err)),
-    };
 
     let encode = |value: &dyn erased::Encode| value.encode().map_err(|e| corrupt("re-encoding", &e));
     let mut entries = 0u64;
@@ -212,31 +202,22 @@ pub fn from_v0(disk: &Disk, data_dir: &Path, node_id: NodeId) -> Result<NodeIden
     }
     batch.insert(super::IDENTITY, encode(&identity)?);
     new_meta.apply_batch(batch).map_err(sled_err)?;
-    sm_meta.insert(state_machine::ACTIVE_SM, encode(&0u8)?).map_err(sled_err)?;
 
     let snapshot_path = data_dir.join(V0_SNAPSHOT_FILE);
-    let mut registrations = 0;
-    match std::fs::read(&snapshot_path) {
+    let (state, last_applied, membership) = match std::fs::read(&snapshot_path) {
         Ok(bytes) => {
             let file: V0SnapshotFile = postcard::from_bytes(&bytes).map_err(|e| corrupt(V0_SNAPSHOT_FILE, &e))?;
             let image: V0Image = postcard::from_bytes(&file.data).map_err(|e| corrupt(V0_SNAPSHOT_FILE, &e))?;
-            let image = convert_image(image);
-            registrations = image.registrations.len();
-            let loaded = Loaded {
-                image,
-                last_applied: file.meta.last_log_id,
-                membership: convert_stored(&file.meta.last_membership),
-            };
-            state_machine::write_tree(&sm0, &loaded).map_err(|e| corrupt("state machine", &e))?;
+            let state = RegistryState::from_image(convert_image(image));
+            (state, file.meta.last_log_id, convert_stored(&file.meta.last_membership))
         }
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Default::default(),
         Err(err) => return Err(StorageOpenError::Io(snapshot_path.display().to_string(), err)),
-    }
+    };
+    let registrations = state.len();
+    state_machine::reset(disk, &state, last_applied, &membership).map_err(|e| corrupt("state machine", &e))?;
 
     // Everything is written: sync, then record the format (the commit point), then sync again.
-    disk.syncer
-        .sync_state_blocking()
-        .map_err(|e| StorageOpenError::Io(format!("{} (migration)", disk.path.display()), e))?;
     let sync =
         |what: &str| disk.syncer.sync_blocking().map_err(|e| StorageOpenError::Io(format!("{place} ({what})"), e));
     sync("migration")?;

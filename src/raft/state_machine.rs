@@ -1,23 +1,35 @@
 //! The Raft state machine: the registry, persisted in sled and mirrored in memory.
 //!
-//! The state lives in one of two sled trees, `sm.0` and `sm.1`; the log's meta tree says which
-//! one is active. Each applied batch is one atomic sled batch on the active tree: the records it
-//! touched (registrations, policies, audit records, remembered answers), the last applied log id
-//! and the membership. A restart loads the active tree; openraft then re-applies the committed
-//! entries after its last applied id. Applies are not synced one by one: the log holds every
-//! committed entry durably, and sled recovers a prefix of its writes, so after a crash the tree is
-//! a consistent earlier state that the replay completes. A snapshot build syncs before it
-//! returns, because openraft may then purge the log up to it.
+//! The state machine has a sled database of its own (`state/`) with three kinds of trees:
+//!
+//! - `sm.journal`: one record per applied batch, written in one sled write as the batch is
+//!   applied: the last applied log id, the membership if it changed, and the new value (or the
+//!   removal) of every registration, policy, audit record and remembered answer the batch
+//!   touched. Keyed by the log index of the batch's last entry.
+//! - `sm.base.0` and `sm.base.1`: a compacted image of the whole state at some applied id, in
+//!   chunks. `sm.meta` says which of the two is current. When the journal has grown past the size
+//!   of the image, a background task writes a fresh image of a frozen copy of the state into the
+//!   other tree, syncs, switches `sm.meta` to it with one synced write, and deletes the journal
+//!   records the image covers.
+//!
+//! A restart loads the current image and applies the journal records after it (their effects,
+//! not the commands), then openraft re-applies the committed entries after the last applied id.
+//! Journal records are not synced one by one: the log holds every committed entry durably, and
+//! sled recovers a prefix of its writes, so after a crash the state is a consistent earlier one
+//! that the replay completes. A snapshot build syncs before it returns, because openraft may then
+//! purge the log up to it.
 //!
 //! A snapshot sent to a follower is the serialized in-memory state at its applied id. Installing
-//! one fills the inactive tree, syncs, then switches the active tree with one synced write: a
+//! one writes it as the image in the other base tree, syncs, switches, and clears the journal: a
 //! crash leaves either the old state or the new one.
 //!
 //! After every applied batch the state is published to an [`AppliedView`]; readers (control API,
 //! data plane) load it without locks and keep the immutable copy they loaded.
 
+use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::sync::Arc;
+use std::sync::Mutex;
 
 use arc_swap::ArcSwap;
 use openraft::EntryPayload;
@@ -25,6 +37,7 @@ use openraft::OptionalSend;
 use openraft::RaftSnapshotBuilder;
 use openraft::StorageIOError;
 use openraft::storage::RaftStateMachine;
+use serde::Deserialize;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
@@ -34,25 +47,32 @@ use crate::raft::disk::Disk;
 use crate::raft::disk::Syncer;
 use crate::raft::format;
 use crate::raft::typ;
+use crate::registry::Answer;
+use crate::registry::AuditRecord;
+use crate::registry::ContractKey;
 use crate::registry::Outcome;
+use crate::registry::Policy;
+use crate::registry::Registration;
+use crate::registry::RegistrationId;
 use crate::registry::RegistryState;
 use crate::registry::StateImage;
 use crate::registry::Touched;
 
-/// The two trees that take turns holding the state.
-pub const SM_TREES: [&str; 2] = ["sm.0", "sm.1"];
-/// The tree that says which of [`SM_TREES`] is active.
+/// The tree of journal records.
+pub const JOURNAL_TREE: &str = "sm.journal";
+/// The two trees that take turns holding the compacted image.
+pub const BASE_TREES: [&str; 2] = ["sm.base.0", "sm.base.1"];
+/// The tree that says which of [`BASE_TREES`] is current.
 pub const SM_META_TREE: &str = "sm.meta";
-/// Key in [`SM_META_TREE`]: the index in [`SM_TREES`] of the active tree.
-pub const ACTIVE_SM: &[u8] = b"active";
+/// Key in [`SM_META_TREE`]: the index in [`BASE_TREES`] of the current image.
+pub const CURRENT_BASE: &[u8] = b"base";
 
-const APPLIED: &[u8] = b"\x00applied";
-const MEMBERSHIP: &[u8] = b"\x00membership";
-const AUDIT_NEXT: &[u8] = b"\x00audit_next";
-const AUDIT: u8 = b'a';
-const POLICY: u8 = b'p';
-const ANSWER: u8 = b'q';
-const REGISTRATION: u8 = b'r';
+const HEAD: &[u8] = b"\x00head";
+const CHUNK: u8 = b'c';
+/// Journal bytes below which no compaction is started, whatever the size of the image.
+const COMPACT_AT_LEAST: u64 = 16 << 20;
+/// A chunk of the image holds about this many bytes.
+const CHUNK_BYTES: usize = 1 << 20;
 
 /// What the node has applied: the registry and the log position it reflects.
 #[derive(Debug, Clone, Default)]
@@ -92,6 +112,36 @@ impl AppliedView {
     }
 }
 
+/// The first record of an image.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct BaseHead {
+    last_applied: Option<typ::LogId>,
+    membership: typ::StoredMembership,
+    audit_next_seq: u64,
+    chunks: u32,
+}
+
+/// A piece of an image.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ImageChunk {
+    registrations: Vec<Registration>,
+    policies: Vec<(ContractKey, Policy)>,
+    audit: Vec<AuditRecord>,
+    answers: Vec<Answer>,
+}
+
+/// The effects of one applied batch.
+#[derive(Debug, Serialize, Deserialize)]
+struct JournalRecord {
+    last_applied: Option<typ::LogId>,
+    membership: Option<typ::StoredMembership>,
+    audit_next_seq: u64,
+    registrations: Vec<(RegistrationId, Option<Registration>)>,
+    policies: Vec<(ContractKey, Option<Policy>)>,
+    audit: Vec<(u64, Option<AuditRecord>)>,
+    answers: Vec<((u64, u64), Option<Answer>)>,
+}
+
 /// The state machine; openraft owns it, the node keeps an [`AppliedView`] of it.
 #[derive(Debug)]
 pub struct StateMachine {
@@ -100,16 +150,24 @@ pub struct StateMachine {
     membership: typ::StoredMembership,
     view: AppliedView,
     store: SmStore,
+    /// Journal bytes written since the current image, and the size of that image.
+    journal_bytes: u64,
+    base_bytes: u64,
+    /// A compaction is running.
+    compacting: Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// The sled side of the state machine.
+/// The sled side of the state machine. Cheap to clone.
 #[derive(Debug, Clone)]
 struct SmStore {
     meta: sled::Tree,
-    trees: [sled::Tree; 2],
-    active: usize,
+    bases: [sled::Tree; 2],
+    journal: sled::Tree,
     syncer: Syncer,
     place: Arc<str>,
+    /// The current image (index in `bases`) and the applied id it holds. Writers of an image
+    /// (compaction, snapshot install) hold this lock from start to switch.
+    current: Arc<Mutex<(usize, Option<typ::LogId>)>>,
 }
 
 fn read_error(err: impl std::error::Error + 'static) -> typ::StorageError {
@@ -124,130 +182,230 @@ fn snapshot_error(err: impl std::error::Error + 'static) -> typ::StorageError {
     StorageIOError::write_snapshot(None, openraft::AnyError::new(&err)).into()
 }
 
-fn put<T: Serialize + ?Sized>(batch: &mut sled::Batch, key: &[u8], value: &T) -> Result<(), typ::StorageError> {
-    batch.insert(key, format::encode(value).map_err(write_error)?);
-    Ok(())
+fn chunk_key(n: u32) -> [u8; 5] {
+    let [a, b, c, d] = n.to_be_bytes();
+    [CHUNK, a, b, c, d]
 }
 
-fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
-    let mut key = Vec::with_capacity(1 + rest.len());
-    key.push(prefix);
-    key.extend_from_slice(rest);
-    key
-}
-
-fn answer_key(request: (u64, u64)) -> Vec<u8> {
-    key(ANSWER, &[request.0.to_be_bytes(), request.1.to_be_bytes()].concat())
-}
-
-/// Everything a state machine tree holds.
-#[derive(Debug, Default)]
-pub struct Loaded {
-    pub image: StateImage,
-    pub last_applied: Option<typ::LogId>,
-    pub membership: typ::StoredMembership,
-}
-
-/// Writes a whole state into an empty tree, in batches. Blocking.
-pub fn write_tree(tree: &sled::Tree, loaded: &Loaded) -> Result<(), typ::StorageError> {
-    let image = &loaded.image;
-    let record = |key: Vec<u8>, value: Result<Vec<u8>, postcard::Error>| value.map(|value| (key, value));
-    let records = image
-        .registrations
-        .iter()
-        .map(|r| record(key(REGISTRATION, r.id.as_bytes()), format::encode(r)))
-        .chain(image.policies.iter().map(|(c, p)| record(key(POLICY, c.as_str().as_bytes()), format::encode(&(c, p)))))
-        .chain(image.audit.iter().map(|r| record(key(AUDIT, &r.seq.to_be_bytes()), format::encode(r))))
-        .chain(image.answers.iter().map(|a| record(answer_key(a.request), format::encode(a))))
-        .chain([
-            record(AUDIT_NEXT.to_vec(), format::encode(&image.audit_next_seq)),
-            record(MEMBERSHIP.to_vec(), format::encode(&loaded.membership)),
-            record(APPLIED.to_vec(), format::encode(&loaded.last_applied)),
-        ]);
-    let mut batch = sled::Batch::default();
-    let mut pending = 0;
-    for record in records {
-        let (key, value) = record.map_err(write_error)?;
-        batch.insert(key, value);
-        pending += 1;
-        if pending == 1024 {
-            tree.apply_batch(std::mem::take(&mut batch)).map_err(write_error)?;
-            pending = 0;
-        }
-    }
-    tree.apply_batch(batch).map_err(write_error)
+/// Rough encoded size of a registration, to cut chunks.
+fn registration_bytes(registration: &Registration) -> usize {
+    200 + registration.address.len() + registration.metadata.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>()
 }
 
 impl SmStore {
-    fn tree(&self) -> &sled::Tree {
-        &self.trees[self.active]
+    fn open(disk: &Disk) -> Result<Self, typ::StorageError> {
+        let tree = |name: &str| disk.state.open_tree(name).map_err(read_error);
+        let meta = tree(SM_META_TREE)?;
+        let place: Arc<str> = disk.path.join(crate::raft::disk::STATE_DIR).display().to_string().into();
+        let current = match meta.get(CURRENT_BASE).map_err(read_error)? {
+            Some(bytes) => {
+                let current: u8 = format::decode(&bytes, format_args!("{place} tree {SM_META_TREE} key base"))
+                    .map_err(read_error)?;
+                usize::from(current.min(1))
+            }
+            None => 0,
+        };
+        Ok(Self {
+            meta,
+            bases: [tree(BASE_TREES[0])?, tree(BASE_TREES[1])?],
+            journal: tree(JOURNAL_TREE)?,
+            syncer: disk.syncer.clone(),
+            place,
+            current: Arc::new(Mutex::new((current, None))),
+        })
     }
 
-    fn decode<T: DeserializeOwned>(&self, tree: usize, key: &[u8], bytes: &[u8]) -> Result<T, typ::StorageError> {
-        let place = format_args!("{} tree {} key {:02x?}", self.place, SM_TREES[tree], key);
-        format::decode(bytes, place).map_err(read_error)
+    fn decode<T: DeserializeOwned>(&self, tree: &str, key: &[u8], bytes: &[u8]) -> Result<T, typ::StorageError> {
+        format::decode(bytes, format_args!("{} tree {tree} key {key:02x?}", self.place)).map_err(read_error)
     }
 
-    /// Reads the active tree. Blocking.
-    fn load(&self) -> Result<Loaded, typ::StorageError> {
-        let mut loaded = Loaded::default();
-        for item in self.tree().iter() {
-            let (key, value) = item.map_err(read_error)?;
-            match key.first() {
-                Some(&REGISTRATION) => loaded.image.registrations.push(self.decode(self.active, &key, &value)?),
-                Some(&POLICY) => loaded.image.policies.push(self.decode(self.active, &key, &value)?),
-                Some(&AUDIT) => loaded.image.audit.push(self.decode(self.active, &key, &value)?),
-                Some(&ANSWER) => loaded.image.answers.push(self.decode(self.active, &key, &value)?),
-                _ if *key == *APPLIED => loaded.last_applied = self.decode(self.active, &key, &value)?,
-                _ if *key == *MEMBERSHIP => loaded.membership = self.decode(self.active, &key, &value)?,
-                _ if *key == *AUDIT_NEXT => loaded.image.audit_next_seq = self.decode(self.active, &key, &value)?,
-                _ => {}
+    fn lock(&self) -> std::sync::MutexGuard<'_, (usize, Option<typ::LogId>)> {
+        self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Reads the current image and the journal after it. Blocking. Returns the state, its
+    /// applied id and membership, and the sizes of the image and the journal.
+    fn load(&self) -> Result<(StateImage, Option<typ::LogId>, typ::StoredMembership, u64, u64), typ::StorageError> {
+        let mut current = self.lock();
+        let name = BASE_TREES[current.0];
+        let base = &self.bases[current.0];
+        let mut registrations = BTreeMap::new();
+        let mut policies = BTreeMap::new();
+        let mut audit = BTreeMap::new();
+        let mut answers = BTreeMap::new();
+        let (mut last_applied, mut membership, mut audit_next_seq) = (None, typ::StoredMembership::default(), 0);
+        let mut base_bytes = 0;
+        if let Some(bytes) = base.get(HEAD).map_err(read_error)? {
+            let head: BaseHead = self.decode(name, HEAD, &bytes)?;
+            (last_applied, membership, audit_next_seq) = (head.last_applied, head.membership, head.audit_next_seq);
+            for n in 0..head.chunks {
+                let key = chunk_key(n);
+                let bytes = base.get(key).map_err(read_error)?.ok_or_else(|| {
+                    read_error(format::FormatError::Corrupt {
+                        place: format!("{} tree {name}", self.place),
+                        cause: format!("chunk {n} of {} is missing", head.chunks),
+                    })
+                })?;
+                base_bytes += bytes.len() as u64;
+                let chunk: ImageChunk = self.decode(name, &key, &bytes)?;
+                registrations.extend(chunk.registrations.into_iter().map(|r| (r.id, r)));
+                policies.extend(chunk.policies);
+                audit.extend(chunk.audit.into_iter().map(|r| (r.seq, r)));
+                answers.extend(chunk.answers.into_iter().map(|a| (a.request, a)));
             }
         }
-        // Answers are kept in the order they were given.
-        loaded.image.answers.sort_by_key(|answer| (answer.at_ms, answer.request));
-        Ok(loaded)
+        current.1 = last_applied;
+        let after = last_applied.map_or(0, |id| id.index + 1);
+        let mut journal_bytes = 0;
+        for item in self.journal.range(after.to_be_bytes()..) {
+            let (key, bytes) = item.map_err(read_error)?;
+            journal_bytes += bytes.len() as u64;
+            let record: JournalRecord = self.decode(JOURNAL_TREE, &key, &bytes)?;
+            last_applied = record.last_applied;
+            audit_next_seq = record.audit_next_seq;
+            if let Some(changed) = record.membership {
+                membership = changed;
+            }
+            for (id, value) in record.registrations {
+                put_or_remove(&mut registrations, id, value);
+            }
+            for (key, value) in record.policies {
+                put_or_remove(&mut policies, key, value);
+            }
+            for (seq, value) in record.audit {
+                put_or_remove(&mut audit, seq, value);
+            }
+            for (request, value) in record.answers {
+                put_or_remove(&mut answers, request, value);
+            }
+        }
+        let mut answers: Vec<Answer> = answers.into_values().collect();
+        // Remembered answers are kept in the order they were given.
+        answers.sort_by_key(|answer| (answer.at_ms, answer.request));
+        let image = StateImage {
+            registrations: registrations.into_values().collect(),
+            policies: policies.into_iter().collect(),
+            audit: audit.into_values().collect(),
+            audit_next_seq,
+            answers,
+        };
+        Ok((image, last_applied, membership, base_bytes, journal_bytes))
     }
 
-    /// Replaces the whole state: fills the inactive tree, syncs, then makes it the active one.
-    /// Blocking.
-    fn replace(&mut self, loaded: &Loaded) -> Result<(), typ::StorageError> {
-        let next = 1 - self.active;
-        self.trees[next].clear().map_err(write_error)?;
-        write_tree(&self.trees[next], loaded)?;
+    /// Writes `state` as the image in the other base tree, syncs, and makes it the current one;
+    /// then forgets the journal records it covers (all of them with `clear_journal`). Does
+    /// nothing if the current image is already as recent. Blocking. Returns the image's size.
+    fn write_base(
+        &self,
+        state: &RegistryState,
+        last_applied: Option<typ::LogId>,
+        membership: &typ::StoredMembership,
+        clear_journal: bool,
+    ) -> Result<Option<u64>, typ::StorageError> {
+        let mut current = self.lock();
+        if !clear_journal && current.1 >= last_applied {
+            return Ok(None);
+        }
+        let next = 1 - current.0;
+        let tree = &self.bases[next];
+        tree.clear().map_err(write_error)?;
+        let mut chunk = ImageChunk::default();
+        let mut chunk_bytes = 0;
+        let mut chunks = 0u32;
+        let mut written = 0u64;
+        let mut emit = |chunk: &mut ImageChunk, chunk_bytes: &mut usize, force: bool| -> Result<(), typ::StorageError> {
+            if *chunk_bytes >= CHUNK_BYTES || (force && *chunk_bytes > 0) {
+                let bytes = format::encode(&*chunk).map_err(write_error)?;
+                written += bytes.len() as u64;
+                tree.insert(chunk_key(chunks), bytes).map_err(write_error)?;
+                chunks += 1;
+                (*chunk, *chunk_bytes) = (ImageChunk::default(), 0);
+            }
+            Ok(())
+        };
+        for registration in state.iter() {
+            chunk_bytes += registration_bytes(registration);
+            chunk.registrations.push(Registration::clone(registration));
+            emit(&mut chunk, &mut chunk_bytes, false)?;
+        }
+        for (key, policy) in state.policies() {
+            chunk_bytes += 100 + key.as_str().len();
+            chunk.policies.push((key.clone(), policy.clone()));
+            emit(&mut chunk, &mut chunk_bytes, false)?;
+        }
+        for record in state.audit() {
+            chunk_bytes += 200;
+            chunk.audit.push(record.clone());
+            emit(&mut chunk, &mut chunk_bytes, false)?;
+        }
+        for answer in state.answers() {
+            chunk_bytes += match &answer.outcome {
+                Outcome::Registered { registration, .. }
+                | Outcome::Unregistered(registration)
+                | Outcome::Drained(registration) => registration_bytes(registration),
+                _ => 100,
+            };
+            chunk.answers.push(answer.clone());
+            emit(&mut chunk, &mut chunk_bytes, false)?;
+        }
+        emit(&mut chunk, &mut chunk_bytes, true)?;
+        let head =
+            BaseHead { last_applied, membership: membership.clone(), audit_next_seq: state.audit_next_seq(), chunks };
+        tree.insert(HEAD, format::encode(&head).map_err(write_error)?).map_err(write_error)?;
         self.syncer.sync_state_blocking().map_err(write_error)?;
-        self.meta.insert(ACTIVE_SM, format::encode(&(next as u8)).map_err(write_error)?).map_err(write_error)?;
+        self.meta.insert(CURRENT_BASE, format::encode(&(next as u8)).map_err(write_error)?).map_err(write_error)?;
         self.syncer.sync_state_blocking().map_err(write_error)?;
-        let old = std::mem::replace(&mut self.active, next);
-        // The old state is no longer reachable; free its space (no sync needed).
-        self.trees[old].clear().map_err(write_error)?;
-        Ok(())
+        let old = std::mem::replace(&mut *current, (next, last_applied)).0;
+        drop(current);
+        // What follows only frees space: the switch above already made it all unreachable.
+        self.bases[old].clear().map_err(write_error)?;
+        if clear_journal {
+            self.journal.clear().map_err(write_error)?;
+        } else {
+            let upto = last_applied.map_or(0, |id| id.index);
+            let mut batch = sled::Batch::default();
+            for item in self.journal.range(..=upto.to_be_bytes()) {
+                batch.remove(item.map_err(write_error)?.0);
+            }
+            self.journal.apply_batch(batch).map_err(write_error)?;
+        }
+        Ok(Some(written))
     }
+}
+
+fn put_or_remove<K: Ord, V>(map: &mut BTreeMap<K, V>, key: K, value: Option<V>) {
+    match value {
+        Some(value) => map.insert(key, value),
+        None => map.remove(&key),
+    };
+}
+
+/// Replaces whatever state machine a data directory holds with `state` (migrations). Blocking;
+/// syncs before it returns.
+pub fn reset(
+    disk: &Disk,
+    state: &RegistryState,
+    last_applied: Option<typ::LogId>,
+    membership: &typ::StoredMembership,
+) -> Result<(), typ::StorageError> {
+    SmStore::open(disk)?.write_base(state, last_applied, membership, true).map(drop)
 }
 
 impl StateMachine {
     /// Opens the state machine of a data directory and publishes what it holds to `view`.
+    /// Blocking.
     pub fn open(disk: &Disk, view: AppliedView) -> Result<Self, typ::StorageError> {
-        let meta = disk.state.open_tree(SM_META_TREE).map_err(read_error)?;
-        let trees =
-            [disk.state.open_tree(SM_TREES[0]).map_err(read_error)?, disk.state.open_tree(SM_TREES[1]).map_err(read_error)?];
-        let place: Arc<str> = disk.path.join(crate::raft::disk::STATE_DIR).display().to_string().into();
-        let active = match meta.get(ACTIVE_SM).map_err(read_error)? {
-            Some(bytes) => {
-                let active: u8 =
-                    format::decode(&bytes, format_args!("{place} tree {SM_META_TREE} key active")).map_err(read_error)?;
-                usize::from(active.min(1))
-            }
-            None => 0,
-        };
-        let store = SmStore { meta, trees, active, syncer: disk.syncer.clone(), place };
-        let loaded = store.load()?;
+        let store = SmStore::open(disk)?;
+        let (image, last_applied, membership, base_bytes, journal_bytes) = store.load()?;
         let machine = Self {
-            state: RegistryState::from_image(loaded.image),
-            last_applied: loaded.last_applied,
-            membership: loaded.membership,
+            state: RegistryState::from_image(image),
+            last_applied,
+            membership,
             view,
             store,
+            journal_bytes,
+            base_bytes,
+            compacting: Arc::default(),
         };
         machine.publish();
         Ok(machine)
@@ -258,46 +416,50 @@ impl StateMachine {
         self.view.publish(Applied { state: self.state.clone(), index });
     }
 
-    /// Writes what the applies since the last call changed, with the applied position, in one
-    /// atomic batch.
-    fn persist(&mut self, touched: &Touched, membership_changed: bool) -> Result<(), typ::StorageError> {
-        let mut batch = sled::Batch::default();
-        for id in &touched.registrations {
-            let key = key(REGISTRATION, id.as_bytes());
-            match self.state.get(id) {
-                Some(registration) => put(&mut batch, &key, &**registration)?,
-                None => batch.remove(key),
+    /// Writes the journal record of the batch just applied: one sled write.
+    fn journal(&mut self, touched: &Touched, membership_changed: bool) -> Result<(), typ::StorageError> {
+        let state = &self.state;
+        let record = JournalRecord {
+            last_applied: self.last_applied,
+            membership: membership_changed.then(|| self.membership.clone()),
+            audit_next_seq: state.audit_next_seq(),
+            registrations: touched.registrations.iter().map(|id| (*id, state.get(id).map(|r| Registration::clone(r)))).collect(),
+            policies: touched.policies.iter().map(|key| (key.clone(), state.policy(key).cloned())).collect(),
+            audit: touched.audit.iter().map(|seq| (*seq, state.audit_record(*seq).cloned())).collect(),
+            answers: touched.answers.iter().map(|request| (*request, state.answer(request).cloned())).collect(),
+        };
+        let bytes = format::encode(&record).map_err(write_error)?;
+        self.journal_bytes += bytes.len() as u64;
+        let key = self.last_applied.map_or(0, |id| id.index).to_be_bytes();
+        self.store.journal.insert(key, bytes).map_err(write_error)?;
+        Ok(())
+    }
+
+    /// Starts a compaction in the background when the journal has outgrown the image.
+    fn maybe_compact(&mut self) {
+        use std::sync::atomic::Ordering;
+        if self.journal_bytes < COMPACT_AT_LEAST.max(self.base_bytes) || self.compacting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (store, state, last_applied, membership) =
+            (self.store.clone(), self.state.clone(), self.last_applied, self.membership.clone());
+        let compacting = self.compacting.clone();
+        self.journal_bytes = 0;
+        tokio::task::spawn_blocking(move || {
+            match store.write_base(&state, last_applied, &membership, false) {
+                Ok(written) => tracing::debug!(bytes = ?written, index = ?last_applied.map(|l| l.index), "state compacted"),
+                Err(err) => tracing::warn!(error = %err, "compacting the state failed; the journal keeps everything"),
             }
-        }
-        for contract in &touched.policies {
-            let key = key(POLICY, contract.as_str().as_bytes());
-            match self.state.policy(contract) {
-                Some(policy) => put(&mut batch, &key, &(contract, policy))?,
-                None => batch.remove(key),
-            }
-        }
-        for &seq in &touched.audit {
-            let key = key(AUDIT, &seq.to_be_bytes());
-            match self.state.audit_record(seq) {
-                Some(record) => put(&mut batch, &key, record)?,
-                None => batch.remove(key),
-            }
-        }
-        for request in &touched.answers {
-            let key = answer_key(*request);
-            match self.state.answer(request) {
-                Some(answer) => put(&mut batch, &key, answer)?,
-                None => batch.remove(key),
-            }
-        }
-        if !touched.audit.is_empty() {
-            put(&mut batch, AUDIT_NEXT, &self.state.audit_next_seq())?;
-        }
-        if membership_changed {
-            put(&mut batch, MEMBERSHIP, &self.membership)?;
-        }
-        put(&mut batch, APPLIED, &self.last_applied)?;
-        self.store.tree().apply_batch(batch).map_err(write_error)
+            compacting.store(false, Ordering::Release);
+        });
+    }
+
+    /// Compacts now, in the calling thread (tests).
+    #[cfg(test)]
+    pub fn compact_now(&mut self) {
+        let written = self.store.write_base(&self.state, self.last_applied, &self.membership, false).unwrap();
+        self.base_bytes = written.unwrap_or(self.base_bytes);
+        self.journal_bytes = 0;
     }
 
     fn snapshot_of(
@@ -328,8 +490,8 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<typ::Snapshot, typ::StorageError> {
-        // openraft may purge the log up to this snapshot once it returns: the state it covers
-        // must be on disk first.
+        // openraft may purge the log up to this snapshot once it returns: the journal records
+        // that cover it must be on disk first.
         self.syncer.sync_state().await.map_err(snapshot_error)?;
         let snapshot = StateMachine::snapshot_of(&self.state, self.last_applied, &self.membership)?;
         tracing::info!(
@@ -372,8 +534,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             outcomes.push(outcome);
         }
         let touched = self.state.take_touched();
-        self.persist(&touched, membership_changed)?;
+        self.journal(&touched, membership_changed)?;
         self.publish();
+        self.maybe_compact();
         Ok(outcomes)
     }
 
@@ -399,16 +562,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let image: StateImage =
             format::decode(&data, format_args!("snapshot {}", meta.snapshot_id)).map_err(write_error)?;
         drop(data);
-        let loaded = Loaded { image, last_applied: meta.last_log_id, membership: meta.last_membership.clone() };
-        let mut store = self.store.clone();
-        let (store, loaded) = tokio::task::spawn_blocking(move || store.replace(&loaded).map(|()| (store, loaded)))
+        let state = RegistryState::from_image(image);
+        let (last_applied, membership) = (meta.last_log_id, meta.last_membership.clone());
+        let (store, frozen, frozen_membership) = (self.store.clone(), state.clone(), membership.clone());
+        let written = tokio::task::spawn_blocking(move || store.write_base(&frozen, last_applied, &frozen_membership, true))
             .await
             .map_err(write_error)??;
-        self.store = store;
         // The snapshot replaces the whole state, including entries it no longer contains.
-        self.state = RegistryState::from_image(loaded.image);
-        self.last_applied = loaded.last_applied;
-        self.membership = loaded.membership;
+        self.state = state;
+        self.last_applied = last_applied;
+        self.membership = membership;
+        self.base_bytes = written.unwrap_or(0);
+        self.journal_bytes = 0;
         self.publish();
         tracing::info!(index = self.last_applied.map_or(0, |id| id.index), "snapshot installed");
         Ok(())

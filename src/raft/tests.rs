@@ -119,6 +119,56 @@ fn vote_log_and_applied_state_survive_reopen() {
 }
 
 #[test]
+fn the_state_survives_reopen_across_compactions() {
+    let dir = TempDir::new().unwrap();
+    let unregister = |index: u64, address: &str| {
+        let id = RegistrationSpec::new(RegistrationRequest {
+            address: address.into(),
+            contract_name: "C".into(),
+            contract_namespace: "urn:test".into(),
+            ttl_ms: None,
+            weight: None,
+            metadata: BTreeMap::new(),
+        })
+        .unwrap()
+        .id;
+        Entry {
+            log_id: log_id(1, 1, index),
+            payload: EntryPayload::Normal(vec![Change {
+                at_ms: 0,
+                origin: Origin::default(),
+                command: Command::Unregister(id),
+            }]),
+        }
+    };
+    let expected = {
+        let view = AppliedView::default();
+        let mut machine = open(dir.path(), view.clone()).state_machine;
+        let runtime = runtime();
+        let registrations = |range: std::ops::RangeInclusive<u64>| {
+            range.map(|i| register_entry(i, &format!("http://h{i}/"))).collect::<Vec<_>>()
+        };
+        runtime.block_on(machine.apply(registrations(1..=20))).unwrap();
+        machine.compact_now();
+        // After the image: removals, additions, and a second image in the other tree.
+        runtime.block_on(machine.apply(vec![unregister(21, "http://h1/"), unregister(22, "http://h2/")])).unwrap();
+        runtime.block_on(machine.apply(registrations(23..=30))).unwrap();
+        machine.compact_now();
+        runtime.block_on(machine.apply(vec![unregister(31, "http://h3/"), register_entry(32, "http://h32/")])).unwrap();
+        let expected = view.load().state.to_image();
+        assert_eq!(expected.registrations.len(), 20 - 3 + 8 + 1);
+        expected
+    };
+    let view = AppliedView::default();
+    let mut machine = open(dir.path(), view.clone()).state_machine;
+    assert_eq!(view.load().state.to_image(), expected, "image plus journal give back the same state");
+    assert_eq!(view.load().index, 32);
+    runtime().block_on(async {
+        assert_eq!(machine.applied_state().await.unwrap().0, Some(log_id(1, 1, 32)));
+    });
+}
+
+#[test]
 fn an_installed_snapshot_replaces_the_whole_state_and_survives_reopen() {
     let source_dir = TempDir::new().unwrap();
     let target_dir = TempDir::new().unwrap();

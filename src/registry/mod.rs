@@ -401,6 +401,11 @@ impl RegistryState {
         self.answer_order.iter().filter_map(|request| self.answers.get(request))
     }
 
+    /// The remembered answers, oldest first.
+    pub fn answers(&self) -> impl Iterator<Item = &Answer> {
+        self.answers_oldest_first()
+    }
+
     /// The remembered outcome of a client request, if it is still remembered.
     pub fn answer(&self, request: &(u64, u64)) -> Option<&Answer> {
         self.answers.get(request)
