@@ -114,8 +114,12 @@ impl Disk {
 }
 
 fn open_db(path: &Path, cache_bytes: u64) -> io::Result<(sled::Db, DbFiles)> {
-    let db =
-        sled::Config::new().path(path).cache_capacity(cache_bytes).mode(sled::Mode::LowSpace).open().map_err(sled_io)?;
+    let db = sled::Config::new()
+        .path(path)
+        .cache_capacity(cache_bytes)
+        .mode(sled::Mode::LowSpace)
+        .open()
+        .map_err(sled_io)?;
     // sled created its files and directories: make those entries durable too.
     sync_dir(&path.join("blobs"))?;
     sync_dir(path)?;
@@ -215,7 +219,9 @@ mod tests {
             let tree = if i % 2 == 0 { &log } else { &state };
             tree.insert(i.to_be_bytes(), vec![0u8; 300_000]).unwrap();
             let syncer = disk.syncer.clone();
-            calls.push(tokio::spawn(async move { if i % 2 == 0 { syncer.sync().await } else { syncer.sync_state().await } }));
+            calls.push(tokio::spawn(async move {
+                if i % 2 == 0 { syncer.sync().await } else { syncer.sync_state().await }
+            }));
         }
         for call in calls {
             call.await.unwrap().unwrap();

@@ -36,6 +36,7 @@ use crate::registry::Policy;
 use crate::registry::Registration;
 use crate::registry::RegistrationId;
 use crate::registry::RegistryState;
+use crate::registry::Remembered;
 use crate::registry::StateImage;
 
 /// The state machine file of format 0.
@@ -77,11 +78,18 @@ struct V0AuditRecord {
 }
 
 #[derive(Deserialize)]
+struct V0Answer {
+    request: (u64, u64),
+    at_ms: u64,
+    outcome: Outcome,
+}
+
+#[derive(Deserialize)]
 struct V0Image {
     registrations: Vec<Registration>,
     policies: Vec<(ContractKey, Policy)>,
     audit: Vec<V0AuditRecord>,
-    answers: Vec<Answer>,
+    answers: Vec<V0Answer>,
 }
 
 /// Whether the directory holds format-0 data.
@@ -134,7 +142,11 @@ fn convert_image(image: V0Image) -> StateImage {
         policies: image.policies,
         audit_next_seq: audit.len() as u64,
         audit,
-        answers: image.answers,
+        answers: image
+            .answers
+            .into_iter()
+            .map(|a| Answer { request: a.request, at_ms: a.at_ms, outcome: Remembered::Outcome(a.outcome) })
+            .collect(),
     }
 }
 

@@ -55,6 +55,7 @@ use crate::registry::Policy;
 use crate::registry::Registration;
 use crate::registry::RegistrationId;
 use crate::registry::RegistryState;
+use crate::registry::Remembered;
 use crate::registry::StateImage;
 use crate::registry::Touched;
 
@@ -199,8 +200,8 @@ impl SmStore {
         let place: Arc<str> = disk.path.join(crate::raft::disk::STATE_DIR).display().to_string().into();
         let current = match meta.get(CURRENT_BASE).map_err(read_error)? {
             Some(bytes) => {
-                let current: u8 = format::decode(&bytes, format_args!("{place} tree {SM_META_TREE} key base"))
-                    .map_err(read_error)?;
+                let current: u8 =
+                    format::decode(&bytes, format_args!("{place} tree {SM_META_TREE} key base")).map_err(read_error)?;
                 usize::from(current.min(1))
             }
             None => 0,
@@ -313,16 +314,17 @@ impl SmStore {
         let mut chunk_bytes = 0;
         let mut chunks = 0u32;
         let mut written = 0u64;
-        let mut emit = |chunk: &mut ImageChunk, chunk_bytes: &mut usize, force: bool| -> Result<(), typ::StorageError> {
-            if *chunk_bytes >= CHUNK_BYTES || (force && *chunk_bytes > 0) {
-                let bytes = format::encode(&*chunk).map_err(write_error)?;
-                written += bytes.len() as u64;
-                tree.insert(chunk_key(chunks), bytes).map_err(write_error)?;
-                chunks += 1;
-                (*chunk, *chunk_bytes) = (ImageChunk::default(), 0);
-            }
-            Ok(())
-        };
+        let mut emit =
+            |chunk: &mut ImageChunk, chunk_bytes: &mut usize, force: bool| -> Result<(), typ::StorageError> {
+                if *chunk_bytes >= CHUNK_BYTES || (force && *chunk_bytes > 0) {
+                    let bytes = format::encode(&*chunk).map_err(write_error)?;
+                    written += bytes.len() as u64;
+                    tree.insert(chunk_key(chunks), bytes).map_err(write_error)?;
+                    chunks += 1;
+                    (*chunk, *chunk_bytes) = (ImageChunk::default(), 0);
+                }
+                Ok(())
+            };
         for registration in state.iter() {
             chunk_bytes += registration_bytes(registration);
             chunk.registrations.push(Registration::clone(registration));
@@ -340,9 +342,9 @@ impl SmStore {
         }
         for answer in state.answers() {
             chunk_bytes += match &answer.outcome {
-                Outcome::Registered { registration, .. }
-                | Outcome::Unregistered(registration)
-                | Outcome::Drained(registration) => registration_bytes(registration),
+                Remembered::Outcome(Outcome::Unregistered(registration) | Outcome::Drained(registration)) => {
+                    registration_bytes(registration)
+                }
                 _ => 100,
             };
             chunk.answers.push(answer.clone());
@@ -423,7 +425,11 @@ impl StateMachine {
             last_applied: self.last_applied,
             membership: membership_changed.then(|| self.membership.clone()),
             audit_next_seq: state.audit_next_seq(),
-            registrations: touched.registrations.iter().map(|id| (*id, state.get(id).map(|r| Registration::clone(r)))).collect(),
+            registrations: touched
+                .registrations
+                .iter()
+                .map(|id| (*id, state.get(id).map(|r| Registration::clone(r))))
+                .collect(),
             policies: touched.policies.iter().map(|key| (key.clone(), state.policy(key).cloned())).collect(),
             audit: touched.audit.iter().map(|seq| (*seq, state.audit_record(*seq).cloned())).collect(),
             answers: touched.answers.iter().map(|request| (*request, state.answer(request).cloned())).collect(),
@@ -447,7 +453,9 @@ impl StateMachine {
         self.journal_bytes = 0;
         tokio::task::spawn_blocking(move || {
             match store.write_base(&state, last_applied, &membership, false) {
-                Ok(written) => tracing::debug!(bytes = ?written, index = ?last_applied.map(|l| l.index), "state compacted"),
+                Ok(written) => {
+                    tracing::debug!(bytes = ?written, index = ?last_applied.map(|l| l.index), "state compacted")
+                }
                 Err(err) => tracing::warn!(error = %err, "compacting the state failed; the journal keeps everything"),
             }
             compacting.store(false, Ordering::Release);
@@ -565,9 +573,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let state = RegistryState::from_image(image);
         let (last_applied, membership) = (meta.last_log_id, meta.last_membership.clone());
         let (store, frozen, frozen_membership) = (self.store.clone(), state.clone(), membership.clone());
-        let written = tokio::task::spawn_blocking(move || store.write_base(&frozen, last_applied, &frozen_membership, true))
-            .await
-            .map_err(write_error)??;
+        let written =
+            tokio::task::spawn_blocking(move || store.write_base(&frozen, last_applied, &frozen_membership, true))
+                .await
+                .map_err(write_error)??;
         // The snapshot replaces the whole state, including entries it no longer contains.
         self.state = state;
         self.last_applied = last_applied;

@@ -176,6 +176,23 @@ pub struct Registration {
 }
 
 impl Registration {
+    /// The registration a `Register` of `spec` at log index `epoch` creates.
+    fn of(spec: &RegistrationSpec, epoch: u64, at_ms: u64, owner: Option<Text>) -> Self {
+        Self {
+            id: spec.id,
+            address: Text::from(spec.address.as_str()),
+            contract_name: Text::from(spec.contract_name.as_str()),
+            contract_namespace: Text::from(spec.contract_namespace.as_str()),
+            ttl_ms: spec.ttl_ms,
+            weight: spec.weight,
+            metadata: Metadata::from(&spec.metadata),
+            state: EndpointState::Active,
+            epoch,
+            registered_at_ms: at_ms,
+            owner,
+        }
+    }
+
     pub fn contract_key(&self) -> ContractKey {
         ContractKey::new(&self.contract_namespace, &self.contract_name)
     }
@@ -241,7 +258,42 @@ pub struct Answer {
     /// (origin node, request) of the change.
     pub request: (u64, u64),
     pub at_ms: u64,
-    pub outcome: Outcome,
+    pub outcome: Remembered,
+}
+
+/// What is kept of an outcome for a retry. A registration keeps only what its retry, which
+/// carries the same spec, cannot rebuild: a few numbers instead of a copy of the registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Remembered {
+    Registered { created: bool, epoch: u64, at_ms: u64, owner: Option<Text> },
+    Outcome(Outcome),
+}
+
+impl Remembered {
+    fn of(outcome: &Outcome) -> Self {
+        match outcome {
+            Outcome::Registered { registration, created } => Self::Registered {
+                created: *created,
+                epoch: registration.epoch,
+                at_ms: registration.registered_at_ms,
+                owner: registration.owner.clone(),
+            },
+            other => Self::Outcome(other.clone()),
+        }
+    }
+
+    /// The first outcome again, for a retry of `command`.
+    fn replay(&self, command: &Command) -> Option<Outcome> {
+        match (self, command) {
+            (Self::Outcome(outcome), _) => Some(outcome.clone()),
+            (Self::Registered { created, epoch, at_ms, owner }, Command::Register(spec)) => {
+                let registration = Registration::of(spec, *epoch, *at_ms, owner.clone());
+                Some(Outcome::Registered { registration, created: *created })
+            }
+            // A request number names one request; another command under it is not a retry.
+            (Self::Registered { .. }, _) => None,
+        }
+    }
 }
 
 /// What happened to a registration or policy.
@@ -365,12 +417,13 @@ impl RegistryState {
     pub fn apply(&mut self, index: u64, change: &Change) -> Outcome {
         self.forget_answers(change.at_ms);
         let request = change.origin.request.map(|request| (change.origin.node, request));
-        if let Some(answer) = request.and_then(|request| self.answers.get(&request)) {
-            return answer.outcome.clone();
+        let answer = request.and_then(|request| self.answers.get(&request));
+        if let Some(outcome) = answer.and_then(|answer| answer.outcome.replay(&change.command)) {
+            return outcome;
         }
         let outcome = self.apply_command(index, change);
         if let Some(request) = request {
-            self.answers.insert(request, Answer { request, at_ms: change.at_ms, outcome: outcome.clone() });
+            self.answers.insert(request, Answer { request, at_ms: change.at_ms, outcome: Remembered::of(&outcome) });
             self.answer_order.push_back(request);
             self.touched.answers.insert(request);
             self.forget_answers(change.at_ms);
@@ -535,19 +588,7 @@ impl RegistryState {
     }
 
     fn register(&mut self, index: u64, at_ms: u64, spec: &RegistrationSpec, owner: Option<String>) -> Outcome {
-        let registration = Registration {
-            id: spec.id,
-            address: Text::from(spec.address.as_str()),
-            contract_name: Text::from(spec.contract_name.as_str()),
-            contract_namespace: Text::from(spec.contract_namespace.as_str()),
-            ttl_ms: spec.ttl_ms,
-            weight: spec.weight,
-            metadata: Metadata::from(&spec.metadata),
-            state: EndpointState::Active,
-            epoch: index,
-            registered_at_ms: at_ms,
-            owner: owner.map(Text::from),
-        };
+        let registration = Registration::of(spec, index, at_ms, owner.map(Text::from));
         self.count_owner(registration.owner.as_deref(), 1);
         let previous = self.registrations.insert(spec.id, Arc::new(registration.clone()));
         if let Some(previous) = &previous {

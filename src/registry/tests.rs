@@ -203,7 +203,7 @@ fn remembered_answers_are_bounded_in_time_and_count() {
     let late = 1_000 + ANSWER_TTL_MS + 1;
     assert_eq!(state.apply(3, &request(Command::Unregister(a.id), 1, late)), Outcome::NotFound(a.id), "forgotten");
     assert_eq!(state.answers.len(), 1, "only the new request's answer is kept");
-    assert_eq!(state.answers[&(1, 1)].outcome, Outcome::NotFound(a.id));
+    assert_eq!(state.answers[&(1, 1)].outcome, Remembered::Outcome(Outcome::NotFound(a.id)));
 
     for i in 0..ANSWER_CAP as u64 + 10 {
         let s = spec(&format!("http://h{i}/"), "urn:ns", "C");
