@@ -220,9 +220,15 @@ impl Registrar {
             registered: Mutex::new(vec![None; config.registrations.len()]),
             requests: config.registrations,
         });
-        shared.register_all((0..shared.requests.len()).collect()).await?;
+        // Heartbeats start first: with many registrations, the first ones must be renewed while
+        // the last ones are still being registered.
         let stop = CancellationToken::new();
         let heartbeats = tokio::spawn(heartbeat_loop(shared.clone(), every, stop.clone()));
+        if let Err(err) = shared.register_all((0..shared.requests.len()).collect()).await {
+            stop.cancel();
+            let _ = heartbeats.await;
+            return Err(err);
+        }
         Ok(Self { shared, stop, heartbeats })
     }
 
