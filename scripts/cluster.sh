@@ -9,6 +9,7 @@
 #
 # Works with `docker compose` (v2) and `docker-compose` (1.29), whichever is installed.
 # Environment: SWITCHBOARD_PROJECT (compose project, default "switchboard"),
+# SWITCHBOARD_COMPOSE_OVERRIDE (a compose file layered over docker-compose.yml),
 # SWITCHBOARD_SKIP_BUILD=1 (use the images as they are), SWITCHBOARD_CLUSTER_SECRET (default: a
 # random one kept in target/docker/cluster-secret), and the variables docker-compose.yml lists.
 set -euo pipefail
@@ -32,7 +33,12 @@ compose() {
     local cmd
     cmd=$(compose_cmd) || die "neither 'docker compose' nor 'docker-compose' works here"
     # shellcheck disable=SC2086 # "docker compose" is two words on purpose
-    $cmd --project-name "$PROJECT" --file "$REPO/docker-compose.yml" "$@"
+    local files=(--file "$REPO/docker-compose.yml")
+    # A second file layered over the first (the failover suite binds some data directories).
+    if [ -n "${SWITCHBOARD_COMPOSE_OVERRIDE:-}" ]; then
+        files+=(--file "$SWITCHBOARD_COMPOSE_OVERRIDE")
+    fi
+    $cmd --project-name "$PROJECT" "${files[@]}" "$@"
 }
 
 # Compose interpolates the secret for every command (even `down`), so always provide one.

@@ -81,6 +81,8 @@ class Cluster:
         self.log = open(results / "harness.log", "a", encoding="utf-8")
         self.events = open(results / "events.jsonl", "a", encoding="utf-8")
         self.undo = []  # (description, callable): faults to lift before tearing down
+        self.after_down = []  # (description, callable): what outlives the containers (mounts)
+        self.disks = {}  # node -> host directory bound as its data directory
         self.networks = {}
         self.started = time.time()
 
@@ -268,6 +270,16 @@ class Cluster:
             subprocess.run(["bash", str(CLUSTER_SH), "compose", "logs", "--no-color", "--timestamps"],
                            env=self.env, stdout=out, stderr=subprocess.STDOUT, timeout=60, check=False)
 
+    def release(self):
+        """Undoes what had to outlive the containers; after `down`."""
+        while self.after_down:
+            what, action = self.after_down.pop()
+            try:
+                self.say(f"cleanup: {what}")
+                action()
+            except Exception as err:  # keep cleaning up
+                self.say(f"cleanup of {what} failed: {err}")
+
     def lift_faults(self):
         while self.undo:
             what, action = self.undo.pop()
@@ -340,6 +352,58 @@ class Cluster:
 
     def recreate(self, node):
         self.compose("up", "-d", "--no-deps", f"node{node}", timeout=UP_DEADLINE)
+
+    def running(self, node):
+        state = self.run(["docker", "inspect", "-f", "{{.State.Running}}", self.container(node)], capture=True)
+        return state == "true"
+
+    def small_disks(self, size="64m"):
+        """Before `up`: every node's data directory on a small tmpfs of the host, bound into its
+        container through a compose override, so that the harness can fill one up."""
+        sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+        override = ['version: "2.4"', "services:"]
+        for node in NODES:
+            path = self.results / "disks" / f"node{node}"
+            path.mkdir(parents=True, exist_ok=True)
+            self.run(sudo + ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)])
+            self.after_down.append((f"unmount {path}", lambda path=path: self.run(sudo + ["umount", "-l", str(path)])))
+            self.disks[node] = path
+            override += [f"  node{node}:", "    volumes:", f"      - {path}:/data"]
+        (self.results / "compose.override.yml").write_text("\n".join(override) + "\n")
+        self.env["SWITCHBOARD_COMPOSE_OVERRIDE"] = str(self.results / "compose.override.yml")
+
+    def fill(self, node):
+        """Fills the node's data disk until not one byte is left."""
+        chunk = b"\0" * (1 << 16)
+        with open(self.disks[node] / "filler", "wb", buffering=0) as filler:
+            for size in (len(chunk), 1):
+                try:
+                    while True:
+                        filler.write(chunk[:size])
+                except OSError:
+                    pass
+
+    def unfill(self, node):
+        (self.disks[node] / "filler").unlink()
+
+    def member(self, node, of=None):
+        """The membership entry of `node` in the view of node `of` (the leader by default)."""
+        view = self.view(of if of is not None else self.leader()) or {}
+        return next((m for m in view.get("members", []) if m.get("id") == node), None)
+
+    def voters(self, of):
+        view = self.view(of) or {}
+        return sorted(m["id"] for m in view.get("members", []) if m.get("role") == "voter")
+
+    def no_leader_among(self, nodes, seconds, why):
+        """Fails if any of `nodes` becomes leader within `seconds` (an observation window)."""
+        self.say(f"watching {seconds:.1f} s: {why}")
+        until = time.time() + seconds
+        while time.time() < until:
+            for node in nodes:
+                if (self.view(node) or {}).get("role") == "leader":
+                    raise ScenarioError(f"node{node} became leader: {why}")
+            time.sleep(0.05)
 
     def hold(self, seconds, why):
         """A fault's duration: the one kind of fixed wait (not used to synchronise)."""
@@ -460,6 +524,90 @@ def wipe_node(c):
     c.wait_healed(f"node{follower} rejoined as a voter; every node ready")
 
 
+def wipe_and_kill_leader(c):
+    leader = c.leader()
+    lagging, wiped = c.followers(leader)
+    c.event("fault", f"SIGSTOP node{lagging}: the writes that follow are acknowledged without it")
+    c.sigstop(lagging)
+    c.hold(2, f"writes acknowledged by node{leader} and node{wiped} only")
+    c.event("fault", f"kill -9 node{leader} (the leader) and node{wiped}; node{wiped} returns with an empty "
+                     f"data directory; SIGCONT node{lagging}")
+    c.kill(leader)
+    c.wipe(wiped)
+    c.recreate(wiped)
+    c.sigcont(lagging)
+    c.no_leader_among((lagging, wiped), 3, f"node{lagging} lacks acknowledged writes and node{wiped} must not vote for it")
+    c.event("restart", f"start node{leader}")
+    c.start(leader)
+    new = c.leader()
+    c.wait(f"node{wiped} to be a voter again", lambda: c.voters(new) == list(NODES), HEAL_DEADLINE, every=0.2)
+    c.wait_healed(f"node{wiped} rejoined as a voter; every node ready")
+
+
+def kill_leader_during_snapshot_install(c):
+    leader = c.leader()
+    victim = random.choice(c.followers(leader))
+    c.wait("the leader to compact its log (so a new node needs a snapshot)",
+           lambda: (c.view(leader) or {}).get("purged_index") or 0, 90, every=0.2)
+    old = (c.member(victim, leader) or {}).get("incarnation")
+    c.event("fault", f"kill -9 node{victim} and delete its data volume; it returns empty")
+    c.wipe(victim)
+    c.recreate(victim)
+
+    def re_added():
+        member = c.member(victim, leader) or {}
+        return member.get("role") == "learner" and member.get("incarnation") != old
+
+    c.wait(f"node{victim} re-added as a learner (the leader starts sending it a snapshot)", re_added,
+           HEAL_DEADLINE, every=0.02)
+    c.event("fault", f"kill -9 node{leader} (the leader) while node{victim} installs the snapshot")
+    c.kill(leader)
+    c.hold(2, "the leader is down in the middle of the transfer")
+    c.event("restart", f"start node{leader}")
+    c.start(leader)
+    new = c.leader()
+    c.wait(f"node{victim} to be a voter again", lambda: c.voters(new) == list(NODES), HEAL_DEADLINE, every=0.2)
+    c.wait_healed(f"node{victim} caught up and is a voter; every node ready")
+
+
+def disk_full_follower(c):
+    follower = random.choice(c.followers(c.leader()))
+    c.event("fault", f"node{follower}'s disk fills up")
+    c.fill(follower)
+    c.wait(f"node{follower} to stop: it can persist nothing, so it acknowledges nothing",
+           lambda: not c.running(follower), 60, every=0.2)
+    c.hold(2, "two nodes serve while the full node is down")
+    c.event("heal", f"free node{follower}'s disk and start it again")
+    c.unfill(follower)
+    c.start(follower)
+    c.wait_healed(f"node{follower} restarted from its intact log; every node ready")
+
+
+def pause_leader_during_membership_change(c):
+    leader = c.leader()
+    follower = random.choice(c.followers(leader))
+    old = (c.member(follower, leader) or {}).get("incarnation")
+    c.event("fault", f"node{follower} returns with an empty data directory: the leader replaces its old "
+                     "incarnation in the membership")
+    c.wipe(follower)
+    c.recreate(follower)
+
+    def changing():
+        member = c.member(follower, leader) or {}
+        return member.get("incarnation") not in (None, old)
+
+    c.wait(f"the membership change to start (node{follower}'s new incarnation added)", changing,
+           HEAL_DEADLINE, every=0.02)
+    c.event("fault", f"SIGSTOP node{leader} (the leader) in the middle of the change")
+    c.sigstop(leader)
+    c.hold(3, "the leader stays frozen during the change")
+    c.event("resume", f"SIGCONT node{leader}")
+    c.sigcont(leader)
+    new = c.leader()
+    c.wait(f"node{follower} to be a voter again", lambda: c.voters(new) == list(NODES), HEAL_DEADLINE, every=0.2)
+    c.wait_healed(f"the change completed; node{follower} is a voter; every node ready")
+
+
 SCENARIOS = {
     "kill-leader": (kill_leader, "kill -9 of the leader, restart"),
     "kill-follower": (kill_follower, "kill -9 of a follower, restart"),
@@ -469,6 +617,19 @@ SCENARIOS = {
     "rolling-restart": (rolling_restart, "graceful restart of all three, one at a time"),
     "kill-all": (kill_all, "kill -9 of all three nodes, restart"),
     "wipe-node": (wipe_node, "follower comes back with an empty data directory, re-admitted"),
+    "wipe-and-kill-leader": (wipe_and_kill_leader, "follower paused, leader killed, other follower wiped, resumed"),
+    "kill-leader-during-snapshot-install": (kill_leader_during_snapshot_install,
+                                            "leader killed while a wiped follower installs a snapshot"),
+    "disk-full-follower": (disk_full_follower, "follower's disk fills up, then is freed"),
+    "pause-leader-during-membership-change": (pause_leader_during_membership_change,
+                                              "leader paused while a wiped follower is re-added"),
+}
+
+# Settings of some scenarios, applied before the cluster starts.
+SETUP = {
+    # A short snapshot interval, so that a new node must catch up through a snapshot.
+    "kill-leader-during-snapshot-install": lambda c: c.env.update({"SWITCHBOARD_SNAPSHOT_EVERY": "100"}),
+    "disk-full-follower": lambda c: c.small_disks(),
 }
 
 
@@ -489,6 +650,8 @@ def run(name):
     # SIGTERM (run-all's timeout, CI cancelling) cleans up like Ctrl-C does.
     signal.signal(signal.SIGTERM, interrupt)
     try:
+        if name in SETUP:
+            SETUP[name](c)
         c.up()
         load = workload_mod.Workload(c.token, c.lb, results / "history.jsonl", f"{name}-{int(time.time())}",
                                      max_seconds=WORKLOAD_MAX_SECONDS).start()
@@ -547,6 +710,7 @@ def run(name):
         except ScenarioError as err:
             c.say(f"teardown failed: {err}")
             error = error or str(err)
+        c.release()
     if error:
         c.say(f"SCENARIO ERROR: {error}")
         (results / "result.json").write_text(json.dumps({"scenario": name, "passed": False, "problems": [error]}) + "\n")

@@ -2,7 +2,7 @@
 # The failover suite: every scenario, one after the other, each on a fresh cluster that it deletes
 # afterwards; then the per-scenario table (target/failover/summary.md).
 #
-#   bash scripts/failover/run-all.sh                  # all eight scenarios
+#   bash scripts/failover/run-all.sh                  # all twelve scenarios
 #   bash scripts/failover/run-all.sh kill-leader ...  # some of them
 #   bash scripts/failover/run-all.sh --update-docs    # also write the table into docs/failover.md
 #
@@ -23,7 +23,8 @@ for arg in "$@"; do
 done
 if [ ${#scenarios[@]} -eq 0 ]; then
     scenarios=(kill-leader kill-follower pause-leader partition-leader-peers disconnect-node
-        rolling-restart kill-all wipe-node)
+        rolling-restart kill-all wipe-node wipe-and-kill-leader kill-leader-during-snapshot-install
+        disk-full-follower pause-leader-during-membership-change)
 fi
 
 began=$SECONDS
