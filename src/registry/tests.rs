@@ -295,3 +295,64 @@ fn the_audit_trail_says_who_did_what_and_why() {
     let restored = RegistryState::from_image(state.to_image());
     assert_eq!(restored.audit().count(), 4);
 }
+
+mod totality {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Any command at all, as a forged or corrupted log entry could carry it: weights of 0,
+    /// ids that match no triple, policies without their header, repeated request numbers.
+    fn any_command() -> impl Strategy<Value = Command> {
+        let id = any::<[u8; 16]>().prop_map(|bytes| bytes.iter().fold(String::new(), |s, b| s + &format!("{b:02x}")));
+        let id = id.prop_map(|hex| hex.parse::<RegistrationId>().unwrap());
+        let spec = (0u8..6, "[a-z]{1,6}", 0u32..3, proptest::option::of(0u64..5_000), any::<[u8; 16]>()).prop_map(
+            |(host, name, weight, ttl_ms, raw)| RegistrationSpec {
+                id: if raw[0] % 2 == 0 {
+                    RegistrationId::of(&format!("http://h{host}/"), "urn:p", &name)
+                } else {
+                    raw.iter().fold(String::new(), |s, b| s + &format!("{b:02x}")).parse().unwrap()
+                },
+                address: format!("http://h{host}/"),
+                contract_name: name,
+                contract_namespace: "urn:p".into(),
+                ttl_ms,
+                weight,
+                metadata: BTreeMap::new(),
+            },
+        );
+        let policy =
+            (0u8..4, proptest::option::of("[a-zA-Z ]{0,4}"), any::<bool>()).prop_map(|(kind, header, idempotent)| {
+                let kind = [
+                    PolicyKind::RoundRobin,
+                    PolicyKind::Weighted,
+                    PolicyKind::LeastOutstanding,
+                    PolicyKind::ConsistentHash,
+                ][kind as usize];
+                Policy { kind, hash_header: header, idempotent }
+            });
+        prop_oneof![
+            spec.prop_map(Command::Register),
+            id.clone().prop_map(Command::Unregister),
+            id.clone().prop_map(Command::Drain),
+            proptest::collection::vec((id, 0u64..40).prop_map(|(id, epoch)| Lease { id, epoch }), 0..4)
+                .prop_map(Command::Expire),
+            ("[a-z:/]{0,8}", policy).prop_map(|(key, policy)| Command::SetPolicy(ContractKey::from_text(&key), policy)),
+        ]
+    }
+
+    proptest! {
+        /// `apply` is total: whatever the log holds, a node applies it without panicking, and the
+        /// state it builds survives its own image.
+        #[test]
+        fn apply_never_panics(commands in proptest::collection::vec((any_command(), proptest::option::of(0u64..4), 0u64..3), 1..40)) {
+            let mut state = RegistryState::default();
+            for (index, (command, request, quota)) in commands.into_iter().enumerate() {
+                let origin = Origin { node: 1, principal: Some("p".into()), quota: Some(quota as u32), request };
+                state.apply(index as u64 + 1, &Change { at_ms: index as u64, origin, command });
+            }
+            let restored = RegistryState::from_image(state.to_image());
+            prop_assert_eq!(restored.to_image(), state.to_image());
+        }
+    }
+}
