@@ -405,6 +405,35 @@ class Cluster:
                     raise ScenarioError(f"node{node} became leader: {why}")
             time.sleep(0.05)
 
+    def preload(self, count, metadata_kb, threads=8):
+        """Registers `count` extra registrations (not the workload's) with `metadata_kb` KiB of
+        metadata each through the load balancer, so the state is large enough to take a while
+        to transfer."""
+        import concurrent.futures
+        value = "m" * 1000
+        metadata = {f"k{i}": value for i in range(metadata_kb)}
+
+        def one(i):
+            body = json.dumps({"address": f"http://10.99.{i // 250}.{i % 250}:9/", "contract_name": "Bulk",
+                               "contract_namespace": "urn:switchboard:bulk", "metadata": metadata}).encode()
+            request = urllib.request.Request(f"http://{self.lb}:8081/v1/registrations", data=body, method="POST",
+                                             headers={"Authorization": f"Bearer {self.token}",
+                                                      "Content-Type": "application/json"})
+            for _ in range(20):
+                try:
+                    with urllib.request.urlopen(request, timeout=10) as response:
+                        if response.status in (200, 201):
+                            return True
+                except (OSError, urllib.error.URLError):
+                    time.sleep(0.2)
+            return False
+
+        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+            done = sum(pool.map(one, range(count)))
+        if done != count:
+            raise ScenarioError(f"preloading: {count - done} of {count} registrations failed")
+        self.say(f"preloaded {count} registrations of {metadata_kb} KiB metadata")
+
     def hold(self, seconds, why):
         """A fault's duration: the one kind of fixed wait (not used to synchronise)."""
         self.say(f"holding {seconds:.1f} s: {why}")
@@ -545,6 +574,8 @@ def wipe_and_kill_leader(c):
 
 
 def kill_leader_during_snapshot_install(c):
+    # About 6 MB of state, so that the transfer and the install take a while.
+    c.preload(1500, 4)
     leader = c.leader()
     victim = random.choice(c.followers(leader))
     c.wait("the leader to compact its log (so a new node needs a snapshot)",

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use openraft::RaftNetworkFactory;
 use openraft::error::NetworkError;
+use openraft::error::PayloadTooLarge;
 use openraft::error::RPCError;
 use openraft::error::RemoteError;
 use openraft::error::Unreachable;
@@ -121,6 +122,18 @@ impl PeerClient {
     {
         let body = postcard::to_stdvec(request)
             .map_err(|err| PeerError::Unreachable { addr: addr.to_owned(), cause: format!("cannot encode: {err}") })?;
+        self.send_body(addr, path, to, body, timeout).await
+    }
+
+    /// Sends an already encoded request.
+    async fn send_body<Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        to: Option<Addressee>,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Resp, PeerError> {
         let mut post = self
             .http
             .post(format!("{}://{addr}{path}", self.scheme))
@@ -184,6 +197,23 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     }
 }
 
+/// Most bytes of one AppendEntries request.
+pub const MAX_APPEND_BYTES: usize = 512 * 1024;
+
+/// How many of the first entries fit in [`MAX_APPEND_BYTES`]; at least one.
+fn entries_that_fit(entries: &[typ::Entry]) -> u64 {
+    let mut bytes = 0;
+    let mut fit = 0u64;
+    for entry in entries {
+        bytes += postcard::experimental::serialized_size(entry).unwrap_or(usize::MAX);
+        if bytes > MAX_APPEND_BYTES {
+            break;
+        }
+        fit += 1;
+    }
+    fit.max(1)
+}
+
 impl PeerConnection {
     async fn rpc<Req, Resp, E>(
         &self,
@@ -196,9 +226,23 @@ impl PeerConnection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        let body = postcard::to_stdvec(request).map_err(|err| RPCError::Network(NetworkError::new(&err)))?;
+        self.rpc_body(path, body, option).await
+    }
+
+    async fn rpc_body<Resp, E>(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, PeerNode, typ::RaftError<E>>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         let to = Addressee { node_id: self.target, incarnation: self.node.incarnation };
         let answer: Result<Resp, typ::RaftError<E>> =
-            self.client.call_to(to, &self.node.addr, path, request, option.hard_ttl()).await.map_err(
+            self.client.send_body(&self.node.addr, path, Some(to), body, option.hard_ttl()).await.map_err(
                 |err| match &err {
                     // A node that is down, or is not the incarnation the membership admitted, is
                     // retried after openraft's backoff; its answer never counts.
@@ -220,7 +264,15 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         request: typ::AppendEntriesRequest,
         option: RPCOption,
     ) -> Result<typ::AppendEntriesResponse, RPCError<NodeId, PeerNode, typ::RaftError>> {
-        self.rpc("/raft/append", &request, &option).await
+        // openraft gives an AppendEntries one heartbeat interval, whatever it carries: a large
+        // one would time out again and again (and starve the follower of heartbeats). Send at
+        // most MAX_APPEND_BYTES; openraft retries at once with as many entries as the hint says.
+        let body = postcard::to_stdvec(&request).map_err(|err| RPCError::Network(NetworkError::new(&err)))?;
+        if body.len() > MAX_APPEND_BYTES && request.entries.len() > 1 {
+            let hint = entries_that_fit(&request.entries);
+            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(hint)));
+        }
+        self.rpc_body("/raft/append", body, &option).await
     }
 
     async fn install_snapshot(
