@@ -2,8 +2,8 @@
 //!
 //! openraft 0.9 appends (and so flushes) once per proposed entry. Proposing each client write as
 //! its own entry would cap writes at one flush each. Instead, writes queue here; a single task
-//! takes everything queued, stamps it with the leader's clock, and proposes it as one entry. A
-//! bounded number of entries is in flight at once, so while they commit the next batch fills.
+//! takes everything queued, stamps it with the leader's clock, and proposes it as one entry. One
+//! entry is in flight at a time, so while it commits the next batch fills.
 //! A lone write never waits: with nothing in flight it is proposed at once.
 
 use std::sync::Arc;
@@ -23,8 +23,14 @@ use crate::registry::Outcome;
 
 /// Most changes in one log entry.
 const MAX_BATCH: usize = 512;
-/// Entries proposed but not yet applied at any time.
-const MAX_IN_FLIGHT: usize = 4;
+/// A batch closes once its changes take about this many bytes, so that one entry always fits an
+/// AppendEntries request (`raft::MAX_APPEND_BYTES`) with room to spare.
+const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// Entries proposed but not yet applied at any time. Each entry costs every node one synced
+/// append, so fewer, larger entries serve more writes: with 64 clients on a 3-node cluster, one
+/// entry in flight registered 5,300-6,300/s against 4,200-4,800/s with four (B3 setup, two
+/// interleaved runs), at the same latency for a lone write.
+const MAX_IN_FLIGHT: usize = 1;
 /// Writes waiting for a batch; further writers wait for room.
 const QUEUE: usize = 8 * MAX_BATCH;
 
@@ -74,10 +80,14 @@ async fn run(raft: Raft, mut receiver: mpsc::Receiver<Pending>) {
     loop {
         let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
         let Some(first) = receiver.recv().await else { return };
+        let mut bytes = first.command.approx_bytes();
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
             match receiver.try_recv() {
-                Ok(pending) => batch.push(pending),
+                Ok(pending) => {
+                    bytes += pending.command.approx_bytes();
+                    batch.push(pending);
+                }
                 Err(_) => break,
             }
         }

@@ -242,8 +242,8 @@ impl PeerConnection {
     {
         let to = Addressee { node_id: self.target, incarnation: self.node.incarnation };
         let answer: Result<Resp, typ::RaftError<E>> =
-            self.client.send_body(&self.node.addr, path, Some(to), body, option.hard_ttl()).await.map_err(
-                |err| match &err {
+            self.client.send_body(&self.node.addr, path, Some(to), body, option.hard_ttl()).await.map_err(|err| {
+                match &err {
                     // A node that is down, or is not the incarnation the membership admitted, is
                     // retried after openraft's backoff; its answer never counts.
                     PeerError::Unreachable { .. }
@@ -252,8 +252,8 @@ impl PeerConnection {
                         ..
                     } => RPCError::Unreachable(Unreachable::new(&err)),
                     _ => RPCError::Network(NetworkError::new(&err)),
-                },
-            )?;
+                }
+            })?;
         answer.map_err(|remote| RPCError::RemoteError(RemoteError::new(self.target, remote)))
     }
 }

@@ -82,6 +82,23 @@ pub enum Command {
 }
 
 impl Command {
+    /// About how many bytes the command takes encoded (to size batches).
+    pub fn approx_bytes(&self) -> usize {
+        match self {
+            Self::Register(spec) => {
+                64 + spec.address.len()
+                    + spec.contract_name.len()
+                    + spec.contract_namespace.len()
+                    + spec.metadata.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>()
+            }
+            Self::Expire(leases) => 16 + 24 * leases.len(),
+            Self::SetPolicy(key, policy) => {
+                32 + key.as_str().len() + policy.hash_header.as_ref().map_or(0, String::len)
+            }
+            Self::Unregister(_) | Self::Drain(_) => 24,
+        }
+    }
+
     /// Checks a command that arrived from another process (a write forwarded by a peer): only
     /// what a node's own API could have proposed is accepted. Lease expiry is proposed by the
     /// leader itself and never forwarded.
