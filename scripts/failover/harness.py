@@ -223,7 +223,18 @@ class Cluster:
         return len(servers) == 3 and all(status == "UP" for status in servers.values())
 
     def registrations(self, node, timeout=5.0):
-        return self.get_json(f"{self.api(node)}/v1/registrations", timeout=timeout)
+        """Every registration on a node, page by page: {"registrations": [...], "applied_index": n}
+        (the index of the last page), or None."""
+        registrations, cursor = [], None
+        while True:
+            query = "limit=5000" + (f"&cursor={cursor}" if cursor else "")
+            page = self.get_json(f"{self.api(node)}/v1/registrations?{query}", timeout=timeout)
+            if not page:
+                return None
+            registrations += page["registrations"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return {"registrations": registrations, "applied_index": page["applied_index"]}
 
     def samples_registered(self):
         """Every node holds both samples' three leases."""

@@ -23,7 +23,6 @@ use crate::auth::Caller;
 use crate::cluster::ClusterView;
 use crate::raft::NodeId;
 use crate::raft::PeerNode;
-use crate::registry::AUDIT_CAP;
 use crate::registry::AuditRecord;
 use crate::registry::RegistrationId;
 
@@ -56,16 +55,21 @@ async fn cluster(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AuditQuery {
-    /// Most records to return, newest first [default 100, at most 10000].
+    /// Most records to return, newest first [default 500, at most 5000].
     limit: Option<usize>,
+    /// `next_cursor` of the previous page: records older than it.
+    cursor: Option<u64>,
     /// Only records about this registration.
     id: Option<String>,
 }
 
-/// Body of `GET /v1/audit`.
+/// Body of `GET /v1/audit`: one page, newest first.
 #[derive(Debug, serde::Serialize, Deserialize)]
 pub struct AuditList {
     pub records: Vec<AuditRecord>,
+    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<u64>,
 }
 
 async fn audit(
@@ -78,11 +82,17 @@ async fn audit(
         Some(id) => Some(id.parse::<RegistrationId>().map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?),
         None => None,
     };
-    let limit = query.limit.unwrap_or(100).min(AUDIT_CAP);
+    let limit = super::page_limit(query.limit)?;
     let applied = state.cluster.view().load();
-    let records =
-        applied.state.audit().rev().filter(|r| id.is_none_or(|id| r.id == Some(id))).take(limit).cloned().collect();
-    Ok(Json(AuditList { records }))
+    let older = applied
+        .state
+        .audit()
+        .rev()
+        .skip_while(|r| query.cursor.is_some_and(|cursor| r.seq >= cursor))
+        .filter(|r| id.is_none_or(|id| r.id == Some(id)));
+    let (page, next) = super::page(older, limit, |r| r.seq.to_string());
+    let records = page.into_iter().cloned().collect();
+    Ok(Json(AuditList { records, next_cursor: next.and_then(|seq| seq.parse().ok()) }))
 }
 
 #[derive(Debug, Deserialize)]

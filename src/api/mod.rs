@@ -55,6 +55,34 @@ pub struct ApiJson<T>(pub T);
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct ApiQuery<T>(pub T);
 
+/// Items a list returns when the request names no `limit`.
+pub const DEFAULT_PAGE: usize = 500;
+/// Most items one page may hold.
+pub const MAX_PAGE: usize = 5_000;
+
+/// The page size a list request asks for (`?limit=`), checked.
+pub fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit.unwrap_or(DEFAULT_PAGE) {
+        limit @ 1..=MAX_PAGE => Ok(limit),
+        _ => Err(ApiError::bad_request("invalid_limit", format!("limit must be between 1 and {MAX_PAGE}"))),
+    }
+}
+
+/// Takes one page from `items` (already positioned after the request's cursor): at most `limit`
+/// items, and the cursor of the next page if any item is left.
+pub fn page<T>(
+    mut items: impl Iterator<Item = T>,
+    limit: usize,
+    cursor_of: impl Fn(&T) -> String,
+) -> (Vec<T>, Option<String>) {
+    let taken: Vec<T> = items.by_ref().take(limit).collect();
+    let next = match (taken.last(), items.next()) {
+        (Some(last), Some(_)) => Some(cursor_of(last)),
+        _ => None,
+    };
+    (taken, next)
+}
+
 /// Path parameters whose rejections use the API's error format.
 #[derive(Debug, FromRequestParts)]
 #[from_request(via(axum::extract::Path), rejection(ApiError))]

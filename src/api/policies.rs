@@ -10,10 +10,12 @@ use serde::Serialize;
 
 use crate::api::ApiError;
 use crate::api::ApiJson;
+use crate::api::ApiQuery;
 use crate::api::ApiState;
 use crate::api::require;
 use crate::auth::Caller;
 use crate::registry::Command;
+use crate::registry::ContractKey;
 use crate::registry::Policy;
 use crate::registry::PolicyRequest;
 
@@ -30,9 +32,20 @@ pub struct PolicyEntry {
     pub policy: Policy,
 }
 
+/// Body of `GET /v1/policies`: one page, in contract order.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct PolicyList {
     pub policies: Vec<PolicyEntry>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    limit: Option<usize>,
+    cursor: Option<String>,
 }
 
 async fn set(
@@ -49,13 +62,17 @@ async fn set(
 async fn list(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<PolicyList>, ApiError> {
     require(caller.can_read(), &caller, "read")?;
+    let limit = super::page_limit(query.limit)?;
+    let cursor = query.cursor.as_deref().map(ContractKey::from_text);
     let applied = state.cluster.view().load();
-    let policies = applied
-        .state
-        .policies()
+    let (page, next_cursor) =
+        super::page(applied.state.policies_after(cursor.as_ref()), limit, |(key, _)| key.to_string());
+    let policies = page
+        .into_iter()
         .map(|(key, policy)| PolicyEntry { contract: key.to_string(), policy: policy.clone() })
         .collect();
-    Ok(Json(PolicyList { policies }))
+    Ok(Json(PolicyList { policies, next_cursor }))
 }

@@ -150,6 +150,10 @@ struct ListQuery {
     contract_name: Option<String>,
     #[serde(default)]
     consistency: Consistency,
+    /// Most registrations in the answer [default 500, at most 5000].
+    limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,12 +163,15 @@ struct ReadQuery {
     consistency: Consistency,
 }
 
-/// Body of `GET /v1/registrations`.
+/// Body of `GET /v1/registrations`: one page, in id order.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RegistrationList {
     pub registrations: Vec<Registration>,
-    /// Log index of the replica the list was read from.
+    /// Log index of the replica the page was read from.
     pub applied_index: u64,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 async fn register(
@@ -202,17 +209,23 @@ async fn list(
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<RegistrationList>, ApiError> {
     require(caller.can_read(), &caller, "read")?;
+    let limit = super::page_limit(query.limit)?;
+    let cursor = query.cursor.as_deref().map(parse_cursor).transpose()?;
     ensure_fresh(&state, query.consistency).await?;
     let applied = state.cluster.view().load();
     let namespace = query.contract_namespace.as_deref().map(trim_namespace);
-    let registrations = applied
+    let matching = applied
         .state
-        .iter()
+        .iter_after(cursor.as_ref())
         .filter(|r| namespace.is_none_or(|ns| trim_namespace(&r.contract_namespace) == ns))
-        .filter(|r| query.contract_name.as_deref().is_none_or(|name| r.contract_name == name))
-        .map(|r| Registration::clone(r))
-        .collect();
-    Ok(Json(RegistrationList { registrations, applied_index: applied.index }))
+        .filter(|r| query.contract_name.as_deref().is_none_or(|name| r.contract_name == name));
+    let (page, next_cursor) = super::page(matching, limit, |r| r.id.to_string());
+    let registrations = page.into_iter().map(|r| Registration::clone(r)).collect();
+    Ok(Json(RegistrationList { registrations, applied_index: applied.index, next_cursor }))
+}
+
+fn parse_cursor(text: &str) -> Result<RegistrationId, ApiError> {
+    text.parse().map_err(|_| ApiError::bad_request("invalid_cursor", "cursor must be a next_cursor from a list"))
 }
 
 fn parse_id(text: &str) -> Result<RegistrationId, ApiError> {

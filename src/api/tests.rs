@@ -100,6 +100,58 @@ async fn register_show_list_unregister() {
 }
 
 #[tokio::test]
+async fn lists_come_in_pages_in_a_stable_order() {
+    let (_dir, app) = single_node().await;
+    for i in 0..12 {
+        let (status, _) =
+            call(&app, "POST", "/v1/registrations", Some(registration(&format!("http://svc{i}:9000/")))).await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let mut seen = Vec::new();
+    let mut uri = "/v1/registrations?limit=5".to_owned();
+    let mut pages = 0;
+    loop {
+        let (status, page) = call(&app, "GET", &uri, None).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        pages += 1;
+        seen.extend(page["registrations"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_owned()));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => uri = format!("/v1/registrations?limit=5&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!((seen.len(), &seen), (12, &sorted), "every registration once, in id order");
+    // The default page, bad limits and cursors.
+    let (_, page) = call(&app, "GET", "/v1/registrations", None).await;
+    assert_eq!(page["registrations"].as_array().unwrap().len(), 12);
+    assert!(page.get("next_cursor").is_none());
+    for (uri, code) in [
+        ("/v1/registrations?limit=0", "invalid_limit"),
+        ("/v1/registrations?limit=5001", "invalid_limit"),
+        ("/v1/registrations?cursor=zz", "invalid_cursor"),
+        ("/v1/policies?limit=0", "invalid_limit"),
+        ("/v1/audit?limit=100000", "invalid_limit"),
+    ] {
+        let (status, error) = call(&app, "GET", uri, None).await;
+        assert_eq!((status, error["code"].as_str()), (StatusCode::BAD_REQUEST, Some(code)), "{uri}");
+    }
+    // The audit trail pages backwards, newest first.
+    let (_, first) = call(&app, "GET", "/v1/audit?limit=10", None).await;
+    let cursor = first["next_cursor"].as_u64().unwrap();
+    let (_, rest) = call(&app, "GET", &format!("/v1/audit?limit=10&cursor={cursor}"), None).await;
+    let seqs: Vec<u64> = [&first, &rest]
+        .iter()
+        .flat_map(|page| page["records"].as_array().unwrap().iter().map(|r| r["seq"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(seqs, (0..12).rev().collect::<Vec<u64>>());
+    assert!(rest.get("next_cursor").is_none());
+}
+
+#[tokio::test]
 async fn refusals_use_the_error_format_and_change_nothing() {
     let (_dir, app) = single_node().await;
     let cases = [

@@ -676,6 +676,13 @@ impl RegistryState {
         self.registrations.values()
     }
 
+    /// Registrations in id order, starting after `cursor` (from the first without one).
+    pub fn iter_after(&self, cursor: Option<&RegistrationId>) -> impl Iterator<Item = &Arc<Registration>> {
+        use std::ops::Bound;
+        let start = cursor.map_or(Bound::Unbounded, Bound::Excluded);
+        self.registrations.range::<_, RegistrationId>((start, Bound::Unbounded)).map(|(_, registration)| registration)
+    }
+
     /// Active endpoints serving a contract key: registrations whose `{namespace}/{name}` equals the
     /// key, or whose namespace alone equals it.
     pub fn endpoints(&self, key: &ContractKey) -> Option<&Endpoints> {
@@ -689,6 +696,13 @@ impl RegistryState {
 
     pub fn policies(&self) -> impl Iterator<Item = (&ContractKey, &Policy)> {
         self.policies.iter()
+    }
+
+    /// Policies in contract-key order, starting after `cursor`.
+    pub fn policies_after(&self, cursor: Option<&ContractKey>) -> impl Iterator<Item = (&ContractKey, &Policy)> {
+        use std::ops::Bound;
+        let start = cursor.map_or(Bound::Unbounded, Bound::Excluded);
+        self.policies.range::<_, ContractKey>((start, Bound::Unbounded))
     }
 
     /// Registrations owned by a token name.

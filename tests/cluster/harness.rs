@@ -289,9 +289,8 @@ impl TestCluster {
         let key = format!("{}/{name}", namespace.strip_suffix('/').unwrap_or(namespace));
         for node in self.running() {
             eventually(&format!("node {node} to route {key}"), Duration::from_secs(20), || async {
-                let list = self.get_json(&format!("{}/v1/registrations", self.api(node))).await?;
-                let count = list["registrations"]
-                    .as_array()?
+                let list = self.list_all(node).await?;
+                let count = list
                     .iter()
                     .filter(|r| {
                         format!(
@@ -307,11 +306,28 @@ impl TestCluster {
         }
     }
 
+    /// Every registration on node `id`, from its local replica, page by page.
+    pub async fn list_all(&self, id: u64) -> Option<Vec<Value>> {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut url = format!("{}/v1/registrations?limit=5000", self.api(id));
+            if let Some(cursor) = &cursor {
+                url.push_str(&format!("&cursor={cursor}"));
+            }
+            let page = self.get_json(&url).await?;
+            all.extend(page["registrations"].as_array()?.iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return Some(all),
+            }
+        }
+    }
+
     /// Addresses registered on node `id`, from its local replica (sorted).
     pub async fn addresses(&self, id: u64) -> Option<Vec<String>> {
-        let list = self.get_json(&format!("{}/v1/registrations", self.api(id))).await?;
-        let mut addresses: Vec<String> =
-            list["registrations"].as_array()?.iter().map(|r| r["address"].as_str().unwrap().to_owned()).collect();
+        let list = self.list_all(id).await?;
+        let mut addresses: Vec<String> = list.iter().map(|r| r["address"].as_str().unwrap().to_owned()).collect();
         addresses.sort();
         Some(addresses)
     }

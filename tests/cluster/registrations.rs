@@ -200,3 +200,96 @@ async fn a_forwarded_write_is_checked_like_an_api_write() {
         .unwrap();
     assert!(matches!(answer, Ok(Outcome::Registered { created: true, .. })), "{answer:?}");
 }
+
+/// `SWITCHBOARD_TEST_FULL=1` runs the large tests at full size (by hand); CI runs the quick size.
+pub fn full_size() -> bool {
+    std::env::var_os("SWITCHBOARD_TEST_FULL").is_some()
+}
+
+/// Registers `count` addresses `http://{prefix}-{i}.example/` of `urn:bulk` + `C` with 32
+/// concurrent clients spread over the nodes.
+pub async fn register_bulk(cluster: &TestCluster, prefix: &str, count: usize) {
+    let apis = cluster.apis();
+    let tasks: Vec<_> = (0..32)
+        .map(|client| {
+            let (http, apis, prefix) = (cluster.http.clone(), apis.clone(), prefix.to_owned());
+            tokio::spawn(async move {
+                for i in (client..count).step_by(32) {
+                    let body = serde_json::json!({
+                        "address": format!("http://{prefix}-{i}.example/"),
+                        "contract_namespace": "urn:bulk",
+                        "contract_name": "C",
+                    });
+                    let api = &apis[i % apis.len()];
+                    let response = http.post(format!("{api}/v1/registrations")).json(&body).send().await.unwrap();
+                    assert!(response.status().is_success(), "{}", response.status());
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pagination_walks_every_registration_once_in_order_while_writes_go_on() {
+    use std::collections::BTreeSet;
+
+    let count = if full_size() { 100_000 } else { 10_000 };
+    let cluster = TestCluster::start(3);
+    cluster.wait_stable().await;
+    register_bulk(&cluster, "stable", count).await;
+    let node = cluster.running()[1];
+    // Wait until the node's replica holds them all, then walk it while writes go on.
+    crate::harness::eventually(
+        "the replica to hold every registration",
+        std::time::Duration::from_secs(60),
+        || async { (cluster.list_all(node).await?.len() >= count).then_some(()) },
+    )
+    .await;
+    let churn = {
+        let (http, api) = (cluster.http.clone(), cluster.api(node));
+        tokio::spawn(async move {
+            for i in 0..300 {
+                let body = serde_json::json!({
+                    "address": format!("http://churn-{i}.example/"),
+                    "contract_namespace": "urn:churn",
+                    "contract_name": "C",
+                });
+                http.post(format!("{api}/v1/registrations")).json(&body).send().await.unwrap();
+                if i % 2 == 0 {
+                    http.post(format!("{api}/v1/registrations/unregister")).json(&body).send().await.unwrap();
+                }
+            }
+        })
+    };
+    let mut ids = Vec::new();
+    let mut stable = BTreeSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{}/v1/registrations?limit=1000", cluster.api(node));
+        if let Some(cursor) = &cursor {
+            url.push_str(&format!("&cursor={cursor}"));
+        }
+        let page = cluster.get_json(&url).await.unwrap();
+        for registration in page["registrations"].as_array().unwrap() {
+            ids.push(registration["id"].as_str().unwrap().to_owned());
+            if registration["contract_namespace"] == "urn:bulk" {
+                stable.insert(registration["address"].as_str().unwrap().to_owned());
+            }
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    churn.await.unwrap();
+    assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "ids strictly increasing: a stable order, no duplicate");
+    assert_eq!(stable.len(), count, "no registration present throughout was skipped");
+    eprintln!(
+        "figure: walked {} registrations in {} pages of 1000 while writes went on",
+        ids.len(),
+        ids.len().div_ceil(1000)
+    );
+}
