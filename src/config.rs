@@ -15,6 +15,7 @@ use clap::Subcommand;
 use clap::ValueEnum;
 
 use crate::auth::Tokens;
+use crate::cluster::RegistryLimits;
 use crate::netpolicy::AddressPolicy;
 use crate::proxy::DataPlaneConfig;
 use crate::raft::NodeId;
@@ -151,6 +152,13 @@ pub struct ServeArgs {
     /// Build a snapshot (and compact the log) every this many entries.
     #[arg(long, env = "SWITCHBOARD_SNAPSHOT_EVERY", default_value_t = 5_000)]
     pub snapshot_every: u64,
+    /// Most registrations the cluster holds (enforced by the leader).
+    #[arg(long, env = "SWITCHBOARD_MAX_REGISTRATIONS", default_value_t = 500_000)]
+    pub max_registrations: usize,
+    /// Most registry data the cluster holds, in MiB (addresses, names and metadata; enforced by
+    /// the leader).
+    #[arg(long, env = "SWITCHBOARD_MAX_REGISTRY_MB", default_value_t = 256)]
+    pub max_registry_mb: u64,
     /// Memory for sled's page cache, in MiB.
     #[arg(long, env = "SWITCHBOARD_CACHE_MB", default_value_t = 32)]
     pub cache_mb: u64,
@@ -224,6 +232,7 @@ pub struct NodeConfig {
     pub peer_tls: Option<PeerTls>,
     pub cache_bytes: u64,
     pub log_format: LogFormat,
+    pub limits: RegistryLimits,
 }
 
 impl TryFrom<ServeArgs> for NodeConfig {
@@ -251,6 +260,8 @@ impl TryFrom<ServeArgs> for NodeConfig {
             ("worker-threads", args.worker_threads.unwrap_or(1) as u64),
             ("max-endpoint-requests", u64::from(args.max_endpoint_requests)),
             ("max-connections", args.max_connections as u64),
+            ("max-registrations", args.max_registrations as u64),
+            ("max-registry-mb", args.max_registry_mb),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(flag));
@@ -325,6 +336,7 @@ impl TryFrom<ServeArgs> for NodeConfig {
             },
             cache_bytes: args.cache_mb.max(1) * 1024 * 1024,
             log_format: args.log_format,
+            limits: RegistryLimits { max_registrations: args.max_registrations, max_bytes: args.max_registry_mb << 20 },
         })
     }
 }

@@ -74,6 +74,7 @@ labels! {
         RequestBody => "request_body",
         EnvelopeHeader => "envelope_header",
         RequestHeaders => "request_headers",
+        Registry => "registry",
     }
 }
 

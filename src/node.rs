@@ -57,6 +57,7 @@ pub async fn open(config: &NodeConfig) -> anyhow::Result<Cluster> {
         node: PeerNode { incarnation: Some(identity.incarnation), ..config.advertised.clone() },
         initial_voters: config.initial_voters.clone(),
         request_timeout: config.write_timeout,
+        limits: config.limits,
     };
     Ok(Cluster::new(cluster_config, raft, view, peers, identity))
 }

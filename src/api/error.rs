@@ -83,6 +83,7 @@ impl ApiError {
                 ClusterError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
                 ClusterError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "node_unreachable"),
                 ClusterError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+                ClusterError::RegistryFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "registry_full"),
             },
         }
     }
@@ -95,6 +96,7 @@ impl IntoResponse for ApiError {
             Self::HeadersTooLarge => Some(Limit::RequestHeaders),
             Self::PayloadTooLarge(_) => Some(Limit::RequestBody),
             Self::TooMany(_) => Some(Limit::RegistrationsPerToken),
+            Self::Cluster(ClusterError::RegistryFull(_)) => Some(Limit::Registry),
             _ => None,
         };
         if let Some(limit) = limit {

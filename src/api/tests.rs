@@ -17,6 +17,10 @@ use crate::raft::PeerNode;
 use crate::raft::RaftTuning;
 
 async fn single_node() -> (tempfile::TempDir, Router) {
+    single_node_with(crate::cluster::RegistryLimits::default()).await
+}
+
+async fn single_node_with(limits: crate::cluster::RegistryLimits) -> (tempfile::TempDir, Router) {
     let dir = tempfile::TempDir::new().unwrap();
     let node = PeerNode::at("127.0.0.1:1");
     let config = NodeConfig {
@@ -39,6 +43,7 @@ async fn single_node() -> (tempfile::TempDir, Router) {
         peer_tls: None,
         cache_bytes: 8 << 20,
         log_format: LogFormat::Text,
+        limits,
     };
     let cluster = crate::node::open(&config).await.unwrap();
     // The duties end with the test's runtime.
@@ -149,6 +154,40 @@ async fn lists_come_in_pages_in_a_stable_order() {
         .collect();
     assert_eq!(seqs, (0..12).rev().collect::<Vec<u64>>());
     assert!(rest.get("next_cursor").is_none());
+}
+
+#[tokio::test]
+async fn the_registry_limits_refuse_cleanly_and_change_nothing() {
+    let limits = crate::cluster::RegistryLimits { max_registrations: 3, max_bytes: 1_000 };
+    let (_dir, app) = single_node_with(limits).await;
+    for i in 0..3 {
+        let (status, _) = call(&app, "POST", "/v1/registrations", Some(registration(&format!("http://svc{i}/")))).await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let (status, error) = call(&app, "POST", "/v1/registrations", Some(registration("http://svc3/"))).await;
+    assert_eq!((status, error["code"].as_str()), (StatusCode::INSUFFICIENT_STORAGE, Some("registry_full")), "{error}");
+    // Refreshing what is there, and removing, still work.
+    let (status, _) = call(&app, "POST", "/v1/registrations", Some(registration("http://svc0/"))).await;
+    assert_eq!(status, StatusCode::OK);
+    let info =
+        json!({ "address": "http://svc2/", "contract_name": "ICalc", "contract_namespace": "http://tempuri.org/" });
+    let (status, _) = call(&app, "POST", "/v1/registrations/unregister", Some(info)).await;
+    assert_eq!(status, StatusCode::OK);
+    // The byte limit: a registration that is too large for what is left.
+    let mut big = registration("http://svc4/");
+    big["metadata"] = json!({ "blob": "x".repeat(1_000) });
+    let (status, error) = call(&app, "POST", "/v1/registrations", Some(big)).await;
+    assert_eq!((status, error["code"].as_str()), (StatusCode::INSUFFICIENT_STORAGE, Some("registry_full")), "{error}");
+    let (_, list) = call(&app, "GET", "/v1/registrations", None).await;
+    let addresses: Vec<&str> =
+        list["registrations"].as_array().unwrap().iter().map(|r| r["address"].as_str().unwrap()).collect();
+    assert_eq!(addresses.len(), 2, "nothing refused was stored: {addresses:?}");
+    // Metadata is capped per registration too.
+    let mut heavy = registration("http://svc5/");
+    heavy["metadata"] = (0..20).map(|i| (format!("k{i}"), Value::from("v".repeat(1_000)))).collect();
+    let (status, error) = call(&app, "POST", "/v1/registrations", Some(heavy)).await;
+    assert_eq!((status, error["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_metadata")), "{error}");
+    assert!(crate::metrics::METRICS.limit_hits(crate::metrics::Limit::Registry) >= 2);
 }
 
 #[tokio::test]

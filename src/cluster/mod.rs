@@ -92,6 +92,9 @@ pub enum ClusterError {
     /// A node this operation needs could not be reached.
     #[error("{0}")]
     Unavailable(String),
+    /// The registry is at one of its cluster-wide limits.
+    #[error("{0}")]
+    RegistryFull(String),
     /// A bug or a broken invariant, not something the caller did.
     #[error("internal error: {0}")]
     Internal(String),
@@ -201,6 +204,23 @@ pub struct ClusterConfig {
     pub initial_voters: BTreeMap<NodeId, PeerNode>,
     /// Bound on how long a write or linearizable read waits for a leader and its commit.
     pub request_timeout: Duration,
+    /// Cluster-wide bounds on the registry, enforced by the leader.
+    pub limits: RegistryLimits,
+}
+
+/// How large the registry may grow. The leader refuses a registration that would go beyond,
+/// before proposing it; removals are always accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegistryLimits {
+    pub max_registrations: usize,
+    /// Bound on the sum of the registrations' sizes (`Registration::approx_bytes`).
+    pub max_bytes: u64,
+}
+
+impl Default for RegistryLimits {
+    fn default() -> Self {
+        Self { max_registrations: 500_000, max_bytes: 256 << 20 }
+    }
 }
 
 /// Handle to the cluster layer of this node. Cheap to clone.
@@ -331,6 +351,28 @@ impl Cluster {
         self.on_leader("/cluster/write", proposal, local).await
     }
 
+    /// Refuses a registration that would take the registry beyond its limits. Checked against
+    /// the applied state: writes still in flight can overshoot by at most one batch.
+    fn check_room(&self, spec: &crate::registry::RegistrationSpec) -> Result<(), ClusterError> {
+        let limits = self.inner.config.limits;
+        let applied = self.inner.view.load();
+        let existing = applied.state.get(&spec.id).map(|r| r.approx_bytes());
+        if existing.is_none() && applied.state.len() >= limits.max_registrations {
+            return Err(ClusterError::RegistryFull(format!(
+                "the registry holds its limit of {} registrations",
+                limits.max_registrations
+            )));
+        }
+        let bytes = applied.state.bytes() - existing.unwrap_or(0) + spec.approx_bytes();
+        if bytes > limits.max_bytes {
+            return Err(ClusterError::RegistryFull(format!(
+                "the registry would exceed its limit of {} MiB",
+                limits.max_bytes >> 20
+            )));
+        }
+        Ok(())
+    }
+
     /// Leader side of a write forwarded by a peer: checked as the API checks its own writes.
     pub async fn propose_forwarded(&self, proposal: Proposal) -> Result<Outcome, ClusterError> {
         proposal.command.check_forwarded().map_err(|err| ClusterError::InvalidRequest(err.to_string()))?;
@@ -339,6 +381,9 @@ impl Cluster {
 
     /// Leader side of a write. Fails with `NotLeader` on any other node.
     pub async fn propose_local(&self, proposal: Proposal) -> Result<Outcome, ClusterError> {
+        if let Command::Register(spec) = &proposal.command {
+            self.check_room(spec)?;
+        }
         let written = self.inner.batcher.propose(proposal.origin, proposal.command);
         tokio::time::timeout(self.inner.config.request_timeout, written)
             .await

@@ -217,6 +217,13 @@ impl Registration {
     pub fn lease(&self) -> Lease {
         Lease { id: self.id, epoch: self.epoch }
     }
+
+    /// About how many bytes the registration takes, for the registry's size cap.
+    pub fn approx_bytes(&self) -> u64 {
+        let text = self.address.len() + self.contract_name.len() + self.contract_namespace.len();
+        let metadata: usize = self.metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+        (REGISTRATION_OVERHEAD + text + metadata) as u64
+    }
 }
 
 /// How the data plane picks an endpoint of a contract.
@@ -259,6 +266,9 @@ pub enum Outcome {
         quota: u32,
     },
 }
+
+/// Bytes a registration is counted for beyond its text (ids, numbers, index entries).
+pub(crate) const REGISTRATION_OVERHEAD: usize = 160;
 
 /// Audit records kept in the replicated state (the oldest are dropped first).
 pub const AUDIT_CAP: usize = 10_000;
@@ -393,6 +403,8 @@ pub struct RegistryState {
     policies: imbl::OrdMap<ContractKey, Policy>,
     /// Registrations per owner, for quotas.
     owned: imbl::GenericHashMap<String, u32, FastHash, imbl::shared_ptr::DefaultSharedPtr>,
+    /// Sum of [`Registration::approx_bytes`] over all registrations.
+    bytes: u64,
     audit: imbl::Vector<AuditRecord>,
     /// Sequence number of the next audit record.
     audit_next_seq: u64,
@@ -607,9 +619,11 @@ impl RegistryState {
     fn register(&mut self, index: u64, at_ms: u64, spec: &RegistrationSpec, owner: Option<String>) -> Outcome {
         let registration = Registration::of(spec, index, at_ms, owner.map(Text::from));
         self.count_owner(registration.owner.as_deref(), 1);
+        self.bytes += registration.approx_bytes();
         let previous = self.registrations.insert(spec.id, Arc::new(registration.clone()));
         if let Some(previous) = &previous {
             self.count_owner(previous.owner.as_deref(), -1);
+            self.bytes -= previous.approx_bytes();
         }
         self.reindex(&registration);
         Outcome::Registered { registration, created: previous.is_none() }
@@ -629,6 +643,7 @@ impl RegistryState {
     fn remove(&mut self, id: &RegistrationId) -> Option<Registration> {
         let removed = self.registrations.remove(id)?;
         self.count_owner(removed.owner.as_deref(), -1);
+        self.bytes -= removed.approx_bytes();
         self.reindex(&removed);
         Some(Registration::clone(&removed))
     }
@@ -665,6 +680,11 @@ impl RegistryState {
 
     pub fn len(&self) -> usize {
         self.registrations.len()
+    }
+
+    /// About how many bytes the registrations take (see [`Registration::approx_bytes`]).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     pub fn is_empty(&self) -> bool {
@@ -735,6 +755,7 @@ impl RegistryState {
         let mut state = Self::default();
         for registration in image.registrations {
             state.count_owner(registration.owner.as_deref(), 1);
+            state.bytes += registration.approx_bytes();
             state.registrations.insert(registration.id, Arc::new(registration));
         }
         state.audit = image.audit.into_iter().collect();

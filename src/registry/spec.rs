@@ -25,6 +25,8 @@ pub const MAX_METADATA_ENTRIES: usize = 64;
 pub const MAX_METADATA_KEY_LEN: usize = 128;
 /// Longest metadata value, in bytes.
 pub const MAX_METADATA_VALUE_LEN: usize = 1024;
+/// Most metadata bytes (keys and values) on one registration.
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 /// Highest accepted weight.
 pub const MAX_WEIGHT: u32 = 1000;
 /// Shortest accepted lease.
@@ -128,6 +130,13 @@ impl RegistrationSpec {
 }
 
 impl RegistrationSpec {
+    /// The bytes the registration made of this spec counts for (`Registration::approx_bytes`).
+    pub fn approx_bytes(&self) -> u64 {
+        let text = self.address.len() + self.contract_name.len() + self.contract_namespace.len();
+        let metadata: usize = self.metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+        (super::REGISTRATION_OVERHEAD + text + metadata) as u64
+    }
+
     /// Checks a spec that arrived already built (a write forwarded by a peer): it must be exactly
     /// what [`RegistrationSpec::new`] makes of its own fields.
     pub fn check(&self) -> Result<(), InvalidRegistration> {
@@ -211,6 +220,9 @@ fn check_text(text: &str, max_len: usize) -> Result<(), String> {
 fn validate_metadata(metadata: &BTreeMap<String, String>) -> Result<(), InvalidRegistration> {
     if metadata.len() > MAX_METADATA_ENTRIES {
         return Err(InvalidRegistration::Metadata(format!("more than {MAX_METADATA_ENTRIES} entries")));
+    }
+    if metadata.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() > MAX_METADATA_BYTES {
+        return Err(InvalidRegistration::Metadata(format!("more than {MAX_METADATA_BYTES} bytes of keys and values")));
     }
     for (key, value) in metadata {
         check_text(key, MAX_METADATA_KEY_LEN).map_err(|m| InvalidRegistration::Metadata(format!("key {m}")))?;
