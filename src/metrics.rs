@@ -62,6 +62,7 @@ labels! {
         RoutingLoop => "routing_loop",
         EndpointOverloaded => "endpoint_overloaded",
         HeadersTooLarge => "headers_too_large",
+        EnvelopeTimeout => "envelope_timeout",
     }
 }
 

@@ -62,6 +62,9 @@ impl ProxyError {
             Self::Contract(ContractError::EnvelopeTooLarge) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, RouteError::EnvelopeHeaderTooLarge)
             }
+            Self::Contract(ContractError::EnvelopeTimeout(_)) => {
+                (StatusCode::REQUEST_TIMEOUT, RouteError::EnvelopeTimeout)
+            }
             Self::UnknownContract(_) => (StatusCode::NOT_FOUND, RouteError::ContractNotFound),
             Self::Unreachable { .. } => (StatusCode::SERVICE_UNAVAILABLE, RouteError::NoEndpointReachable),
             Self::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, RouteError::EndpointOverloaded),
@@ -79,7 +82,9 @@ impl ProxyError {
     /// The limit whose refusal this error is, if any.
     pub fn limit(&self) -> Option<Limit> {
         match self {
-            Self::Contract(ContractError::EnvelopeTooLarge) => Some(Limit::EnvelopeHeader),
+            Self::Contract(ContractError::EnvelopeTooLarge | ContractError::EnvelopeTimeout(_)) => {
+                Some(Limit::EnvelopeHeader)
+            }
             Self::Overloaded { .. } => Some(Limit::EndpointRequests),
             Self::HeadersTooLarge(_) => Some(Limit::RequestHeaders),
             Self::BodyTooLarge(_) => Some(Limit::RequestBody),

@@ -41,6 +41,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use self::body::RequestBody;
 use self::body::SharedBody;
 use self::contract::ENVELOPE_SCAN_CAP;
+use self::contract::EnvelopeReader;
 use self::contract::EnvelopeScan;
 use self::contract::FromHeaders;
 use self::contract::Source;
@@ -462,38 +463,46 @@ async fn resolve(
         }
         FromHeaders::ReadEnvelope { fallback } => fallback,
     };
-    let mut buffer = BytesMut::new();
+    let mut envelope = EnvelopeReader::default();
     let mut rest = Some(incoming);
+    // However slowly the client sends it, the envelope header must arrive within this time.
+    let deadline = tokio::time::Instant::now() + ENVELOPE_DEADLINE;
     loop {
-        match contract::scan_envelope(&buffer, rest.is_none()) {
-            EnvelopeScan::Action(action) => {
+        match envelope.scan(rest.is_none()) {
+            Some(EnvelopeScan::Action(action)) => {
                 let key = contract::action_key(&action)?;
-                return Ok((key, Source::WsAddressing, RequestBody { prefix: buffer.freeze(), rest }));
+                return Ok((key, Source::WsAddressing, RequestBody { prefix: envelope.into_bytes(), rest }));
             }
-            EnvelopeScan::Absent => {
+            Some(EnvelopeScan::Absent) => {
                 let key = fallback.ok_or(contract::ContractError::Missing)?;
-                return Ok((key, Source::Header, RequestBody { prefix: buffer.freeze(), rest }));
+                return Ok((key, Source::Header, RequestBody { prefix: envelope.into_bytes(), rest }));
             }
-            EnvelopeScan::Invalid(reason) => return Err(contract::ContractError::InvalidEnvelope(reason).into()),
-            EnvelopeScan::Incomplete if buffer.len() >= ENVELOPE_SCAN_CAP => {
+            Some(EnvelopeScan::Invalid(reason)) => {
+                return Err(contract::ContractError::InvalidEnvelope(reason).into());
+            }
+            Some(EnvelopeScan::Incomplete) if envelope.len() >= ENVELOPE_SCAN_CAP => {
                 return Err(contract::ContractError::EnvelopeTooLarge.into());
             }
-            EnvelopeScan::Incomplete => {}
+            Some(EnvelopeScan::Incomplete) | None => {}
         }
         let Some(body) = rest.as_mut() else {
             return Err(contract::ContractError::InvalidEnvelope("the body ended inside the envelope".into()).into());
         };
-        match body.frame().await {
-            Some(Ok(frame)) => {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
-                    buffer.extend_from_slice(&data);
+                    envelope.push(&data);
                 }
             }
-            Some(Err(err)) => return Err(ProxyError::RequestBody(err.to_string())),
-            None => rest = None,
+            Ok(Some(Err(err))) => return Err(ProxyError::RequestBody(err.to_string())),
+            Ok(None) => rest = None,
+            Err(_elapsed) => return Err(contract::ContractError::EnvelopeTimeout(ENVELOPE_DEADLINE.as_secs()).into()),
         }
     }
 }
+
+/// How long a client may take to send the envelope header of a SOAP request.
+const ENVELOPE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Reads a body into memory when it is known to be small, so it can be sent more than once.
 async fn buffer_small(body: RequestBody, headers: &http::HeaderMap) -> Result<RequestBody, ProxyError> {

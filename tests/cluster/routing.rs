@@ -406,3 +406,42 @@ async fn explain_names_the_decision() {
         send(&cluster, via, "POST", "/", &[("soapaction", "http://tempuri.org/ICalculator/Add")], SOAP11).await;
     assert!(!headers.contains_key("x-switchboard-candidates"));
 }
+
+/// Node CPU time (user + system) in clock ticks, from `/proc`.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_soap_request_sent_one_byte_at_a_time_routes_at_linear_cost() {
+    use tokio::io::AsyncWriteExt;
+
+    let cluster = TestCluster::start(1);
+    let node = cluster.wait_stable().await;
+    let orders = Backend::start("orders").await;
+    cluster.register_all(node, "urn:svc", "IOrders", &[orders.url()]).await;
+    let filler = "<x:Pad xmlns:x=\"urn:pad\">padding</x:Pad>".repeat(400);
+    let envelope = format!(
+        r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://www.w3.org/2005/08/addressing"><s:Header>{filler}<a:Action>urn:svc/IOrders/Get</a:Action></s:Header><s:Body><Get xmlns="urn:svc"/></s:Body></s:Envelope>"#
+    );
+    let pid = cluster.nodes[&node].pid().unwrap();
+    let before = cpu_ticks(pid);
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", cluster.nodes[&node].ports.data)).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let head =
+        "POST /orders HTTP/1.1\r\nhost: x\r\ncontent-type: application/soap+xml\r\ntransfer-encoding: chunked\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    for byte in envelope.bytes() {
+        stream.write_all(&[b'1', b'\r', b'\n', byte, b'\r', b'\n']).await.unwrap();
+    }
+    stream.write_all(b"0\r\n\r\n").await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let read = stream.read(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(orders.hits(), 1);
+    let ticks = cpu_ticks(pid) - before;
+    eprintln!("figure: a {} byte envelope in 1-byte chunks cost the node {} ms of CPU", envelope.len(), ticks * 10);
+}

@@ -63,6 +63,8 @@ pub enum ContractError {
     InvalidEnvelope(String),
     #[error("the SOAP envelope header is longer than {ENVELOPE_SCAN_CAP} bytes")]
     EnvelopeTooLarge,
+    #[error("the SOAP envelope header did not arrive within {0} s")]
+    EnvelopeTimeout(u64),
     #[error("the {0} header is not valid text")]
     InvalidHeader(&'static str),
 }
@@ -154,6 +156,51 @@ pub enum EnvelopeScan {
     /// More bytes are needed to decide.
     Incomplete,
     Invalid(String),
+}
+
+/// Collects the start of a body and scans it for the envelope's action. It scans again only
+/// once the bytes collected have doubled since the last scan (or the body ended), so the work
+/// stays linear in the bytes received, however finely the client splits them: at most about
+/// twice the bytes received, and never past [`ENVELOPE_SCAN_CAP`].
+#[derive(Debug, Default)]
+pub struct EnvelopeReader {
+    buffer: bytes::BytesMut,
+    next_scan_at: usize,
+    scanned: usize,
+}
+
+impl EnvelopeReader {
+    pub fn push(&mut self, data: &[u8]) {
+        self.buffer.extend_from_slice(data);
+    }
+
+    pub fn len(&self) -> usize {
+        self.buffer.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buffer.is_empty()
+    }
+
+    /// Bytes scanned so far, over every scan.
+    pub fn scanned(&self) -> usize {
+        self.scanned
+    }
+
+    /// Scans if it is due: `None` means "collect more first". `complete` when the body ended.
+    pub fn scan(&mut self, complete: bool) -> Option<EnvelopeScan> {
+        let len = self.buffer.len();
+        if !complete && len < self.next_scan_at && len < ENVELOPE_SCAN_CAP {
+            return None;
+        }
+        self.scanned += len;
+        self.next_scan_at = (2 * len).max(len + 512);
+        Some(scan_envelope(&self.buffer, complete))
+    }
+
+    pub fn into_bytes(self) -> bytes::Bytes {
+        self.buffer.freeze()
+    }
 }
 
 /// Scans `prefix`, the first bytes of a body (`complete` when it is the whole body).

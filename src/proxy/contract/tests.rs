@@ -171,3 +171,51 @@ proptest! {
         let _ = soap_version(&map);
     }
 }
+
+/// A SOAP 1.2 envelope whose header holds `padding` bytes of other elements before the action.
+fn padded_envelope(padding: usize) -> Vec<u8> {
+    let filler = "<x:Pad xmlns:x=\"urn:pad\">padding</x:Pad>".repeat(padding / 40 + 1);
+    format!(
+        r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://www.w3.org/2005/08/addressing"><s:Header>{filler}<a:Action>urn:svc/IOrders/Get</a:Action></s:Header><s:Body><Get xmlns="urn:svc"/></s:Body></s:Envelope>"#
+    )
+    .into_bytes()
+}
+
+/// Feeds `body` in chunks of `chunk` bytes until the reader decides; returns the decision and the
+/// bytes scanned in all.
+fn feed(body: &[u8], chunk: usize) -> (EnvelopeScan, usize) {
+    let mut reader = EnvelopeReader::default();
+    for piece in body.chunks(chunk) {
+        reader.push(piece);
+        match reader.scan(false) {
+            None | Some(EnvelopeScan::Incomplete) => {}
+            Some(decided) => return (decided, reader.scanned()),
+        }
+    }
+    (reader.scan(true).unwrap(), reader.scanned())
+}
+
+#[test]
+fn the_envelope_scan_is_linear_in_the_bytes_received_however_they_are_split() {
+    for size in [2_000, 16_000, 60_000] {
+        let body = padded_envelope(size);
+        for chunk in [1, 7, 65_536] {
+            let (decision, scanned) = feed(&body, chunk);
+            assert_eq!(decision, EnvelopeScan::Action("urn:svc/IOrders/Get".into()), "size {size}, chunk {chunk}");
+            assert!(
+                scanned <= 3 * body.len() + 1_024,
+                "size {size}, chunk {chunk}: scanned {scanned} bytes for a {} byte body",
+                body.len()
+            );
+        }
+    }
+}
+
+proptest! {
+    /// However a body is split, the reader decides what one scan of the whole body decides.
+    #[test]
+    fn the_envelope_reader_agrees_with_one_scan(padding in 0usize..3_000, chunk in 1usize..600) {
+        let body = padded_envelope(padding);
+        prop_assert_eq!(feed(&body, chunk).0, scan_envelope(&body, true));
+    }
+}
