@@ -111,6 +111,14 @@ pub struct ServeArgs {
     /// Most open client connections on the data plane; more are refused.
     #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
+    /// Most open data-plane connections from one client address [default: --max-connections,
+    /// since a load balancer in front is one address].
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// A separate listener for `/health/*` and `/metrics` only, so that health checks answer even
+    /// while the control API is flooded [default: none; they are on the control API as well].
+    #[arg(long, env = "SWITCHBOARD_HEALTH_ADDR")]
+    pub health_addr: Option<SocketAddr>,
     /// JSON file of API tokens and their scopes (see docs/security.md). Without tokens the node
     /// runs in dev mode: every caller may do everything.
     #[arg(long, env = "SWITCHBOARD_TOKENS_FILE")]
@@ -200,7 +208,7 @@ pub enum ConfigError {
     Timing,
     #[error("--{0} must be greater than zero")]
     Zero(&'static str),
-    #[error("--data-addr, --api-addr and --peer-addr must be three different listeners")]
+    #[error("--data-addr, --api-addr, --peer-addr and --health-addr must be different listeners")]
     SameListener,
     #[error("{0}")]
     Tokens(String),
@@ -216,6 +224,7 @@ pub struct NodeConfig {
     pub data_addr: SocketAddr,
     pub api_addr: SocketAddr,
     pub peer_addr: SocketAddr,
+    pub health_addr: Option<SocketAddr>,
     /// How peers reach this node.
     pub advertised: PeerNode,
     pub initial_voters: BTreeMap<NodeId, PeerNode>,
@@ -260,6 +269,7 @@ impl TryFrom<ServeArgs> for NodeConfig {
             ("worker-threads", args.worker_threads.unwrap_or(1) as u64),
             ("max-endpoint-requests", u64::from(args.max_endpoint_requests)),
             ("max-connections", args.max_connections as u64),
+            ("max-connections-per-ip", args.max_connections_per_ip.unwrap_or(1) as u64),
             ("max-registrations", args.max_registrations as u64),
             ("max-registry-mb", args.max_registry_mb),
         ] {
@@ -270,8 +280,10 @@ impl TryFrom<ServeArgs> for NodeConfig {
         if args.snapshot_every == 0 {
             return Err(ConfigError::Zero("snapshot-every"));
         }
-        let listeners = [args.data_addr, args.api_addr, args.peer_addr];
-        if listeners[0] == listeners[1] || listeners[1] == listeners[2] || listeners[0] == listeners[2] {
+        let mut listeners = vec![args.data_addr, args.api_addr, args.peer_addr];
+        listeners.extend(args.health_addr);
+        let distinct: std::collections::BTreeSet<_> = listeners.iter().collect();
+        if distinct.len() != listeners.len() {
             return Err(ConfigError::SameListener);
         }
         let advertised = match (initial_voters.get(&args.node_id), &args.advertise) {
@@ -304,6 +316,7 @@ impl TryFrom<ServeArgs> for NodeConfig {
             data_addr: args.data_addr,
             api_addr: args.api_addr,
             peer_addr: args.peer_addr,
+            health_addr: args.health_addr,
             advertised,
             initial_voters,
             cluster_secret: args.cluster_secret,
@@ -325,6 +338,7 @@ impl TryFrom<ServeArgs> for NodeConfig {
                 broadcast_concurrency: args.broadcast_concurrency,
                 max_endpoint_requests: args.max_endpoint_requests,
                 max_connections: args.max_connections,
+                max_connections_per_ip: args.max_connections_per_ip.unwrap_or(args.max_connections),
             },
             worker_threads: args.worker_threads,
             tokens: Arc::new(tokens),

@@ -26,6 +26,7 @@ use crate::raft::PeerNetwork;
 use crate::raft::PeerNode;
 use crate::raft::Storage;
 use crate::serve;
+use crate::serve::ConnectionLimits;
 use crate::serve::Listener;
 use crate::tls;
 
@@ -78,20 +79,29 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
     let data = Listener {
         tcp: bind(config.data_addr, "data plane").await?,
         tls: edge_tls.clone(),
-        max_connections: config.data_plane.max_connections,
+        limits: ConnectionLimits::new(config.data_plane.max_connections, config.data_plane.max_connections_per_ip),
         name: "data plane",
     };
     let api = Listener {
         tcp: bind(config.api_addr, "control API").await?,
         tls: edge_tls,
-        max_connections: API_MAX_CONNECTIONS,
+        limits: ConnectionLimits::new(API_MAX_CONNECTIONS, API_MAX_CONNECTIONS_PER_IP),
         name: "control API",
     };
     let peer = Listener {
         tcp: bind(config.peer_addr, "peer endpoint").await?,
         tls: peer_tls,
-        max_connections: API_MAX_CONNECTIONS,
+        limits: ConnectionLimits::new(API_MAX_CONNECTIONS, API_MAX_CONNECTIONS_PER_IP),
         name: "peer endpoint",
+    };
+    let health = match config.health_addr {
+        Some(addr) => Some(Listener {
+            tcp: bind(addr, "health checks").await?,
+            tls: None,
+            limits: ConnectionLimits::new(HEALTH_MAX_CONNECTIONS, HEALTH_MAX_CONNECTIONS / 4),
+            name: "health",
+        }),
+        None => None,
     };
     tracing::info!(
         node = config.node_id,
@@ -126,7 +136,15 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
     });
     let authorization = format!("Bearer {}", config.cluster_secret).into_bytes().into();
     let peer_router = peer::router(peer::PeerState { cluster: cluster.clone(), authorization });
-    for (listener, router) in [(api, api_router), (peer, peer_router)] {
+    let health = health.map(|listener| {
+        let router = api::health_router(api::ApiState {
+            cluster: cluster.clone(),
+            tokens: config.tokens.clone(),
+            policy: config.address_policy.clone(),
+        });
+        (listener, router)
+    });
+    for (listener, router) in [(api, api_router), (peer, peer_router)].into_iter().chain(health) {
         let stop = stop.clone();
         servers.spawn(serve::serve(listener, stop, move |_| TowerToHyperService::new(router.clone())));
     }
@@ -195,6 +213,10 @@ async fn raft_fatal(cluster: Cluster) -> String {
 
 /// Connections the control API and the peer endpoint each accept at once.
 const API_MAX_CONNECTIONS: usize = 1024;
+/// ... and from one client address.
+const API_MAX_CONNECTIONS_PER_IP: usize = 128;
+/// Connections the health listener accepts at once.
+const HEALTH_MAX_CONNECTIONS: usize = 64;
 
 /// Keeps per-endpoint health only for endpoints that are still registered.
 async fn forget_unregistered_endpoints(plane: Arc<DataPlane>, view: AppliedView) {

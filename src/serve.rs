@@ -1,5 +1,15 @@
-//! One accept loop for the three listeners: optional TLS, a bound on open connections, a header
-//! read timeout, and graceful shutdown that lets open requests finish (bounded).
+//! One accept loop for every listener: optional TLS, bounds on open connections (in all, per
+//! client address, and for connections that have not yet proven anything), deadlines for the TLS
+//! handshake, the first byte and the request head, and graceful shutdown that lets open
+//! requests finish (bounded).
+//!
+//! A connection is *pending* until it completes its TLS handshake or, without TLS, sends its
+//! first byte. Pending connections may take only part of the slots, and only for
+//! [`FIRST_BYTE_TIMEOUT`]; when they are all taken, a new connection closes the oldest pending
+//! one that has been silent for [`SILENT_GRACE`] instead of being refused. A client that talks
+//! leaves the pending state within a round trip, so a flood of idle connections can neither hold
+//! slots for long nor keep such a client out. One client address may hold only so many
+//! connections.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -20,7 +30,11 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::METRICS;
 
 /// How long a client may take to send request headers.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new connection may stay silent (or take for its TLS handshake).
+pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A pending connection silent for this long may be closed to make room for a new one.
+pub const SILENT_GRACE: Duration = Duration::from_millis(250);
 /// How long open requests may take to finish at shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest accepted request head (request line and headers), in bytes.
@@ -40,9 +54,103 @@ pub fn header_bytes(headers: &http::HeaderMap) -> usize {
 pub struct Listener {
     pub tcp: TcpListener,
     pub tls: Option<TlsAcceptor>,
-    pub max_connections: usize,
-    /// Name for logs: "data plane", "control API", "peer endpoint".
+    pub limits: ConnectionLimits,
+    /// Name for logs: "data plane", "control API", "peer endpoint", "health".
     pub name: &'static str,
+}
+
+/// A connection past its pending stage.
+enum Conn {
+    Plain(tokio::net::TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>),
+}
+
+/// Bounds on the connections of one listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Open connections in all.
+    pub max: usize,
+    /// Open connections from one client address.
+    pub per_ip: usize,
+    /// Connections not yet past their TLS handshake or first byte (they take none of `max`).
+    pub pending: usize,
+    /// ... and from one client address.
+    pub pending_per_ip: usize,
+}
+
+impl ConnectionLimits {
+    /// `max` in all and at most `per_ip` from one address; besides, half of `max` pending, at
+    /// most 16 of them from one address.
+    pub fn new(max: usize, per_ip: usize) -> Self {
+        let pending = (max / 2).max(1);
+        Self { max, per_ip: per_ip.min(max), pending, pending_per_ip: 16.min(pending) }
+    }
+}
+
+/// The pending connections, oldest first; a connection leaves when it speaks, or is told to
+/// close when a newer one needs its place.
+#[derive(Debug, Default)]
+struct Pending {
+    waiting: std::sync::Mutex<std::collections::BTreeMap<u64, (std::time::Instant, tokio::sync::oneshot::Sender<()>)>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl Pending {
+    /// Enters a new connection if there is room, or if the oldest pending one has been silent for
+    /// [`SILENT_GRACE`] (it is told to close). Returns its number and the signal of its eviction.
+    fn enter(&self, limit: usize) -> Option<(u64, tokio::sync::oneshot::Receiver<()>)> {
+        let now = std::time::Instant::now();
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        if waiting.len() >= limit {
+            let oldest = waiting.first_key_value().map(|(seq, (since, _))| (*seq, *since));
+            match oldest {
+                Some((seq, since)) if now - since >= SILENT_GRACE => {
+                    if let Some((_, evict)) = waiting.remove(&seq) {
+                        let _ = evict.send(());
+                    }
+                }
+                _ => return None,
+            }
+        }
+        let (evict, evicted) = tokio::sync::oneshot::channel();
+        let seq = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        waiting.insert(seq, (now, evict));
+        Some((seq, evicted))
+    }
+
+    fn leave(&self, seq: u64) {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner()).remove(&seq);
+    }
+}
+
+/// Open connections per client address; a slot is returned when its [`IpSlot`] is dropped.
+#[derive(Debug, Default)]
+struct PerIp(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+struct IpSlot(Arc<PerIp>, std::net::IpAddr);
+
+impl PerIp {
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr, limit: usize) -> Option<IpSlot> {
+        let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let count = counts.entry(ip).or_default();
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(IpSlot(self.clone(), ip))
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut counts = self.0.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = counts.get_mut(&self.1) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.1);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Listener {
@@ -77,9 +185,12 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let Listener { tcp, tls, max_connections, name } = listener;
+    let Listener { tcp, tls, limits, name } = listener;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let permits = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max));
+    let pending = Arc::new(Pending::default());
+    let per_ip = Arc::new(PerIp::default());
+    let pending_per_ip = Arc::new(PerIp::default());
     loop {
         let (stream, addr) = tokio::select! {
             accepted = tcp.accept() => match accepted {
@@ -92,33 +203,69 @@ where
             },
             () = stop.cancelled() => break,
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            // At the limit: refuse at once rather than queue without bound.
+        // At a limit: refuse at once rather than queue without bound.
+        let refuse = |why: &str| {
             METRICS.limit_hit(crate::metrics::Limit::Connections);
-            tracing::warn!(listener = name, remote = %addr, limit = max_connections, "connection refused: limit reached");
+            tracing::debug!(listener = name, remote = %addr, why, "connection refused");
+        };
+        let Some(ip_slot) = per_ip.take(addr.ip(), limits.per_ip) else {
+            refuse("too many connections from this address");
             continue;
         };
+        let Some(pending_slot) = pending_per_ip.take(addr.ip(), limits.pending_per_ip) else {
+            refuse("too many silent connections from this address");
+            continue;
+        };
+        let Some((seq, evicted)) = pending.enter(limits.pending) else {
+            refuse("too many connections that have not sent anything yet");
+            continue;
+        };
+        let (pending, permits) = (pending.clone(), permits.clone());
         let _ = stream.set_nodelay(true);
         let service = make_service(Peer::new(addr, tls.is_some()));
         let watcher = graceful.watcher();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _ip_slot = ip_slot;
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_buf_size(HTTP_BUFFER_BYTES);
-            let result = match tls {
-                None => watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await,
-                Some(acceptor) => {
-                    let handshake = tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await;
-                    match handshake {
-                        Ok(Ok(stream)) => watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await,
-                        Ok(Err(err)) => {
-                            tracing::warn!(listener = name, remote = %addr, error = %err, "TLS handshake refused");
-                            return;
-                        }
-                        Err(_) => return,
+            // Pending: until the first byte (or the TLS handshake), a deadline, or eviction.
+            let first = async {
+                match tls {
+                    None => stream.readable().await.map(|()| Conn::Plain(stream)).map_err(|e| e.to_string()),
+                    Some(acceptor) => {
+                        acceptor.accept(stream).await.map(|s| Conn::Tls(Box::new(s))).map_err(|e| e.to_string())
                     }
                 }
+            };
+            let spoke = tokio::select! {
+                // A connection that spoke keeps its place even if told to make room.
+                biased;
+                spoke = tokio::time::timeout(FIRST_BYTE_TIMEOUT, first) => spoke,
+                _ = evicted => {
+                    tracing::debug!(listener = name, remote = %addr, "silent connection closed for a newer one");
+                    pending.leave(seq);
+                    return;
+                }
+            };
+            pending.leave(seq);
+            drop(pending_slot);
+            // Only a connection that spoke takes one of the `max` slots.
+            let Ok(_permit) = permits.try_acquire_owned() else {
+                METRICS.limit_hit(crate::metrics::Limit::Connections);
+                tracing::debug!(listener = name, remote = %addr, "connection refused: limit reached");
+                return;
+            };
+            let result = match spoke {
+                Ok(Ok(Conn::Plain(stream))) => {
+                    watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await
+                }
+                Ok(Ok(Conn::Tls(stream))) => watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await,
+                Ok(Err(err)) => {
+                    tracing::debug!(listener = name, remote = %addr, error = %err, "TLS handshake refused");
+                    return;
+                }
+                Err(_) => return,
             };
             if let Err(err) = result {
                 tracing::debug!(listener = name, error = %err, "connection ended with an error");

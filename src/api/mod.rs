@@ -88,6 +88,11 @@ pub fn page<T>(
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct ApiPath<T>(pub T);
 
+/// The health checks and metrics alone, for the separate health listener (`--health-addr`).
+pub fn health_router(state: ApiState) -> Router {
+    Router::new().merge(admin::health_routes()).fallback(not_found).with_state(state)
+}
+
 pub fn router(state: ApiState) -> Router {
     // Every route but the health checks needs a valid token (in dev mode, none is needed).
     let guarded = Router::new()

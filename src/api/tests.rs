@@ -29,6 +29,7 @@ async fn single_node_with(limits: crate::cluster::RegistryLimits) -> (tempfile::
         data_addr: "127.0.0.1:0".parse().unwrap(),
         api_addr: "127.0.0.1:0".parse().unwrap(),
         peer_addr: "127.0.0.1:0".parse().unwrap(),
+        health_addr: None,
         advertised: node.clone(),
         initial_voters: [(1, node)].into(),
         cluster_secret: "0123456789abcdef".into(),

@@ -99,6 +99,8 @@ pub struct DataPlaneConfig {
     pub max_endpoint_requests: u32,
     /// Most open client connections on the data plane.
     pub max_connections: usize,
+    /// Most open connections from one client address.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for DataPlaneConfig {
@@ -112,6 +114,7 @@ impl Default for DataPlaneConfig {
             broadcast_concurrency: 32,
             max_endpoint_requests: 1024,
             max_connections: 10_000,
+            max_connections_per_ip: 10_000,
         }
     }
 }

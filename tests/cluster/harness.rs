@@ -59,6 +59,15 @@ pub struct Ports {
     pub data: u16,
     pub api: u16,
     pub peer: u16,
+    /// The separate health listener (`--health-addr`).
+    pub health: u16,
+}
+
+impl Ports {
+    /// Four free ports.
+    pub fn free() -> Self {
+        Self { data: free_port(), api: free_port(), peer: free_port(), health: free_port() }
+    }
 }
 
 pub struct TestNode {
@@ -110,8 +119,7 @@ impl TestCluster {
 
     pub fn start_with(n: u64, options: Options) -> Self {
         let dir = tempfile::Builder::new().prefix("switchboard-test").tempdir().unwrap();
-        let ports: BTreeMap<u64, Ports> =
-            (1..=n).map(|id| (id, Ports { data: free_port(), api: free_port(), peer: free_port() })).collect();
+        let ports: BTreeMap<u64, Ports> = (1..=n).map(|id| (id, Ports::free())).collect();
         let peers = ports.iter().map(|(id, p)| format!("{id}=127.0.0.1:{}", p.peer)).collect::<Vec<_>>().join(",");
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(token) = &options.token {
@@ -156,6 +164,7 @@ impl TestCluster {
             .args(["--data-addr", &format!("127.0.0.1:{}", node.ports.data)])
             .args(["--api-addr", &format!("127.0.0.1:{}", node.ports.api)])
             .args(["--peer-addr", &format!("127.0.0.1:{}", node.ports.peer)])
+            .args(["--health-addr", &format!("127.0.0.1:{}", node.ports.health)])
             .args(["--peers", &self.peers])
             .args(&node.extra_args)
             .envs(node.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

@@ -3,6 +3,7 @@
 mod backend;
 mod cli;
 mod failover;
+mod flood;
 mod harness;
 mod input;
 mod leases;

@@ -8,7 +8,6 @@ use serde_json::json;
 use crate::harness::Ports;
 use crate::harness::TestCluster;
 use crate::harness::eventually;
-use crate::harness::free_port;
 
 fn member_ids(view: &Value, role: &str) -> Vec<u64> {
     view["members"]
@@ -34,7 +33,7 @@ async fn add_remove_and_add_back_a_wiped_node() {
     expected.sort();
 
     // Node 4 starts outside the cluster; adding it (through a follower) makes it a voter with the data.
-    let ports = Ports { data: free_port(), api: free_port(), peer: free_port() };
+    let ports = Ports::free();
     cluster.add_process(4, ports, vec![]);
     cluster.start_node(4);
     let body = json!({ "node_id": 4, "peer_addr": format!("127.0.0.1:{}", ports.peer) });

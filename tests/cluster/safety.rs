@@ -18,7 +18,6 @@ use crate::harness::Options;
 use crate::harness::Ports;
 use crate::harness::TestCluster;
 use crate::harness::eventually;
-use crate::harness::free_port;
 
 fn voters(view: &Value) -> Vec<u64> {
     let members = view["members"].as_array().cloned().unwrap_or_default();
@@ -238,7 +237,7 @@ async fn the_leader_paused_during_a_membership_change_loses_nothing() {
     let mut acked: BTreeSet<String> =
         register_many(&cluster, leader, "urn:change", 70, 1500, 2).await.into_iter().collect();
 
-    let ports = Ports { data: free_port(), api: free_port(), peer: free_port() };
+    let ports = Ports::free();
     cluster.add_process(4, ports, vec![]);
     cluster.start_node(4);
     let apis: Vec<String> = [1, 2, 3].iter().map(|&id| cluster.api(id)).collect();

@@ -1,0 +1,119 @@
+//! Hostile load on the listeners: thousands of idle and slow connections, from addresses other
+//! than the health checker's, while the leader is killed.
+
+use std::net::Ipv4Addr;
+use std::net::SocketAddr;
+use std::time::Duration;
+use std::time::Instant;
+
+use tokio::io::AsyncReadExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpSocket;
+use tokio::net::TcpStream;
+
+use crate::harness::TestCluster;
+
+/// Opens up to `count` connections to `port` from 127.0.0.`source`; returns the ones accepted
+/// by the kernel (the node may close them at once).
+async fn open_from(source: u8, port: u16, count: usize) -> Vec<TcpStream> {
+    let mut streams = Vec::new();
+    for _ in 0..count {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from((Ipv4Addr::new(127, 0, 0, source), 0))).unwrap();
+        if let Ok(Ok(stream)) =
+            tokio::time::timeout(Duration::from_secs(1), socket.connect(SocketAddr::from(([127, 0, 0, 1], port)))).await
+        {
+            streams.push(stream);
+        }
+    }
+    streams
+}
+
+/// Whether the server closed the connection (a read ends, or fails).
+async fn closed_by_server(stream: &mut TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(tokio::time::timeout(Duration::from_millis(100), stream.read(&mut byte)).await, Ok(Ok(0) | Err(_)))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_flood_neither_blinds_health_checks_nor_stalls_failover() {
+    let mut cluster = TestCluster::start(3);
+    let leader = cluster.wait_stable().await;
+    // The flood: idle connections from eight addresses to every API and peer listener, and slow
+    // ones that send a request head a byte at a time.
+    for id in cluster.running() {
+        eprintln!("node {id}: {:?}", cluster.nodes[&id].ports);
+    }
+    let mut idle = Vec::new();
+    for id in cluster.running() {
+        let ports = cluster.nodes[&id].ports;
+        for source in 2..10u8 {
+            idle.extend(open_from(source, ports.api, 150).await);
+            idle.extend(open_from(source, ports.peer, 150).await);
+        }
+    }
+    let mut slow = open_from(10, cluster.nodes[&leader].ports.api, 50).await;
+    for stream in &mut slow {
+        let _ = stream.write_all(b"GET /v1/cluster HTTP/1.1\r\nho").await;
+    }
+    eprintln!("flood: {} idle and {} slow connections opened", idle.len(), slow.len());
+
+    // Health answers all along, from the health checker's own address; the leader dies meanwhile.
+    let probe = reqwest::Client::builder().timeout(Duration::from_secs(1)).no_proxy().build().unwrap();
+    let survivors: Vec<u64> = cluster.running().into_iter().filter(|&id| id != leader).collect();
+    let killed_at = Instant::now();
+    cluster.kill(leader);
+    let mut slowest = Duration::ZERO;
+    let mut probes = 0;
+    let mut new_leader = None;
+    while killed_at.elapsed() < Duration::from_secs(8) {
+        for &id in &survivors {
+            for url in [
+                format!("http://127.0.0.1:{}/health/live", cluster.nodes[&id].ports.health),
+                format!("http://127.0.0.1:{}/health/live", cluster.nodes[&id].ports.api),
+            ] {
+                let sent = Instant::now();
+                let answer = probe.get(&url).send().await.map(|a| a.status());
+                assert!(
+                    matches!(answer, Ok(status) if status == 200),
+                    "{url} did not answer under the flood: {answer:?}"
+                );
+                slowest = slowest.max(sent.elapsed());
+                probes += 1;
+            }
+        }
+        if new_leader.is_none() {
+            let view = cluster.cluster_view(survivors[0]).await;
+            if let Some(found) = view.and_then(|v| v["leader_id"].as_u64()).filter(|l| *l != leader) {
+                new_leader = Some((found, killed_at.elapsed()));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (new_leader, after) = new_leader.expect("a new leader was elected under the flood");
+    eprintln!(
+        "figure: under the flood, {probes} health probes all answered (slowest {} ms); node {new_leader} led {} ms after the kill",
+        slowest.as_millis(),
+        after.as_millis()
+    );
+    let (status, _) = cluster.register(survivors[0], "http://10.66.0.1/", "urn:flood", "C").await;
+    assert_eq!(status, 201, "writes go on");
+
+    // The nodes close the connections that never spoke (first-byte deadline) or never finished
+    // their head (head deadline).
+    let mut open: Vec<TcpStream> = idle.into_iter().chain(slow).collect();
+    let total = open.len();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !open.is_empty() && Instant::now() < deadline {
+        let mut still = Vec::new();
+        for mut stream in open {
+            if !closed_by_server(&mut stream).await {
+                still.push(stream);
+            }
+        }
+        open = still;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("figure: {} of {total} flood connections closed by the nodes", total - open.len());
+    assert!(open.is_empty(), "{} silent or slow connections were never cut", open.len());
+}
