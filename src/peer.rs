@@ -22,12 +22,12 @@ use serde::de::DeserializeOwned;
 
 use crate::cluster::AdmitRequest;
 use crate::cluster::Cluster;
+use crate::cluster::Gossip;
 use crate::cluster::MembershipRequest;
 use crate::cluster::Proposal;
 use crate::raft::ADDRESSEE_HEADER;
 use crate::raft::Addressee;
 use crate::raft::typ;
-use crate::registry::Lease;
 
 /// Largest accepted peer request body: one snapshot chunk plus framing.
 pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
@@ -182,8 +182,8 @@ async fn membership(State(state): State<PeerState>, Postcard(request): Postcard<
     Postcard(state.cluster.change_local(request).await).into_response()
 }
 
-async fn renew(State(state): State<PeerState>, Postcard(leases): Postcard<Vec<Lease>>) -> Response {
-    state.cluster.renew_from_peer(&leases);
+async fn renew(State(state): State<PeerState>, Postcard(gossip): Postcard<Gossip>) -> Response {
+    state.cluster.renew_from_peer(&gossip);
     Postcard(()).into_response()
 }
 

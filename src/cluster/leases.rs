@@ -13,6 +13,14 @@
 //! A renewal names the lease's epoch (the log index of its latest registration). A heartbeat
 //! for an older epoch (an instance that was replaced by a restarted one on the same address)
 //! renews nothing.
+//!
+//! A starved CPU must not expire services that kept renewing. Every node gossips every
+//! [`GOSSIP_EVERY`], even with nothing to pass on, so the leader knows how late each member's
+//! news may be: a lease gets that much longer before it expires ([`Leases::gossip_lag`], for
+//! members heard from within [`GOSSIP_SILENCE`], so at most that much; a member silent for longer
+//! is taken for down). And a leader whose own reaper ran late (it was starved itself, and its
+//! backlog of heartbeats is still unread) decides nothing until as long again has passed (see
+//! `Cluster::reap_leases`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -29,6 +37,8 @@ pub const GOSSIP_EVERY: Duration = Duration::from_millis(200);
 pub const REAP_EVERY: Duration = Duration::from_millis(200);
 /// Longest grace a new leader grants before expiring a lease.
 pub const LEADER_GRACE: Duration = Duration::from_secs(2);
+/// A member silent for longer is taken for down: its lateness no longer delays expiry.
+pub const GOSSIP_SILENCE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy)]
 struct Renewal {
@@ -58,6 +68,8 @@ struct State {
     renewed: HashMap<RegistrationId, Renewal>,
     /// Renewals taken here and not yet gossiped.
     outbox: Vec<Lease>,
+    /// When each other member's gossip last arrived.
+    heard: HashMap<u64, Instant>,
 }
 
 impl Leases {
@@ -84,12 +96,26 @@ impl Leases {
         state.outbox.extend_from_slice(leases);
     }
 
-    /// Records heartbeats another node took.
-    pub fn renew_remote(&self, leases: &[Lease], now: Instant) {
+    /// Records the gossip of member `from`: the heartbeats it took.
+    pub fn renew_remote(&self, from: u64, leases: &[Lease], now: Instant) {
         let mut state = self.lock();
         for lease in leases {
             record(&mut state.renewed, *lease, now);
         }
+        state.heard.insert(from, now);
+    }
+
+    /// How late the news of `members` may be: the longest silence among those heard from
+    /// within [`GOSSIP_SILENCE`] (a member never heard from, or silent for longer, counts as
+    /// down). On time, this is about one gossip interval.
+    pub fn gossip_lag(&self, members: impl IntoIterator<Item = u64>, now: Instant) -> Duration {
+        let state = self.lock();
+        members
+            .into_iter()
+            .filter_map(|member| state.heard.get(&member).map(|at| now.saturating_duration_since(*at)))
+            .filter(|silence| *silence < GOSSIP_SILENCE)
+            .max()
+            .unwrap_or_default()
     }
 
     /// The renewals to gossip, emptying the outbox.
@@ -97,19 +123,26 @@ impl Leases {
         std::mem::take(&mut self.lock().outbox)
     }
 
-    /// Leases of `registry` that ran out by `now`, for a leader in office since `leader_since`.
-    /// A lease seen for the first time counts as renewed now.
-    pub fn expired(&self, registry: &RegistryState, now: Instant, leader_since: Instant) -> Vec<Lease> {
+    /// Leases of `registry` that ran out by `now`, for a leader in office since `leader_since`,
+    /// granting `grace` beyond the TTL (news that may still be on its way). A lease seen for the
+    /// first time counts as renewed now.
+    pub fn expired(
+        &self,
+        registry: &RegistryState,
+        now: Instant,
+        leader_since: Instant,
+        grace: Duration,
+    ) -> Vec<Lease> {
         let mut state = self.lock();
         let mut expired = Vec::new();
-        for registration in registry.iter() {
+        for registration in registry.leased() {
             let Some(ttl) = registration.ttl_ms.map(Duration::from_millis) else { continue };
             let renewal =
                 state.renewed.entry(registration.id).or_insert(Renewal { epoch: registration.epoch, at: now });
             if renewal.epoch != registration.epoch {
                 *renewal = Renewal { epoch: registration.epoch, at: now };
             }
-            let deadline = (renewal.at + ttl).max(leader_since + ttl.min(LEADER_GRACE));
+            let deadline = (renewal.at + ttl + grace).max(leader_since + ttl.min(LEADER_GRACE));
             if now >= deadline {
                 expired.push(registration.lease());
             }
@@ -175,11 +208,14 @@ mod tests {
         let table = Leases::default();
         let start = Instant::now();
         let long_ago = start; // leader since the start: no grace left later on
-        assert!(table.expired(&registry, start, long_ago).is_empty(), "first sight counts as a renewal");
+        assert!(
+            table.expired(&registry, start, long_ago, Duration::ZERO).is_empty(),
+            "first sight counts as a renewal"
+        );
         table.renew_local(&leases[..1], start + Duration::from_millis(900));
         let later = start + Duration::from_millis(1_500);
         assert_eq!(
-            table.expired(&registry, later, long_ago),
+            table.expired(&registry, later, long_ago, Duration::ZERO),
             vec![leases[1]],
             "the silent one expires, the renewed one and the unleased one stay"
         );
@@ -193,15 +229,15 @@ mod tests {
         let table = Leases::default();
         let t0 = Instant::now();
         // Renewals gossiped before the leader change.
-        table.renew_remote(&leases, t0);
-        table.expired(&registry, t0, t0);
+        table.renew_remote(2, &leases, t0);
+        table.expired(&registry, t0, t0, Duration::ZERO);
         let elected = t0 + Duration::from_secs(9);
         // Shortly after the election nothing has expired...
-        assert!(table.expired(&registry, elected + Duration::from_millis(500), elected).is_empty());
+        assert!(table.expired(&registry, elected + Duration::from_millis(500), elected, Duration::ZERO).is_empty());
         // ...and at the end of the grace the leases that nobody renewed do expire.
-        table.renew_remote(&leases[..1], elected);
+        table.renew_remote(2, &leases[..1], elected);
         let after = elected + LEADER_GRACE;
-        assert_eq!(table.expired(&registry, after, elected), vec![leases[1]]);
+        assert_eq!(table.expired(&registry, after, elected, Duration::ZERO), vec![leases[1]]);
     }
 
     #[test]
@@ -225,12 +261,36 @@ mod tests {
 
         let table = Leases::default();
         let t0 = Instant::now();
-        table.expired(&registry, t0, t0);
+        table.expired(&registry, t0, t0, Duration::ZERO);
         // Old-epoch renewals keep coming; they must not keep the new epoch alive.
-        table.renew_remote(&[old], t0 + Duration::from_millis(800));
+        table.renew_remote(2, &[old], t0 + Duration::from_millis(800));
         assert_eq!(
-            table.expired(&registry, t0 + Duration::from_millis(1_100), t0),
+            table.expired(&registry, t0 + Duration::from_millis(1_100), t0, Duration::ZERO),
             vec![Lease { id: old.id, epoch: 7 }]
         );
+    }
+
+    #[test]
+    fn late_gossip_delays_expiry_and_a_silent_member_stops_counting() {
+        let (registry, leases) = registry_with(&[(1, Some(1_000))]);
+        let table = Leases::default();
+        let t0 = Instant::now();
+        table.renew_remote(2, &leases, t0);
+        table.renew_remote(3, &[], t0 + Duration::from_millis(600));
+        // At 1.1 s node 2 has been silent for 1.1 s: its news may be late by as much.
+        let now = t0 + Duration::from_millis(1_100);
+        let lag = table.gossip_lag([2, 3], now);
+        assert_eq!(lag, Duration::from_millis(1_100));
+        assert!(table.expired(&registry, now, t0, lag).is_empty(), "late gossip may still renew it");
+        // A member silent for longer than GOSSIP_SILENCE is taken for down.
+        let much_later = t0 + GOSSIP_SILENCE + Duration::from_secs(1);
+        assert_eq!(table.gossip_lag([2, 3, 4], much_later), Duration::ZERO);
+        assert_eq!(table.expired(&registry, much_later, t0, Duration::ZERO), leases);
+    }
+
+    #[test]
+    fn only_leased_registrations_are_looked_at() {
+        let (registry, _) = registry_with(&[(1, Some(1_000)), (2, None), (3, None)]);
+        assert_eq!(registry.leased().count(), 1);
     }
 }

@@ -141,6 +141,14 @@ pub enum AdmitReply {
     NotMember,
 }
 
+/// What a node passes on to the other members every `leases::GOSSIP_EVERY`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Gossip {
+    pub from: NodeId,
+    /// Heartbeats it took since its last gossip.
+    pub leases: Vec<Lease>,
+}
+
 /// Membership change forwarded to the leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum MembershipRequest {
@@ -508,9 +516,9 @@ impl Cluster {
         (renewed, refused)
     }
 
-    /// Heartbeats another node took.
-    pub fn renew_from_peer(&self, leases: &[Lease]) {
-        self.inner.leases.renew_remote(leases, Instant::now());
+    /// Gossip from another member: the heartbeats it took.
+    pub fn renew_from_peer(&self, gossip: &Gossip) {
+        self.inner.leases.renew_remote(gossip.from, &gossip.leases, Instant::now());
     }
 
     /// Duty: pass the heartbeats this node took on to every other member.
@@ -519,10 +527,8 @@ impl Cluster {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let outbox = self.inner.leases.take_outbox();
-            if outbox.is_empty() {
-                continue;
-            }
+            // Sent even when empty: the leader learns how late this node's news may be.
+            let gossip = Gossip { from: self.node_id(), leases: self.inner.leases.take_outbox() };
             let members: Vec<PeerNode> = {
                 let metrics = self.inner.raft.metrics();
                 let metrics = metrics.borrow();
@@ -531,7 +537,7 @@ impl Cluster {
             };
             let calls = members
                 .iter()
-                .map(|node| self.inner.peers.call::<_, ()>(&node.addr, "/cluster/renew", &outbox, STATUS_TIMEOUT));
+                .map(|node| self.inner.peers.call::<_, ()>(&node.addr, "/cluster/renew", &gossip, STATUS_TIMEOUT));
             for result in futures_util::future::join_all(calls).await {
                 if let Err(err) = result {
                     tracing::debug!(error = %err, "lease gossip not delivered");
@@ -546,9 +552,20 @@ impl Cluster {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut leader_since: Option<Instant> = None;
         let mut rounds = 0u64;
+        let mut last_tick = Instant::now();
+        let mut hold_until = last_tick;
         loop {
             tick.tick().await;
             rounds += 1;
+            // A round that comes late means this node was starved: the heartbeats and gossip it
+            // has not read yet may renew leases. Decide nothing until as long again has passed.
+            let now = Instant::now();
+            let late = now.saturating_duration_since(last_tick).saturating_sub(leases::REAP_EVERY);
+            last_tick = now;
+            if late > leases::REAP_EVERY {
+                hold_until = hold_until.max(now + late);
+                tracing::debug!(late_ms = late.as_millis() as u64, "lease reaper ran late; holding expiry");
+            }
             let metrics = self.metrics();
             // Only a leader that hears from a quorum decides expiry. A leader cut off from its
             // peers also misses their gossip, so its renewal times are stale; when it hears from
@@ -558,13 +575,17 @@ impl Cluster {
                 leader_since = None;
                 continue;
             }
-            let now = Instant::now();
             let since = *leader_since.get_or_insert(now);
+            if now < hold_until {
+                continue;
+            }
             let applied = self.inner.view.load();
             if rounds.is_multiple_of(50) {
                 self.inner.leases.retain_registered(&applied.state);
             }
-            let expired = self.inner.leases.expired(&applied.state, now, since);
+            let members = metrics.membership_config.membership().nodes().map(|(id, _)| *id).collect::<Vec<_>>();
+            let grace = self.inner.leases.gossip_lag(members.into_iter().filter(|id| *id != self.node_id()), now);
+            let expired = self.inner.leases.expired(&applied.state, now, since, grace);
             drop(applied);
             if expired.is_empty() {
                 continue;

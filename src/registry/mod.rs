@@ -405,6 +405,8 @@ pub struct RegistryState {
     owned: imbl::GenericHashMap<String, u32, FastHash, imbl::shared_ptr::DefaultSharedPtr>,
     /// Sum of [`Registration::approx_bytes`] over all registrations.
     bytes: u64,
+    /// Ids of the registrations with a lease.
+    leased: imbl::OrdSet<RegistrationId>,
     audit: imbl::Vector<AuditRecord>,
     /// Sequence number of the next audit record.
     audit_next_seq: u64,
@@ -651,6 +653,11 @@ impl RegistryState {
     /// Updates the two route lists a registration appears in, in O(log n) each.
     fn reindex(&mut self, changed: &Registration) {
         self.touched.registrations.insert(changed.id);
+        if self.registrations.get(&changed.id).is_some_and(|r| r.ttl_ms.is_some()) {
+            self.leased.insert(changed.id);
+        } else {
+            self.leased.remove(&changed.id);
+        }
         let current = self.registrations.get(&changed.id).filter(|r| r.state == EndpointState::Active).cloned();
         for key in [changed.contract_key(), ContractKey::namespace_only(&changed.contract_namespace)] {
             let mut by_id = self.routes.get(&key).map(|e| e.by_id.clone()).unwrap_or_default();
@@ -694,6 +701,11 @@ impl RegistryState {
     /// All registrations in id order.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Registration>> {
         self.registrations.values()
+    }
+
+    /// The registrations with a lease.
+    pub fn leased(&self) -> impl Iterator<Item = &Arc<Registration>> {
+        self.leased.iter().filter_map(|id| self.registrations.get(id))
     }
 
     /// Registrations in id order, starting after `cursor` (from the first without one).
@@ -758,6 +770,7 @@ impl RegistryState {
             state.bytes += registration.approx_bytes();
             state.registrations.insert(registration.id, Arc::new(registration));
         }
+        state.leased = state.registrations.values().filter(|r| r.ttl_ms.is_some()).map(|r| r.id).collect();
         state.audit = image.audit.into_iter().collect();
         state.audit_next_seq = image.audit_next_seq;
         let mut routes: BTreeMap<ContractKey, imbl::OrdMap<RegistrationId, Arc<Registration>>> = BTreeMap::new();

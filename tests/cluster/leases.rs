@@ -354,3 +354,80 @@ async fn the_client_library_fails_over_re_registers_and_unregisters() {
         cluster.wait_addresses(node, &[]).await;
     }
 }
+
+/// Busy processes that compete with the nodes for every core; killed when dropped.
+struct CpuHogs(Vec<std::process::Child>);
+
+impl CpuHogs {
+    fn start(count: usize) -> Self {
+        let spawn = || {
+            std::process::Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .stdin(std::process::Stdio::null())
+                .spawn()
+                .expect("sh starts")
+        };
+        Self((0..count).map(|_| spawn()).collect())
+    }
+}
+
+impl Drop for CpuHogs {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leases_that_keep_heartbeating_survive_a_starved_cpu() {
+    let cluster = TestCluster::start(3);
+    let leader = cluster.wait_stable().await;
+    let requests: Vec<_> = (0..300).map(|i| leased(i, 2_000)).collect();
+    let mut config = RegistrarConfig::new(cluster.apis(), requests);
+    config.heartbeat_every = Some(Duration::from_secs(1));
+    let registrar = Registrar::start(config).await.unwrap();
+    let expired = |audit: Value| {
+        audit["records"].as_array().map_or(0, |records| records.iter().filter(|r| r["action"] == "expired").count())
+    };
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    // Five busy processes per core, for eight seconds: nodes, client and hogs share the CPUs.
+    let hogs = CpuHogs::start(5 * cores);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    drop(hogs);
+    let audit = cluster.get_json(&format!("{}/v1/audit?limit=5000", cluster.api(leader))).await.unwrap();
+    assert_eq!(expired(audit), 0, "no lease that kept heartbeating expired while the CPU was starved");
+    for node in cluster.running() {
+        let list = cluster.list_all(node).await.unwrap();
+        assert_eq!(list.iter().filter(|r| r["contract_namespace"] == "urn:leases").count(), 300);
+    }
+    registrar.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_that_was_starved_does_not_expire_leases_renewed_meanwhile() {
+    // Long election timeouts, so that a leader frozen for two seconds is still the leader after.
+    let args = ["--heartbeat-ms", "500", "--election-timeout-ms", "4000"].map(String::from).to_vec();
+    let cluster = TestCluster::start_with(3, crate::harness::Options { args, ..Default::default() });
+    let leader = cluster.wait_stable().await;
+    let followers: Vec<String> =
+        cluster.running().into_iter().filter(|&id| id != leader).map(|id| cluster.api(id)).collect();
+    // The service heartbeats through the followers only: the leader learns of it by gossip.
+    let requests: Vec<_> = (0..50).map(|i| leased(i, 1_500)).collect();
+    let mut config = RegistrarConfig::new(followers, requests);
+    config.heartbeat_every = Some(Duration::from_millis(400));
+    let registrar = Registrar::start(config).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await; // leases renewed a few times
+    // The leader is starved outright for longer than the leases' TTL, then runs again.
+    cluster.pause(leader);
+    tokio::time::sleep(Duration::from_secs(2)).await; // the fault's duration
+    cluster.resume(leader);
+    tokio::time::sleep(Duration::from_secs(3)).await; // observation window
+    let view = cluster.cluster_view(leader).await.unwrap();
+    assert_eq!(view["leader_id"].as_u64(), Some(leader), "still the leader: no election happened");
+    let audit = cluster.get_json(&format!("{}/v1/audit?limit=5000", cluster.api(leader))).await.unwrap();
+    let expired = audit["records"].as_array().unwrap().iter().filter(|r| r["action"] == "expired").count();
+    assert_eq!(expired, 0, "the leader expired leases that kept heartbeating while it was frozen");
+    registrar.stop().await.unwrap();
+}
