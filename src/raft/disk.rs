@@ -151,7 +151,12 @@ impl DbFiles {
         for entry in std::fs::read_dir(&self.blobs)? {
             let name = entry?.file_name();
             if !self.synced_blobs.contains(&name) {
-                File::open(self.blobs.join(&name))?.sync_data()?;
+                match File::open(self.blobs.join(&name)) {
+                    Ok(blob) => blob.sync_data()?,
+                    // sled removed it meanwhile (it was garbage): nothing to make durable.
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+                    Err(err) => return Err(err),
+                }
                 new_blob = true;
             }
             present.insert(name);

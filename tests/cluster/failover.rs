@@ -176,3 +176,93 @@ async fn a_stopping_node_reports_not_ready_before_it_stops_listening() {
     let live = cluster.http.get(format!("{api}/health/live")).send().await.unwrap();
     assert_eq!(live.status(), 200);
 }
+
+/// Registers `count` registrations with `kb` KiB of metadata each through every node, four at a
+/// time; returns their addresses.
+async fn register_heavy(cluster: &TestCluster, count: usize, kb: usize) -> Vec<String> {
+    let value = "v".repeat(1000);
+    let metadata: std::collections::BTreeMap<String, String> =
+        (0..kb).map(|i| (format!("k{i}"), value.clone())).collect();
+    let apis = cluster.apis();
+    let tasks: Vec<_> = (0..4)
+        .map(|client| {
+            let (http, apis, metadata) = (cluster.http.clone(), apis.clone(), metadata.clone());
+            tokio::spawn(async move {
+                let mut done = Vec::new();
+                for i in (client..count).step_by(4) {
+                    let address = format!("http://heavy-{i}.example/");
+                    let body = json!({ "address": address, "contract_namespace": "urn:heavy", "contract_name": "C", "metadata": metadata });
+                    let response =
+                        http.post(format!("{}/v1/registrations", apis[i % apis.len()])).json(&body).send().await.unwrap();
+                    assert!(response.status().is_success(), "{}", response.status());
+                    done.push(address);
+                }
+                done
+            })
+        })
+        .collect();
+    let mut addresses = Vec::new();
+    for task in tasks {
+        addresses.extend(task.await.unwrap());
+    }
+    addresses.sort();
+    addresses
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failover_and_catch_up_with_a_large_state() {
+    // 20 MB here; 100 MB with SWITCHBOARD_TEST_FULL=1 (by hand).
+    let megabytes = if crate::registrations::full_size() { 100 } else { 20 };
+    let kb = 15;
+    let count = megabytes * 1024 / kb;
+    let options = Options { args: vec!["--snapshot-every".into(), "20".into()], ..Options::default() };
+    let mut cluster = TestCluster::start_with(3, options);
+    cluster.wait_stable().await;
+    let registered = Instant::now();
+    let mut expected = register_heavy(&cluster, count, kb).await;
+    eprintln!(
+        "figure: {count} registrations of {kb} KiB ({megabytes} MB) registered in {} ms",
+        registered.elapsed().as_millis()
+    );
+    for node in cluster.running() {
+        cluster.wait_addresses(node, &expected).await;
+    }
+
+    // The leader dies: a new one is elected and takes the next write.
+    let leader = cluster.wait_stable().await;
+    let term = cluster.cluster_view(leader).await.unwrap()["term"].as_u64().unwrap();
+    eprintln!("figure: term {term} after loading {megabytes} MB (term 1 means no election under the load)");
+    let killed_at = Instant::now();
+    cluster.kill(leader);
+    let survivor = *cluster.running().first().unwrap();
+    let new_leader = eventually("a new leader", Duration::from_secs(30), || async {
+        let view = cluster.cluster_view(survivor).await?;
+        view["leader_id"].as_u64().filter(|l| *l != leader)
+    })
+    .await;
+    let elected_after = killed_at.elapsed();
+    let (status, _) = cluster.register(survivor, "http://after-kill.example/", "urn:heavy", "C").await;
+    assert_eq!(status, 201);
+    eprintln!(
+        "figure: with {megabytes} MB of state, node {new_leader} led {} ms after the leader's kill; the next write was acknowledged after {} ms",
+        elected_after.as_millis(),
+        killed_at.elapsed().as_millis()
+    );
+    expected.push("http://after-kill.example/".into());
+    expected.sort();
+
+    // A wiped follower catches up through a snapshot of the whole state.
+    let victim = *cluster.running().iter().find(|&&id| id != new_leader).unwrap();
+    cluster.start_node(leader);
+    cluster.kill(victim);
+    cluster.wipe(victim);
+    let restarted = Instant::now();
+    cluster.start_node(victim);
+    cluster.wait_addresses(victim, &expected).await;
+    assert!(cluster.log(victim).contains("snapshot installed"), "the wiped node caught up through a snapshot");
+    eprintln!(
+        "figure: a wiped follower caught up with {megabytes} MB through a snapshot in {} ms",
+        restarted.elapsed().as_millis()
+    );
+    cluster.wait_stable().await;
+}
