@@ -650,6 +650,25 @@ def pause_leader_during_membership_change(c):
     c.wait_healed(f"the change completed; node{follower} is a voter; every node ready")
 
 
+def kill_leader_large_state(c):
+    # 20 MB of registrations (100 MB with SWITCHBOARD_FAILOVER_FULL=1), then the usual kill.
+    megabytes = 100 if os.environ.get("SWITCHBOARD_FAILOVER_FULL") else 20
+    c.preload(megabytes * 1024 // 15, 15, threads=4)
+    leader = c.leader()
+    c.event("fault", f"kill -9 node{leader} (the leader) holding {megabytes} MB of registrations")
+    c.kill(leader)
+    new = c.leader(exclude=(leader,))
+    c.say(f"node{new} leads")
+    victim = next(n for n in c.followers(new) if n != leader)
+    c.event("fault", f"node{victim} returns with an empty data directory: it catches up through a snapshot")
+    c.wipe(victim)
+    c.recreate(victim)
+    c.event("restart", f"start node{leader}")
+    c.start(leader)
+    c.wait(f"node{victim} to be a voter again", lambda: c.voters(c.leader()) == list(NODES), HEAL_DEADLINE, every=0.2)
+    c.wait_healed(f"node{victim} caught up; every node ready")
+
+
 SCENARIOS = {
     "kill-leader": (kill_leader, "kill -9 of the leader, restart"),
     "kill-follower": (kill_follower, "kill -9 of a follower, restart"),
@@ -665,6 +684,8 @@ SCENARIOS = {
     "disk-full-follower": (disk_full_follower, "follower's disk fills up, then is freed"),
     "pause-leader-during-membership-change": (pause_leader_during_membership_change,
                                               "leader paused while a wiped follower is re-added"),
+    "kill-leader-large-state": (kill_leader_large_state,
+                                "leader killed with 20 MB of registrations, a follower wiped and caught up"),
 }
 
 # Settings of some scenarios, applied before the cluster starts.
@@ -672,6 +693,7 @@ SETUP = {
     # A short snapshot interval, so that a new node must catch up through a snapshot.
     "kill-leader-during-snapshot-install": lambda c: c.env.update({"SWITCHBOARD_SNAPSHOT_EVERY": "100"}),
     "disk-full-follower": lambda c: c.small_disks(),
+    "kill-leader-large-state": lambda c: c.env.update({"SWITCHBOARD_SNAPSHOT_EVERY": "100"}),
 }
 
 
