@@ -387,10 +387,9 @@ class Report:
             self.w()
             self.table(["script", "seconds"], rows)
 
-    def profile(self):
-        """The profile of the routed path (bench/profile.md), kept by hand: it changes with the code,
-        not with each run."""
-        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "profile.md")
+    def by_hand(self, name):
+        """A section kept by hand (bench/NAME.md): it changes with the code, not with each run."""
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
         if os.path.exists(path):
             with open(path, encoding="utf-8") as f:
                 self.w(f.read().strip())
@@ -408,7 +407,8 @@ class Report:
         self.b5()
         self.b6()
         self.durations()
-        self.profile()
+        self.by_hand("history.md")
+        self.by_hand("profile.md")
         return "\n".join(self.lines).rstrip() + "\n"
 
 
