@@ -659,12 +659,13 @@ def kill_leader_large_state(c):
     c.kill(leader)
     new = c.leader(exclude=(leader,))
     c.say(f"node{new} leads")
-    victim = next(n for n in c.followers(new) if n != leader)
+    c.event("restart", f"start node{leader}")
+    c.start(leader)
+    c.wait(f"node{leader} back", c.all_healthy, HEAL_DEADLINE, every=0.2)
+    victim = next(n for n in c.followers(c.leader()))
     c.event("fault", f"node{victim} returns with an empty data directory: it catches up through a snapshot")
     c.wipe(victim)
     c.recreate(victim)
-    c.event("restart", f"start node{leader}")
-    c.start(leader)
     c.wait(f"node{victim} to be a voter again", lambda: c.voters(c.leader()) == list(NODES), HEAL_DEADLINE, every=0.2)
     c.wait_healed(f"node{victim} caught up; every node ready")
 
@@ -685,7 +686,7 @@ SCENARIOS = {
     "pause-leader-during-membership-change": (pause_leader_during_membership_change,
                                               "leader paused while a wiped follower is re-added"),
     "kill-leader-large-state": (kill_leader_large_state,
-                                "leader killed with 20 MB of registrations, a follower wiped and caught up"),
+                                "leader killed with 20 MB of registrations, then a follower wiped and caught up"),
 }
 
 # Settings of some scenarios, applied before the cluster starts.
