@@ -13,7 +13,12 @@
 //! Scopes: `read` (list and show registrations, policies, cluster, audit), `admin` (policies and
 //! membership), `register:<pattern>` (register, unregister, heartbeat and drain within contract
 //! namespaces matching the pattern), `broadcast:<pattern>` (broadcast to contract keys matching
-//! it). A pattern is exact, or ends with `*` to match a prefix; `*` alone matches everything.
+//! it). A pattern is exact, or ends with `*` to cover whole path segments below it: `P*` matches
+//! `P` itself and every value that continues `P` with a `/` or a `:` (or any value starting with
+//! `P` when `P` already ends with one). So `register:http://contoso.com/payments*` covers
+//! `http://contoso.com/payments` and `http://contoso.com/payments/eu`, but not
+//! `http://contoso.com/payments-evil`. A pattern that ends with `**` matches any continuation
+//! (`payments**` covers `payments-evil`); `*` alone matches everything.
 //!
 //! Only SHA-256 digests of tokens are kept in memory; a presented token is hashed and looked up,
 //! and the digests are compared in constant time. Tokens never appear in logs. Without any
@@ -35,23 +40,48 @@ use crate::registry::trim_namespace;
 /// Shortest accepted token, in bytes.
 pub const MIN_TOKEN_LEN: usize = 16;
 
-/// A scope pattern: exact, or a prefix when it ends with `*`.
+/// A scope pattern (see the module documentation).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pattern {
     text: String,
-    prefix: bool,
+    kind: PatternKind,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PatternKind {
+    Exact,
+    /// `P*`: `P` and the segments below it.
+    Segments,
+    /// `P**`: anything that starts with `P`.
+    Prefix,
+}
+
+/// What separates the segments of a namespace: `/` in URLs, `:` in URNs.
+const SEGMENT_SEPARATORS: [char; 2] = ['/', ':'];
 
 impl Pattern {
     fn parse(text: &str) -> Self {
-        match text.strip_suffix('*') {
-            Some(prefix) => Self { text: prefix.to_owned(), prefix: true },
-            None => Self { text: text.to_owned(), prefix: false },
+        if let Some(prefix) = text.strip_suffix("**") {
+            Self { text: prefix.to_owned(), kind: PatternKind::Prefix }
+        } else if let Some(prefix) = text.strip_suffix('*') {
+            Self { text: prefix.to_owned(), kind: PatternKind::Segments }
+        } else {
+            Self { text: text.to_owned(), kind: PatternKind::Exact }
         }
     }
 
     pub fn matches(&self, value: &str) -> bool {
-        if self.prefix { value.starts_with(&self.text) } else { value == self.text }
+        match self.kind {
+            PatternKind::Exact => value == self.text,
+            PatternKind::Prefix => value.starts_with(&self.text),
+            PatternKind::Segments => {
+                let Some(rest) = value.strip_prefix(self.text.as_str()) else { return false };
+                rest.is_empty()
+                    || self.text.is_empty()
+                    || self.text.ends_with(SEGMENT_SEPARATORS)
+                    || rest.starts_with(SEGMENT_SEPARATORS)
+            }
+        }
     }
 }
 
@@ -325,10 +355,22 @@ mod tests {
     }
 
     #[test]
-    fn patterns() {
+    fn patterns_cover_whole_segments() {
         assert!(Pattern::parse("*").matches("anything"));
-        assert!(Pattern::parse("urn:a*").matches("urn:abc"));
-        assert!(!Pattern::parse("urn:a").matches("urn:abc"));
         assert!(Pattern::parse("urn:a").matches("urn:a"));
+        assert!(!Pattern::parse("urn:a").matches("urn:abc"));
+        let payments = Pattern::parse("http://contoso.com/payments*");
+        for covered in
+            ["http://contoso.com/payments", "http://contoso.com/payments/eu", "http://contoso.com/payments:v2"]
+        {
+            assert!(payments.matches(covered), "{covered}");
+        }
+        for outside in ["http://contoso.com/payments-evil", "http://contoso.com/paymentsx", "http://contoso.com/pay"] {
+            assert!(!payments.matches(outside), "{outside}");
+        }
+        assert!(Pattern::parse("urn:shop:*").matches("urn:shop:orders"));
+        assert!(!Pattern::parse("urn:shop*").matches("urn:shopping"));
+        assert!(!Pattern::parse("http://contoso.com*").matches("http://contoso.com.evil.example"));
+        assert!(Pattern::parse("http://contoso.com/payments**").matches("http://contoso.com/payments-evil"));
     }
 }

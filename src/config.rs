@@ -167,6 +167,10 @@ pub struct ServeArgs {
     /// the leader).
     #[arg(long, env = "SWITCHBOARD_MAX_REGISTRY_MB", default_value_t = 256)]
     pub max_registry_mb: u64,
+    /// Also write every audit record, as one JSON line, to this file (appended), or to standard
+    /// output with `-`: a copy an operator ships elsewhere.
+    #[arg(long, env = "SWITCHBOARD_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
     /// Memory for sled's page cache, in MiB.
     #[arg(long, env = "SWITCHBOARD_CACHE_MB", default_value_t = 32)]
     pub cache_mb: u64,
@@ -242,6 +246,7 @@ pub struct NodeConfig {
     pub cache_bytes: u64,
     pub log_format: LogFormat,
     pub limits: RegistryLimits,
+    pub audit_log: Option<PathBuf>,
 }
 
 impl TryFrom<ServeArgs> for NodeConfig {
@@ -351,6 +356,7 @@ impl TryFrom<ServeArgs> for NodeConfig {
             cache_bytes: args.cache_mb.max(1) * 1024 * 1024,
             log_format: args.log_format,
             limits: RegistryLimits { max_registrations: args.max_registrations, max_bytes: args.max_registry_mb << 20 },
+            audit_log: args.audit_log,
         })
     }
 }

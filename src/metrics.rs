@@ -89,6 +89,7 @@ pub struct Metrics {
     limit_hits: Vec<Counter>,
     pub auth_refused: Counter,
     pub leases_expired: Counter,
+    pub audit_sink_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -102,6 +103,7 @@ impl Default for Metrics {
             limit_hits: Limit::ALL.iter().map(|_| Counter::default()).collect(),
             auth_refused: Counter::default(),
             leases_expired: Counter::default(),
+            audit_sink_dropped: Counter::default(),
         }
     }
 }
@@ -153,6 +155,11 @@ impl Metrics {
             &[(None, self.auth_refused.get())],
         );
         counter("leases_expired_total", "Leases expired by this node as leader.", &[(None, self.leases_expired.get())]);
+        counter(
+            "audit_sink_dropped_total",
+            "Audit records not written to --audit-log because it fell behind (the trail keeps them).",
+            &[(None, self.audit_sink_dropped.get())],
+        );
         out
     }
 }

@@ -39,6 +39,10 @@ pub async fn open(config: &NodeConfig) -> anyhow::Result<Cluster> {
         tokio::task::spawn_blocking(move || Storage::open(&dir, node_id, cache, view)).await??
     };
     let identity = storage.identity;
+    let mut state_machine = storage.state_machine;
+    if let Some(path) = &config.audit_log {
+        state_machine.set_audit_sink(audit_log(path).await?);
+    }
     tracing::info!(
         node = identity.node_id,
         incarnation = format_args!("{:016x}", identity.incarnation),
@@ -50,7 +54,7 @@ pub async fn open(config: &NodeConfig) -> anyhow::Result<Cluster> {
     // this incarnation.
     let raft_config = config.raft.to_config("switchboard")?;
     let network = PeerNetwork { client: peers.clone() };
-    let raft = raft::Raft::new(config.node_id, raft_config, network, storage.log_store, storage.state_machine)
+    let raft = raft::Raft::new(config.node_id, raft_config, network, storage.log_store, state_machine)
         .await
         .context("raft failed to start")?;
     let cluster_config = ClusterConfig {
@@ -196,6 +200,43 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
     cluster.raft().shutdown().await.ok();
     tracing::info!("node stopped");
     Ok(())
+}
+
+/// Opens the audit log (`-` is standard output) and starts the task that appends to it: one JSON
+/// line per record, flushed after each burst.
+async fn audit_log(path: &std::path::Path) -> anyhow::Result<tokio::sync::mpsc::Sender<crate::registry::AuditRecord>> {
+    use tokio::io::AsyncWriteExt;
+    let mut out: Box<dyn tokio::io::AsyncWrite + Send + Unpin> = if path.as_os_str() == "-" {
+        Box::new(tokio::io::stdout())
+    } else {
+        let file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .await
+            .with_context(|| format!("cannot open the audit log {}", path.display()))?;
+        Box::new(file)
+    };
+    let (sink, mut records) = tokio::sync::mpsc::channel::<crate::registry::AuditRecord>(16_384);
+    tokio::spawn(async move {
+        while let Some(first) = records.recv().await {
+            let mut lines = Vec::new();
+            for record in std::iter::once(first).chain(std::iter::from_fn(|| records.try_recv().ok())) {
+                if serde_json::to_writer(&mut lines, &record).is_ok() {
+                    lines.push(b'\n');
+                }
+            }
+            if let Err(err) = async {
+                out.write_all(&lines).await?;
+                out.flush().await
+            }
+            .await
+            {
+                tracing::error!(error = %err, "writing the audit log failed");
+            }
+        }
+    });
+    Ok(sink)
 }
 
 /// Completes when Raft stops with a fatal error (a storage failure), with its description.

@@ -45,6 +45,7 @@ async fn single_node_with(limits: crate::cluster::RegistryLimits) -> (tempfile::
         cache_bytes: 8 << 20,
         log_format: LogFormat::Text,
         limits,
+        audit_log: None,
     };
     let cluster = crate::node::open(&config).await.unwrap();
     // The duties end with the test's runtime.

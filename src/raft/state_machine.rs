@@ -156,6 +156,8 @@ pub struct StateMachine {
     base_bytes: u64,
     /// A compaction is running.
     compacting: Arc<std::sync::atomic::AtomicBool>,
+    /// Where new audit records also go (`--audit-log`), if anywhere.
+    audit_sink: Option<tokio::sync::mpsc::Sender<AuditRecord>>,
 }
 
 /// The sled side of the state machine. Cheap to clone.
@@ -408,6 +410,7 @@ impl StateMachine {
             journal_bytes,
             base_bytes,
             compacting: Arc::default(),
+            audit_sink: None,
         };
         machine.publish();
         Ok(machine)
@@ -416,6 +419,25 @@ impl StateMachine {
     fn publish(&self) {
         let index = self.last_applied.map_or(0, |id| id.index);
         self.view.publish(Applied { state: self.state.clone(), index });
+    }
+
+    /// Sends every audit record applied from now on to `sink` as well.
+    pub fn set_audit_sink(&mut self, sink: tokio::sync::mpsc::Sender<AuditRecord>) {
+        self.audit_sink = Some(sink);
+    }
+
+    /// Passes the audit records numbered `from..` to the sink. It never blocks applying: when the
+    /// sink falls behind by a whole buffer, records are dropped from it (never from the trail)
+    /// and counted.
+    fn to_audit_sink(&self, from: u64) {
+        let Some(sink) = &self.audit_sink else { return };
+        for seq in from..self.state.audit_next_seq() {
+            if let Some(record) = self.state.audit_record(seq)
+                && sink.try_send(record.clone()).is_err()
+            {
+                crate::metrics::METRICS.audit_sink_dropped.inc();
+            }
+        }
     }
 
     /// Writes the journal record of the batch just applied: one sled write.
@@ -526,6 +548,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut outcomes = Vec::new();
         let mut membership_changed = false;
+        let first_audit = self.state.audit_next_seq();
         for entry in entries {
             self.last_applied = Some(entry.log_id);
             let outcome = match entry.payload {
@@ -543,6 +566,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         let touched = self.state.take_touched();
         self.journal(&touched, membership_changed)?;
+        self.to_audit_sink(first_audit);
         self.publish();
         self.maybe_compact();
         Ok(outcomes)

@@ -218,6 +218,17 @@ impl Registration {
         Lease { id: self.id, epoch: self.epoch }
     }
 
+    /// Whether `other` has the same options (all but the epoch and the time): re-registering
+    /// with them changes nothing worth an audit record.
+    pub fn same_options(&self, other: &Registration) -> bool {
+        self.address == other.address
+            && self.ttl_ms == other.ttl_ms
+            && self.weight == other.weight
+            && self.metadata == other.metadata
+            && self.state == other.state
+            && self.owner == other.owner
+    }
+
     /// About how many bytes the registration takes, for the registry's size cap.
     pub fn approx_bytes(&self) -> u64 {
         let text = self.address.len() + self.contract_name.len() + self.contract_namespace.len();
@@ -269,6 +280,10 @@ pub enum Outcome {
 
 /// Bytes a registration is counted for beyond its text (ids, numbers, index entries).
 pub(crate) const REGISTRATION_OVERHEAD: usize = 160;
+
+/// Audit records one principal (token name, or none in dev mode) may hold in the trail; beyond,
+/// its own oldest record goes, so one writer never pushes out the others' records.
+pub const AUDIT_SHARE: usize = 1_000;
 
 /// Audit records kept in the replicated state (the oldest are dropped first).
 pub const AUDIT_CAP: usize = 10_000;
@@ -397,8 +412,7 @@ impl Endpoints {
 #[derive(Debug, Clone, Default)]
 pub struct RegistryState {
     registrations: imbl::OrdMap<RegistrationId, Arc<Registration>>,
-    /// Active endpoints by contract key; every registration is indexed under
-    /// `{namespace}/{name}` and under `{namespace}` alone.
+    /// Active endpoints by contract key (`{namespace}/{name}`, exactly).
     routes: imbl::GenericHashMap<ContractKey, Endpoints, FastHash, imbl::shared_ptr::DefaultSharedPtr>,
     policies: imbl::OrdMap<ContractKey, Policy>,
     /// Registrations per owner, for quotas.
@@ -410,6 +424,8 @@ pub struct RegistryState {
     audit: imbl::Vector<AuditRecord>,
     /// Sequence number of the next audit record.
     audit_next_seq: u64,
+    /// The sequence numbers of each principal's audit records, oldest first.
+    audit_by_principal: imbl::OrdMap<Option<String>, imbl::Vector<u64>>,
     /// Outcomes of recent client requests by request, and their requests oldest first.
     answers: imbl::OrdMap<(u64, u64), Answer>,
     answer_order: imbl::Vector<(u64, u64)>,
@@ -516,10 +532,15 @@ impl RegistryState {
                     self.record(record);
                     return refused;
                 }
+                let before = self.registrations.get(&spec.id).cloned();
                 let outcome = self.register(index, change.at_ms, spec, change.origin.principal.clone());
                 if let Outcome::Registered { registration, created } = &outcome {
-                    let action = if *created { AuditAction::Registered } else { AuditAction::Refreshed };
-                    self.record(audit(action, Some(registration), key));
+                    // A refresh that changes nothing but the lease's epoch is not an event.
+                    let same = before.is_some_and(|before| before.same_options(registration));
+                    if !same {
+                        let action = if *created { AuditAction::Registered } else { AuditAction::Refreshed };
+                        self.record(audit(action, Some(registration), key));
+                    }
                 }
                 outcome
             }
@@ -585,15 +606,37 @@ impl RegistryState {
     }
 
     fn record(&mut self, mut record: AuditRecord) {
+        let mine = self.audit_by_principal.get(&record.principal).map_or(0, imbl::Vector::len);
+        if mine >= AUDIT_SHARE {
+            let oldest = self.audit_by_principal.get(&record.principal).and_then(|seqs| seqs.front().copied());
+            if let Some(oldest) = oldest {
+                self.drop_audit(oldest);
+            }
+        }
         if self.audit.len() >= AUDIT_CAP
-            && let Some(dropped) = self.audit.pop_front()
+            && let Some(oldest) = self.audit.front().map(|r| r.seq)
         {
-            self.touched.audit.insert(dropped.seq);
+            self.drop_audit(oldest);
         }
         record.seq = self.audit_next_seq;
         self.audit_next_seq += 1;
         self.touched.audit.insert(record.seq);
+        self.audit_by_principal.entry(record.principal.clone()).or_default().push_back(record.seq);
         self.audit.push_back(record);
+    }
+
+    fn drop_audit(&mut self, seq: u64) {
+        let Ok(position) = self.audit.binary_search_by(|r| r.seq.cmp(&seq)) else { return };
+        let record = self.audit.remove(position);
+        if let Some(seqs) = self.audit_by_principal.get_mut(&record.principal) {
+            if let Ok(at) = seqs.binary_search(&seq) {
+                seqs.remove(at);
+            }
+            if seqs.is_empty() {
+                self.audit_by_principal.remove(&record.principal);
+            }
+        }
+        self.touched.audit.insert(seq);
     }
 
     /// Sequence number the next audit record will get.
@@ -603,9 +646,8 @@ impl RegistryState {
 
     /// The audit record numbered `seq`, if the trail still holds it.
     pub fn audit_record(&self, seq: u64) -> Option<&AuditRecord> {
-        let first = self.audit.front()?.seq;
-        let record = self.audit.get(usize::try_from(seq.checked_sub(first)?).ok()?)?;
-        (record.seq == seq).then_some(record)
+        let position = self.audit.binary_search_by(|r| r.seq.cmp(&seq)).ok()?;
+        self.audit.get(position)
     }
 
     fn count_owner(&mut self, owner: Option<&str>, delta: i64) {
@@ -650,7 +692,7 @@ impl RegistryState {
         Some(Registration::clone(&removed))
     }
 
-    /// Updates the two route lists a registration appears in, in O(log n) each.
+    /// Updates the route list of the registration's contract, in O(log n).
     fn reindex(&mut self, changed: &Registration) {
         self.touched.registrations.insert(changed.id);
         if self.registrations.get(&changed.id).is_some_and(|r| r.ttl_ms.is_some()) {
@@ -659,25 +701,24 @@ impl RegistryState {
             self.leased.remove(&changed.id);
         }
         let current = self.registrations.get(&changed.id).filter(|r| r.state == EndpointState::Active).cloned();
-        for key in [changed.contract_key(), ContractKey::namespace_only(&changed.contract_namespace)] {
-            let mut by_id = self.routes.get(&key).map(|e| e.by_id.clone()).unwrap_or_default();
-            let before = by_id.len();
-            match &current {
-                Some(current) => {
-                    by_id.insert(changed.id, current.clone());
-                }
-                None => {
-                    by_id.remove(&changed.id);
-                    if by_id.len() == before {
-                        continue;
-                    }
+        let key = changed.contract_key();
+        let mut by_id = self.routes.get(&key).map(|e| e.by_id.clone()).unwrap_or_default();
+        let before = by_id.len();
+        match &current {
+            Some(current) => {
+                by_id.insert(changed.id, current.clone());
+            }
+            None => {
+                by_id.remove(&changed.id);
+                if by_id.len() == before {
+                    return;
                 }
             }
-            if by_id.is_empty() {
-                self.routes.remove(&key);
-            } else {
-                self.routes.insert(key, Endpoints::changed(by_id));
-            }
+        }
+        if by_id.is_empty() {
+            self.routes.remove(&key);
+        } else {
+            self.routes.insert(key, Endpoints::changed(by_id));
         }
     }
 
@@ -715,8 +756,9 @@ impl RegistryState {
         self.registrations.range::<_, RegistrationId>((start, Bound::Unbounded)).map(|(_, registration)| registration)
     }
 
-    /// Active endpoints serving a contract key: registrations whose `{namespace}/{name}` equals the
-    /// key, or whose namespace alone equals it.
+    /// Active endpoints serving a contract key: the registrations whose `{namespace}/{name}` is
+    /// exactly the key. A name holds no `/`, so a key names one (namespace, name) pair and no
+    /// registration of another pair ever serves it.
     pub fn endpoints(&self, key: &ContractKey) -> Option<&Endpoints> {
         self.routes.get(key)
     }
@@ -771,6 +813,9 @@ impl RegistryState {
             state.registrations.insert(registration.id, Arc::new(registration));
         }
         state.leased = state.registrations.values().filter(|r| r.ttl_ms.is_some()).map(|r| r.id).collect();
+        for record in &image.audit {
+            state.audit_by_principal.entry(record.principal.clone()).or_default().push_back(record.seq);
+        }
         state.audit = image.audit.into_iter().collect();
         state.audit_next_seq = image.audit_next_seq;
         let mut routes: BTreeMap<ContractKey, imbl::OrdMap<RegistrationId, Arc<Registration>>> = BTreeMap::new();
@@ -778,9 +823,7 @@ impl RegistryState {
             if registration.state != EndpointState::Active {
                 continue;
             }
-            for key in [registration.contract_key(), ContractKey::namespace_only(&registration.contract_namespace)] {
-                routes.entry(key).or_default().insert(registration.id, registration.clone());
-            }
+            routes.entry(registration.contract_key()).or_default().insert(registration.id, registration.clone());
         }
         state.routes = routes.into_iter().map(|(key, by_id)| (key, Endpoints::changed(by_id))).collect();
         state.policies = image.policies.into_iter().collect();

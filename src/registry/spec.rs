@@ -307,11 +307,6 @@ impl ContractKey {
         Self(key.to_owned())
     }
 
-    /// The key a registration is also reachable under: its namespace alone.
-    pub fn namespace_only(contract_namespace: &str) -> Self {
-        Self(trim_namespace(contract_namespace).to_owned())
-    }
-
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -414,7 +409,6 @@ mod tests {
         assert_eq!(ContractKey::new("http://tempuri.org/", "ICalc").as_str(), "http://tempuri.org/ICalc");
         assert_eq!(ContractKey::new("http://tempuri.org", "ICalc").as_str(), "http://tempuri.org/ICalc");
         assert_eq!(ContractKey::new("urn:x//", "C").as_str(), "urn:x//C", "only one trailing slash is ignored");
-        assert_eq!(ContractKey::namespace_only("http://tempuri.org/").as_str(), "http://tempuri.org");
     }
 
     #[test]

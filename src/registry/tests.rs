@@ -55,11 +55,10 @@ fn unregister_removes_and_reports_missing() {
     assert_eq!(state.apply(3, &change(Command::Unregister(calc.id))), Outcome::NotFound(calc.id));
     assert!(state.is_empty());
     assert!(addresses(&state, "urn:ns/ICalc").is_empty());
-    assert!(addresses(&state, "urn:ns").is_empty());
 }
 
 #[test]
-fn routes_match_full_key_or_namespace_alone_never_substrings() {
+fn routes_match_the_exact_pair_never_a_namespace_alone_or_a_substring() {
     let mut state = RegistryState::default();
     state.apply(1, &change(Command::Register(spec("http://a/", "http://t.org/svc/", "ICalc"))));
     state.apply(2, &change(Command::Register(spec("http://b/", "http://t.org/svc", "IEcho"))));
@@ -67,12 +66,21 @@ fn routes_match_full_key_or_namespace_alone_never_substrings() {
 
     assert_eq!(addresses(&state, "http://t.org/svc/ICalc"), ["http://a/"]);
     assert_eq!(addresses(&state, "http://t.org/svc/IEcho"), ["http://b/"]);
-    let mut by_namespace = addresses(&state, "http://t.org/svc");
-    by_namespace.sort();
-    assert_eq!(by_namespace, ["http://a/", "http://b/"]);
+    assert!(addresses(&state, "http://t.org/svc").is_empty(), "a namespace alone names no contract");
     assert!(addresses(&state, "http://t.org/sv").is_empty());
     assert!(addresses(&state, "http://t.org").is_empty());
     assert!(addresses(&state, "http://t.org/svc/ICal").is_empty());
+}
+
+/// The cross-tenant hijack: tenant B registers the namespace that, with tenant A's contract
+/// name, spells A's contract key. B's registration must never receive A's traffic.
+#[test]
+fn a_namespace_that_spells_another_tenants_key_serves_nothing_of_it() {
+    let mut state = RegistryState::default();
+    state.apply(1, &change(Command::Register(spec("http://tenant-a/", "http://contoso.com/", "payments"))));
+    state.apply(2, &change(Command::Register(spec("http://tenant-b/", "http://contoso.com/payments", "Anything"))));
+    assert_eq!(addresses(&state, "http://contoso.com/payments"), ["http://tenant-a/"]);
+    assert_eq!(addresses(&state, "http://contoso.com/payments/Anything"), ["http://tenant-b/"]);
 }
 
 #[test]
@@ -355,4 +363,36 @@ mod totality {
             prop_assert_eq!(restored.to_image(), state.to_image());
         }
     }
+}
+
+#[test]
+fn a_refresh_that_changes_nothing_is_not_audited_and_one_writer_cannot_erase_the_others() {
+    let mut state = RegistryState::default();
+    let by = |principal: &str| Origin { node: 1, principal: Some(principal.into()), quota: Some(5), request: None };
+    let other = spec("http://other/", "urn:b", "C");
+    state.apply(1, &Change { at_ms: 1, origin: by("tenant-b"), command: Command::Register(other) });
+    let mine = spec("http://mine/", "urn:a", "C");
+    state.apply(2, &Change { at_ms: 2, origin: by("tenant-a"), command: Command::Register(mine.clone()) });
+    // 10,000 refreshes with the same options: not one record.
+    for i in 0..10_000u64 {
+        state.apply(3 + i, &Change { at_ms: 3 + i, origin: by("tenant-a"), command: Command::Register(mine.clone()) });
+    }
+    assert_eq!(state.audit().count(), 2);
+    // 10,000 real changes by one writer: it keeps at most its share, the others' records stay.
+    for i in 0..10_000u64 {
+        let mut changed = mine.clone();
+        changed.weight = 1 + (i % 2) as u32;
+        state.apply(
+            20_000 + i,
+            &Change { at_ms: 20_000 + i, origin: by("tenant-a"), command: Command::Register(changed) },
+        );
+    }
+    let principals: Vec<_> = state.audit().map(|r| r.principal.clone().unwrap()).collect();
+    assert_eq!(principals.iter().filter(|p| *p == "tenant-a").count(), AUDIT_SHARE);
+    assert_eq!(principals.iter().filter(|p| *p == "tenant-b").count(), 1, "the other tenant's record is still there");
+    // The share survives the image, and the records are looked up by number.
+    let restored = RegistryState::from_image(state.to_image());
+    assert_eq!(restored.to_image(), state.to_image());
+    let last = state.audit().last().unwrap().seq;
+    assert_eq!(state.audit_record(last).map(|r| r.seq), Some(last));
 }
