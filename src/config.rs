@@ -311,7 +311,8 @@ impl TryFrom<ServeArgs> for NodeConfig {
             }
         };
         let tokens = Tokens::load(args.tokens_file.as_deref(), args.tokens.as_deref()).map_err(ConfigError::Tokens)?;
-        let own = vec![args.data_addr, args.api_addr, args.peer_addr];
+        let own: Vec<SocketAddr> =
+            [args.data_addr, args.api_addr, args.peer_addr].into_iter().chain(args.health_addr).collect();
         let address_policy = AddressPolicy::new(&args.allow_networks, &args.deny_networks, &args.allow_schemes, own)
             .map_err(ConfigError::AddressPolicy)?;
         let election_min = Duration::from_millis(args.election_timeout_ms);

@@ -79,6 +79,30 @@ labels! {
     }
 }
 
+labels! {
+    /// The listeners of a node.
+    ListenerKind {
+        DataPlane => "data_plane",
+        ControlApi => "control_api",
+        Peer => "peer",
+        Health => "health",
+    }
+}
+
+/// A value that goes up and down.
+#[derive(Debug, Default)]
+pub struct Gauge(std::sync::atomic::AtomicI64);
+
+impl Gauge {
+    pub fn add(&self, delta: i64) {
+        self.0.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     pub routed: Counter,
@@ -90,6 +114,7 @@ pub struct Metrics {
     pub auth_refused: Counter,
     pub leases_expired: Counter,
     pub audit_sink_dropped: Counter,
+    open_connections: Vec<Gauge>,
 }
 
 impl Default for Metrics {
@@ -104,6 +129,7 @@ impl Default for Metrics {
             auth_refused: Counter::default(),
             leases_expired: Counter::default(),
             audit_sink_dropped: Counter::default(),
+            open_connections: ListenerKind::ALL.iter().map(|_| Gauge::default()).collect(),
         }
     }
 }
@@ -117,6 +143,11 @@ impl Metrics {
 
     pub fn limit_hit(&self, limit: Limit) {
         self.limit_hits[limit as usize].inc();
+    }
+
+    /// Connections of a listener that spoke and hold one of its slots.
+    pub fn open_connections(&self, listener: ListenerKind) -> &Gauge {
+        &self.open_connections[listener as usize]
     }
 
     pub fn limit_hits(&self, limit: Limit) -> u64 {
@@ -159,6 +190,21 @@ impl Metrics {
             "audit_sink_dropped_total",
             "Audit records not written to --audit-log because it fell behind (the trail keeps them).",
             &[(None, self.audit_sink_dropped.get())],
+        );
+        let open: Vec<String> = ListenerKind::ALL
+            .iter()
+            .map(|l| {
+                format!(
+                    "switchboard_open_connections{{listener=\"{}\"}} {}",
+                    l.label(),
+                    self.open_connections(*l).get()
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "# HELP switchboard_open_connections Connections that hold a slot of a listener.\n# TYPE switchboard_open_connections gauge\n{}",
+            open.join("\n")
         );
         out
     }

@@ -1,16 +1,20 @@
 //! Which endpoint addresses the router may send traffic to.
 //!
 //! A registered address is a place the router will connect to on behalf of any client, so it is
-//! checked twice against the same policy: when it is registered (its scheme, and its IP when the
-//! host is an IP literal) and when a connection is made (every IP a host name resolves to, at
-//! connect time, so a name cannot be pointed at a forbidden address later). By default link-local
-//! and cloud metadata addresses, multicast, "this network" and the router's own listeners are
-//! refused; operators can narrow the allowed networks further.
+//! checked twice against the same policy: when it is registered (its scheme, and every IP its
+//! host is or resolves to) and when a connection is made (the connector resolves the name itself
+//! and connects only to an IP the policy allows, with the real port, so a name cannot be pointed
+//! at a forbidden address later). By default link-local and cloud metadata addresses, multicast,
+//! "this network", and every listener of every router of the cluster (this node's, and the
+//! others' as their gossip announces them) are refused; operators can narrow the allowed
+//! networks further.
 
 use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use ipnet::IpNet;
 
 /// Networks refused whatever the configuration says.
@@ -25,6 +29,14 @@ pub const ALWAYS_DENIED: [&str; 8] = [
     "::/128",
 ];
 
+/// How long a registration waits for its host name to resolve before it is accepted anyway (the
+/// connector checks again at connect time).
+const REGISTRATION_LOOKUP: Duration = Duration::from_millis(250);
+/// Name lookups for registrations at once. A lookup holds a blocking thread until the system
+/// resolver gives up, however long that takes; beyond this many, registrations skip the lookup
+/// (the connector still checks every connection).
+static REGISTRATION_LOOKUPS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
 /// Why an address is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -38,12 +50,35 @@ pub struct AddressPolicy {
     schemes: Vec<String>,
     /// This node's listeners: an endpoint must never be the router itself.
     own: Vec<SocketAddr>,
+    /// The other routers' listeners, as their gossip announces them.
+    others: Arc<ArcSwap<Vec<SocketAddr>>>,
 }
 
 impl Default for AddressPolicy {
     fn default() -> Self {
         Self::new(&[], &[], &["http".into(), "https".into()], Vec::new()).expect("the built-in networks parse")
     }
+}
+
+/// `listeners`, plus, for one bound to every interface, that port on each address of this host's
+/// interfaces: the addresses other routers must refuse too.
+fn with_interfaces(listeners: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    let interfaces: Vec<IpAddr> =
+        if_addrs::get_if_addrs().map(|all| all.iter().map(|i| i.ip()).collect()).unwrap_or_default();
+    let mut expanded = listeners.clone();
+    for listener in listeners.iter().filter(|l| l.ip().is_unspecified()) {
+        expanded.extend(interfaces.iter().map(|ip| SocketAddr::new(*ip, listener.port())));
+    }
+    expanded.sort();
+    expanded.dedup();
+    expanded
+}
+
+/// Whether `listener` (a bound address, perhaps `0.0.0.0`) is reached by `ip:port`.
+fn reaches(listener: &SocketAddr, ip: IpAddr, port: u16) -> bool {
+    listener.port() == port
+        && (listener.ip() == ip
+            || ((listener.ip().is_unspecified() || listener.ip().is_loopback()) && ip.is_loopback()))
 }
 
 impl AddressPolicy {
@@ -63,7 +98,23 @@ impl AddressPolicy {
                 return Err(format!("scheme {scheme:?} is not supported (http, https)"));
             }
         }
-        Ok(Self { allowed, denied: denied_nets, schemes: schemes.to_vec(), own })
+        Ok(Self {
+            allowed,
+            denied: denied_nets,
+            schemes: schemes.to_vec(),
+            own: with_interfaces(own),
+            others: Arc::default(),
+        })
+    }
+
+    /// This node's listeners, a listener bound to every interface once per interface address.
+    pub fn own(&self) -> &[SocketAddr] {
+        &self.own
+    }
+
+    /// Replaces what is known of the other routers' listeners.
+    pub fn set_other_routers(&self, listeners: Vec<SocketAddr>) {
+        self.others.store(Arc::new(listeners));
     }
 
     /// Checks one IP and port a connection would go to.
@@ -78,19 +129,17 @@ impl AddressPolicy {
         if !self.allowed.is_empty() && !self.allowed.iter().any(|net| net.contains(&ip)) {
             return Err(Refused(format!("{ip} is outside the allowed networks")));
         }
-        let is_self = self.own.iter().any(|listener| {
-            listener.port() == port
-                && (listener.ip() == ip
-                    || ((listener.ip().is_unspecified() || listener.ip().is_loopback()) && ip.is_loopback()))
-        });
-        if is_self {
+        if self.own.iter().any(|listener| reaches(listener, ip, port)) {
             return Err(Refused(format!("{ip}:{port} is one of this router's own listeners")));
+        }
+        if self.others.load().iter().any(|listener| reaches(listener, ip, port)) {
+            return Err(Refused(format!("{ip}:{port} is a listener of another router of this cluster")));
         }
         Ok(())
     }
 
     /// Checks a host as it appears in a URI: an IP literal (bracketed for IPv6) is checked, a
-    /// name is left to the resolver.
+    /// name is left to the connector.
     pub fn check_host(&self, host: &str, port: u16) -> Result<(), Refused> {
         let literal = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
         match literal.parse::<IpAddr>() {
@@ -109,53 +158,96 @@ impl AddressPolicy {
         match url.host() {
             Some(url::Host::Ipv4(ip)) => self.check_ip(IpAddr::V4(ip), port),
             Some(url::Host::Ipv6(ip)) => self.check_ip(IpAddr::V6(ip), port),
-            // Names are checked when they are resolved, at connect time.
+            // Names are checked when they are resolved, at registration and at connect time.
             Some(url::Host::Domain(_)) => Ok(()),
             None => Err(Refused("no host".into())),
         }
     }
-}
 
-/// A DNS resolver for the data plane's connector that drops addresses the policy refuses.
-#[derive(Debug, Clone)]
-pub struct PolicyResolver {
-    pub policy: Arc<AddressPolicy>,
-}
-
-impl tower::Service<hyper_util::client::legacy::connect::dns::Name> for PolicyResolver {
-    type Response = std::vec::IntoIter<SocketAddr>;
-    type Error = std::io::Error;
-    type Future = futures_util::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
+    /// [`AddressPolicy::check_url`], and for a host name every IP it resolves to now. A name that
+    /// does not resolve (yet) is accepted: the connector checks it again every time.
+    pub async fn check_registration(&self, address: &str) -> Result<(), Refused> {
+        self.check_url(address)?;
+        let url = url::Url::parse(address).map_err(|e| Refused(format!("not a URL: {e}")))?;
+        let (Some(url::Host::Domain(host)), Some(port)) = (url.host(), url.port_or_known_default()) else {
+            return Ok(());
+        };
+        let Ok(permit) = REGISTRATION_LOOKUPS.try_acquire() else { return Ok(()) };
+        let name = host.to_owned();
+        let lookup = tokio::spawn(async move {
+            let _permit = permit;
+            tokio::net::lookup_host((name.as_str(), port)).await.map(Vec::from_iter)
+        });
+        if let Ok(Ok(Ok(resolved))) = tokio::time::timeout(REGISTRATION_LOOKUP, lookup).await {
+            for addr in resolved {
+                self.check_ip(addr.ip(), addr.port())
+                    .map_err(|refused| Refused(format!("{host} resolves to {}", refused.0)))?;
+            }
+        }
+        Ok(())
     }
 
-    fn call(&mut self, name: hyper_util::client::legacy::connect::dns::Name) -> Self::Future {
-        let policy = self.policy.clone();
+    /// Resolves `host:port` and keeps the addresses the policy allows; an error names why none is.
+    pub async fn resolve(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+        let literal = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        let resolved: Vec<SocketAddr> = match literal.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) => tokio::net::lookup_host((host, port)).await?.collect(),
+        };
+        let mut refusals = Vec::new();
+        let allowed: Vec<SocketAddr> = resolved
+            .into_iter()
+            .filter(|addr| match self.check_ip(addr.ip(), addr.port()) {
+                Ok(()) => true,
+                Err(refused) => {
+                    refusals.push(refused.0);
+                    false
+                }
+            })
+            .collect();
+        if allowed.is_empty() {
+            let reason = if refusals.is_empty() { "no address".to_owned() } else { refusals.join("; ") };
+            tracing::warn!(host, reason, "endpoint host resolves only to refused addresses");
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("{host} resolves only to refused addresses: {reason}"),
+            ));
+        }
+        Ok(allowed)
+    }
+}
+
+/// The data plane's connector: it resolves the endpoint's host through the address policy, with
+/// the real port, and connects to the first address the policy allows (the TLS layer above keeps
+/// the host name for SNI and certificate checks).
+#[derive(Debug, Clone)]
+pub struct PolicyConnector {
+    pub policy: Arc<AddressPolicy>,
+    pub inner: hyper_util::client::legacy::connect::HttpConnector,
+}
+
+impl tower::Service<http::Uri> for PolicyConnector {
+    type Response = <hyper_util::client::legacy::connect::HttpConnector as tower::Service<http::Uri>>::Response;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = futures_util::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        tower::Service::<http::Uri>::poll_ready(&mut self.inner, cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let (policy, mut inner) = (self.policy.clone(), self.inner.clone());
         Box::pin(async move {
-            let host = name.as_str().to_owned();
-            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let mut refusals = Vec::new();
-            let allowed: Vec<SocketAddr> = resolved
-                .into_iter()
-                .filter(|addr| match policy.check_ip(addr.ip(), 0) {
-                    Ok(()) => true,
-                    Err(refused) => {
-                        refusals.push(refused.0);
-                        false
-                    }
-                })
-                .collect();
-            if allowed.is_empty() {
-                let reason = if refusals.is_empty() { "no address".to_owned() } else { refusals.join("; ") };
-                tracing::warn!(host, reason, "endpoint host name resolves only to refused addresses");
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::PermissionDenied,
-                    format!("{host} resolves only to refused addresses: {reason}"),
-                ));
-            }
-            Ok(allowed.into_iter())
+            let host = uri.host().ok_or("the endpoint address has no host")?.to_owned();
+            let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
+            let allowed = policy.resolve(&host, port).await?;
+            let ip = allowed[0];
+            let direct = http::Uri::builder()
+                .scheme(uri.scheme_str().unwrap_or("http"))
+                .authority(ip.to_string())
+                .path_and_query("/")
+                .build()?;
+            tower::Service::call(&mut inner, direct).await.map_err(Into::into)
         })
     }
 }

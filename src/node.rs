@@ -17,6 +17,7 @@ use crate::api;
 use crate::cluster::Cluster;
 use crate::cluster::ClusterConfig;
 use crate::config::NodeConfig;
+use crate::metrics::ListenerKind;
 use crate::peer;
 use crate::proxy::DataPlane;
 use crate::raft;
@@ -63,6 +64,8 @@ pub async fn open(config: &NodeConfig) -> anyhow::Result<Cluster> {
         initial_voters: config.initial_voters.clone(),
         request_timeout: config.write_timeout,
         limits: config.limits,
+        listeners: config.address_policy.own().to_vec(),
+        policy: config.address_policy.clone(),
     };
     Ok(Cluster::new(cluster_config, raft, view, peers, identity))
 }
@@ -84,26 +87,26 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
         tcp: bind(config.data_addr, "data plane").await?,
         tls: edge_tls.clone(),
         limits: ConnectionLimits::new(config.data_plane.max_connections, config.data_plane.max_connections_per_ip),
-        name: "data plane",
+        kind: ListenerKind::DataPlane,
     };
     let api = Listener {
         tcp: bind(config.api_addr, "control API").await?,
         tls: edge_tls,
         limits: ConnectionLimits::new(API_MAX_CONNECTIONS, API_MAX_CONNECTIONS_PER_IP),
-        name: "control API",
+        kind: ListenerKind::ControlApi,
     };
     let peer = Listener {
         tcp: bind(config.peer_addr, "peer endpoint").await?,
         tls: peer_tls,
         limits: ConnectionLimits::new(API_MAX_CONNECTIONS, API_MAX_CONNECTIONS_PER_IP),
-        name: "peer endpoint",
+        kind: ListenerKind::Peer,
     };
     let health = match config.health_addr {
         Some(addr) => Some(Listener {
             tcp: bind(addr, "health checks").await?,
             tls: None,
             limits: ConnectionLimits::new(HEALTH_MAX_CONNECTIONS, HEALTH_MAX_CONNECTIONS / 4),
-            name: "health",
+            kind: ListenerKind::Health,
         }),
         None => None,
     };

@@ -89,7 +89,11 @@ pub fn router(state: PeerState) -> Router {
 async fn authenticate(State(state): State<PeerState>, request: Request, next: Next) -> Response {
     let presented = request.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes).unwrap_or_default();
     if !constant_time_eq(presented, &state.authorization) {
-        tracing::warn!(path = %request.uri().path(), "peer request without a valid cluster secret refused");
+        static REFUSED: crate::telemetry::RateLimit =
+            crate::telemetry::RateLimit::new(std::time::Duration::from_secs(10));
+        if let Some(held_back) = REFUSED.check() {
+            tracing::warn!(path = %request.uri().path(), held_back, "peer request without a valid cluster secret refused");
+        }
         return refuse(StatusCode::UNAUTHORIZED, "unauthorized", "the peer endpoint requires the cluster secret");
     }
     next.run(request).await

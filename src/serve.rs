@@ -55,8 +55,20 @@ pub struct Listener {
     pub tcp: TcpListener,
     pub tls: Option<TlsAcceptor>,
     pub limits: ConnectionLimits,
-    /// Name for logs: "data plane", "control API", "peer endpoint", "health".
-    pub name: &'static str,
+    pub kind: crate::metrics::ListenerKind,
+}
+
+/// Runs `f` when dropped.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }
 
 /// A connection past its pending stage.
@@ -79,10 +91,10 @@ pub struct ConnectionLimits {
 }
 
 impl ConnectionLimits {
-    /// `max` in all and at most `per_ip` from one address; besides, half of `max` pending, at
-    /// most 16 of them from one address.
+    /// `max` in all and at most `per_ip` from one address; besides, half of `max` (at least 64)
+    /// pending, at most 16 of them from one address.
     pub fn new(max: usize, per_ip: usize) -> Self {
-        let pending = (max / 2).max(1);
+        let pending = (max / 2).max(64);
         Self { max, per_ip: per_ip.min(max), pending, pending_per_ip: 16.min(pending) }
     }
 }
@@ -155,7 +167,7 @@ impl Drop for IpSlot {
 
 impl std::fmt::Debug for Listener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Listener").field("name", &self.name).field("tls", &self.tls.is_some()).finish_non_exhaustive()
+        f.debug_struct("Listener").field("kind", &self.kind).field("tls", &self.tls.is_some()).finish_non_exhaustive()
     }
 }
 
@@ -185,7 +197,8 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let Listener { tcp, tls, limits, name } = listener;
+    let Listener { tcp, tls, limits, kind } = listener;
+    let name = kind.label();
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max));
     let pending = Arc::new(Pending::default());
@@ -256,13 +269,20 @@ where
                 tracing::debug!(listener = name, remote = %addr, "connection refused: limit reached");
                 return;
             };
+            let open = METRICS.open_connections(kind);
+            open.add(1);
+            let _open = scopeguard(move || open.add(-1));
             let result = match spoke {
                 Ok(Ok(Conn::Plain(stream))) => {
                     watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await
                 }
                 Ok(Ok(Conn::Tls(stream))) => watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await,
                 Ok(Err(err)) => {
-                    tracing::debug!(listener = name, remote = %addr, error = %err, "TLS handshake refused");
+                    static REFUSED: crate::telemetry::RateLimit =
+                        crate::telemetry::RateLimit::new(Duration::from_secs(10));
+                    if let Some(held_back) = REFUSED.check() {
+                        tracing::warn!(listener = name, remote = %addr, error = %err, held_back, "TLS handshake refused");
+                    }
                     return;
                 }
                 Err(_) => return,

@@ -18,3 +18,51 @@ pub fn init(format: LogFormat) {
         LogFormat::Json => builder.json().init(),
     }
 }
+
+/// Lets one event through per interval and counts the ones it held back, for warnings a peer or
+/// an attacker could otherwise repeat as fast as it likes.
+#[derive(Debug)]
+pub struct RateLimit {
+    every_ms: u64,
+    last_ms: std::sync::atomic::AtomicU64,
+    held: std::sync::atomic::AtomicU64,
+}
+
+impl RateLimit {
+    pub const fn new(every: std::time::Duration) -> Self {
+        Self {
+            every_ms: every.as_millis() as u64,
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+            held: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(events held back since the last one let through)` when this one may be logged.
+    pub fn check(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= self.every_ms
+            && self.last_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            return Some(self.held.swap(0, Ordering::Relaxed));
+        }
+        self.held.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RateLimit;
+
+    #[test]
+    fn a_rate_limit_lets_the_first_through_and_counts_the_rest() {
+        let limit = RateLimit::new(std::time::Duration::from_secs(3600));
+        assert_eq!(limit.check(), Some(0));
+        assert_eq!(limit.check(), None);
+        assert_eq!(limit.check(), None);
+        assert_eq!(limit.held.load(std::sync::atomic::Ordering::Relaxed), 2);
+    }
+}

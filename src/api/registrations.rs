@@ -182,7 +182,7 @@ async fn register(
     let spec = RegistrationSpec::new(request)?;
     let namespace = spec.contract_namespace.clone();
     require(caller.can_register(&namespace), &caller, format_args!("register in {namespace}"))?;
-    state.policy.check_url(&spec.address).map_err(|refused| InvalidRegistration::Address(refused.0))?;
+    state.policy.check_registration(&spec.address).await.map_err(|refused| InvalidRegistration::Address(refused.0))?;
     match state.cluster.write(Command::Register(spec), &caller.actor()).await? {
         Outcome::Registered { registration, created } => {
             let status = if created { StatusCode::CREATED } else { StatusCode::OK };

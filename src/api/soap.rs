@@ -123,7 +123,11 @@ async fn serve(state: &ApiState, caller: &Caller, headers: &HeaderMap, body: &[u
                 metadata: Default::default(),
             };
             let spec = RegistrationSpec::new(request).map_err(|err| client_fault(err.code(), err.to_string()))?;
-            state.policy.check_url(&spec.address).map_err(|refused| client_fault("invalid_address", refused.0))?;
+            state
+                .policy
+                .check_registration(&spec.address)
+                .await
+                .map_err(|refused| client_fault("invalid_address", refused.0))?;
             Command::Register(spec)
         }
         Operation::Unregister => {

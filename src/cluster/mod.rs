@@ -147,6 +147,9 @@ pub struct Gossip {
     pub from: NodeId,
     /// Heartbeats it took since its last gossip.
     pub leases: Vec<Lease>,
+    /// The sender's listeners (data plane, control API, peer endpoint, health), as bound: no
+    /// endpoint may be registered at any of them.
+    pub listeners: Vec<std::net::SocketAddr>,
 }
 
 /// Membership change forwarded to the leader.
@@ -214,6 +217,10 @@ pub struct ClusterConfig {
     pub request_timeout: Duration,
     /// Cluster-wide bounds on the registry, enforced by the leader.
     pub limits: RegistryLimits,
+    /// This node's listeners, announced to the others.
+    pub listeners: Vec<std::net::SocketAddr>,
+    /// The address policy, told about the other routers' listeners.
+    pub policy: Arc<crate::netpolicy::AddressPolicy>,
 }
 
 /// How large the registry may grow. The leader refuses a registration that would go beyond,
@@ -251,6 +258,8 @@ struct Inner {
     view: AppliedView,
     peers: PeerClient,
     identity: NodeIdentity,
+    /// The other routers' listeners, from their gossip.
+    routers: Mutex<BTreeMap<NodeId, Vec<std::net::SocketAddr>>>,
     /// The next client request number. It starts from the wall clock in nanoseconds, so numbers
     /// stay unique across restarts of the node (see `Origin::request`).
     next_request: AtomicU64,
@@ -287,6 +296,7 @@ impl Cluster {
                 view,
                 peers,
                 identity,
+                routers: Mutex::default(),
                 next_request: AtomicU64::new(
                     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64),
                 ),
@@ -516,9 +526,15 @@ impl Cluster {
         (renewed, refused)
     }
 
-    /// Gossip from another member: the heartbeats it took.
+    /// Gossip from another member: the heartbeats it took, and where it listens.
     pub fn renew_from_peer(&self, gossip: &Gossip) {
         self.inner.leases.renew_remote(gossip.from, &gossip.leases, Instant::now());
+        let mut routers = self.inner.routers.lock().unwrap_or_else(|p| p.into_inner());
+        if routers.get(&gossip.from) != Some(&gossip.listeners) {
+            // Endpoints may not be registered at any listener of any router of the cluster.
+            routers.insert(gossip.from, gossip.listeners.clone());
+            self.inner.config.policy.set_other_routers(routers.values().flatten().copied().collect());
+        }
     }
 
     /// Duty: pass the heartbeats this node took on to every other member.
@@ -528,7 +544,11 @@ impl Cluster {
         loop {
             tick.tick().await;
             // Sent even when empty: the leader learns how late this node's news may be.
-            let gossip = Gossip { from: self.node_id(), leases: self.inner.leases.take_outbox() };
+            let gossip = Gossip {
+                from: self.node_id(),
+                leases: self.inner.leases.take_outbox(),
+                listeners: self.inner.config.listeners.clone(),
+            };
             let members: Vec<PeerNode> = {
                 let metrics = self.inner.raft.metrics();
                 let metrics = metrics.borrow();

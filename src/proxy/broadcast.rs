@@ -134,7 +134,7 @@ async fn call(
     remote: &Peer,
 ) -> Result<StatusCode, String> {
     let body = shared.for_try().ok_or("body unavailable")?;
-    let target = plane.target(endpoint)?;
+    let target = plane.checked_target(endpoint)?;
     let request = forward::endpoint_request(parts, &target, body, remote, &plane.via);
     let _in_flight = plane.outliers.start(&endpoint.id);
     let deadline = plane.config.try_timeout;

@@ -54,7 +54,7 @@ use self::upstream::Upstreams;
 use crate::auth::Tokens;
 use crate::metrics::METRICS;
 use crate::netpolicy::AddressPolicy;
-use crate::netpolicy::PolicyResolver;
+use crate::netpolicy::PolicyConnector;
 use crate::raft::AppliedView;
 use crate::registry::ContractKey;
 use crate::registry::FastHash;
@@ -204,10 +204,11 @@ impl DataPlane {
         policy: Arc<AddressPolicy>,
     ) -> anyhow::Result<Self> {
         // Host names are resolved at connect time through the address policy.
-        let mut http = HttpConnector::new_with_resolver(PolicyResolver { policy: policy.clone() });
+        let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(config.connect_timeout));
         http.set_nodelay(true);
         http.enforce_http(false);
+        let http = PolicyConnector { policy: policy.clone(), inner: http };
         let builder = hyper_rustls::HttpsConnectorBuilder::new();
         let tls = match builder.with_native_roots() {
             Ok(with_roots) => with_roots,
@@ -322,7 +323,7 @@ impl DataPlane {
                 tracing::warn!(endpoint = %endpoint.address, limit = self.config.max_endpoint_requests, "endpoint at its request limit; skipped");
                 continue;
             }
-            let target = match self.target(endpoint) {
+            let target = match self.checked_target(endpoint) {
                 Ok(target) => target,
                 Err(refused) => {
                     tracing::warn!(endpoint = %endpoint.address, reason = %refused, "endpoint address refused");
@@ -395,13 +396,18 @@ impl DataPlane {
         if let Some(target) = cached {
             return target;
         }
-        let target = forward::target(&endpoint.address).map_err(|err| err.to_string()).and_then(|target| {
-            let port = target.port_u16().unwrap_or(if target.scheme_str() == Some("https") { 443 } else { 80 });
-            self.policy.check_host(target.host().unwrap_or_default(), port).map_err(|refused| refused.to_string())?;
-            Ok(target)
-        });
+        let target = forward::target(&endpoint.address).map_err(|err| err.to_string());
         self.targets.write().unwrap_or_else(|p| p.into_inner()).insert(endpoint.id, target.clone());
         target
+    }
+
+    /// The endpoint's target, checked against the address policy as it is now (the set of the
+    /// cluster's listeners changes).
+    pub(crate) fn checked_target(&self, endpoint: &Registration) -> Result<http::Uri, String> {
+        let target = self.target(endpoint)?;
+        let port = target.port_u16().unwrap_or(if target.scheme_str() == Some("https") { 443 } else { 80 });
+        self.policy.check_host(target.host().unwrap_or_default(), port).map_err(|refused| refused.to_string())?;
+        Ok(target)
     }
 
     /// Forgets health and targets of endpoints that are no longer registered.

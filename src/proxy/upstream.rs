@@ -31,8 +31,7 @@ const MAX_IDLE_PER_ENDPOINT: usize = 256;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How the data plane connects (see `DataPlane::new`).
-pub type Connector =
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector<crate::netpolicy::PolicyResolver>>;
+pub type Connector = hyper_rustls::HttpsConnector<crate::netpolicy::PolicyConnector>;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {

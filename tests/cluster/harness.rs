@@ -98,6 +98,8 @@ pub struct Options {
     pub token: Option<String>,
     /// Data directories of some nodes, instead of one in the cluster's temp directory.
     pub data_dirs: BTreeMap<u64, PathBuf>,
+    /// Extra flags for some nodes only.
+    pub node_args: BTreeMap<u64, Vec<String>>,
 }
 
 impl TestNode {
@@ -133,7 +135,9 @@ impl TestCluster {
             .unwrap();
         let mut cluster = Self { nodes: BTreeMap::new(), peers, dir, http };
         for (id, ports) in ports {
-            cluster.add_process(id, ports, options.args.clone());
+            let mut args = options.args.clone();
+            args.extend(options.node_args.get(&id).cloned().unwrap_or_default());
+            cluster.add_process(id, ports, args);
             let node = cluster.nodes.get_mut(&id).unwrap();
             node.extra_env = options.env.clone();
             if let Some(dir) = options.data_dirs.get(&id) {

@@ -1,6 +1,7 @@
 //! Refusals of issue "security": tokens and scopes, forwarded identity, quotas, audit, peer
 //! mutual TLS, edge TLS, address policy, loops and limits. Each shows that nothing changed.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::io::Write;
 use std::path::Path;
@@ -385,9 +386,12 @@ async fn the_data_plane_and_api_can_serve_https() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_address_policy_keeps_the_router_off_forbidden_networks() {
-    let args = vec!["--deny-networks".into(), "127.0.0.1/32,::1/128".into()];
-    let cluster = TestCluster::start_with(3, Options { args, ..Options::default() });
-    let leader = cluster.wait_stable().await;
+    // Nodes 1 and 2 deny loopback; node 3 allows it (to get a name past registration).
+    let deny = vec!["--deny-networks".to_owned(), "127.0.0.1/32,::1/128".to_owned()];
+    let node_args = BTreeMap::from([(1, deny.clone()), (2, deny)]);
+    let cluster = TestCluster::start_with(3, Options { node_args, ..Options::default() });
+    cluster.wait_stable().await;
+    let leader = 1;
     let backend = Backend::start("local").await; // listens on 127.0.0.1: denied
     let port = backend.addr.port();
     for address in [
@@ -400,9 +404,13 @@ async fn the_address_policy_keeps_the_router_off_forbidden_networks() {
         let (status, error) = cluster.register(leader, &address, "urn:ssrf", "C").await;
         assert_eq!((status, error["code"].as_str()), (400, Some("invalid_address")), "{address}: {error}");
     }
-    // A host name is accepted at registration, but checked when it is resolved: localhost
-    // resolves only to denied addresses, so nothing is sent there.
-    cluster.register_all(leader, "urn:ssrf", "IName", &[format!("http://localhost:{port}/")]).await;
+    // A host name is resolved at registration: localhost resolves only to denied addresses.
+    let (status, error) = cluster.register(leader, &format!("http://localhost:{port}/"), "urn:ssrf", "IName").await;
+    assert_eq!((status, error["code"].as_str()), (400, Some("invalid_address")), "{error}");
+    assert!(error["message"].as_str().unwrap().contains("localhost resolves to"), "{error}");
+    // ...and again at every connection: registered through node 3, whose policy allows it (as a
+    // name whose address changed after registration would be), node 1 sends nothing there.
+    cluster.register_all(3, "urn:ssrf", "IName", &[format!("http://localhost:{port}/")]).await;
     let response = cluster
         .http
         .get(format!("{}/x", cluster.data(leader)))
@@ -451,18 +459,41 @@ async fn redirects_pass_through_and_loops_are_cut() {
     assert_eq!(response.status(), 302);
     assert_eq!(response.headers()["location"], "http://169.254.169.254/latest/meta-data/");
 
-    // An endpoint registered with a router's own data-plane address: refused by that router,
-    // and cut as a loop when it comes back through another one.
-    let leader_data = format!("http://127.0.0.1:{}/", cluster.nodes[&leader].ports.data);
-    let (status, _) = cluster.register(leader, &leader_data, "urn:loop", "C").await;
-    assert_eq!(status, 400, "a node refuses its own listener as an endpoint");
-    let (status, _) = cluster.register(follower, &leader_data, "urn:loop", "C").await;
-    assert_eq!(status, 201, "another node cannot know the leader's data port; the registration is accepted");
-    let mut expected = vec![format!("http://{redirect_addr}/"), leader_data.clone()];
-    expected.sort();
-    for node in cluster.running() {
-        cluster.wait_addresses(node, &expected).await;
+    // An endpoint at any router's listener, however spelled, is refused by every node (each
+    // knows the others' listeners from their gossip).
+    let ports = cluster.nodes[&leader].ports;
+    for address in [
+        format!("http://127.0.0.1:{}/", ports.data),
+        format!("http://localhost:{}/", ports.api),
+        format!("http://[::ffff:127.0.0.1]:{}/", ports.peer),
+        format!("http://127.0.0.1:{}/", ports.health),
+    ] {
+        for via in [leader, follower] {
+            eventually(&format!("node {via} to refuse {address}"), Duration::from_secs(5), || async {
+                let (status, error) = cluster.register(via, &address, "urn:loop", "C").await;
+                assert_ne!(status, 201, "{address} accepted through node {via}");
+                (status == 400 && error["code"] == "invalid_address").then_some(())
+            })
+            .await;
+        }
     }
+    // A loop that goes through something else (a TCP relay to the leader's data plane) is cut by
+    // the Via header when the request comes back.
+    let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay_addr = relay.local_addr().unwrap();
+    let leader_data_addr = format!("127.0.0.1:{}", ports.data);
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = relay.accept().await {
+            let target = leader_data_addr.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    let leader_data = format!("http://{relay_addr}/");
+    cluster.register_all(follower, "urn:loop", "C", std::slice::from_ref(&leader_data)).await;
     let response = cluster
         .http
         .get(format!("{}/", cluster.data(follower)))
@@ -472,15 +503,13 @@ async fn redirects_pass_through_and_loops_are_cut() {
         .unwrap();
     let status = response.status().as_u16();
     let error: Value = response.json().await.unwrap();
-    assert!(
-        status == 508 || (status == 503 && error["message"].as_str().unwrap().contains("own listeners")),
-        "{status} {error}"
-    );
+    assert_eq!((status, error["code"].as_str()), (508, Some("routing_loop")), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_limit_refuses_clearly() {
-    let args = vec!["--max-connections".into(), "4".into(), "--max-endpoint-requests".into(), "1".into()];
+    let args = ["--max-connections", "4", "--max-connections-per-ip", "100", "--max-endpoint-requests", "1"];
+    let args = args.map(String::from).to_vec();
     let cluster = TestCluster::start_with(1, Options { args, ..Options::default() });
     let node = cluster.wait_stable().await;
     let slow = Backend::start_with("slow", Behaviour { delay: Duration::from_millis(1_500), status: None }).await;
@@ -526,11 +555,26 @@ async fn every_limit_refuses_clearly() {
         .unwrap();
     assert_eq!(response.status(), 413);
 
-    // Connections: at the limit, new ones are closed without a byte.
+    // Connections: at the limit, new ones are closed without a byte. These four start a request
+    // (a silent connection takes no slot), so they hold every slot before the fifth speaks.
     let addr = format!("127.0.0.1:{}", cluster.nodes[&node].ports.data);
-    // The node accepts connections in the order they were made, so these four hold every permit
-    // before the fifth is accepted.
-    let held: Vec<std::net::TcpStream> = (0..4).map(|_| std::net::TcpStream::connect(&addr).unwrap()).collect();
+    let open_connections = |count: usize| {
+        let url = format!("{}/metrics", cluster.api(node));
+        async move {
+            let metrics = reqwest::get(url).await.ok()?.text().await.ok()?;
+            let line = format!("switchboard_open_connections{{listener=\"data_plane\"}} {count}");
+            metrics.lines().any(|l| l == line).then_some(())
+        }
+    };
+    eventually("the earlier connections to close", Duration::from_secs(10), || open_connections(0)).await;
+    let held: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+            stream.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+            stream
+        })
+        .collect();
+    eventually("the four connections to hold their slots", Duration::from_secs(5), || open_connections(4)).await;
     let mut extra = std::net::TcpStream::connect(&addr).unwrap();
     extra.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let _ = extra.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nx-switchboard-contract: urn:limits/C\r\n\r\n");
