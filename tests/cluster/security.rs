@@ -586,6 +586,7 @@ async fn every_limit_refuses_clearly() {
         String::from_utf8_lossy(&answer)
     );
     drop(held);
+    eventually("the held connections to close", Duration::from_secs(10), || open_connections(0)).await;
     // A broadcast body over its cap: 413.
     let response = reqwest::Client::new()
         .post(format!("{data}/"))
