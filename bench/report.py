@@ -21,6 +21,7 @@ TARGETS = {
     "b4_max": ("write unavailability after SIGKILL of the leader, max", "≤ 1 s"),
     "b4_routed": ("routed requests failing while the leader is killed", "0"),
     "b4_lost": ("acknowledged registrations lost (leader SIGKILL trials)", "0"),
+    "b4_large": ("write unavailability after SIGKILL of the leader with a large registry, max", "≤ 2 s"),
     "b5_p50": ("registered on one node → routable on all nodes, p50", "≤ 5 ms"),
     "b5_p99": ("registered on one node → routable on all nodes, p99", "≤ 50 ms"),
     "b6_rss": ("memory per node with 100,000 registrations", "≤ 150 MB"),
@@ -57,7 +58,7 @@ class Report:
     def __init__(self, args):
         self.args = args
         self.out = args.out
-        self.data = {n: load(args.out, n) for n in ("machine", "b1", "b2", "b3", "b4", "b5", "b6")}
+        self.data = {n: load(args.out, n) for n in ("machine", "b1", "b2", "b3", "b4", "b4_large", "b5", "b6")}
         self.lines = []
         self.summary = []
 
@@ -131,6 +132,15 @@ class Report:
         else:
             for key in ("b4_p50", "b4_max", "b4_routed", "b4_lost"):
                 self.target(key, missing, "", None)
+        large = self.data["b4_large"]
+        if large:
+            u = large["unavailability_ms"]
+            self.target("b4_large", f'{num(u["max"])} ms' if u["max"] is not None else "a trial never recovered",
+                        f'{large["state_mb"]} MB in {num(large["registrations"])} registrations, '
+                        f'{large["trials"]} trials, {large["acked_lost"]} acknowledged writes lost',
+                        u["max"] is not None and u["max"] <= 2000 and large["acked_lost"] == 0)
+        else:
+            self.target("b4_large", missing, "", None)
         if b5:
             self.target("b5_p50", f'{num(b5["p50_ms"], 2)} ms', f'{b5["measured"]} registrations; '
                         f'acknowledgement itself took p50 {num(b5["register_p50_ms"], 2)} ms',
@@ -319,6 +329,16 @@ class Report:
                         for t in b4["trials_detail"])
         self.w(f"Per trial (ms): {per}.")
         self.w()
+        large = self.data["b4_large"]
+        if large:
+            u, nl = large["unavailability_ms"], large["new_leader_ms"]
+            self.w(f'**Large state.** The same trial after filling the registry with {num(large["registrations"])} '
+                   f'registrations of 15 KiB of metadata ({large["state_mb"]} MB): {large["trials"]} trials, write '
+                   f'unavailability p50 / max {num(u["p50"])} / {num(u["max"])} ms, new leader visible p50 / max '
+                   f'{num(nl["p50"])} / {num(nl["max"])} ms, routed requests failed {large["routed_failed"]} of '
+                   f'{num(large["routed_total"])}, acknowledged writes lost {large["acked_lost"]} of '
+                   f'{num(large["writes_ok"])}.')
+            self.w()
 
     def b5(self):
         b5 = self.data["b5"]

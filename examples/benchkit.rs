@@ -102,16 +102,25 @@ struct FillArgs {
     /// Distinguishes runs so addresses never repeat.
     #[arg(long, default_value = "fill")]
     tag: String,
+    /// Pads each registration's metadata with this many KiB (0: about 200 bytes in all; at most 15).
+    #[arg(long, default_value_t = 0)]
+    metadata_kb: usize,
 }
 
-/// A registration body of about 200 bytes: address, contract and a little metadata.
-fn fill_body(tag: &str, i: u64) -> Value {
-    json!({
+/// A registration body of about 200 bytes (address, contract and a little metadata), plus
+/// `pad_kb` KiB of padding in the metadata.
+fn fill_body(tag: &str, i: u64, pad_kb: usize) -> Value {
+    let mut body = json!({
         "address": format!("http://svc-{tag}-{i:08}.bench.invalid:8080/services/orders"),
         "contract_name": format!("IOrders{}", i % 100),
         "contract_namespace": "urn:bench:fill",
         "metadata": {"zone": format!("zone-{}", i % 3), "version": "1.4.2", "owner": "bench-team"},
-    })
+    });
+    // Metadata values are capped at 1 KiB each: pad with one entry per KiB.
+    for k in 0..pad_kb {
+        body["metadata"][format!("pad{k:02}")] = Value::String("x".repeat(1000));
+    }
+    body
 }
 
 async fn fill(args: FillArgs) -> anyhow::Result<Value> {
@@ -124,7 +133,7 @@ async fn fill(args: FillArgs) -> anyhow::Result<Value> {
     for c in 0..args.clients {
         let (http, next, tag) = (http.clone(), next.clone(), args.tag.clone());
         let url = format!("{}/v1/registrations", args.targets[c as usize % args.targets.len()]);
-        let count = args.count;
+        let (count, pad_kb) = (args.count, args.metadata_kb);
         workers.push(tokio::spawn(async move {
             let (mut ok, mut errors, mut bytes, mut tried) = (0u64, 0u64, 0u64, 0u64);
             while Instant::now() < deadline {
@@ -132,7 +141,7 @@ async fn fill(args: FillArgs) -> anyhow::Result<Value> {
                 if i >= count {
                     break;
                 }
-                let body = fill_body(&tag, i).to_string();
+                let body = fill_body(&tag, i, pad_kb).to_string();
                 bytes += body.len() as u64;
                 tried += 1;
                 // Retry one index a few times so the count is exact despite transient errors.
@@ -455,22 +464,40 @@ async fn new_leader_after(
     None
 }
 
-/// Addresses registered under `namespace`/IWrite as a survivor sees them after a linearizable read.
+/// Addresses registered under `namespace`/IWrite as a survivor sees them after a linearizable
+/// read, every page of the list walked.
 async fn registered_addresses(
     http: &reqwest::Client,
     survivor: &Node,
     namespace: &str,
 ) -> anyhow::Result<HashSet<String>> {
     let url = format!("{}/v1/registrations", survivor.api);
-    let query = [("contract_namespace", namespace), ("contract_name", "IWrite"), ("consistency", "linearizable")];
+    let mut addresses = HashSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut query = vec![
+            ("contract_namespace", namespace.to_owned()),
+            ("contract_name", "IWrite".to_owned()),
+            ("consistency", "linearizable".to_owned()),
+            ("limit", "5000".to_owned()),
+        ];
+        query.extend(cursor.take().map(|c| ("cursor", c)));
+        let page = registrations_page(http, &url, &query).await?;
+        let items = page["registrations"].as_array().context("no registrations array")?;
+        addresses.extend(items.iter().filter_map(|r| r["address"].as_str().map(str::to_string)));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return Ok(addresses),
+        }
+    }
+}
+
+/// One page of `GET /v1/registrations`, retried for a few seconds.
+async fn registrations_page(http: &reqwest::Client, url: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
     let mut last_error = None;
     for _ in 0..20 {
-        match http.get(&url).query(&query).send().await {
-            Ok(r) if r.status().is_success() => {
-                let list = r.json::<Value>().await?;
-                let items = list["registrations"].as_array().context("no registrations array")?;
-                return Ok(items.iter().filter_map(|r| r["address"].as_str().map(str::to_string)).collect());
-            }
+        match http.get(url).query(query).send().await {
+            Ok(r) if r.status().is_success() => return Ok(r.json::<Value>().await?),
             Ok(r) => last_error = Some(anyhow::anyhow!("status {}", r.status())),
             Err(e) => last_error = Some(e.into()),
         }

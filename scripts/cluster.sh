@@ -11,7 +11,8 @@
 # Environment: SWITCHBOARD_PROJECT (compose project, default "switchboard"),
 # SWITCHBOARD_COMPOSE_OVERRIDE (a compose file layered over docker-compose.yml),
 # SWITCHBOARD_SKIP_BUILD=1 (use the images as they are), SWITCHBOARD_CLUSTER_SECRET (default: a
-# random one kept in target/docker/cluster-secret), and the variables docker-compose.yml lists.
+# random one, created once), and the variables docker-compose.yml lists. The secret reaches the
+# routers as a mounted file (--cluster-secret-file), never on a command line or in the environment.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 PROJECT=${SWITCHBOARD_PROJECT:-switchboard}
@@ -41,23 +42,22 @@ compose() {
     $cmd --project-name "$PROJECT" "${files[@]}" "$@"
 }
 
-# Compose interpolates the secret for every command (even `down`), so always provide one.
-load_secret() {
+# Writes the cluster secret (SWITCHBOARD_CLUSTER_SECRET, or a random one made once) to the file
+# the routers read: $SWITCHBOARD_SECRETS_DIR/cluster-secret.
+write_secret() {
+    local file="$SWITCHBOARD_SECRETS_DIR/cluster-secret"
     if [ -n "${SWITCHBOARD_CLUSTER_SECRET:-}" ]; then
-        export SWITCHBOARD_CLUSTER_SECRET
-        return
-    fi
-    local file="$REPO/target/docker/cluster-secret"
-    if [ ! -s "$file" ]; then
-        mkdir -p "$(dirname "$file")"
+        (umask 077 && printf '%s\n' "$SWITCHBOARD_CLUSTER_SECRET" >"$file")
+    elif [ ! -s "$file" ]; then
         (umask 077 && od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >"$file")
     fi
-    SWITCHBOARD_CLUSTER_SECRET=$(cat "$file")
-    export SWITCHBOARD_CLUSTER_SECRET
+    # The routers run as uid 65532 (see Dockerfile), like their keys below.
+    chown 65532:65532 "$file" 2>/dev/null || chmod 644 "$file"
 }
 
 # The cluster runs secured: peer mutual TLS with a CA made for it, and API tokens. Both live in
-# target/docker/secrets-<peer network> (created once, kept across runs, never committed): certs/
+# target/docker/secrets-<peer network> (created once, kept across runs, never committed): the
+# cluster secret (cluster-secret), certs/
 # (CA and one certificate per node, with the node's peer-network address), tokens.json (SHA-256
 # digests only, mounted into the routers), and the tokens themselves in ops-token (admin, read,
 # every namespace: for operators and the failover workload) and sample-token (register in the
@@ -79,6 +79,7 @@ load_security() {
     fi
     SWITCHBOARD_SECRETS_DIR=$dir
     export SWITCHBOARD_SECRETS_DIR
+    write_secret
     for name in ops sample; do
         if [ ! -s "$dir/$name-token" ]; then
             (umask 077 && od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >"$dir/$name-token")
@@ -119,7 +120,6 @@ wait_routable() {
 }
 
 command -v docker >/dev/null 2>&1 || die "docker is not installed"
-load_secret
 load_security
 case "${1:-}" in
     up)

@@ -168,10 +168,18 @@ impl Caller {
 /// Why a request could not be authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
-    #[error("a token is required: send Authorization: Bearer <token>")]
+    #[error(
+        "a token is required: Authorization: Bearer <token> on the control API, X-Switchboard-Token: <token> on a broadcast"
+    )]
     Missing,
     #[error("the token is not valid")]
     Invalid,
+    #[error("the Authorization header must be \"Bearer <token>\"")]
+    NotBearer,
+    #[error(
+        "without tokens (dev mode), a membership change needs the cluster secret: Authorization: Bearer <cluster secret>"
+    )]
+    SecretRequired,
 }
 
 /// The tokens a node accepts.
@@ -212,6 +220,12 @@ fn parse_hex32(text: &str) -> Option<[u8; 32]> {
         out[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
     }
     Some(out)
+}
+
+/// The token of an `Authorization: Bearer <token>` value.
+pub fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, token) = value.split_at_checked(7)?;
+    scheme.eq_ignore_ascii_case(b"Bearer ").then_some(token)
 }
 
 impl Tokens {
@@ -274,13 +288,22 @@ impl Tokens {
         Ok(tokens)
     }
 
-    /// Authenticates `Authorization: Bearer <token>` (or a bare token value).
+    /// Authenticates the value of `Authorization: Bearer <token>` (the scheme is
+    /// case-insensitive, as RFC 7235 says; a bare token is refused).
     pub fn authenticate(&self, presented: Option<&[u8]>) -> Result<Caller, AuthError> {
         if self.is_dev_mode() {
             return Ok(Caller::Dev);
         }
         let presented = presented.ok_or(AuthError::Missing)?;
-        let token = presented.strip_prefix(b"Bearer ").unwrap_or(presented);
+        self.authenticate_token(Some(bearer_token(presented).ok_or(AuthError::NotBearer)?))
+    }
+
+    /// Authenticates a token given on its own (the `X-Switchboard-Token` header of broadcasts).
+    pub fn authenticate_token(&self, token: Option<&[u8]>) -> Result<Caller, AuthError> {
+        if self.is_dev_mode() {
+            return Ok(Caller::Dev);
+        }
+        let token = token.ok_or(AuthError::Missing)?;
         let wanted = digest(token);
         match self.by_digest.get_key_value(&wanted) {
             Some((stored, entry)) if constant_time_eq(stored, &wanted) => Ok(Caller::Token(entry.clone())),
@@ -323,7 +346,10 @@ mod tests {
         assert_eq!(tokens.authenticate(None).unwrap_err(), AuthError::Missing);
         assert_eq!(tokens.authenticate(Some(b"Bearer nope-nope-nope-nope")).unwrap_err(), AuthError::Invalid);
         assert_eq!(tokens.authenticate(Some(b"Bearer ops-token-012345678")).unwrap_err(), AuthError::Invalid);
-        assert_eq!(tokens.authenticate(Some(b"")).unwrap_err(), AuthError::Invalid);
+        assert_eq!(tokens.authenticate(Some(b"")).unwrap_err(), AuthError::NotBearer);
+        assert_eq!(tokens.authenticate(Some(b"ops-token-0123456789")).unwrap_err(), AuthError::NotBearer);
+        assert_eq!(tokens.authenticate(Some(b"Basic ops-token-0123456789")).unwrap_err(), AuthError::NotBearer);
+        assert!(tokens.authenticate(Some(b"bearer ops-token-0123456789")).is_ok());
     }
 
     #[test]

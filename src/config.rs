@@ -73,9 +73,19 @@ pub struct ServeArgs {
     /// Peer endpoints of the initial voters, `id=host:port,...`; the same list on every node.
     #[arg(long, env = "SWITCHBOARD_PEERS")]
     pub peers: String,
-    /// Shared secret that authenticates peers to each other (at least 16 bytes).
-    #[arg(long, env = "SWITCHBOARD_CLUSTER_SECRET", hide_env_values = true)]
-    pub cluster_secret: String,
+    /// Shared secret that authenticates peers to each other (at least 16 bytes). Prefer
+    /// --cluster-secret-file: a value on the command line shows in `ps`.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_CLUSTER_SECRET",
+        hide_env_values = true,
+        required_unless_present = "cluster_secret_file",
+        conflicts_with = "cluster_secret_file"
+    )]
+    pub cluster_secret: Option<String>,
+    /// File holding the cluster secret (surrounding white space is ignored).
+    #[arg(long, env = "SWITCHBOARD_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
     /// Raft heartbeat interval in milliseconds.
     #[arg(long, env = "SWITCHBOARD_HEARTBEAT_MS", default_value_t = 40)]
     pub heartbeat_ms: u64,
@@ -206,6 +216,8 @@ pub enum ConfigError {
     Peers(String),
     #[error("--cluster-secret must be at least {MIN_SECRET_LEN} bytes")]
     ShortSecret,
+    #[error("--cluster-secret-file: cannot read {path}: {cause}")]
+    SecretFile { path: String, cause: String },
     #[error("--advertise: {0}")]
     Advertise(String),
     #[error("--election-timeout-ms must be at least three times --heartbeat-ms")]
@@ -254,7 +266,14 @@ impl TryFrom<ServeArgs> for NodeConfig {
 
     fn try_from(args: ServeArgs) -> Result<Self, ConfigError> {
         let initial_voters = parse_peers(&args.peers)?;
-        if args.cluster_secret.len() < MIN_SECRET_LEN {
+        let cluster_secret = match (args.cluster_secret, &args.cluster_secret_file) {
+            (Some(secret), _) => secret,
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map(|text| text.trim().to_owned())
+                .map_err(|err| ConfigError::SecretFile { path: path.display().to_string(), cause: err.to_string() })?,
+            (None, None) => String::new(),
+        };
+        if cluster_secret.len() < MIN_SECRET_LEN {
             return Err(ConfigError::ShortSecret);
         }
         if args.heartbeat_ms == 0 {
@@ -325,7 +344,7 @@ impl TryFrom<ServeArgs> for NodeConfig {
             health_addr: args.health_addr,
             advertised,
             initial_voters,
-            cluster_secret: args.cluster_secret,
+            cluster_secret,
             raft: RaftTuning {
                 heartbeat: Duration::from_millis(args.heartbeat_ms),
                 election_timeout_min: election_min,
@@ -426,6 +445,29 @@ mod tests {
         assert!(args(&["--heartbeat-ms", "100", "--election-timeout-ms", "200"]).unwrap_err().contains("three times"));
         assert!(args(&["--api-addr", "0.0.0.0:8080"]).unwrap_err().contains("different"));
         assert!(args(&["--node-id", "x"]).is_err());
+    }
+
+    #[test]
+    fn the_secret_can_come_from_a_file() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["switchboard", "serve", "--node-id", "1", "--data-dir", "/tmp/x", "--peers", "1=a:1"];
+            argv.extend_from_slice(extra);
+            let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+            let CliCommand::Serve(serve) = cli.command else { unreachable!() };
+            NodeConfig::try_from(serve).map_err(|e| e.to_string())
+        };
+        let dir = tempfile::TempDir::new().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "from-a-file-0123456789\n").unwrap();
+        let path = file.to_str().unwrap();
+        assert_eq!(parse(&["--cluster-secret-file", path]).unwrap().cluster_secret, "from-a-file-0123456789");
+        assert!(parse(&[]).unwrap_err().contains("--cluster-secret"));
+        let both = parse(&["--cluster-secret-file", path, "--cluster-secret", "0123456789abcdef"]).unwrap_err();
+        assert!(both.contains("cannot be used with"), "{both}");
+        let missing = parse(&["--cluster-secret-file", "/nonexistent/secret"]).unwrap_err();
+        assert!(missing.contains("cannot read /nonexistent/secret"), "{missing}");
+        std::fs::write(&file, "short\n").unwrap();
+        assert!(parse(&["--cluster-secret-file", path]).unwrap_err().contains("16 bytes"));
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod netpolicy;
 pub mod node;
 pub mod peer;
+pub mod peer_auth;
 pub mod proxy;
 pub mod raft;
 pub mod registry;

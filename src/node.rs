@@ -141,8 +141,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
         tokens: config.tokens.clone(),
         policy: config.address_policy.clone(),
     });
-    let authorization = format!("Bearer {}", config.cluster_secret).into_bytes().into();
-    let peer_router = peer::router(peer::PeerState { cluster: cluster.clone(), authorization });
+    let key = Arc::new(crate::peer_auth::PeerKey::new(&config.cluster_secret));
+    let peer_router = peer::router(peer::PeerState { cluster: cluster.clone(), key });
     let health = health.map(|listener| {
         let router = api::health_router(api::ApiState {
             cluster: cluster.clone(),

@@ -1,8 +1,10 @@
 //! The peer endpoint: the internal listener for Raft RPCs and for requests other nodes forward to
 //! this one (writes, read indexes, admission, membership). Never exposed to clients.
 //!
-//! Every request must carry the cluster secret as a bearer token; anything else is refused with
-//! 401 before a body is read. Bodies are postcard-encoded and bounded by [`MAX_BODY_BYTES`].
+//! Every request must be signed with the key derived from the cluster secret (see
+//! [`crate::peer_auth`]); a request without a signature is refused with 401 before its body is
+//! read, one whose signature does not match its body after. Bodies are postcard-encoded and
+//! bounded by [`MAX_BODY_BYTES`].
 
 use axum::Router;
 use axum::body::Bytes;
@@ -25,6 +27,8 @@ use crate::cluster::Cluster;
 use crate::cluster::Gossip;
 use crate::cluster::MembershipRequest;
 use crate::cluster::Proposal;
+use crate::cluster::StatusRequest;
+use crate::peer_auth::PeerKey;
 use crate::raft::ADDRESSEE_HEADER;
 use crate::raft::Addressee;
 use crate::raft::typ;
@@ -66,8 +70,7 @@ fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
 #[derive(Debug, Clone)]
 pub struct PeerState {
     pub cluster: Cluster,
-    /// `Bearer <secret>`, compared in constant time.
-    pub authorization: std::sync::Arc<[u8]>,
+    pub key: std::sync::Arc<PeerKey>,
 }
 
 pub fn router(state: PeerState) -> Router {
@@ -87,16 +90,35 @@ pub fn router(state: PeerState) -> Router {
 }
 
 async fn authenticate(State(state): State<PeerState>, request: Request, next: Next) -> Response {
-    let presented = request.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes).unwrap_or_default();
-    if !constant_time_eq(presented, &state.authorization) {
+    let (parts, body) = request.into_parts();
+    let presented = parts.headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes).unwrap_or_default();
+    let verified = if PeerKey::claims_scheme(presented) {
+        match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+            Ok(bytes) => {
+                let addressee = parts.headers.get(ADDRESSEE_HEADER).map(HeaderValue::as_bytes);
+                state.key.verify(presented, parts.uri.path(), addressee, &bytes).then_some(bytes)
+            }
+            Err(_) => {
+                let message = format!("a peer request body is at most {MAX_BODY_BYTES} bytes");
+                return refuse(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &message);
+            }
+        }
+    } else {
+        None
+    };
+    let Some(bytes) = verified else {
         static REFUSED: crate::telemetry::RateLimit =
             crate::telemetry::RateLimit::new(std::time::Duration::from_secs(10));
         if let Some(held_back) = REFUSED.check() {
-            tracing::warn!(path = %request.uri().path(), held_back, "peer request without a valid cluster secret refused");
+            tracing::warn!(path = %parts.uri.path(), held_back, "peer request not signed with the cluster secret refused");
         }
-        return refuse(StatusCode::UNAUTHORIZED, "unauthorized", "the peer endpoint requires the cluster secret");
-    }
-    next.run(request).await
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the peer endpoint requires a request signed with the cluster secret",
+        );
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await
 }
 
 /// Compares without an early exit, so timing does not reveal how much of a guess was right.
@@ -166,8 +188,8 @@ async fn snapshot(
     Postcard(state.cluster.raft().install_snapshot(request).await).into_response()
 }
 
-async fn status(State(state): State<PeerState>) -> Response {
-    Postcard(state.cluster.peer_status()).into_response()
+async fn status(State(state): State<PeerState>, Postcard(request): Postcard<StatusRequest>) -> Response {
+    Postcard(state.cluster.answer_status(&request)).into_response()
 }
 
 async fn write(State(state): State<PeerState>, Postcard(proposal): Postcard<Proposal>) -> Response {

@@ -38,7 +38,6 @@ export SWITCHBOARD_SKIP_BUILD=1
 # Whatever happens, leave no container, network or volume of the suite behind.
 cleanup() {
     SWITCHBOARD_PROJECT=${SWITCHBOARD_FAILOVER_PROJECT:-sbfailover} \
-        SWITCHBOARD_CLUSTER_SECRET=unused-but-required-16 \
         bash "$REPO/scripts/cluster.sh" compose down --volumes --remove-orphans --timeout 5 >/dev/null 2>&1 || true
 }
 trap cleanup EXIT

@@ -4,8 +4,11 @@ use axum::Extension;
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::http::HeaderValue;
 use axum::http::StatusCode;
 use axum::http::header;
+use axum::http::header::AUTHORIZATION;
 use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::routing::delete;
@@ -103,12 +106,29 @@ struct AddNode {
     peer_addr: String,
 }
 
+/// A membership change needs an `admin` token, or, in dev mode (no tokens), the cluster secret
+/// itself: anyone may register in dev mode, but nobody may add a node (which would receive the
+/// log) or remove one without proving they run the cluster.
+fn may_change_membership(state: &ApiState, caller: &Caller, headers: &HeaderMap) -> Result<(), ApiError> {
+    if let Caller::Dev = caller {
+        let presented = headers.get(AUTHORIZATION).map(HeaderValue::as_bytes).and_then(crate::auth::bearer_token);
+        if !presented.is_some_and(|secret| state.cluster.peer_key().is_secret(secret)) {
+            crate::metrics::METRICS.auth_refused.inc();
+            tracing::warn!("membership change without the cluster secret refused (dev mode)");
+            return Err(ApiError::Unauthorized(crate::auth::AuthError::SecretRequired));
+        }
+        return Ok(());
+    }
+    require(caller.can_admin(), caller, "change the membership")
+}
+
 async fn add_node(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<AddNode>,
 ) -> Result<Json<ClusterView>, ApiError> {
-    require(caller.can_admin(), &caller, "change the membership")?;
+    may_change_membership(&state, &caller, &headers)?;
     let valid =
         body.peer_addr.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
     if !valid {
@@ -121,9 +141,10 @@ async fn add_node(
 async fn remove_node(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     ApiPath(id): ApiPath<NodeId>,
 ) -> Result<Json<ClusterView>, ApiError> {
-    require(caller.can_admin(), &caller, "change the membership")?;
+    may_change_membership(&state, &caller, &headers)?;
     state.cluster.remove_node(id).await?;
     Ok(Json(state.cluster.cluster_view()))
 }

@@ -101,6 +101,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(policies::routes())
         .merge(soap::routes())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), authenticate));
+    let guarded = guarded.layer(axum::middleware::from_fn(soap_faults));
     Router::new()
         .merge(guarded)
         .merge(admin::health_routes())
@@ -130,6 +131,15 @@ async fn authenticate(State(state): State<ApiState>, mut request: Request, next:
             tracing::warn!(path = %request.uri().path(), error = %err, "request without a valid token refused");
             ApiError::Unauthorized(err).into_response()
         }
+    }
+}
+
+/// On the SOAP registration endpoint, refusals are SOAP faults (see [`soap::faults_only`]).
+async fn soap_faults(request: Request, next: Next) -> Response {
+    if request.uri().path().starts_with(soap::PATH) {
+        soap::faults_only(request, next).await
+    } else {
+        next.run(request).await
     }
 }
 

@@ -12,6 +12,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::http::HeaderValue;
 use axum::http::StatusCode;
+use axum::http::header::CONTENT_LENGTH;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::response::Response;
@@ -39,8 +40,46 @@ pub const SERVICE_NS: &str = "http://www.thatindigogirl.com/samples/2008/01";
 /// Namespace of the `RegistrationInfo` data contract.
 pub const DATA_NS: &str = "http://schemas.thatindigogirl.com/samples/2008/01";
 
+/// Path of the SOAP registration endpoint.
+pub const PATH: &str = "/v1/soap/registration";
+
 pub(super) fn routes() -> Router<ApiState> {
-    Router::new().route("/v1/soap/registration", post(handle))
+    Router::new().route(PATH, post(handle))
+}
+
+/// Every refusal on the SOAP endpoint is a SOAP fault in the version the client spoke, including
+/// those decided before the handler runs (a missing token, a body over the limit): the layer
+/// rewrites any other error answer into a fault with the same status, code and message.
+pub(super) async fn faults_only(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let version = contract::soap_version(request.headers()).unwrap_or(SoapVersion::V11);
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_soap = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(version.content_type()) || v.starts_with("text/xml"));
+    if status.is_success() || is_soap {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let (code, message) = match serde_json::from_slice::<crate::api::ErrorBody>(&bytes) {
+        Ok(error) => (error.code, error.message),
+        Err(_) => {
+            let code = match status {
+                StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+                StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+                _ => "invalid_request",
+            };
+            (code.to_owned(), String::from_utf8_lossy(&bytes).trim().to_owned())
+        }
+    };
+    let (content_type, text) = soap::fault(version, status.is_client_error(), &code, &message);
+    let mut headers = parts.headers;
+    headers.remove(CONTENT_LENGTH);
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    (status, headers, text).into_response()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

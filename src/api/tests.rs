@@ -21,6 +21,10 @@ async fn single_node() -> (tempfile::TempDir, Router) {
 }
 
 async fn single_node_with(limits: crate::cluster::RegistryLimits) -> (tempfile::TempDir, Router) {
+    single_node_full(limits, Tokens::default()).await
+}
+
+async fn single_node_full(limits: crate::cluster::RegistryLimits, tokens: Tokens) -> (tempfile::TempDir, Router) {
     let dir = tempfile::TempDir::new().unwrap();
     let node = PeerNode::at("127.0.0.1:1");
     let config = NodeConfig {
@@ -55,7 +59,7 @@ async fn single_node_with(limits: crate::cluster::RegistryLimits) -> (tempfile::
         .await
         .unwrap()
         .unwrap();
-    (dir, router(ApiState { cluster, tokens: Default::default(), policy: Default::default() }))
+    (dir, router(ApiState { cluster, tokens: Arc::new(tokens), policy: Default::default() }))
 }
 
 async fn call(app: &Router, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
@@ -225,7 +229,14 @@ async fn refusals_use_the_error_format_and_change_nothing() {
     let (status, error) = call(&app, "DELETE", "/v1/cluster/nodes/x", None).await;
     assert_eq!((status, error["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_path")));
     let (status, error) = call(&app, "DELETE", "/v1/cluster/nodes/7", None).await;
-    assert_eq!((status, error["code"].as_str()), (StatusCode::NOT_FOUND, Some("node_not_found")));
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized")),
+        "dev mode: no secret"
+    );
+    let with_secret = Request::delete("/v1/cluster/nodes/7").header("authorization", "Bearer 0123456789abcdef");
+    let response = app.clone().oneshot(with_secret.body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
     let (status, error) = call(&app, "PATCH", "/v1/registrations", None).await;
     assert_eq!((status, error["code"].as_str()), (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed")));
 
@@ -323,4 +334,47 @@ mod properties {
             }
         }
     }
+}
+
+/// POSTs raw bytes with the given headers; answers status, content type and body text.
+async fn post_raw(app: &Router, uri: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (StatusCode, String, String) {
+    let mut request = Request::builder().method("POST").uri(uri);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = app.clone().oneshot(request.body(Body::from(body)).unwrap()).await.unwrap();
+    let status = response.status();
+    let content_type =
+        response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, content_type, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[tokio::test]
+async fn every_refusal_of_the_soap_endpoint_is_a_soap_fault() {
+    let tokens = Tokens::parse(
+        r#"{"tokens": [{"name": "svc", "token": "svc-token-0123456789", "scopes": ["register:urn:a*"]}]}"#,
+    )
+    .unwrap();
+    let (_dir, app) = single_node_full(Default::default(), tokens).await;
+    let soap11 = [("content-type", "text/xml; charset=utf-8"), ("soapaction", "\"x\"")];
+    // No token: 401, as a SOAP 1.1 fault.
+    let (status, content_type, text) = post_raw(&app, soap::PATH, &soap11, b"<x/>".to_vec()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(content_type.starts_with("text/xml"), "{content_type}");
+    assert!(text.contains("<faultcode>s:Client</faultcode>") && text.contains("unauthorized"), "{text}");
+    // A bare token (no Bearer scheme) is refused too.
+    let bare = [soap11[0], soap11[1], ("authorization", "svc-token-0123456789")];
+    let (status, _, text) = post_raw(&app, soap::PATH, &bare, b"<x/>".to_vec()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(text.contains("Bearer"), "{text}");
+    // A body over the limit: 413, as a SOAP 1.2 fault for a SOAP 1.2 client.
+    let soap12 = [("content-type", "application/soap+xml"), ("authorization", "Bearer svc-token-0123456789")];
+    let (status, content_type, text) = post_raw(&app, soap::PATH, &soap12, vec![b' '; MAX_BODY_BYTES + 1]).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(content_type.starts_with("application/soap+xml"), "{content_type}");
+    assert!(text.contains("<env:Value>env:Sender</env:Value>") && text.contains("body_too_large"), "{text}");
+    // The JSON API keeps its JSON errors.
+    let (status, error) = call(&app, "GET", "/v1/registrations", None).await;
+    assert_eq!((status, error["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")));
 }

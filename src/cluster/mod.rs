@@ -122,6 +122,19 @@ pub struct PeerStatus {
     pub applied_index: u64,
 }
 
+/// A status request: the answering node must sign `challenge` (see [`crate::peer_auth`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusRequest {
+    pub challenge: crate::peer_auth::Challenge,
+}
+
+/// A status answer, with the proof that the node holds the cluster secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusAnswer {
+    pub status: PeerStatus,
+    pub proof: [u8; 32],
+}
+
 /// A node that the membership does not admit (a fresh or wiped data directory) asks the leader
 /// to admit it; `node` carries its address and incarnation.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -309,6 +322,11 @@ impl Cluster {
 
     pub fn node_id(&self) -> NodeId {
         self.inner.config.node_id
+    }
+
+    /// The key peer requests are signed with (it also recognises the cluster secret).
+    pub fn peer_key(&self) -> &crate::peer_auth::PeerKey {
+        self.inner.peers.key()
     }
 
     pub fn raft(&self) -> &Raft {
@@ -628,6 +646,34 @@ impl Cluster {
 
     // === status ===
 
+    /// Answers a status request, signing its challenge.
+    pub fn answer_status(&self, request: &StatusRequest) -> StatusAnswer {
+        let status = self.peer_status();
+        let proof = self.inner.peers.key().prove(&request.challenge, status.node_id, status.incarnation);
+        StatusAnswer { status, proof }
+    }
+
+    /// The status of the node at `addr`, accepted only when the node proves it holds the
+    /// cluster secret: nothing else is ever sent to an address that has not.
+    async fn ask_status(&self, addr: &str) -> Result<PeerStatus, crate::raft::PeerError> {
+        let request = StatusRequest { challenge: crate::peer_auth::challenge() };
+        let answer: StatusAnswer =
+            self.inner.peers.call(addr, "/cluster/status", &request, STATUS_TIMEOUT).await.map_err(
+                |err| match err {
+                    // An answer that is not a status (or a refusal) proves nothing either.
+                    crate::raft::PeerError::Decode { .. } | crate::raft::PeerError::Status { .. } => {
+                        crate::raft::PeerError::Unproven { addr: addr.to_owned() }
+                    }
+                    other => other,
+                },
+            )?;
+        let key = self.inner.peers.key();
+        if !key.check_proof(&request.challenge, answer.status.node_id, answer.status.incarnation, &answer.proof) {
+            return Err(crate::raft::PeerError::Unproven { addr: addr.to_owned() });
+        }
+        Ok(answer.status)
+    }
+
     pub fn peer_status(&self) -> PeerStatus {
         let metrics = self.metrics();
         let leader = metrics
@@ -750,7 +796,7 @@ impl Cluster {
             let index = if leader == self.node_id() {
                 self.metrics().last_log_index
             } else {
-                match self.inner.peers.call::<_, PeerStatus>(&node.addr, "/cluster/status", &(), STATUS_TIMEOUT).await {
+                match self.ask_status(&node.addr).await {
                     Ok(status) => status.last_log_index,
                     Err(_) => continue,
                 }
@@ -866,9 +912,7 @@ impl Cluster {
             if *id == config.node_id {
                 continue;
             }
-            if let Ok(status) =
-                self.inner.peers.call::<_, PeerStatus>(&node.addr, "/cluster/status", &(), STATUS_TIMEOUT).await
-            {
+            if let Ok(status) = self.ask_status(&node.addr).await {
                 if status.node_id == *id {
                     answers.push(status);
                 } else {
@@ -1002,10 +1046,12 @@ impl Cluster {
                 // The membership records the incarnation of the node's data directory: ask the
                 // node itself (it may still be starting), which also proves that the address
                 // speaks for that node id.
-                let status = self
-                    .status_of(&node.addr)
-                    .await
-                    .map_err(|err| ClusterError::Unavailable(format!("node {node_id} cannot be reached: {err}")))?;
+                let status = self.status_of(&node.addr).await.map_err(|err| match err {
+                    crate::raft::PeerError::Unreachable { .. } | crate::raft::PeerError::NoAnswer { .. } => {
+                        ClusterError::Unavailable(format!("node {node_id} cannot be reached: {err}"))
+                    }
+                    refused => ClusterError::Membership(format!("node {node_id} refused: {refused}")),
+                })?;
                 if status.node_id != node_id {
                     return Err(ClusterError::Membership(format!(
                         "the node at {} is node {}, not node {node_id}",
@@ -1044,7 +1090,7 @@ impl Cluster {
     async fn status_of(&self, addr: &str) -> Result<PeerStatus, crate::raft::PeerError> {
         let deadline = Instant::now() + self.inner.config.request_timeout;
         loop {
-            match self.inner.peers.call(addr, "/cluster/status", &(), STATUS_TIMEOUT).await {
+            match self.ask_status(addr).await {
                 Err(err) if err.not_sent() && Instant::now() + Duration::from_millis(100) < deadline => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }

@@ -92,10 +92,23 @@ impl ProxyError {
         }
     }
 
-    /// The response for a request of the given SOAP version (or none).
-    pub fn into_response(self, soap: Option<SoapVersion>) -> Response<ProxyBody> {
+    /// The message without the endpoints' addresses, for callers that may not see them.
+    fn public_message(&self) -> String {
+        match self {
+            Self::Unreachable { key, attempts, .. } => {
+                format!("no endpoint of contract {key} could be reached ({attempts} tried)")
+            }
+            Self::EndpointFailed { .. } => "the endpoint failed before it answered".to_owned(),
+            Self::Timeout { .. } => "the endpoint did not answer in time".to_owned(),
+            other => other.to_string(),
+        }
+    }
+
+    /// The response for a request of the given SOAP version (or none). Unless `disclose`, the
+    /// message names no endpoint address (see `DataPlane::discloses_internals`).
+    pub fn into_response(self, soap: Option<SoapVersion>, disclose: bool) -> Response<ProxyBody> {
         let (status, code) = self.status_and_code();
-        let message = self.to_string();
+        let message = if disclose { self.to_string() } else { self.public_message() };
         let (content_type, body) = match soap {
             None => ("application/json", serde_json::json!({ "code": code, "message": message }).to_string()),
             Some(version) => crate::soap::fault(version, status.is_client_error(), code, &message),
@@ -116,7 +129,7 @@ mod tests {
     use super::*;
 
     async fn render(error: ProxyError, soap: Option<SoapVersion>) -> (StatusCode, String, String) {
-        let response = error.into_response(soap);
+        let response = error.into_response(soap, true);
         let status = response.status();
         let content_type = response.headers()[CONTENT_TYPE].to_str().unwrap().to_owned();
         assert!(response.headers().contains_key(ERROR_HEADER));
@@ -151,5 +164,30 @@ mod tests {
         assert!(content_type.starts_with("application/soap+xml"));
         assert!(body.contains("<env:Value>env:Receiver</env:Value>"));
         assert!(body.contains("&lt;x&gt;&amp;"), "the message is escaped: {body}");
+    }
+
+    #[tokio::test]
+    async fn addresses_are_shown_only_when_disclosed() {
+        let errors = || {
+            [
+                ProxyError::Unreachable {
+                    key: ContractKey::from_text("urn:a/B"),
+                    attempts: 2,
+                    last_error: "http://10.1.2.3:9000/ refused".into(),
+                },
+                ProxyError::EndpointFailed { address: "http://10.1.2.3:9000/".into(), reason: "reset".into() },
+                ProxyError::Timeout { address: "http://10.1.2.3:9000/".into() },
+            ]
+        };
+        for error in errors() {
+            let response = error.into_response(None, false);
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert!(!String::from_utf8_lossy(&body).contains("10.1.2.3"), "{body:?}");
+        }
+        for error in errors() {
+            let response = error.into_response(None, true);
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert!(String::from_utf8_lossy(&body).contains("10.1.2.3"), "{body:?}");
+        }
     }
 }

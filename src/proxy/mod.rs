@@ -189,6 +189,8 @@ impl Body for ProxyBody {
 /// What a routing decision was, for `X-Switchboard-Explain`.
 #[derive(Debug)]
 struct Explain {
+    /// The caller may see the endpoints' addresses.
+    disclose: bool,
     key: ContractKey,
     source: Source,
     policy: Policy,
@@ -232,6 +234,7 @@ impl DataPlane {
     /// Routes one request; never fails (errors become responses).
     pub async fn handle(&self, request: Request<Incoming>, client: Peer) -> Response<ProxyBody> {
         let soap = contract::soap_version(request.headers());
+        let disclose = self.discloses_internals(request.headers());
         match self.route(request, client).await {
             Ok(response) => {
                 METRICS.routed.inc();
@@ -243,9 +246,20 @@ impl DataPlane {
                 if let Some(limit) = err.limit() {
                     METRICS.limit_hit(limit);
                 }
-                err.into_response(soap)
+                err.into_response(soap, disclose)
             }
         }
+    }
+
+    /// Whether the caller may see endpoint addresses (in `X-Switchboard-Explain` and in error
+    /// messages): anyone in dev mode; otherwise only a caller whose `X-Switchboard-Token` has the
+    /// `read` scope. The addresses are the services' internal ones.
+    fn discloses_internals(&self, headers: &http::HeaderMap) -> bool {
+        if self.tokens.is_dev_mode() {
+            return true;
+        }
+        let presented = headers.get(TOKEN_HEADER).map(HeaderValue::as_bytes);
+        presented.is_some() && self.tokens.authenticate_token(presented).is_ok_and(|caller| caller.can_read())
     }
 
     async fn route(&self, request: Request<Incoming>, remote: Peer) -> Result<Response<ProxyBody>, ProxyError> {
@@ -257,6 +271,7 @@ impl DataPlane {
             return Err(ProxyError::Loop);
         }
         let explain = parts.headers.get(EXPLAIN_HEADER).is_some_and(|v| v.as_bytes() != b"0");
+        let disclose = explain && self.discloses_internals(&parts.headers);
         let broadcast =
             parts.headers.get(DELIVERY_HEADER).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"broadcast"));
         let (key, source, body) = resolve(&parts.headers, incoming).await?;
@@ -273,6 +288,7 @@ impl DataPlane {
             return broadcast::run(self, &parts, body, &key, &endpoints, &remote).await;
         }
         let mut explain = explain.then(|| Explain {
+            disclose,
             key: key.clone(),
             source,
             policy: policy.clone(),
@@ -420,7 +436,7 @@ impl DataPlane {
     /// token with a broadcast scope for the contract.
     fn authorize_broadcast(&self, headers: &http::HeaderMap, key: &ContractKey) -> Result<(), ProxyError> {
         let presented = headers.get(TOKEN_HEADER).map(HeaderValue::as_bytes);
-        let caller = self.tokens.authenticate(presented).map_err(|err| {
+        let caller = self.tokens.authenticate_token(presented).map_err(|err| {
             METRICS.auth_refused.inc();
             ProxyError::Unauthorized(err.to_string())
         })?;
@@ -542,9 +558,11 @@ fn add_explain(response: &mut Response<ProxyBody>, explain: &Explain) {
     let policy =
         serde_json::to_value(explain.policy.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
     set(EXPLAIN_POLICY, format!("{policy}{}", if explain.policy.idempotent { "; idempotent" } else { "" }));
-    set(EXPLAIN_CANDIDATES, explain.candidates.join(", "));
-    if let Some(chosen) = explain.attempts.last() {
-        set(EXPLAIN_ENDPOINT, chosen.clone());
+    if explain.disclose {
+        set(EXPLAIN_CANDIDATES, explain.candidates.join(", "));
+        if let Some(chosen) = explain.attempts.last() {
+            set(EXPLAIN_ENDPOINT, chosen.clone());
+        }
     }
     set(EXPLAIN_ATTEMPTS, explain.attempts.len().to_string());
 }

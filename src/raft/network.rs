@@ -1,7 +1,8 @@
 //! Outbound peer traffic: Raft RPCs and cluster calls to other nodes' peer endpoints.
 //!
-//! Bodies are postcard-encoded, authenticated with the cluster secret as a bearer token, and
-//! bounded by the deadline openraft gives each RPC. One HTTP client (one connection pool) is
+//! Bodies are postcard-encoded, signed with the key derived from the cluster secret (the secret
+//! itself is never sent, see [`crate::peer_auth`]), and bounded by the deadline openraft gives
+//! each RPC. One HTTP client (one connection pool) is
 //! shared by every peer connection of the node.
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use openraft::network::RaftNetwork;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::peer_auth::PeerKey;
 use crate::raft::ADDRESSEE_HEADER;
 use crate::raft::Addressee;
 use crate::raft::NodeId;
@@ -43,6 +45,9 @@ pub enum PeerError {
     Status { addr: String, status: reqwest::StatusCode },
     #[error("peer {addr} sent an unreadable answer: {source}")]
     Decode { addr: String, source: postcard::Error },
+    /// The answer does not prove that the peer holds the cluster secret.
+    #[error("the node at {addr} did not prove that it holds the cluster secret")]
+    Unproven { addr: String },
 }
 
 impl PeerError {
@@ -56,7 +61,7 @@ impl PeerError {
 #[derive(Debug, Clone)]
 pub struct PeerClient {
     http: reqwest::Client,
-    authorization: Arc<str>,
+    key: Arc<PeerKey>,
     /// `http` or, with peer mutual TLS, `https`.
     scheme: &'static str,
 }
@@ -73,7 +78,12 @@ impl PeerClient {
         }
         let http = builder.build().map_err(|e| format!("cannot build the peer client: {e}"))?;
         let scheme = if tls.is_some() { "https" } else { "http" };
-        Ok(Self { http, authorization: format!("Bearer {cluster_secret}").into(), scheme })
+        Ok(Self { http, key: Arc::new(PeerKey::new(cluster_secret)), scheme })
+    }
+
+    /// The key requests are signed with.
+    pub fn key(&self) -> &PeerKey {
+        &self.key
     }
 
     /// POSTs `request` to `http://{addr}{path}` and decodes the answer.
@@ -134,13 +144,14 @@ impl PeerClient {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<Resp, PeerError> {
+        let to = to.map(|to| to.to_string());
         let mut post = self
             .http
             .post(format!("{}://{addr}{path}", self.scheme))
-            .header(reqwest::header::AUTHORIZATION, &*self.authorization)
+            .header(reqwest::header::AUTHORIZATION, self.key.sign(path, to.as_deref(), &body))
             .header(reqwest::header::CONTENT_TYPE, PEER_CONTENT_TYPE);
         if let Some(to) = to {
-            post = post.header(ADDRESSEE_HEADER, to.to_string());
+            post = post.header(ADDRESSEE_HEADER, to);
         }
         let sent = post.timeout(timeout).body(body).send().await;
         let response = match sent {

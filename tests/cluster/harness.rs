@@ -293,6 +293,18 @@ impl TestCluster {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// A membership change as the operator makes it in dev mode: with the cluster secret.
+    pub async fn as_operator(&self, method: &str, via: u64, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self.http.request(method, format!("{}{path}", self.api(via))).bearer_auth(SECRET);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.timeout(Duration::from_secs(30)).send().await.expect("request sent");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     /// Registers every address for one contract and waits until all nodes can route to them.
     pub async fn register_all(&self, via: u64, namespace: &str, name: &str, addresses: &[String]) {
         for address in addresses {

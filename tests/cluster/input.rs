@@ -118,7 +118,7 @@ async fn malformed_input_is_refused_and_changes_nothing() {
     assert_eq!(response.status(), 405);
 
     let bad_node = json!({ "node_id": 9, "peer_addr": "no-port" });
-    let (status, error) = cluster.post_json(leader, "/v1/cluster/nodes", &bad_node).await;
+    let (status, error) = cluster.as_operator("POST", leader, "/v1/cluster/nodes", Some(&bad_node)).await;
     assert_eq!((status, error["code"].as_str()), (400, Some("invalid_peer_addr")));
 
     // Nothing changed, on any node.

@@ -37,24 +37,23 @@ async fn add_remove_and_add_back_a_wiped_node() {
     cluster.add_process(4, ports, vec![]);
     cluster.start_node(4);
     let body = json!({ "node_id": 4, "peer_addr": format!("127.0.0.1:{}", ports.peer) });
-    let (status, view) = cluster.post_json(follower, "/v1/cluster/nodes", &body).await;
+    let (status, view) = cluster.as_operator("POST", follower, "/v1/cluster/nodes", Some(&body)).await;
     assert_eq!(status, 200, "{view}");
     assert_eq!(member_ids(&view, "voter"), [1, 2, 3, 4]);
     cluster.wait_addresses(4, &expected).await;
     cluster.wait_stable().await;
 
     // Remove it, wipe it, start it again empty and add it back.
-    let response = cluster.http.delete(format!("{}/v1/cluster/nodes/4", cluster.api(leader))).send().await.unwrap();
-    assert_eq!(response.status(), 200);
-    let view: Value = response.json().await.unwrap();
+    let (status, view) = cluster.as_operator("DELETE", leader, "/v1/cluster/nodes/4", None).await;
+    assert_eq!(status, 200, "{view}");
     assert_eq!(member_ids(&view, "voter"), [1, 2, 3]);
-    let response = cluster.http.delete(format!("{}/v1/cluster/nodes/4", cluster.api(leader))).send().await.unwrap();
-    assert_eq!(response.status(), 404, "removing a non-member is refused");
+    let (status, _) = cluster.as_operator("DELETE", leader, "/v1/cluster/nodes/4", None).await;
+    assert_eq!(status, 404, "removing a non-member is refused");
 
     cluster.kill(4);
     cluster.wipe(4);
     cluster.start_node(4);
-    let (status, view) = cluster.post_json(follower, "/v1/cluster/nodes", &body).await;
+    let (status, view) = cluster.as_operator("POST", follower, "/v1/cluster/nodes", Some(&body)).await;
     assert_eq!(status, 200, "{view}");
     assert_eq!(member_ids(&view, "voter"), [1, 2, 3, 4]);
     cluster.wait_addresses(4, &expected).await;

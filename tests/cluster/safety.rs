@@ -16,6 +16,7 @@ use serde_json::json;
 use crate::failover::writer;
 use crate::harness::Options;
 use crate::harness::Ports;
+use crate::harness::SECRET;
 use crate::harness::TestCluster;
 use crate::harness::eventually;
 
@@ -248,7 +249,13 @@ async fn the_leader_paused_during_a_membership_change_loses_nothing() {
         let (http, url, body) =
             (cluster.http.clone(), format!("{}/v1/cluster/nodes", cluster.api(follower)), body.clone());
         tokio::spawn(async move {
-            http.post(url).json(&body).timeout(Duration::from_secs(30)).send().await.map(|r| r.status())
+            http.post(url)
+                .bearer_auth(SECRET)
+                .json(&body)
+                .timeout(Duration::from_secs(30))
+                .send()
+                .await
+                .map(|r| r.status())
         })
     };
     let role = eventually("node 4 to join the membership", Duration::from_secs(30), || async {
@@ -269,7 +276,7 @@ async fn the_leader_paused_during_a_membership_change_loses_nothing() {
     eprintln!("the add request answered {:?}", add.await.unwrap());
     // The operator's retry of the change completes it.
     eventually("node 4 a voter", Duration::from_secs(60), || async {
-        let (status, view) = cluster.post_json(follower, "/v1/cluster/nodes", &body).await;
+        let (status, view) = cluster.as_operator("POST", follower, "/v1/cluster/nodes", Some(&body)).await;
         (status == 200 && voters(&view) == [1, 2, 3, 4]).then_some(())
     })
     .await;

@@ -98,9 +98,17 @@ async fn tokens_scopes_quotas_and_the_audit_trail() {
     for (method, path, body) in &guarded {
         for token in [None, Some("not-a-valid-token-at-all")] {
             let (status, error) = call(method, &format!("{api}{path}"), token, body.clone()).await;
-            assert_eq!((status, error["code"].as_str()), (401, Some("unauthorized")), "{method} {path} with {token:?}");
+            // The SOAP endpoint refuses with a SOAP fault (not JSON).
+            let code = if path.contains("/soap/") { None } else { Some("unauthorized") };
+            assert_eq!((status, error["code"].as_str()), (401, code), "{method} {path} with {token:?}");
         }
     }
+    // The token must come as `Bearer <token>`: a bare token is refused, however valid.
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let bare = http.get(format!("{api}/v1/cluster")).header("authorization", OPS).send().await.unwrap();
+    assert_eq!(bare.status(), 401);
+    let error: Value = bare.json().await.unwrap();
+    assert!(error["message"].as_str().unwrap().contains("Bearer <token>"), "{error}");
     for path in ["/health/live", "/health/ready", "/metrics"] {
         let response = reqwest::get(format!("{api}{path}")).await.unwrap();
         assert_eq!(response.status(), 200, "{path} stays open for health checks and scrapes");
@@ -606,4 +614,112 @@ async fn every_limit_refuses_clearly() {
             .unwrap();
         assert!(!line.ends_with(" 0"), "{line}");
     }
+}
+
+/// A listener that records every byte it receives and answers each request with `200` and a
+/// body that is not a status: what a foreign host named in a membership change could do.
+async fn recording_listener() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    use tokio::io::AsyncReadExt;
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut buffer = vec![0u8; 64 * 1024];
+                while let Ok(n @ 1..) = stream.read(&mut buffer).await {
+                    record.lock().unwrap().extend_from_slice(&buffer[..n]);
+                    let answer = "HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nfake";
+                    if stream.write_all(answer.as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dev_mode_membership_change_never_hands_out_the_secret() {
+    let cluster = TestCluster::start(3);
+    let leader = cluster.wait_stable().await;
+    let (port, seen) = recording_listener().await;
+    let foreign = json!({ "node_id": 9, "peer_addr": format!("127.0.0.1:{port}") });
+
+    // Without tokens anyone may register, but a membership change needs the cluster secret.
+    let (status, error) = cluster.post_json(leader, "/v1/cluster/nodes", &foreign).await;
+    assert_eq!((status, error["code"].as_str()), (401, Some("unauthorized")), "{error}");
+    assert!(error["message"].as_str().unwrap().contains("cluster secret"), "{error}");
+    let response = cluster.http.delete(format!("{}/v1/cluster/nodes/{leader}", cluster.api(leader))).send().await;
+    assert_eq!(response.unwrap().status(), 401);
+    assert!(seen.lock().unwrap().is_empty(), "nothing was sent to the foreign address");
+
+    // With the secret, the leader asks the address to prove it holds the secret too; the foreign
+    // host cannot, so the change is refused, and what it received carries no secret.
+    let (status, error) = cluster.as_operator("POST", leader, "/v1/cluster/nodes", Some(&foreign)).await;
+    assert_eq!((status, error["code"].as_str()), (409, Some("membership_change_refused")), "{error}");
+    assert!(error["message"].as_str().unwrap().contains("did not prove"), "{error}");
+    let received = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+    assert!(received.contains("POST /cluster/status"), "{received}");
+    assert!(!received.contains(crate::harness::SECRET), "the secret was sent: {received}");
+    assert!(!received.contains("/raft/"), "no Raft traffic to an unproven address: {received}");
+    for node in cluster.running() {
+        let view = cluster.cluster_view(node).await.unwrap();
+        let ids: Vec<u64> = view["members"].as_array().unwrap().iter().filter_map(|m| m["id"].as_u64()).collect();
+        assert_eq!(ids, [1, 2, 3], "node {node}: the membership is unchanged");
+    }
+
+    // The peer endpoint no longer takes the secret itself as a credential, only signatures.
+    let status_url = format!("{}/cluster/status", cluster.peer(leader));
+    let response = cluster.http.post(&status_url).bearer_auth(crate::harness::SECRET).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn endpoint_addresses_are_shown_only_to_callers_with_read() {
+    let cluster = TestCluster::start_with(1, with_tokens(Options::default()));
+    let node = cluster.wait_stable().await;
+    let backend = Backend::start("calc").await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let down = format!("http://127.0.0.1:{closed}/");
+    cluster.register_all(node, "urn:shop", "ICalc", &[backend.url()]).await;
+    cluster.register_all(node, "urn:shop", "IDown", std::slice::from_ref(&down)).await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let send = |contract: &'static str, token: Option<&'static str>| {
+        let mut request = http
+            .post(format!("{}/x", cluster.data(node)))
+            .header("x-switchboard-contract", contract)
+            .header("x-switchboard-explain", "1");
+        if let Some(token) = token {
+            request = request.header("x-switchboard-token", token);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let (status, headers) = (response.status().as_u16(), response.headers().clone());
+            (status, headers, response.text().await.unwrap())
+        }
+    };
+    // Anonymous (or with a token that is not valid): the routing decision, but no address.
+    for token in [None, Some("not-a-valid-token-at-all")] {
+        let (status, headers, _) = send("urn:shop/ICalc", token).await;
+        assert_eq!(status, 200);
+        assert_eq!(headers["x-switchboard-contract"], "urn:shop/ICalc");
+        assert!(
+            !headers.contains_key("x-switchboard-candidates") && !headers.contains_key("x-switchboard-endpoint"),
+            "{token:?}: {headers:?}"
+        );
+        let (status, _, body) = send("urn:shop/IDown", token).await;
+        assert_eq!(status, 503);
+        assert!(!body.contains(&down) && !body.contains("last error"), "{body}");
+    }
+    // A token with read sees them.
+    let (_, headers, _) = send("urn:shop/ICalc", Some(READER)).await;
+    assert_eq!(headers["x-switchboard-endpoint"].to_str().unwrap(), backend.url());
+    let (status, _, body) = send("urn:shop/IDown", Some(READER)).await;
+    assert_eq!(status, 503);
+    assert!(body.contains("last error: Connection refused"), "{body}");
 }
