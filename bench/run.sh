@@ -62,11 +62,16 @@ ensure_packages() {
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 }
 
-# Finds oha (PATH, then bench/.tools), else builds it there. If that fails, B2 falls back to
+# Finds oha (PATH, then bench/.tools), else builds it there (in a full run only: the build takes
+# minutes, and quick mode only checks that every benchmark still runs). Without it B2 uses
 # benchkit's open-loop probe (examples/benchkit.rs), and the report says so.
 ensure_oha() {
     BENCH_OHA=$(command -v oha || true)
     [[ -n "$BENCH_OHA" ]] && return 0
+    if is_quick && [[ ! -x bench/.tools/bin/oha ]]; then
+        log "quick mode: oha is not built; B2 uses benchkit openloop"
+        return 0
+    fi
     if [[ ! -x bench/.tools/bin/oha ]]; then
         log "building oha into bench/.tools (once; takes a few minutes)"
         cargo install oha --locked --root bench/.tools >&2 || log "oha did not build; B2 uses benchkit openloop"
@@ -77,14 +82,18 @@ ensure_oha() {
 
 # Builds the router and the load generators, and copies them into the run directory so that a
 # rebuild during the run changes nothing.
+# The binary is built exactly as the router image's (statically linked, scripts/images.sh), so
+# the figures are those of the shipped binary and a run after the failover suite reuses its build.
 build() {
-    local target_dir
-    log "building switchboard and the load generators (release)"
-    cargo build --release --locked --bin switchboard --example regload --example benchkit >&2
+    local target_dir triple release
+    log "building switchboard and the load generators (release, statically linked)"
+    triple=$(rustc -vV | sed -n 's/^host: //p')
+    RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
+        cargo build --release --locked --target "$triple" --bin switchboard --example regload --example benchkit >&2
     target_dir=$(cargo metadata --format-version 1 --no-deps | json_get - 'j["target_directory"]')
+    release="$target_dir/$triple/release"
     mkdir -p "$BENCH_RUN/bin"
-    cp "$target_dir/release/switchboard" "$target_dir/release/examples/regload" \
-        "$target_dir/release/examples/benchkit" "$BENCH_RUN/bin/"
+    cp "$release/switchboard" "$release/examples/regload" "$release/examples/benchkit" "$BENCH_RUN/bin/"
     BENCH_BIN="$BENCH_RUN/bin/switchboard"
     BENCH_REGLOAD="$BENCH_RUN/bin/regload"
     BENCH_KIT="$BENCH_RUN/bin/benchkit"

@@ -66,7 +66,9 @@ load_security() {
     local peer=${SWITCHBOARD_NET_PEER:-172.29.11}
     local dir="$REPO/target/docker/secrets-$peer"
     mkdir -p "$dir"
-    if [ ! -s "$dir/certs/node3.pem" ]; then
+    # (Re)made when missing, or when made before certificates named their node.
+    if [ ! -s "$dir/certs/node3.pem" ] || ! openssl x509 -in "$dir/certs/node3.pem" -noout -text 2>/dev/null |
+        grep -q 'DNS:node-3.switchboard'; then
         rm -rf "$dir/certs"
         bash "$REPO/scripts/gen-certs.sh" "$dir/certs" node1="$peer.11" node2="$peer.12" node3="$peer.13" >/dev/null
         # The CA key stays outside what the containers see.

@@ -5,7 +5,9 @@
 #   scripts/gen-certs.sh <out-dir> <node-name>[=<ip>[,<ip>...]]...
 #
 # Each node certificate carries its name, localhost, 127.0.0.1 and the listed IPs as subject
-# alternative names, and is valid for both server and client authentication. A CA already in
+# alternative names, and is valid for both server and client authentication. A name node<N> also
+# gets node-<N>.switchboard, the name by which a peer certificate says it belongs to node N
+# (Switchboard refuses a peer request whose certificate does not name its sender). A CA already in
 # <out-dir> is reused. Keys are ECDSA P-256. These are test
 # credentials: keep real ones in a secret store and rotate them.
 set -euo pipefail
@@ -33,6 +35,8 @@ for spec in "$@"; do
   if [ "$spec" != "$name" ]; then
     for ip in $(echo "${spec#*=}" | tr ',' ' '); do ips="$ips,IP:$ip"; done
   fi
+  node_dns=""
+  if [[ "$name" =~ ^node([0-9]+)$ ]]; then node_dns=",DNS:node-${BASH_REMATCH[1]}.switchboard"; fi
   openssl ecparam -name prime256v1 -genkey -noout -out "$name.key.ec" 2>/dev/null
   # PKCS#8, which every TLS stack reads.
   openssl pkcs8 -topk8 -nocrypt -in "$name.key.ec" -out "$name.key"
@@ -42,7 +46,7 @@ for spec in "$@"; do
 basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth,clientAuth
-subjectAltName=DNS:$name,DNS:localhost,IP:127.0.0.1$ips
+subjectAltName=DNS:$name$node_dns,DNS:localhost,IP:127.0.0.1$ips
 EXT
   openssl x509 -req -in "$name.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 825 -sha256 \
     -extfile "$name.ext" -out "$name.pem" 2>/dev/null

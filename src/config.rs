@@ -230,6 +230,8 @@ pub enum ConfigError {
     Tokens(String),
     #[error("address policy: {0}")]
     AddressPolicy(String),
+    #[error("--peer-tls-cert: {0}")]
+    PeerTls(String),
 }
 
 /// Validated configuration of one node.
@@ -266,6 +268,13 @@ impl TryFrom<ServeArgs> for NodeConfig {
 
     fn try_from(args: ServeArgs) -> Result<Self, ConfigError> {
         let initial_voters = parse_peers(&args.peers)?;
+        let peer_tls = match (args.peer_tls_cert, args.peer_tls_key, args.peer_tls_ca) {
+            (Some(cert), Some(key), Some(ca)) => Some(PeerTls { identity: Identity { cert, key }, ca }),
+            _ => None,
+        };
+        if let Some(tls) = &peer_tls {
+            crate::tls::check_peer_identity(tls, args.node_id).map_err(ConfigError::PeerTls)?;
+        }
         let cluster_secret = match (args.cluster_secret, &args.cluster_secret_file) {
             (Some(secret), _) => secret,
             (None, Some(path)) => std::fs::read_to_string(path)
@@ -369,10 +378,7 @@ impl TryFrom<ServeArgs> for NodeConfig {
             tokens: Arc::new(tokens),
             address_policy: Arc::new(address_policy),
             tls: args.tls_cert.zip(args.tls_key).map(|(cert, key)| Identity { cert, key }),
-            peer_tls: match (args.peer_tls_cert, args.peer_tls_key, args.peer_tls_ca) {
-                (Some(cert), Some(key), Some(ca)) => Some(PeerTls { identity: Identity { cert, key }, ca }),
-                _ => None,
-            },
+            peer_tls,
             cache_bytes: args.cache_mb.max(1) * 1024 * 1024,
             log_format: args.log_format,
             limits: RegistryLimits { max_registrations: args.max_registrations, max_bytes: args.max_registry_mb << 20 },

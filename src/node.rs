@@ -50,7 +50,8 @@ pub async fn open(config: &NodeConfig) -> anyhow::Result<Cluster> {
         dir = %config.data_dir.display(),
         "data directory opened"
     );
-    let peers = PeerClient::new(&config.cluster_secret, config.peer_tls.as_ref()).map_err(anyhow::Error::msg)?;
+    let peers = PeerClient::new(config.node_id, &config.cluster_secret, config.peer_tls.as_ref())
+        .map_err(anyhow::Error::msg)?;
     // Elections start disabled: `Cluster::gate_elections` enables them once the membership admits
     // this incarnation.
     let raft_config = config.raft.to_config("switchboard")?;

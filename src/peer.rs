@@ -6,6 +6,7 @@
 //! read, one whose signature does not match its body after. Bodies are postcard-encoded and
 //! bounded by [`MAX_BODY_BYTES`].
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::FromRequest;
@@ -31,7 +32,10 @@ use crate::cluster::StatusRequest;
 use crate::peer_auth::PeerKey;
 use crate::raft::ADDRESSEE_HEADER;
 use crate::raft::Addressee;
+use crate::raft::NodeId;
+use crate::raft::SENDER_HEADER;
 use crate::raft::typ;
+use crate::serve::ClientCertificate;
 
 /// Largest accepted peer request body: one snapshot chunk plus framing.
 pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
@@ -89,24 +93,30 @@ pub fn router(state: PeerState) -> Router {
         .with_state(state)
 }
 
+/// The node a peer request comes from: its signed `x-switchboard-from`, and, with mutual TLS,
+/// the node its certificate names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sender(pub NodeId);
+
 async fn authenticate(State(state): State<PeerState>, request: Request, next: Next) -> Response {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let presented = parts.headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes).unwrap_or_default();
-    let verified = if PeerKey::claims_scheme(presented) {
-        match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+    let from = parts.headers.get(SENDER_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<NodeId>().ok());
+    let verified = match from {
+        Some(from) if PeerKey::claims_scheme(presented) => match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
             Ok(bytes) => {
                 let addressee = parts.headers.get(ADDRESSEE_HEADER).map(HeaderValue::as_bytes);
-                state.key.verify(presented, parts.uri.path(), addressee, &bytes).then_some(bytes)
+                let sender = from.to_string();
+                state.key.verify(presented, parts.uri.path(), sender.as_bytes(), addressee, &bytes).then_some(bytes)
             }
             Err(_) => {
                 let message = format!("a peer request body is at most {MAX_BODY_BYTES} bytes");
                 return refuse(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &message);
             }
-        }
-    } else {
-        None
+        },
+        _ => None,
     };
-    let Some(bytes) = verified else {
+    let (Some(bytes), Some(from)) = (verified, from) else {
         static REFUSED: crate::telemetry::RateLimit =
             crate::telemetry::RateLimit::new(std::time::Duration::from_secs(10));
         if let Some(held_back) = REFUSED.check() {
@@ -118,7 +128,29 @@ async fn authenticate(State(state): State<PeerState>, request: Request, next: Ne
             "the peer endpoint requires a request signed with the cluster secret",
         );
     };
+    if let Some(certificate) = parts.extensions.get::<ClientCertificate>()
+        && !crate::tls::names_node(&certificate.0, from)
+    {
+        static REFUSED: crate::telemetry::RateLimit =
+            crate::telemetry::RateLimit::new(std::time::Duration::from_secs(10));
+        if let Some(held_back) = REFUSED.check() {
+            tracing::warn!(from, path = %parts.uri.path(), held_back, "peer request whose certificate does not name its sender refused");
+        }
+        let message = format!("the client certificate does not name node {from} (DNS:{})", crate::tls::node_name(from));
+        return refuse(StatusCode::FORBIDDEN, "certificate_not_for_node", &message);
+    }
+    parts.extensions.insert(Sender(from));
     next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await
+}
+
+/// Refuses a request whose body speaks for another node than its sender.
+fn refusal_unless_sender(sender: Sender, claimed: Option<NodeId>, what: &str) -> Option<Response> {
+    if claimed == Some(sender.0) {
+        return None;
+    }
+    tracing::warn!(sender = sender.0, ?claimed, what, "peer request speaking for another node refused");
+    let message = format!("node {} may not send a {what} for node {claimed:?}", sender.0);
+    Some(refuse(StatusCode::FORBIDDEN, "sender_mismatch", &message))
 }
 
 /// Compares without an early exit, so timing does not reveal how much of a guess was right.
@@ -157,10 +189,13 @@ fn refusal_unless_addressee(cluster: &Cluster, headers: &HeaderMap) -> Option<Re
 
 async fn append(
     State(state): State<PeerState>,
+    Extension(sender): Extension<Sender>,
     headers: HeaderMap,
     Postcard(request): Postcard<typ::AppendEntriesRequest>,
 ) -> Response {
-    if let Some(refused) = refusal_unless_addressee(&state.cluster, &headers) {
+    if let Some(refused) = refusal_unless_addressee(&state.cluster, &headers)
+        .or_else(|| refusal_unless_sender(sender, Some(request.vote.leader_id().node_id), "append"))
+    {
         return refused;
     }
     Postcard(state.cluster.raft().append_entries(request).await).into_response()
@@ -168,10 +203,13 @@ async fn append(
 
 async fn vote(
     State(state): State<PeerState>,
+    Extension(sender): Extension<Sender>,
     headers: HeaderMap,
     Postcard(request): Postcard<typ::VoteRequest>,
 ) -> Response {
-    if let Some(refused) = refusal_unless_addressee(&state.cluster, &headers) {
+    if let Some(refused) = refusal_unless_addressee(&state.cluster, &headers)
+        .or_else(|| refusal_unless_sender(sender, request.vote.leader_id().voted_for(), "vote request"))
+    {
         return refused;
     }
     Postcard(state.cluster.raft().vote(request).await).into_response()
@@ -179,10 +217,13 @@ async fn vote(
 
 async fn snapshot(
     State(state): State<PeerState>,
+    Extension(sender): Extension<Sender>,
     headers: HeaderMap,
     Postcard(request): Postcard<typ::InstallSnapshotRequest>,
 ) -> Response {
-    if let Some(refused) = refusal_unless_addressee(&state.cluster, &headers) {
+    if let Some(refused) = refusal_unless_addressee(&state.cluster, &headers)
+        .or_else(|| refusal_unless_sender(sender, Some(request.vote.leader_id().node_id), "snapshot"))
+    {
         return refused;
     }
     Postcard(state.cluster.raft().install_snapshot(request).await).into_response()
@@ -192,7 +233,14 @@ async fn status(State(state): State<PeerState>, Postcard(request): Postcard<Stat
     Postcard(state.cluster.answer_status(&request)).into_response()
 }
 
-async fn write(State(state): State<PeerState>, Postcard(proposal): Postcard<Proposal>) -> Response {
+async fn write(
+    State(state): State<PeerState>,
+    Extension(sender): Extension<Sender>,
+    Postcard(proposal): Postcard<Proposal>,
+) -> Response {
+    if let Some(refused) = refusal_unless_sender(sender, Some(proposal.origin.node), "write") {
+        return refused;
+    }
     Postcard(state.cluster.propose_forwarded(proposal).await).into_response()
 }
 
@@ -200,7 +248,14 @@ async fn read_index(State(state): State<PeerState>) -> Response {
     Postcard(state.cluster.read_index_local().await).into_response()
 }
 
-async fn admit(State(state): State<PeerState>, Postcard(request): Postcard<AdmitRequest>) -> Response {
+async fn admit(
+    State(state): State<PeerState>,
+    Extension(sender): Extension<Sender>,
+    Postcard(request): Postcard<AdmitRequest>,
+) -> Response {
+    if let Some(refused) = refusal_unless_sender(sender, Some(request.node_id), "admission request") {
+        return refused;
+    }
     Postcard(state.cluster.admit_local(request).await).into_response()
 }
 
@@ -208,7 +263,14 @@ async fn membership(State(state): State<PeerState>, Postcard(request): Postcard<
     Postcard(state.cluster.change_local(request).await).into_response()
 }
 
-async fn renew(State(state): State<PeerState>, Postcard(gossip): Postcard<Gossip>) -> Response {
+async fn renew(
+    State(state): State<PeerState>,
+    Extension(sender): Extension<Sender>,
+    Postcard(gossip): Postcard<Gossip>,
+) -> Response {
+    if let Some(refused) = refusal_unless_sender(sender, Some(gossip.from), "gossip") {
+        return refused;
+    }
     state.cluster.renew_from_peer(&gossip);
     Postcard(()).into_response()
 }

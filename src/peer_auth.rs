@@ -1,8 +1,8 @@
 //! How nodes prove to each other that they hold the cluster secret without ever sending it.
 //!
 //! Every peer request carries `Authorization: Switchboard-HMAC <hex>`, an HMAC-SHA256 under a key
-//! derived from the secret, over the path, the addressee (the node id and incarnation a Raft RPC
-//! is meant for) and the body. A node that answers the request learns nothing it could use to
+//! derived from the secret, over the path, the sender's node id, the addressee (the node id and
+//! incarnation a Raft RPC is meant for) and the body. A node that answers the request learns nothing it could use to
 //! sign another one: a request sent to a wrong or hostile address (an operator's typo, a
 //! membership change naming a foreign host) gives away neither the secret nor a credential.
 //!
@@ -64,17 +64,18 @@ impl PeerKey {
         mac
     }
 
-    /// The `Authorization` value for a request to `path`, meant for `addressee` (if only one
-    /// incarnation of one node may take it), carrying `body`.
-    pub fn sign(&self, path: &str, addressee: Option<&str>, body: &[u8]) -> String {
-        let tag = self.mac(&[b"request", path.as_bytes(), addressee.unwrap_or("").as_bytes(), body]);
-        format!("{SCHEME}{}", hex(&tag.finalize().into_bytes()))
+    /// The `Authorization` value for a request to `path` from node `from`, meant for `addressee`
+    /// (if only one incarnation of one node may take it), carrying `body`.
+    pub fn sign(&self, path: &str, from: &str, addressee: Option<&str>, body: &[u8]) -> String {
+        let parts = [b"request", path.as_bytes(), from.as_bytes(), addressee.unwrap_or("").as_bytes(), body];
+        format!("{SCHEME}{}", hex(&self.mac(&parts).finalize().into_bytes()))
     }
 
     /// Checks an `Authorization` value made by [`PeerKey::sign`] (in constant time).
-    pub fn verify(&self, authorization: &[u8], path: &str, addressee: Option<&[u8]>, body: &[u8]) -> bool {
+    pub fn verify(&self, authorization: &[u8], path: &str, from: &[u8], addressee: Option<&[u8]>, body: &[u8]) -> bool {
         let Some(tag) = authorization.strip_prefix(SCHEME.as_bytes()).and_then(unhex32) else { return false };
-        self.mac(&[b"request", path.as_bytes(), addressee.unwrap_or_default(), body]).verify_slice(&tag).is_ok()
+        let parts = [b"request", path.as_bytes(), from, addressee.unwrap_or_default(), body];
+        self.mac(&parts).verify_slice(&tag).is_ok()
     }
 
     /// True when the value at least claims the scheme (checked before a body is read).
@@ -129,26 +130,28 @@ mod tests {
     #[test]
     fn a_signature_holds_for_its_request_only() {
         let key = PeerKey::new("cluster-secret-0123456789");
-        let signed = key.sign("/raft/vote", Some("2.00ab"), b"body");
+        let signed = key.sign("/raft/vote", "1", Some("2.00ab"), b"body");
         assert!(!signed.contains("cluster-secret"), "the secret never appears");
         assert!(PeerKey::claims_scheme(signed.as_bytes()));
-        assert!(key.verify(signed.as_bytes(), "/raft/vote", Some(b"2.00ab"), b"body"));
-        assert!(!key.verify(signed.as_bytes(), "/raft/append", Some(b"2.00ab"), b"body"));
-        assert!(!key.verify(signed.as_bytes(), "/raft/vote", Some(b"3.00ab"), b"body"));
-        assert!(!key.verify(signed.as_bytes(), "/raft/vote", None, b"body"));
-        assert!(!key.verify(signed.as_bytes(), "/raft/vote", Some(b"2.00ab"), b"bodx"));
+        assert!(key.verify(signed.as_bytes(), "/raft/vote", b"1", Some(b"2.00ab"), b"body"));
+        assert!(!key.verify(signed.as_bytes(), "/raft/append", b"1", Some(b"2.00ab"), b"body"));
+        assert!(!key.verify(signed.as_bytes(), "/raft/vote", b"3", Some(b"2.00ab"), b"body"), "another sender");
+        assert!(!key.verify(signed.as_bytes(), "/raft/vote", b"1", Some(b"3.00ab"), b"body"));
+        assert!(!key.verify(signed.as_bytes(), "/raft/vote", b"1", None, b"body"));
+        assert!(!key.verify(signed.as_bytes(), "/raft/vote", b"1", Some(b"2.00ab"), b"bodx"));
         let other = PeerKey::new("another-secret-0123456789");
-        assert!(!other.verify(signed.as_bytes(), "/raft/vote", Some(b"2.00ab"), b"body"));
-        assert!(!key.verify(b"Bearer cluster-secret-0123456789", "/raft/vote", Some(b"2.00ab"), b"body"));
-        assert!(!key.verify(b"", "/raft/vote", None, b""));
+        assert!(!other.verify(signed.as_bytes(), "/raft/vote", b"1", Some(b"2.00ab"), b"body"));
+        assert!(!key.verify(b"Bearer cluster-secret-0123456789", "/raft/vote", b"1", Some(b"2.00ab"), b"body"));
+        assert!(!key.verify(b"", "/raft/vote", b"1", None, b""));
     }
 
     #[test]
     fn parts_cannot_be_shifted_between_fields() {
         let key = PeerKey::new("cluster-secret-0123456789");
-        let signed = key.sign("/a", Some("b"), b"c");
-        assert!(!key.verify(signed.as_bytes(), "/ab", None, b"c"));
-        assert!(!key.verify(signed.as_bytes(), "/a", Some(b""), b"bc"));
+        let signed = key.sign("/a", "1", Some("b"), b"c");
+        assert!(!key.verify(signed.as_bytes(), "/ab", b"1", None, b"c"));
+        assert!(!key.verify(signed.as_bytes(), "/a", b"1", Some(b""), b"bc"));
+        assert!(!key.verify(signed.as_bytes(), "/a", b"1b", None, b"c"));
     }
 
     #[test]

@@ -187,6 +187,31 @@ impl Peer {
     }
 }
 
+/// The certificate a mutual-TLS client presented (verified against the CA by the handshake), in
+/// the extensions of each of its requests.
+#[derive(Debug, Clone)]
+pub struct ClientCertificate(pub Arc<rustls_pki_types::CertificateDer<'static>>);
+
+/// Puts the connection's client certificate into every request.
+#[derive(Debug)]
+struct WithCertificate<S> {
+    inner: S,
+    certificate: Option<ClientCertificate>,
+}
+
+impl<S: Service<Request<Incoming>>> Service<Request<Incoming>> for WithCertificate<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        if let Some(certificate) = &self.certificate {
+            request.extensions_mut().insert(certificate.clone());
+        }
+        self.inner.call(request)
+    }
+}
+
 /// Serves connections until `stop`, building one service per connection.
 pub async fn serve<F, S, B>(listener: Listener, stop: CancellationToken, make_service: F)
 where
@@ -276,7 +301,12 @@ where
                 Ok(Ok(Conn::Plain(stream))) => {
                     watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await
                 }
-                Ok(Ok(Conn::Tls(stream))) => watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await,
+                Ok(Ok(Conn::Tls(stream))) => {
+                    let certificate = stream.get_ref().1.peer_certificates().and_then(|chain| chain.first());
+                    let certificate = certificate.map(|cert| ClientCertificate(Arc::new(cert.clone().into_owned())));
+                    let service = WithCertificate { inner: service, certificate };
+                    watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await
+                }
                 Ok(Err(err)) => {
                     static REFUSED: crate::telemetry::RateLimit =
                         crate::telemetry::RateLimit::new(Duration::from_secs(10));

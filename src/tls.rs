@@ -5,6 +5,11 @@
 //! then accepts only clients presenting a certificate signed by that CA, and a node calling its
 //! peers trusts only that CA and presents its own certificate. A plaintext peer, or one whose
 //! certificate comes from another CA, fails the handshake before any request is read.
+//!
+//! A peer certificate also names the node it belongs to, as the DNS name `node-<id>.switchboard`
+//! among its subject alternative names ([`node_name`]; `scripts/gen-certs.sh` adds it): a node
+//! refuses a peer request whose certificate does not name the node the request claims to come
+//! from, so a certificate issued to node 2 cannot speak as node 3.
 
 use std::path::Path;
 use std::path::PathBuf;
@@ -75,4 +80,30 @@ pub fn peer_client_config(tls: &PeerTls) -> Result<rustls::ClientConfig, String>
         .with_root_certificates(roots(&tls.ca)?)
         .with_client_auth_cert(certs(&tls.identity.cert)?, key(&tls.identity.key)?)
         .map_err(|e| e.to_string())
+}
+
+/// The DNS name a peer certificate carries for node `id`.
+pub fn node_name(id: u64) -> String {
+    format!("node-{id}.switchboard")
+}
+
+/// True when `certificate` names node `id` (see [`node_name`]).
+pub fn names_node(certificate: &CertificateDer<'_>, id: u64) -> bool {
+    let Ok(certificate) = webpki::EndEntityCert::try_from(certificate) else { return false };
+    let Ok(name) = rustls_pki_types::ServerName::try_from(node_name(id)) else { return false };
+    certificate.verify_is_valid_for_subject_name(&name).is_ok()
+}
+
+/// Checks at start that this node's own peer certificate names it, so that a wrong certificate
+/// is one clear line instead of every peer refusing the node.
+pub fn check_peer_identity(tls: &PeerTls, node_id: u64) -> Result<(), String> {
+    let chain = certs(&tls.identity.cert)?;
+    if names_node(&chain[0], node_id) {
+        return Ok(());
+    }
+    Err(format!(
+        "{}: the certificate does not name node {node_id} (a subject alternative name DNS:{} is needed; scripts/gen-certs.sh adds it)",
+        tls.identity.cert.display(),
+        node_name(node_id)
+    ))
 }

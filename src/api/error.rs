@@ -84,6 +84,7 @@ impl ApiError {
                 ClusterError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "node_unreachable"),
                 ClusterError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
                 ClusterError::RegistryFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "registry_full"),
+                ClusterError::InvalidAddress(_) => (StatusCode::BAD_REQUEST, "invalid_address"),
             },
         }
     }

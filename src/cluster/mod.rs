@@ -98,6 +98,10 @@ pub enum ClusterError {
     /// A bug or a broken invariant, not something the caller did.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The address of a registration is one the address policy refuses (checked again by the
+    /// leader, which knows its own listeners whatever the node that took the request knew).
+    #[error("{0}")]
+    InvalidAddress(String),
 }
 
 /// A write as forwarded to the leader: the leader stamps the time.
@@ -412,6 +416,14 @@ impl Cluster {
     /// Leader side of a write forwarded by a peer: checked as the API checks its own writes.
     pub async fn propose_forwarded(&self, proposal: Proposal) -> Result<Outcome, ClusterError> {
         proposal.command.check_forwarded().map_err(|err| ClusterError::InvalidRequest(err.to_string()))?;
+        // The node that took the request checked the address against what it knew; the leader
+        // checks again with its own listeners, which it always knows.
+        if let Command::Register(spec) = &proposal.command {
+            let refused = self.inner.config.policy.check_registration(&spec.address).await.err();
+            if let Some(refused) = refused {
+                return Err(ClusterError::InvalidAddress(format!("address refused: {refused}")));
+            }
+        }
         self.propose_local(proposal).await
     }
 
@@ -419,6 +431,12 @@ impl Cluster {
     pub async fn propose_local(&self, proposal: Proposal) -> Result<Outcome, ClusterError> {
         if let Command::Register(spec) = &proposal.command {
             self.check_room(spec)?;
+            self.inner
+                .config
+                .policy
+                .check_registration(&spec.address)
+                .await
+                .map_err(|refused| ClusterError::InvalidAddress(format!("address refused: {refused}")))?;
         }
         let written = self.inner.batcher.propose(proposal.origin, proposal.command);
         tokio::time::timeout(self.inner.config.request_timeout, written)

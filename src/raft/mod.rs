@@ -35,6 +35,7 @@ pub use self::network::PEER_CONTENT_TYPE;
 pub use self::network::PeerClient;
 pub use self::network::PeerError;
 pub use self::network::PeerNetwork;
+pub use self::network::SENDER_HEADER;
 pub use self::state_machine::Applied;
 pub use self::state_machine::AppliedView;
 pub use self::state_machine::StateMachine;

@@ -28,6 +28,9 @@ use crate::raft::TypeConfig;
 use crate::raft::typ;
 use crate::tls::PeerTls;
 
+/// The node id of the node that sends a peer request.
+pub const SENDER_HEADER: &str = "x-switchboard-from";
+
 /// Content type of every peer request and response body.
 pub const PEER_CONTENT_TYPE: &str = "application/x-switchboard-peer";
 
@@ -62,12 +65,14 @@ impl PeerError {
 pub struct PeerClient {
     http: reqwest::Client,
     key: Arc<PeerKey>,
+    /// This node's id, sent (and signed) with every request.
+    from: Arc<str>,
     /// `http` or, with peer mutual TLS, `https`.
     scheme: &'static str,
 }
 
 impl PeerClient {
-    pub fn new(cluster_secret: &str, tls: Option<&PeerTls>) -> Result<Self, String> {
+    pub fn new(node_id: NodeId, cluster_secret: &str, tls: Option<&PeerTls>) -> Result<Self, String> {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(500))
             .pool_idle_timeout(Duration::from_secs(30))
@@ -78,7 +83,7 @@ impl PeerClient {
         }
         let http = builder.build().map_err(|e| format!("cannot build the peer client: {e}"))?;
         let scheme = if tls.is_some() { "https" } else { "http" };
-        Ok(Self { http, key: Arc::new(PeerKey::new(cluster_secret)), scheme })
+        Ok(Self { http, key: Arc::new(PeerKey::new(cluster_secret)), from: node_id.to_string().into(), scheme })
     }
 
     /// The key requests are signed with.
@@ -148,7 +153,8 @@ impl PeerClient {
         let mut post = self
             .http
             .post(format!("{}://{addr}{path}", self.scheme))
-            .header(reqwest::header::AUTHORIZATION, self.key.sign(path, to.as_deref(), &body))
+            .header(reqwest::header::AUTHORIZATION, self.key.sign(path, &self.from, to.as_deref(), &body))
+            .header(SENDER_HEADER, &*self.from)
             .header(reqwest::header::CONTENT_TYPE, PEER_CONTENT_TYPE);
         if let Some(to) = to {
             post = post.header(ADDRESSEE_HEADER, to);

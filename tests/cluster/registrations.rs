@@ -101,7 +101,7 @@ async fn a_forwarded_write_sent_twice_is_applied_once() {
     let (address, namespace, name) = ("http://127.0.0.1:9011/once", "urn:once", "C");
     assert_eq!(cluster.register(leader, address, namespace, name).await.0, 201);
 
-    let peers = PeerClient::new(crate::harness::SECRET, None).unwrap();
+    let peers = PeerClient::new(99, crate::harness::SECRET, None).unwrap();
     let peer_addr = format!("127.0.0.1:{}", cluster.nodes[&leader].ports.peer);
     let id = RegistrationId::of(address, namespace, name);
     let unregister = Proposal {
@@ -149,7 +149,7 @@ async fn a_forwarded_write_is_checked_like_an_api_write() {
 
     let cluster = TestCluster::start(3);
     let leader = cluster.wait_stable().await;
-    let peers = PeerClient::new(crate::harness::SECRET, None).unwrap();
+    let peers = PeerClient::new(99, crate::harness::SECRET, None).unwrap();
     let peer_addr = format!("127.0.0.1:{}", cluster.nodes[&leader].ports.peer);
     let valid = RegistrationSpec::new(RegistrationRequest {
         address: "http://10.77.0.1/".into(),
@@ -186,6 +186,30 @@ async fn a_forwarded_write_is_checked_like_an_api_write() {
             .unwrap();
         assert!(matches!(answer, Err(ClusterError::InvalidRequest(_))), "{command:?} -> {answer:?}");
     }
+    // The leader checks the address again, against its own listeners, which the node that
+    // forwarded the write may not have known yet.
+    let api_port = cluster.nodes[&leader].ports.api;
+    let at_the_leader = RegistrationSpec::new(RegistrationRequest {
+        address: format!("http://localhost:{api_port}/"),
+        contract_name: "C".into(),
+        contract_namespace: "urn:checked".into(),
+        ttl_ms: None,
+        weight: None,
+        metadata: BTreeMap::new(),
+    })
+    .unwrap();
+    let proposal =
+        Proposal { command: Command::Register(at_the_leader), origin: Origin { node: 99, ..Origin::default() } };
+    let answer = peers
+        .call::<Proposal, Result<Outcome, ClusterError>>(
+            &peer_addr,
+            "/cluster/write",
+            &proposal,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(answer, Err(ClusterError::InvalidAddress(_))), "{answer:?}");
     assert_eq!(cluster.addresses(leader).await.unwrap(), Vec::<String>::new(), "nothing was applied");
     // The same path takes a valid write.
     let proposal = Proposal { command: Command::Register(valid), origin: Origin { node: 99, ..Origin::default() } };

@@ -256,7 +256,8 @@ struct Pki {
 }
 
 impl Pki {
-    /// A CA and, for each name, a certificate (server and client use) with SANs for 127.0.0.1.
+    /// A CA and, for each name, a certificate (server and client use) with SANs for 127.0.0.1,
+    /// and for a name `node<N>` the node name of node N (`node-<N>.switchboard`).
     fn generate(dir: &Path, ca_name: &str, nodes: &[&str]) -> Self {
         let dir = dir.join(ca_name);
         std::fs::create_dir_all(&dir).unwrap();
@@ -267,7 +268,11 @@ impl Pki {
         std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
         for node in nodes {
             let key = KeyPair::generate().unwrap();
-            let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+            let mut names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+            if let Some(id) = node.strip_prefix("node").and_then(|n| n.parse::<u64>().ok()) {
+                names.push(format!("node-{id}.switchboard"));
+            }
+            let mut params = CertificateParams::new(names).unwrap();
             params.distinguished_name.push(DnType::CommonName, *node);
             let cert = params.signed_by(&key, &ca).unwrap();
             std::fs::write(dir.join(format!("{node}.pem")), cert.pem()).unwrap();
@@ -284,17 +289,19 @@ impl Pki {
 #[tokio::test(flavor = "multi_thread")]
 async fn peers_need_a_certificate_from_the_cluster_ca() {
     let files = TestCluster::scratch();
-    let pki = Pki::generate(files.path(), "cluster-ca", &["node", "edge"]);
+    let pki = Pki::generate(files.path(), "cluster-ca", &["node1", "node2", "node3", "edge"]);
     let rogue = Pki::generate(files.path(), "rogue-ca", &["intruder"]);
-    let args = [
-        ("--peer-tls-cert", pki.path("node.pem")),
-        ("--peer-tls-key", pki.path("node.key")),
-        ("--peer-tls-ca", pki.path("ca.pem")),
-    ]
-    .into_iter()
-    .flat_map(|(flag, value)| [flag.to_owned(), value])
-    .collect();
-    let cluster = TestCluster::start_with(3, Options { args, ..Options::default() });
+    let node_args = (1..=3)
+        .map(|id| {
+            let args = [
+                ("--peer-tls-cert", pki.path(&format!("node{id}.pem"))),
+                ("--peer-tls-key", pki.path(&format!("node{id}.key"))),
+                ("--peer-tls-ca", pki.path("ca.pem")),
+            ];
+            (id, args.into_iter().flat_map(|(flag, value)| [flag.to_owned(), value]).collect())
+        })
+        .collect();
+    let cluster = TestCluster::start_with(3, Options { node_args, ..Options::default() });
     let leader = cluster.wait_stable().await;
     let follower = cluster.running().into_iter().find(|&id| id != leader).unwrap();
     // The cluster replicates and forwards over mutual TLS.
@@ -349,6 +356,58 @@ async fn peers_need_a_certificate_from_the_cluster_ca() {
     let response = member.post(format!("https://{peer}/cluster/status")).send().await.unwrap();
     assert_eq!(response.status(), 401, "a certificate alone is not enough: the secret is checked too");
     assert!(cluster.log(leader).contains("TLS handshake refused"));
+
+    // A certificate names its node: with node 2's certificate and the secret, a request cannot
+    // come from node 3, nor speak for node 3 in its body.
+    let node2 = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(root(&pki))
+        .identity(identity(&pki, "node2"))
+        .build()
+        .unwrap();
+    let key = switchboard::peer_auth::PeerKey::new(crate::harness::SECRET);
+    let signed = |from: u64, path: &str, body: Vec<u8>| {
+        node2
+            .post(format!("https://{peer}{path}"))
+            .header("authorization", key.sign(path, &from.to_string(), None, &body))
+            .header("x-switchboard-from", from.to_string())
+            .body(body)
+            .send()
+    };
+    let admit = |id: u64| {
+        let request = switchboard::cluster::AdmitRequest {
+            node_id: id,
+            node: switchboard::raft::PeerNode { addr: "127.0.0.1:1".into(), incarnation: Some(7) },
+        };
+        postcard::to_stdvec(&request).unwrap()
+    };
+    let response = signed(3, "/cluster/admit", admit(3)).await.unwrap();
+    assert_eq!(response.status(), 403);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["code"], "certificate_not_for_node", "{error}");
+    let response = signed(2, "/cluster/admit", admit(3)).await.unwrap();
+    assert_eq!(response.status(), 403);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["code"], "sender_mismatch", "{error}");
+    let status = postcard::to_stdvec(&switchboard::cluster::StatusRequest { challenge: [7; 16] }).unwrap();
+    assert_eq!(signed(2, "/cluster/status", status).await.unwrap().status(), 200, "node 2 speaking as itself");
+    for node in cluster.running() {
+        let view = cluster.cluster_view(node).await.unwrap();
+        assert_eq!(view["members"].as_array().unwrap().len(), 3, "nothing changed");
+    }
+
+    // A node whose own certificate does not name it does not start: one clear line.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["serve", "--node-id", "1", "--data-dir", &files.path().join("x").to_string_lossy()])
+        .args(["--peers", "1=127.0.0.1:1", "--cluster-secret", crate::harness::SECRET])
+        .args(["--peer-tls-cert", &pki.path("node2.pem"), "--peer-tls-key", &pki.path("node2.key")])
+        .args(["--peer-tls-ca", &pki.path("ca.pem")])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("does not name node 1") && stderr.contains("DNS:node-1.switchboard"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
