@@ -1,7 +1,10 @@
 //! Who may do what: bearer tokens with scopes for the control API and for broadcasts.
 //!
-//! Tokens come from a JSON file (`--tokens-file`) or the `SWITCHBOARD_TOKENS` environment
-//! variable, loaded once at start:
+//! Tokens come from two places. The bootstrap set is a JSON file (`--tokens-file`) or the
+//! `SWITCHBOARD_TOKENS` environment variable, loaded once at start; the rest are created and
+//! revoked at runtime through `/v1/tokens` by a token with `admin`, kept in the replicated state
+//! (digests only) and honoured by every node as soon as it applies the change. Revoking a name of
+//! the bootstrap set disables that token on every node too. The file:
 //!
 //! ```json
 //! {"tokens": [
@@ -21,9 +24,9 @@
 //! (`payments**` covers `payments-evil`); `*` alone matches everything.
 //!
 //! Only SHA-256 digests of tokens are kept in memory; a presented token is hashed and looked up,
-//! and the digests are compared in constant time. Tokens never appear in logs. Without any
-//! token configured the node runs in dev mode: every caller may do everything, and it says so
-//! loudly at start.
+//! and the digests are compared in constant time. Tokens never appear in logs. Without a
+//! bootstrap set the node runs in dev mode: every caller may do everything (runtime tokens
+//! included: there is nobody to create them for), and it says so loudly at start.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -35,6 +38,7 @@ use sha2::Sha256;
 
 use crate::peer::constant_time_eq;
 use crate::registry::Actor;
+use crate::registry::TokenEntry;
 use crate::registry::trim_namespace;
 
 /// Shortest accepted token, in bytes.
@@ -85,6 +89,28 @@ impl Pattern {
     }
 }
 
+impl std::fmt::Display for Pattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let suffix = match self.kind {
+            PatternKind::Exact => "",
+            PatternKind::Segments => "*",
+            PatternKind::Prefix => "**",
+        };
+        write!(f, "{}{suffix}", self.text)
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Read => f.write_str("read"),
+            Self::Admin => f.write_str("admin"),
+            Self::Register(pattern) => write!(f, "register:{pattern}"),
+            Self::Broadcast(pattern) => write!(f, "broadcast:{pattern}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
     Read,
@@ -94,7 +120,7 @@ pub enum Scope {
 }
 
 impl Scope {
-    fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, String> {
         match text.split_once(':') {
             None if text == "read" => Ok(Self::Read),
             None if text == "admin" => Ok(Self::Admin),
@@ -182,21 +208,56 @@ pub enum AuthError {
     SecretRequired,
 }
 
+/// Where the replicated token table is read from (the node's applied state).
+pub trait TokenSource: Send + Sync + std::fmt::Debug {
+    /// The table as last applied: cheap to clone, and `ptr_eq` to the previous one until changed.
+    fn token_table(&self) -> imbl::OrdMap<String, TokenEntry>;
+}
+
 /// The tokens a node accepts.
 #[derive(Debug, Default)]
 pub struct Tokens {
+    /// The bootstrap set (the tokens file).
     by_digest: HashMap<[u8; 32], Arc<Token>>,
+    replicated: std::sync::OnceLock<Arc<dyn TokenSource>>,
+    /// The replicated table as last seen, parsed.
+    cache: std::sync::RwLock<Arc<Replicated>>,
+}
+
+/// The replicated table, parsed for lookups.
+#[derive(Debug, Default)]
+struct Replicated {
+    table: imbl::OrdMap<String, TokenEntry>,
+    by_digest: HashMap<[u8; 32], Arc<Token>>,
+}
+
+impl Replicated {
+    fn of(table: imbl::OrdMap<String, TokenEntry>) -> Self {
+        let mut by_digest = HashMap::new();
+        for def in table.values().filter_map(TokenEntry::def) {
+            // The API checks scopes before they are replicated; one that does not parse (written
+            // by a newer build) grants nothing.
+            let scopes = def.scopes.iter().filter_map(|s| Scope::parse(s).ok()).collect();
+            let token = Token { name: def.name.clone(), scopes, max_registrations: def.max_registrations };
+            by_digest.insert(def.sha256, Arc::new(token));
+        }
+        Self { table, by_digest }
+    }
+
+    fn revoked(&self, name: &str) -> bool {
+        matches!(self.table.get(name), Some(TokenEntry::Revoked { .. }))
+    }
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TokensFile {
-    tokens: Vec<TokenEntry>,
+    tokens: Vec<FileEntry>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TokenEntry {
+struct FileEntry {
     name: String,
     #[serde(default)]
     token: Option<String>,
@@ -207,11 +268,13 @@ struct TokenEntry {
     max_registrations: Option<u32>,
 }
 
-fn digest(token: &[u8]) -> [u8; 32] {
+/// SHA-256 of a token.
+pub fn digest(token: &[u8]) -> [u8; 32] {
     Sha256::digest(token).into()
 }
 
-fn parse_hex32(text: &str) -> Option<[u8; 32]> {
+/// 64 hex digits as 32 bytes.
+pub fn parse_hex32(text: &str) -> Option<[u8; 32]> {
     if text.len() != 64 {
         return None;
     }
@@ -305,10 +368,45 @@ impl Tokens {
         }
         let token = token.ok_or(AuthError::Missing)?;
         let wanted = digest(token);
-        match self.by_digest.get_key_value(&wanted) {
+        let replicated = self.replicated();
+        let found = match self.by_digest.get_key_value(&wanted) {
+            Some((stored, entry)) if !replicated.revoked(&entry.name) => Some((stored, entry)),
+            Some(_) => None,
+            None => replicated.by_digest.get_key_value(&wanted),
+        };
+        match found {
             Some((stored, entry)) if constant_time_eq(stored, &wanted) => Ok(Caller::Token(entry.clone())),
             _ => Err(AuthError::Invalid),
         }
+    }
+
+    /// Reads runtime tokens from `source` from now on (set once, when the node has opened its
+    /// state).
+    pub fn attach(&self, source: Arc<dyn TokenSource>) {
+        let _ = self.replicated.set(source);
+    }
+
+    /// The replicated table, parsed again only when it changed.
+    fn replicated(&self) -> Arc<Replicated> {
+        let Some(source) = self.replicated.get() else { return Arc::default() };
+        let table = source.token_table();
+        let cached = self.cache.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if cached.table.ptr_eq(&table) || (cached.table.is_empty() && table.is_empty()) {
+            return cached;
+        }
+        let fresh = Arc::new(Replicated::of(table));
+        *self.cache.write().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
+        fresh
+    }
+
+    /// Names of the bootstrap set, with their scopes and quotas (never their digests).
+    pub fn bootstrap(&self) -> impl Iterator<Item = &Token> {
+        self.by_digest.values().map(|token| &**token)
+    }
+
+    /// Whether `name` belongs to the bootstrap set.
+    pub fn is_bootstrap_name(&self, name: &str) -> bool {
+        self.by_digest.values().any(|token| token.name == name)
     }
 }
 
@@ -350,6 +448,53 @@ mod tests {
         assert_eq!(tokens.authenticate(Some(b"ops-token-0123456789")).unwrap_err(), AuthError::NotBearer);
         assert_eq!(tokens.authenticate(Some(b"Basic ops-token-0123456789")).unwrap_err(), AuthError::NotBearer);
         assert!(tokens.authenticate(Some(b"bearer ops-token-0123456789")).is_ok());
+    }
+
+    /// A token table that a test changes at will.
+    #[derive(Debug, Default)]
+    struct Table(std::sync::Mutex<imbl::OrdMap<String, TokenEntry>>);
+
+    impl TokenSource for Table {
+        fn token_table(&self) -> imbl::OrdMap<String, TokenEntry> {
+            self.0.lock().unwrap().clone()
+        }
+    }
+
+    #[test]
+    fn runtime_tokens_count_as_soon_as_the_table_has_them_and_revocation_wins() {
+        let tokens = tokens();
+        let table = Arc::new(Table::default());
+        tokens.attach(table.clone());
+        let runtime = b"Bearer runtime-token-0123456789";
+        assert_eq!(tokens.authenticate(Some(runtime)).unwrap_err(), AuthError::Invalid);
+        let def = crate::registry::TokenDef {
+            name: "svc".into(),
+            sha256: digest(b"runtime-token-0123456789"),
+            scopes: vec!["register:urn:svc*".into(), "not-a-scope".into()],
+            max_registrations: Some(4),
+        };
+        let active = TokenEntry::Active { def, created_at_ms: 1, created_by: Some("ops".into()) };
+        table.0.lock().unwrap().insert("svc".into(), active);
+        let caller = tokens.authenticate(Some(runtime)).unwrap();
+        assert!(caller.can_register("urn:svc:eu") && !caller.can_read(), "the unreadable scope grants nothing");
+        assert_eq!(caller.actor(), Actor { name: Some("svc".into()), quota: Some(4) });
+        let revoked = TokenEntry::Revoked { revoked_at_ms: 2, revoked_by: None };
+        table.0.lock().unwrap().insert("svc".into(), revoked.clone());
+        assert_eq!(tokens.authenticate(Some(runtime)).unwrap_err(), AuthError::Invalid);
+        // Revoking a name of the file disables that token too.
+        assert!(tokens.authenticate(Some(b"Bearer ops-token-0123456789")).is_ok());
+        table.0.lock().unwrap().insert("ops".into(), revoked);
+        assert_eq!(tokens.authenticate(Some(b"Bearer ops-token-0123456789")).unwrap_err(), AuthError::Invalid);
+        assert!(tokens.authenticate(Some(b"Bearer orders-token-0123456789")).is_ok(), "the others stay");
+        assert_eq!(tokens.bootstrap().count(), 2);
+        assert!(tokens.is_bootstrap_name("ops") && !tokens.is_bootstrap_name("svc"));
+    }
+
+    #[test]
+    fn scopes_print_as_they_are_written() {
+        for text in ["read", "admin", "register:urn:shop*", "register:urn:a**", "broadcast:urn:a/B", "register:*"] {
+            assert_eq!(Scope::parse(text).unwrap().to_string(), text);
+        }
     }
 
     #[test]

@@ -129,6 +129,16 @@ impl AddressPolicy {
         if !self.allowed.is_empty() && !self.allowed.iter().any(|net| net.contains(&ip)) {
             return Err(Refused(format!("{ip} is outside the allowed networks")));
         }
+        self.check_listener(ip, port)
+    }
+
+    /// Only the cluster's listeners (this router's and the others'): what every node refuses
+    /// alike, whatever its own network lists say.
+    pub fn check_listener(&self, ip: IpAddr, port: u16) -> Result<(), Refused> {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
         if self.own.iter().any(|listener| reaches(listener, ip, port)) {
             return Err(Refused(format!("{ip}:{port} is one of this router's own listeners")));
         }
@@ -168,6 +178,28 @@ impl AddressPolicy {
     /// does not resolve (yet) is accepted: the connector checks it again every time.
     pub async fn check_registration(&self, address: &str) -> Result<(), Refused> {
         self.check_url(address)?;
+        self.check_resolved(address, Self::check_ip).await
+    }
+
+    /// Whether `address` reaches one of the cluster's listeners, its host name resolved (the
+    /// leader's second check of a forwarded registration: it always knows its own listeners).
+    pub async fn check_not_a_listener(&self, address: &str) -> Result<(), Refused> {
+        let url = url::Url::parse(address).map_err(|e| Refused(format!("not a URL: {e}")))?;
+        let port = url.port_or_known_default().unwrap_or(80);
+        match url.host() {
+            Some(url::Host::Ipv4(ip)) => self.check_listener(IpAddr::V4(ip), port),
+            Some(url::Host::Ipv6(ip)) => self.check_listener(IpAddr::V6(ip), port),
+            _ => self.check_resolved(address, Self::check_listener).await,
+        }
+    }
+
+    /// Resolves the host name of `address` (bounded in time and in concurrent lookups) and
+    /// applies `check` to every address it resolves to.
+    async fn check_resolved(
+        &self,
+        address: &str,
+        check: fn(&Self, IpAddr, u16) -> Result<(), Refused>,
+    ) -> Result<(), Refused> {
         let url = url::Url::parse(address).map_err(|e| Refused(format!("not a URL: {e}")))?;
         let (Some(url::Host::Domain(host)), Some(port)) = (url.host(), url.port_or_known_default()) else {
             return Ok(());
@@ -180,7 +212,7 @@ impl AddressPolicy {
         });
         if let Ok(Ok(Ok(resolved))) = tokio::time::timeout(REGISTRATION_LOOKUP, lookup).await {
             for addr in resolved {
-                self.check_ip(addr.ip(), addr.port())
+                check(self, addr.ip(), addr.port())
                     .map_err(|refused| Refused(format!("{host} resolves to {}", refused.0)))?;
             }
         }

@@ -40,6 +40,7 @@ pub async fn open(config: &NodeConfig) -> anyhow::Result<Cluster> {
         tokio::task::spawn_blocking(move || Storage::open(&dir, node_id, cache, view)).await??
     };
     let identity = storage.identity;
+    config.tokens.attach(Arc::new(view.clone()));
     let mut state_machine = storage.state_machine;
     if let Some(path) = &config.audit_log {
         state_machine.set_audit_sink(audit_log(path).await?);

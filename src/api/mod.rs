@@ -9,6 +9,7 @@ mod error;
 mod policies;
 mod registrations;
 mod soap;
+mod tokens;
 
 use std::sync::Arc;
 
@@ -100,6 +101,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(admin::routes())
         .merge(policies::routes())
         .merge(soap::routes())
+        .merge(tokens::routes())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), authenticate));
     let guarded = guarded.layer(axum::middleware::from_fn(soap_faults));
     Router::new()

@@ -59,6 +59,7 @@ async fn single_node_full(limits: crate::cluster::RegistryLimits, tokens: Tokens
         .await
         .unwrap()
         .unwrap();
+    tokens.attach(Arc::new(cluster.view().clone()));
     (dir, router(ApiState { cluster, tokens: Arc::new(tokens), policy: Default::default() }))
 }
 
@@ -377,4 +378,90 @@ async fn every_refusal_of_the_soap_endpoint_is_a_soap_fault() {
     // The JSON API keeps its JSON errors.
     let (status, error) = call(&app, "GET", "/v1/registrations", None).await;
     assert_eq!((status, error["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")));
+}
+
+async fn call_as(app: &Router, token: &str, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let mut request = Request::builder().method(method).uri(uri).header("authorization", format!("Bearer {token}"));
+    let body = match body {
+        Some(json) => {
+            request = request.header("content-type", "application/json");
+            Body::from(json.to_string())
+        }
+        None => Body::empty(),
+    };
+    let response = app.clone().oneshot(request.body(body).unwrap()).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn tokens_are_created_listed_without_secrets_and_revoked_at_runtime() {
+    const OPS: &str = "ops-token-0123456789";
+    const READER: &str = "reader-token-0123456789";
+    let tokens = Tokens::parse(&format!(
+        r#"{{"tokens": [{{"name": "ops", "token": "{OPS}", "scopes": ["admin", "read"]}},
+                        {{"name": "reader", "token": "{READER}", "scopes": ["read"]}}]}}"#
+    ))
+    .unwrap();
+    let (_dir, app) = single_node_full(Default::default(), tokens).await;
+    let create = json!({ "name": "svc", "scopes": ["register:urn:svc*", "read"], "max_registrations": 5 });
+    let (status, error) = call_as(&app, READER, "POST", "/v1/tokens", Some(create.clone())).await;
+    assert_eq!((status, error["code"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")), "admin only");
+
+    let (status, created) = call_as(&app, OPS, "POST", "/v1/tokens", Some(create.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let token = created["token"].as_str().expect("a made token is answered once").to_owned();
+    assert_eq!(token.len(), 64);
+    let (status, _) = call_as(&app, &token, "GET", "/v1/registrations", None).await;
+    assert_eq!(status, StatusCode::OK, "the new token works at once");
+    let registration = json!({ "address": "http://10.1.0.1/", "contract_name": "C", "contract_namespace": "urn:svc" });
+    let (status, _) = call_as(&app, &token, "POST", "/v1/registrations", Some(registration)).await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    // Refusals change nothing.
+    for (body, status, code) in [
+        (create.clone(), StatusCode::CONFLICT, "token_exists"),
+        (json!({ "name": "ops", "scopes": ["read"] }), StatusCode::CONFLICT, "token_exists"),
+        (json!({ "name": "x", "scopes": ["write"] }), StatusCode::BAD_REQUEST, "invalid_token"),
+        (json!({ "name": "x y", "scopes": ["read"] }), StatusCode::BAD_REQUEST, "invalid_token"),
+        (json!({ "name": "x", "scopes": [], "token": "short" }), StatusCode::BAD_REQUEST, "invalid_token"),
+        (json!({ "name": "x", "scopes": [], "sha256": "zz" }), StatusCode::BAD_REQUEST, "invalid_token"),
+    ] {
+        let (got, error) = call_as(&app, OPS, "POST", "/v1/tokens", Some(body.clone())).await;
+        assert_eq!((got, error["code"].as_str()), (status, Some(code)), "{body}");
+    }
+
+    let (status, list) = call_as(&app, OPS, "GET", "/v1/tokens", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let names: Vec<&str> = list["tokens"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["ops", "reader", "svc"]);
+    let text = list.to_string();
+    assert!(!text.contains(&token) && !text.contains("sha256") && !text.contains(OPS), "no secrets: {text}");
+    assert_eq!(list["tokens"][2]["source"], "api");
+    assert_eq!(list["tokens"][2]["max_registrations"], 5);
+
+    // Revocation: the runtime token, then a token of the file.
+    let (status, revoked) = call_as(&app, OPS, "DELETE", "/v1/tokens/svc", None).await;
+    assert_eq!((status, revoked["state"].as_str()), (StatusCode::OK, Some("revoked")));
+    let (status, _) = call_as(&app, &token, "GET", "/v1/registrations", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, error) = call_as(&app, OPS, "DELETE", "/v1/tokens/svc", None).await;
+    assert_eq!((status, error["code"].as_str()), (StatusCode::CONFLICT, Some("token_revoked")));
+    let (status, error) = call_as(&app, OPS, "DELETE", "/v1/tokens/nobody", None).await;
+    assert_eq!((status, error["code"].as_str()), (StatusCode::NOT_FOUND, Some("token_not_found")));
+    let (status, _) = call_as(&app, OPS, "DELETE", "/v1/tokens/reader", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = call_as(&app, READER, "GET", "/v1/registrations", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a revoked token of the file is refused too");
+    let (_, audit) = call_as(&app, OPS, "GET", "/v1/audit", None).await;
+    let actions: Vec<&str> = audit["records"].as_array().unwrap().iter().filter_map(|r| r["action"].as_str()).collect();
+    assert!(actions.contains(&"token_created") && actions.contains(&"token_revoked"), "{audit}");
+}
+
+#[tokio::test]
+async fn dev_mode_has_no_tokens_to_manage() {
+    let (_dir, app) = single_node().await;
+    let (status, error) = call(&app, "POST", "/v1/tokens", Some(json!({ "name": "x", "scopes": ["read"] }))).await;
+    assert_eq!((status, error["code"].as_str()), (StatusCode::CONFLICT, Some("dev_mode")));
 }

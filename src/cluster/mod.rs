@@ -416,10 +416,10 @@ impl Cluster {
     /// Leader side of a write forwarded by a peer: checked as the API checks its own writes.
     pub async fn propose_forwarded(&self, proposal: Proposal) -> Result<Outcome, ClusterError> {
         proposal.command.check_forwarded().map_err(|err| ClusterError::InvalidRequest(err.to_string()))?;
-        // The node that took the request checked the address against what it knew; the leader
-        // checks again with its own listeners, which it always knows.
+        // The node that took the request checked the address against its policy and the
+        // listeners it knew of; the leader checks the listeners again: it always knows its own.
         if let Command::Register(spec) = &proposal.command {
-            let refused = self.inner.config.policy.check_registration(&spec.address).await.err();
+            let refused = self.inner.config.policy.check_not_a_listener(&spec.address).await.err();
             if let Some(refused) = refused {
                 return Err(ClusterError::InvalidAddress(format!("address refused: {refused}")));
             }
@@ -431,12 +431,6 @@ impl Cluster {
     pub async fn propose_local(&self, proposal: Proposal) -> Result<Outcome, ClusterError> {
         if let Command::Register(spec) = &proposal.command {
             self.check_room(spec)?;
-            self.inner
-                .config
-                .policy
-                .check_registration(&spec.address)
-                .await
-                .map_err(|refused| ClusterError::InvalidAddress(format!("address refused: {refused}")))?;
         }
         let written = self.inner.batcher.propose(proposal.origin, proposal.command);
         tokio::time::timeout(self.inner.config.request_timeout, written)

@@ -5,6 +5,14 @@
 //! encoding of that version's type. A reader that meets a version it does not know refuses the
 //! record with a [`FormatError`] that names where it was found; it never guesses. A change of
 //! format comes with a new version number and a migration (see `migrate`).
+//!
+//! Versions:
+//! - 1: the first versioned format.
+//! - 2: the state machine's records (image chunks, journal records, snapshots) gain the API
+//!   token table. Every other record is encoded as in version 1, so [`decode`] reads both; the
+//!   changed ones are read with [`decode_upgrading`], which converts a version-1 record. A
+//!   directory of format 1 opens as it is and is marked format 2 (`Storage::open`): its old
+//!   records stay readable, and a build that knows only format 1 refuses the directory.
 
 use std::fmt;
 
@@ -12,7 +20,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The format version this build writes.
-pub const CURRENT: u8 = 1;
+pub const CURRENT: u8 = 2;
+
+/// The oldest version this build reads.
+pub const OLDEST: u8 = 1;
 
 /// A record that cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,11 +42,31 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, postcard::Err
     postcard::to_extend(value, vec![CURRENT])
 }
 
-/// Decodes a record written by [`encode`]; `place` says where it was read, for the error.
+/// Decodes a record written by [`encode`] (by this build or an earlier one) of a type whose
+/// encoding has not changed since [`OLDEST`]; `place` says where it was read, for the error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], place: impl fmt::Display) -> Result<T, FormatError> {
+    let (_, rest) = split(bytes, &place)?;
+    postcard::from_bytes(rest).map_err(|err| FormatError::Corrupt { place: place.to_string(), cause: err.to_string() })
+}
+
+/// Decodes a record of a type that changed in version 2: a version-1 record is read as `Old` and
+/// converted.
+pub fn decode_upgrading<Old, T>(bytes: &[u8], place: impl fmt::Display) -> Result<T, FormatError>
+where
+    Old: DeserializeOwned + Into<T>,
+    T: DeserializeOwned,
+{
+    let corrupt = |err: postcard::Error| FormatError::Corrupt { place: place.to_string(), cause: err.to_string() };
+    match split(bytes, &place)? {
+        (1, rest) => postcard::from_bytes::<Old>(rest).map(Into::into).map_err(corrupt),
+        (_, rest) => postcard::from_bytes(rest).map_err(corrupt),
+    }
+}
+
+/// The version byte and the rest, if the version is one this build reads.
+fn split<'a>(bytes: &'a [u8], place: &impl fmt::Display) -> Result<(u8, &'a [u8]), FormatError> {
     match bytes.split_first() {
-        Some((&CURRENT, rest)) => postcard::from_bytes(rest)
-            .map_err(|err| FormatError::Corrupt { place: place.to_string(), cause: err.to_string() }),
+        Some((&version, rest)) if (OLDEST..=CURRENT).contains(&version) => Ok((version, rest)),
         Some((&version, _)) => Err(FormatError::UnknownVersion { place: place.to_string(), version }),
         None => Err(FormatError::Corrupt { place: place.to_string(), cause: "empty record".into() }),
     }
@@ -44,6 +75,24 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], place: impl fmt::Display) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_of_a_changed_type_is_upgraded_from_version_1() {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Old(u64);
+        #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+        struct New(u64, Vec<String>);
+        impl From<Old> for New {
+            fn from(old: Old) -> Self {
+                Self(old.0, Vec::new())
+            }
+        }
+        let mut v1 = vec![1u8];
+        v1.extend(postcard::to_stdvec(&Old(7)).unwrap());
+        assert_eq!(decode_upgrading::<Old, New>(&v1, "x").unwrap(), New(7, Vec::new()));
+        let v2 = encode(&New(8, vec!["a".into()])).unwrap();
+        assert_eq!(decode_upgrading::<Old, New>(&v2, "x").unwrap(), New(8, vec!["a".into()]));
+    }
 
     #[test]
     fn a_record_round_trips_behind_its_version() {
@@ -56,6 +105,10 @@ mod tests {
     fn an_unknown_version_is_refused_by_name() {
         let mut bytes = encode(&7u64).unwrap();
         bytes[0] = 9;
+        assert_eq!(
+            decode::<u64>(&[0, 7], "x").unwrap_err(),
+            FormatError::UnknownVersion { place: "x".into(), version: 0 }
+        );
         let err = decode::<u64>(&bytes, "data/raft tree log key 3").unwrap_err();
         assert_eq!(err, FormatError::UnknownVersion { place: "data/raft tree log key 3".into(), version: 9 });
         assert!(err.to_string().starts_with("data/raft tree log key 3: on-disk format version 9 is unknown"));

@@ -147,6 +147,7 @@ fn convert_image(image: V0Image) -> StateImage {
             .into_iter()
             .map(|a| Answer { request: a.request, at_ms: a.at_ms, outcome: Remembered::Outcome(a.outcome) })
             .collect(),
+        tokens: Vec::new(),
     }
 }
 

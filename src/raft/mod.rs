@@ -200,7 +200,7 @@ impl Storage {
         let sled_err = |err| StorageOpenError::Io(place.clone(), disk::sled_io(err));
         let meta = disk.log.open_tree(log_store::META_TREE).map_err(sled_err)?;
         let identity = match meta.get(FORMAT).map_err(sled_err)? {
-            Some(version) if version.as_ref() == [format::CURRENT] => {
+            Some(version) if (format::OLDEST..=format::CURRENT).contains(&version.first().copied().unwrap_or(0)) => {
                 // A migration that recorded its format may have stopped before deleting the old data.
                 if migrate::is_v0(&disk, data_dir) {
                     tracing::warn!(dir = %data_dir.display(), "format-0 data left over from a migration; ignoring it");
@@ -209,7 +209,17 @@ impl Storage {
                     place: format!("{place} tree {} key identity", log_store::META_TREE),
                     cause: "missing".into(),
                 })?;
-                format::decode(&bytes, format_args!("{place} tree {} key identity", log_store::META_TREE))?
+                let identity =
+                    format::decode(&bytes, format_args!("{place} tree {} key identity", log_store::META_TREE))?;
+                if version.as_ref() != [format::CURRENT] {
+                    // Every record of the older format stays readable (see `format`); marking the
+                    // directory keeps a build that knows only the older format from misreading
+                    // the records written from now on.
+                    meta.insert(FORMAT, vec![format::CURRENT]).map_err(sled_err)?;
+                    disk.syncer.sync_blocking().map_err(io)?;
+                    tracing::info!(dir = %data_dir.display(), from = version[0], to = format::CURRENT, "data directory format upgraded in place");
+                }
+                identity
             }
             Some(version) => {
                 return Err(FormatError::UnknownVersion {

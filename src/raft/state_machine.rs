@@ -57,6 +57,7 @@ use crate::registry::RegistrationId;
 use crate::registry::RegistryState;
 use crate::registry::Remembered;
 use crate::registry::StateImage;
+use crate::registry::TokenEntry;
 use crate::registry::Touched;
 
 /// The tree of journal records.
@@ -96,6 +97,12 @@ impl Default for AppliedView {
     }
 }
 
+impl crate::auth::TokenSource for AppliedView {
+    fn token_table(&self) -> imbl::OrdMap<String, TokenEntry> {
+        self.load().state.tokens().clone()
+    }
+}
+
 impl AppliedView {
     pub fn load(&self) -> Arc<Applied> {
         self.current.load_full()
@@ -129,6 +136,7 @@ struct ImageChunk {
     policies: Vec<(ContractKey, Policy)>,
     audit: Vec<AuditRecord>,
     answers: Vec<Answer>,
+    tokens: Vec<(String, TokenEntry)>,
 }
 
 /// The effects of one applied batch.
@@ -141,6 +149,73 @@ struct JournalRecord {
     policies: Vec<(ContractKey, Option<Policy>)>,
     audit: Vec<(u64, Option<AuditRecord>)>,
     answers: Vec<((u64, u64), Option<Answer>)>,
+    tokens: Vec<(String, Option<TokenEntry>)>,
+}
+
+/// The records of format 1, before the token table (see `format`).
+mod v1 {
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Deserialize)]
+    pub(super) struct ImageChunk {
+        registrations: Vec<Registration>,
+        policies: Vec<(ContractKey, Policy)>,
+        audit: Vec<AuditRecord>,
+        answers: Vec<Answer>,
+    }
+
+    impl From<ImageChunk> for super::ImageChunk {
+        fn from(old: ImageChunk) -> Self {
+            let ImageChunk { registrations, policies, audit, answers } = old;
+            Self { registrations, policies, audit, answers, tokens: Vec::new() }
+        }
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct JournalRecord {
+        last_applied: Option<typ::LogId>,
+        membership: Option<typ::StoredMembership>,
+        audit_next_seq: u64,
+        registrations: Vec<(RegistrationId, Option<Registration>)>,
+        policies: Vec<(ContractKey, Option<Policy>)>,
+        audit: Vec<(u64, Option<AuditRecord>)>,
+        answers: Vec<((u64, u64), Option<Answer>)>,
+    }
+
+    impl From<JournalRecord> for super::JournalRecord {
+        fn from(old: JournalRecord) -> Self {
+            let JournalRecord { last_applied, membership, audit_next_seq, registrations, policies, audit, answers } =
+                old;
+            Self {
+                last_applied,
+                membership,
+                audit_next_seq,
+                registrations,
+                policies,
+                audit,
+                answers,
+                tokens: Vec::new(),
+            }
+        }
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct StateImage {
+        registrations: Vec<Registration>,
+        policies: Vec<(ContractKey, Policy)>,
+        audit: Vec<AuditRecord>,
+        audit_next_seq: u64,
+        answers: Vec<Answer>,
+    }
+
+    impl From<StateImage> for super::StateImage {
+        fn from(old: StateImage) -> Self {
+            let StateImage { registrations, policies, audit, audit_next_seq, answers } = old;
+            Self { registrations, policies, audit, audit_next_seq, answers, tokens: Vec::new() }
+        }
+    }
 }
 
 /// The state machine; openraft owns it, the node keeps an [`AppliedView`] of it.
@@ -222,6 +297,16 @@ impl SmStore {
         format::decode(bytes, format_args!("{} tree {tree} key {key:02x?}", self.place)).map_err(read_error)
     }
 
+    /// The same, for a record whose type changed in format 2.
+    fn decode_upgrading<Old, T>(&self, tree: &str, key: &[u8], bytes: &[u8]) -> Result<T, typ::StorageError>
+    where
+        Old: DeserializeOwned + Into<T>,
+        T: DeserializeOwned,
+    {
+        format::decode_upgrading::<Old, T>(bytes, format_args!("{} tree {tree} key {key:02x?}", self.place))
+            .map_err(read_error)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, (usize, Option<typ::LogId>)> {
         self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -236,6 +321,7 @@ impl SmStore {
         let mut policies = BTreeMap::new();
         let mut audit = BTreeMap::new();
         let mut answers = BTreeMap::new();
+        let mut tokens = BTreeMap::new();
         let (mut last_applied, mut membership, mut audit_next_seq) = (None, typ::StoredMembership::default(), 0);
         let mut base_bytes = 0;
         if let Some(bytes) = base.get(HEAD).map_err(read_error)? {
@@ -250,11 +336,12 @@ impl SmStore {
                     })
                 })?;
                 base_bytes += bytes.len() as u64;
-                let chunk: ImageChunk = self.decode(name, &key, &bytes)?;
+                let chunk: ImageChunk = self.decode_upgrading::<v1::ImageChunk, _>(name, &key, &bytes)?;
                 registrations.extend(chunk.registrations.into_iter().map(|r| (r.id, r)));
                 policies.extend(chunk.policies);
                 audit.extend(chunk.audit.into_iter().map(|r| (r.seq, r)));
                 answers.extend(chunk.answers.into_iter().map(|a| (a.request, a)));
+                tokens.extend(chunk.tokens);
             }
         }
         current.1 = last_applied;
@@ -263,7 +350,7 @@ impl SmStore {
         for item in self.journal.range(after.to_be_bytes()..) {
             let (key, bytes) = item.map_err(read_error)?;
             journal_bytes += bytes.len() as u64;
-            let record: JournalRecord = self.decode(JOURNAL_TREE, &key, &bytes)?;
+            let record: JournalRecord = self.decode_upgrading::<v1::JournalRecord, _>(JOURNAL_TREE, &key, &bytes)?;
             last_applied = record.last_applied;
             audit_next_seq = record.audit_next_seq;
             if let Some(changed) = record.membership {
@@ -281,6 +368,9 @@ impl SmStore {
             for (request, value) in record.answers {
                 put_or_remove(&mut answers, request, value);
             }
+            for (name, value) in record.tokens {
+                put_or_remove(&mut tokens, name, value);
+            }
         }
         let mut answers: Vec<Answer> = answers.into_values().collect();
         // Remembered answers are kept in the order they were given.
@@ -291,6 +381,7 @@ impl SmStore {
             audit: audit.into_values().collect(),
             audit_next_seq,
             answers,
+            tokens: tokens.into_iter().collect(),
         };
         Ok((image, last_applied, membership, base_bytes, journal_bytes))
     }
@@ -350,6 +441,11 @@ impl SmStore {
                 _ => 100,
             };
             chunk.answers.push(answer.clone());
+            emit(&mut chunk, &mut chunk_bytes, false)?;
+        }
+        for (name, entry) in state.tokens() {
+            chunk_bytes += 200;
+            chunk.tokens.push((name.clone(), entry.clone()));
             emit(&mut chunk, &mut chunk_bytes, false)?;
         }
         emit(&mut chunk, &mut chunk_bytes, true)?;
@@ -455,6 +551,7 @@ impl StateMachine {
             policies: touched.policies.iter().map(|key| (key.clone(), state.policy(key).cloned())).collect(),
             audit: touched.audit.iter().map(|seq| (*seq, state.audit_record(*seq).cloned())).collect(),
             answers: touched.answers.iter().map(|request| (*request, state.answer(request).cloned())).collect(),
+            tokens: touched.tokens.iter().map(|name| (name.clone(), state.tokens().get(name).cloned())).collect(),
         };
         let bytes = format::encode(&record).map_err(write_error)?;
         self.journal_bytes += bytes.len() as u64;
@@ -592,7 +689,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), typ::StorageError> {
         let data = snapshot.into_inner();
         let image: StateImage =
-            format::decode(&data, format_args!("snapshot {}", meta.snapshot_id)).map_err(write_error)?;
+            format::decode_upgrading::<v1::StateImage, _>(&data, format_args!("snapshot {}", meta.snapshot_id))
+                .map_err(write_error)?;
         drop(data);
         let state = RegistryState::from_image(image);
         let (last_applied, membership) = (meta.last_log_id, meta.last_membership.clone());

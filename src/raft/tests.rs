@@ -155,17 +155,42 @@ fn the_state_survives_reopen_across_compactions() {
         runtime.block_on(machine.apply(registrations(23..=30))).unwrap();
         machine.compact_now();
         runtime.block_on(machine.apply(vec![unregister(31, "http://h3/"), register_entry(32, "http://h32/")])).unwrap();
+        // Tokens: one in the image (created before the next compaction), one change in the journal.
+        runtime.block_on(machine.apply(vec![token_entry(33, Command::CreateToken(token_def("a")))])).unwrap();
+        machine.compact_now();
+        let changes = vec![
+            token_entry(34, Command::CreateToken(token_def("b"))),
+            token_entry(35, Command::RevokeToken("a".into())),
+        ];
+        runtime.block_on(machine.apply(changes)).unwrap();
         let expected = view.load().state.to_image();
         assert_eq!(expected.registrations.len(), 20 - 3 + 8 + 1);
+        assert_eq!(expected.tokens.len(), 2);
         expected
     };
     let view = AppliedView::default();
     let mut machine = open(dir.path(), view.clone()).state_machine;
     assert_eq!(view.load().state.to_image(), expected, "image plus journal give back the same state");
-    assert_eq!(view.load().index, 32);
+    assert_eq!(view.load().index, 35);
     runtime().block_on(async {
-        assert_eq!(machine.applied_state().await.unwrap().0, Some(log_id(1, 1, 32)));
+        assert_eq!(machine.applied_state().await.unwrap().0, Some(log_id(1, 1, 35)));
     });
+}
+
+fn token_def(name: &str) -> crate::registry::TokenDef {
+    crate::registry::TokenDef {
+        name: name.into(),
+        sha256: [9; 32],
+        scopes: vec!["read".into()],
+        max_registrations: None,
+    }
+}
+
+fn token_entry(index: u64, command: Command) -> typ::Entry {
+    Entry {
+        log_id: log_id(1, 1, index),
+        payload: EntryPayload::Normal(vec![Change { at_ms: 0, origin: Origin::default(), command }]),
+    }
 }
 
 #[test]
@@ -293,10 +318,47 @@ fn a_format_0_directory_is_migrated_in_place() {
 }
 
 #[test]
-fn a_format_1_directory_opens() {
+fn a_format_1_directory_opens_and_is_marked_format_2() {
     let dir = fixture("data-v1");
+    let data = dir.path().join("node1");
+    let view = AppliedView::default();
+    let storage = open(&data, view.clone());
+    assert_eq!(storage.identity.node_id, 1);
+    let before = view.load().state.to_image();
+    assert!(!before.registrations.is_empty(), "the fixture's registrations are there");
+    // New records (format 2) go next to the old ones; everything reads back after a reopen.
+    let Storage { log_store: _log, state_machine: mut machine, .. } = storage;
+    runtime().block_on(machine.apply(vec![token_entry(1_000, Command::CreateToken(token_def("new")))])).unwrap();
+    drop((machine, _log));
+    let reopened = AppliedView::default();
+    let storage = loop {
+        match Storage::open(&data, 1, 16 << 20, reopened.clone()) {
+            Err(err) if err.to_string().contains("lock") => std::thread::sleep(Duration::from_millis(10)),
+            other => break other.unwrap(),
+        }
+    };
+    let after = reopened.load().state.to_image();
+    assert_eq!(after.registrations, before.registrations);
+    assert_eq!(after.tokens.len(), 1);
+    drop(storage);
+    let disk = loop {
+        match Disk::open(&data, 1 << 20) {
+            Ok(disk) => break disk,
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    let format = disk.log.open_tree(log_store::META_TREE).unwrap().get(FORMAT).unwrap().unwrap();
+    assert_eq!(format.as_ref(), [2], "the directory is marked with the format it now holds");
+}
+
+#[test]
+fn a_format_2_directory_opens() {
+    let dir = fixture("data-v2");
     let view = AppliedView::default();
     let storage = open(&dir.path().join("node1"), view.clone());
     assert_eq!(storage.identity.node_id, 1);
-    assert!(!view.load().state.is_empty(), "the fixture's registrations are there");
+    let state = &view.load().state;
+    assert!(!state.is_empty(), "the fixture's registrations are there");
+    assert!(state.tokens().get("fixture-reader").and_then(|t| t.def()).is_some(), "and its token");
+    assert!(matches!(state.tokens().get("fixture-revoked"), Some(crate::registry::TokenEntry::Revoked { .. })));
 }

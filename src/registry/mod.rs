@@ -9,6 +9,7 @@
 
 mod id;
 mod spec;
+mod tokens;
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
@@ -27,6 +28,9 @@ pub use self::spec::RegistrationInfo;
 pub use self::spec::RegistrationRequest;
 pub use self::spec::RegistrationSpec;
 pub use self::spec::trim_namespace;
+pub use self::tokens::MAX_TOKENS;
+pub use self::tokens::TokenDef;
+pub use self::tokens::TokenEntry;
 
 /// Who proposed a change: the node that took the request and the caller's token name, if any.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -79,6 +83,10 @@ pub enum Command {
     Expire(Vec<Lease>),
     /// Set the routing policy of a contract.
     SetPolicy(ContractKey, Policy),
+    /// Create an API token (refused if the name was ever used).
+    CreateToken(TokenDef),
+    /// Revoke an API token by name, one created through the API or one of the tokens file.
+    RevokeToken(String),
 }
 
 impl Command {
@@ -96,6 +104,8 @@ impl Command {
                 32 + key.as_str().len() + policy.hash_header.as_ref().map_or(0, String::len)
             }
             Self::Unregister(_) | Self::Drain(_) => 24,
+            Self::CreateToken(def) => 64 + def.name.len() + def.scopes.iter().map(|s| s.len() + 2).sum::<usize>(),
+            Self::RevokeToken(name) => 16 + name.len(),
         }
     }
 
@@ -108,6 +118,12 @@ impl Command {
             Self::SetPolicy(key, policy) => key.check().and_then(|()| policy.check()),
             Self::Unregister(_) | Self::Drain(_) => Ok(()),
             Self::Expire(_) => Err(InvalidRegistration::Policy("lease expiry is never forwarded".into())),
+            Self::CreateToken(def) => def.check().map_err(InvalidRegistration::Token),
+            Self::RevokeToken(name) => {
+                TokenDef { name: name.clone(), sha256: [0; 32], scopes: Vec::new(), max_registrations: None }
+                    .check()
+                    .map_err(InvalidRegistration::Token)
+            }
         }
     }
 }
@@ -276,6 +292,10 @@ pub enum Outcome {
         owner: String,
         quota: u32,
     },
+    TokenCreated(String),
+    TokenRevoked(String),
+    /// A token change that cannot be made (the name is taken, not found, or the table is full).
+    TokenRefused(String),
 }
 
 /// Bytes a registration is counted for beyond its text (ids, numbers, index entries).
@@ -355,6 +375,9 @@ pub enum AuditAction {
     PolicySet,
     /// A registration refused because its owner's quota was used up.
     QuotaExceeded,
+    /// An API token created or revoked (the record's `contract` is `token:<name>`).
+    TokenCreated,
+    TokenRevoked,
 }
 
 /// One entry of the audit trail: who changed what, through which node, and why.
@@ -429,6 +452,8 @@ pub struct RegistryState {
     /// Outcomes of recent client requests by request, and their requests oldest first.
     answers: imbl::OrdMap<(u64, u64), Answer>,
     answer_order: imbl::Vector<(u64, u64)>,
+    /// API tokens by name (revoked names included).
+    tokens: imbl::OrdMap<String, TokenEntry>,
     /// What the applies since the last [`RegistryState::take_touched`] changed.
     touched: Touched,
 }
@@ -442,6 +467,7 @@ pub struct Touched {
     /// Sequence numbers of audit records added or dropped.
     pub audit: BTreeSet<u64>,
     pub answers: BTreeSet<(u64, u64)>,
+    pub tokens: BTreeSet<String>,
 }
 
 /// Hasher of the in-memory indexes: fast, and seeded per process. Keys come from registrations
@@ -456,6 +482,7 @@ pub struct StateImage {
     pub audit: Vec<AuditRecord>,
     pub audit_next_seq: u64,
     pub answers: Vec<Answer>,
+    pub tokens: Vec<(String, TokenEntry)>,
 }
 
 impl RegistryState {
@@ -585,6 +612,39 @@ impl RegistryState {
                 }
                 Outcome::Expired(expired)
             }
+            Command::CreateToken(def) => {
+                let refused = if self.tokens.contains_key(&def.name) {
+                    Some(format!("the token name {} is taken (names are never reused)", def.name))
+                } else if self.tokens.len() >= MAX_TOKENS {
+                    Some(format!("the cluster holds {MAX_TOKENS} tokens already; revoked names count"))
+                } else {
+                    def.check().err()
+                };
+                if let Some(reason) = refused {
+                    return Outcome::TokenRefused(reason);
+                }
+                let entry = TokenEntry::Active {
+                    def: def.clone(),
+                    created_at_ms: change.at_ms,
+                    created_by: change.origin.principal.clone(),
+                };
+                self.put_token(def.name.clone(), entry);
+                self.record(audit(AuditAction::TokenCreated, None, format!("token:{}", def.name)));
+                Outcome::TokenCreated(def.name.clone())
+            }
+            Command::RevokeToken(name) => {
+                if matches!(self.tokens.get(name), Some(TokenEntry::Revoked { .. })) {
+                    return Outcome::TokenRefused(format!("the token {name} is already revoked"));
+                }
+                if !self.tokens.contains_key(name) && self.tokens.len() >= MAX_TOKENS {
+                    return Outcome::TokenRefused(format!("the cluster holds {MAX_TOKENS} tokens already"));
+                }
+                let entry =
+                    TokenEntry::Revoked { revoked_at_ms: change.at_ms, revoked_by: change.origin.principal.clone() };
+                self.put_token(name.clone(), entry);
+                self.record(audit(AuditAction::TokenRevoked, None, format!("token:{name}")));
+                Outcome::TokenRevoked(name.clone())
+            }
             Command::SetPolicy(key, policy) => {
                 if *policy == Policy::default() {
                     self.policies.remove(key);
@@ -596,6 +656,17 @@ impl RegistryState {
                 Outcome::PolicySet
             }
         }
+    }
+
+    fn put_token(&mut self, name: String, entry: TokenEntry) {
+        self.touched.tokens.insert(name.clone());
+        self.tokens.insert(name, entry);
+    }
+
+    /// The token table: every name ever created or revoked through the API. A clone shares its
+    /// memory until either side changes (`ptr_eq` tells a cache it is still current).
+    pub fn tokens(&self) -> &imbl::OrdMap<String, TokenEntry> {
+        &self.tokens
     }
 
     fn over_quota(&self, spec: &RegistrationSpec, origin: &Origin) -> Option<Outcome> {
@@ -802,6 +873,7 @@ impl RegistryState {
             audit: self.audit.iter().cloned().collect(),
             audit_next_seq: self.audit_next_seq,
             answers: self.answers_oldest_first().cloned().collect(),
+            tokens: self.tokens.iter().map(|(name, entry)| (name.clone(), entry.clone())).collect(),
         }
     }
 
@@ -829,6 +901,7 @@ impl RegistryState {
         state.policies = image.policies.into_iter().collect();
         state.answer_order = image.answers.iter().map(|answer| answer.request).collect();
         state.answers = image.answers.into_iter().map(|answer| (answer.request, answer)).collect();
+        state.tokens = image.tokens.into_iter().collect();
         state
     }
 }
@@ -861,7 +934,7 @@ impl Serialize for ImageRef<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let state = self.0;
-        let mut image = serializer.serialize_struct("StateImage", 5)?;
+        let mut image = serializer.serialize_struct("StateImage", 6)?;
         image.serialize_field(
             "registrations",
             &seq_of(state.registrations.values().map(|r| &**r), state.registrations.len()),
@@ -870,6 +943,7 @@ impl Serialize for ImageRef<'_> {
         image.serialize_field("audit", &seq_of(state.audit.iter(), state.audit.len()))?;
         image.serialize_field("audit_next_seq", &state.audit_next_seq)?;
         image.serialize_field("answers", &seq_of(state.answers_oldest_first(), state.answers.len()))?;
+        image.serialize_field("tokens", &seq_of(state.tokens.iter(), state.tokens.len()))?;
         image.end()
     }
 }

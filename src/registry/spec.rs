@@ -88,6 +88,8 @@ pub enum InvalidRegistration {
     Ttl,
     #[error("policy: {0}")]
     Policy(String),
+    #[error("token: {0}")]
+    Token(String),
 }
 
 impl InvalidRegistration {
@@ -99,6 +101,7 @@ impl InvalidRegistration {
             Self::ContractNamespace(_) => "invalid_contract_namespace",
             Self::Metadata(_) => "invalid_metadata",
             Self::Weight => "invalid_weight",
+            Self::Token(_) => "invalid_token",
             Self::Ttl => "invalid_ttl",
             Self::Policy(_) => "invalid_policy",
         }

@@ -144,8 +144,11 @@ fn image_round_trip_rebuilds_indexes() {
             Policy { idempotent: true, ..Policy::default() },
         )),
     );
+    state.apply(63, &change(Command::CreateToken(token("svc"))));
+    state.apply(64, &change(Command::RevokeToken("old".into())));
 
     let image = state.to_image();
+    assert_eq!(image.tokens.len(), 2);
     let bytes = postcard::to_stdvec(&image).unwrap();
     assert_eq!(postcard::to_stdvec(&state.image()).unwrap(), bytes, "the borrowed image encodes like the owned one");
     assert_eq!(serde_json::to_value(state.image()).unwrap(), serde_json::to_value(&image).unwrap());
@@ -395,4 +398,49 @@ fn a_refresh_that_changes_nothing_is_not_audited_and_one_writer_cannot_erase_the
     assert_eq!(restored.to_image(), state.to_image());
     let last = state.audit().last().unwrap().seq;
     assert_eq!(state.audit_record(last).map(|r| r.seq), Some(last));
+}
+
+fn token(name: &str) -> TokenDef {
+    TokenDef { name: name.into(), sha256: [7; 32], scopes: vec!["read".into()], max_registrations: Some(3) }
+}
+
+#[test]
+fn tokens_are_created_once_revoked_for_good_and_audited() {
+    let mut state = RegistryState::default();
+    let admin = |command| Change {
+        at_ms: 5,
+        origin: Origin { node: 2, principal: Some("ops".into()), quota: None, request: None },
+        command,
+    };
+    assert_eq!(state.apply(1, &admin(Command::CreateToken(token("svc")))), Outcome::TokenCreated("svc".into()));
+    assert!(matches!(state.apply(2, &admin(Command::CreateToken(token("svc")))), Outcome::TokenRefused(_)));
+    assert_eq!(state.tokens()["svc"].def(), Some(&token("svc")));
+    let before = state.clone();
+    assert_eq!(state.apply(3, &admin(Command::RevokeToken("svc".into()))), Outcome::TokenRevoked("svc".into()));
+    assert!(matches!(state.tokens()["svc"], TokenEntry::Revoked { revoked_at_ms: 5, .. }));
+    assert!(!before.tokens().ptr_eq(state.tokens()), "a change makes a new table");
+    assert!(state.clone().tokens().ptr_eq(state.tokens()), "a clone shares it");
+    // Revoked names are never reused, and revoking again is refused.
+    assert!(matches!(state.apply(4, &admin(Command::CreateToken(token("svc")))), Outcome::TokenRefused(_)));
+    assert!(matches!(state.apply(5, &admin(Command::RevokeToken("svc".into()))), Outcome::TokenRefused(_)));
+    // A name of the tokens file can be revoked too (a tombstone, no definition).
+    assert_eq!(
+        state.apply(6, &admin(Command::RevokeToken("bootstrap".into()))),
+        Outcome::TokenRevoked("bootstrap".into())
+    );
+    let actions: Vec<(AuditAction, String)> = state.audit().map(|r| (r.action, r.contract.clone())).collect();
+    assert_eq!(
+        actions,
+        [
+            (AuditAction::TokenCreated, "token:svc".into()),
+            (AuditAction::TokenRevoked, "token:svc".into()),
+            (AuditAction::TokenRevoked, "token:bootstrap".into())
+        ]
+    );
+    assert!(state.audit().all(|r| r.principal.as_deref() == Some("ops")));
+    assert_eq!(state.take_touched().tokens, ["bootstrap".to_owned(), "svc".to_owned()].into());
+    // A malformed definition (from a forged forward) is refused by apply too.
+    let bad = TokenDef { name: "has space".into(), ..token("x") };
+    assert!(matches!(state.apply(7, &admin(Command::CreateToken(bad.clone()))), Outcome::TokenRefused(_)));
+    assert!(Command::CreateToken(bad).check_forwarded().is_err());
 }

@@ -782,3 +782,60 @@ async fn endpoint_addresses_are_shown_only_to_callers_with_read() {
     assert_eq!(status, 503);
     assert!(body.contains("last error: Connection refused"), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_managed_at_runtime_take_effect_on_every_node() {
+    let cluster = TestCluster::start_with(3, with_tokens(Options::default()));
+    let leader = cluster.wait_stable().await;
+    let follower = cluster.running().into_iter().find(|&id| id != leader).unwrap();
+    let body = json!({ "name": "svc", "scopes": ["read"] });
+    let (status, created) = call("POST", &format!("{}/v1/tokens", cluster.api(follower)), Some(OPS), Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    let token = created["token"].as_str().unwrap().to_owned();
+    for node in cluster.running() {
+        let url = format!("{}/v1/cluster", cluster.api(node));
+        eventually(&format!("node {node} to take the new token"), Duration::from_secs(10), || async {
+            (call("GET", &url, Some(&token), None).await.0 == 200).then_some(())
+        })
+        .await;
+    }
+
+    // Revoked through the leader: every node refuses it once it applied the revocation.
+    let (status, _) = call("DELETE", &format!("{}/v1/tokens/svc", cluster.api(leader)), Some(OPS), None).await;
+    assert_eq!(status, 200);
+    let answered = std::time::Instant::now();
+    let mut slowest = Duration::ZERO;
+    for node in cluster.running() {
+        let url = format!("{}/v1/cluster", cluster.api(node));
+        eventually(&format!("node {node} to refuse the revoked token"), Duration::from_secs(10), || async {
+            (call("GET", &url, Some(&token), None).await.0 == 401).then_some(())
+        })
+        .await;
+        slowest = slowest.max(answered.elapsed());
+    }
+    eprintln!(
+        "figure: a revoked token was refused on every node {} ms after the revocation was answered",
+        slowest.as_millis()
+    );
+    // The same for a token of the file, and the revocation survives a restart of every node.
+    let (status, _) = call("DELETE", &format!("{}/v1/tokens/reader", cluster.api(follower)), Some(OPS), None).await;
+    assert_eq!(status, 200);
+    let mut cluster = cluster;
+    for node in cluster.running() {
+        cluster.kill(node);
+        cluster.start_node(node);
+    }
+    cluster.wait_stable().await;
+    for node in cluster.running() {
+        let url = format!("{}/v1/cluster", cluster.api(node));
+        // A restarted node refuses them once it has applied the log up to the revocations (it
+        // may have been killed before it applied them).
+        eventually(&format!("node {node} to refuse both after the restart"), Duration::from_secs(20), || async {
+            let ops = call("GET", &url, Some(OPS), None).await.0;
+            let reader = call("GET", &url, Some(READER), None).await.0;
+            let runtime = call("GET", &url, Some(&token), None).await.0;
+            (ops == 200 && reader == 401 && runtime == 401).then_some(())
+        })
+        .await;
+    }
+}

@@ -119,6 +119,13 @@ async fn a_directory_of_format_0_is_migrated_and_served() {
 async fn a_directory_of_format_1_is_served() {
     let log = serves_the_fixture("data-v1").await;
     assert!(!log.contains("migrated"));
+    assert!(log.contains("data directory format upgraded in place"), "the directory is marked format 2");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_directory_of_format_2_is_served_with_its_tokens() {
+    let log = serves_the_fixture("data-v2").await;
+    assert!(!log.contains("migrated") && !log.contains("upgraded"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -126,10 +133,10 @@ async fn an_unknown_format_stops_the_node_with_one_line() {
     let scratch = TestCluster::scratch();
     let data = scratch.path().join("node1");
     copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data-v1/node1"), &data);
-    // A build from the future wrote this directory: its format record says 2.
+    // A build from the future wrote this directory: its format record says 3.
     {
         let db = sled::open(data.join("raft")).unwrap();
-        db.open_tree("raft.meta").unwrap().insert("format", vec![2u8]).unwrap();
+        db.open_tree("raft.meta").unwrap().insert("format", vec![3u8]).unwrap();
         db.flush().unwrap();
     }
     let status = Command::new(env!("CARGO_BIN_EXE_switchboard"))
@@ -142,5 +149,5 @@ async fn an_unknown_format_stops_the_node_with_one_line() {
     let stderr = String::from_utf8_lossy(&status.stderr);
     assert!(!status.status.success());
     let last = stderr.lines().last().unwrap_or_default();
-    assert!(last.contains("format version 2") && last.contains("raft"), "{stderr}");
+    assert!(last.contains("format version 3") && last.contains("raft"), "{stderr}");
 }

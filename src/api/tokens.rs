@@ -1,0 +1,209 @@
+//! `/v1/tokens`: API tokens managed at runtime (create, list without secrets, revoke), kept in
+//! the replicated state. Needs `admin`; in dev mode there are no tokens to manage.
+
+use axum::Extension;
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::delete;
+use axum::routing::get;
+use serde::Deserialize;
+use serde::Serialize;
+
+use crate::api::ApiError;
+use crate::api::ApiJson;
+use crate::api::ApiPath;
+use crate::api::ApiState;
+use crate::api::require;
+use crate::auth::Caller;
+use crate::auth::MIN_TOKEN_LEN;
+use crate::auth::Scope;
+use crate::registry::Command;
+use crate::registry::Outcome;
+use crate::registry::TokenDef;
+use crate::registry::TokenEntry;
+
+pub(super) fn routes() -> Router<ApiState> {
+    Router::new().route("/v1/tokens", get(list).post(create)).route("/v1/tokens/{name}", delete(revoke))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateToken {
+    name: String,
+    scopes: Vec<String>,
+    #[serde(default)]
+    max_registrations: Option<u32>,
+    /// The token itself (at least 16 bytes); or
+    #[serde(default)]
+    token: Option<String>,
+    /// its SHA-256 digest in hex; with neither, the node makes a random token and answers it once.
+    #[serde(default)]
+    sha256: Option<String>,
+}
+
+/// A token as the API shows it: never its value or digest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TokenView {
+    pub name: String,
+    pub scopes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_registrations: Option<u32>,
+    /// `file` (the bootstrap set of the node answering) or `api` (replicated).
+    pub source: String,
+    /// `active` or `revoked`.
+    pub state: String,
+    /// The token's value: only in the answer that created it, when the node made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TokenList {
+    pub tokens: Vec<TokenView>,
+}
+
+fn internal(message: String) -> ApiError {
+    ApiError::Cluster(crate::cluster::ClusterError::Internal(message))
+}
+
+fn dev_mode_refusal(state: &ApiState) -> Result<(), ApiError> {
+    if state.tokens.is_dev_mode() {
+        return Err(ApiError::Conflict {
+            code: "dev_mode",
+            message: "this node runs in dev mode (no tokens file): start it with --tokens-file to use tokens".into(),
+        });
+    }
+    Ok(())
+}
+
+async fn create(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(request): ApiJson<CreateToken>,
+) -> Result<(StatusCode, Json<TokenView>), ApiError> {
+    require(caller.can_admin(), &caller, "manage tokens")?;
+    dev_mode_refusal(&state)?;
+    let invalid = |message: String| ApiError::bad_request("invalid_token", message);
+    for scope in &request.scopes {
+        Scope::parse(scope).map_err(invalid)?;
+    }
+    if state.tokens.is_bootstrap_name(&request.name) {
+        return Err(ApiError::Conflict {
+            code: "token_exists",
+            message: format!("{} is a token of the tokens file", request.name),
+        });
+    }
+    let (sha256, shown) = match (request.token, request.sha256) {
+        (Some(token), None) if token.len() >= MIN_TOKEN_LEN => (crate::auth::digest(token.as_bytes()), None),
+        (Some(_), None) => return Err(invalid(format!("a token is at least {MIN_TOKEN_LEN} bytes"))),
+        (None, Some(hex)) => {
+            (crate::auth::parse_hex32(&hex).ok_or_else(|| invalid("sha256 must be 64 hex digits".into()))?, None)
+        }
+        (None, None) => {
+            let token = random_token().map_err(|err| internal(format!("no randomness: {err}")))?;
+            (crate::auth::digest(token.as_bytes()), Some(token))
+        }
+        (Some(_), Some(_)) => return Err(invalid("give token or sha256, not both".into())),
+    };
+    let def =
+        TokenDef { name: request.name, sha256, scopes: request.scopes, max_registrations: request.max_registrations };
+    def.check().map_err(invalid)?;
+    let view = TokenView {
+        name: def.name.clone(),
+        scopes: def.scopes.clone(),
+        max_registrations: def.max_registrations,
+        source: "api".into(),
+        state: "active".into(),
+        token: shown,
+    };
+    match state.cluster.write(Command::CreateToken(def), &caller.actor()).await? {
+        Outcome::TokenCreated(_) => Ok((StatusCode::CREATED, Json(view))),
+        Outcome::TokenRefused(reason) => Err(ApiError::Conflict { code: "token_exists", message: reason }),
+        other => Err(internal(format!("unexpected outcome {other:?}"))),
+    }
+}
+
+async fn list(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<TokenList>, ApiError> {
+    require(caller.can_admin(), &caller, "list tokens")?;
+    dev_mode_refusal(&state)?;
+    let applied = state.cluster.view().load();
+    let table = applied.state.tokens();
+    let revoked = |name: &str| matches!(table.get(name), Some(TokenEntry::Revoked { .. }));
+    let mut tokens: Vec<TokenView> = state
+        .tokens
+        .bootstrap()
+        .map(|token| TokenView {
+            name: token.name.clone(),
+            scopes: token.scopes.iter().map(ToString::to_string).collect(),
+            max_registrations: token.max_registrations,
+            source: "file".into(),
+            state: if revoked(&token.name) { "revoked" } else { "active" }.into(),
+            token: None,
+        })
+        .collect();
+    for (name, entry) in table {
+        if state.tokens.is_bootstrap_name(name) {
+            continue;
+        }
+        tokens.push(match entry {
+            TokenEntry::Active { def, .. } => TokenView {
+                name: name.clone(),
+                scopes: def.scopes.clone(),
+                max_registrations: def.max_registrations,
+                source: "api".into(),
+                state: "active".into(),
+                token: None,
+            },
+            TokenEntry::Revoked { .. } => TokenView {
+                name: name.clone(),
+                scopes: Vec::new(),
+                max_registrations: None,
+                source: "api".into(),
+                state: "revoked".into(),
+                token: None,
+            },
+        });
+    }
+    tokens.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Json(TokenList { tokens }))
+}
+
+async fn revoke(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<TokenView>, ApiError> {
+    require(caller.can_admin(), &caller, "manage tokens")?;
+    dev_mode_refusal(&state)?;
+    let applied = state.cluster.view().load();
+    let known = state.tokens.is_bootstrap_name(&name) || applied.state.tokens().contains_key(&name);
+    drop(applied);
+    if !known {
+        return Err(ApiError::not_found("token_not_found", format!("no token is named {name}")));
+    }
+    let source = if state.tokens.is_bootstrap_name(&name) { "file" } else { "api" };
+    match state.cluster.write(Command::RevokeToken(name.clone()), &caller.actor()).await? {
+        Outcome::TokenRevoked(_) => Ok(Json(TokenView {
+            name,
+            scopes: Vec::new(),
+            max_registrations: None,
+            source: source.into(),
+            state: "revoked".into(),
+            token: None,
+        })),
+        Outcome::TokenRefused(reason) => Err(ApiError::Conflict { code: "token_revoked", message: reason }),
+        other => Err(internal(format!("unexpected outcome {other:?}"))),
+    }
+}
+
+/// 32 random bytes from the operating system, as 64 hex digits.
+fn random_token() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
