@@ -6,7 +6,10 @@
 #   over the nodes), with `--snapshot-every 1000`. Before each measurement every node has applied
 #   the same index and has compacted its log into a snapshot covering everything written so far
 #   (`benchkit compact` re-registers one fixed registration until the snapshots catch up; with
-#   group commit, 100,000 registrations are far fewer log entries than that).
+#   group commit, 100,000 registrations are far fewer log entries than that). After N2 it is
+#   measured twice: right after the load (freed memory that the allocator has not yet returned
+#   counts) and settled, 15 s later (jemalloc returns freed pages within its 10 s decay); the
+#   target is checked on the settled figure, and both are reported.
 # B7: restart time of a follower holding N2 registrations: hyperfine times "start the node and
 #   poll /health/ready until 200", with a graceful stop of the node before each run.
 set -euo pipefail
@@ -105,6 +108,8 @@ converge 0
 compact
 converge
 stage "$N2" "$N2"
+sleep "$(by_mode 2 15)"
+stage settled "$N2"
 restarted=$(restart_time)
 
 python3 - "$STAGES" "$BENCH_RUN/b6-fills.jsonl" "$BENCH_RUN/b7-hyperfine.json" "$restarted" "$SNAPSHOT_EVERY" \

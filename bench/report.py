@@ -151,11 +151,14 @@ class Report:
             self.target("b5_p50", missing, "", None)
             self.target("b5_p99", missing, "", None)
         if b6:
-            last = [s for s in b6["stages"] if s["stage"] not in ("idle", "after-restart")][-1]
-            mb = last["rss_mib_max"] * 2**20 / 1e6
-            self.target("b6_rss", f'{num(mb, 1)} MB (largest node) with {num(last["registrations"])} registrations',
+            loaded = [s for s in b6["stages"] if s["stage"] not in ("idle", "settled", "after-restart")][-1]
+            settled = next((s for s in b6["stages"] if s["stage"] == "settled"), loaded)
+            mb = settled["rss_mib_max"] * 2**20 / 1e6
+            self.target("b6_rss", f'{num(mb, 1)} MB (largest node, settled) with {num(settled["registrations"])} '
+                        'registrations',
+                        f'right after the load {num(loaded["rss_mib_max"] * 2**20 / 1e6, 1)} MB; '
                         f'idle {num(b6["stages"][0]["rss_mib_max"] * 2**20 / 1e6, 1)} MB',
-                        mb <= 150 if last["registrations"] >= 100_000 else None)
+                        mb <= 150 if settled["registrations"] >= 100_000 else None)
         else:
             self.target("b6_rss", missing, "", None)
 
