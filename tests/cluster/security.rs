@@ -839,3 +839,116 @@ async fn tokens_managed_at_runtime_take_effect_on_every_node() {
         .await;
     }
 }
+
+/// Tokens of two tenants whose namespaces nest: A owns `http://contoso.com/`, B owns
+/// `http://contoso.com/payments*`.
+fn tenants() -> Options {
+    let tokens = json!({ "tokens": [
+        { "name": "ops", "token": OPS, "scopes": ["admin", "read", "register:*"] },
+        { "name": "tenant-a", "token": "tenant-a-token-0123456789", "scopes": ["register:http://contoso.com/"] },
+        { "name": "tenant-b", "token": "tenant-b-token-0123456789", "scopes": ["register:http://contoso.com/payments*"], "max_registrations": 5 },
+    ]});
+    Options {
+        env: vec![("SWITCHBOARD_TOKENS".into(), tokens.to_string())],
+        token: Some(OPS.into()),
+        ..Options::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_cannot_take_another_tenants_traffic_through_a_colliding_contract() {
+    let cluster = TestCluster::start_with(3, tenants());
+    let leader = cluster.wait_stable().await;
+    let (a, b) = (Backend::start("tenant-a").await, Backend::start("tenant-b").await);
+    let api = cluster.api(leader);
+    let register = |token: &'static str, namespace: &'static str, name: &'static str, address: String| {
+        let body = json!({ "address": address, "contract_namespace": namespace, "contract_name": name });
+        let url = format!("{api}/v1/registrations");
+        async move { call("POST", &url, Some(token), Some(body)).await.0 }
+    };
+    assert_eq!(register("tenant-a-token-0123456789", "http://contoso.com/", "payments", a.url()).await, 201);
+    // B may register in its own namespace, one whose text spells A's contract key...
+    assert_eq!(register("tenant-b-token-0123456789", "http://contoso.com/payments", "Anything", b.url()).await, 201);
+    // ...but not in a sibling its pattern does not cover as a whole segment.
+    assert_eq!(register("tenant-b-token-0123456789", "http://contoso.com/payments-evil", "X", b.url()).await, 403);
+    let data = cluster.data(leader);
+    for node in cluster.running() {
+        cluster
+            .wait_addresses(node, &{
+                let mut both = vec![a.url(), b.url()];
+                both.sort();
+                both
+            })
+            .await;
+    }
+    for _ in 0..20 {
+        let response = cluster
+            .http
+            .post(format!("{data}/pay"))
+            .header("x-switchboard-contract", "http://contoso.com/payments")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!((a.hits(), b.hits()), (20, 0), "every request for A's contract reached A alone");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_thousand_refreshes_leave_the_other_tokens_audit_records_in_place() {
+    let cluster = TestCluster::start_with(1, tenants());
+    let node = cluster.wait_stable().await;
+    let api = cluster.api(node);
+    // The operator's records, made first: they must survive what follows.
+    for i in 0..3 {
+        let body =
+            json!({ "address": format!("http://10.8.0.{i}/"), "contract_namespace": "urn:ops", "contract_name": "C" });
+        assert_eq!(call("POST", &format!("{api}/v1/registrations"), Some(OPS), Some(body)).await.0, 201);
+    }
+    // Tenant B (quota 5) refreshes its one registration 10,000 times, from 16 clients.
+    let body = json!({ "address": "http://10.8.1.1/", "contract_namespace": "http://contoso.com/payments", "contract_name": "C" });
+    let tasks: Vec<_> = (0..16)
+        .map(|client| {
+            let (api, body) = (api.clone(), body.clone());
+            tokio::spawn(async move {
+                let mut ok = 0;
+                for _ in (client..10_000).step_by(16) {
+                    let url = format!("{api}/v1/registrations");
+                    let status = call("POST", &url, Some("tenant-b-token-0123456789"), Some(body.clone())).await.0;
+                    ok += usize::from(status == 200 || status == 201);
+                }
+                ok
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for task in tasks {
+        ok += task.await.unwrap();
+    }
+    assert_eq!(ok, 10_000);
+    // Then 1,500 refreshes that do change something (the weight): each is an event, but the
+    // tenant's share of the trail is bounded.
+    for i in 0..1_500 {
+        let mut changed = body.clone();
+        changed["weight"] = json!(1 + i % 2);
+        let status =
+            call("POST", &format!("{api}/v1/registrations"), Some("tenant-b-token-0123456789"), Some(changed)).await.0;
+        assert_eq!(status, 200);
+    }
+    let mut records = Vec::new();
+    let mut url = format!("{api}/v1/audit?limit=5000");
+    loop {
+        let (status, page) = call("GET", &url, Some(OPS), None).await;
+        assert_eq!(status, 200);
+        records.extend(page["records"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_u64() {
+            Some(cursor) => url = format!("{api}/v1/audit?limit=5000&cursor={cursor}"),
+            None => break,
+        }
+    }
+    let by = |principal: &str| records.iter().filter(|r| r["principal"] == principal).count();
+    assert_eq!(by("ops"), 3, "the operator's records are all still there");
+    assert_eq!(by("tenant-b"), 1_000, "one writer holds at most its share");
+    let refreshed = records.iter().filter(|r| r["action"] == "refreshed").count();
+    assert!(refreshed <= 1_000, "the 10,000 refreshes that changed nothing recorded nothing: {refreshed}");
+}
