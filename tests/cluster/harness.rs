@@ -173,7 +173,12 @@ impl TestCluster {
             .args(&node.extra_args)
             .envs(node.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("SWITCHBOARD_CLUSTER_SECRET", SECRET)
-            .env("RUST_LOG", switchboard::telemetry::DEFAULT_FILTER)
+            // SWITCHBOARD_TEST_LOG sets the nodes' log filter when a failure needs more detail.
+            .env(
+                "RUST_LOG",
+                std::env::var("SWITCHBOARD_TEST_LOG")
+                    .unwrap_or_else(|_| switchboard::telemetry::DEFAULT_FILTER.to_owned()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
