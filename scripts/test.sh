@@ -4,7 +4,7 @@
 #   2. cargo test: unit tests, router tests without sockets, openraft's storage conformance
 #      suite, property tests, and the multi-process cluster tests (real `switchboard` processes
 #      on loopback);
-#   3. the failover suite: the docker-compose cluster behind HAProxy, broken on purpose in eight
+#   3. the failover suite: the docker-compose cluster behind HAProxy, broken on purpose in thirteen
 #      ways while a workload runs, with a history checker (needs Docker; without it this step
 #      says so loudly, and fails under CI=true);
 #   4. the benchmark suite in quick mode (checks every benchmark still runs; asserts no speed).
