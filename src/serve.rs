@@ -9,7 +9,9 @@
 //! one that has been silent for [`SILENT_GRACE`] instead of being refused. A client that talks
 //! leaves the pending state within a round trip, so a flood of idle connections can neither hold
 //! slots for long nor keep such a client out. One client address may hold only so many
-//! connections.
+//! connections. A connection that speaks within [`QUICK_SPEAKER`] is never pending at all, so a
+//! burst of connections opened at once (a load balancer, a pool warming up) is never refused for
+//! the pending bounds; one that closes without a byte takes no slot.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -35,6 +37,9 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A pending connection silent for this long may be closed to make room for a new one.
 pub const SILENT_GRACE: Duration = Duration::from_millis(250);
+/// A connection that speaks (or finishes its TLS handshake) within this is never pending: it
+/// takes none of the pending slots, of its address or in all.
+pub const QUICK_SPEAKER: Duration = Duration::from_millis(50);
 /// How long open requests may take to finish at shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest accepted request head (request line and headers), in bytes.
@@ -250,15 +255,7 @@ where
             refuse("too many connections from this address");
             continue;
         };
-        let Some(pending_slot) = pending_per_ip.take(addr.ip(), limits.pending_per_ip) else {
-            refuse("too many silent connections from this address");
-            continue;
-        };
-        let Some((seq, evicted)) = pending.enter(limits.pending) else {
-            refuse("too many connections that have not sent anything yet");
-            continue;
-        };
-        let (pending, permits) = (pending.clone(), permits.clone());
+        let (pending, permits, pending_per_ip) = (pending.clone(), permits.clone(), pending_per_ip.clone());
         let _ = stream.set_nodelay(true);
         let service = make_service(Peer::new(addr, tls.is_some()));
         let watcher = graceful.watcher();
@@ -268,26 +265,62 @@ where
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_buf_size(HTTP_BUFFER_BYTES);
             // Pending: until the first byte (or the TLS handshake), a deadline, or eviction.
+            // `Err(None)`: the client closed without sending anything.
             let first = async {
                 match tls {
-                    None => stream.readable().await.map(|()| Conn::Plain(stream)).map_err(|e| e.to_string()),
+                    None => match stream.peek(&mut [0u8; 1]).await {
+                        Ok(0) => Err(None),
+                        Ok(_) => Ok(Conn::Plain(stream)),
+                        Err(err) => Err(Some(err.to_string())),
+                    },
                     Some(acceptor) => {
-                        acceptor.accept(stream).await.map(|s| Conn::Tls(Box::new(s))).map_err(|e| e.to_string())
+                        acceptor.accept(stream).await.map(|s| Conn::Tls(Box::new(s))).map_err(|e| Some(e.to_string()))
                     }
                 }
             };
-            let spoke = tokio::select! {
-                // A connection that spoke keeps its place even if told to make room.
-                biased;
-                spoke = tokio::time::timeout(FIRST_BYTE_TIMEOUT, first) => spoke,
-                _ = evicted => {
-                    tracing::debug!(listener = name, remote = %addr, "silent connection closed for a newer one");
+            tokio::pin!(first);
+            // Most clients speak at once and are never pending; only a connection still silent
+            // after a moment takes a pending slot (of its address's, and of all).
+            let spoke = match tokio::time::timeout(QUICK_SPEAKER, &mut first).await {
+                Ok(spoke) => Ok(spoke),
+                Err(_) => {
+                    let Some(_address_slot) = pending_per_ip.take(addr.ip(), limits.pending_per_ip) else {
+                        METRICS.limit_hit(crate::metrics::Limit::Connections);
+                        tracing::debug!(listener = name, remote = %addr, "connection closed: too many silent connections from this address");
+                        return;
+                    };
+                    let Some((seq, evicted)) = pending.enter(limits.pending) else {
+                        METRICS.limit_hit(crate::metrics::Limit::Connections);
+                        tracing::debug!(listener = name, remote = %addr, "connection closed: too many silent connections");
+                        return;
+                    };
+                    let spoke = tokio::select! {
+                        // A connection that spoke keeps its place even if told to make room.
+                        biased;
+                        spoke = tokio::time::timeout(FIRST_BYTE_TIMEOUT - QUICK_SPEAKER, &mut first) => spoke,
+                        _ = evicted => {
+                            tracing::debug!(listener = name, remote = %addr, "silent connection closed for a newer one");
+                            pending.leave(seq);
+                            return;
+                        }
+                    };
                     pending.leave(seq);
-                    return;
+                    spoke
                 }
             };
-            pending.leave(seq);
-            drop(pending_slot);
+            let spoke = match spoke {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(Some(err))) => {
+                    static REFUSED: crate::telemetry::RateLimit =
+                        crate::telemetry::RateLimit::new(Duration::from_secs(10));
+                    if let Some(held_back) = REFUSED.check() {
+                        tracing::warn!(listener = name, remote = %addr, error = %err, held_back, "TLS handshake refused");
+                    }
+                    return;
+                }
+                // Closed without a byte, or silent past the deadline.
+                Ok(Err(None)) | Err(_) => return,
+            };
             // Only a connection that spoke takes one of the `max` slots.
             let Ok(_permit) = permits.try_acquire_owned() else {
                 METRICS.limit_hit(crate::metrics::Limit::Connections);
@@ -298,24 +331,13 @@ where
             open.add(1);
             let _open = scopeguard(move || open.add(-1));
             let result = match spoke {
-                Ok(Ok(Conn::Plain(stream))) => {
-                    watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await
-                }
-                Ok(Ok(Conn::Tls(stream))) => {
+                Conn::Plain(stream) => watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await,
+                Conn::Tls(stream) => {
                     let certificate = stream.get_ref().1.peer_certificates().and_then(|chain| chain.first());
                     let certificate = certificate.map(|cert| ClientCertificate(Arc::new(cert.clone().into_owned())));
                     let service = WithCertificate { inner: service, certificate };
                     watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await
                 }
-                Ok(Err(err)) => {
-                    static REFUSED: crate::telemetry::RateLimit =
-                        crate::telemetry::RateLimit::new(Duration::from_secs(10));
-                    if let Some(held_back) = REFUSED.check() {
-                        tracing::warn!(listener = name, remote = %addr, error = %err, held_back, "TLS handshake refused");
-                    }
-                    return;
-                }
-                Err(_) => return,
             };
             if let Err(err) = result {
                 tracing::debug!(listener = name, error = %err, "connection ended with an error");

@@ -117,3 +117,28 @@ async fn a_connection_flood_neither_blinds_health_checks_nor_stalls_failover() {
     eprintln!("figure: {} of {total} flood connections closed by the nodes", total - open.len());
     assert!(open.is_empty(), "{} silent or slow connections were never cut", open.len());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_new_connections_from_one_address_is_served() {
+    // What a load balancer or a client pool does when it warms up: many connections opened at
+    // once from one address, each pending for a moment. None may be refused (the bound on
+    // pending connections per address counts only connections that stay silent).
+    let cluster = TestCluster::start(1);
+    let node = cluster.wait_stable().await;
+    let url = format!("{}/v1/cluster", cluster.api(node));
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                // A client of its own: a new connection each.
+                let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().unwrap();
+                http.get(&url).send().await.map(|r| r.status().as_u16()).unwrap_or(0)
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap());
+    }
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+}
