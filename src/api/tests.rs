@@ -64,7 +64,15 @@ async fn single_node_full(limits: crate::cluster::RegistryLimits, tokens: Tokens
 }
 
 async fn call(app: &Router, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+    send(app, None, method, uri, body).await
+}
+
+/// One request, with `Authorization: Bearer <token>` when a token is given.
+async fn send(app: &Router, token: Option<&str>, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
     let mut request = Request::builder().method(method).uri(uri);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
     let body = match body {
         Some(json) => {
             request = request.header("content-type", "application/json");
@@ -381,18 +389,7 @@ async fn every_refusal_of_the_soap_endpoint_is_a_soap_fault() {
 }
 
 async fn call_as(app: &Router, token: &str, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let mut request = Request::builder().method(method).uri(uri).header("authorization", format!("Bearer {token}"));
-    let body = match body {
-        Some(json) => {
-            request = request.header("content-type", "application/json");
-            Body::from(json.to_string())
-        }
-        None => Body::empty(),
-    };
-    let response = app.clone().oneshot(request.body(body).unwrap()).await.unwrap();
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    send(app, Some(token), method, uri, body).await
 }
 
 #[tokio::test]

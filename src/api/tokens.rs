@@ -59,6 +59,17 @@ pub struct TokenView {
     pub token: Option<String>,
 }
 
+impl TokenView {
+    fn active(name: &str, scopes: Vec<String>, max_registrations: Option<u32>, source: &str) -> Self {
+        let (name, source, state) = (name.to_owned(), source.to_owned(), "active".to_owned());
+        Self { name, scopes, max_registrations, source, state, token: None }
+    }
+
+    fn revoked(name: &str, source: &str) -> Self {
+        Self { state: "revoked".into(), ..Self::active(name, Vec::new(), None, source) }
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct TokenList {
     pub tokens: Vec<TokenView>,
@@ -110,14 +121,8 @@ async fn create(
     let def =
         TokenDef { name: request.name, sha256, scopes: request.scopes, max_registrations: request.max_registrations };
     def.check().map_err(invalid)?;
-    let view = TokenView {
-        name: def.name.clone(),
-        scopes: def.scopes.clone(),
-        max_registrations: def.max_registrations,
-        source: "api".into(),
-        state: "active".into(),
-        token: shown,
-    };
+    let view =
+        TokenView { token: shown, ..TokenView::active(&def.name, def.scopes.clone(), def.max_registrations, "api") };
     match state.cluster.write(Command::CreateToken(def), &caller.actor()).await? {
         Outcome::TokenCreated(_) => Ok((StatusCode::CREATED, Json(view))),
         Outcome::TokenRefused(reason) => Err(ApiError::Conflict { code: "token_exists", message: reason }),
@@ -137,13 +142,10 @@ async fn list(
     let mut tokens: Vec<TokenView> = state
         .tokens
         .bootstrap()
-        .map(|token| TokenView {
-            name: token.name.clone(),
-            scopes: token.scopes.iter().map(ToString::to_string).collect(),
-            max_registrations: token.max_registrations,
-            source: "file".into(),
-            state: if revoked(&token.name) { "revoked" } else { "active" }.into(),
-            token: None,
+        .map(|token| {
+            let scopes = token.scopes.iter().map(ToString::to_string).collect();
+            let view = TokenView::active(&token.name, scopes, token.max_registrations, "file");
+            if revoked(&token.name) { TokenView { state: "revoked".into(), ..view } } else { view }
         })
         .collect();
     for (name, entry) in table {
@@ -151,22 +153,8 @@ async fn list(
             continue;
         }
         tokens.push(match entry {
-            TokenEntry::Active { def, .. } => TokenView {
-                name: name.clone(),
-                scopes: def.scopes.clone(),
-                max_registrations: def.max_registrations,
-                source: "api".into(),
-                state: "active".into(),
-                token: None,
-            },
-            TokenEntry::Revoked { .. } => TokenView {
-                name: name.clone(),
-                scopes: Vec::new(),
-                max_registrations: None,
-                source: "api".into(),
-                state: "revoked".into(),
-                token: None,
-            },
+            TokenEntry::Active { def, .. } => TokenView::active(name, def.scopes.clone(), def.max_registrations, "api"),
+            TokenEntry::Revoked { .. } => TokenView::revoked(name, "api"),
         });
     }
     tokens.sort_by(|a, b| a.name.cmp(&b.name));
@@ -188,14 +176,7 @@ async fn revoke(
     }
     let source = if state.tokens.is_bootstrap_name(&name) { "file" } else { "api" };
     match state.cluster.write(Command::RevokeToken(name.clone()), &caller.actor()).await? {
-        Outcome::TokenRevoked(_) => Ok(Json(TokenView {
-            name,
-            scopes: Vec::new(),
-            max_registrations: None,
-            source: source.into(),
-            state: "revoked".into(),
-            token: None,
-        })),
+        Outcome::TokenRevoked(_) => Ok(Json(TokenView::revoked(&name, source))),
         Outcome::TokenRefused(reason) => Err(ApiError::Conflict { code: "token_revoked", message: reason }),
         other => Err(internal(format!("unexpected outcome {other:?}"))),
     }

@@ -234,7 +234,8 @@ impl DataPlane {
     /// Routes one request; never fails (errors become responses).
     pub async fn handle(&self, request: Request<Incoming>, client: Peer) -> Response<ProxyBody> {
         let soap = contract::soap_version(request.headers());
-        let disclose = self.discloses_internals(request.headers());
+        // Kept (cheaply) for an error's message; the token is checked only if one is needed.
+        let token = request.headers().get(TOKEN_HEADER).cloned();
         match self.route(request, client).await {
             Ok(response) => {
                 METRICS.routed.inc();
@@ -246,7 +247,7 @@ impl DataPlane {
                 if let Some(limit) = err.limit() {
                     METRICS.limit_hit(limit);
                 }
-                err.into_response(soap, disclose)
+                err.into_response(soap, self.discloses_internals(token.as_ref()))
             }
         }
     }
@@ -254,11 +255,11 @@ impl DataPlane {
     /// Whether the caller may see endpoint addresses (in `X-Switchboard-Explain` and in error
     /// messages): anyone in dev mode; otherwise only a caller whose `X-Switchboard-Token` has the
     /// `read` scope. The addresses are the services' internal ones.
-    fn discloses_internals(&self, headers: &http::HeaderMap) -> bool {
+    fn discloses_internals(&self, token: Option<&HeaderValue>) -> bool {
         if self.tokens.is_dev_mode() {
             return true;
         }
-        let presented = headers.get(TOKEN_HEADER).map(HeaderValue::as_bytes);
+        let presented = token.map(HeaderValue::as_bytes);
         presented.is_some() && self.tokens.authenticate_token(presented).is_ok_and(|caller| caller.can_read())
     }
 
@@ -271,7 +272,7 @@ impl DataPlane {
             return Err(ProxyError::Loop);
         }
         let explain = parts.headers.get(EXPLAIN_HEADER).is_some_and(|v| v.as_bytes() != b"0");
-        let disclose = explain && self.discloses_internals(&parts.headers);
+        let disclose = explain && self.discloses_internals(parts.headers.get(TOKEN_HEADER));
         let broadcast =
             parts.headers.get(DELIVERY_HEADER).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"broadcast"));
         let (key, source, body) = resolve(&parts.headers, incoming).await?;

@@ -151,15 +151,34 @@ async fn a_forwarded_write_is_checked_like_an_api_write() {
     let leader = cluster.wait_stable().await;
     let peers = PeerClient::new(99, crate::harness::SECRET, None).unwrap();
     let peer_addr = format!("127.0.0.1:{}", cluster.nodes[&leader].ports.peer);
-    let valid = RegistrationSpec::new(RegistrationRequest {
-        address: "http://10.77.0.1/".into(),
-        contract_name: "C".into(),
-        contract_namespace: "urn:checked".into(),
-        ttl_ms: None,
-        weight: None,
-        metadata: BTreeMap::new(),
-    })
-    .unwrap();
+    let spec = |address: String| {
+        let request = RegistrationRequest {
+            address,
+            contract_name: "C".into(),
+            contract_namespace: "urn:checked".into(),
+            ttl_ms: None,
+            weight: None,
+            metadata: BTreeMap::new(),
+        };
+        RegistrationSpec::new(request).unwrap()
+    };
+    // A forwarded write, answered by the leader.
+    let write = |command: Command| {
+        let proposal = Proposal { command, origin: Origin { node: 99, ..Origin::default() } };
+        let (peers, peer_addr) = (peers.clone(), peer_addr.clone());
+        async move {
+            peers
+                .call::<Proposal, Result<Outcome, ClusterError>>(
+                    &peer_addr,
+                    "/cluster/write",
+                    &proposal,
+                    Duration::from_secs(5),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let valid = spec("http://10.77.0.1/".into());
     let mut zero_weight = valid.clone();
     zero_weight.weight = 0;
     let mut wrong_id = valid.clone();
@@ -174,54 +193,17 @@ async fn a_forwarded_write_is_checked_like_an_api_write() {
         Command::Expire(vec![Lease { id: valid.id, epoch: 1 }]),
     ];
     for command in forged {
-        let proposal = Proposal { command: command.clone(), origin: Origin { node: 99, ..Origin::default() } };
-        let answer = peers
-            .call::<Proposal, Result<Outcome, ClusterError>>(
-                &peer_addr,
-                "/cluster/write",
-                &proposal,
-                Duration::from_secs(5),
-            )
-            .await
-            .unwrap();
+        let answer = write(command.clone()).await;
         assert!(matches!(answer, Err(ClusterError::InvalidRequest(_))), "{command:?} -> {answer:?}");
     }
     // The leader checks the address again, against its own listeners, which the node that
     // forwarded the write may not have known yet.
     let api_port = cluster.nodes[&leader].ports.api;
-    let at_the_leader = RegistrationSpec::new(RegistrationRequest {
-        address: format!("http://localhost:{api_port}/"),
-        contract_name: "C".into(),
-        contract_namespace: "urn:checked".into(),
-        ttl_ms: None,
-        weight: None,
-        metadata: BTreeMap::new(),
-    })
-    .unwrap();
-    let proposal =
-        Proposal { command: Command::Register(at_the_leader), origin: Origin { node: 99, ..Origin::default() } };
-    let answer = peers
-        .call::<Proposal, Result<Outcome, ClusterError>>(
-            &peer_addr,
-            "/cluster/write",
-            &proposal,
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
+    let answer = write(Command::Register(spec(format!("http://localhost:{api_port}/")))).await;
     assert!(matches!(answer, Err(ClusterError::InvalidAddress(_))), "{answer:?}");
     assert_eq!(cluster.addresses(leader).await.unwrap(), Vec::<String>::new(), "nothing was applied");
     // The same path takes a valid write.
-    let proposal = Proposal { command: Command::Register(valid), origin: Origin { node: 99, ..Origin::default() } };
-    let answer = peers
-        .call::<Proposal, Result<Outcome, ClusterError>>(
-            &peer_addr,
-            "/cluster/write",
-            &proposal,
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
+    let answer = write(Command::Register(valid)).await;
     assert!(matches!(answer, Ok(Outcome::Registered { created: true, .. })), "{answer:?}");
 }
 
