@@ -8,14 +8,12 @@
 //! - [`api`]: the control API (registrations, cluster admin, health).
 //! - [`peer`]: the peer endpoint (Raft RPCs and forwarded requests), behind the cluster secret.
 //! - [`proxy`]: the data plane: contract resolution, selection, forwarding, broadcast.
-//! - [`client`]: the library services use to register and keep their leases alive.
 //! - [`config`], [`telemetry`], [`node`]: flags, logging, and the composition root.
 //! - [`soap`]: SOAP envelopes and faults, shared by the data plane and the SOAP endpoints.
 //! - [`dev`]: a local three-node cluster with sample services; [`sample`]: the sample service.
 
 pub mod api;
 pub mod auth;
-pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod dev;

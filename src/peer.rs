@@ -23,24 +23,29 @@ use axum::routing::post;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::cluster::AdmitRequest;
+use switchboard_proto::peer;
+use switchboard_proto::peer::ADDRESSEE_HEADER;
+use switchboard_proto::peer::Admit;
+use switchboard_proto::peer::Membership;
+use switchboard_proto::peer::PROTOCOL_HEADER;
+use switchboard_proto::peer::ReadIndex;
+use switchboard_proto::peer::Renew;
+use switchboard_proto::peer::Rpc;
+use switchboard_proto::peer::SENDER_HEADER;
+use switchboard_proto::peer::Status;
+use switchboard_proto::peer::Write;
+
 use crate::cluster::Cluster;
-use crate::cluster::Gossip;
-use crate::cluster::MembershipRequest;
-use crate::cluster::Proposal;
-use crate::cluster::StatusRequest;
 use crate::peer_auth::PeerKey;
-use crate::raft::ADDRESSEE_HEADER;
 use crate::raft::Addressee;
 use crate::raft::NodeId;
-use crate::raft::SENDER_HEADER;
-use crate::raft::typ;
+use crate::raft::rpc::Append;
+use crate::raft::rpc::Snapshot;
+use crate::raft::rpc::Vote;
 use crate::serve::ClientCertificate;
 
 /// Largest accepted peer request body: one snapshot chunk plus framing.
 pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
-
-const CONTENT_TYPE: &str = crate::raft::PEER_CONTENT_TYPE;
 
 /// A postcard-encoded body, in either direction.
 #[derive(Debug)]
@@ -60,7 +65,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Postcard<T> {
 impl<T: Serialize> IntoResponse for Postcard<T> {
     fn into_response(self) -> Response {
         match postcard::to_stdvec(&self.0) {
-            Ok(bytes) => ([(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))], bytes).into_response(),
+            Ok(bytes) => {
+                ([(header::CONTENT_TYPE, HeaderValue::from_static(peer::CONTENT_TYPE))], bytes).into_response()
+            }
             Err(err) => refuse(StatusCode::INTERNAL_SERVER_ERROR, "encode_failed", &err.to_string()),
         }
     }
@@ -77,20 +84,62 @@ pub struct PeerState {
     pub key: std::sync::Arc<PeerKey>,
 }
 
+/// The request of RPC `R`, decoded.
+type RequestOf<R> = Postcard<<R as Rpc>::Request>;
+
+/// The answer of RPC `R`, encoded.
+fn answer<R: Rpc>(answer: R::Answer) -> Response {
+    Postcard(answer).into_response()
+}
+
 pub fn router(state: PeerState) -> Router {
     Router::new()
-        .route("/raft/append", post(append))
-        .route("/raft/vote", post(vote))
-        .route("/raft/snapshot", post(snapshot))
-        .route("/cluster/status", post(status))
-        .route("/cluster/write", post(write))
-        .route("/cluster/read-index", post(read_index))
-        .route("/cluster/admit", post(admit))
-        .route("/cluster/membership", post(membership))
-        .route("/cluster/renew", post(renew))
+        .route(Append::PATH, post(append))
+        .route(Vote::PATH, post(vote))
+        .route(Snapshot::PATH, post(snapshot))
+        .route(Status::PATH, post(status))
+        .route(Write::PATH, post(write))
+        .route(ReadIndex::PATH, post(read_index))
+        .route(Admit::PATH, post(admit))
+        .route(Membership::PATH, post(membership))
+        .route(Renew::PATH, post(renew))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), authenticate))
+        .route_layer(axum::middleware::from_fn(speak_protocol))
         .with_state(state)
+}
+
+/// Refuses a request in a protocol version this node does not speak (before anything else: a
+/// version may sign or encode differently), and names this node's version in every answer.
+async fn speak_protocol(request: Request, next: Next) -> Response {
+    let named = request.headers().get(PROTOCOL_HEADER).map(HeaderValue::as_bytes);
+    let mut response = match peer::version_of(named) {
+        Some(version) if peer::speaks(version) => next.run(request).await,
+        version => {
+            let spoken = version.map_or_else(|| "an unreadable version".to_owned(), |v| format!("version {v}"));
+            let from = request.headers().get(SENDER_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("?").to_owned();
+            static REFUSED: crate::telemetry::RateLimit =
+                crate::telemetry::RateLimit::new(std::time::Duration::from_secs(10));
+            if let Some(held_back) = REFUSED.check() {
+                tracing::error!(
+                    from,
+                    spoken,
+                    oldest = peer::OLDEST_PROTOCOL,
+                    newest = peer::PROTOCOL,
+                    held_back,
+                    "peer request in a protocol version this node does not speak refused; upgrade the nodes one version at a time"
+                );
+            }
+            let message = format!(
+                "this node speaks peer protocol versions {} to {}, the request speaks {spoken}",
+                peer::OLDEST_PROTOCOL,
+                peer::PROTOCOL
+            );
+            refuse(StatusCode::CONFLICT, peer::UNSUPPORTED_PROTOCOL, &message)
+        }
+    };
+    response.headers_mut().insert(PROTOCOL_HEADER, HeaderValue::from(peer::PROTOCOL));
+    response
 }
 
 /// The node a peer request comes from: its signed `x-switchboard-from`, and, with mutual TLS,
@@ -191,93 +240,97 @@ async fn append(
     State(state): State<PeerState>,
     Extension(sender): Extension<Sender>,
     headers: HeaderMap,
-    Postcard(request): Postcard<typ::AppendEntriesRequest>,
+    Postcard(request): RequestOf<Append>,
 ) -> Response {
     if let Some(refused) = refusal_unless_addressee(&state.cluster, &headers)
         .or_else(|| refusal_unless_sender(sender, Some(request.vote.leader_id().node_id), "append"))
     {
         return refused;
     }
-    Postcard(state.cluster.raft().append_entries(request).await).into_response()
+    answer::<Append>(state.cluster.raft().append_entries(request).await)
 }
 
 async fn vote(
     State(state): State<PeerState>,
     Extension(sender): Extension<Sender>,
     headers: HeaderMap,
-    Postcard(request): Postcard<typ::VoteRequest>,
+    Postcard(request): RequestOf<Vote>,
 ) -> Response {
     if let Some(refused) = refusal_unless_addressee(&state.cluster, &headers)
         .or_else(|| refusal_unless_sender(sender, request.vote.leader_id().voted_for(), "vote request"))
     {
         return refused;
     }
-    Postcard(state.cluster.raft().vote(request).await).into_response()
+    answer::<Vote>(state.cluster.raft().vote(request).await)
 }
 
 async fn snapshot(
     State(state): State<PeerState>,
     Extension(sender): Extension<Sender>,
     headers: HeaderMap,
-    Postcard(request): Postcard<typ::InstallSnapshotRequest>,
+    Postcard(request): RequestOf<Snapshot>,
 ) -> Response {
     if let Some(refused) = refusal_unless_addressee(&state.cluster, &headers)
         .or_else(|| refusal_unless_sender(sender, Some(request.vote.leader_id().node_id), "snapshot"))
     {
         return refused;
     }
-    Postcard(state.cluster.raft().install_snapshot(request).await).into_response()
+    answer::<Snapshot>(state.cluster.raft().install_snapshot(request).await)
 }
 
-async fn status(State(state): State<PeerState>, Postcard(request): Postcard<StatusRequest>) -> Response {
-    Postcard(state.cluster.answer_status(&request)).into_response()
+async fn status(State(state): State<PeerState>, Postcard(request): RequestOf<Status>) -> Response {
+    answer::<Status>(state.cluster.answer_status(&request))
 }
 
 async fn write(
     State(state): State<PeerState>,
     Extension(sender): Extension<Sender>,
-    Postcard(proposal): Postcard<Proposal>,
+    Postcard(proposal): RequestOf<Write>,
 ) -> Response {
     if let Some(refused) = refusal_unless_sender(sender, Some(proposal.origin.node), "write") {
         return refused;
     }
-    Postcard(state.cluster.propose_forwarded(proposal).await).into_response()
+    answer::<Write>(state.cluster.propose_forwarded(proposal).await)
 }
 
 async fn read_index(State(state): State<PeerState>) -> Response {
-    Postcard(state.cluster.read_index_local().await).into_response()
+    answer::<ReadIndex>(state.cluster.read_index_local().await)
 }
 
 async fn admit(
     State(state): State<PeerState>,
     Extension(sender): Extension<Sender>,
-    Postcard(request): Postcard<AdmitRequest>,
+    Postcard(request): RequestOf<Admit>,
 ) -> Response {
     if let Some(refused) = refusal_unless_sender(sender, Some(request.node_id), "admission request") {
         return refused;
     }
-    Postcard(state.cluster.admit_local(request).await).into_response()
+    answer::<Admit>(state.cluster.admit_local(request).await)
 }
 
-async fn membership(State(state): State<PeerState>, Postcard(request): Postcard<MembershipRequest>) -> Response {
-    Postcard(state.cluster.change_local(request).await).into_response()
+async fn membership(State(state): State<PeerState>, Postcard(request): RequestOf<Membership>) -> Response {
+    answer::<Membership>(state.cluster.change_local(request).await)
 }
 
 async fn renew(
     State(state): State<PeerState>,
     Extension(sender): Extension<Sender>,
-    Postcard(gossip): Postcard<Gossip>,
+    Postcard(gossip): RequestOf<Renew>,
 ) -> Response {
     if let Some(refused) = refusal_unless_sender(sender, Some(gossip.from), "gossip") {
         return refused;
     }
     state.cluster.renew_from_peer(&gossip);
-    Postcard(()).into_response()
+    answer::<Renew>(())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
 
     #[test]
     fn constant_time_eq_compares_whole_values() {
@@ -286,5 +339,36 @@ mod tests {
         assert!(!constant_time_eq(b"Bearer secret!", b"Bearer secret"));
         assert!(!constant_time_eq(b"Bearer secre", b"Bearer secret"));
         assert!(!constant_time_eq(b"", b"Bearer secret"));
+    }
+
+    /// A request without a version (the release before versions) and one in this version are
+    /// served; any other is refused with 409 `unsupported_protocol` before it is read; every
+    /// answer names this node's version.
+    #[tokio::test]
+    async fn requests_in_a_version_this_node_does_not_speak_are_refused() {
+        let app = Router::new()
+            .route(Status::PATH, post(|| async { "served" }))
+            .route_layer(axum::middleware::from_fn(speak_protocol));
+        let current = peer::PROTOCOL.to_string();
+        let next = (peer::PROTOCOL + 1).to_string();
+        for (version, served) in
+            [(None, true), (Some(current.as_str()), true), (Some(next.as_str()), false), (Some("one"), false)]
+        {
+            let mut request = Request::post(Status::PATH);
+            if let Some(version) = version {
+                request = request.header(PROTOCOL_HEADER, version);
+            }
+            let response = app.clone().oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+            assert_eq!(response.headers()[PROTOCOL_HEADER], current.as_str(), "{version:?}");
+            let status = response.status();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            if served {
+                assert_eq!((status, &body[..]), (StatusCode::OK, &b"served"[..]), "{version:?}");
+            } else {
+                let error: switchboard_proto::api::ErrorBody = serde_json::from_slice(&body).unwrap();
+                assert_eq!((status, error.code.as_str()), (StatusCode::CONFLICT, peer::UNSUPPORTED_PROTOCOL));
+                assert!(error.message.contains("speaks peer protocol versions 0 to 1"), "{}", error.message);
+            }
+        }
     }
 }

@@ -41,12 +41,12 @@ use quick_xml::events::Event;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::client::Registrar;
-use crate::client::RegistrarConfig;
 use crate::proxy::contract;
 use crate::registry::RegistrationRequest;
 use crate::soap;
 use crate::soap::SoapVersion;
+use switchboard_client::Registrar;
+use switchboard_client::RegistrarConfig;
 
 pub const SOAP_NAMESPACE: &str = "http://tempuri.org/";
 pub const SOAP_CONTRACT: &str = "ICalculator";

@@ -26,8 +26,8 @@ use crate::auth::Caller;
 use crate::cluster::ClusterView;
 use crate::raft::NodeId;
 use crate::raft::PeerNode;
-use crate::registry::AuditRecord;
 use crate::registry::RegistrationId;
+use switchboard_proto::api::AuditList;
 
 pub(super) fn routes() -> Router<ApiState> {
     Router::new()
@@ -64,15 +64,6 @@ struct AuditQuery {
     cursor: Option<u64>,
     /// Only records about this registration.
     id: Option<String>,
-}
-
-/// Body of `GET /v1/audit`: one page, newest first.
-#[derive(Debug, serde::Serialize, Deserialize)]
-pub struct AuditList {
-    pub records: Vec<AuditRecord>,
-    /// Pass as `cursor` for the next (older) page; absent on the last page.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<u64>,
 }
 
 async fn audit(

@@ -12,19 +12,12 @@ use axum::http::StatusCode;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::response::Response;
-use serde::Serialize;
+use switchboard_proto::api::ErrorBody;
 
 use crate::auth::AuthError;
 use crate::cluster::ClusterError;
 use crate::metrics::Limit;
 use crate::registry::InvalidRegistration;
-
-/// Error body of every control API refusal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct ErrorBody {
-    pub code: String,
-    pub message: String,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

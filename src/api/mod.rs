@@ -27,13 +27,13 @@ use axum::response::IntoResponse;
 use axum::response::Response;
 
 pub use self::error::ApiError;
-pub use self::error::ErrorBody;
-pub use self::registrations::HeartbeatReply;
-pub use self::registrations::RegistrationList;
 use crate::auth::Caller;
 use crate::auth::Tokens;
 use crate::cluster::Cluster;
 use crate::netpolicy::AddressPolicy;
+pub use switchboard_proto::api::ErrorBody;
+pub use switchboard_proto::api::HeartbeatReply;
+pub use switchboard_proto::api::RegistrationList;
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;

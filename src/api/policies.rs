@@ -6,7 +6,6 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
 use serde::Deserialize;
-use serde::Serialize;
 
 use crate::api::ApiError;
 use crate::api::ApiJson;
@@ -16,29 +15,12 @@ use crate::api::require;
 use crate::auth::Caller;
 use crate::registry::Command;
 use crate::registry::ContractKey;
-use crate::registry::Policy;
 use crate::registry::PolicyRequest;
+use switchboard_proto::api::PolicyEntry;
+use switchboard_proto::api::PolicyList;
 
 pub(super) fn routes() -> Router<ApiState> {
     Router::new().route("/v1/policies", get(list).put(set))
-}
-
-/// A contract's policy as shown by the API.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PolicyEntry {
-    /// The contract key, `{namespace}/{name}`.
-    pub contract: String,
-    #[serde(flatten)]
-    pub policy: Policy,
-}
-
-/// Body of `GET /v1/policies`: one page, in contract order.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct PolicyList {
-    pub policies: Vec<PolicyEntry>,
-    /// Pass as `cursor` for the next page; absent on the last page.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

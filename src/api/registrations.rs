@@ -10,7 +10,6 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::routing::post;
 use serde::Deserialize;
-use serde::Serialize;
 
 use crate::api::ApiError;
 use crate::api::ApiJson;
@@ -30,6 +29,12 @@ use crate::registry::RegistrationInfo;
 use crate::registry::RegistrationRequest;
 use crate::registry::RegistrationSpec;
 use crate::registry::trim_namespace;
+use switchboard_proto::api::HeartbeatReply;
+use switchboard_proto::api::HeartbeatRequest;
+use switchboard_proto::api::LeaseRef;
+use switchboard_proto::api::MAX_HEARTBEAT_IDS;
+use switchboard_proto::api::Refused;
+use switchboard_proto::api::RegistrationList;
 
 pub(super) fn routes() -> Router<ApiState> {
     Router::new()
@@ -39,36 +44,6 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/v1/registrations/{id}/heartbeat", post(heartbeat_one))
         .route("/v1/registrations/{id}/drain", post(drain))
         .route("/v1/heartbeat", post(heartbeat_many))
-}
-
-/// Most leases one heartbeat call may renew.
-pub const MAX_HEARTBEAT_IDS: usize = 10_000;
-
-/// One lease named by a heartbeat: an id, or an id with the epoch the caller registered.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum LeaseRef {
-    Id(String),
-    WithEpoch { id: String, epoch: u64 },
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HeartbeatRequest {
-    pub ids: Vec<LeaseRef>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Refused {
-    pub id: RegistrationId,
-    pub reason: Refusal,
-}
-
-/// Body of a heartbeat answer.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct HeartbeatReply {
-    pub renewed: Vec<Lease>,
-    pub refused: Vec<Refused>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -161,17 +136,6 @@ struct ListQuery {
 struct ReadQuery {
     #[serde(default)]
     consistency: Consistency,
-}
-
-/// Body of `GET /v1/registrations`: one page, in id order.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct RegistrationList {
-    pub registrations: Vec<Registration>,
-    /// Log index of the replica the page was read from.
-    pub applied_index: u64,
-    /// Pass as `cursor` for the next page; absent on the last page.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
 }
 
 async fn register(

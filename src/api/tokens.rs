@@ -9,7 +9,6 @@ use axum::http::StatusCode;
 use axum::routing::delete;
 use axum::routing::get;
 use serde::Deserialize;
-use serde::Serialize;
 
 use crate::api::ApiError;
 use crate::api::ApiJson;
@@ -23,6 +22,8 @@ use crate::registry::Command;
 use crate::registry::Outcome;
 use crate::registry::TokenDef;
 use crate::registry::TokenEntry;
+use switchboard_proto::api::TokenList;
+use switchboard_proto::api::TokenView;
 
 pub(super) fn routes() -> Router<ApiState> {
     Router::new().route("/v1/tokens", get(list).post(create)).route("/v1/tokens/{name}", delete(revoke))
@@ -41,38 +42,6 @@ struct CreateToken {
     /// its SHA-256 digest in hex; with neither, the node makes a random token and answers it once.
     #[serde(default)]
     sha256: Option<String>,
-}
-
-/// A token as the API shows it: never its value or digest.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct TokenView {
-    pub name: String,
-    pub scopes: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_registrations: Option<u32>,
-    /// `file` (the bootstrap set of the node answering) or `api` (replicated).
-    pub source: String,
-    /// `active` or `revoked`.
-    pub state: String,
-    /// The token's value: only in the answer that created it, when the node made it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
-}
-
-impl TokenView {
-    fn active(name: &str, scopes: Vec<String>, max_registrations: Option<u32>, source: &str) -> Self {
-        let (name, source, state) = (name.to_owned(), source.to_owned(), "active".to_owned());
-        Self { name, scopes, max_registrations, source, state, token: None }
-    }
-
-    fn revoked(name: &str, source: &str) -> Self {
-        Self { state: "revoked".into(), ..Self::active(name, Vec::new(), None, source) }
-    }
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct TokenList {
-    pub tokens: Vec<TokenView>,
 }
 
 fn internal(message: String) -> ApiError {

@@ -46,16 +46,7 @@ struct Renewal {
     at: Instant,
 }
 
-/// Why a heartbeat renewed nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Refusal {
-    NotFound,
-    /// The caller's token does not cover the registration's namespace.
-    Forbidden,
-    /// The lease belongs to an earlier registration of this id.
-    EpochMismatch,
-}
+pub use switchboard_proto::api::Refusal;
 
 /// Renewal times of the leases this node knows about.
 #[derive(Debug, Default)]

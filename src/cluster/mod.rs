@@ -29,9 +29,26 @@ use openraft::ServerState;
 use openraft::error::ClientWriteError;
 use openraft::error::InitializeError;
 use openraft::error::RaftError;
-use serde::Deserialize;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use switchboard_proto::peer::Admit;
+use switchboard_proto::peer::Membership;
+use switchboard_proto::peer::ReadIndex;
+use switchboard_proto::peer::Renew;
+use switchboard_proto::peer::Rpc;
+use switchboard_proto::peer::Status;
+use switchboard_proto::peer::Write;
+
+pub use switchboard_proto::api::ClusterView;
+pub use switchboard_proto::api::MemberView;
+pub use switchboard_proto::api::Readiness;
+pub use switchboard_proto::peer::AdmitReply;
+pub use switchboard_proto::peer::AdmitRequest;
+pub use switchboard_proto::peer::ClusterError;
+pub use switchboard_proto::peer::Gossip;
+pub use switchboard_proto::peer::MembershipRequest;
+pub use switchboard_proto::peer::PeerStatus;
+pub use switchboard_proto::peer::Proposal;
+pub use switchboard_proto::peer::StatusAnswer;
+pub use switchboard_proto::peer::StatusRequest;
 
 use self::batch::Batcher;
 use self::leases::Leases;
@@ -67,150 +84,6 @@ const REAP_QUORUM_FRESH: Duration = Duration::from_millis(500);
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
 /// A learner this close to the leader's log is caught up.
 const CAUGHT_UP_LAG: u64 = 64;
-
-/// Errors of cluster operations; they also travel between peers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-pub enum ClusterError {
-    /// Internal: the node asked is not the leader; the caller retries with the current leader.
-    #[error("this node is not the leader")]
-    NotLeader,
-    #[error("no leader could be reached within {0} ms")]
-    NoLeader(u64),
-    #[error("the request reached the leader but its outcome is unknown; it may still be applied")]
-    Indeterminate,
-    #[error("the node is shutting down")]
-    ShuttingDown,
-    #[error("membership change refused: {0}")]
-    Membership(String),
-    #[error("node {0} is not a member of the cluster")]
-    UnknownNode(NodeId),
-    #[error("node {0} did not catch up with the leader within {1} s")]
-    CatchUpTimeout(NodeId, u64),
-    /// A request that can never succeed as sent (a peer sent something malformed).
-    #[error("invalid request: {0}")]
-    InvalidRequest(String),
-    /// A node this operation needs could not be reached.
-    #[error("{0}")]
-    Unavailable(String),
-    /// The registry is at one of its cluster-wide limits.
-    #[error("{0}")]
-    RegistryFull(String),
-    /// A bug or a broken invariant, not something the caller did.
-    #[error("internal error: {0}")]
-    Internal(String),
-    /// The address of a registration is one the address policy refuses (checked again by the
-    /// leader, which knows its own listeners whatever the node that took the request knew).
-    #[error("{0}")]
-    InvalidAddress(String),
-}
-
-/// A write as forwarded to the leader: the leader stamps the time.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Proposal {
-    pub command: Command,
-    pub origin: Origin,
-}
-
-/// What a node tells its peers about itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerStatus {
-    pub node_id: NodeId,
-    /// The incarnation of its data directory.
-    pub incarnation: u64,
-    /// The node holds log entries: it belongs to a cluster that has started.
-    pub initialized: bool,
-    /// The membership it knows admits this incarnation.
-    pub admitted: bool,
-    pub leader: Option<(NodeId, PeerNode)>,
-    pub last_log_index: Option<u64>,
-    pub applied_index: u64,
-}
-
-/// A status request: the answering node must sign `challenge` (see [`crate::peer_auth`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatusRequest {
-    pub challenge: crate::peer_auth::Challenge,
-}
-
-/// A status answer, with the proof that the node holds the cluster secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatusAnswer {
-    pub status: PeerStatus,
-    pub proof: [u8; 32],
-}
-
-/// A node that the membership does not admit (a fresh or wiped data directory) asks the leader
-/// to admit it; `node` carries its address and incarnation.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AdmitRequest {
-    pub node_id: NodeId,
-    pub node: PeerNode,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum AdmitReply {
-    /// The membership holds this incarnation (as a learner, or already as a member): replication
-    /// to it starts, and an initial voter is promoted once it has caught up.
-    Admitted,
-    /// The leader removed an earlier incarnation of the node id; ask again.
-    Retry,
-    /// Not an initial voter and not a member: an operator adds it (`POST /v1/cluster/nodes`).
-    NotMember,
-}
-
-/// What a node passes on to the other members every `leases::GOSSIP_EVERY`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Gossip {
-    pub from: NodeId,
-    /// Heartbeats it took since its last gossip.
-    pub leases: Vec<Lease>,
-    /// The sender's listeners (data plane, control API, peer endpoint, health), as bound: no
-    /// endpoint may be registered at any of them.
-    pub listeners: Vec<std::net::SocketAddr>,
-}
-
-/// Membership change forwarded to the leader.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum MembershipRequest {
-    Add { node_id: NodeId, node: PeerNode },
-    Remove { node_id: NodeId },
-}
-
-/// This node's view of the cluster, as `GET /v1/cluster` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ClusterView {
-    pub node_id: NodeId,
-    pub role: String,
-    pub admitted: bool,
-    pub leader_id: Option<NodeId>,
-    pub term: u64,
-    pub last_log_index: Option<u64>,
-    pub last_applied_index: Option<u64>,
-    pub snapshot_index: Option<u64>,
-    pub purged_index: Option<u64>,
-    pub millis_since_quorum_ack: Option<u64>,
-    pub members: Vec<MemberView>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MemberView {
-    pub id: NodeId,
-    pub peer_addr: String,
-    /// The admitted incarnation of the member's data directory (hex); none for members recorded
-    /// before incarnations existed.
-    pub incarnation: Option<String>,
-    /// `voter` or `learner`.
-    pub role: String,
-    /// On the leader: the last log index known to be replicated to this member.
-    pub matched_index: Option<u64>,
-}
-
-/// Whether the node should receive traffic, and why not.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Readiness {
-    pub ready: bool,
-    pub reason: Option<String>,
-}
 
 /// The running background duties of a node.
 #[derive(Debug)]
@@ -388,7 +261,7 @@ impl Cluster {
             Origin { node: self.node_id(), principal: actor.name.clone(), quota: actor.quota, request: Some(request) };
         let proposal = Proposal { command, origin };
         let local = |proposal: Proposal| async move { self.propose_local(proposal).await };
-        self.on_leader("/cluster/write", proposal, local).await
+        self.on_leader::<Write, _, _, _, _>(proposal, local).await
     }
 
     /// Refuses a registration that would take the registry beyond its limits. Checked against
@@ -442,7 +315,7 @@ impl Cluster {
     /// read point. The leader confirms its leadership with a quorum first.
     pub async fn linearizable_barrier(&self) -> Result<(), ClusterError> {
         let local = |()| async move { self.read_index_local().await };
-        let index = self.on_leader("/cluster/read-index", (), local).await?;
+        let index = self.on_leader::<ReadIndex, _, _, _, _>((), local).await?;
         let mut applied = self.inner.view.subscribe();
         let wait = applied.wait_for(|applied| *applied >= index);
         match tokio::time::timeout(self.inner.config.request_timeout, wait).await {
@@ -466,10 +339,10 @@ impl Cluster {
 
     /// Runs `local` if this node leads, forwards `request` to the leader's `path` otherwise, and
     /// retries through elections until the request deadline.
-    async fn on_leader<Req, Resp, F, Fut>(&self, path: &str, request: Req, local: F) -> Result<Resp, ClusterError>
+    async fn on_leader<R, Req, Resp, F, Fut>(&self, request: Req, local: F) -> Result<Resp, ClusterError>
     where
-        Req: Serialize + Clone,
-        Resp: DeserializeOwned,
+        R: Rpc<Request = Req, Answer = Result<Resp, ClusterError>>,
+        Req: Clone,
         F: Fn(Req) -> Fut,
         Fut: Future<Output = Result<Resp, ClusterError>>,
     {
@@ -492,19 +365,15 @@ impl Cluster {
                     Err(ClusterError::Indeterminate) => return Err(ClusterError::Indeterminate),
                     done => Some(done),
                 },
-                Some((leader, node)) => {
-                    let call =
-                        self.inner.peers.call::<Req, Result<Resp, ClusterError>>(&node.addr, path, &request, remaining);
-                    match call.await {
-                        Ok(Err(ClusterError::NotLeader)) => None,
-                        Ok(done) => Some(done),
-                        Err(err) => {
-                            sent_somewhere |= !err.not_sent();
-                            tracing::debug!(leader, error = %err, "forward to leader failed, retrying");
-                            None
-                        }
+                Some((leader, node)) => match self.inner.peers.call::<R>(&node.addr, &request, remaining).await {
+                    Ok(Err(ClusterError::NotLeader)) => None,
+                    Ok(done) => Some(done),
+                    Err(err) => {
+                        sent_somewhere |= !err.not_sent();
+                        tracing::debug!(leader, error = %err, "forward to leader failed, retrying");
+                        None
                     }
-                }
+                },
                 None => None,
             };
             if let Some(done) = attempt {
@@ -585,9 +454,7 @@ impl Cluster {
                 let membership = metrics.membership_config.membership();
                 membership.nodes().filter(|(id, _)| **id != self.node_id()).map(|(_, node)| node.clone()).collect()
             };
-            let calls = members
-                .iter()
-                .map(|node| self.inner.peers.call::<_, ()>(&node.addr, "/cluster/renew", &gossip, STATUS_TIMEOUT));
+            let calls = members.iter().map(|node| self.inner.peers.call::<Renew>(&node.addr, &gossip, STATUS_TIMEOUT));
             for result in futures_util::future::join_all(calls).await {
                 if let Err(err) = result {
                     tracing::debug!(error = %err, "lease gossip not delivered");
@@ -670,15 +537,13 @@ impl Cluster {
     async fn ask_status(&self, addr: &str) -> Result<PeerStatus, crate::raft::PeerError> {
         let request = StatusRequest { challenge: crate::peer_auth::challenge() };
         let answer: StatusAnswer =
-            self.inner.peers.call(addr, "/cluster/status", &request, STATUS_TIMEOUT).await.map_err(
-                |err| match err {
-                    // An answer that is not a status (or a refusal) proves nothing either.
-                    crate::raft::PeerError::Decode { .. } | crate::raft::PeerError::Status { .. } => {
-                        crate::raft::PeerError::Unproven { addr: addr.to_owned() }
-                    }
-                    other => other,
-                },
-            )?;
+            self.inner.peers.call::<Status>(addr, &request, STATUS_TIMEOUT).await.map_err(|err| match err {
+                // An answer that is not a status (or a refusal) proves nothing either.
+                crate::raft::PeerError::Decode { .. } | crate::raft::PeerError::Status { .. } => {
+                    crate::raft::PeerError::Unproven { addr: addr.to_owned() }
+                }
+                other => other,
+            })?;
         let key = self.inner.peers.key();
         if !key.check_proof(&request.challenge, answer.status.node_id, answer.status.incarnation, &answer.proof) {
             return Err(crate::raft::PeerError::Unproven { addr: addr.to_owned() });
@@ -943,7 +808,7 @@ impl Cluster {
             let reply: Result<AdmitReply, ClusterError> = self
                 .inner
                 .peers
-                .call(&leader.addr, "/cluster/admit", &request, config.request_timeout)
+                .call::<Admit>(&leader.addr, &request, config.request_timeout)
                 .await
                 .map_err(|err| ClusterError::Unavailable(err.to_string()))?;
             return match reply {
@@ -1016,14 +881,14 @@ impl Cluster {
     pub async fn add_node(&self, node_id: NodeId, node: PeerNode) -> Result<(), ClusterError> {
         let request = MembershipRequest::Add { node_id, node };
         let local = |request| async move { self.change_local(request).await };
-        self.on_leader("/cluster/membership", request, local).await?;
+        self.on_leader::<Membership, _, _, _, _>(request, local).await?;
         self.wait_local_membership(|voters, _| voters.contains(&node_id)).await
     }
 
     /// Removes a node from the membership. Returns once this node's own view no longer lists it.
     pub async fn remove_node(&self, node_id: NodeId) -> Result<(), ClusterError> {
         let local = |request| async move { self.change_local(request).await };
-        self.on_leader("/cluster/membership", MembershipRequest::Remove { node_id }, local).await?;
+        self.on_leader::<Membership, _, _, _, _>(MembershipRequest::Remove { node_id }, local).await?;
         self.wait_local_membership(|_, nodes| !nodes.contains(&node_id)).await
     }
 

@@ -55,9 +55,6 @@ pub struct Addressee {
     pub incarnation: Option<u64>,
 }
 
-/// Header that carries the [`Addressee`] of a Raft RPC.
-pub const ADDRESSEE_HEADER: &str = "x-switchboard-to";
-
 impl fmt::Display for Addressee {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.incarnation {

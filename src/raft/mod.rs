@@ -22,52 +22,29 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
-use serde::Serialize;
-
 pub use self::disk::Disk;
 pub use self::format::FormatError;
-pub use self::identity::ADDRESSEE_HEADER;
 pub use self::identity::Addressee;
 pub use self::identity::NodeIdentity;
 pub use self::log_store::LogStore;
-pub use self::network::PEER_CONTENT_TYPE;
 pub use self::network::PeerClient;
 pub use self::network::PeerError;
 pub use self::network::PeerNetwork;
-pub use self::network::SENDER_HEADER;
+pub use self::network::rpc;
 pub use self::state_machine::Applied;
 pub use self::state_machine::AppliedView;
 pub use self::state_machine::StateMachine;
 use crate::registry::Change;
 use crate::registry::Outcome;
+pub use switchboard_proto::NodeId;
+pub use switchboard_proto::peer::ADDRESSEE_HEADER;
+pub use switchboard_proto::peer::PeerNode;
 
 /// Key in the meta tree: the format version of the whole directory, written last when a
 /// directory is created or migrated.
 const FORMAT: &[u8] = b"format";
 /// Key in the meta tree: the [`NodeIdentity`].
 const IDENTITY: &[u8] = b"identity";
-
-/// Raft node ids are the `--node-id` values.
-pub type NodeId = u64;
-
-/// What the membership records about a node: where its peer endpoint is, and which incarnation
-/// of its data directory was admitted.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerNode {
-    /// `host:port` of the node's peer endpoint.
-    pub addr: String,
-    /// The admitted incarnation (see [`NodeIdentity`]); `None` for members recorded before
-    /// incarnations existed, and in requests that do not know it yet.
-    pub incarnation: Option<u64>,
-}
-
-impl PeerNode {
-    /// A node known by its address only.
-    pub fn at(addr: impl Into<String>) -> Self {
-        Self { addr: addr.into(), incarnation: None }
-    }
-}
 
 openraft::declare_raft_types!(
     /// The openraft type configuration of Switchboard. One log entry carries a batch of changes

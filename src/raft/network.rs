@@ -16,11 +16,11 @@ use openraft::error::RemoteError;
 use openraft::error::Unreachable;
 use openraft::network::RPCOption;
 use openraft::network::RaftNetwork;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use switchboard_proto::peer;
+use switchboard_proto::peer::Rpc;
 
 use crate::peer_auth::PeerKey;
-use crate::raft::ADDRESSEE_HEADER;
 use crate::raft::Addressee;
 use crate::raft::NodeId;
 use crate::raft::PeerNode;
@@ -28,11 +28,43 @@ use crate::raft::TypeConfig;
 use crate::raft::typ;
 use crate::tls::PeerTls;
 
-/// The node id of the node that sends a peer request.
-pub const SENDER_HEADER: &str = "x-switchboard-from";
+/// The Raft RPCs, in the peer protocol's table (the cluster RPCs are in
+/// [`switchboard_proto::peer`]). Their messages are openraft's.
+pub mod rpc {
+    use switchboard_proto::peer::Rpc;
 
-/// Content type of every peer request and response body.
-pub const PEER_CONTENT_TYPE: &str = "application/x-switchboard-peer";
+    use crate::raft::typ;
+
+    /// Log entries (or a heartbeat) from the leader.
+    #[derive(Debug, Clone, Copy)]
+    pub enum Append {}
+
+    impl Rpc for Append {
+        const PATH: &'static str = "/raft/append";
+        type Request = typ::AppendEntriesRequest;
+        type Answer = Result<typ::AppendEntriesResponse, typ::RaftError>;
+    }
+
+    /// A candidate asks for a vote.
+    #[derive(Debug, Clone, Copy)]
+    pub enum Vote {}
+
+    impl Rpc for Vote {
+        const PATH: &'static str = "/raft/vote";
+        type Request = typ::VoteRequest;
+        type Answer = Result<typ::VoteResponse, typ::RaftError>;
+    }
+
+    /// One chunk of a snapshot from the leader.
+    #[derive(Debug, Clone, Copy)]
+    pub enum Snapshot {}
+
+    impl Rpc for Snapshot {
+        const PATH: &'static str = "/raft/snapshot";
+        type Request = typ::InstallSnapshotRequest;
+        type Answer = Result<typ::InstallSnapshotResponse, typ::RaftError<typ::InstallSnapshotError>>;
+    }
+}
 
 /// Why a call to a peer failed.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +78,9 @@ pub enum PeerError {
     /// The peer answered with an HTTP error status.
     #[error("peer {addr} refused the call with status {status}")]
     Status { addr: String, status: reqwest::StatusCode },
+    /// The peer does not speak this node's peer protocol version.
+    #[error("peer {addr} does not speak peer protocol version {ours}: {message}")]
+    Protocol { addr: String, ours: u16, message: String },
     #[error("peer {addr} sent an unreadable answer: {source}")]
     Decode { addr: String, source: postcard::Error },
     /// The answer does not prove that the peer holds the cluster secret.
@@ -69,6 +104,8 @@ pub struct PeerClient {
     from: Arc<str>,
     /// `http` or, with peer mutual TLS, `https`.
     scheme: &'static str,
+    /// This node's peer protocol version, sent with every request.
+    protocol: reqwest::header::HeaderValue,
 }
 
 impl PeerClient {
@@ -83,7 +120,13 @@ impl PeerClient {
         }
         let http = builder.build().map_err(|e| format!("cannot build the peer client: {e}"))?;
         let scheme = if tls.is_some() { "https" } else { "http" };
-        Ok(Self { http, key: Arc::new(PeerKey::new(cluster_secret)), from: node_id.to_string().into(), scheme })
+        Ok(Self {
+            http,
+            key: Arc::new(PeerKey::new(cluster_secret)),
+            from: node_id.to_string().into(),
+            scheme,
+            protocol: reqwest::header::HeaderValue::from(peer::PROTOCOL),
+        })
     }
 
     /// The key requests are signed with.
@@ -91,73 +134,47 @@ impl PeerClient {
         &self.key
     }
 
-    /// POSTs `request` to `http://{addr}{path}` and decodes the answer.
-    pub async fn call<Req, Resp>(
+    /// Calls RPC `R` of the peer endpoint at `addr` and decodes its answer.
+    pub async fn call<R: Rpc>(
         &self,
         addr: &str,
-        path: &str,
-        request: &Req,
+        request: &R::Request,
         timeout: Duration,
-    ) -> Result<Resp, PeerError>
-    where
-        Req: Serialize + ?Sized,
-        Resp: DeserializeOwned,
-    {
-        self.send(addr, path, None, request, timeout).await
+    ) -> Result<R::Answer, PeerError> {
+        self.send::<R>(addr, None, encode(addr, request)?, timeout).await
     }
 
     /// The same, for a request meant for one incarnation of one node only (a Raft RPC): a node
     /// that is not `to` refuses it.
-    pub async fn call_to<Req, Resp>(
+    pub async fn call_to<R: Rpc>(
         &self,
         to: Addressee,
         addr: &str,
-        path: &str,
-        request: &Req,
+        body: Vec<u8>,
         timeout: Duration,
-    ) -> Result<Resp, PeerError>
-    where
-        Req: Serialize + ?Sized,
-        Resp: DeserializeOwned,
-    {
-        self.send(addr, path, Some(to), request, timeout).await
+    ) -> Result<R::Answer, PeerError> {
+        self.send::<R>(addr, Some(to), body, timeout).await
     }
 
-    async fn send<Req, Resp>(
+    /// Sends an encoded request of RPC `R`, signed, with this node's protocol version.
+    async fn send<R: Rpc>(
         &self,
         addr: &str,
-        path: &str,
-        to: Option<Addressee>,
-        request: &Req,
-        timeout: Duration,
-    ) -> Result<Resp, PeerError>
-    where
-        Req: Serialize + ?Sized,
-        Resp: DeserializeOwned,
-    {
-        let body = postcard::to_stdvec(request)
-            .map_err(|err| PeerError::Unreachable { addr: addr.to_owned(), cause: format!("cannot encode: {err}") })?;
-        self.send_body(addr, path, to, body, timeout).await
-    }
-
-    /// Sends an already encoded request.
-    async fn send_body<Resp: DeserializeOwned>(
-        &self,
-        addr: &str,
-        path: &str,
         to: Option<Addressee>,
         body: Vec<u8>,
         timeout: Duration,
-    ) -> Result<Resp, PeerError> {
+    ) -> Result<R::Answer, PeerError> {
+        let path = R::PATH;
         let to = to.map(|to| to.to_string());
         let mut post = self
             .http
             .post(format!("{}://{addr}{path}", self.scheme))
             .header(reqwest::header::AUTHORIZATION, self.key.sign(path, &self.from, to.as_deref(), &body))
-            .header(SENDER_HEADER, &*self.from)
-            .header(reqwest::header::CONTENT_TYPE, PEER_CONTENT_TYPE);
+            .header(peer::SENDER_HEADER, &*self.from)
+            .header(peer::PROTOCOL_HEADER, self.protocol.clone())
+            .header(reqwest::header::CONTENT_TYPE, peer::CONTENT_TYPE);
         if let Some(to) = to {
-            post = post.header(ADDRESSEE_HEADER, to);
+            post = post.header(peer::ADDRESSEE_HEADER, to);
         }
         let sent = post.timeout(timeout).body(body).send().await;
         let response = match sent {
@@ -168,6 +185,18 @@ impl PeerClient {
             Err(err) => return Err(PeerError::NoAnswer { addr: addr.to_owned(), cause: root_cause(&err) }),
         };
         let status = response.status();
+        if status == reqwest::StatusCode::CONFLICT {
+            let body = response.bytes().await.unwrap_or_default();
+            let refusal = serde_json::from_slice::<switchboard_proto::api::ErrorBody>(&body).ok();
+            let Some(message) = refusal.filter(|e| e.code == peer::UNSUPPORTED_PROTOCOL).map(|e| e.message) else {
+                return Err(PeerError::Status { addr: addr.to_owned(), status });
+            };
+            static REFUSED: crate::telemetry::RateLimit = crate::telemetry::RateLimit::new(Duration::from_secs(10));
+            if let Some(held_back) = REFUSED.check() {
+                tracing::error!(peer = addr, ours = peer::PROTOCOL, %message, held_back, "a peer refused this node's peer protocol version; upgrade the nodes one version at a time");
+            }
+            return Err(PeerError::Protocol { addr: addr.to_owned(), ours: peer::PROTOCOL, message });
+        }
         if !status.is_success() {
             return Err(PeerError::Status { addr: addr.to_owned(), status });
         }
@@ -177,6 +206,12 @@ impl PeerClient {
             .map_err(|err| PeerError::NoAnswer { addr: addr.to_owned(), cause: root_cause(&err) })?;
         postcard::from_bytes(&bytes).map_err(|source| PeerError::Decode { addr: addr.to_owned(), source })
     }
+}
+
+/// Encodes a peer request body.
+pub fn encode<T: serde::Serialize + ?Sized>(addr: &str, request: &T) -> Result<Vec<u8>, PeerError> {
+    postcard::to_stdvec(request)
+        .map_err(|err| PeerError::Unreachable { addr: addr.to_owned(), cause: format!("cannot encode: {err}") })
 }
 
 /// The innermost cause of a transport error ("Connection refused (os error 111)", "operation
@@ -232,47 +267,36 @@ fn entries_that_fit(entries: &[typ::Entry]) -> u64 {
 }
 
 impl PeerConnection {
-    async fn rpc<Req, Resp, E>(
+    async fn rpc<R, Resp, E>(
         &self,
-        path: &str,
-        request: &Req,
-        option: &RPCOption,
-    ) -> Result<Resp, RPCError<NodeId, PeerNode, typ::RaftError<E>>>
-    where
-        Req: Serialize,
-        Resp: DeserializeOwned,
-        E: std::error::Error + DeserializeOwned,
-    {
-        let body = postcard::to_stdvec(request).map_err(|err| RPCError::Network(NetworkError::new(&err)))?;
-        self.rpc_body(path, body, option).await
-    }
-
-    async fn rpc_body<Resp, E>(
-        &self,
-        path: &str,
         body: Vec<u8>,
         option: &RPCOption,
     ) -> Result<Resp, RPCError<NodeId, PeerNode, typ::RaftError<E>>>
     where
-        Resp: DeserializeOwned,
+        R: Rpc<Answer = Result<Resp, typ::RaftError<E>>>,
         E: std::error::Error + DeserializeOwned,
     {
         let to = Addressee { node_id: self.target, incarnation: self.node.incarnation };
-        let answer: Result<Resp, typ::RaftError<E>> =
-            self.client.send_body(&self.node.addr, path, Some(to), body, option.hard_ttl()).await.map_err(|err| {
-                match &err {
-                    // A node that is down, or is not the incarnation the membership admitted, is
-                    // retried after openraft's backoff; its answer never counts.
-                    PeerError::Unreachable { .. }
-                    | PeerError::Status {
-                        status: reqwest::StatusCode::SERVICE_UNAVAILABLE | reqwest::StatusCode::CONFLICT,
-                        ..
-                    } => RPCError::Unreachable(Unreachable::new(&err)),
-                    _ => RPCError::Network(NetworkError::new(&err)),
-                }
-            })?;
+        let answer = self.client.call_to::<R>(to, &self.node.addr, body, option.hard_ttl()).await.map_err(|err| {
+            match &err {
+                // A node that is down, or is not the incarnation the membership admitted, is
+                // retried after openraft's backoff; its answer never counts.
+                PeerError::Unreachable { .. }
+                | PeerError::Status {
+                    status: reqwest::StatusCode::SERVICE_UNAVAILABLE | reqwest::StatusCode::CONFLICT,
+                    ..
+                } => RPCError::Unreachable(Unreachable::new(&err)),
+                _ => RPCError::Network(NetworkError::new(&err)),
+            }
+        })?;
         answer.map_err(|remote| RPCError::RemoteError(RemoteError::new(self.target, remote)))
     }
+}
+
+fn encode_rpc<T: serde::Serialize, E: std::error::Error>(
+    request: &T,
+) -> Result<Vec<u8>, RPCError<NodeId, PeerNode, E>> {
+    postcard::to_stdvec(request).map_err(|err| RPCError::Network(NetworkError::new(&err)))
 }
 
 impl RaftNetwork<TypeConfig> for PeerConnection {
@@ -284,12 +308,12 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         // openraft gives an AppendEntries one heartbeat interval, whatever it carries: a large
         // one would time out again and again (and starve the follower of heartbeats). Send at
         // most MAX_APPEND_BYTES; openraft retries at once with as many entries as the hint says.
-        let body = postcard::to_stdvec(&request).map_err(|err| RPCError::Network(NetworkError::new(&err)))?;
+        let body = encode_rpc(&request)?;
         if body.len() > MAX_APPEND_BYTES && request.entries.len() > 1 {
             let hint = entries_that_fit(&request.entries);
             return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(hint)));
         }
-        self.rpc_body("/raft/append", body, &option).await
+        self.rpc::<rpc::Append, _, _>(body, &option).await
     }
 
     async fn install_snapshot(
@@ -298,7 +322,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         option: RPCOption,
     ) -> Result<typ::InstallSnapshotResponse, RPCError<NodeId, PeerNode, typ::RaftError<typ::InstallSnapshotError>>>
     {
-        self.rpc("/raft/snapshot", &request, &option).await
+        self.rpc::<rpc::Snapshot, _, _>(encode_rpc(&request)?, &option).await
     }
 
     async fn vote(
@@ -306,6 +330,6 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         request: typ::VoteRequest,
         option: RPCOption,
     ) -> Result<typ::VoteResponse, RPCError<NodeId, PeerNode, typ::RaftError>> {
-        self.rpc("/raft/vote", &request, &option).await
+        self.rpc::<rpc::Vote, _, _>(encode_rpc(&request)?, &option).await
     }
 }

@@ -362,3 +362,59 @@ fn a_format_2_directory_opens() {
     assert!(state.tokens().get("fixture-reader").and_then(|t| t.def()).is_some(), "and its token");
     assert!(matches!(state.tokens().get("fixture-revoked"), Some(crate::registry::TokenEntry::Revoked { .. })));
 }
+
+/// The Raft RPCs' messages (openraft's types, in this node's type configuration) keep their
+/// postcard encoding: the peer protocol's golden bytes for the RPCs declared here (the cluster
+/// RPCs' are in the proto crate's tests).
+#[test]
+fn raft_rpc_messages_keep_their_encoding() {
+    fn hex<T: serde::Serialize>(value: &T) -> String {
+        postcard::to_stdvec(value).unwrap().iter().map(|b| format!("{b:02x}")).collect()
+    }
+    let vote = typ::Vote::new_committed(3, 2);
+    let membership = typ::Membership::new(vec![[1, 2].into()], None);
+    let entries = vec![
+        register_entry(7, "http://svc:9000/"),
+        Entry { log_id: log_id(3, 2, 8), payload: EntryPayload::Membership(membership.clone()) },
+        Entry { log_id: log_id(3, 2, 9), payload: EntryPayload::Blank },
+    ];
+    let append = typ::AppendEntriesRequest {
+        vote,
+        prev_log_id: Some(log_id(1, 1, 6)),
+        entries,
+        leader_commit: Some(log_id(1, 1, 6)),
+    };
+    let snapshot = typ::InstallSnapshotRequest {
+        vote,
+        meta: typ::SnapshotMeta {
+            last_log_id: Some(log_id(3, 2, 9)),
+            last_membership: typ::StoredMembership::new(Some(log_id(3, 2, 8)), membership),
+            snapshot_id: "3-2-9".into(),
+        },
+        offset: 0,
+        data: vec![1, 2, 3],
+        done: true,
+    };
+    let request_vote = typ::VoteRequest { vote, last_log_id: Some(log_id(3, 2, 9)) };
+    let answers: [(String, &str); 6] = [
+        (
+            hex(&append),
+            "030201010101060301010701010000000000006853f727981e82809b18fc81bdfd807e10687474703a2f2f7376633a393030302f01430875726e3a746573740001000302080201020102020100000200000302090001010106",
+        ),
+        (hex(&snapshot), "0302010103020901030208010201020201000002000005332d322d39000301020301"),
+        (hex(&request_vote), "03020101030209"),
+        (hex(&Ok::<_, typ::RaftError>(typ::AppendEntriesResponse::Success)), "0000"),
+        (
+            hex(&Ok::<_, typ::RaftError>(typ::VoteResponse { vote, vote_granted: true, last_log_id: None })),
+            "000302010100",
+        ),
+        (hex(&Ok::<_, typ::RaftError<typ::InstallSnapshotError>>(typ::InstallSnapshotResponse { vote })), "00030201"),
+    ];
+    let changed: Vec<String> = answers
+        .iter()
+        .enumerate()
+        .filter(|(_, (now, pinned))| now != pinned)
+        .map(|(i, (now, pinned))| format!("message {i}\n  pinned: {pinned}\n  now:    {now}"))
+        .collect();
+    assert!(changed.is_empty(), "Raft RPC encodings changed:\n{}", changed.join("\n"));
+}

@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use serde_json::Value;
 use serde_json::json;
-use switchboard::client::Registrar;
-use switchboard::client::RegistrarConfig;
 use switchboard::registry::RegistrationRequest;
+use switchboard_client::Registrar;
+use switchboard_client::RegistrarConfig;
 
 use crate::harness::TestCluster;
 use crate::harness::TestSample;

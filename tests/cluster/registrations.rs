@@ -88,7 +88,6 @@ async fn linearizable_read_on_a_follower_sees_a_write_made_elsewhere() {
 async fn a_forwarded_write_sent_twice_is_applied_once() {
     use std::time::Duration;
 
-    use switchboard::cluster::ClusterError;
     use switchboard::cluster::Proposal;
     use switchboard::raft::PeerClient;
     use switchboard::registry::Command;
@@ -110,12 +109,7 @@ async fn a_forwarded_write_sent_twice_is_applied_once() {
     };
     let send = || async {
         peers
-            .call::<Proposal, Result<Outcome, ClusterError>>(
-                &peer_addr,
-                "/cluster/write",
-                &unregister,
-                Duration::from_secs(5),
-            )
+            .call::<switchboard_proto::peer::Write>(&peer_addr, &unregister, Duration::from_secs(5))
             .await
             .unwrap()
             .unwrap()
@@ -167,15 +161,7 @@ async fn a_forwarded_write_is_checked_like_an_api_write() {
         let proposal = Proposal { command, origin: Origin { node: 99, ..Origin::default() } };
         let (peers, peer_addr) = (peers.clone(), peer_addr.clone());
         async move {
-            peers
-                .call::<Proposal, Result<Outcome, ClusterError>>(
-                    &peer_addr,
-                    "/cluster/write",
-                    &proposal,
-                    Duration::from_secs(5),
-                )
-                .await
-                .unwrap()
+            peers.call::<switchboard_proto::peer::Write>(&peer_addr, &proposal, Duration::from_secs(5)).await.unwrap()
         }
     };
     let valid = spec("http://10.77.0.1/".into());

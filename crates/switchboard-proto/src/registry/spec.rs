@@ -9,9 +9,9 @@ use std::fmt;
 use serde::Deserialize;
 use serde::Serialize;
 
-use crate::registry::Policy;
-use crate::registry::PolicyKind;
-use crate::registry::RegistrationId;
+use super::Policy;
+use super::PolicyKind;
+use super::RegistrationId;
 
 /// Longest accepted address, in bytes.
 pub const MAX_ADDRESS_LEN: usize = 2048;

@@ -1,0 +1,230 @@
+//! The peer protocol: every request one node sends another, as a table of typed RPCs.
+//!
+//! Each RPC is a type implementing [`Rpc`]: its path, its request and its answer. The caller
+//! (`PeerClient::call::<R>`) and the peer router (`route::<R>`) both name the type, so a path is
+//! written once and both sides agree on the types by construction. The Raft RPCs carry openraft's
+//! messages and are declared next to the Raft adapter; the cluster RPCs are declared here.
+//!
+//! Bodies are postcard-encoded. Every request carries the sender's protocol version in
+//! [`PROTOCOL_HEADER`] (a request without it speaks version 0, the encoding of the release that
+//! had no version header, identical to version 1), and every answer carries the answering node's.
+//! A node accepts the versions from [`OLDEST_PROTOCOL`] to [`PROTOCOL`] and refuses any other with
+//! `409 unsupported_protocol`. A version that changes an encoding keeps decoding the one before it
+//! and answers each request in the version it was asked in, so two adjacent versions always
+//! interoperate during a rolling upgrade. The encoding of every message is pinned by golden bytes
+//! (see the tests).
+
+use serde::Deserialize;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::NodeId;
+use crate::registry::Command;
+use crate::registry::Lease;
+use crate::registry::Origin;
+use crate::registry::Outcome;
+
+/// The peer protocol version this build speaks.
+pub const PROTOCOL: u16 = 1;
+/// The oldest version it still accepts (0: requests without a version header).
+pub const OLDEST_PROTOCOL: u16 = 0;
+/// Header carrying the sender's protocol version (requests) or the answering node's (answers).
+pub const PROTOCOL_HEADER: &str = "x-switchboard-protocol";
+/// Header carrying the node id of the sender, signed with the request.
+pub const SENDER_HEADER: &str = "x-switchboard-from";
+/// Header carrying the addressee (`{node id}.{incarnation}`) of a Raft RPC.
+pub const ADDRESSEE_HEADER: &str = "x-switchboard-to";
+/// Content type of every peer request and answer body.
+pub const CONTENT_TYPE: &str = "application/x-switchboard-peer";
+/// Error code of a request in a protocol version the node does not speak.
+pub const UNSUPPORTED_PROTOCOL: &str = "unsupported_protocol";
+
+/// Whether this build speaks protocol `version`.
+pub fn speaks(version: u16) -> bool {
+    (OLDEST_PROTOCOL..=PROTOCOL).contains(&version)
+}
+
+/// The protocol version a header value names: none is version 0; anything unreadable is `None`.
+pub fn version_of(header: Option<&[u8]>) -> Option<u16> {
+    match header {
+        None => Some(0),
+        Some(value) => std::str::from_utf8(value).ok()?.trim().parse().ok(),
+    }
+}
+
+/// One peer RPC: where it is served and what it carries each way.
+pub trait Rpc {
+    /// The peer endpoint's path for this RPC.
+    const PATH: &'static str;
+    type Request: Serialize + DeserializeOwned + Send + Sync + 'static;
+    type Answer: Serialize + DeserializeOwned + Send + 'static;
+}
+
+/// A challenge a node must sign to prove it holds the cluster secret.
+pub type Challenge = [u8; 16];
+
+/// What the membership records about a node: where its peer endpoint is, and which incarnation
+/// of its data directory was admitted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerNode {
+    /// `host:port` of the node's peer endpoint.
+    pub addr: String,
+    /// The admitted incarnation (the random number a data directory gets when it is created); `None` for members recorded before
+    /// incarnations existed, and in requests that do not know it yet.
+    pub incarnation: Option<u64>,
+}
+
+impl PeerNode {
+    /// A node known by its address only.
+    pub fn at(addr: impl Into<String>) -> Self {
+        Self { addr: addr.into(), incarnation: None }
+    }
+}
+
+/// Errors of cluster operations; they also travel between peers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ClusterError {
+    /// Internal: the node asked is not the leader; the caller retries with the current leader.
+    #[error("this node is not the leader")]
+    NotLeader,
+    #[error("no leader could be reached within {0} ms")]
+    NoLeader(u64),
+    #[error("the request reached the leader but its outcome is unknown; it may still be applied")]
+    Indeterminate,
+    #[error("the node is shutting down")]
+    ShuttingDown,
+    #[error("membership change refused: {0}")]
+    Membership(String),
+    #[error("node {0} is not a member of the cluster")]
+    UnknownNode(NodeId),
+    #[error("node {0} did not catch up with the leader within {1} s")]
+    CatchUpTimeout(NodeId, u64),
+    /// A request that can never succeed as sent (a peer sent something malformed).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// A node this operation needs could not be reached.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The registry is at one of its cluster-wide limits.
+    #[error("{0}")]
+    RegistryFull(String),
+    /// A bug or a broken invariant, not something the caller did.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// The address of a registration is one the address policy refuses (checked again by the
+    /// leader, which knows its own listeners whatever the node that took the request knew).
+    #[error("{0}")]
+    InvalidAddress(String),
+}
+
+/// A write as forwarded to the leader: the leader stamps the time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub command: Command,
+    pub origin: Origin,
+}
+
+/// What a node tells its peers about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub node_id: NodeId,
+    /// The incarnation of its data directory.
+    pub incarnation: u64,
+    /// The node holds log entries: it belongs to a cluster that has started.
+    pub initialized: bool,
+    /// The membership it knows admits this incarnation.
+    pub admitted: bool,
+    pub leader: Option<(NodeId, PeerNode)>,
+    pub last_log_index: Option<u64>,
+    pub applied_index: u64,
+}
+
+/// A status request: the answering node must sign `challenge` (a keyed hash of the challenge, the node id and the incarnation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusRequest {
+    pub challenge: Challenge,
+}
+
+/// A status answer, with the proof that the node holds the cluster secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusAnswer {
+    pub status: PeerStatus,
+    pub proof: [u8; 32],
+}
+
+/// A node that the membership does not admit (a fresh or wiped data directory) asks the leader
+/// to admit it; `node` carries its address and incarnation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdmitRequest {
+    pub node_id: NodeId,
+    pub node: PeerNode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdmitReply {
+    /// The membership holds this incarnation (as a learner, or already as a member): replication
+    /// to it starts, and an initial voter is promoted once it has caught up.
+    Admitted,
+    /// The leader removed an earlier incarnation of the node id; ask again.
+    Retry,
+    /// Not an initial voter and not a member: an operator adds it (`POST /v1/cluster/nodes`).
+    NotMember,
+}
+
+/// What a node passes on to the other members every gossip period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gossip {
+    pub from: NodeId,
+    /// Heartbeats it took since its last gossip.
+    pub leases: Vec<Lease>,
+    /// The sender's listeners (data plane, control API, peer endpoint, health), as bound: no
+    /// endpoint may be registered at any of them.
+    pub listeners: Vec<std::net::SocketAddr>,
+}
+
+/// Membership change forwarded to the leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MembershipRequest {
+    Add { node_id: NodeId, node: PeerNode },
+    Remove { node_id: NodeId },
+}
+
+/// Declares the marker type of an RPC and its table row.
+macro_rules! rpc {
+    ($(#[$doc:meta])* $name:ident, $path:literal, $request:ty => $answer:ty) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy)]
+        pub enum $name {}
+
+        impl Rpc for $name {
+            const PATH: &'static str = $path;
+            type Request = $request;
+            type Answer = $answer;
+        }
+    };
+}
+
+rpc!(
+    /// A node's status, with proof that it holds the cluster secret.
+    Status, "/cluster/status", StatusRequest => StatusAnswer
+);
+rpc!(
+    /// A write forwarded to the leader.
+    Write, "/cluster/write", Proposal => Result<Outcome, ClusterError>
+);
+rpc!(
+    /// The leader's commit index, confirmed by a quorum (for linearizable reads on followers).
+    ReadIndex, "/cluster/read-index", () => Result<u64, ClusterError>
+);
+rpc!(
+    /// A node asks the leader to admit its incarnation.
+    Admit, "/cluster/admit", AdmitRequest => Result<AdmitReply, ClusterError>
+);
+rpc!(
+    /// A membership change forwarded to the leader.
+    Membership, "/cluster/membership", MembershipRequest => Result<(), ClusterError>
+);
+rpc!(
+    /// Lease renewals a node took, passed on to the others.
+    Renew, "/cluster/renew", Gossip => ()
+);
