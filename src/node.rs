@@ -191,14 +191,14 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
             // Storage failed (a full disk, an I/O error): nothing more may be acknowledged, and
             // openraft cannot resume. Exit, so that a restart recovers from what is durable.
             stop.cancel();
-            duties.stop();
+            duties.stop().await;
             forget.abort();
             while servers.join_next().await.is_some() {}
             bail!("raft stopped: {fatal}; exiting so that a restart recovers from the data on disk");
         }
     }
     stop.cancel();
-    duties.stop();
+    duties.stop().await;
     forget.abort();
     // Each listener lets its open requests finish for at most `serve::DRAIN_TIMEOUT`.
     while servers.join_next().await.is_some() {}

@@ -120,12 +120,6 @@ impl Outliers {
             .unwrap_or_else(|p| p.into_inner())
             .retain(|id, stats| live(id) || stats.in_flight.load(Ordering::Relaxed) > 0);
     }
-
-    pub fn ejected_count(&self) -> usize {
-        let now = self.now_ms();
-        let stats = self.stats.read().unwrap_or_else(|p| p.into_inner());
-        stats.values().filter(|s| s.ejected_until.load(Ordering::Relaxed) > now).count()
-    }
 }
 
 #[cfg(test)]

@@ -76,9 +76,7 @@ pub mod typ {
     pub type RaftMetrics = openraft::RaftMetrics<NodeId, PeerNode>;
     pub type RaftError<E = openraft::error::Infallible> = openraft::error::RaftError<NodeId, E>;
     pub type ClientWriteError = openraft::error::ClientWriteError<NodeId, PeerNode>;
-    pub type CheckIsLeaderError = openraft::error::CheckIsLeaderError<NodeId, PeerNode>;
     pub type InstallSnapshotError = openraft::error::InstallSnapshotError;
-    pub type ForwardToLeader = openraft::error::ForwardToLeader<NodeId, PeerNode>;
     pub type AppendEntriesRequest = openraft::raft::AppendEntriesRequest<TypeConfig>;
     pub type AppendEntriesResponse = openraft::raft::AppendEntriesResponse<NodeId>;
     pub type VoteRequest = openraft::raft::VoteRequest<NodeId>;
