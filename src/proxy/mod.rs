@@ -265,7 +265,7 @@ impl DataPlane {
 
     async fn route(&self, request: Request<Incoming>, remote: Peer) -> Result<Response<ProxyBody>, ProxyError> {
         let (parts, incoming) = request.into_parts();
-        if crate::serve::header_bytes(&parts.headers) > crate::serve::MAX_HEADER_BYTES {
+        if crate::serve::headers_too_large(&parts.headers) {
             return Err(ProxyError::HeadersTooLarge(crate::serve::MAX_HEADER_BYTES));
         }
         if looped(&parts.headers) {
