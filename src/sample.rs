@@ -27,9 +27,7 @@ use axum::extract::Query;
 use axum::extract::Request;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::http::HeaderValue;
 use axum::http::StatusCode;
-use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
 use axum::response::IntoResponse;
 use axum::response::Response;
@@ -232,13 +230,10 @@ async fn soap_operation(State(sample): State<Arc<Sample>>, headers: HeaderMap, b
                 quick_xml::escape::escape(value.as_str()),
                 quick_xml::escape::escape(sample.instance.as_str())
             );
-            let (content_type, envelope) = soap::envelope(version, &inner);
-            ([(CONTENT_TYPE, HeaderValue::from_static(content_type))], envelope).into_response()
+            soap::response(StatusCode::OK, soap::envelope(version, &inner)).into_response()
         }
-        Err(message) => {
-            let (content_type, fault) = soap::fault(version, true, "bad_operation", message);
-            (StatusCode::BAD_REQUEST, [(CONTENT_TYPE, HeaderValue::from_static(content_type))], fault).into_response()
-        }
+        Err(message) => soap::response(StatusCode::BAD_REQUEST, soap::fault(version, true, "bad_operation", message))
+            .into_response(),
     }
 }
 

@@ -125,6 +125,14 @@ pub fn envelope(version: SoapVersion, body: &str) -> (&'static str, String) {
     (version.content_type(), text)
 }
 
+/// An HTTP answer carrying a message made by [`envelope`] or [`fault`].
+pub fn response(status: http::StatusCode, (content_type, text): (&'static str, String)) -> http::Response<String> {
+    let mut response = http::Response::new(text);
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    response
+}
+
 /// A fault with a stable `code` in its detail. `client_fault` says whether the sender is to
 /// blame (`Client`/`Sender`) or the receiving side (`Server`/`Receiver`).
 pub fn fault(version: SoapVersion, client_fault: bool, code: &str, message: &str) -> (&'static str, String) {
@@ -205,6 +213,14 @@ mod tests {
         assert_eq!(envelope_namespace(&ResolveResult::Unbound), None);
         assert!(in_namespace(&bound("urn:a"), "urn:a"));
         assert!(!in_namespace(&bound("urn:a"), "urn:b"));
+    }
+
+    #[test]
+    fn a_response_carries_the_message_and_its_content_type() {
+        let answer = response(http::StatusCode::BAD_REQUEST, fault(SoapVersion::V12, true, "bad", "no"));
+        assert_eq!(answer.status(), http::StatusCode::BAD_REQUEST);
+        assert_eq!(answer.headers()[CONTENT_TYPE], SoapVersion::V12.content_type());
+        assert!(answer.body().contains("<env:Value>env:Sender</env:Value>"), "{}", answer.body());
     }
 
     #[test]

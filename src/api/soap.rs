@@ -113,19 +113,17 @@ async fn handle(
 ) -> Response {
     let Some(version) = soap::soap_version(&headers) else {
         let fault = client_fault("unsupported_media_type", "send SOAP: text/xml (1.1) or application/soap+xml (1.2)");
-        let (content_type, text) = soap::fault(SoapVersion::V11, true, fault.code, &fault.message);
-        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, [(CONTENT_TYPE, HeaderValue::from_static(content_type))], text)
-            .into_response();
+        let text = soap::fault(SoapVersion::V11, true, fault.code, &fault.message);
+        return soap::response(StatusCode::UNSUPPORTED_MEDIA_TYPE, text).into_response();
     };
     match serve(&state, &caller, &headers, &body).await {
         Ok(operation) => {
             let inner = format!(r#"<{}Response xmlns="{SERVICE_NS}"/>"#, operation.name());
-            let (content_type, text) = soap::envelope(version, &inner);
-            ([(CONTENT_TYPE, HeaderValue::from_static(content_type))], text).into_response()
+            soap::response(StatusCode::OK, soap::envelope(version, &inner)).into_response()
         }
         Err(fault) => {
-            let (content_type, text) = soap::fault(version, fault.status.is_client_error(), fault.code, &fault.message);
-            (fault.status, [(CONTENT_TYPE, HeaderValue::from_static(content_type))], text).into_response()
+            let text = soap::fault(version, fault.status.is_client_error(), fault.code, &fault.message);
+            soap::response(fault.status, text).into_response()
         }
     }
 }
