@@ -431,6 +431,10 @@ mod tests {
             "0123456789abcdef",
         ];
         argv.extend_from_slice(extra);
+        serve(argv)
+    }
+
+    fn serve(argv: Vec<&str>) -> Result<NodeConfig, String> {
         let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
         let CliCommand::Serve(serve) = cli.command else { unreachable!() };
         NodeConfig::try_from(serve).map_err(|e| e.to_string())
@@ -474,9 +478,7 @@ mod tests {
         let parse = |extra: &[&str]| {
             let mut argv = vec!["switchboard", "serve", "--node-id", "1", "--data-dir", "/tmp/x", "--peers", "1=a:1"];
             argv.extend_from_slice(extra);
-            let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
-            let CliCommand::Serve(serve) = cli.command else { unreachable!() };
-            NodeConfig::try_from(serve).map_err(|e| e.to_string())
+            serve(argv)
         };
         let dir = tempfile::TempDir::new().unwrap();
         let file = dir.path().join("secret");
