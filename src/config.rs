@@ -387,6 +387,11 @@ impl TryFrom<ServeArgs> for NodeConfig {
     }
 }
 
+/// Whether `addr` is `host:port`: a host that is not empty, and a port number.
+pub fn is_host_port(addr: &str) -> bool {
+    addr.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+}
+
 /// Parses `1=host:port,2=host:port`.
 pub fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, PeerNode>, ConfigError> {
     let mut peers = BTreeMap::new();
@@ -395,8 +400,7 @@ pub fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, PeerNode>, ConfigError
             item.split_once('=').ok_or_else(|| ConfigError::Peers(format!("{item:?} is not id=host:port")))?;
         let id: NodeId = id.trim().parse().map_err(|_| ConfigError::Peers(format!("{id:?} is not a node id")))?;
         let addr = addr.trim();
-        let port = addr.rsplit_once(':').and_then(|(host, port)| (!host.is_empty()).then_some(port));
-        if port.is_none_or(|port| port.parse::<u16>().is_err()) {
+        if !is_host_port(addr) {
             return Err(ConfigError::Peers(format!("{addr:?} is not host:port")));
         }
         if peers.insert(id, PeerNode::at(addr)).is_some() {
@@ -427,6 +431,10 @@ mod tests {
             "0123456789abcdef",
         ];
         argv.extend_from_slice(extra);
+        serve(argv)
+    }
+
+    fn serve(argv: Vec<&str>) -> Result<NodeConfig, String> {
         let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
         let CliCommand::Serve(serve) = cli.command else { unreachable!() };
         NodeConfig::try_from(serve).map_err(|e| e.to_string())
@@ -440,6 +448,18 @@ mod tests {
         assert_eq!(config.peer_addr.to_string(), "0.0.0.0:8082");
         assert_eq!(config.advertised.addr, "127.0.0.1:7002", "a listed node advertises its --peers entry");
         assert_eq!(config.initial_voters.len(), 2);
+    }
+
+    #[test]
+    fn host_and_port() {
+        assert!(is_host_port("node4:9002"));
+        assert!(is_host_port("127.0.0.1:1"));
+        assert!(is_host_port("[::1]:7002"));
+        assert!(!is_host_port("node4"));
+        assert!(!is_host_port(":9002"));
+        assert!(!is_host_port("node4:"));
+        assert!(!is_host_port("node4:65536"));
+        assert!(!is_host_port("node4:x"));
     }
 
     #[test]
@@ -458,9 +478,7 @@ mod tests {
         let parse = |extra: &[&str]| {
             let mut argv = vec!["switchboard", "serve", "--node-id", "1", "--data-dir", "/tmp/x", "--peers", "1=a:1"];
             argv.extend_from_slice(extra);
-            let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
-            let CliCommand::Serve(serve) = cli.command else { unreachable!() };
-            NodeConfig::try_from(serve).map_err(|e| e.to_string())
+            serve(argv)
         };
         let dir = tempfile::TempDir::new().unwrap();
         let file = dir.path().join("secret");

@@ -101,7 +101,8 @@ fn spawn_node(exe: &Path, dir: &Path, base: u16, n: u16, peers: &str, secret: &s
     let ports = DevPorts::of(base, n);
     let data_dir = dir.join(format!("node{n}"));
     let log = std::fs::File::create(dir.join(format!("node{n}.log")))?;
-    Command::new(exe)
+    let mut command = Command::new(exe);
+    command
         .arg("serve")
         .args(["--node-id", &n.to_string()])
         .arg("--data-dir")
@@ -110,13 +111,13 @@ fn spawn_node(exe: &Path, dir: &Path, base: u16, n: u16, peers: &str, secret: &s
         .args(["--api-addr", &format!("127.0.0.1:{}", ports.api)])
         .args(["--peer-addr", &format!("127.0.0.1:{}", ports.peer)])
         .args(["--peers", peers])
-        .env("SWITCHBOARD_CLUSTER_SECRET", secret)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("cannot start node {n}"))
+        .env("SWITCHBOARD_CLUSTER_SECRET", secret);
+    spawn_logged(command, log).with_context(|| format!("cannot start node {n}"))
+}
+
+/// Starts `command` with its output in `log`; it is killed when its handle is dropped.
+fn spawn_logged(mut command: Command, log: std::fs::File) -> std::io::Result<Child> {
+    command.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).kill_on_drop(true).spawn()
 }
 
 /// Lease of the dev sample services.
@@ -124,18 +125,14 @@ const SAMPLE_TTL_MS: u64 = 5_000;
 
 fn spawn_sample(exe: &Path, dir: &Path, n: u16, routers: &str) -> anyhow::Result<Child> {
     let log = std::fs::File::create(dir.join(format!("sample{n}.log")))?;
-    Command::new(exe)
+    let mut command = Command::new(exe);
+    command
         .arg("sample")
         .args(["--routers", routers])
         .args(["--listen", "127.0.0.1:0"])
         .args(["--instance", &format!("sample-{n}")])
-        .args(["--ttl-ms", &SAMPLE_TTL_MS.to_string()])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("cannot start sample service {n}"))
+        .args(["--ttl-ms", &SAMPLE_TTL_MS.to_string()]);
+    spawn_logged(command, log).with_context(|| format!("cannot start sample service {n}"))
 }
 
 async fn wait_ready(base: u16, nodes: &[u16]) -> anyhow::Result<()> {

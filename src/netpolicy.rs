@@ -151,16 +151,15 @@ impl AddressPolicy {
     /// Checks a host as it appears in a URI: an IP literal (bracketed for IPv6) is checked, a
     /// name is left to the connector.
     pub fn check_host(&self, host: &str, port: u16) -> Result<(), Refused> {
-        let literal = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-        match literal.parse::<IpAddr>() {
-            Ok(ip) => self.check_ip(ip, port),
-            Err(_) => Ok(()),
+        match ip_literal(host) {
+            Some(ip) => self.check_ip(ip, port),
+            None => Ok(()),
         }
     }
 
     /// Checks a registered address: its scheme, and its IP when the host is an IP literal.
     pub fn check_url(&self, address: &str) -> Result<(), Refused> {
-        let url = url::Url::parse(address).map_err(|e| Refused(format!("not a URL: {e}")))?;
+        let url = parse_url(address)?;
         if !self.schemes.iter().any(|s| s == url.scheme()) {
             return Err(Refused(format!("scheme {} is not allowed here", url.scheme())));
         }
@@ -184,7 +183,7 @@ impl AddressPolicy {
     /// Whether `address` reaches one of the cluster's listeners, its host name resolved (the
     /// leader's second check of a forwarded registration: it always knows its own listeners).
     pub async fn check_not_a_listener(&self, address: &str) -> Result<(), Refused> {
-        let url = url::Url::parse(address).map_err(|e| Refused(format!("not a URL: {e}")))?;
+        let url = parse_url(address)?;
         let port = url.port_or_known_default().unwrap_or(80);
         match url.host() {
             Some(url::Host::Ipv4(ip)) => self.check_listener(IpAddr::V4(ip), port),
@@ -200,7 +199,7 @@ impl AddressPolicy {
         address: &str,
         check: fn(&Self, IpAddr, u16) -> Result<(), Refused>,
     ) -> Result<(), Refused> {
-        let url = url::Url::parse(address).map_err(|e| Refused(format!("not a URL: {e}")))?;
+        let url = parse_url(address)?;
         let (Some(url::Host::Domain(host)), Some(port)) = (url.host(), url.port_or_known_default()) else {
             return Ok(());
         };
@@ -221,10 +220,9 @@ impl AddressPolicy {
 
     /// Resolves `host:port` and keeps the addresses the policy allows; an error names why none is.
     pub async fn resolve(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
-        let literal = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-        let resolved: Vec<SocketAddr> = match literal.parse::<IpAddr>() {
-            Ok(ip) => vec![SocketAddr::new(ip, port)],
-            Err(_) => tokio::net::lookup_host((host, port)).await?.collect(),
+        let resolved: Vec<SocketAddr> = match ip_literal(host) {
+            Some(ip) => vec![SocketAddr::new(ip, port)],
+            None => tokio::net::lookup_host((host, port)).await?.collect(),
         };
         let mut refusals = Vec::new();
         let allowed: Vec<SocketAddr> = resolved
@@ -247,6 +245,15 @@ impl AddressPolicy {
         }
         Ok(allowed)
     }
+}
+
+/// The IP of a host as it appears in a URI (bracketed for IPv6), when it is an IP literal.
+fn ip_literal(host: &str) -> Option<IpAddr> {
+    host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host).parse().ok()
+}
+
+fn parse_url(address: &str) -> Result<url::Url, Refused> {
+    url::Url::parse(address).map_err(|e| Refused(format!("not a URL: {e}")))
 }
 
 /// The data plane's connector: it resolves the endpoint's host through the address policy, with
@@ -308,6 +315,15 @@ mod tests {
         {
             assert_eq!(policy.check_url(allowed), Ok(()), "{allowed}");
         }
+    }
+
+    #[test]
+    fn ip_literals_bracketed_or_not() {
+        assert_eq!(ip_literal("10.0.0.5"), Some("10.0.0.5".parse().unwrap()));
+        assert_eq!(ip_literal("[2001:db8::1]"), Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(ip_literal("2001:db8::1"), Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(ip_literal("svc.internal"), None);
+        assert_eq!(ip_literal("[svc.internal]"), None);
     }
 
     #[test]

@@ -27,9 +27,7 @@ use axum::extract::Query;
 use axum::extract::Request;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::http::HeaderValue;
 use axum::http::StatusCode;
-use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
 use axum::response::IntoResponse;
 use axum::response::Response;
@@ -214,14 +212,8 @@ async fn stats(State(sample): State<Arc<Sample>>) -> impl IntoResponse {
 }
 
 async fn soap_operation(State(sample): State<Arc<Sample>>, headers: HeaderMap, body: Bytes) -> Response {
-    let version = contract::soap_version(&headers).unwrap_or(SoapVersion::V11);
-    let action = match contract::from_headers(&headers) {
-        Ok(contract::FromHeaders::Found(_, _)) => header_action(&headers),
-        _ => match contract::scan_envelope(&body, true) {
-            contract::EnvelopeScan::Action(action) => Some(action),
-            _ => None,
-        },
-    };
+    let version = soap::soap_version(&headers).unwrap_or(SoapVersion::V11);
+    let action = contract::request_action(&headers, &body);
     let operation = action.as_deref().and_then(|a| a.rsplit_once('/')).map(|(_, op)| op.to_owned());
     let result = match operation.as_deref() {
         Some("Add") => match (int_element(&body, "a"), int_element(&body, "b")) {
@@ -238,28 +230,11 @@ async fn soap_operation(State(sample): State<Arc<Sample>>, headers: HeaderMap, b
                 quick_xml::escape::escape(value.as_str()),
                 quick_xml::escape::escape(sample.instance.as_str())
             );
-            let (content_type, envelope) = soap::envelope(version, &inner);
-            ([(CONTENT_TYPE, HeaderValue::from_static(content_type))], envelope).into_response()
+            soap::response(StatusCode::OK, soap::envelope(version, &inner)).into_response()
         }
-        Err(message) => {
-            let (content_type, fault) = soap::fault(version, true, "bad_operation", message);
-            (StatusCode::BAD_REQUEST, [(CONTENT_TYPE, HeaderValue::from_static(content_type))], fault).into_response()
-        }
+        Err(message) => soap::response(StatusCode::BAD_REQUEST, soap::fault(version, true, "bad_operation", message))
+            .into_response(),
     }
-}
-
-fn header_action(headers: &HeaderMap) -> Option<String> {
-    if let Some(value) = headers.get(contract::SOAP_ACTION).and_then(|v| v.to_str().ok()) {
-        let trimmed = value.trim().trim_matches('"');
-        if !trimmed.is_empty() {
-            return Some(trimmed.to_owned());
-        }
-    }
-    let content_type = headers.get(CONTENT_TYPE)?.to_str().ok()?;
-    content_type.split(';').find_map(|p| {
-        let (k, v) = p.split_once('=')?;
-        (k.trim().eq_ignore_ascii_case("action")).then(|| v.trim().trim_matches('"').to_owned())
-    })
 }
 
 /// The integer text of the first element with this local name.

@@ -50,9 +50,11 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// refuses (with a bare 431) only what does not fit at all.
 const HTTP_BUFFER_BYTES: usize = 2 * MAX_HEADER_BYTES;
 
-/// Bytes a request's headers take, counted as on the wire (`name: value\r\n`).
-pub fn header_bytes(headers: &http::HeaderMap) -> usize {
-    headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum()
+/// Whether a request's headers take more than [`MAX_HEADER_BYTES`], counted as on the wire
+/// (`name: value\r\n`).
+pub fn headers_too_large(headers: &http::HeaderMap) -> bool {
+    let bytes: usize = headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+    bytes > MAX_HEADER_BYTES
 }
 
 /// A bound socket and how to serve it.
@@ -346,5 +348,20 @@ where
     }
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
         tracing::warn!(listener = name, "requests still open after the drain timeout; closing them");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_counted_as_on_the_wire() {
+        let mut headers = http::HeaderMap::new();
+        // `x-a: ` and `\r\n` take 7 bytes besides the value.
+        headers.insert("x-a", http::HeaderValue::from_str(&"v".repeat(MAX_HEADER_BYTES - 7)).unwrap());
+        assert!(!headers_too_large(&headers));
+        headers.append("x-a", http::HeaderValue::from_static(""));
+        assert!(headers_too_large(&headers), "every header counts, repeated names too");
     }
 }

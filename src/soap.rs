@@ -1,5 +1,13 @@
-//! SOAP envelopes and faults, shared by the data plane, the SOAP registration endpoint and the
-//! sample service.
+//! SOAP on the wire, shared by the data plane, the SOAP registration endpoint and the sample
+//! service: the version and action a request's headers name, the envelope namespaces, entity
+//! references in a message, and the envelopes and faults sent back.
+
+use http::HeaderMap;
+use http::HeaderName;
+use http::header::CONTENT_TYPE;
+use quick_xml::events::BytesRef;
+use quick_xml::name::Namespace;
+use quick_xml::name::ResolveResult;
 
 pub const SOAP11_ENVELOPE: &str = "http://schemas.xmlsoap.org/soap/envelope/";
 pub const SOAP12_ENVELOPE: &str = "http://www.w3.org/2003/05/soap-envelope";
@@ -20,6 +28,92 @@ impl SoapVersion {
     }
 }
 
+/// The SOAP 1.1 action header.
+pub const SOAP_ACTION: HeaderName = HeaderName::from_static("soapaction");
+
+/// The SOAP version a request speaks, judged from its headers.
+pub fn soap_version(headers: &HeaderMap) -> Option<SoapVersion> {
+    let media = content_type(headers).map(|(media, _)| media.to_ascii_lowercase());
+    match media.as_deref() {
+        Some("application/soap+xml") => Some(SoapVersion::V12),
+        _ if headers.contains_key(SOAP_ACTION) => Some(SoapVersion::V11),
+        Some("text/xml") => Some(SoapVersion::V11),
+        _ => None,
+    }
+}
+
+/// Which header named a request's SOAP action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionHeader {
+    /// The SOAP 1.1 `SOAPAction` header.
+    SoapAction,
+    /// The `action` parameter of a SOAP 1.2 `application/soap+xml` content type.
+    ContentType,
+}
+
+/// The `SOAPAction` header is not valid text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidSoapAction;
+
+/// The SOAP action a request's headers name: the `SOAPAction` header (trimmed, quoted or not),
+/// else the `action` parameter (quoted or not) of an `application/soap+xml` content type. An
+/// empty action names none.
+pub fn header_action(headers: &HeaderMap) -> Result<Option<(&str, ActionHeader)>, InvalidSoapAction> {
+    if let Some(value) = headers.get(SOAP_ACTION) {
+        let action = unquote(value.to_str().map_err(|_| InvalidSoapAction)?.trim());
+        if !action.is_empty() {
+            return Ok(Some((action, ActionHeader::SoapAction)));
+        }
+    }
+    Ok(content_type(headers)
+        .filter(|(media, _)| media.eq_ignore_ascii_case("application/soap+xml"))
+        .and_then(|(_, params)| parameter(params, "action"))
+        .filter(|action| !action.is_empty())
+        .map(|action| (action, ActionHeader::ContentType)))
+}
+
+fn unquote(value: &str) -> &str {
+    value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value)
+}
+
+/// Media type and parameters of the `Content-Type` header.
+fn content_type(headers: &HeaderMap) -> Option<(&str, &str)> {
+    let value = headers.get(CONTENT_TYPE)?.to_str().ok()?;
+    Some(match value.split_once(';') {
+        Some((media, params)) => (media.trim(), params),
+        None => (value.trim(), ""),
+    })
+}
+
+fn parameter<'a>(params: &'a str, name: &str) -> Option<&'a str> {
+    params.split(';').find_map(|param| {
+        let (key, value) = param.split_once('=')?;
+        key.trim().eq_ignore_ascii_case(name).then(|| unquote(value.trim()))
+    })
+}
+
+/// Whether an element's resolved namespace is `uri`.
+pub fn in_namespace(ns: &ResolveResult<'_>, uri: &str) -> bool {
+    matches!(ns, ResolveResult::Bound(Namespace(bound)) if *bound == uri)
+}
+
+/// The SOAP envelope namespace (1.1 or 1.2) an element is in, if it is in one.
+pub fn envelope_namespace(ns: &ResolveResult<'_>) -> Option<&'static str> {
+    [SOAP11_ENVELOPE, SOAP12_ENVELOPE].into_iter().find(|uri| in_namespace(ns, uri))
+}
+
+/// Why an entity reference was refused.
+pub const UNDEFINED_ENTITY: &str = "only predefined entities are accepted";
+
+/// The character an entity reference in a message stands for: a character reference or one of
+/// the five predefined XML entities. Messages may not carry a DTD, so no other entity is defined.
+pub fn resolve_entity(reference: &BytesRef<'_>) -> Result<char, &'static str> {
+    if let Ok(Some(c)) = reference.resolve_char_ref() {
+        return Ok(c);
+    }
+    quick_xml::escape::resolve_xml_entity(reference).and_then(|text| text.chars().next()).ok_or(UNDEFINED_ENTITY)
+}
+
 /// Wraps body content (already XML) in an envelope; returns content type and text.
 pub fn envelope(version: SoapVersion, body: &str) -> (&'static str, String) {
     let text = match version {
@@ -29,6 +123,14 @@ pub fn envelope(version: SoapVersion, body: &str) -> (&'static str, String) {
         }
     };
     (version.content_type(), text)
+}
+
+/// An HTTP answer carrying a message made by [`envelope`] or [`fault`].
+pub fn response(status: http::StatusCode, (content_type, text): (&'static str, String)) -> http::Response<String> {
+    let mut response = http::Response::new(text);
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    response
 }
 
 /// A fault with a stable `code` in its detail. `client_fault` says whether the sender is to
@@ -51,4 +153,88 @@ pub fn fault(version: SoapVersion, client_fault: bool, code: &str, message: &str
         }
     };
     (version.content_type(), text)
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+    use quick_xml::name::Namespace;
+
+    use super::*;
+
+    fn headers(pairs: &[(HeaderName, &[u8])]) -> HeaderMap {
+        pairs.iter().map(|(name, value)| (name.clone(), HeaderValue::from_bytes(value).unwrap())).collect()
+    }
+
+    #[test]
+    fn header_action_quoted_or_not() {
+        let action = |pairs: &[(HeaderName, &[u8])]| {
+            header_action(&headers(pairs)).map(|found| found.map(|(action, header)| (action.to_owned(), header)))
+        };
+        let soap_action = Ok(Some(("urn:calc/ICalculator/Add".to_owned(), ActionHeader::SoapAction)));
+        assert_eq!(action(&[(SOAP_ACTION, b"\"urn:calc/ICalculator/Add\"")]), soap_action);
+        assert_eq!(action(&[(SOAP_ACTION, b" \"urn:calc/ICalculator/Add\" ")]), soap_action);
+        assert_eq!(action(&[(SOAP_ACTION, b"urn:calc/ICalculator/Add")]), soap_action);
+        assert_eq!(
+            action(&[(SOAP_ACTION, b"\"urn:a/B/C")]),
+            Ok(Some(("\"urn:a/B/C".to_owned(), ActionHeader::SoapAction)))
+        );
+        assert_eq!(action(&[(SOAP_ACTION, b"urn:a/\xff/C")]), Err(InvalidSoapAction));
+
+        let content_type = Ok(Some(("urn:calc/ICalculator/Add".to_owned(), ActionHeader::ContentType)));
+        let quoted: &[u8] = b"application/soap+xml; charset=utf-8; action=\"urn:calc/ICalculator/Add\"";
+        assert_eq!(action(&[(CONTENT_TYPE, quoted)]), content_type);
+        assert_eq!(action(&[(CONTENT_TYPE, b"Application/SOAP+XML;action=urn:calc/ICalculator/Add")]), content_type);
+        // An empty SOAPAction names no action: the content type may.
+        assert_eq!(action(&[(SOAP_ACTION, b"\"\""), (CONTENT_TYPE, quoted)]), content_type);
+
+        assert_eq!(action(&[(CONTENT_TYPE, b"text/xml; action=urn:a/B/C")]), Ok(None), "SOAP 1.2 only");
+        assert_eq!(action(&[(CONTENT_TYPE, b"application/soap+xml; action=\"\"")]), Ok(None));
+        assert_eq!(action(&[]), Ok(None));
+    }
+
+    #[test]
+    fn version_from_headers() {
+        assert_eq!(
+            soap_version(&headers(&[(CONTENT_TYPE, b"Application/SOAP+XML; charset=utf-8")])),
+            Some(SoapVersion::V12)
+        );
+        assert_eq!(soap_version(&headers(&[(CONTENT_TYPE, b"text/xml")])), Some(SoapVersion::V11));
+        assert_eq!(soap_version(&headers(&[(SOAP_ACTION, b"\"\"")])), Some(SoapVersion::V11));
+        assert_eq!(soap_version(&headers(&[(CONTENT_TYPE, b"application/json")])), None);
+    }
+
+    #[test]
+    fn envelope_namespaces() {
+        let bound = |uri| ResolveResult::Bound(Namespace(uri));
+        assert_eq!(envelope_namespace(&bound(SOAP11_ENVELOPE)), Some(SOAP11_ENVELOPE));
+        assert_eq!(envelope_namespace(&bound(SOAP12_ENVELOPE)), Some(SOAP12_ENVELOPE));
+        assert_eq!(envelope_namespace(&bound("urn:other")), None);
+        assert_eq!(envelope_namespace(&ResolveResult::Unbound), None);
+        assert!(in_namespace(&bound("urn:a"), "urn:a"));
+        assert!(!in_namespace(&bound("urn:a"), "urn:b"));
+    }
+
+    #[test]
+    fn a_response_carries_the_message_and_its_content_type() {
+        let answer = response(http::StatusCode::BAD_REQUEST, fault(SoapVersion::V12, true, "bad", "no"));
+        assert_eq!(answer.status(), http::StatusCode::BAD_REQUEST);
+        assert_eq!(answer.headers()[CONTENT_TYPE], SoapVersion::V12.content_type());
+        assert!(answer.body().contains("<env:Value>env:Sender</env:Value>"), "{}", answer.body());
+    }
+
+    #[test]
+    fn entities_are_character_references_or_predefined() {
+        let resolve = |name: &str| resolve_entity(&BytesRef::new(name));
+        assert_eq!(resolve("amp"), Ok('&'));
+        assert_eq!(resolve("lt"), Ok('<'));
+        assert_eq!(resolve("gt"), Ok('>'));
+        assert_eq!(resolve("quot"), Ok('"'));
+        assert_eq!(resolve("apos"), Ok('\''));
+        assert_eq!(resolve("#38"), Ok('&'));
+        assert_eq!(resolve("#x26"), Ok('&'));
+        assert_eq!(resolve("nbsp"), Err(UNDEFINED_ENTITY));
+        assert_eq!(resolve("#xZZ"), Err(UNDEFINED_ENTITY));
+        assert_eq!(resolve("#0"), Err(UNDEFINED_ENTITY));
+    }
 }

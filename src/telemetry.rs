@@ -19,6 +19,16 @@ pub fn init(format: LogFormat) {
     }
 }
 
+/// The innermost cause of an error ("Connection refused (os error 111)"), which is what an
+/// operator needs; the outer layers mostly repeat what was being done.
+pub fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = err;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
 /// Lets one event through per interval and counts the ones it held back, for warnings a peer or
 /// an attacker could otherwise repeat as fast as it likes.
 #[derive(Debug)]
@@ -56,6 +66,18 @@ impl RateLimit {
 #[cfg(test)]
 mod tests {
     use super::RateLimit;
+    use super::root_cause;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer layer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn the_root_cause_is_the_innermost_error() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        assert_eq!(root_cause(&Outer(refused)), "connection refused");
+        assert_eq!(root_cause(&std::fmt::Error), "an error occurred when formatting an argument");
+    }
 
     #[test]
     fn a_rate_limit_lets_the_first_through_and_counts_the_rest() {

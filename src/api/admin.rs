@@ -120,9 +120,7 @@ async fn add_node(
     ApiJson(body): ApiJson<AddNode>,
 ) -> Result<Json<ClusterView>, ApiError> {
     may_change_membership(&state, &caller, &headers)?;
-    let valid =
-        body.peer_addr.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-    if !valid {
+    if !crate::config::is_host_port(&body.peer_addr) {
         return Err(ApiError::bad_request("invalid_peer_addr", "peer_addr must be host:port"));
     }
     state.cluster.add_node(body.node_id, PeerNode::at(body.peer_addr)).await?;

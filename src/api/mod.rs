@@ -119,7 +119,7 @@ pub fn router(state: ApiState) -> Router {
 }
 
 async fn authenticate(State(state): State<ApiState>, mut request: Request, next: Next) -> Response {
-    if crate::serve::header_bytes(request.headers()) > crate::serve::MAX_HEADER_BYTES {
+    if crate::serve::headers_too_large(request.headers()) {
         return ApiError::HeadersTooLarge.into_response();
     }
     let presented = request.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes);

@@ -97,13 +97,8 @@ async fn drain(
     Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Registration>, ApiError> {
-    let id = parse_id(&id)?;
-    authorize_id(&state, &caller, id).await?;
-    match state.cluster.write(Command::Drain(id), &caller.actor()).await? {
-        Outcome::Drained(registration) => Ok(Json(registration)),
-        Outcome::NotFound(id) => Err(not_registered(id)),
-        other => Err(unexpected(other)),
-    }
+    let id = authorized_id(&state, &caller, &id).await?;
+    change(&state, &caller, Command::Drain(id)).await
 }
 
 /// How fresh a read must be.
@@ -214,9 +209,10 @@ async fn show(
     Ok(Json(Registration::clone(registration)))
 }
 
-/// Finds a registration's namespace (on this replica, then after a linearizable read) and
-/// checks the caller may manage it. Unknown ids are `404`.
-async fn authorize_id(state: &ApiState, caller: &Caller, id: RegistrationId) -> Result<(), ApiError> {
+/// Parses a registration id, finds the registration's namespace (on this replica, then after a
+/// linearizable read) and checks the caller may manage it. Unknown ids are `404`.
+async fn authorized_id(state: &ApiState, caller: &Caller, id: &str) -> Result<RegistrationId, ApiError> {
+    let id = parse_id(id)?;
     let namespace = |state: &ApiState| state.cluster.view().load().state.get(&id).map(|r| r.contract_namespace.clone());
     let namespace = match namespace(state) {
         Some(namespace) => namespace,
@@ -225,7 +221,7 @@ async fn authorize_id(state: &ApiState, caller: &Caller, id: RegistrationId) -> 
             namespace(state).ok_or_else(|| not_registered(id))?
         }
     };
-    if caller.can_register(&namespace) { Ok(()) } else { Err(forbidden_registration(caller, id)) }
+    if caller.can_register(&namespace) { Ok(id) } else { Err(forbidden_registration(caller, id)) }
 }
 
 fn forbidden_registration(caller: &Caller, id: RegistrationId) -> ApiError {
@@ -233,9 +229,10 @@ fn forbidden_registration(caller: &Caller, id: RegistrationId) -> ApiError {
     ApiError::Forbidden(format!("token {} may not manage registration {id}", caller.name()))
 }
 
-async fn unregister(state: &ApiState, caller: &Caller, id: RegistrationId) -> Result<Json<Registration>, ApiError> {
-    match state.cluster.write(Command::Unregister(id), &caller.actor()).await? {
-        Outcome::Unregistered(registration) => Ok(Json(registration)),
+/// Unregisters or drains a registration and answers it as it was left.
+async fn change(state: &ApiState, caller: &Caller, command: Command) -> Result<Json<Registration>, ApiError> {
+    match state.cluster.write(command, &caller.actor()).await? {
+        Outcome::Unregistered(registration) | Outcome::Drained(registration) => Ok(Json(registration)),
         Outcome::NotFound(id) => Err(not_registered(id)),
         other => Err(unexpected(other)),
     }
@@ -246,9 +243,8 @@ async fn unregister_by_id(
     Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Registration>, ApiError> {
-    let id = parse_id(&id)?;
-    authorize_id(&state, &caller, id).await?;
-    unregister(&state, &caller, id).await
+    let id = authorized_id(&state, &caller, &id).await?;
+    change(&state, &caller, Command::Unregister(id)).await
 }
 
 async fn unregister_by_info(
@@ -259,7 +255,7 @@ async fn unregister_by_info(
     let info = info.validate()?;
     let namespace = info.contract_namespace.clone();
     require(caller.can_register(&namespace), &caller, format_args!("unregister in {namespace}"))?;
-    unregister(&state, &caller, info.id()).await
+    change(&state, &caller, Command::Unregister(info.id())).await
 }
 
 /// A command answered with an outcome of another command: a bug, reported as such.

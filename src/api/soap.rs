@@ -18,8 +18,6 @@ use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::routing::post;
 use quick_xml::events::Event;
-use quick_xml::name::Namespace;
-use quick_xml::name::ResolveResult;
 use quick_xml::reader::NsReader;
 
 use crate::api::ApiError;
@@ -51,7 +49,7 @@ pub(super) fn routes() -> Router<ApiState> {
 /// those decided before the handler runs (a missing token, a body over the limit): the layer
 /// rewrites any other error answer into a fault with the same status, code and message.
 pub(super) async fn faults_only(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let version = contract::soap_version(request.headers()).unwrap_or(SoapVersion::V11);
+    let version = soap::soap_version(request.headers()).unwrap_or(SoapVersion::V11);
     let response = next.run(request).await;
     let status = response.status();
     let is_soap = response
@@ -113,21 +111,19 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(version) = contract::soap_version(&headers) else {
+    let Some(version) = soap::soap_version(&headers) else {
         let fault = client_fault("unsupported_media_type", "send SOAP: text/xml (1.1) or application/soap+xml (1.2)");
-        let (content_type, text) = soap::fault(SoapVersion::V11, true, fault.code, &fault.message);
-        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, [(CONTENT_TYPE, HeaderValue::from_static(content_type))], text)
-            .into_response();
+        let text = soap::fault(SoapVersion::V11, true, fault.code, &fault.message);
+        return soap::response(StatusCode::UNSUPPORTED_MEDIA_TYPE, text).into_response();
     };
     match serve(&state, &caller, &headers, &body).await {
         Ok(operation) => {
             let inner = format!(r#"<{}Response xmlns="{SERVICE_NS}"/>"#, operation.name());
-            let (content_type, text) = soap::envelope(version, &inner);
-            ([(CONTENT_TYPE, HeaderValue::from_static(content_type))], text).into_response()
+            soap::response(StatusCode::OK, soap::envelope(version, &inner)).into_response()
         }
         Err(fault) => {
-            let (content_type, text) = soap::fault(version, fault.status.is_client_error(), fault.code, &fault.message);
-            (fault.status, [(CONTENT_TYPE, HeaderValue::from_static(content_type))], text).into_response()
+            let text = soap::fault(version, fault.status.is_client_error(), fault.code, &fault.message);
+            soap::response(fault.status, text).into_response()
         }
     }
 }
@@ -142,7 +138,7 @@ async fn serve(state: &ApiState, caller: &Caller, headers: &HeaderMap, body: &[u
             message: format!("token {} may not register in {}", caller.name(), info.contract_namespace),
         });
     }
-    if let Some(action) = header_or_envelope_action(headers, body) {
+    if let Some(action) = contract::request_action(headers, body) {
         let expected = format!("{SERVICE_NS}/IRegistrationService/{}", operation.name());
         if action != expected {
             return Err(client_fault(
@@ -196,25 +192,6 @@ fn server_fault(err: ClusterError) -> Fault {
     Fault { status, code, message }
 }
 
-fn header_or_envelope_action(headers: &HeaderMap, body: &[u8]) -> Option<String> {
-    if let Ok(contract::FromHeaders::Found(..)) = contract::from_headers(headers) {
-        let soap_action =
-            headers.get(contract::SOAP_ACTION).and_then(|v| v.to_str().ok()).map(|v| v.trim().trim_matches('"'));
-        if let Some(action) = soap_action.filter(|a| !a.is_empty()) {
-            return Some(action.to_owned());
-        }
-        let content_type = headers.get(CONTENT_TYPE)?.to_str().ok()?;
-        return content_type.split(';').find_map(|p| {
-            let (k, v) = p.split_once('=')?;
-            k.trim().eq_ignore_ascii_case("action").then(|| v.trim().trim_matches('"').to_owned())
-        });
-    }
-    match contract::scan_envelope(body, true) {
-        contract::EnvelopeScan::Action(action) => Some(action),
-        _ => None,
-    }
-}
-
 /// Reads `Envelope/Body/{Register|Unregister}/regInfo/{Address, ContractName, ContractNamespace}`.
 fn parse(body: &[u8]) -> Result<(Operation, RegistrationInfo), String> {
     let mut reader = NsReader::from_reader(body);
@@ -232,9 +209,11 @@ fn parse(body: &[u8]) -> Result<(Operation, RegistrationInfo), String> {
                     return Err("elements nested too deeply".into());
                 }
                 match path.len() {
-                    0 if !is_soap(&ns) || local != "Envelope" => return Err("not a SOAP envelope".into()),
+                    0 if soap::envelope_namespace(&ns).is_none() || local != "Envelope" => {
+                        return Err("not a SOAP envelope".into());
+                    }
                     2 if path[1] == "Body" => {
-                        operation = match (in_ns(&ns, SERVICE_NS), local.as_str()) {
+                        operation = match (soap::in_namespace(&ns, SERVICE_NS), local.as_str()) {
                             (true, "Register") => Some(Operation::Register),
                             (true, "Unregister") => Some(Operation::Unregister),
                             _ => {
@@ -244,7 +223,9 @@ fn parse(body: &[u8]) -> Result<(Operation, RegistrationInfo), String> {
                             }
                         };
                     }
-                    4 if path[3] == "regInfo" && in_ns(&ns, DATA_NS) => field = Some((local.clone(), String::new())),
+                    4 if path[3] == "regInfo" && soap::in_namespace(&ns, DATA_NS) => {
+                        field = Some((local.clone(), String::new()))
+                    }
                     _ => {}
                 }
                 path.push(local);
@@ -257,15 +238,7 @@ fn parse(body: &[u8]) -> Result<(Operation, RegistrationInfo), String> {
             }
             Event::GeneralRef(reference) => {
                 if let Some((_, value)) = field.as_mut() {
-                    let c = reference.resolve_char_ref().ok().flatten().or(match &*reference {
-                        "amp" => Some('&'),
-                        "lt" => Some('<'),
-                        "gt" => Some('>'),
-                        "quot" => Some('"'),
-                        "apos" => Some('\''),
-                        _ => None,
-                    });
-                    value.push(c.ok_or("only predefined entities are accepted")?);
+                    value.push(soap::resolve_entity(&reference)?);
                 }
             }
             Event::End(_) => {
@@ -298,14 +271,6 @@ fn parse(body: &[u8]) -> Result<(Operation, RegistrationInfo), String> {
             contract_namespace: namespace.ok_or_else(|| missing("ContractNamespace"))?,
         },
     ))
-}
-
-fn is_soap(ns: &ResolveResult<'_>) -> bool {
-    in_ns(ns, soap::SOAP11_ENVELOPE) || in_ns(ns, soap::SOAP12_ENVELOPE)
-}
-
-fn in_ns(ns: &ResolveResult<'_>, expected: &str) -> bool {
-    matches!(ns, ResolveResult::Bound(Namespace(uri)) if *uri == expected)
 }
 
 #[cfg(test)]

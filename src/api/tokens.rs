@@ -48,7 +48,9 @@ fn internal(message: String) -> ApiError {
     ApiError::Cluster(crate::cluster::ClusterError::Internal(message))
 }
 
-fn dev_mode_refusal(state: &ApiState) -> Result<(), ApiError> {
+/// Managing tokens needs an `admin` token, and a node with tokens (dev mode has none to manage).
+fn may_manage_tokens(state: &ApiState, caller: &Caller, what: &str) -> Result<(), ApiError> {
+    require(caller.can_admin(), caller, what)?;
     if state.tokens.is_dev_mode() {
         return Err(ApiError::Conflict {
             code: "dev_mode",
@@ -63,8 +65,7 @@ async fn create(
     Extension(caller): Extension<Caller>,
     ApiJson(request): ApiJson<CreateToken>,
 ) -> Result<(StatusCode, Json<TokenView>), ApiError> {
-    require(caller.can_admin(), &caller, "manage tokens")?;
-    dev_mode_refusal(&state)?;
+    may_manage_tokens(&state, &caller, "manage tokens")?;
     let invalid = |message: String| ApiError::bad_request("invalid_token", message);
     for scope in &request.scopes {
         Scope::parse(scope).map_err(invalid)?;
@@ -103,8 +104,7 @@ async fn list(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<TokenList>, ApiError> {
-    require(caller.can_admin(), &caller, "list tokens")?;
-    dev_mode_refusal(&state)?;
+    may_manage_tokens(&state, &caller, "list tokens")?;
     let applied = state.cluster.view().load();
     let table = applied.state.tokens();
     let revoked = |name: &str| matches!(table.get(name), Some(TokenEntry::Revoked { .. }));
@@ -135,8 +135,7 @@ async fn revoke(
     Extension(caller): Extension<Caller>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<TokenView>, ApiError> {
-    require(caller.can_admin(), &caller, "manage tokens")?;
-    dev_mode_refusal(&state)?;
+    may_manage_tokens(&state, &caller, "manage tokens")?;
     let applied = state.cluster.view().load();
     let known = state.tokens.is_bootstrap_name(&name) || applied.state.tokens().contains_key(&name);
     drop(applied);

@@ -62,6 +62,7 @@ use crate::registry::Policy;
 use crate::registry::Registration;
 use crate::registry::RegistrationId;
 use crate::serve::Peer;
+use crate::soap::soap_version;
 
 pub const DELIVERY_HEADER: HeaderName = HeaderName::from_static("x-switchboard-delivery");
 /// Carries the token that authorizes a broadcast (`Authorization` is left for the endpoints).
@@ -233,7 +234,7 @@ impl DataPlane {
 
     /// Routes one request; never fails (errors become responses).
     pub async fn handle(&self, request: Request<Incoming>, client: Peer) -> Response<ProxyBody> {
-        let soap = contract::soap_version(request.headers());
+        let soap = soap_version(request.headers());
         // Kept (cheaply) for an error's message; the token is checked only if one is needed.
         let token = request.headers().get(TOKEN_HEADER).cloned();
         match self.route(request, client).await {
@@ -265,7 +266,7 @@ impl DataPlane {
 
     async fn route(&self, request: Request<Incoming>, remote: Peer) -> Result<Response<ProxyBody>, ProxyError> {
         let (parts, incoming) = request.into_parts();
-        if crate::serve::header_bytes(&parts.headers) > crate::serve::MAX_HEADER_BYTES {
+        if crate::serve::headers_too_large(&parts.headers) {
             return Err(ProxyError::HeadersTooLarge(crate::serve::MAX_HEADER_BYTES));
         }
         if looped(&parts.headers) {

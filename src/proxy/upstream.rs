@@ -24,6 +24,7 @@ use tower::ServiceExt;
 
 use crate::proxy::body::TryBody;
 use crate::registry::FastHash;
+use crate::telemetry::root_cause;
 
 /// Connections kept idle per endpoint.
 const MAX_IDLE_PER_ENDPOINT: usize = 256;
@@ -105,14 +106,6 @@ impl Loan {
             list.push(Idle { sender, since: Instant::now() });
         }
     }
-}
-
-fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = err;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
 }
 
 impl Upstreams {

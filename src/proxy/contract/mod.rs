@@ -10,23 +10,20 @@
 
 use http::HeaderMap;
 use http::HeaderName;
-use http::header::CONTENT_TYPE;
 use quick_xml::events::Event;
-use quick_xml::name::Namespace;
 use quick_xml::name::ResolveResult;
 use quick_xml::reader::NsReader;
 
 use crate::registry::ContractKey;
-use crate::soap::SOAP11_ENVELOPE;
-use crate::soap::SOAP12_ENVELOPE;
-pub use crate::soap::SoapVersion;
+use crate::soap;
+use crate::soap::ActionHeader;
+use crate::soap::soap_version;
 
 /// Most bytes of a body read to find a WS-Addressing action.
 pub const ENVELOPE_SCAN_CAP: usize = 64 * 1024;
 /// Deepest element nesting accepted inside the envelope header.
 pub const MAX_DEPTH: usize = 32;
 
-pub const SOAP_ACTION: HeaderName = HeaderName::from_static("soapaction");
 pub const CONTRACT_HEADER: HeaderName = HeaderName::from_static("x-switchboard-contract");
 
 const WSA_2005: &str = "http://www.w3.org/2005/08/addressing";
@@ -69,17 +66,6 @@ pub enum ContractError {
     InvalidHeader(&'static str),
 }
 
-/// The SOAP version a request speaks, judged from its headers.
-pub fn soap_version(headers: &HeaderMap) -> Option<SoapVersion> {
-    let media = content_type(headers).map(|(media, _)| media.to_ascii_lowercase());
-    match media.as_deref() {
-        Some("application/soap+xml") => Some(SoapVersion::V12),
-        _ if headers.contains_key(SOAP_ACTION) => Some(SoapVersion::V11),
-        Some("text/xml") => Some(SoapVersion::V11),
-        _ => None,
-    }
-}
-
 /// What the headers alone say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FromHeaders {
@@ -93,18 +79,13 @@ pub enum FromHeaders {
 
 /// Resolves the contract from the headers, or says the envelope must be read.
 pub fn from_headers(headers: &HeaderMap) -> Result<FromHeaders, ContractError> {
-    if let Some(value) = headers.get(SOAP_ACTION) {
-        let value = value.to_str().map_err(|_| ContractError::InvalidHeader("SOAPAction"))?;
-        let action = unquote(value.trim());
-        if !action.is_empty() {
-            return action_key(action).map(|key| FromHeaders::Found(key, Source::SoapAction));
-        }
-    }
-    if let Some((media, params)) = content_type(headers)
-        && media.eq_ignore_ascii_case("application/soap+xml")
-        && let Some(action) = parameter(params, "action").filter(|a| !a.is_empty())
-    {
-        return action_key(action).map(|key| FromHeaders::Found(key, Source::ContentTypeAction));
+    let action = soap::header_action(headers).map_err(|_| ContractError::InvalidHeader("SOAPAction"))?;
+    if let Some((action, header)) = action {
+        let source = match header {
+            ActionHeader::SoapAction => Source::SoapAction,
+            ActionHeader::ContentType => Source::ContentTypeAction,
+        };
+        return action_key(action).map(|key| FromHeaders::Found(key, source));
     }
     let explicit = match headers.get(CONTRACT_HEADER) {
         Some(value) => {
@@ -127,23 +108,17 @@ pub fn action_key(action: &str) -> Result<ContractKey, ContractError> {
     }
 }
 
-fn unquote(value: &str) -> &str {
-    value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value)
-}
-
-fn content_type(headers: &HeaderMap) -> Option<(&str, &str)> {
-    let value = headers.get(CONTENT_TYPE)?.to_str().ok()?;
-    Some(match value.split_once(';') {
-        Some((media, params)) => (media.trim(), params),
-        None => (value.trim(), ""),
-    })
-}
-
-fn parameter<'a>(params: &'a str, name: &str) -> Option<&'a str> {
-    params.split(';').find_map(|param| {
-        let (key, value) = param.split_once('=')?;
-        key.trim().eq_ignore_ascii_case(name).then(|| unquote(value.trim()))
-    })
+/// The action of a SOAP request answered by the endpoint that receives it (the SOAP
+/// registration endpoint, the sample service): the action its headers name when they decide the
+/// contract, else the WS-Addressing action of its whole envelope.
+pub fn request_action(headers: &HeaderMap, body: &[u8]) -> Option<String> {
+    if let Ok(FromHeaders::Found(..)) = from_headers(headers) {
+        return soap::header_action(headers).ok().flatten().map(|(action, _)| action.to_owned());
+    }
+    match scan_envelope(body, true) {
+        EnvelopeScan::Action(action) => Some(action),
+        _ => None,
+    }
 }
 
 /// Result of scanning the start of a body for a WS-Addressing action.
@@ -226,7 +201,7 @@ pub fn scan_envelope(prefix: &[u8], complete: bool) -> EnvelopeScan {
                 }
                 let local = start.local_name();
                 match depth {
-                    1 => match soap_namespace(&ns) {
+                    1 => match soap::envelope_namespace(&ns) {
                         Some(found) if local.as_ref() == "Envelope" => envelope_ns = Some(found),
                         _ => return EnvelopeScan::Absent,
                     },
@@ -264,9 +239,9 @@ pub fn scan_envelope(prefix: &[u8], complete: bool) -> EnvelopeScan {
             }
             Event::GeneralRef(reference) => {
                 if let Some(buffer) = reading_action.as_mut() {
-                    match predefined_entity(&reference) {
-                        Some(c) => buffer.push(c),
-                        None => return EnvelopeScan::Invalid("only predefined entities are accepted".into()),
+                    match soap::resolve_entity(&reference) {
+                        Ok(c) => buffer.push(c),
+                        Err(reason) => return EnvelopeScan::Invalid(reason.into()),
                     }
                 }
             }
@@ -288,34 +263,12 @@ pub fn scan_envelope(prefix: &[u8], complete: bool) -> EnvelopeScan {
     }
 }
 
-fn soap_namespace(ns: &ResolveResult<'_>) -> Option<&'static str> {
-    match ns {
-        ResolveResult::Bound(Namespace(uri)) if *uri == SOAP11_ENVELOPE => Some(SOAP11_ENVELOPE),
-        ResolveResult::Bound(Namespace(uri)) if *uri == SOAP12_ENVELOPE => Some(SOAP12_ENVELOPE),
-        _ => None,
-    }
-}
-
 fn is_ns(ns: &ResolveResult<'_>, expected: Option<&str>) -> bool {
-    matches!((ns, expected), (ResolveResult::Bound(Namespace(uri)), Some(expected)) if *uri == expected)
+    expected.is_some_and(|uri| soap::in_namespace(ns, uri))
 }
 
 fn is_addressing(ns: &ResolveResult<'_>) -> bool {
-    matches!(ns, ResolveResult::Bound(Namespace(uri)) if *uri == WSA_2005 || *uri == WSA_2004)
-}
-
-fn predefined_entity(reference: &quick_xml::events::BytesRef<'_>) -> Option<char> {
-    if let Ok(Some(c)) = reference.resolve_char_ref() {
-        return Some(c);
-    }
-    match &**reference {
-        "amp" => Some('&'),
-        "lt" => Some('<'),
-        "gt" => Some('>'),
-        "quot" => Some('"'),
-        "apos" => Some('\''),
-        _ => None,
-    }
+    soap::in_namespace(ns, WSA_2005) || soap::in_namespace(ns, WSA_2004)
 }
 
 #[cfg(test)]

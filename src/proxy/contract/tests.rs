@@ -1,7 +1,9 @@
 use http::HeaderValue;
+use http::header::CONTENT_TYPE;
 use proptest::prelude::*;
 
 use super::*;
+use crate::soap::SOAP_ACTION;
 
 fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
     let mut map = HeaderMap::new();
@@ -19,22 +21,32 @@ fn found(pairs: &[(&str, &str)]) -> (String, Source) {
 }
 
 #[test]
-fn soap_action_quoted_or_not() {
-    let expected = ("http://tempuri.org/ICalculator".to_owned(), Source::SoapAction);
-    assert_eq!(found(&[("SOAPAction", "\"http://tempuri.org/ICalculator/Add\"")]), expected);
-    assert_eq!(found(&[("soapaction", "http://tempuri.org/ICalculator/Add")]), expected);
+fn header_actions_decide_the_contract() {
     assert_eq!(
-        found(&[("SOAPAction", " \"http://tempuri.org/ICalculator/Add\" "), ("X-Switchboard-Contract", "urn:x/Y")]),
-        expected
+        found(&[("SOAPAction", "\"http://tempuri.org/ICalculator/Add\""), ("X-Switchboard-Contract", "urn:x/Y")]),
+        ("http://tempuri.org/ICalculator".to_owned(), Source::SoapAction)
     );
+    let ct = "application/soap+xml; charset=utf-8; action=\"urn:calc/ICalculator/Add\"";
+    assert_eq!(found(&[("Content-Type", ct)]), ("urn:calc/ICalculator".to_owned(), Source::ContentTypeAction));
+    let not_text = HeaderValue::from_bytes(b"urn:a/\xff/C").unwrap();
+    let mut map = headers(&[]);
+    map.insert(SOAP_ACTION, not_text);
+    assert_eq!(from_headers(&map), Err(ContractError::InvalidHeader("SOAPAction")));
 }
 
 #[test]
-fn soap12_content_type_action() {
-    let ct = "application/soap+xml; charset=utf-8; action=\"urn:calc/ICalculator/Add\"";
-    assert_eq!(found(&[("Content-Type", ct)]), ("urn:calc/ICalculator".to_owned(), Source::ContentTypeAction));
-    let unquoted = "Application/SOAP+XML;action=urn:calc/ICalculator/Add";
-    assert_eq!(found(&[("Content-Type", unquoted)]).0, "urn:calc/ICalculator");
+fn answered_requests_take_the_header_action_else_the_envelope_action() {
+    let soap11 = [("SOAPAction", "\"urn:a/B/C\""), ("Content-Type", "text/xml")];
+    assert_eq!(request_action(&headers(&soap11), b""), Some("urn:a/B/C".into()));
+    let text_xml = headers(&[("Content-Type", "text/xml")]);
+    assert_eq!(request_action(&text_xml, SOAP11_WSA2005.as_bytes()), Some("http://tempuri.org/ICalculator/Add".into()));
+    assert_eq!(request_action(&text_xml, b"<x/>"), None);
+    // An action without an operation segment decides nothing: the envelope is read.
+    let no_operation = headers(&[("SOAPAction", "Add"), ("Content-Type", "text/xml")]);
+    assert_eq!(
+        request_action(&no_operation, SOAP11_WSA2005.as_bytes()),
+        Some("http://tempuri.org/ICalculator/Add".into())
+    );
 }
 
 #[test]
