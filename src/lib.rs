@@ -9,7 +9,8 @@
 //! - [`peer`]: the peer endpoint (Raft RPCs and forwarded requests), behind the cluster secret.
 //! - [`proxy`]: the data plane: contract resolution, selection, forwarding, broadcast.
 //! - [`config`], [`telemetry`], [`node`]: flags, logging, and the composition root.
-//! - [`soap`]: SOAP envelopes and faults, shared by the data plane and the SOAP endpoints.
+//! - [`soap`]: SOAP actions, namespaces, entities, envelopes and faults: one parser each, shared by
+//!   the data plane, the SOAP registration endpoint and the sample service.
 //! - [`dev`]: a local three-node cluster with sample services; [`sample`]: the sample service.
 
 pub mod api;

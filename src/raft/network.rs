@@ -214,17 +214,10 @@ pub fn encode<T: serde::Serialize + ?Sized>(addr: &str, request: &T) -> Result<V
         .map_err(|err| PeerError::Unreachable { addr: addr.to_owned(), cause: format!("cannot encode: {err}") })
 }
 
-/// The innermost cause of a transport error ("Connection refused (os error 111)", "operation
-/// timed out"), which is what an operator needs; the outer layers only repeat the URL.
+/// The innermost cause of a transport error ("Connection refused (os error 111)", "timed out"),
+/// which is what an operator needs; the outer layers only repeat the URL.
 fn root_cause(err: &reqwest::Error) -> String {
-    if err.is_timeout() {
-        return "timed out".to_owned();
-    }
-    let mut cause: &dyn std::error::Error = err;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
+    if err.is_timeout() { "timed out".to_owned() } else { crate::telemetry::root_cause(err) }
 }
 
 /// Creates per-target Raft connections; all share the node's [`PeerClient`].
