@@ -10,8 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use clap::Parser;
-use clap::Subcommand;
 use clap::ValueEnum;
 
 use crate::auth::Tokens;
@@ -26,27 +24,6 @@ use crate::tls::PeerTls;
 
 /// Shortest accepted cluster secret, in bytes.
 pub const MIN_SECRET_LEN: usize = 16;
-
-/// Switchboard: a highly available service router.
-#[derive(Debug, Parser)]
-#[command(name = "switchboard", version, about)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: CliCommand,
-}
-
-// Parsed once at start; the size difference between commands does not matter.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Subcommand)]
-pub enum CliCommand {
-    /// Run one node of a cluster.
-    #[command(args_override_self = true)]
-    Serve(ServeArgs),
-    /// Run a local three-node cluster on loopback with sample services (stops on Ctrl-C).
-    Dev(DevArgs),
-    /// Run a sample service that registers itself with the cluster.
-    Sample(crate::sample::SampleArgs),
-}
 
 /// Flags of `switchboard serve`.
 #[derive(Debug, Clone, Args)]
@@ -189,20 +166,6 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
 }
 
-/// Flags of `switchboard dev`.
-#[derive(Debug, Clone, Args)]
-pub struct DevArgs {
-    /// Directory that holds the three nodes' data.
-    #[arg(long, env = "SWITCHBOARD_DEV_DIR", default_value = ".local/dev")]
-    pub dir: PathBuf,
-    /// First port; node N uses base+10N (data), +1 (API), +2 (peer).
-    #[arg(long, env = "SWITCHBOARD_DEV_BASE_PORT", default_value_t = 7000)]
-    pub base_port: u16,
-    /// Sample services to start.
-    #[arg(long, env = "SWITCHBOARD_DEV_SAMPLES", default_value_t = 3)]
-    pub samples: u16,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -230,6 +193,8 @@ pub enum ConfigError {
     Tokens(String),
     #[error("address policy: {0}")]
     AddressPolicy(String),
+    #[error("--tls-cert: {0}")]
+    Tls(String),
     #[error("--peer-tls-cert: {0}")]
     PeerTls(String),
 }
@@ -273,7 +238,13 @@ impl TryFrom<ServeArgs> for NodeConfig {
             _ => None,
         };
         if let Some(tls) = &peer_tls {
+            crate::tls::server_config(&tls.identity, Some(&tls.ca)).map_err(ConfigError::PeerTls)?;
+            crate::tls::peer_client_config(tls).map_err(ConfigError::PeerTls)?;
             crate::tls::check_peer_identity(tls, args.node_id).map_err(ConfigError::PeerTls)?;
+        }
+        let tls = args.tls_cert.zip(args.tls_key).map(|(cert, key)| Identity { cert, key });
+        if let Some(identity) = &tls {
+            crate::tls::server_config(identity, None).map_err(ConfigError::Tls)?;
         }
         let cluster_secret = match (args.cluster_secret, &args.cluster_secret_file) {
             (Some(secret), _) => secret,
@@ -377,7 +348,7 @@ impl TryFrom<ServeArgs> for NodeConfig {
             worker_threads: args.worker_threads,
             tokens: Arc::new(tokens),
             address_policy: Arc::new(address_policy),
-            tls: args.tls_cert.zip(args.tls_key).map(|(cert, key)| Identity { cert, key }),
+            tls,
             peer_tls,
             cache_bytes: args.cache_mb.max(1) * 1024 * 1024,
             log_format: args.log_format,
@@ -435,9 +406,15 @@ mod tests {
     }
 
     fn serve(argv: Vec<&str>) -> Result<NodeConfig, String> {
-        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
-        let CliCommand::Serve(serve) = cli.command else { unreachable!() };
-        NodeConfig::try_from(serve).map_err(|e| e.to_string())
+        /// The serve command's flags alone, as the binary parses them.
+        #[derive(Debug, clap::Parser)]
+        struct Serve {
+            #[command(flatten)]
+            args: ServeArgs,
+        }
+        let argv = argv.into_iter().filter(|arg| *arg != "serve");
+        let serve = <Serve as clap::Parser>::try_parse_from(argv).map_err(|e| e.to_string())?;
+        NodeConfig::try_from(serve.args).map_err(|e| e.to_string())
     }
 
     #[test]

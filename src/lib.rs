@@ -11,13 +11,11 @@
 //! - [`config`], [`telemetry`], [`node`]: flags, logging, and the composition root.
 //! - [`soap`]: SOAP actions, namespaces, entities, envelopes and faults: one parser each, shared by
 //!   the data plane, the SOAP registration endpoint and the sample service.
-//! - [`dev`]: a local three-node cluster with sample services; [`sample`]: the sample service.
 
 pub mod api;
 pub mod auth;
 pub mod cluster;
 pub mod config;
-pub mod dev;
 pub mod metrics;
 pub mod netpolicy;
 pub mod node;
@@ -26,7 +24,6 @@ pub mod peer_auth;
 pub mod proxy;
 pub mod raft;
 pub mod registry;
-pub mod sample;
 pub mod serve;
 pub mod soap;
 pub mod telemetry;

@@ -2,10 +2,13 @@
 
 use std::process::ExitCode;
 
+mod cli;
+
 use clap::Parser;
-use switchboard::config::Cli;
-use switchboard::config::CliCommand;
 use switchboard::config::NodeConfig;
+
+use crate::cli::Cli;
+use crate::cli::CliCommand;
 
 // jemalloc returns freed memory to the system in the background and fragments less than the
 // system allocator under many threads, so a node's resident memory stays close to what it holds
@@ -33,10 +36,10 @@ fn main() -> ExitCode {
             let workers = config.worker_threads;
             run(workers, switchboard::node::run(config, switchboard::node::shutdown_signal()))
         }
-        CliCommand::Dev(args) => run(None, switchboard::dev::run(args)),
+        CliCommand::Dev(args) => run(None, cli::dev::run(args)),
         CliCommand::Sample(args) => {
             switchboard::telemetry::init(switchboard::config::LogFormat::Text);
-            run(None, switchboard::sample::run(args))
+            run(None, cli::sample::run(args))
         }
     }
 }

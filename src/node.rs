@@ -162,7 +162,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
         config.data_plane.clone(),
         config.tokens.clone(),
         config.address_policy.clone(),
-    )?);
+    ));
     servers.spawn(serve::serve(data, stop.clone(), {
         let plane = plane.clone();
         move |client| {

@@ -32,7 +32,7 @@ pub enum ApiError {
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("{0}")]
-    PayloadTooLarge(String),
+    BodyTooLarge(String),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
     #[error(transparent)]
@@ -40,7 +40,7 @@ pub enum ApiError {
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
-    TooMany(String),
+    QuotaExceeded(String),
     #[error("the request headers are too large")]
     HeadersTooLarge,
 }
@@ -61,21 +61,21 @@ impl ApiError {
             Self::NotFound { code, .. } => (StatusCode::NOT_FOUND, code),
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
-            Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            Self::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            Self::TooMany(_) => (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded"),
+            Self::QuotaExceeded(_) => (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded"),
             Self::HeadersTooLarge => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large"),
             Self::Cluster(err) => match err {
                 ClusterError::NotLeader | ClusterError::NoLeader(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_leader"),
-                ClusterError::Indeterminate => (StatusCode::GATEWAY_TIMEOUT, "outcome_unknown"),
+                ClusterError::OutcomeUnknown => (StatusCode::GATEWAY_TIMEOUT, "outcome_unknown"),
                 ClusterError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
-                ClusterError::Membership(_) => (StatusCode::CONFLICT, "membership_change_refused"),
-                ClusterError::UnknownNode(_) => (StatusCode::NOT_FOUND, "node_not_found"),
+                ClusterError::MembershipChangeRefused(_) => (StatusCode::CONFLICT, "membership_change_refused"),
+                ClusterError::NodeNotFound(_) => (StatusCode::NOT_FOUND, "node_not_found"),
                 ClusterError::CatchUpTimeout(..) => (StatusCode::GATEWAY_TIMEOUT, "catch_up_timeout"),
                 ClusterError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
-                ClusterError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "node_unreachable"),
-                ClusterError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+                ClusterError::NodeUnreachable(_) => (StatusCode::SERVICE_UNAVAILABLE, "node_unreachable"),
+                ClusterError::InternalError(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
                 ClusterError::RegistryFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "registry_full"),
                 ClusterError::InvalidAddress(_) => (StatusCode::BAD_REQUEST, "invalid_address"),
             },
@@ -88,8 +88,8 @@ impl IntoResponse for ApiError {
         let (status, code) = self.status_and_code();
         let limit = match &self {
             Self::HeadersTooLarge => Some(Limit::RequestHeaders),
-            Self::PayloadTooLarge(_) => Some(Limit::RequestBody),
-            Self::TooMany(_) => Some(Limit::RegistrationsPerToken),
+            Self::BodyTooLarge(_) => Some(Limit::RequestBody),
+            Self::QuotaExceeded(_) => Some(Limit::RegistrationsPerToken),
             Self::Cluster(ClusterError::RegistryFull(_)) => Some(Limit::Registry),
             _ => None,
         };
@@ -120,7 +120,7 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::JsonSyntaxError(err) => Self::bad_request("malformed_json", err.body_text()),
             JsonRejection::JsonDataError(err) => Self::bad_request("invalid_body", err.body_text()),
             JsonRejection::BytesRejection(err) if err.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Self::PayloadTooLarge(format!("the body exceeds {} bytes", super::MAX_BODY_BYTES))
+                Self::BodyTooLarge(format!("the body exceeds {} bytes", super::MAX_BODY_BYTES))
             }
             other => Self::bad_request("invalid_body", other.body_text()),
         }

@@ -149,7 +149,7 @@ async fn register(
         }
         Outcome::QuotaExceeded { owner, quota } => {
             tracing::warn!(token = owner, quota, "registration refused: quota reached");
-            Err(ApiError::TooMany(format!("token {owner} already owns its quota of {quota} registrations")))
+            Err(ApiError::QuotaExceeded(format!("token {owner} already owns its quota of {quota} registrations")))
         }
         other => Err(unexpected(other)),
     }
@@ -261,5 +261,5 @@ async fn unregister_by_info(
 /// A command answered with an outcome of another command: a bug, reported as such.
 fn unexpected(outcome: Outcome) -> ApiError {
     tracing::error!(?outcome, "unexpected outcome");
-    ApiError::Cluster(crate::cluster::ClusterError::Internal("unexpected outcome".into()))
+    ApiError::Cluster(crate::cluster::ClusterError::InternalError("unexpected outcome".into()))
 }

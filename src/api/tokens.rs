@@ -45,7 +45,7 @@ struct CreateToken {
 }
 
 fn internal(message: String) -> ApiError {
-    ApiError::Cluster(crate::cluster::ClusterError::Internal(message))
+    ApiError::Cluster(crate::cluster::ClusterError::InternalError(message))
 }
 
 /// Managing tokens needs an `admin` token, and a node with tokens (dev mode has none to manage).

@@ -115,8 +115,11 @@ async fn run(raft: Raft, mut receiver: mpsc::Receiver<Pending>) {
                     }
                 }
                 Ok(Err(ClientWriteError::ForwardToLeader(_))) => answer_all(replies, ClusterError::NotLeader),
+                // A batch carries registry commands only: openraft reports a membership error for
+                // a membership change, which a batch never is. Seeing one is a bug, not a refusal.
                 Ok(Err(ClientWriteError::ChangeMembershipError(err))) => {
-                    answer_all(replies, ClusterError::Membership(err.to_string()))
+                    tracing::error!(error = %err, "a batch of registry commands was answered with a membership error");
+                    answer_all(replies, ClusterError::InternalError(format!("unexpected membership error: {err}")))
                 }
                 Err(_dropped) => answer_all(replies, ClusterError::ShuttingDown),
             }

@@ -77,7 +77,7 @@ impl Cluster {
         let written = self.inner.batcher.propose(proposal.origin, proposal.command);
         tokio::time::timeout(self.inner.config.request_timeout, written)
             .await
-            .unwrap_or(Err(ClusterError::Indeterminate))
+            .unwrap_or(Err(ClusterError::OutcomeUnknown))
     }
 
     /// Waits until this node has applied everything committed before the call: a linearizable
@@ -123,7 +123,7 @@ impl Cluster {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 return Err(if sent_somewhere {
-                    ClusterError::Indeterminate
+                    ClusterError::OutcomeUnknown
                 } else {
                     ClusterError::NoLeader(timeout.as_millis() as u64)
                 });
@@ -131,7 +131,7 @@ impl Cluster {
             let attempt = match self.leader() {
                 Some((leader, _)) if leader == self.node_id() => match local(request.clone()).await {
                     Err(ClusterError::NotLeader) => None,
-                    Err(ClusterError::Indeterminate) => return Err(ClusterError::Indeterminate),
+                    Err(ClusterError::OutcomeUnknown) => return Err(ClusterError::OutcomeUnknown),
                     done => Some(done),
                 },
                 Some((leader, node)) => match self.inner.peers.call::<R>(&node.addr, &request, remaining).await {

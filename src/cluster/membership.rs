@@ -137,7 +137,7 @@ impl Cluster {
                 .peers
                 .call::<Admit>(&leader.addr, &request, config.request_timeout)
                 .await
-                .map_err(|err| ClusterError::Unavailable(err.to_string()))?;
+                .map_err(|err| ClusterError::NodeUnreachable(err.to_string()))?;
             return match reply {
                 Err(ClusterError::NotLeader) => Ok(AdmitReply::Retry),
                 other => other,
@@ -163,7 +163,7 @@ impl Cluster {
                 Ok(AdmitReply::Admitted)
             }
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(AdmitReply::Retry),
-            Err(err) => Err(ClusterError::Internal(err.to_string())),
+            Err(err) => Err(ClusterError::InternalError(err.to_string())),
         }
     }
 
@@ -232,7 +232,7 @@ impl Cluster {
         match tokio::time::timeout(self.inner.config.request_timeout, satisfied).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(_)) => Err(ClusterError::ShuttingDown),
-            Err(_) => Err(ClusterError::Indeterminate),
+            Err(_) => Err(ClusterError::OutcomeUnknown),
         }
     }
 
@@ -250,12 +250,12 @@ impl Cluster {
                 // speaks for that node id.
                 let status = self.status_of(&node.addr).await.map_err(|err| match err {
                     crate::raft::PeerError::Unreachable { .. } | crate::raft::PeerError::NoAnswer { .. } => {
-                        ClusterError::Unavailable(format!("node {node_id} cannot be reached: {err}"))
+                        ClusterError::NodeUnreachable(format!("node {node_id} cannot be reached: {err}"))
                     }
-                    refused => ClusterError::Membership(format!("node {node_id} refused: {refused}")),
+                    refused => ClusterError::MembershipChangeRefused(format!("node {node_id} refused: {refused}")),
                 })?;
                 if status.node_id != node_id {
-                    return Err(ClusterError::Membership(format!(
+                    return Err(ClusterError::MembershipChangeRefused(format!(
                         "the node at {} is node {}, not node {node_id}",
                         node.addr, status.node_id
                     )));
@@ -264,13 +264,13 @@ impl Cluster {
                 let membership = metrics.membership_config.membership();
                 if let Some(known) = membership.get_node(&node_id) {
                     if known.addr != node.addr {
-                        return Err(ClusterError::Membership(format!(
+                        return Err(ClusterError::MembershipChangeRefused(format!(
                             "node {node_id} is a member at {}; remove it first",
                             known.addr
                         )));
                     }
                     if known.incarnation != node.incarnation {
-                        return Err(ClusterError::Membership(format!(
+                        return Err(ClusterError::MembershipChangeRefused(format!(
                             "node {node_id} is a member with another data directory; remove it first"
                         )));
                     }
@@ -304,7 +304,7 @@ impl Cluster {
     pub(super) async fn remove_member(&self, metrics: &typ::RaftMetrics, node_id: NodeId) -> Result<(), ClusterError> {
         let membership = metrics.membership_config.membership();
         if membership.get_node(&node_id).is_none() {
-            return Err(ClusterError::UnknownNode(node_id));
+            return Err(ClusterError::NodeNotFound(node_id));
         }
         let change = if membership.voter_ids().any(|v| v == node_id) {
             ChangeMembers::RemoveVoters([node_id].into())

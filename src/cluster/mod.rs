@@ -137,7 +137,9 @@ struct Inner {
 fn from_write_error(err: RaftError<NodeId, typ::ClientWriteError>) -> ClusterError {
     match err {
         RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => ClusterError::NotLeader,
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => ClusterError::Membership(e.to_string()),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            ClusterError::MembershipChangeRefused(e.to_string())
+        }
         RaftError::Fatal(_) => ClusterError::ShuttingDown,
     }
 }

@@ -200,12 +200,7 @@ struct Explain {
 }
 
 impl DataPlane {
-    pub fn new(
-        view: AppliedView,
-        config: DataPlaneConfig,
-        tokens: Arc<Tokens>,
-        policy: Arc<AddressPolicy>,
-    ) -> anyhow::Result<Self> {
+    pub fn new(view: AppliedView, config: DataPlaneConfig, tokens: Arc<Tokens>, policy: Arc<AddressPolicy>) -> Self {
         // Host names are resolved at connect time through the address policy.
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(config.connect_timeout));
@@ -219,7 +214,7 @@ impl DataPlane {
         };
         let connector = tls.https_or_http().enable_http1().wrap_connector(http);
         let via = HeaderValue::from_static(VIA);
-        Ok(Self {
+        Self {
             view,
             upstreams: Upstreams::new(connector),
             cursors: Cursors::default(),
@@ -229,7 +224,7 @@ impl DataPlane {
             tokens,
             policy,
             targets: Default::default(),
-        })
+        }
     }
 
     /// Routes one request; never fails (errors become responses).

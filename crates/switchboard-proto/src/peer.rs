@@ -90,13 +90,13 @@ pub enum ClusterError {
     #[error("no leader could be reached within {0} ms")]
     NoLeader(u64),
     #[error("the request reached the leader but its outcome is unknown; it may still be applied")]
-    Indeterminate,
+    OutcomeUnknown,
     #[error("the node is shutting down")]
     ShuttingDown,
     #[error("membership change refused: {0}")]
-    Membership(String),
+    MembershipChangeRefused(String),
     #[error("node {0} is not a member of the cluster")]
-    UnknownNode(NodeId),
+    NodeNotFound(NodeId),
     #[error("node {0} did not catch up with the leader within {1} s")]
     CatchUpTimeout(NodeId, u64),
     /// A request that can never succeed as sent (a peer sent something malformed).
@@ -104,13 +104,13 @@ pub enum ClusterError {
     InvalidRequest(String),
     /// A node this operation needs could not be reached.
     #[error("{0}")]
-    Unavailable(String),
+    NodeUnreachable(String),
     /// The registry is at one of its cluster-wide limits.
     #[error("{0}")]
     RegistryFull(String),
     /// A bug or a broken invariant, not something the caller did.
     #[error("internal error: {0}")]
-    Internal(String),
+    InternalError(String),
     /// The address of a registration is one the address policy refuses (checked again by the
     /// leader, which knows its own listeners whatever the node that took the request knew).
     #[error("{0}")]

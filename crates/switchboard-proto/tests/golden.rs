@@ -178,15 +178,15 @@ fn peer_answers() {
     let errors = [
         (ClusterError::NotLeader, "0100"),
         (ClusterError::NoLeader(2_000), "0101d00f"),
-        (ClusterError::Indeterminate, "0102"),
+        (ClusterError::OutcomeUnknown, "0102"),
         (ClusterError::ShuttingDown, "0103"),
-        (ClusterError::Membership("refused".into()), "01040772656675736564"),
-        (ClusterError::UnknownNode(7), "010507"),
+        (ClusterError::MembershipChangeRefused("refused".into()), "01040772656675736564"),
+        (ClusterError::NodeNotFound(7), "010507"),
         (ClusterError::CatchUpTimeout(7, 60), "0106073c"),
         (ClusterError::InvalidRequest("bad".into()), "010703626164"),
-        (ClusterError::Unavailable("down".into()), "010804646f776e"),
+        (ClusterError::NodeUnreachable("down".into()), "010804646f776e"),
         (ClusterError::RegistryFull("full".into()), "01090466756c6c"),
-        (ClusterError::Internal("bug".into()), "010a03627567"),
+        (ClusterError::InternalError("bug".into()), "010a03627567"),
         (ClusterError::InvalidAddress("listener".into()), "010b086c697374656e6572"),
     ];
     for (error, expected) in errors {

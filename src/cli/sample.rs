@@ -39,10 +39,10 @@ use quick_xml::events::Event;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::proxy::contract;
-use crate::registry::RegistrationRequest;
-use crate::soap;
-use crate::soap::SoapVersion;
+use switchboard::proxy::contract;
+use switchboard::registry::RegistrationRequest;
+use switchboard::soap;
+use switchboard::soap::SoapVersion;
 use switchboard_client::Registrar;
 use switchboard_client::RegistrarConfig;
 
@@ -140,7 +140,7 @@ pub async fn run(args: SampleArgs) -> anyhow::Result<()> {
                 tracing::warn!(error = %err, "registration failed; retrying");
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    () = crate::node::shutdown_signal() => return Ok(()),
+                    () = switchboard::node::shutdown_signal() => return Ok(()),
                 }
             }
         }
@@ -148,7 +148,7 @@ pub async fn run(args: SampleArgs) -> anyhow::Result<()> {
     tracing::info!(instance, address = %base, "sample service registered");
     println!("{instance} listening on {base}");
 
-    crate::node::shutdown_signal().await;
+    switchboard::node::shutdown_signal().await;
     tracing::info!(instance, "draining");
     if let Err(err) = registrar.drain().await {
         tracing::warn!(error = %err, "drain failed");

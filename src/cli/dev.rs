@@ -14,7 +14,7 @@ use anyhow::Context;
 use tokio::process::Child;
 use tokio::process::Command;
 
-use crate::config::DevArgs;
+use super::DevArgs;
 
 /// Ports of local node `n` (1-based).
 #[derive(Debug, Clone, Copy)]
@@ -91,7 +91,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!();
     println!("Press Ctrl-C to stop.");
 
-    crate::node::shutdown_signal().await;
+    switchboard::node::shutdown_signal().await;
     println!("stopping...");
     stop_all(&mut children).await;
     Ok(())

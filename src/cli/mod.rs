@@ -1,0 +1,48 @@
+//! The binary's command line: `serve` (flags in the library's [`switchboard::config::ServeArgs`],
+//! validated into a `NodeConfig`), `dev` (a local three-node cluster with sample services) and
+//! `sample` (a sample service). `dev` and `sample` belong to the binary alone.
+
+pub mod dev;
+pub mod sample;
+
+use std::path::PathBuf;
+
+use clap::Args;
+use clap::Parser;
+use clap::Subcommand;
+use switchboard::config::ServeArgs;
+
+/// Switchboard: a highly available service router.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: CliCommand,
+}
+
+// Parsed once at start; the size difference between commands does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum CliCommand {
+    /// Run one node of a cluster.
+    #[command(args_override_self = true)]
+    Serve(ServeArgs),
+    /// Run a local three-node cluster on loopback with sample services (stops on Ctrl-C).
+    Dev(DevArgs),
+    /// Run a sample service that registers itself with the cluster.
+    Sample(sample::SampleArgs),
+}
+
+/// Flags of `switchboard dev`.
+#[derive(Debug, Clone, Args)]
+pub struct DevArgs {
+    /// Directory that holds the three nodes' data.
+    #[arg(long, env = "SWITCHBOARD_DEV_DIR", default_value = ".local/dev")]
+    pub dir: PathBuf,
+    /// First port; node N uses base+10N (data), +1 (API), +2 (peer).
+    #[arg(long, env = "SWITCHBOARD_DEV_BASE_PORT", default_value_t = 7000)]
+    pub base_port: u16,
+    /// Sample services to start.
+    #[arg(long, env = "SWITCHBOARD_DEV_SAMPLES", default_value_t = 3)]
+    pub samples: u16,
+}
