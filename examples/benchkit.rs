@@ -12,6 +12,8 @@
 //!
 //! Every loop is bounded both in count and in time.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and benchmark tools: a failed step ends the run
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::Mutex;

@@ -3,6 +3,8 @@
 //!
 //! `cargo run --release --example regload -- --targets http://127.0.0.1:7021 --clients 64 --seconds 10`
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and benchmark tools: a failed step ends the run
+
 use std::time::Duration;
 use std::time::Instant;
 

@@ -56,8 +56,19 @@ pub struct AddressPolicy {
 
 impl Default for AddressPolicy {
     fn default() -> Self {
-        Self::new(&[], &[], &["http".into(), "https".into()], Vec::new()).expect("the built-in networks parse")
+        Self {
+            allowed: Vec::new(),
+            denied: always_denied().collect(),
+            schemes: vec!["http".into(), "https".into()],
+            own: with_interfaces(Vec::new()),
+            others: Arc::default(),
+        }
     }
+}
+
+/// [`ALWAYS_DENIED`], parsed (each parses: `the_built_in_networks_parse`).
+fn always_denied() -> impl Iterator<Item = IpNet> {
+    ALWAYS_DENIED.iter().filter_map(|n| n.parse::<IpNet>().ok())
 }
 
 /// `listeners`, plus, for one bound to every interface, that port on each address of this host's
@@ -92,7 +103,7 @@ impl AddressPolicy {
         let parse = |text: &String| text.parse::<IpNet>().map_err(|_| format!("{text:?} is not a network (CIDR)"));
         let allowed = allowed.iter().map(parse).collect::<Result<Vec<_>, _>>()?;
         let mut denied_nets = denied.iter().map(parse).collect::<Result<Vec<_>, _>>()?;
-        denied_nets.extend(ALWAYS_DENIED.iter().map(|n| n.parse::<IpNet>().expect("valid built-in network")));
+        denied_nets.extend(always_denied());
         for scheme in schemes {
             if !matches!(scheme.as_str(), "http" | "https") {
                 return Err(format!("scheme {scheme:?} is not supported (http, https)"));
@@ -294,6 +305,11 @@ impl tower::Service<http::Uri> for PolicyConnector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_built_in_networks_parse() {
+        assert_eq!(always_denied().count(), ALWAYS_DENIED.len());
+    }
 
     #[test]
     fn defaults_refuse_metadata_link_local_and_self() {

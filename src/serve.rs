@@ -189,7 +189,9 @@ pub struct Peer {
 
 impl Peer {
     pub fn new(addr: SocketAddr, https: bool) -> Self {
-        let ip = http::HeaderValue::from_str(&addr.ip().to_string()).expect("an IP address is a valid header value");
+        // An IP address's text is always a valid header value.
+        let ip =
+            http::HeaderValue::try_from(addr.ip().to_string()).unwrap_or(http::HeaderValue::from_static("unknown"));
         Self { addr, https, ip }
     }
 }

@@ -1,5 +1,7 @@
 //! Integration tests: real `switchboard` processes on loopback, driven through their HTTP APIs.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and benchmark tools: a failed step ends the run
+
 mod backend;
 mod cli;
 mod failover;

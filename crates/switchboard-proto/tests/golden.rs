@@ -4,6 +4,8 @@
 //! `peer::PROTOCOL` and keep decoding the previous version) or an on-disk format change (raise
 //! the data format and migrate); never update the bytes without one of the two.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and benchmark tools: a failed step ends the run
+
 use std::collections::BTreeMap;
 
 use serde::Serialize;
