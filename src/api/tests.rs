@@ -231,6 +231,62 @@ async fn refusals_use_the_error_format_and_change_nothing() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(error["code"], code, "{body}");
     }
+    // Bodies that are not what they claim, or too large for the API.
+    let valid = r#"{"address":"http://a/","contract_name":"c","contract_namespace":"n"}"#;
+    let long = "x".repeat(70 * 1024);
+    let too_large = format!(
+        r#"{{"address":"http://a/","contract_name":"c","contract_namespace":"n","metadata":{{"k":"{long}"}}}}"#
+    );
+    let raw_cases: [(Option<&str>, &str, StatusCode, &str); 5] = [
+        (Some("application/json"), "{not json", StatusCode::BAD_REQUEST, "malformed_json"),
+        (Some("text/plain"), valid, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+        (None, valid, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+        (
+            Some("application/json"),
+            r#"{"address":"relative/path","contract_name":"c","contract_namespace":"n"}"#,
+            StatusCode::BAD_REQUEST,
+            "invalid_address",
+        ),
+        (Some("application/json"), &too_large, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+    ];
+    for (content_type, body, expected, code) in raw_cases {
+        let headers: Vec<(&str, &str)> = content_type.map(|c| ("content-type", c)).into_iter().collect();
+        let (status, _, answer) = post_raw(&app, "/v1/registrations", &headers, body.as_bytes().to_vec()).await;
+        let error: Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!((status, error["code"].as_str()), (expected, Some(code)), "{body:.80}");
+        assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "{error}");
+    }
+    for (body, code) in [
+        (
+            json!({ "address": "http://a/", "contract_name": "c".repeat(300), "contract_namespace": "n" }),
+            "invalid_contract_name",
+        ),
+        (json!({ "address": "http://a/", "contract_name": "c" }), "invalid_body"),
+        (
+            json!({ "address": "http://a/", "contract_name": "c", "contract_namespace": "n", "weight": 0 }),
+            "invalid_weight",
+        ),
+    ] {
+        let (status, error) = call(&app, "POST", "/v1/registrations", Some(body.clone())).await;
+        assert_eq!((status, error["code"].as_str()), (StatusCode::BAD_REQUEST, Some(code)), "{body}");
+    }
+    for (uri, expected, code) in [
+        ("/v1/registrations/00000000000000000000000000000000", StatusCode::NOT_FOUND, "registration_not_found"),
+        ("/v1/registrations?consistency=whenever", StatusCode::BAD_REQUEST, "invalid_query"),
+        ("/v1/registrations?colour=blue", StatusCode::BAD_REQUEST, "invalid_query"),
+        ("/v1/nothing-here", StatusCode::NOT_FOUND, "route_not_found"),
+    ] {
+        let (status, error) = call(&app, "GET", uri, None).await;
+        assert_eq!((status, error["code"].as_str()), (expected, Some(code)), "{uri}");
+    }
+    let node = json!({ "node_id": 9, "peer_addr": "no-port" });
+    let bad_node = Request::post("/v1/cluster/nodes")
+        .header("authorization", "Bearer 0123456789abcdef")
+        .header("content-type", "application/json")
+        .body(Body::from(node.to_string()))
+        .unwrap();
+    let response = app.clone().oneshot(bad_node).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let (status, error) = call(&app, "POST", "/v1/registrations/unregister", Some(json!({ "address": "x" }))).await;
     assert_eq!((status, error["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_body")));
     let (status, error) = call(&app, "GET", "/v1/registrations/zz", None).await;
