@@ -1,8 +1,10 @@
 //! The Raft log and vote in sled.
 //!
-//! Durability rule: every write openraft treats as persisted (vote, appended entries, truncation,
-//! purge) is followed by a [`Syncer::sync`] (sled flush plus `fdatasync`), and only then reported
-//! done. The committed index is saved without a sync: it only shortens replay after a restart.
+//! Durability rule: every write openraft treats as persisted (vote, appended entries, truncation)
+//! is followed by a [`Syncer::sync`] (sled flush plus `fdatasync`), and only then reported done.
+//! A purge and the committed index are saved without a sync: a purge lost to a crash leaves old
+//! entries that a snapshot already covers (purged again later), and the committed index only
+//! shortens replay after a restart.
 //! Every value is a versioned record (see `format`).
 
 use std::fmt::Debug;
