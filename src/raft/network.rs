@@ -31,39 +31,24 @@ use crate::tls::PeerTls;
 /// The Raft RPCs, in the peer protocol's table (the cluster RPCs are in
 /// [`switchboard_proto::peer`]). Their messages are openraft's.
 pub mod rpc {
-    use switchboard_proto::peer::Rpc;
+    use switchboard_proto::rpc;
 
     use crate::raft::typ;
 
-    /// Log entries (or a heartbeat) from the leader.
-    #[derive(Debug, Clone, Copy)]
-    pub enum Append {}
-
-    impl Rpc for Append {
-        const PATH: &'static str = "/raft/append";
-        type Request = typ::AppendEntriesRequest;
-        type Answer = Result<typ::AppendEntriesResponse, typ::RaftError>;
-    }
-
-    /// A candidate asks for a vote.
-    #[derive(Debug, Clone, Copy)]
-    pub enum Vote {}
-
-    impl Rpc for Vote {
-        const PATH: &'static str = "/raft/vote";
-        type Request = typ::VoteRequest;
-        type Answer = Result<typ::VoteResponse, typ::RaftError>;
-    }
-
-    /// One chunk of a snapshot from the leader.
-    #[derive(Debug, Clone, Copy)]
-    pub enum Snapshot {}
-
-    impl Rpc for Snapshot {
-        const PATH: &'static str = "/raft/snapshot";
-        type Request = typ::InstallSnapshotRequest;
-        type Answer = Result<typ::InstallSnapshotResponse, typ::RaftError<typ::InstallSnapshotError>>;
-    }
+    rpc!(
+        /// Log entries (or a heartbeat) from the leader.
+        Append, "/raft/append", typ::AppendEntriesRequest => Result<typ::AppendEntriesResponse, typ::RaftError>
+    );
+    rpc!(
+        /// A candidate asks for a vote.
+        Vote, "/raft/vote", typ::VoteRequest => Result<typ::VoteResponse, typ::RaftError>
+    );
+    rpc!(
+        /// One chunk of a snapshot from the leader.
+        Snapshot,
+        "/raft/snapshot",
+        typ::InstallSnapshotRequest => Result<typ::InstallSnapshotResponse, typ::RaftError<typ::InstallSnapshotError>>
+    );
 }
 
 /// Why a call to a peer failed.

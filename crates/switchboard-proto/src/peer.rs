@@ -189,14 +189,16 @@ pub enum MembershipRequest {
     Remove { node_id: NodeId },
 }
 
-/// Declares the marker type of an RPC and its table row.
+/// Declares the marker type of an RPC and its row of the table: `rpc!(Name, "/path", Request =>
+/// Answer)`. The server declares its Raft RPCs with it too.
+#[macro_export]
 macro_rules! rpc {
     ($(#[$doc:meta])* $name:ident, $path:literal, $request:ty => $answer:ty) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy)]
         pub enum $name {}
 
-        impl Rpc for $name {
+        impl $crate::peer::Rpc for $name {
             const PATH: &'static str = $path;
             type Request = $request;
             type Answer = $answer;
