@@ -408,6 +408,7 @@ mod tests {
     fn serve(argv: Vec<&str>) -> Result<NodeConfig, String> {
         /// The serve command's flags alone, as the binary parses them.
         #[derive(Debug, clap::Parser)]
+        #[command(args_override_self = true)]
         struct Serve {
             #[command(flatten)]
             args: ServeArgs,
