@@ -63,6 +63,7 @@ labels! {
         EndpointOverloaded => "endpoint_overloaded",
         HeadersTooLarge => "headers_too_large",
         EnvelopeTimeout => "envelope_timeout",
+        AmbiguousContract => "ambiguous_contract",
     }
 }
 

@@ -65,7 +65,11 @@ impl ProxyError {
             Self::Contract(ContractError::EnvelopeTimeout(_)) => {
                 (StatusCode::REQUEST_TIMEOUT, RouteError::EnvelopeTimeout)
             }
-            Self::UnknownContract(_) => (StatusCode::NOT_FOUND, RouteError::ContractNotFound),
+            Self::UnknownContract(_)
+            | Self::Contract(ContractError::NotRegistered(_) | ContractError::NoContractInNamespace(_)) => {
+                (StatusCode::NOT_FOUND, RouteError::ContractNotFound)
+            }
+            Self::Contract(ContractError::Ambiguous { .. }) => (StatusCode::CONFLICT, RouteError::AmbiguousContract),
             Self::Unreachable { .. } => (StatusCode::SERVICE_UNAVAILABLE, RouteError::NoEndpointReachable),
             Self::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, RouteError::EndpointOverloaded),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, RouteError::Unauthorized),

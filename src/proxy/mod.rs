@@ -40,10 +40,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 
 use self::body::RequestBody;
 use self::body::SharedBody;
+use self::contract::Decision;
 use self::contract::ENVELOPE_SCAN_CAP;
 use self::contract::EnvelopeReader;
 use self::contract::EnvelopeScan;
-use self::contract::FromHeaders;
 use self::contract::Source;
 use self::error::ProxyError;
 use self::outlier::InFlight;
@@ -271,7 +271,7 @@ impl DataPlane {
         let disclose = explain && self.discloses_internals(parts.headers.get(TOKEN_HEADER));
         let broadcast =
             parts.headers.get(DELIVERY_HEADER).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"broadcast"));
-        let (key, source, body) = resolve(&parts.headers, incoming).await?;
+        let (key, source, body) = resolve(&parts.headers, incoming, &self.view).await?;
 
         let applied = self.view.load();
         let endpoints = applied.state.endpoints(&key).ok_or_else(|| ProxyError::UnknownContract(key.clone()))?;
@@ -478,34 +478,33 @@ fn looped(headers: &http::HeaderMap) -> bool {
 async fn resolve(
     headers: &http::HeaderMap,
     incoming: Incoming,
+    view: &AppliedView,
 ) -> Result<(ContractKey, Source, RequestBody), ProxyError> {
-    let fallback = match contract::from_headers(headers)? {
-        FromHeaders::Found(key, source) => {
-            return Ok((key, source, RequestBody { prefix: Bytes::new(), rest: Some(incoming) }));
-        }
-        FromHeaders::ReadEnvelope { fallback } => fallback,
-    };
+    let hints = contract::hints(headers)?;
+    if let Decision::Route(key, source) = contract::decide(&hints, None, &view.load().state)? {
+        return Ok((key, source, RequestBody { prefix: Bytes::new(), rest: Some(incoming) }));
+    }
     let mut envelope = EnvelopeReader::default();
     let mut rest = Some(incoming);
-    // However slowly the client sends it, the envelope header must arrive within this time.
+    // However slowly the client sends it, the envelope's start must arrive within this time.
     let deadline = tokio::time::Instant::now() + ENVELOPE_DEADLINE;
     loop {
-        match envelope.scan(rest.is_none()) {
-            Some(EnvelopeScan::Action(action)) => {
-                let key = contract::action_key(&action)?;
-                return Ok((key, Source::WsAddressing, RequestBody { prefix: envelope.into_bytes(), rest }));
-            }
-            Some(EnvelopeScan::Absent) => {
-                let key = fallback.ok_or(contract::ContractError::Missing)?;
-                return Ok((key, Source::Header, RequestBody { prefix: envelope.into_bytes(), rest }));
-            }
+        let read = match envelope.scan(rest.is_none()) {
+            Some(EnvelopeScan::Envelope(read)) => Some(read),
+            Some(EnvelopeScan::Absent) => Some(contract::Envelope::default()),
             Some(EnvelopeScan::Invalid(reason)) => {
                 return Err(contract::ContractError::InvalidEnvelope(reason).into());
             }
             Some(EnvelopeScan::Incomplete) if envelope.len() >= ENVELOPE_SCAN_CAP => {
                 return Err(contract::ContractError::EnvelopeTooLarge.into());
             }
-            Some(EnvelopeScan::Incomplete) | None => {}
+            Some(EnvelopeScan::Incomplete) | None => None,
+        };
+        if let Some(read) = read {
+            return match contract::decide(&hints, Some(&read), &view.load().state)? {
+                Decision::Route(key, source) => Ok((key, source, RequestBody { prefix: envelope.into_bytes(), rest })),
+                Decision::ReadEnvelope => Err(contract::ContractError::Missing.into()),
+            };
         }
         let Some(body) = rest.as_mut() else {
             return Err(contract::ContractError::InvalidEnvelope("the body ended inside the envelope".into()).into());

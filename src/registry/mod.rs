@@ -129,6 +129,8 @@ pub struct RegistryState {
     registrations: imbl::OrdMap<RegistrationId, Arc<Registration>>,
     /// Active endpoints by contract key (`{namespace}/{name}`, exactly).
     routes: imbl::GenericHashMap<ContractKey, Endpoints, FastHash, imbl::shared_ptr::DefaultSharedPtr>,
+    /// The contract keys of `routes` by namespace, for requests that name only a namespace.
+    namespaces: imbl::OrdMap<String, imbl::OrdSet<ContractKey>>,
     policies: imbl::OrdMap<ContractKey, Policy>,
     /// Registrations per owner, for quotas.
     owned: imbl::GenericHashMap<String, u32, FastHash, imbl::shared_ptr::DefaultSharedPtr>,
@@ -478,9 +480,17 @@ impl RegistryState {
                 }
             }
         }
+        let namespace = trim_namespace(&changed.contract_namespace).to_owned();
         if by_id.is_empty() {
             self.routes.remove(&key);
+            if let Some(keys) = self.namespaces.get_mut(&namespace) {
+                keys.remove(&key);
+                if keys.is_empty() {
+                    self.namespaces.remove(&namespace);
+                }
+            }
         } else {
+            self.namespaces.entry(namespace).or_default().insert(key.clone());
             self.routes.insert(key, Endpoints::changed(by_id));
         }
     }
@@ -524,6 +534,12 @@ impl RegistryState {
     /// registration of another pair ever serves it.
     pub fn endpoints(&self, key: &ContractKey) -> Option<&Endpoints> {
         self.routes.get(key)
+    }
+
+    /// The contract keys with active endpoints in a namespace (one trailing `/` ignored), in
+    /// order.
+    pub fn contracts_in(&self, namespace: &str) -> impl Iterator<Item = &ContractKey> {
+        self.namespaces.get(trim_namespace(namespace)).into_iter().flat_map(|keys| keys.iter())
     }
 
     /// The policy of a contract key; the default when none was set.
@@ -588,6 +604,12 @@ impl RegistryState {
                 continue;
             }
             routes.entry(registration.contract_key()).or_default().insert(registration.id, registration.clone());
+        }
+        for by_id in routes.values() {
+            if let Some(registration) = by_id.values().next() {
+                let namespace = trim_namespace(&registration.contract_namespace).to_owned();
+                state.namespaces.entry(namespace).or_default().insert(registration.contract_key());
+            }
         }
         state.routes = routes.into_iter().map(|(key, by_id)| (key, Endpoints::changed(by_id))).collect();
         state.policies = image.policies.into_iter().collect();

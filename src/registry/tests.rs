@@ -444,3 +444,29 @@ fn tokens_are_created_once_revoked_for_good_and_audited() {
     assert!(matches!(state.apply(7, &admin(Command::CreateToken(bad.clone()))), Outcome::TokenRefused(_)));
     assert!(Command::CreateToken(bad).check_forwarded().is_err());
 }
+
+#[test]
+fn contracts_are_indexed_by_namespace_while_they_have_active_endpoints() {
+    let mut state = RegistryState::default();
+    let a = spec("http://a:1/", "urn:math/", "IA");
+    let b = spec("http://b:1/", "urn:math", "IB");
+    let other = spec("http://c:1/", "urn:other", "IC");
+    for (index, spec) in [&a, &b, &other].into_iter().enumerate() {
+        state.apply(index as u64 + 1, &change(Command::Register(spec.clone())));
+    }
+    let keys = |state: &RegistryState, namespace: &str| -> Vec<String> {
+        state.contracts_in(namespace).map(ToString::to_string).collect()
+    };
+    assert_eq!(keys(&state, "urn:math"), ["urn:math/IA", "urn:math/IB"]);
+    assert_eq!(keys(&state, "urn:math/"), ["urn:math/IA", "urn:math/IB"], "one trailing slash is ignored");
+    assert!(keys(&state, "urn:mat").is_empty() && keys(&state, "urn:math/IA").is_empty());
+    // A drained or removed endpoint leaves the index with its contract's last active endpoint.
+    state.apply(10, &change(Command::Drain(a.id)));
+    assert_eq!(keys(&state, "urn:math"), ["urn:math/IB"]);
+    state.apply(11, &change(Command::Unregister(b.id)));
+    assert!(keys(&state, "urn:math").is_empty());
+    // The index is rebuilt from a snapshot image.
+    let restored = RegistryState::from_image(state.to_image());
+    assert_eq!(keys(&restored, "urn:other"), ["urn:other/IC"]);
+    assert!(keys(&restored, "urn:math").is_empty());
+}

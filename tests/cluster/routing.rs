@@ -147,6 +147,61 @@ async fn soap_and_plain_http_reach_their_contract_through_a_follower() {
     assert_eq!(body["body_sha"], format!("{:x}", fnv(&big)));
 }
 
+/// What WSDL-generated clients of other SOAP stacks send by default routes by the body's first
+/// element, through a follower, and the envelope arrives unchanged; explain names the rule.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_default_requests_of_soap_stacks_route_by_the_body() {
+    let cluster = TestCluster::start(3);
+    let via = follower(&cluster).await;
+    let calc = Backend::start("calc").await;
+    let sin = Backend::start("sin").await;
+    cluster.register_all(via, CALC_NS, "ICalculator", &[calc.url()]).await;
+    let scientific = json!({
+        "address": sin.url(), "contract_name": "IScientific", "contract_namespace": "urn:math",
+        "metadata": { "soap.operations": "Sin Cos" },
+    });
+    let (status, _) = cluster.post_json(via, "/v1/registrations", &scientific).await;
+    assert_eq!(status, 201);
+    cluster.register_all(via, "urn:math", "IBasic", &[calc.url()]).await;
+
+    for headers in [
+        &[("content-type", "text/xml; charset=utf-8"), ("soapaction", "\"\"")][..],
+        &[("content-type", "text/xml; charset=utf-8")],
+        &[("content-type", "text/xml"), ("soapaction", "Add")],
+        &[("content-type", "text/xml"), ("soapaction", "urn:Add")],
+        &[("content-type", "text/xml"), ("soapaction", "\"http://tempuri.org/Add\"")],
+        &[("content-type", "application/soap+xml; charset=utf-8")],
+    ] {
+        let mut with_explain = headers.to_vec();
+        with_explain.push(("x-switchboard-explain", "1"));
+        let (status, answer, body) = send(&cluster, via, "POST", "/", &with_explain, SOAP11).await;
+        assert_eq!((status, body["backend"].as_str()), (200, Some("calc")), "{headers:?}: {body}");
+        assert_eq!(body["body_sha"], format!("{:x}", fnv(SOAP11.as_bytes())), "the envelope arrives unchanged");
+        assert_eq!(answer["x-switchboard-contract-source"], "body-namespace", "{headers:?}");
+    }
+
+    // Two contracts in one namespace: the one that lists the operation gets it; an operation
+    // nobody lists goes to the contract that lists nothing.
+    let call = |operation: &str| {
+        format!(
+            r#"<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body><m:{operation} xmlns:m="urn:math"/></soapenv:Body></soapenv:Envelope>"#
+        )
+    };
+    let soap = [("content-type", "text/xml"), ("soapaction", "\"\""), ("x-switchboard-explain", "1")];
+    let (status, answer, body) = send(&cluster, via, "POST", "/", &soap, call("Cos")).await;
+    assert_eq!((status, body["backend"].as_str()), (200, Some("sin")), "{body}");
+    assert_eq!(answer["x-switchboard-contract-source"], "body-operation");
+    let (status, _, body) = send(&cluster, via, "POST", "/", &soap, call("Add")).await;
+    assert_eq!((status, body["backend"].as_str()), (200, Some("calc")), "{body}");
+
+    // A namespace nobody registered: a SOAP fault that says so.
+    let (status, answer, body) =
+        send(&cluster, via, "POST", "/", &soap, SOAP11.replace("tempuri.org", "nowhere.example")).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(answer["x-switchboard-error"], "contract_not_found");
+    assert!(body.as_str().unwrap().contains("Fault") && body.as_str().unwrap().contains("nowhere.example"), "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn round_robin_weights_and_stickiness() {
     let cluster = TestCluster::start(3);

@@ -1,12 +1,23 @@
-//! Which contract a request is for. Pure functions over headers and a bounded body prefix.
+//! Which contract a request is for. Pure functions over headers, a bounded body prefix and the
+//! applied registry.
 //!
-//! Sources, in order: the SOAP 1.1 `SOAPAction` header (quoted or not); the `action` parameter
-//! of a SOAP 1.2 `application/soap+xml` content type; the WS-Addressing `Action` header block of
-//! the SOAP envelope (SOAP 1.1 and 1.2 envelopes, 2004/08 and 2005/08 addressing); the
-//! `X-Switchboard-Contract` header. An action minus its last `/`-segment is the contract key.
+//! Resolution order (the first that names a registered contract decides):
+//! 1. the action of the `SOAPAction` header (quoted or not) or of the `action` parameter of a
+//!    SOAP 1.2 `application/soap+xml` content type, minus its last `/`-segment (WCF style);
+//! 2. for a SOAP request, the WS-Addressing `Action` of the envelope header (2004/08 and 2005/08);
+//! 3. the `X-Switchboard-Contract` header;
+//! 4. for a SOAP request, the first element of the envelope's `Body`: its namespace is the
+//!    contract namespace. The one contract registered in that namespace decides; among several,
+//!    the one whose registrations list the element's local name (or the request's action) in
+//!    their [`OPERATIONS_KEY`] metadata. A contract whose registrations list operations serves
+//!    only those through this rule.
 //!
-//! The envelope is read only up to the end of its `Header` (or the start of its `Body`), never
-//! past [`ENVELOPE_SCAN_CAP`] bytes, and DTDs are refused, so entities are never expanded.
+//! A request that names no registered contract either way is refused with the most specific
+//! reason (the action it named, the namespace of its body, or candidates it could mean).
+//!
+//! The envelope is read only up to the first element of its `Body`, never past
+//! [`ENVELOPE_SCAN_CAP`] bytes, and DTDs are refused, so entities are never expanded. The body is
+//! forwarded unchanged.
 
 use http::HeaderMap;
 use http::HeaderName;
@@ -15,6 +26,8 @@ use quick_xml::name::ResolveResult;
 use quick_xml::reader::NsReader;
 
 use crate::registry::ContractKey;
+use crate::registry::RegistryState;
+use crate::registry::trim_namespace;
 use crate::soap;
 use crate::soap::ActionHeader;
 use crate::soap::soap_version;
@@ -29,13 +42,21 @@ pub const CONTRACT_HEADER: HeaderName = HeaderName::from_static("x-switchboard-c
 const WSA_2005: &str = "http://www.w3.org/2005/08/addressing";
 const WSA_2004: &str = "http://schemas.xmlsoap.org/ws/2004/08/addressing";
 
-/// Where the contract key came from (shown by `X-Switchboard-Explain`).
+/// Metadata key in which a registration lists the operations (local names of the `Body`'s first
+/// element) or the actions it serves, separated by commas or spaces.
+pub const OPERATIONS_KEY: &str = "soap.operations";
+
+/// Which rule decided the contract (shown by `X-Switchboard-Explain`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     SoapAction,
     ContentTypeAction,
     WsAddressing,
     Header,
+    /// The namespace of the `Body`'s first element, which one contract is registered in.
+    BodyNamespace,
+    /// The `Body`'s first element, which one contract of its namespace lists as an operation.
+    BodyOperation,
 }
 
 impl Source {
@@ -45,6 +66,8 @@ impl Source {
             Self::ContentTypeAction => "content-type-action",
             Self::WsAddressing => "ws-addressing",
             Self::Header => "x-switchboard-contract",
+            Self::BodyNamespace => "body-namespace",
+            Self::BodyOperation => "body-operation",
         }
     }
 }
@@ -54,39 +77,45 @@ impl Source {
 pub enum ContractError {
     #[error("no contract: send a SOAP action or an X-Switchboard-Contract header")]
     Missing,
-    #[error("the action {0:?} has no operation segment to drop")]
+    #[error("the action {0:?} has no operation segment to drop, and the body names no registered contract")]
     ActionWithoutOperation(String),
+    #[error("no endpoint is registered for contract {0}")]
+    NotRegistered(ContractKey),
+    #[error("no contract is registered in namespace {0:?} (the namespace of the body's first element)")]
+    NoContractInNamespace(String),
+    #[error("operation {operation:?} of namespace {namespace:?} could be any of {}: list it in one contract's {OPERATIONS_KEY:?} metadata, or send an action naming the contract", candidates.join(", "))]
+    Ambiguous { namespace: String, operation: String, candidates: Vec<String> },
     #[error("the SOAP envelope cannot be read: {0}")]
     InvalidEnvelope(String),
-    #[error("the SOAP envelope header is longer than {ENVELOPE_SCAN_CAP} bytes")]
+    #[error("the SOAP envelope does not reach the first element of its Body within {ENVELOPE_SCAN_CAP} bytes")]
     EnvelopeTooLarge,
-    #[error("the SOAP envelope header did not arrive within {0} s")]
+    #[error("the start of the SOAP envelope did not arrive within {0} s")]
     EnvelopeTimeout(u64),
     #[error("the {0} header is not valid text")]
     InvalidHeader(&'static str),
 }
 
-/// What the headers alone say.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FromHeaders {
-    Found(ContractKey, Source),
-    /// The body is a SOAP envelope that may carry a WS-Addressing action; read its start, then
-    /// fall back to `fallback` (the explicit header) if it has none.
-    ReadEnvelope {
-        fallback: Option<ContractKey>,
-    },
+/// What a request's headers say about its contract.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Hints {
+    /// The action `SOAPAction` or the SOAP 1.2 `action` parameter names, and which of them.
+    pub action: Option<(String, Source)>,
+    /// The contract `X-Switchboard-Contract` names.
+    pub explicit: Option<ContractKey>,
+    /// The request is a SOAP message: its envelope may be read.
+    pub soap: bool,
 }
 
-/// Resolves the contract from the headers, or says the envelope must be read.
-pub fn from_headers(headers: &HeaderMap) -> Result<FromHeaders, ContractError> {
+/// Reads the headers once.
+pub fn hints(headers: &HeaderMap) -> Result<Hints, ContractError> {
     let action = soap::header_action(headers).map_err(|_| ContractError::InvalidHeader("SOAPAction"))?;
-    if let Some((action, header)) = action {
+    let action = action.map(|(action, header)| {
         let source = match header {
             ActionHeader::SoapAction => Source::SoapAction,
             ActionHeader::ContentType => Source::ContentTypeAction,
         };
-        return action_key(action).map(|key| FromHeaders::Found(key, source));
-    }
+        (action.to_owned(), source)
+    });
     let explicit = match headers.get(CONTRACT_HEADER) {
         Some(value) => {
             let key = value.to_str().map_err(|_| ContractError::InvalidHeader("X-Switchboard-Contract"))?.trim();
@@ -94,10 +123,106 @@ pub fn from_headers(headers: &HeaderMap) -> Result<FromHeaders, ContractError> {
         }
         None => None,
     };
-    if soap_version(headers).is_some() {
-        return Ok(FromHeaders::ReadEnvelope { fallback: explicit });
+    Ok(Hints { action, explicit, soap: soap_version(headers).is_some() })
+}
+
+/// The first element of an envelope's `Body`: the operation a document/literal or rpc message
+/// invokes, in its namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operation {
+    /// The element's namespace URI (empty when it has none).
+    pub namespace: String,
+    pub name: String,
+}
+
+/// What the start of a SOAP envelope says: its WS-Addressing action and its operation.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Envelope {
+    pub action: Option<String>,
+    pub operation: Option<Operation>,
+}
+
+/// What to do next with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Route(ContractKey, Source),
+    /// Only the envelope can tell: read its start, then decide again with it.
+    ReadEnvelope,
+}
+
+/// Decides the contract of a request from its headers, its envelope once read, and the applied
+/// registry (see the module documentation for the order).
+pub fn decide(hints: &Hints, envelope: Option<&Envelope>, state: &RegistryState) -> Result<Decision, ContractError> {
+    let registered = |action: &str| action_key(action).ok().filter(|key| state.endpoints(key).is_some());
+    if let Some((action, source)) = &hints.action
+        && let Some(key) = registered(action)
+    {
+        return Ok(Decision::Route(key, *source));
     }
-    explicit.map(|key| FromHeaders::Found(key, Source::Header)).ok_or(ContractError::Missing)
+    let Some(envelope) = envelope else {
+        if hints.soap {
+            return Ok(Decision::ReadEnvelope);
+        }
+        return match (&hints.explicit, &hints.action) {
+            (Some(key), _) => Ok(Decision::Route(key.clone(), Source::Header)),
+            (None, Some((action, _))) => Err(unregistered(action)),
+            (None, None) => Err(ContractError::Missing),
+        };
+    };
+    if let Some(key) = envelope.action.as_deref().and_then(registered) {
+        return Ok(Decision::Route(key, Source::WsAddressing));
+    }
+    if let Some(key) = &hints.explicit {
+        return Ok(Decision::Route(key.clone(), Source::Header));
+    }
+    let actions: Vec<&str> =
+        hints.action.iter().map(|(action, _)| action.as_str()).chain(envelope.action.as_deref()).collect();
+    if let Some(operation) = &envelope.operation {
+        match by_operation(operation, &actions, state) {
+            Err(ContractError::NoContractInNamespace(_)) if !actions.is_empty() => {}
+            decided => return decided,
+        }
+    }
+    Err(actions.first().map_or(ContractError::Missing, |action| unregistered(action)))
+}
+
+/// The refusal for an action that names no registered contract.
+fn unregistered(action: &str) -> ContractError {
+    match action_key(action) {
+        Ok(key) => ContractError::NotRegistered(key),
+        Err(err) => err,
+    }
+}
+
+/// The contract of the body's first element: the one registered in its namespace that serves it.
+fn by_operation(operation: &Operation, actions: &[&str], state: &RegistryState) -> Result<Decision, ContractError> {
+    let namespace = trim_namespace(&operation.namespace);
+    let lists = |key: &ContractKey| -> Option<bool> {
+        let endpoints = state.endpoints(key)?;
+        let mut listed = endpoints.iter().filter_map(|r| r.metadata.get(OPERATIONS_KEY)).peekable();
+        if listed.peek().is_none() {
+            return Some(false);
+        }
+        let serves = listed.flat_map(|list| list.split([',', ' '])).any(|item| {
+            let item = item.trim();
+            !item.is_empty() && (item == operation.name || actions.contains(&item))
+        });
+        serves.then_some(true)
+    };
+    // Each contract of the namespace that serves the operation, and whether it lists it.
+    let serving: Vec<(&ContractKey, bool)> =
+        state.contracts_in(namespace).filter_map(|key| lists(key).map(|listed| (key, listed))).collect();
+    let listing: Vec<&ContractKey> = serving.iter().filter(|(_, listed)| *listed).map(|(key, _)| *key).collect();
+    match (serving.as_slice(), listing.as_slice()) {
+        ([], _) => Err(ContractError::NoContractInNamespace(namespace.to_owned())),
+        (_, [key]) => Ok(Decision::Route((*key).clone(), Source::BodyOperation)),
+        ([(key, _)], []) => Ok(Decision::Route((*key).clone(), Source::BodyNamespace)),
+        (all, _) => Err(ContractError::Ambiguous {
+            namespace: namespace.to_owned(),
+            operation: operation.name.clone(),
+            candidates: all.iter().map(|(key, _)| key.to_string()).collect(),
+        }),
+    }
 }
 
 /// `{namespace}/{contract}/{operation}` → `{namespace}/{contract}`.
@@ -109,24 +234,25 @@ pub fn action_key(action: &str) -> Result<ContractKey, ContractError> {
 }
 
 /// The action of a SOAP request answered by the endpoint that receives it (the SOAP
-/// registration endpoint, the sample service): the action its headers name when they decide the
-/// contract, else the WS-Addressing action of its whole envelope.
+/// registration endpoint, the sample service): the action its headers name, else the
+/// WS-Addressing action of its whole envelope.
 pub fn request_action(headers: &HeaderMap, body: &[u8]) -> Option<String> {
-    if let Ok(FromHeaders::Found(..)) = from_headers(headers) {
-        return soap::header_action(headers).ok().flatten().map(|(action, _)| action.to_owned());
+    let header = soap::header_action(headers).ok().flatten().map(|(action, _)| action);
+    if let Some(action) = header.filter(|action| action_key(action).is_ok()) {
+        return Some(action.to_owned());
     }
     match scan_envelope(body, true) {
-        EnvelopeScan::Action(action) => Some(action),
-        _ => None,
+        EnvelopeScan::Envelope(Envelope { action: Some(action), .. }) => Some(action),
+        _ => header.map(str::to_owned),
     }
 }
 
-/// Result of scanning the start of a body for a WS-Addressing action.
+/// Result of scanning the start of a body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EnvelopeScan {
-    /// The envelope header names this action.
-    Action(String),
-    /// The body is not a SOAP envelope, or its header carries no action.
+    /// A SOAP envelope, read up to the first element of its `Body` (or the `Body`'s end).
+    Envelope(Envelope),
+    /// The body is not a SOAP envelope.
     Absent,
     /// More bytes are needed to decide.
     Incomplete,
@@ -178,14 +304,23 @@ impl EnvelopeReader {
     }
 }
 
-/// Scans `prefix`, the first bytes of a body (`complete` when it is the whole body).
+/// Scans `prefix`, the first bytes of a body (`complete` when it is the whole body), up to the
+/// first element of the envelope's `Body`.
 pub fn scan_envelope(prefix: &[u8], complete: bool) -> EnvelopeScan {
     let truncated = |reason: String| if complete { EnvelopeScan::Invalid(reason) } else { EnvelopeScan::Incomplete };
+    let prefix = match prefix {
+        [0xEF, 0xBB, 0xBF, rest @ ..] => rest,
+        [0xFE, 0xFF, ..] | [0xFF, 0xFE, ..] => {
+            return EnvelopeScan::Invalid("UTF-16 envelopes are not supported: send UTF-8".into());
+        }
+        _ => prefix,
+    };
     let mut reader = NsReader::from_reader(prefix);
     let mut depth = 0usize;
     let mut envelope_ns: Option<&'static str> = None;
     let mut in_header = false;
-    let mut action: Option<String> = None;
+    let mut in_body = false;
+    let mut found = Envelope::default();
     let mut reading_action: Option<String> = None;
     loop {
         let (ns, event) = match reader.read_resolved_event() {
@@ -206,9 +341,11 @@ pub fn scan_envelope(prefix: &[u8], complete: bool) -> EnvelopeScan {
                         _ => return EnvelopeScan::Absent,
                     },
                     2 if is_ns(&ns, envelope_ns) && local.as_ref() == "Header" => in_header = true,
-                    2 => return action.map_or(EnvelopeScan::Absent, EnvelopeScan::Action),
+                    2 if is_ns(&ns, envelope_ns) && local.as_ref() == "Body" => in_body = true,
+                    2 => return EnvelopeScan::Envelope(found),
+                    3 if in_body => return operation(&ns, local.as_ref(), found),
                     3 if in_header && local.as_ref() == "Action" && is_addressing(&ns) => {
-                        if action.is_some() {
+                        if found.action.is_some() {
                             return EnvelopeScan::Invalid("more than one WS-Addressing Action".into());
                         }
                         reading_action = Some(String::new());
@@ -216,14 +353,14 @@ pub fn scan_envelope(prefix: &[u8], complete: bool) -> EnvelopeScan {
                     _ => {}
                 }
             }
-            Event::Empty(empty) => {
-                if depth == 0 {
-                    return EnvelopeScan::Absent;
+            Event::Empty(empty) => match depth {
+                0 => return EnvelopeScan::Absent,
+                1 if is_ns(&ns, envelope_ns) && empty.local_name().as_ref() == "Body" => {
+                    return EnvelopeScan::Envelope(found);
                 }
-                if depth == 1 && is_ns(&ns, envelope_ns) && empty.local_name().as_ref() == "Body" {
-                    return action.map_or(EnvelopeScan::Absent, EnvelopeScan::Action);
-                }
-            }
+                2 if in_body => return operation(&ns, empty.local_name().as_ref(), found),
+                _ => {}
+            },
             Event::Text(text) => {
                 if depth == 0 && !text.trim().is_empty() {
                     return EnvelopeScan::Absent;
@@ -249,10 +386,16 @@ pub fn scan_envelope(prefix: &[u8], complete: bool) -> EnvelopeScan {
                 if depth == 3
                     && let Some(done) = reading_action.take()
                 {
-                    action = Some(done.trim().to_owned());
+                    found.action = Some(done.trim().to_owned());
                 }
-                if depth == 2 && in_header {
-                    return action.map_or(EnvelopeScan::Absent, EnvelopeScan::Action);
+                if depth == 2 && in_body {
+                    return EnvelopeScan::Envelope(found);
+                }
+                if depth == 2 {
+                    in_header = false;
+                }
+                if depth == 1 {
+                    return EnvelopeScan::Envelope(found);
                 }
                 depth = depth.saturating_sub(1);
             }
@@ -261,6 +404,26 @@ pub fn scan_envelope(prefix: &[u8], complete: bool) -> EnvelopeScan {
             Event::Decl(_) | Event::PI(_) | Event::Comment(_) => {}
         }
     }
+}
+
+/// The envelope, with the `Body`'s first element as its operation.
+fn operation(ns: &ResolveResult<'_>, local: &str, mut envelope: Envelope) -> EnvelopeScan {
+    let namespace = match ns {
+        ResolveResult::Bound(bound) => {
+            // The namespace is the attribute's value, references resolved.
+            let uri: &str = bound.as_ref();
+            match quick_xml::escape::unescape(uri) {
+                Ok(uri) => uri.into_owned(),
+                Err(err) => return EnvelopeScan::Invalid(format!("the body's namespace cannot be read: {err}")),
+            }
+        }
+        ResolveResult::Unbound => String::new(),
+        ResolveResult::Unknown(prefix) => {
+            return EnvelopeScan::Invalid(format!("the body's first element uses the undeclared prefix {prefix:?}"));
+        }
+    };
+    envelope.operation = Some(Operation { namespace, name: local.to_owned() });
+    EnvelopeScan::Envelope(envelope)
 }
 
 fn is_ns(ns: &ResolveResult<'_>, expected: Option<&str>) -> bool {

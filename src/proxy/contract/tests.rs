@@ -13,25 +13,70 @@ fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
     map
 }
 
-fn found(pairs: &[(&str, &str)]) -> (String, Source) {
-    match from_headers(&headers(pairs)).unwrap() {
-        FromHeaders::Found(key, source) => (key.to_string(), source),
-        other => panic!("{other:?}"),
+/// A registry holding `(address, namespace, name, operations)` registrations.
+fn registry(registrations: &[(&str, &str, &str, Option<&str>)]) -> RegistryState {
+    let mut state = RegistryState::default();
+    for (index, (address, namespace, name, operations)) in registrations.iter().enumerate() {
+        let metadata = operations.iter().map(|list| (OPERATIONS_KEY.to_owned(), (*list).to_owned())).collect();
+        let spec = crate::registry::RegistrationSpec::new(crate::registry::RegistrationRequest {
+            address: (*address).into(),
+            contract_name: (*name).into(),
+            contract_namespace: (*namespace).into(),
+            ttl_ms: None,
+            weight: None,
+            metadata,
+        })
+        .unwrap();
+        let origin = crate::registry::Origin::default();
+        let change = crate::registry::Change { at_ms: 0, origin, command: crate::registry::Command::Register(spec) };
+        state.apply(index as u64 + 1, &change);
     }
+    state
+}
+
+/// The decision for a request with these headers and body, against `state`: the contract key and
+/// rule, or the refusal.
+fn route(pairs: &[(&str, &str)], body: &str, state: &RegistryState) -> Result<(String, Source), ContractError> {
+    let hints = hints(&headers(pairs))?;
+    let decided = match decide(&hints, None, state)? {
+        Decision::ReadEnvelope => {
+            let envelope = match scan_envelope(body.as_bytes(), true) {
+                EnvelopeScan::Envelope(envelope) => envelope,
+                EnvelopeScan::Absent => Envelope::default(),
+                other => panic!("{other:?}"),
+            };
+            decide(&hints, Some(&envelope), state)?
+        }
+        decided => decided,
+    };
+    match decided {
+        Decision::Route(key, source) => Ok((key.to_string(), source)),
+        Decision::ReadEnvelope => panic!("decided nothing with the envelope"),
+    }
+}
+
+fn wcf() -> RegistryState {
+    registry(&[("http://calc:1/", "http://tempuri.org/", "ICalculator", None)])
 }
 
 #[test]
 fn header_actions_decide_the_contract() {
-    assert_eq!(
-        found(&[("SOAPAction", "\"http://tempuri.org/ICalculator/Add\""), ("X-Switchboard-Contract", "urn:x/Y")]),
-        ("http://tempuri.org/ICalculator".to_owned(), Source::SoapAction)
-    );
+    let state = registry(&[
+        ("http://calc:1/", "http://tempuri.org/", "ICalculator", None),
+        ("http://calc:2/", "urn:calc", "ICalculator", None),
+        ("http://x:1/", "urn:x", "Y", None),
+    ]);
+    let soap11 = [("SOAPAction", "\"http://tempuri.org/ICalculator/Add\""), ("X-Switchboard-Contract", "urn:x/Y")];
+    assert_eq!(route(&soap11, "", &state), Ok(("http://tempuri.org/ICalculator".to_owned(), Source::SoapAction)));
     let ct = "application/soap+xml; charset=utf-8; action=\"urn:calc/ICalculator/Add\"";
-    assert_eq!(found(&[("Content-Type", ct)]), ("urn:calc/ICalculator".to_owned(), Source::ContentTypeAction));
+    assert_eq!(
+        route(&[("Content-Type", ct)], "", &state),
+        Ok(("urn:calc/ICalculator".to_owned(), Source::ContentTypeAction))
+    );
     let not_text = HeaderValue::from_bytes(b"urn:a/\xff/C").unwrap();
     let mut map = headers(&[]);
     map.insert(SOAP_ACTION, not_text);
-    assert_eq!(from_headers(&map), Err(ContractError::InvalidHeader("SOAPAction")));
+    assert_eq!(hints(&map), Err(ContractError::InvalidHeader("SOAPAction")));
 }
 
 #[test]
@@ -41,34 +86,191 @@ fn answered_requests_take_the_header_action_else_the_envelope_action() {
     let text_xml = headers(&[("Content-Type", "text/xml")]);
     assert_eq!(request_action(&text_xml, SOAP11_WSA2005.as_bytes()), Some("http://tempuri.org/ICalculator/Add".into()));
     assert_eq!(request_action(&text_xml, b"<x/>"), None);
-    // An action without an operation segment decides nothing: the envelope is read.
+    // An action without an operation segment: the envelope's action if it has one, else itself.
     let no_operation = headers(&[("SOAPAction", "Add"), ("Content-Type", "text/xml")]);
     assert_eq!(
         request_action(&no_operation, SOAP11_WSA2005.as_bytes()),
         Some("http://tempuri.org/ICalculator/Add".into())
     );
+    assert_eq!(request_action(&no_operation, b""), Some("Add".into()));
 }
 
 #[test]
 fn explicit_header_for_plain_http() {
+    let state = RegistryState::default();
     assert_eq!(
-        found(&[("X-Switchboard-Contract", "urn:orders/IOrders")]),
-        ("urn:orders/IOrders".into(), Source::Header)
+        route(&[("X-Switchboard-Contract", "urn:orders/IOrders")], "", &state),
+        Ok(("urn:orders/IOrders".into(), Source::Header))
     );
-    assert_eq!(from_headers(&headers(&[])), Err(ContractError::Missing));
-    assert_eq!(from_headers(&headers(&[("X-Switchboard-Contract", "  ")])), Err(ContractError::Missing));
+    assert_eq!(route(&[], "", &state), Err(ContractError::Missing));
+    assert_eq!(route(&[("X-Switchboard-Contract", "  ")], "", &state), Err(ContractError::Missing));
 }
 
 #[test]
-fn xml_bodies_are_scanned_with_the_header_as_fallback() {
-    let result =
-        from_headers(&headers(&[("Content-Type", "text/xml; charset=utf-8"), ("X-Switchboard-Contract", "urn:a/B")]));
-    assert_eq!(result, Ok(FromHeaders::ReadEnvelope { fallback: Some(ContractKey::from_text("urn:a/B")) }));
-    // An empty SOAPAction means "no action": the envelope decides.
-    let result = from_headers(&headers(&[("SOAPAction", "\"\""), ("Content-Type", "text/xml")]));
-    assert_eq!(result, Ok(FromHeaders::ReadEnvelope { fallback: None }));
-    let result = from_headers(&headers(&[("Content-Type", "application/soap+xml")]));
-    assert_eq!(result, Ok(FromHeaders::ReadEnvelope { fallback: None }));
+fn soap_requests_without_a_registered_action_read_the_envelope() {
+    let state = wcf();
+    for pairs in [
+        &[("Content-Type", "text/xml; charset=utf-8"), ("X-Switchboard-Contract", "urn:a/B")][..],
+        &[("SOAPAction", "\"\""), ("Content-Type", "text/xml")],
+        &[("SOAPAction", "Add")],
+        &[("SOAPAction", "http://tempuri.org/Add"), ("Content-Type", "text/xml")],
+        &[("Content-Type", "application/soap+xml")],
+    ] {
+        assert_eq!(decide(&hints(&headers(pairs)).unwrap(), None, &state), Ok(Decision::ReadEnvelope), "{pairs:?}");
+    }
+}
+
+/// A SOAP 1.1 envelope whose body invokes `operation` of namespace `namespace`.
+fn call(namespace: &str, operation: &str) -> String {
+    format!(
+        r#"<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body><ns1:{operation} xmlns:ns1="{namespace}"><a>1</a></ns1:{operation}></soapenv:Body></soapenv:Envelope>"#
+    )
+}
+
+#[test]
+fn the_default_requests_of_soap_stacks_route_by_the_body() {
+    let state = wcf();
+    let body = call("http://tempuri.org/", "Add");
+    let expected = Ok(("http://tempuri.org/ICalculator".to_owned(), Source::BodyNamespace));
+    for pairs in [
+        // JAX-WS and CXF: an empty SOAPAction.
+        &[("Content-Type", "text/xml; charset=utf-8"), ("SOAPAction", "\"\"")][..],
+        // No SOAPAction at all.
+        &[("Content-Type", "text/xml; charset=utf-8")],
+        // A bare operation name, and an Axis2-style URN.
+        &[("Content-Type", "text/xml"), ("SOAPAction", "\"Add\"")],
+        &[("Content-Type", "text/xml"), ("SOAPAction", "urn:Add")],
+        // ASMX: the namespace and the operation, no contract segment.
+        &[("Content-Type", "text/xml"), ("SOAPAction", "\"http://tempuri.org/Add\"")],
+        // SOAP 1.2 without an action parameter.
+        &[("Content-Type", "application/soap+xml; charset=utf-8")],
+    ] {
+        assert_eq!(route(pairs, &body, &state), expected, "{pairs:?}");
+    }
+    // Without a trailing slash, and with a default namespace, comments and a BOM.
+    let bare = r#"<?xml version="1.0"?><!-- a client --><Envelope xmlns="http://schemas.xmlsoap.org/soap/envelope/"><Header/>
+        <Body><!-- the call --><Add xmlns="http://tempuri.org"/></Body></Envelope>"#;
+    let with_bom = format!("\u{feff}{bare}");
+    assert_eq!(route(&[("Content-Type", "text/xml")], &with_bom, &state), expected);
+}
+
+#[test]
+fn the_action_still_wins_and_explicit_headers_still_route() {
+    let state = registry(&[
+        ("http://calc:1/", "http://tempuri.org/", "ICalculator", None),
+        ("http://calc:2/", "http://tempuri.org/", "IScientific", None),
+    ]);
+    // A WCF action decides without the body, even when the body's namespace has two contracts.
+    let pairs = [("Content-Type", "text/xml"), ("SOAPAction", "http://tempuri.org/IScientific/Sin")];
+    assert_eq!(
+        route(&pairs, &call("http://tempuri.org/", "Sin"), &state),
+        Ok(("http://tempuri.org/IScientific".into(), Source::SoapAction))
+    );
+    // A WS-Addressing action of a registered contract decides before the body.
+    assert_eq!(
+        route(&[("Content-Type", "text/xml")], SOAP11_WSA2005, &state),
+        Ok(("http://tempuri.org/ICalculator".into(), Source::WsAddressing))
+    );
+    // An explicit header decides before the body.
+    let pairs = [("Content-Type", "text/xml"), ("X-Switchboard-Contract", "http://tempuri.org/IScientific")];
+    assert_eq!(
+        route(&pairs, &call("http://tempuri.org/", "Add"), &state),
+        Ok(("http://tempuri.org/IScientific".into(), Source::Header))
+    );
+}
+
+#[test]
+fn several_contracts_of_a_namespace_are_told_apart_by_the_operations_they_list() {
+    let state = registry(&[
+        ("http://calc:1/", "urn:math", "ICalculator", Some("Add, Subtract")),
+        ("http://sci:1/", "urn:math", "IScientific", Some("Sin Cos urn:math/Tan")),
+        ("http://other:1/", "urn:math", "IUnlisted", None),
+    ]);
+    let soap11 = [("Content-Type", "text/xml"), ("SOAPAction", "\"\"")];
+    assert_eq!(
+        route(&soap11, &call("urn:math", "Subtract"), &state),
+        Ok(("urn:math/ICalculator".into(), Source::BodyOperation))
+    );
+    assert_eq!(
+        route(&soap11, &call("urn:math", "Cos"), &state),
+        Ok(("urn:math/IScientific".into(), Source::BodyOperation))
+    );
+    // A listed action counts too.
+    let tan = [("Content-Type", "text/xml"), ("SOAPAction", "urn:math/Tan")];
+    assert_eq!(
+        route(&tan, &call("urn:math", "Tangent"), &state),
+        Ok(("urn:math/IScientific".into(), Source::BodyOperation))
+    );
+    // An operation nobody lists: only the contract that lists nothing serves it.
+    assert_eq!(
+        route(&soap11, &call("urn:math", "Log"), &state),
+        Ok(("urn:math/IUnlisted".into(), Source::BodyNamespace))
+    );
+}
+
+#[test]
+fn requests_the_body_cannot_decide_are_refused_with_the_reason() {
+    let state = registry(&[
+        ("http://a:1/", "urn:math", "IA", None),
+        ("http://b:1/", "urn:math", "IB", None),
+        ("http://c:1/", "urn:only", "IC", Some("Add")),
+    ]);
+    let soap11 = [("Content-Type", "text/xml")];
+    let ambiguous = route(&soap11, &call("urn:math", "Add"), &state);
+    assert_eq!(
+        ambiguous,
+        Err(ContractError::Ambiguous {
+            namespace: "urn:math".into(),
+            operation: "Add".into(),
+            candidates: vec!["urn:math/IA".into(), "urn:math/IB".into()],
+        })
+    );
+    assert!(ambiguous.unwrap_err().to_string().contains("urn:math/IA, urn:math/IB"));
+    assert_eq!(
+        route(&soap11, &call("urn:none", "Add"), &state),
+        Err(ContractError::NoContractInNamespace("urn:none".into()))
+    );
+    // A contract that lists operations serves no other through the body.
+    assert_eq!(
+        route(&soap11, &call("urn:only", "Sub"), &state),
+        Err(ContractError::NoContractInNamespace("urn:only".into()))
+    );
+    // With an action, its refusal is the more telling one.
+    let bare = [("Content-Type", "text/xml"), ("SOAPAction", "Add")];
+    assert_eq!(
+        route(&bare, &call("urn:none", "Add"), &state),
+        Err(ContractError::ActionWithoutOperation("Add".into()))
+    );
+    let wcf = [("Content-Type", "text/xml"), ("SOAPAction", "urn:gone/IGone/Add")];
+    assert_eq!(
+        route(&wcf, &call("urn:none", "Add"), &state),
+        Err(ContractError::NotRegistered(ContractKey::from_text("urn:gone/IGone")))
+    );
+    // An empty body of a SOAP request without anything else names nothing.
+    assert_eq!(route(&soap11, "", &state), Err(ContractError::Missing));
+}
+
+#[test]
+fn a_body_namespace_never_reaches_another_tenants_contract() {
+    // Tenant B registers in its own namespace a name that spells tenant A's key; A's namespace
+    // body requests never reach it, and B's namespace is not A's.
+    let state = registry(&[
+        ("http://a:1/", "urn:tenant-a", "IOrders", None),
+        ("http://b:1/", "urn:tenant-a/IOrders", "X", None),
+    ]);
+    let soap11 = [("Content-Type", "text/xml")];
+    assert_eq!(
+        route(&soap11, &call("urn:tenant-a", "Get"), &state),
+        Ok(("urn:tenant-a/IOrders".into(), Source::BodyNamespace))
+    );
+    assert_eq!(
+        route(&soap11, &call("urn:tenant", "Get"), &state),
+        Err(ContractError::NoContractInNamespace("urn:tenant".into()))
+    );
+    assert_eq!(
+        route(&soap11, &call("urn:tenant-a/IOrders", "Get"), &state),
+        Ok(("urn:tenant-a/IOrders/X".into(), Source::BodyNamespace))
+    );
 }
 
 #[test]
@@ -94,48 +296,72 @@ const SOAP12_WSA2004: &str = r#"<env:Envelope xmlns:env="http://www.w3.org/2003/
   <env:Body/>
 </env:Envelope>"#;
 
+fn action_only(action: &str) -> EnvelopeScan {
+    EnvelopeScan::Envelope(Envelope { action: Some(action.into()), operation: None })
+}
+
+fn scanned(action: Option<&str>, namespace: &str, name: &str) -> EnvelopeScan {
+    let operation = Some(Operation { namespace: namespace.into(), name: name.into() });
+    EnvelopeScan::Envelope(Envelope { action: action.map(str::to_owned), operation })
+}
+
 #[test]
 fn ws_addressing_action_in_both_envelopes_and_namespaces() {
     assert_eq!(
         scan_envelope(SOAP11_WSA2005.as_bytes(), true),
-        EnvelopeScan::Action("http://tempuri.org/ICalculator/Add".into())
+        scanned(Some("http://tempuri.org/ICalculator/Add"), "http://tempuri.org/", "Add")
     );
-    assert_eq!(scan_envelope(SOAP12_WSA2004.as_bytes(), true), EnvelopeScan::Action("urn:calc/ICalc/Sub".into()));
+    assert_eq!(scan_envelope(SOAP12_WSA2004.as_bytes(), true), action_only("urn:calc/ICalc/Sub"));
     // Default namespaces and CDATA and entities work too.
     let default_ns = r#"<Envelope xmlns="http://www.w3.org/2003/05/soap-envelope"><Header><Action xmlns="http://www.w3.org/2005/08/addressing"><![CDATA[urn:a/B/]]>C&amp;D</Action></Header><Body/></Envelope>"#;
-    assert_eq!(scan_envelope(default_ns.as_bytes(), true), EnvelopeScan::Action("urn:a/B/C&D".into()));
+    assert_eq!(scan_envelope(default_ns.as_bytes(), true), action_only("urn:a/B/C&D"));
 }
 
 #[test]
-fn scanning_stops_at_the_end_of_the_header() {
-    let header_end = SOAP11_WSA2005.find("</s:Header>").unwrap() + "</s:Header>".len();
+fn scanning_stops_at_the_first_element_of_the_body() {
+    let operation_start = SOAP11_WSA2005.find("<a>1</a>").unwrap();
     assert_eq!(
-        scan_envelope(&SOAP11_WSA2005.as_bytes()[..header_end], false),
-        EnvelopeScan::Action("http://tempuri.org/ICalculator/Add".into())
+        scan_envelope(&SOAP11_WSA2005.as_bytes()[..operation_start], false),
+        scanned(Some("http://tempuri.org/ICalculator/Add"), "http://tempuri.org/", "Add")
     );
+    let header_end = SOAP11_WSA2005.find("</s:Header>").unwrap() + "</s:Header>".len();
+    assert_eq!(scan_envelope(&SOAP11_WSA2005.as_bytes()[..header_end], false), EnvelopeScan::Incomplete);
     let mid_action = SOAP11_WSA2005.find("ICalculator/Add").unwrap();
     assert_eq!(scan_envelope(&SOAP11_WSA2005.as_bytes()[..mid_action], false), EnvelopeScan::Incomplete);
     assert!(matches!(scan_envelope(&SOAP11_WSA2005.as_bytes()[..mid_action], true), EnvelopeScan::Invalid(_)));
 }
 
 #[test]
-fn no_action_or_not_soap() {
+fn envelopes_without_an_action_and_bodies_that_are_not_soap() {
     let no_header =
         r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><x/></s:Body></s:Envelope>"#;
-    assert_eq!(scan_envelope(no_header.as_bytes(), true), EnvelopeScan::Absent);
+    assert_eq!(scan_envelope(no_header.as_bytes(), true), scanned(None, "", "x"));
     let header_without_action = r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Header><h>1</h></s:Header><s:Body/></s:Envelope>"#;
-    assert_eq!(scan_envelope(header_without_action.as_bytes(), true), EnvelopeScan::Absent);
-    // An Action in the wrong namespace, or in the body, does not count.
+    assert_eq!(scan_envelope(header_without_action.as_bytes(), true), EnvelopeScan::Envelope(Envelope::default()));
+    // An Action in the wrong namespace does not count; one in the body is the operation.
     let wrong_ns = r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Header><Action>urn:a/B/C</Action></s:Header><s:Body/></s:Envelope>"#;
-    assert_eq!(scan_envelope(wrong_ns.as_bytes(), true), EnvelopeScan::Absent);
+    assert_eq!(scan_envelope(wrong_ns.as_bytes(), true), EnvelopeScan::Envelope(Envelope::default()));
     let in_body = r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><a:Action xmlns:a="http://www.w3.org/2005/08/addressing">urn:a/B/C</a:Action></s:Body></s:Envelope>"#;
-    assert_eq!(scan_envelope(in_body.as_bytes(), true), EnvelopeScan::Absent);
+    assert_eq!(scan_envelope(in_body.as_bytes(), true), scanned(None, WSA_2005, "Action"));
+    let undeclared =
+        r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><m:Add/></s:Body></s:Envelope>"#;
+    assert!(
+        matches!(scan_envelope(undeclared.as_bytes(), true), EnvelopeScan::Invalid(reason) if reason.contains("undeclared"))
+    );
     assert_eq!(scan_envelope(b"<html><body/></html>", true), EnvelopeScan::Absent);
     assert_eq!(scan_envelope(b"", true), EnvelopeScan::Absent);
     assert_eq!(scan_envelope(b"", false), EnvelopeScan::Incomplete, "nothing read yet decides nothing");
     assert_eq!(scan_envelope(b"  <?xml version=\"1.0\"?>", false), EnvelopeScan::Incomplete);
     assert_eq!(scan_envelope(b"{\"json\": true}", false), EnvelopeScan::Absent, "text before any element is not XML");
     assert_eq!(scan_envelope(b"not xml at all", true), EnvelopeScan::Absent);
+}
+
+#[test]
+fn utf16_envelopes_are_refused_cleanly() {
+    let utf16: Vec<u8> = "\u{feff}<Envelope/>".encode_utf16().flat_map(u16::to_le_bytes).collect();
+    assert!(matches!(scan_envelope(&utf16, true), EnvelopeScan::Invalid(reason) if reason.contains("UTF-16")));
+    let big_endian: Vec<u8> = "\u{feff}<Envelope/>".encode_utf16().flat_map(u16::to_be_bytes).collect();
+    assert!(matches!(scan_envelope(&big_endian, false), EnvelopeScan::Invalid(reason) if reason.contains("UTF-16")));
 }
 
 #[test]
@@ -179,7 +405,7 @@ proptest! {
                 map.insert(name, value);
             }
         }
-        let _ = from_headers(&map);
+        let _ = hints(&map);
         let _ = soap_version(&map);
     }
 }
@@ -213,7 +439,14 @@ fn the_envelope_scan_is_linear_in_the_bytes_received_however_they_are_split() {
         let body = padded_envelope(size);
         for chunk in [1, 7, 65_536] {
             let (decision, scanned) = feed(&body, chunk);
-            assert_eq!(decision, EnvelopeScan::Action("urn:svc/IOrders/Get".into()), "size {size}, chunk {chunk}");
+            assert_eq!(
+                decision,
+                EnvelopeScan::Envelope(Envelope {
+                    action: Some("urn:svc/IOrders/Get".into()),
+                    operation: Some(Operation { namespace: "urn:svc".into(), name: "Get".into() })
+                }),
+                "size {size}, chunk {chunk}"
+            );
             assert!(
                 scanned <= 3 * body.len() + 1_024,
                 "size {size}, chunk {chunk}: scanned {scanned} bytes for a {} byte body",
@@ -229,5 +462,48 @@ proptest! {
     fn the_envelope_reader_agrees_with_one_scan(padding in 0usize..3_000, chunk in 1usize..600) {
         let body = padded_envelope(padding);
         prop_assert_eq!(feed(&body, chunk).0, scan_envelope(&body, true));
+    }
+}
+
+/// An envelope spelled in one of the ways SOAP stacks write them, and the operation it invokes.
+fn spelled_envelopes() -> impl Strategy<Value = (String, Operation)> {
+    let envelope_ns =
+        prop_oneof![Just("http://schemas.xmlsoap.org/soap/envelope/"), Just("http://www.w3.org/2003/05/soap-envelope")];
+    let prefix = prop_oneof![Just(""), Just("s"), Just("soapenv"), Just("SOAP-ENV")];
+    let operation_prefix = prop_oneof![Just(""), Just("ns1"), Just("tns"), Just("m")];
+    let gap = prop_oneof![Just(""), Just(" "), Just("\n  "), Just("<!-- c -->"), Just("\r\n<!-- x -->\t")];
+    let namespace = prop_oneof![Just("http://tempuri.org/"), Just("urn:calc"), Just("http://example.com/a&amp;b")];
+    let name = "[A-Za-z][A-Za-z0-9_]{0,15}";
+    let header = prop_oneof![
+        Just(String::new()),
+        Just("<{p}Header/>".to_owned()),
+        Just("<{p}Header><x:Id xmlns:x=\"urn:x\">7</x:Id></{p}Header>".to_owned())
+    ];
+    let start = prop_oneof![Just(""), Just("\u{feff}"), Just("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n")];
+    (envelope_ns, prefix, operation_prefix, (gap.clone(), gap), namespace, name, header, start).prop_map(
+        |(envelope_ns, prefix, operation_prefix, (gap, gap2), namespace, name, header, start)| {
+            let p = if prefix.is_empty() { String::new() } else { format!("{prefix}:") };
+            let declare = if prefix.is_empty() { String::from("xmlns") } else { format!("xmlns:{prefix}") };
+            let op = if operation_prefix.is_empty() { String::new() } else { format!("{operation_prefix}:") };
+            let op_declare =
+                if operation_prefix.is_empty() { String::from("xmlns") } else { format!("xmlns:{operation_prefix}") };
+            let header = header.replace("{p}", &p);
+            let text = format!(
+                r#"{start}<{p}Envelope {declare}="{envelope_ns}">{gap}{header}{gap2}<{p}Body>{gap}<{op}{name} {op_declare}="{namespace}"><v>1</v></{op}{name}></{p}Body></{p}Envelope>"#
+            );
+            (text, Operation { namespace: namespace.replace("&amp;", "&"), name })
+        },
+    )
+}
+
+proptest! {
+    /// However an envelope is spelled (prefixes or default namespaces, comments and whitespace,
+    /// a header or none, a BOM or an XML declaration) and however its bytes arrive, the scan
+    /// finds the operation the body invokes.
+    #[test]
+    fn every_spelling_of_an_envelope_names_its_operation((text, expected) in spelled_envelopes(), chunk in 1usize..64) {
+        let decided = EnvelopeScan::Envelope(Envelope { action: None, operation: Some(expected) });
+        prop_assert_eq!(&feed(text.as_bytes(), chunk).0, &decided);
+        prop_assert_eq!(&scan_envelope(text.as_bytes(), true), &decided);
     }
 }
