@@ -7,7 +7,10 @@
 #
 # B1 (throughput): closed-loop `wrk -t1 -c64` against each target; requests/s, the ratio of
 #   Switchboard to each reference, and the proxy's CPU time per request (utime+stime from
-#   /proc/PID/stat over the measured run, divided by the requests served).
+#   /proc/PID/stat over the measured run, divided by the requests served). Two request shapes:
+#   a GET routed by `X-Switchboard-Contract`, and a SOAP call (POST, a 2 KB envelope, a dozen
+#   headers) routed by its SOAPAction (`soapaction`) or, with an empty SOAPAction, by the
+#   namespace of its body (`body`); nginx and HAProxy pass the SOAP call on as it is.
 # B2 (added latency): open loop at half the slowest proxy's B1 rate, with `oha -q RATE
 #   --latency-correction` (or benchkit's open-loop fallback); the p50/p99/p99.9 a proxy adds over
 #   the direct call.
@@ -101,10 +104,50 @@ TARGETS=(direct nginx haproxy switchboard)
 
 # --- B1 ----------------------------------------------------------------------------------------
 
-# wrk_once URL SECONDS: runs wrk on core 1 and prints "requests requests_per_s non2xx socket_errors".
+# soap_script ACTION: a wrk script that POSTs a 2 KB SOAP 1.1 envelope of contract $CONTRACT with
+# a dozen headers, its SOAPAction header set to ACTION (empty: routed by the body).
+soap_script() {
+    local path="$BENCH_RUN/soap-${2}.lua"
+    python3 - "$1" "${CONTRACT%/*}" >"$path" <<'PY'
+import sys
+action, namespace = sys.argv[1], sys.argv[2]
+items = "".join(f"<item><id>{i}</id><name>product number {i}</name><qty>{i % 7 + 1}</qty></item>" for i in range(28))
+envelope = (
+    '<?xml version="1.0" encoding="utf-8"?>'
+    '<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/">'
+    f'<soap:Body><Echo xmlns="{namespace}"><order><customer>4711</customer>{items}</order></Echo></soap:Body>'
+    "</soap:Envelope>"
+)
+headers = {
+    "Content-Type": "text/xml; charset=utf-8",
+    "SOAPAction": f'"{action}"',
+    "User-Agent": "Apache-HttpClient/4.5.14 (Java/17.0.8)",
+    "Accept": "text/xml, multipart/related",
+    "Accept-Encoding": "gzip, deflate",
+    "Cache-Control": "no-cache",
+    "Pragma": "no-cache",
+    "X-Request-Id": "6f1c2a1e-9d8b-4c6e-a3f2-0b9e7c5d4a31",
+    "X-Correlation-Id": "order-service/checkout/3f9a",
+    "X-Forwarded-For": "10.20.30.40",
+    "Accept-Language": "en-US,en;q=0.9",
+    "Cookie": "session=8c0f1e2d3b4a5968; region=eu-west",
+}
+def lua(text):
+    return "[==[" + text + "]==]"
+print('wrk.method = "POST"')
+print(f"wrk.body = {lua(envelope)}")
+for name, value in headers.items():
+    print(f"wrk.headers[{lua(name)}] = {lua(value)}")
+PY
+    echo "$path"
+}
+
+# wrk_once URL SECONDS [SCRIPT]: runs wrk on core 1 (the GET with the contract header, or the
+# script's request) and prints "requests requests_per_s non2xx socket_errors".
 wrk_once() {
-    local out
-    out=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${2}s" -H "X-Switchboard-Contract: $CONTRACT" "$1")
+    local out request=(-H "X-Switchboard-Contract: $CONTRACT")
+    [[ -n "${3:-}" ]] && request=(-s "$3")
+    out=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${2}s" "${request[@]}" "$1")
     awk '
         / requests in / { requests = $1 }
         /^Requests\/sec:/ { rate = $2 }
@@ -114,31 +157,38 @@ wrk_once() {
     ' <<<"$out"
 }
 
-# b1_cell TARGET REP: a warm-up, then one measured wrk run with the target's CPU time around it.
+# b1_cell TARGET REP [SHAPE SCRIPT]: a warm-up, then one measured wrk run with the target's CPU
+# time around it; a SOAP shape is reported as TARGET-SHAPE.
 b1_cell() {
-    local target=$1 rep=$2 url pids before after started ended result requests rate bad errors
+    local target=$1 rep=$2 shape=${3:-} script=${4:-} url pids before after started ended result requests rate bad errors
     url=$(target_url "$target")
     read -r -a pids <<<"$(target_pids "$target")"
-    wrk_once "$url" "$B1_WARMUP" >/dev/null
+    wrk_once "$url" "$B1_WARMUP" "$script" >/dev/null
     before=$(cpu_ticks "${pids[@]}")
     started=$(date +%s.%N)
-    result=$(wrk_once "$url" "$B1_SECONDS")
+    result=$(wrk_once "$url" "$B1_SECONDS" "$script")
     ended=$(date +%s.%N)
     after=$(cpu_ticks "${pids[@]}")
     read -r requests rate bad errors <<<"$result"
     ((requests > 0)) || die "B1: no request succeeded against $target ($url)"
     ((bad + errors <= requests / 100)) || die "B1: $target answered $bad non-2xx and $errors socket errors of $requests"
+    [[ -n "$shape" ]] && target="$target-$shape"
     log "B1 $target rep $rep: $rate req/s, cpu ticks $((after - before))"
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$rep" "$requests" "$rate" "$bad" "$errors" \
         "$((after - before))" "$CLK_TCK" "$(awk "BEGIN { print $ended - $started }")"
 }
 
 run_b1() {
-    local rep target cells="$BENCH_RUN/b1-cells.tsv"
+    local rep target cells="$BENCH_RUN/b1-cells.tsv" by_action by_body
     : >"$cells"
+    by_action=$(soap_script "$CONTRACT/Echo" soapaction)
+    by_body=$(soap_script "" body)
     # Interleave targets within each repetition so slow drift in the machine hits all alike.
     for rep in $(seq "$B1_REPS"); do
         for target in "${TARGETS[@]}"; do b1_cell "$target" "$rep" >>"$cells"; done
+        for target in direct nginx haproxy; do b1_cell "$target" "$rep" soap "$by_action" >>"$cells"; done
+        b1_cell switchboard "$rep" soapaction "$by_action" >>"$cells"
+        b1_cell switchboard "$rep" body "$by_body" >>"$cells"
     done
     python3 "$BENCH_ROOT/lib/stats.py" b1 "$cells" --connections "$CONNECTIONS" \
         --seconds "$B1_SECONDS" --reps "$B1_REPS" >"$BENCH_OUT/b1.json"

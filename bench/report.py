@@ -245,6 +245,23 @@ class Report:
         self.w(f'Switchboard CPU per request ÷ nginx: {num(b1["cpu_ratio_vs_nginx"], 2)}×. '
                "For `direct` the CPU figures are the backend's.")
         self.w()
+        soap = [(name, b1["targets"].get(name)) for name in
+                ("direct-soap", "nginx-soap", "haproxy-soap", "switchboard-soapaction", "switchboard-body")]
+        soap = [(name, t) for name, t in soap if t]
+        if soap:
+            self.w("The same targets with a SOAP call: POST of a 2 KB SOAP 1.1 envelope with a dozen headers. "
+                   "Switchboard routes it by its SOAPAction (`switchboard-soapaction`) or, with an empty "
+                   "SOAPAction, by reading the envelope up to its body's first element (`switchboard-body`); "
+                   "nginx and HAProxy pass it on without looking.")
+            self.w()
+            nginx = b1["targets"].get("nginx-soap", {}).get("per_second", {}).get("median")
+            rows = []
+            for name, t in soap:
+                r = t["per_second"]
+                rows.append((name, num(r["median"]), f'{num(r["min"])} – {num(r["max"])}',
+                             num(r["median"] / nginx, 2) + "×" if nginx else "n/a",
+                             num(t["cpu_us_per_request"], 1), f'{t["cpu_utilisation"] * 100:.0f}%'))
+            self.table(["target", "req/s (median)", "min – max", "this ÷ nginx", "CPU µs/request", "CPU use"], rows)
 
     def b2(self):
         b2 = self.data["b2"]

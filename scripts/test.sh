@@ -6,10 +6,12 @@
 #   3. cargo test: unit tests, router tests without sockets, openraft's storage conformance
 #      suite, property tests, and the multi-process cluster tests (real `switchboard` processes
 #      on loopback);
-#   4. the failover suite: the docker-compose cluster behind HAProxy, broken on purpose in thirteen
+#   4. the SOAP interop matrix: real SOAP stacks (zeep, spyne, PHP ext/soap, SOAP::Lite) as
+#      clients and services through a follower of a three-node cluster (docs/interop.md);
+#   5. the failover suite: the docker-compose cluster behind HAProxy, broken on purpose in thirteen
 #      ways while a workload runs, with a history checker (needs Docker; without it this step
 #      says so loudly, and fails under CI=true);
-#   5. the benchmark suite in quick mode (checks every benchmark still runs; asserts no speed).
+#   6. the benchmark suite in quick mode (checks every benchmark still runs; asserts no speed).
 # It installs what it needs from the distribution when missing (openssl for test certificates,
 # strace for the durability test; the benchmark tools are installed by bench/run.sh). The
 # storage tests mount small tmpfs file systems (a full disk), so it runs as root.
@@ -38,6 +40,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test (unit, router, storage conformance, properties, cluster processes)"
 cargo test --workspace --locked -- --test-threads 2
+
+step "SOAP interop matrix (real SOAP stacks through a follower)"
+bash scripts/interop/run.sh
 
 step "failover suite (docker-compose cluster behind HAProxy)"
 bash scripts/failover/run-all.sh

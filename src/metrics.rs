@@ -68,6 +68,19 @@ labels! {
 }
 
 labels! {
+    /// The rules that decide a request's contract (`X-Switchboard-Contract-Source`).
+    RouteRule {
+        SoapAction => "soapaction",
+        ContentTypeAction => "content-type-action",
+        WsAddressing => "ws-addressing",
+        Header => "x-switchboard-contract",
+        Path => "path",
+        BodyNamespace => "body-namespace",
+        BodyOperation => "body-operation",
+    }
+}
+
+labels! {
     /// Limits whose hits are counted.
     Limit {
         Connections => "connections",
@@ -108,6 +121,7 @@ impl Gauge {
 pub struct Metrics {
     pub routed: Counter,
     route_errors: Vec<Counter>,
+    decisions: Vec<Counter>,
     pub broadcasts: Counter,
     pub failovers: Counter,
     pub ejections: Counter,
@@ -123,6 +137,7 @@ impl Default for Metrics {
         Self {
             routed: Counter::default(),
             route_errors: RouteError::ALL.iter().map(|_| Counter::default()).collect(),
+            decisions: RouteRule::ALL.iter().map(|_| Counter::default()).collect(),
             broadcasts: Counter::default(),
             failovers: Counter::default(),
             ejections: Counter::default(),
@@ -140,6 +155,11 @@ pub static METRICS: std::sync::LazyLock<Metrics> = std::sync::LazyLock::new(Metr
 impl Metrics {
     pub fn route_error(&self, code: RouteError) {
         self.route_errors[code as usize].inc();
+    }
+
+    /// A request's contract was decided by `rule`.
+    pub fn decided_by(&self, rule: RouteRule) {
+        self.decisions[rule as usize].inc();
     }
 
     pub fn limit_hit(&self, limit: Limit) {
@@ -175,6 +195,9 @@ impl Metrics {
         let errors: Vec<_> =
             RouteError::ALL.iter().zip(&self.route_errors).map(|(c, n)| (Some(("code", c.label())), n.get())).collect();
         counter("route_errors_total", "Requests the data plane answered with an error, by code.", &errors);
+        let decisions: Vec<_> =
+            RouteRule::ALL.iter().zip(&self.decisions).map(|(r, n)| (Some(("rule", r.label())), n.get())).collect();
+        counter("route_decisions_total", "Requests whose contract was found, by the rule that decided it.", &decisions);
         counter("broadcasts_total", "Broadcast requests.", &[(None, self.broadcasts.get())]);
         counter("failovers_total", "Tries moved to another endpoint.", &[(None, self.failovers.get())]);
         counter("ejections_total", "Endpoints ejected by outlier detection.", &[(None, self.ejections.get())]);
@@ -222,11 +245,14 @@ mod tests {
             metrics.limit_hit(limit);
         }
         metrics.route_error(RouteError::HeadersTooLarge);
+        metrics.decided_by(RouteRule::BodyNamespace);
         let text = metrics.render();
         for limit in Limit::ALL {
             assert!(text.contains(&format!("switchboard_limit_hits_total{{limit=\"{}\"}} 1", limit.label())), "{text}");
         }
         assert!(text.contains("switchboard_route_errors_total{code=\"headers_too_large\"} 1"));
         assert!(text.contains("switchboard_route_errors_total{code=\"no_contract\"} 0"));
+        assert!(text.contains("switchboard_route_decisions_total{rule=\"body-namespace\"} 1"), "{text}");
+        assert!(text.contains("switchboard_route_decisions_total{rule=\"path\"} 0"), "{text}");
     }
 }

@@ -142,6 +142,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
         cluster: cluster.clone(),
         tokens: config.tokens.clone(),
         policy: config.address_policy.clone(),
+        https: config.tls.is_some(),
     });
     let key = Arc::new(crate::peer_auth::PeerKey::new(&config.cluster_secret));
     let peer_router = peer::router(peer::PeerState { cluster: cluster.clone(), key });
@@ -150,6 +151,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
             cluster: cluster.clone(),
             tokens: config.tokens.clone(),
             policy: config.address_policy.clone(),
+            https: config.tls.is_some(),
         });
         (listener, router)
     });

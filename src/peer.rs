@@ -114,7 +114,11 @@ pub fn router(state: PeerState) -> Router {
 async fn speak_protocol(request: Request, next: Next) -> Response {
     let named = request.headers().get(PROTOCOL_HEADER).map(HeaderValue::as_bytes);
     let mut response = match peer::version_of(named) {
-        Some(version) if peer::speaks(version) => next.run(request).await,
+        Some(version) if peer::speaks(version) => {
+            let mut request = request;
+            request.extensions_mut().insert(Spoken(version));
+            next.run(request).await
+        }
         version => {
             let spoken = version.map_or_else(|| "an unreadable version".to_owned(), |v| format!("version {v}"));
             let from = request.headers().get(SENDER_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("?").to_owned();
@@ -141,6 +145,10 @@ async fn speak_protocol(request: Request, next: Next) -> Response {
     response.headers_mut().insert(PROTOCOL_HEADER, HeaderValue::from(peer::PROTOCOL));
     response
 }
+
+/// The protocol version a peer request speaks: answers are given in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spoken(pub u16);
 
 /// The node a peer request comes from: its signed `x-switchboard-from`, and, with mutual TLS,
 /// the node its certificate names.
@@ -285,12 +293,13 @@ async fn status(State(state): State<PeerState>, Postcard(request): RequestOf<Sta
 async fn write(
     State(state): State<PeerState>,
     Extension(sender): Extension<Sender>,
+    Extension(spoken): Extension<Spoken>,
     Postcard(proposal): RequestOf<Write>,
 ) -> Response {
     if let Some(refused) = refusal_unless_sender(sender, Some(proposal.origin.node), "write") {
         return refused;
     }
-    answer::<Write>(state.cluster.propose_forwarded(proposal).await)
+    answer::<Write>(state.cluster.propose_forwarded(proposal).await.map_err(|err| err.spoken_in(spoken.0)))
 }
 
 async fn read_index(State(state): State<PeerState>) -> Response {

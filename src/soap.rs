@@ -31,15 +31,49 @@ impl SoapVersion {
 /// The SOAP 1.1 action header.
 pub const SOAP_ACTION: HeaderName = HeaderName::from_static("soapaction");
 
-/// The SOAP version a request speaks, judged from its headers.
+/// The SOAP version a request speaks, judged from its headers. An MTOM/XOP request
+/// (`multipart/related; type="application/xop+xml"`) speaks the version of its `start-info`.
 pub fn soap_version(headers: &HeaderMap) -> Option<SoapVersion> {
-    let media = content_type(headers).map(|(media, _)| media.to_ascii_lowercase());
+    let (media, params) = content_type(headers).unzip();
+    let media = media.map(str::to_ascii_lowercase);
     match media.as_deref() {
         Some("application/soap+xml") => Some(SoapVersion::V12),
+        Some("multipart/related") if params.is_some_and(is_xop) => {
+            let start_info = params.and_then(|p| parameter(p, "start-info")).unwrap_or_default();
+            let (media, _) = start_info.split_once(';').unwrap_or((&start_info, ""));
+            Some(if media.trim().eq_ignore_ascii_case("application/soap+xml") {
+                SoapVersion::V12
+            } else {
+                SoapVersion::V11
+            })
+        }
         _ if headers.contains_key(SOAP_ACTION) => Some(SoapVersion::V11),
         Some("text/xml") => Some(SoapVersion::V11),
         _ => None,
     }
+}
+
+/// Whether `multipart/related` parameters describe an MTOM/XOP message.
+fn is_xop(params: &str) -> bool {
+    parameter(params, "type").is_some_and(|t| t.eq_ignore_ascii_case("application/xop+xml"))
+}
+
+/// How an MTOM/XOP request's parts are delimited, and which one holds the envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Multipart {
+    pub boundary: String,
+    /// The `Content-ID` of the root part; without one, the first part is the root.
+    pub start: Option<String>,
+}
+
+/// The framing of an MTOM/XOP request (`multipart/related; type="application/xop+xml"`).
+pub fn xop_multipart(headers: &HeaderMap) -> Option<Multipart> {
+    let (media, params) = content_type(headers)?;
+    if !media.eq_ignore_ascii_case("multipart/related") || !is_xop(params) {
+        return None;
+    }
+    let boundary = parameter(params, "boundary").filter(|b| !b.is_empty() && b.len() <= 70)?;
+    Some(Multipart { boundary, start: parameter(params, "start") })
 }
 
 /// Which header named a request's SOAP action.
@@ -56,20 +90,28 @@ pub enum ActionHeader {
 pub struct InvalidSoapAction;
 
 /// The SOAP action a request's headers name: the `SOAPAction` header (trimmed, quoted or not),
-/// else the `action` parameter (quoted or not) of an `application/soap+xml` content type. An
-/// empty action names none.
-pub fn header_action(headers: &HeaderMap) -> Result<Option<(&str, ActionHeader)>, InvalidSoapAction> {
+/// else the `action` parameter (quoted or not) of an `application/soap+xml` content type, or of
+/// an MTOM/XOP `multipart/related` one (or of its `start-info`). An empty action names none.
+pub fn header_action(headers: &HeaderMap) -> Result<Option<(String, ActionHeader)>, InvalidSoapAction> {
     if let Some(value) = headers.get(SOAP_ACTION) {
         let action = unquote(value.to_str().map_err(|_| InvalidSoapAction)?.trim());
         if !action.is_empty() {
-            return Ok(Some((action, ActionHeader::SoapAction)));
+            return Ok(Some((action.to_owned(), ActionHeader::SoapAction)));
         }
     }
-    Ok(content_type(headers)
-        .filter(|(media, _)| media.eq_ignore_ascii_case("application/soap+xml"))
-        .and_then(|(_, params)| parameter(params, "action"))
-        .filter(|action| !action.is_empty())
-        .map(|action| (action, ActionHeader::ContentType)))
+    let Some((media, params)) = content_type(headers) else { return Ok(None) };
+    let action = if media.eq_ignore_ascii_case("application/soap+xml") {
+        parameter(params, "action")
+    } else if media.eq_ignore_ascii_case("multipart/related") && is_xop(params) {
+        parameter(params, "action").or_else(|| {
+            let start_info = parameter(params, "start-info")?;
+            let (_, inner) = start_info.split_once(';')?;
+            parameter(inner, "action")
+        })
+    } else {
+        None
+    };
+    Ok(action.filter(|action| !action.is_empty()).map(|action| (action, ActionHeader::ContentType)))
 }
 
 fn unquote(value: &str) -> &str {
@@ -85,11 +127,51 @@ fn content_type(headers: &HeaderMap) -> Option<(&str, &str)> {
     })
 }
 
-fn parameter<'a>(params: &'a str, name: &str) -> Option<&'a str> {
-    params.split(';').find_map(|param| {
-        let (key, value) = param.split_once('=')?;
-        key.trim().eq_ignore_ascii_case(name).then(|| unquote(value.trim()))
-    })
+/// The value of parameter `name` in `; name=value` parameters, a quoted value unquoted (its
+/// `\\`-escapes resolved, so a quoted value may hold `;`).
+fn parameter(params: &str, name: &str) -> Option<String> {
+    let mut rest = params;
+    loop {
+        rest = rest.trim_start_matches(|c: char| c == ';' || c.is_ascii_whitespace());
+        if rest.is_empty() {
+            return None;
+        }
+        let key_end = rest.find(['=', ';']).unwrap_or(rest.len());
+        let key = &rest[..key_end];
+        let Some(after) = rest[key_end..].strip_prefix('=') else {
+            // A parameter without a value.
+            rest = &rest[key_end..];
+            continue;
+        };
+        let after = after.trim_start();
+        let (value, next) = match after.strip_prefix('"') {
+            Some(quoted) => {
+                let mut value = String::new();
+                let mut chars = quoted.char_indices();
+                let mut end = quoted.len();
+                while let Some((i, c)) = chars.next() {
+                    match c {
+                        '\\' => value.extend(chars.next().map(|(_, escaped)| escaped)),
+                        '"' => {
+                            end = i + 1;
+                            break;
+                        }
+                        c => value.push(c),
+                    }
+                }
+                (value, &quoted[end..])
+            }
+            None => {
+                let end = after.find(';').unwrap_or(after.len());
+                (after[..end].trim().to_owned(), &after[end..])
+            }
+        };
+        if key.trim().eq_ignore_ascii_case(name) {
+            return Some(value);
+        }
+        // Whatever follows a value up to the next `;` is not a parameter.
+        rest = next.find(';').map_or("", |i| &next[i..]);
+    }
 }
 
 /// Whether an element's resolved namespace is `uri`.
@@ -168,9 +250,7 @@ mod tests {
 
     #[test]
     fn header_action_quoted_or_not() {
-        let action = |pairs: &[(HeaderName, &[u8])]| {
-            header_action(&headers(pairs)).map(|found| found.map(|(action, header)| (action.to_owned(), header)))
-        };
+        let action = |pairs: &[(HeaderName, &[u8])]| header_action(&headers(pairs));
         let soap_action = Ok(Some(("urn:calc/ICalculator/Add".to_owned(), ActionHeader::SoapAction)));
         assert_eq!(action(&[(SOAP_ACTION, b"\"urn:calc/ICalculator/Add\"")]), soap_action);
         assert_eq!(action(&[(SOAP_ACTION, b" \"urn:calc/ICalculator/Add\" ")]), soap_action);
@@ -191,6 +271,49 @@ mod tests {
         assert_eq!(action(&[(CONTENT_TYPE, b"text/xml; action=urn:a/B/C")]), Ok(None), "SOAP 1.2 only");
         assert_eq!(action(&[(CONTENT_TYPE, b"application/soap+xml; action=\"\"")]), Ok(None));
         assert_eq!(action(&[]), Ok(None));
+    }
+
+    #[test]
+    fn parameters_are_read_as_http_defines_them() {
+        let params = r#" charset=utf-8;type="application/xop+xml"; start="<root@x>"; start-info="application/soap+xml; action=\"urn:a/B/C\"" ; flag; boundary=uuid:1;x"#;
+        assert_eq!(parameter(params, "charset").as_deref(), Some("utf-8"));
+        assert_eq!(parameter(params, "TYPE").as_deref(), Some("application/xop+xml"));
+        assert_eq!(parameter(params, "start").as_deref(), Some("<root@x>"));
+        assert_eq!(parameter(params, "start-info").as_deref(), Some(r#"application/soap+xml; action="urn:a/B/C""#));
+        assert_eq!(parameter(params, "boundary").as_deref(), Some("uuid:1"));
+        assert_eq!(parameter(params, "flag"), None);
+        assert_eq!(parameter(params, "action"), None, "a parameter inside a quoted value is not one");
+        assert_eq!(parameter("", "x"), None);
+        assert_eq!(parameter(r#"x="unterminated"#, "x").as_deref(), Some("unterminated"));
+    }
+
+    #[test]
+    fn mtom_requests_speak_their_start_info_and_name_their_action() {
+        let cxf11: &[u8] = br#"multipart/related; type="application/xop+xml"; boundary="uuid:6b62cda8-e1df-4af8-b8f4"; start="<root.message@cxf.apache.org>"; start-info="text/xml""#;
+        assert_eq!(soap_version(&headers(&[(CONTENT_TYPE, cxf11)])), Some(SoapVersion::V11));
+        assert_eq!(
+            xop_multipart(&headers(&[(CONTENT_TYPE, cxf11)])),
+            Some(Multipart {
+                boundary: "uuid:6b62cda8-e1df-4af8-b8f4".into(),
+                start: Some("<root.message@cxf.apache.org>".into())
+            })
+        );
+        let wcf12: &[u8] = br#"multipart/related; type="application/xop+xml"; start="<http://tempuri.org/0>"; boundary="uuid:b1"; start-info="application/soap+xml"; action="http://tempuri.org/IFiles/Upload""#;
+        let map = headers(&[(CONTENT_TYPE, wcf12)]);
+        assert_eq!(soap_version(&map), Some(SoapVersion::V12));
+        assert_eq!(
+            header_action(&map),
+            Ok(Some(("http://tempuri.org/IFiles/Upload".into(), ActionHeader::ContentType)))
+        );
+        let nested: &[u8] = br#"multipart/related; type="application/xop+xml"; boundary=b; start-info="application/soap+xml; action=\"urn:x/Y/Z\""#;
+        assert_eq!(
+            header_action(&headers(&[(CONTENT_TYPE, nested)])),
+            Ok(Some(("urn:x/Y/Z".into(), ActionHeader::ContentType)))
+        );
+        // Other multiparts are not SOAP.
+        let form: &[u8] = b"multipart/related; type=\"text/html\"; boundary=b";
+        assert_eq!(soap_version(&headers(&[(CONTENT_TYPE, form)])), None);
+        assert_eq!(xop_multipart(&headers(&[(CONTENT_TYPE, form)])), None);
     }
 
     #[test]

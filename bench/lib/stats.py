@@ -65,6 +65,14 @@ def b1(args):
     rps = {t: v["per_second"]["median"] for t, v in targets.items()}
     cpu = {t: v["cpu_us_per_request"] for t, v in targets.items()}
     proxies = [t for t in ("nginx", "haproxy", "switchboard") if t in rps]
+    soap = {
+        "ratio_vs_nginx": {
+            shape: ratio(rps.get(f"switchboard-{shape}"), rps.get("nginx-soap")) for shape in ("soapaction", "body")
+        },
+        "cpu_ratio_vs_nginx": {
+            shape: ratio(cpu.get(f"switchboard-{shape}"), cpu.get("nginx-soap")) for shape in ("soapaction", "body")
+        },
+    }
     out = {
         "tool": f"wrk -t1 -c{args.connections} -d{args.seconds}s, median of {args.reps}",
         "targets": targets,
@@ -74,6 +82,7 @@ def b1(args):
         "cpu_ratio_vs_nginx": ratio(cpu.get("switchboard"), cpu.get("nginx")),
         "slowest_proxy": min(proxies, key=rps.get),
         "b2_rate": 0.5 * min(rps[t] for t in proxies),
+        "soap": soap,
     }
     json.dump(out, sys.stdout, indent=1)
 

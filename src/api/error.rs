@@ -78,6 +78,7 @@ impl ApiError {
                 ClusterError::InternalError(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
                 ClusterError::RegistryFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "registry_full"),
                 ClusterError::InvalidAddress(_) => (StatusCode::BAD_REQUEST, "invalid_address"),
+                ClusterError::PathConflict(_) => (StatusCode::CONFLICT, "path_conflict"),
             },
         }
     }

@@ -19,6 +19,7 @@ use axum::extract::FromRequestParts;
 use axum::extract::Request;
 use axum::extract::State;
 use axum::http::HeaderValue;
+use axum::http::Method;
 use axum::http::StatusCode;
 use axum::http::Uri;
 use axum::http::header;
@@ -44,6 +45,8 @@ pub struct ApiState {
     pub cluster: Cluster,
     pub tokens: Arc<Tokens>,
     pub policy: Arc<AddressPolicy>,
+    /// The control API listener serves TLS (for the URLs it writes into documents).
+    pub https: bool,
 }
 
 /// JSON body whose rejections use the API's error format.
@@ -121,6 +124,10 @@ pub fn router(state: ApiState) -> Router {
 async fn authenticate(State(state): State<ApiState>, mut request: Request, next: Next) -> Response {
     if crate::serve::headers_too_large(request.headers()) {
         return ApiError::HeadersTooLarge.into_response();
+    }
+    // The registration endpoint's WSDL is public, as a WSDL is: clients are generated from it.
+    if request.method() == Method::GET && request.uri().path() == soap::PATH {
+        return next.run(request).await;
     }
     let presented = request.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
     match state.tokens.authenticate(presented) {

@@ -4,19 +4,23 @@
 //! `RegistrationInfo { Address, ContractName, ContractNamespace }` in
 //! `http://schemas.thatindigogirl.com/samples/2008/01`, over SOAP 1.1 or 1.2 at
 //! `POST /v1/soap/registration`. Bad input gets a SOAP fault of the request's version.
+//! `GET /v1/soap/registration?wsdl` describes the contract in WSDL 1.1 (SOAP 1.1 and 1.2
+//! bindings), so that a service written with any SOAP stack can generate its client.
 
 use axum::Extension;
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::RawQuery;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::http::HeaderValue;
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_LENGTH;
 use axum::http::header::CONTENT_TYPE;
+use axum::http::header::HOST;
 use axum::response::IntoResponse;
 use axum::response::Response;
-use axum::routing::post;
+use axum::routing::get;
 use quick_xml::events::Event;
 use quick_xml::reader::NsReader;
 
@@ -42,7 +46,38 @@ pub const DATA_NS: &str = "http://schemas.thatindigogirl.com/samples/2008/01";
 pub const PATH: &str = "/v1/soap/registration";
 
 pub(super) fn routes() -> Router<ApiState> {
-    Router::new().route(PATH, post(handle))
+    Router::new().route(PATH, get(wsdl).post(handle))
+}
+
+/// The contract's WSDL; `{location}` stands for the endpoint's URL.
+const WSDL: &str = include_str!("registration.wsdl");
+
+/// `GET ?wsdl`: the WSDL, with the endpoint's URL as the client reached it (through a load
+/// balancer: its `X-Forwarded-Host` and `X-Forwarded-Proto`).
+async fn wsdl(State(state): State<ApiState>, RawQuery(query): RawQuery, headers: HeaderMap) -> Response {
+    let asks_wsdl = query.as_deref().is_some_and(|q| q.split('&').any(|p| p.eq_ignore_ascii_case("wsdl")));
+    if !asks_wsdl {
+        let message = "GET this endpoint with ?wsdl for its WSDL; SOAP calls are POSTs";
+        return ApiError::bad_request("invalid_query", message).into_response();
+    }
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let host = header("x-forwarded-host").or_else(|| header(HOST.as_str())).filter(|host| is_host(host));
+    let Some(host) = host else {
+        let message = "the request names no valid Host to write into the WSDL's address";
+        return ApiError::bad_request("invalid_host", message).into_response();
+    };
+    let scheme = match header("x-forwarded-proto") {
+        Some(proto @ ("http" | "https")) => proto,
+        _ if state.https => "https",
+        _ => "http",
+    };
+    let body = WSDL.replace("{location}", &format!("{scheme}://{host}{PATH}"));
+    (StatusCode::OK, [(CONTENT_TYPE, HeaderValue::from_static("text/xml; charset=utf-8"))], body).into_response()
+}
+
+/// A `Host` value safe to write into XML: a name or address and an optional port.
+fn is_host(host: &str) -> bool {
+    !host.is_empty() && host.len() <= 255 && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
 }
 
 /// Every refusal on the SOAP endpoint is a SOAP fault in the version the client spoke, including

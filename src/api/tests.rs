@@ -60,7 +60,7 @@ async fn single_node_full(limits: crate::cluster::RegistryLimits, tokens: Tokens
         .unwrap()
         .unwrap();
     tokens.attach(Arc::new(cluster.view().clone()));
-    (dir, router(ApiState { cluster, tokens: Arc::new(tokens), policy: Default::default() }))
+    (dir, router(ApiState { cluster, tokens: Arc::new(tokens), policy: Default::default(), https: false }))
 }
 
 async fn call(app: &Router, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
@@ -425,6 +425,66 @@ async fn post_raw(app: &Router, uri: &str, headers: &[(&str, &str)], body: Vec<u
         response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     (status, content_type, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// GETs `uri` with the given headers; answers status, content type and body text.
+async fn get_raw(app: &Router, uri: &str, headers: &[(&str, &str)]) -> (StatusCode, String, String) {
+    let mut request = Request::builder().method("GET").uri(uri);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = app.clone().oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+    let status = response.status();
+    let content_type =
+        response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, content_type, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[tokio::test]
+async fn the_registration_endpoint_describes_itself_in_wsdl_without_a_token() {
+    let tokens = Tokens::parse(
+        r#"{"tokens": [{"name": "svc", "token": "svc-token-0123456789", "scopes": ["register:urn:a*"]}]}"#,
+    )
+    .unwrap();
+    let (_dir, app) = single_node_full(Default::default(), tokens).await;
+    let uri = format!("{}?wsdl", soap::PATH);
+    let (status, content_type, wsdl) = get_raw(&app, &uri, &[("host", "lb.example:8081")]).await;
+    assert_eq!(status, StatusCode::OK, "{wsdl}");
+    assert!(content_type.starts_with("text/xml"), "{content_type}");
+    // Well-formed, with both bindings, the seed's actions and the address the client used.
+    let mut reader = quick_xml::Reader::from_str(&wsdl);
+    loop {
+        match reader.read_event() {
+            Ok(quick_xml::events::Event::Eof) => break,
+            Ok(_) => {}
+            Err(err) => panic!("the WSDL is not well-formed: {err}"),
+        }
+    }
+    for expected in [
+        r#"<soap:address location="http://lb.example:8081/v1/soap/registration"/>"#,
+        r#"<soap12:address location="http://lb.example:8081/v1/soap/registration"/>"#,
+        r#"soapAction="http://www.thatindigogirl.com/samples/2008/01/IRegistrationService/Register""#,
+        r#"soapAction="http://www.thatindigogirl.com/samples/2008/01/IRegistrationService/Unregister""#,
+        r#"targetNamespace="http://schemas.thatindigogirl.com/samples/2008/01""#,
+    ] {
+        assert!(wsdl.contains(expected), "{expected} missing");
+    }
+    // Behind a load balancer, its forwarded host and scheme.
+    let forwarded = [("host", "10.0.0.7:8081"), ("x-forwarded-host", "api.example"), ("x-forwarded-proto", "https")];
+    let (_, _, wsdl) = get_raw(&app, &uri, &forwarded).await;
+    assert!(wsdl.contains(r#"location="https://api.example/v1/soap/registration""#));
+    // A GET without ?wsdl, or a Host that cannot be written into XML, is refused.
+    let (status, _, text) = get_raw(&app, soap::PATH, &[("host", "lb")]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("invalid_query"), "{text}");
+    let (status, _, text) = get_raw(&app, &uri, &[("host", "a\"/><x y=\"")]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("invalid_host"), "{text}");
+    // Posting still needs a token.
+    let soap11 = [("content-type", "text/xml; charset=utf-8")];
+    let (status, _, _) = post_raw(&app, &uri, &soap11, b"<x/>".to_vec()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]

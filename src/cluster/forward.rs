@@ -55,6 +55,19 @@ impl Cluster {
         Ok(())
     }
 
+    /// Refuses a registration that binds a path another contract's registrations bind: a path
+    /// routes to one contract. Checked against the applied state, like the limits.
+    pub(super) fn check_path(&self, spec: &crate::registry::RegistrationSpec) -> Result<(), ClusterError> {
+        let Some(path) = spec.metadata.get(crate::registry::PATH_KEY) else { return Ok(()) };
+        let key = crate::registry::ContractKey::new(&spec.contract_namespace, &spec.contract_name);
+        match self.inner.view.load().state.path_taken(path, &key) {
+            Some(other) => Err(ClusterError::PathConflict(format!(
+                "path {path} is bound by contract {other}: a path routes to one contract"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// Leader side of a write forwarded by a peer: checked as the API checks its own writes.
     pub async fn propose_forwarded(&self, proposal: Proposal) -> Result<Outcome, ClusterError> {
         proposal.command.check_forwarded().map_err(|err| ClusterError::InvalidRequest(err.to_string()))?;
@@ -73,6 +86,7 @@ impl Cluster {
     pub async fn propose_local(&self, proposal: Proposal) -> Result<Outcome, ClusterError> {
         if let Command::Register(spec) = &proposal.command {
             self.check_room(spec)?;
+            self.check_path(spec)?;
         }
         let written = self.inner.batcher.propose(proposal.origin, proposal.command);
         tokio::time::timeout(self.inner.config.request_timeout, written)

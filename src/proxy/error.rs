@@ -69,7 +69,9 @@ impl ProxyError {
             | Self::Contract(ContractError::NotRegistered(_) | ContractError::NoContractInNamespace(_)) => {
                 (StatusCode::NOT_FOUND, RouteError::ContractNotFound)
             }
-            Self::Contract(ContractError::Ambiguous { .. }) => (StatusCode::CONFLICT, RouteError::AmbiguousContract),
+            Self::Contract(ContractError::Ambiguous { .. } | ContractError::PathBoundTwice { .. }) => {
+                (StatusCode::CONFLICT, RouteError::AmbiguousContract)
+            }
             Self::Unreachable { .. } => (StatusCode::SERVICE_UNAVAILABLE, RouteError::NoEndpointReachable),
             Self::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, RouteError::EndpointOverloaded),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, RouteError::Unauthorized),

@@ -14,6 +14,7 @@ pub mod forward;
 pub mod outlier;
 pub mod select;
 pub mod upstream;
+pub mod wsdl;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -271,11 +272,17 @@ impl DataPlane {
         let disclose = explain && self.discloses_internals(parts.headers.get(TOKEN_HEADER));
         let broadcast =
             parts.headers.get(DELIVERY_HEADER).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"broadcast"));
-        let (key, source, body) = resolve(&parts.headers, incoming, &self.view).await?;
+        let (key, source, body) = resolve(&parts.headers, parts.uri.path(), incoming, &self.view).await?;
+        METRICS.decided_by(source.rule());
 
         let applied = self.view.load();
         let endpoints = applied.state.endpoints(&key).ok_or_else(|| ProxyError::UnknownContract(key.clone()))?;
         let policy = applied.state.policy(&key).cloned().unwrap_or_default();
+        // A WSDL fetched through a bound path will name the router's URL for that path.
+        let wsdl_location = (source == Source::Path && wsdl::asks_wsdl(&parts.method, parts.uri.query()))
+            .then(|| applied.state.binding(parts.uri.path()))
+            .flatten()
+            .and_then(|(bound, _)| wsdl::router_url(&parts.headers, remote.https, bound));
         let endpoints = endpoints.as_slice().clone();
         drop(applied);
 
@@ -293,6 +300,11 @@ impl DataPlane {
             attempts: Vec::new(),
         });
         let mut response = self.unicast(&parts, body, &key, &policy, &endpoints, &remote, explain.as_mut()).await?;
+        if let Some(location) = wsdl_location {
+            response = wsdl::rewrite(response, &location)
+                .await
+                .map_err(|reason| ProxyError::EndpointFailed { address: key.to_string(), reason })?;
+        }
         if let Some(explain) = explain {
             add_explain(&mut response, &explain);
         }
@@ -477,14 +489,15 @@ fn looped(headers: &http::HeaderMap) -> bool {
 /// Finds the contract; reads the start of a SOAP body when only the envelope can tell.
 async fn resolve(
     headers: &http::HeaderMap,
+    path: &str,
     incoming: Incoming,
     view: &AppliedView,
 ) -> Result<(ContractKey, Source, RequestBody), ProxyError> {
     let hints = contract::hints(headers)?;
-    if let Decision::Route(key, source) = contract::decide(&hints, None, &view.load().state)? {
+    if let Decision::Route(key, source) = contract::decide(&hints, path, None, &view.load().state)? {
         return Ok((key, source, RequestBody { prefix: Bytes::new(), rest: Some(incoming) }));
     }
-    let mut envelope = EnvelopeReader::default();
+    let mut envelope = EnvelopeReader::for_request(&hints);
     let mut rest = Some(incoming);
     // However slowly the client sends it, the envelope's start must arrive within this time.
     let deadline = tokio::time::Instant::now() + ENVELOPE_DEADLINE;
@@ -501,7 +514,7 @@ async fn resolve(
             Some(EnvelopeScan::Incomplete) | None => None,
         };
         if let Some(read) = read {
-            return match contract::decide(&hints, Some(&read), &view.load().state)? {
+            return match contract::decide(&hints, path, Some(&read), &view.load().state)? {
                 Decision::Route(key, source) => Ok((key, source, RequestBody { prefix: envelope.into_bytes(), rest })),
                 Decision::ReadEnvelope => Err(contract::ContractError::Missing.into()),
             };

@@ -131,6 +131,9 @@ pub struct RegistryState {
     routes: imbl::GenericHashMap<ContractKey, Endpoints, FastHash, imbl::shared_ptr::DefaultSharedPtr>,
     /// The contract keys of `routes` by namespace, for requests that name only a namespace.
     namespaces: imbl::OrdMap<String, imbl::OrdSet<ContractKey>>,
+    /// Active registrations by the path they bind (`route.path`), and each one's path.
+    paths: imbl::OrdMap<String, imbl::OrdSet<RegistrationId>>,
+    bound: imbl::OrdMap<RegistrationId, String>,
     policies: imbl::OrdMap<ContractKey, Policy>,
     /// Registrations per owner, for quotas.
     owned: imbl::GenericHashMap<String, u32, FastHash, imbl::shared_ptr::DefaultSharedPtr>,
@@ -457,6 +460,27 @@ impl RegistryState {
         Some(Registration::clone(&removed))
     }
 
+    /// Updates the path a registration binds: `current` is it while active, `None` otherwise.
+    fn rebind(&mut self, id: RegistrationId, current: Option<&Registration>) {
+        let path = current.and_then(|r| r.metadata.get(PATH_KEY));
+        let old = self.bound.get(&id);
+        if old.map(String::as_str) == path {
+            return;
+        }
+        if let Some(old) = self.bound.remove(&id)
+            && let Some(ids) = self.paths.get_mut(&old)
+        {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.paths.remove(&old);
+            }
+        }
+        if let Some(path) = path {
+            self.paths.entry(path.to_owned()).or_default().insert(id);
+            self.bound.insert(id, path.to_owned());
+        }
+    }
+
     /// Updates the route list of the registration's contract, in O(log n).
     fn reindex(&mut self, changed: &Registration) {
         self.touched.registrations.insert(changed.id);
@@ -466,6 +490,7 @@ impl RegistryState {
             self.leased.remove(&changed.id);
         }
         let current = self.registrations.get(&changed.id).filter(|r| r.state == EndpointState::Active).cloned();
+        self.rebind(changed.id, current.as_deref());
         let key = changed.contract_key();
         let mut by_id = self.routes.get(&key).map(|e| e.by_id.clone()).unwrap_or_default();
         let before = by_id.len();
@@ -542,6 +567,26 @@ impl RegistryState {
         self.namespaces.get(trim_namespace(namespace)).into_iter().flat_map(|keys| keys.iter())
     }
 
+    /// The longest path binding that covers `path` (at a segment boundary), and the contracts
+    /// whose active registrations bind it (more than one only if bindings conflict).
+    pub fn binding(&self, path: &str) -> Option<(&str, BTreeSet<ContractKey>)> {
+        let mut prefix = path.split(['?', '#']).next().unwrap_or_default().trim_end_matches('/');
+        while !prefix.is_empty() {
+            if let Some((bound, ids)) = self.paths.get_key_value(prefix) {
+                let keys = ids.iter().filter_map(|id| self.registrations.get(id)).map(|r| r.contract_key()).collect();
+                return Some((bound.as_str(), keys));
+            }
+            prefix = prefix.rsplit_once('/').map_or("", |(head, _)| head);
+        }
+        None
+    }
+
+    /// The contracts other than `key` whose active registrations bind exactly `path`.
+    pub fn path_taken(&self, path: &str, key: &ContractKey) -> Option<ContractKey> {
+        let ids = self.paths.get(path)?;
+        ids.iter().filter_map(|id| self.registrations.get(id)).map(|r| r.contract_key()).find(|other| other != key)
+    }
+
     /// The policy of a contract key; the default when none was set.
     pub fn policy(&self, key: &ContractKey) -> Option<&Policy> {
         self.policies.get(key)
@@ -604,6 +649,12 @@ impl RegistryState {
                 continue;
             }
             routes.entry(registration.contract_key()).or_default().insert(registration.id, registration.clone());
+        }
+        for registration in routes.values().flat_map(|by_id| by_id.values()) {
+            if let Some(path) = registration.metadata.get(PATH_KEY) {
+                state.paths.entry(path.to_owned()).or_default().insert(registration.id);
+                state.bound.insert(registration.id, path.to_owned());
+            }
         }
         for by_id in routes.values() {
             if let Some(registration) = by_id.values().next() {

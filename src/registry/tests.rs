@@ -470,3 +470,39 @@ fn contracts_are_indexed_by_namespace_while_they_have_active_endpoints() {
     assert_eq!(keys(&restored, "urn:other"), ["urn:other/IC"]);
     assert!(keys(&restored, "urn:math").is_empty());
 }
+
+#[test]
+fn path_bindings_follow_active_registrations() {
+    let bind = |address: &str, name: &str, path: Option<&str>| {
+        let mut spec = spec(address, "urn:svc", name);
+        spec.metadata = path.iter().map(|p| (PATH_KEY.to_owned(), (*p).to_owned())).collect();
+        spec
+    };
+    let mut state = RegistryState::default();
+    let a = bind("http://a:1/", "IA", Some("/svc"));
+    let b = bind("http://b:1/", "IA", Some("/svc"));
+    state.apply(1, &change(Command::Register(a.clone())));
+    state.apply(2, &change(Command::Register(b)));
+    let keys = |state: &RegistryState, path: &str| -> Option<(String, Vec<String>)> {
+        state.binding(path).map(|(bound, keys)| (bound.to_owned(), keys.iter().map(ToString::to_string).collect()))
+    };
+    assert_eq!(keys(&state, "/svc/x?wsdl"), Some(("/svc".to_owned(), vec!["urn:svc/IA".to_owned()])));
+    assert_eq!(keys(&state, "/svcx"), None);
+    let other = ContractKey::new("urn:svc", "IB");
+    assert_eq!(state.path_taken("/svc", &other), Some(ContractKey::new("urn:svc", "IA")));
+    assert_eq!(
+        state.path_taken("/svc", &ContractKey::new("urn:svc", "IA")),
+        None,
+        "its own contract may bind it again"
+    );
+    // Draining one keeps the binding; re-registering without the path and removing the other
+    // drop it; a snapshot image rebuilds it.
+    state.apply(3, &change(Command::Drain(a.id)));
+    assert!(keys(&state, "/svc").is_some());
+    state.apply(4, &change(Command::Register(bind("http://b:1/", "IA", None))));
+    assert_eq!(keys(&state, "/svc"), None);
+    state.apply(5, &change(Command::Register(bind("http://c:1/", "IA", Some("/svc/v2")))));
+    let restored = RegistryState::from_image(state.to_image());
+    assert_eq!(keys(&restored, "/svc/v2/op").map(|(bound, _)| bound), Some("/svc/v2".to_owned()));
+    assert_eq!(keys(&restored, "/svc"), None);
+}

@@ -1,4 +1,5 @@
-//! Test endpoints: small HTTP servers on ephemeral loopback ports that echo what they received.
+//! Test endpoints: small HTTP servers on ephemeral loopback ports that echo what they received
+//! (and answer `GET ...?wsdl` with a WSDL that names their own address, as a SOAP service does).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,6 +41,7 @@ pub struct Backend {
 #[derive(Clone)]
 struct Shared {
     name: String,
+    addr: SocketAddr,
     hits: Arc<AtomicUsize>,
     behaviour: Behaviour,
 }
@@ -55,6 +57,15 @@ async fn echo(
     if !shared.behaviour.delay.is_zero() {
         tokio::time::sleep(shared.behaviour.delay).await;
     }
+    if method == Method::GET && uri.query().is_some_and(|q| q.eq_ignore_ascii_case("wsdl")) {
+        let wsdl = format!(
+            r#"<?xml version="1.0" encoding="utf-8"?><wsdl:definitions xmlns:wsdl="http://schemas.xmlsoap.org/wsdl/" xmlns:soap="http://schemas.xmlsoap.org/wsdl/soap/" name="{}"><wsdl:service name="S"><wsdl:port name="P" binding="B"><soap:address location="http://{}{}"/></wsdl:port></wsdl:service></wsdl:definitions>"#,
+            shared.name,
+            shared.addr,
+            uri.path()
+        );
+        return (StatusCode::OK, [("content-type", "text/xml; charset=utf-8".to_owned())], wsdl).into_response();
+    }
     let headers: serde_json::Map<String, serde_json::Value> =
         headers.iter().map(|(name, value)| (name.to_string(), json!(value.to_str().unwrap_or_default()))).collect();
     let status = StatusCode::from_u16(shared.behaviour.status.unwrap_or(200)).unwrap();
@@ -66,7 +77,7 @@ async fn echo(
         "body_len": body.len(),
         "body_sha": format!("{:x}", fnv(&body)),
     });
-    (status, [("x-backend", shared.name.clone())], axum::Json(answer))
+    (status, [("x-backend", shared.name.clone())], axum::Json(answer)).into_response()
 }
 
 /// FNV-1a, to compare bodies without echoing them back.
@@ -96,7 +107,12 @@ impl Backend {
 
     /// Serves until stopped; stopping also drops open connections, as a crash would.
     fn serve(&mut self, listener: TcpListener) {
-        let shared = Shared { name: self.name.clone(), hits: self.hits.clone(), behaviour: self.behaviour.clone() };
+        let shared = Shared {
+            name: self.name.clone(),
+            addr: self.addr,
+            hits: self.hits.clone(),
+            behaviour: self.behaviour.clone(),
+        };
         let app = Router::new().fallback(echo).layer(axum::extract::DefaultBodyLimit::disable()).with_state(shared);
         let accepted = self.connections.clone();
         self.task = Some(tokio::spawn(async move {

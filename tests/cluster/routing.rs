@@ -194,12 +194,80 @@ async fn the_default_requests_of_soap_stacks_route_by_the_body() {
     let (status, _, body) = send(&cluster, via, "POST", "/", &soap, call("Add")).await;
     assert_eq!((status, body["backend"].as_str()), (200, Some("calc")), "{body}");
 
+    // MTOM/XOP (what CXF and JAX-WS send with MTOM on): the envelope is the root part; the
+    // attachment streams through untouched.
+    let files = Backend::start("files").await;
+    cluster.register_all(via, "urn:files", "IFiles", &[files.url()]).await;
+    let envelope = r#"<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body><ns2:Upload xmlns:ns2="urn:files"><data><xop:Include xmlns:xop="http://www.w3.org/2004/08/xop/include" href="cid:att1@cxf.apache.org"/></data></ns2:Upload></soap:Body></soap:Envelope>"#;
+    let mut mtom = format!("--uuid:b1\r\nContent-Type: application/xop+xml; charset=UTF-8; type=\"text/xml\"\r\nContent-ID: <root.message@cxf.apache.org>\r\n\r\n{envelope}\r\n--uuid:b1\r\nContent-Type: application/octet-stream\r\nContent-ID: <att1@cxf.apache.org>\r\n\r\n").into_bytes();
+    mtom.extend((0..200_000u32).map(|i| (i % 253) as u8));
+    mtom.extend_from_slice(b"\r\n--uuid:b1--\r\n");
+    let content_type = r#"multipart/related; type="application/xop+xml"; boundary="uuid:b1"; start="<root.message@cxf.apache.org>"; start-info="text/xml""#;
+    let headers = [("content-type", content_type), ("soapaction", "\"\""), ("x-switchboard-explain", "1")];
+    let (status, answer, body) = send(&cluster, via, "POST", "/", &headers, mtom.clone()).await;
+    assert_eq!((status, body["backend"].as_str()), (200, Some("files")), "{body}");
+    assert_eq!(answer["x-switchboard-contract-source"], "body-namespace");
+    assert_eq!(body["body_len"], mtom.len());
+    assert_eq!(body["body_sha"], format!("{:x}", fnv(&mtom)), "the multipart body arrives unchanged");
+
     // A namespace nobody registered: a SOAP fault that says so.
     let (status, answer, body) =
         send(&cluster, via, "POST", "/", &soap, SOAP11.replace("tempuri.org", "nowhere.example")).await;
     assert_eq!(status, 404, "{body}");
     assert_eq!(answer["x-switchboard-error"], "contract_not_found");
     assert!(body.as_str().unwrap().contains("Fault") && body.as_str().unwrap().contains("nowhere.example"), "{body}");
+}
+
+/// A registration binds a path: requests under it route to its contract without any header,
+/// `GET {path}?wsdl` fetches the WSDL from a live endpoint through the router (its address now
+/// the router's), and a second contract cannot bind the same path.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bound_path_routes_and_serves_the_wsdl_through_the_router() {
+    let cluster = TestCluster::start(3);
+    let via = follower(&cluster).await;
+    let calc = Backend::start("calc").await;
+    let binding = |address: &str, namespace: &str, name: &str| {
+        json!({
+            "address": address, "contract_name": name, "contract_namespace": namespace,
+            "metadata": { "route.path": "/calc" },
+        })
+    };
+    let (status, body) =
+        cluster.post_json(via, "/v1/registrations", &binding(&calc.url(), CALC_NS, "ICalculator")).await;
+    assert_eq!(status, 201, "{body}");
+    // Another contract may not bind the same path; the same contract may (a second endpoint).
+    let (status, body) =
+        cluster.post_json(via, "/v1/registrations", &binding("http://10.9.0.1/", "urn:other", "IOther")).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("path_conflict")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("/calc"), "{body}");
+    let twin = Backend::start("calc").await;
+    let (status, _) = cluster.post_json(via, "/v1/registrations", &binding(&twin.url(), CALC_NS, "ICalculator")).await;
+    assert_eq!(status, 201);
+    let (status, body) = cluster
+        .post_json(
+            via,
+            "/v1/registrations",
+            &json!({
+                "address": "http://10.9.0.1/", "contract_name": "C", "contract_namespace": "urn:c",
+                "metadata": { "route.path": "calc/../x" },
+            }),
+        )
+        .await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_metadata")), "{body}");
+    cluster.register_all(via, "urn:sync", "ISync", &[Backend::start("sync").await.url()]).await;
+
+    // A plain call, and a SOAP call without an action, route by the path.
+    let (status, answer, body) = send(&cluster, via, "POST", "/calc/op", &[("x-switchboard-explain", "1")], "{}").await;
+    assert_eq!((status, body["backend"].as_str()), (200, Some("calc")), "{body}");
+    assert_eq!(answer["x-switchboard-contract-source"], "path");
+    assert_eq!(body["uri"], "/calc/op");
+    // The WSDL, through the router: its address is the router's URL for the path.
+    let url = format!("{}/calc?wsdl", cluster.data(via));
+    let response = cluster.http.get(&url).header("host", "router.example:8080").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let wsdl = response.text().await.unwrap();
+    assert!(wsdl.contains(r#"location="http://router.example:8080/calc""#), "{wsdl}");
+    assert!(!wsdl.contains("127.0.0.1"), "{wsdl}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -24,7 +24,8 @@ use crate::registry::Lease;
 use crate::registry::Origin;
 use crate::registry::Outcome;
 
-/// The peer protocol version this build speaks.
+/// The peer protocol version this build speaks. Version 1 added the version header and
+/// `ClusterError::PathConflict` (answered to a version-0 peer as `InvalidRequest`).
 pub const PROTOCOL: u16 = 1;
 /// The oldest version it still accepts (0: requests without a version header).
 pub const OLDEST_PROTOCOL: u16 = 0;
@@ -115,6 +116,20 @@ pub enum ClusterError {
     /// leader, which knows its own listeners whatever the node that took the request knew).
     #[error("{0}")]
     InvalidAddress(String),
+    /// The registration binds a path that another contract's registrations bind (protocol 1).
+    #[error("{0}")]
+    PathConflict(String),
+}
+
+impl ClusterError {
+    /// The error as a peer speaking protocol `version` can read it: a variant newer than its
+    /// version becomes the nearest one it knows.
+    pub fn spoken_in(self, version: u16) -> Self {
+        match self {
+            Self::PathConflict(message) if version < 1 => Self::InvalidRequest(message),
+            other => other,
+        }
+    }
 }
 
 /// A write as forwarded to the leader: the leader stamps the time.

@@ -190,10 +190,16 @@ fn peer_answers() {
         (ClusterError::RegistryFull("full".into()), "01090466756c6c"),
         (ClusterError::InternalError("bug".into()), "010a03627567"),
         (ClusterError::InvalidAddress("listener".into()), "010b086c697374656e6572"),
+        // Added in protocol 1.
+        (ClusterError::PathConflict("/calc".into()), "010c052f63616c63"),
     ];
     for (error, expected) in errors {
         golden.pinned(&Err::<u64, _>(error), expected);
     }
     golden.pinned(&Ok::<u64, ClusterError>(118), "0076");
+    // A version-0 peer never sees a variant it cannot read.
+    let downgraded = ClusterError::PathConflict("/calc".into()).spoken_in(0);
+    golden.pinned(&Err::<u64, _>(downgraded), "0107052f63616c63");
+    assert_eq!(ClusterError::PathConflict("/x".into()).spoken_in(1), ClusterError::PathConflict("/x".into()));
     golden.pinned(&Ok::<(), ClusterError>(()), "00");
 }

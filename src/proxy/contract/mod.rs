@@ -6,7 +6,9 @@
 //!    SOAP 1.2 `application/soap+xml` content type, minus its last `/`-segment (WCF style);
 //! 2. for a SOAP request, the WS-Addressing `Action` of the envelope header (2004/08 and 2005/08);
 //! 3. the `X-Switchboard-Contract` header;
-//! 4. for a SOAP request, the first element of the envelope's `Body`: its namespace is the
+//! 4. the longest path prefix a registration binds (its [`crate::registry::PATH_KEY`] metadata), so that a client
+//!    that cannot add a header, or a WSDL's `soap:address`, routes by URL;
+//! 5. for a SOAP request, the first element of the envelope's `Body`: its namespace is the
 //!    contract namespace. The one contract registered in that namespace decides; among several,
 //!    the one whose registrations list the element's local name (or the request's action) in
 //!    their [`OPERATIONS_KEY`] metadata. A contract whose registrations list operations serves
@@ -25,6 +27,7 @@ use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
 use quick_xml::reader::NsReader;
 
+use crate::metrics::RouteRule;
 use crate::registry::ContractKey;
 use crate::registry::RegistryState;
 use crate::registry::trim_namespace;
@@ -57,17 +60,25 @@ pub enum Source {
     BodyNamespace,
     /// The `Body`'s first element, which one contract of its namespace lists as an operation.
     BodyOperation,
+    /// A path prefix that a contract's registrations bind.
+    Path,
 }
 
 impl Source {
+    /// The rule's name, as `X-Switchboard-Contract-Source` and the metrics show it.
     pub fn as_str(self) -> &'static str {
+        self.rule().label()
+    }
+
+    pub fn rule(self) -> RouteRule {
         match self {
-            Self::SoapAction => "soapaction",
-            Self::ContentTypeAction => "content-type-action",
-            Self::WsAddressing => "ws-addressing",
-            Self::Header => "x-switchboard-contract",
-            Self::BodyNamespace => "body-namespace",
-            Self::BodyOperation => "body-operation",
+            Self::SoapAction => RouteRule::SoapAction,
+            Self::ContentTypeAction => RouteRule::ContentTypeAction,
+            Self::WsAddressing => RouteRule::WsAddressing,
+            Self::Header => RouteRule::Header,
+            Self::BodyNamespace => RouteRule::BodyNamespace,
+            Self::BodyOperation => RouteRule::BodyOperation,
+            Self::Path => RouteRule::Path,
         }
     }
 }
@@ -85,6 +96,8 @@ pub enum ContractError {
     NoContractInNamespace(String),
     #[error("operation {operation:?} of namespace {namespace:?} could be any of {}: list it in one contract's {OPERATIONS_KEY:?} metadata, or send an action naming the contract", candidates.join(", "))]
     Ambiguous { namespace: String, operation: String, candidates: Vec<String> },
+    #[error("path {path} is bound by more than one contract ({}): unregister one binding", candidates.join(", "))]
+    PathBoundTwice { path: String, candidates: Vec<String> },
     #[error("the SOAP envelope cannot be read: {0}")]
     InvalidEnvelope(String),
     #[error("the SOAP envelope does not reach the first element of its Body within {ENVELOPE_SCAN_CAP} bytes")]
@@ -104,6 +117,8 @@ pub struct Hints {
     pub explicit: Option<ContractKey>,
     /// The request is a SOAP message: its envelope may be read.
     pub soap: bool,
+    /// An MTOM/XOP request: the envelope is its root part.
+    pub multipart: Option<soap::Multipart>,
 }
 
 /// Reads the headers once.
@@ -114,7 +129,7 @@ pub fn hints(headers: &HeaderMap) -> Result<Hints, ContractError> {
             ActionHeader::SoapAction => Source::SoapAction,
             ActionHeader::ContentType => Source::ContentTypeAction,
         };
-        (action.to_owned(), source)
+        (action, source)
     });
     let explicit = match headers.get(CONTRACT_HEADER) {
         Some(value) => {
@@ -123,7 +138,7 @@ pub fn hints(headers: &HeaderMap) -> Result<Hints, ContractError> {
         }
         None => None,
     };
-    Ok(Hints { action, explicit, soap: soap_version(headers).is_some() })
+    Ok(Hints { action, explicit, soap: soap_version(headers).is_some(), multipart: soap::xop_multipart(headers) })
 }
 
 /// The first element of an envelope's `Body`: the operation a document/literal or rpc message
@@ -152,7 +167,12 @@ pub enum Decision {
 
 /// Decides the contract of a request from its headers, its envelope once read, and the applied
 /// registry (see the module documentation for the order).
-pub fn decide(hints: &Hints, envelope: Option<&Envelope>, state: &RegistryState) -> Result<Decision, ContractError> {
+pub fn decide(
+    hints: &Hints,
+    path: &str,
+    envelope: Option<&Envelope>,
+    state: &RegistryState,
+) -> Result<Decision, ContractError> {
     let registered = |action: &str| action_key(action).ok().filter(|key| state.endpoints(key).is_some());
     if let Some((action, source)) = &hints.action
         && let Some(key) = registered(action)
@@ -163,17 +183,22 @@ pub fn decide(hints: &Hints, envelope: Option<&Envelope>, state: &RegistryState)
         if hints.soap {
             return Ok(Decision::ReadEnvelope);
         }
-        return match (&hints.explicit, &hints.action) {
-            (Some(key), _) => Ok(Decision::Route(key.clone(), Source::Header)),
-            (None, Some((action, _))) => Err(unregistered(action)),
-            (None, None) => Err(ContractError::Missing),
-        };
+        if let Some(key) = &hints.explicit {
+            return Ok(Decision::Route(key.clone(), Source::Header));
+        }
+        if let Some(decided) = by_path(path, state) {
+            return decided;
+        }
+        return Err(hints.action.as_ref().map_or(ContractError::Missing, |(action, _)| unregistered(action)));
     };
     if let Some(key) = envelope.action.as_deref().and_then(registered) {
         return Ok(Decision::Route(key, Source::WsAddressing));
     }
     if let Some(key) = &hints.explicit {
         return Ok(Decision::Route(key.clone(), Source::Header));
+    }
+    if let Some(decided) = by_path(path, state) {
+        return decided;
     }
     let actions: Vec<&str> =
         hints.action.iter().map(|(action, _)| action.as_str()).chain(envelope.action.as_deref()).collect();
@@ -184,6 +209,19 @@ pub fn decide(hints: &Hints, envelope: Option<&Envelope>, state: &RegistryState)
         }
     }
     Err(actions.first().map_or(ContractError::Missing, |action| unregistered(action)))
+}
+
+/// The contract whose registrations bind the longest prefix of `path`, if any binds one.
+fn by_path(path: &str, state: &RegistryState) -> Option<Result<Decision, ContractError>> {
+    let (bound, keys) = state.binding(path)?;
+    let mut keys = keys.into_iter();
+    Some(match (keys.next(), keys.len()) {
+        (Some(key), 0) => Ok(Decision::Route(key, Source::Path)),
+        (first, _) => Err(ContractError::PathBoundTwice {
+            path: bound.to_owned(),
+            candidates: first.into_iter().chain(keys).map(|key| key.to_string()).collect(),
+        }),
+    })
 }
 
 /// The refusal for an action that names no registered contract.
@@ -238,12 +276,12 @@ pub fn action_key(action: &str) -> Result<ContractKey, ContractError> {
 /// WS-Addressing action of its whole envelope.
 pub fn request_action(headers: &HeaderMap, body: &[u8]) -> Option<String> {
     let header = soap::header_action(headers).ok().flatten().map(|(action, _)| action);
-    if let Some(action) = header.filter(|action| action_key(action).is_ok()) {
-        return Some(action.to_owned());
+    if let Some(action) = header.as_ref().filter(|action| action_key(action).is_ok()) {
+        return Some(action.clone());
     }
     match scan_envelope(body, true) {
         EnvelopeScan::Envelope(Envelope { action: Some(action), .. }) => Some(action),
-        _ => header.map(str::to_owned),
+        _ => header,
     }
 }
 
@@ -268,9 +306,16 @@ pub struct EnvelopeReader {
     buffer: bytes::BytesMut,
     next_scan_at: usize,
     scanned: usize,
+    /// For an MTOM/XOP body, where its root part is.
+    multipart: Option<soap::Multipart>,
 }
 
 impl EnvelopeReader {
+    /// A reader of a body framed as the request's headers say.
+    pub fn for_request(hints: &Hints) -> Self {
+        Self { multipart: hints.multipart.clone(), ..Self::default() }
+    }
+
     pub fn push(&mut self, data: &[u8]) {
         self.buffer.extend_from_slice(data);
     }
@@ -296,7 +341,13 @@ impl EnvelopeReader {
         }
         self.scanned += len;
         self.next_scan_at = (2 * len).max(len + 512);
-        Some(scan_envelope(&self.buffer, complete))
+        let Some(multipart) = &self.multipart else { return Some(scan_envelope(&self.buffer, complete)) };
+        Some(match root_part(&self.buffer, multipart) {
+            Ok(Some((envelope, part_complete))) => scan_envelope(envelope, complete || part_complete),
+            Ok(None) if complete => EnvelopeScan::Invalid("the multipart body ends before its root part".into()),
+            Ok(None) => EnvelopeScan::Incomplete,
+            Err(reason) => EnvelopeScan::Invalid(reason),
+        })
     }
 
     pub fn into_bytes(self) -> bytes::Bytes {
@@ -424,6 +475,54 @@ fn operation(ns: &ResolveResult<'_>, local: &str, mut envelope: Envelope) -> Env
     };
     envelope.operation = Some(Operation { namespace, name: local.to_owned() });
     EnvelopeScan::Envelope(envelope)
+}
+
+/// The content of an MTOM/XOP body's root part (the part whose `Content-ID` is the `start`
+/// parameter, else the first), as far as `body` holds it, and whether it is all there. `None`
+/// while the root part has not begun.
+pub fn root_part<'a>(body: &'a [u8], multipart: &soap::Multipart) -> Result<Option<(&'a [u8], bool)>, String> {
+    let delimiter = format!("--{}", multipart.boundary);
+    let finder = memchr::memmem::Finder::new(delimiter.as_bytes());
+    let next_part = memchr::memmem::Finder::new(b"\r\n").into_owned();
+    let wanted = multipart.start.as_deref().map(|start| start.trim().trim_start_matches('<').trim_end_matches('>'));
+    // The first delimiter: at the start, or after a preamble line.
+    let mut at = match finder.find(body) {
+        Some(at) if at == 0 || body[..at].ends_with(b"\r\n") || body[..at].ends_with(b"\n") => at,
+        Some(_) => return Err("the multipart body does not start with its boundary".into()),
+        None if body.len() > delimiter.len() + 1024 => return Err("no multipart boundary where the body starts".into()),
+        None => return Ok(None),
+    };
+    loop {
+        let after = &body[at + delimiter.len()..];
+        if after.starts_with(b"--") {
+            return Err("the multipart body has no root part".into());
+        }
+        // The part's headers end with an empty line.
+        let Some(line_end) = next_part.find(after) else { return Ok(None) };
+        let headers_and_rest = &after[line_end + 2..];
+        let Some(headers_end) = memchr::memmem::find(headers_and_rest, b"\r\n\r\n")
+            .map(|i| i + 4)
+            .or_else(|| headers_and_rest.starts_with(b"\r\n").then_some(2))
+        else {
+            return Ok(None);
+        };
+        let headers = std::str::from_utf8(&headers_and_rest[..headers_end]).map_err(|_| "part headers are not text")?;
+        let content_id = headers.lines().find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.trim()
+                .eq_ignore_ascii_case("content-id")
+                .then(|| value.trim().trim_start_matches('<').trim_end_matches('>'))
+        });
+        let content = &headers_and_rest[headers_end..];
+        let end = finder.find(content).filter(|&i| content[..i].ends_with(b"\r\n"));
+        let is_root = wanted.is_none_or(|wanted| content_id == Some(wanted));
+        match (is_root, end) {
+            (true, Some(end)) => return Ok(Some((&content[..end - 2], true))),
+            (true, None) => return Ok(Some((content, false))),
+            (false, Some(end)) => at = body.len() - content.len() + end,
+            (false, None) => return Ok(None),
+        }
+    }
 }
 
 fn is_ns(ns: &ResolveResult<'_>, expected: Option<&str>) -> bool {

@@ -3,6 +3,7 @@ use http::header::CONTENT_TYPE;
 use proptest::prelude::*;
 
 use super::*;
+use crate::registry::PATH_KEY;
 use crate::soap::SOAP_ACTION;
 
 fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
@@ -15,9 +16,23 @@ fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
 
 /// A registry holding `(address, namespace, name, operations)` registrations.
 fn registry(registrations: &[(&str, &str, &str, Option<&str>)]) -> RegistryState {
+    let with_metadata: Vec<_> = registrations
+        .iter()
+        .map(|(address, namespace, name, operations)| {
+            (*address, *namespace, *name, operations.iter().map(|list| (OPERATIONS_KEY, *list)).collect())
+        })
+        .collect();
+    registry_with(&with_metadata)
+}
+
+/// `(address, namespace, name, metadata)` of a registration.
+type Spec<'a> = (&'a str, &'a str, &'a str, Vec<(&'a str, &'a str)>);
+
+/// A registry holding these registrations.
+fn registry_with(registrations: &[Spec<'_>]) -> RegistryState {
     let mut state = RegistryState::default();
-    for (index, (address, namespace, name, operations)) in registrations.iter().enumerate() {
-        let metadata = operations.iter().map(|list| (OPERATIONS_KEY.to_owned(), (*list).to_owned())).collect();
+    for (index, (address, namespace, name, metadata)) in registrations.iter().enumerate() {
+        let metadata = metadata.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         let spec = crate::registry::RegistrationSpec::new(crate::registry::RegistrationRequest {
             address: (*address).into(),
             contract_name: (*name).into(),
@@ -37,15 +52,25 @@ fn registry(registrations: &[(&str, &str, &str, Option<&str>)]) -> RegistryState
 /// The decision for a request with these headers and body, against `state`: the contract key and
 /// rule, or the refusal.
 fn route(pairs: &[(&str, &str)], body: &str, state: &RegistryState) -> Result<(String, Source), ContractError> {
+    route_at("/", pairs, body, state)
+}
+
+/// The same for a request to `path`.
+fn route_at(
+    path: &str,
+    pairs: &[(&str, &str)],
+    body: &str,
+    state: &RegistryState,
+) -> Result<(String, Source), ContractError> {
     let hints = hints(&headers(pairs))?;
-    let decided = match decide(&hints, None, state)? {
+    let decided = match decide(&hints, path, None, state)? {
         Decision::ReadEnvelope => {
             let envelope = match scan_envelope(body.as_bytes(), true) {
                 EnvelopeScan::Envelope(envelope) => envelope,
                 EnvelopeScan::Absent => Envelope::default(),
                 other => panic!("{other:?}"),
             };
-            decide(&hints, Some(&envelope), state)?
+            decide(&hints, path, Some(&envelope), state)?
         }
         decided => decided,
     };
@@ -116,7 +141,11 @@ fn soap_requests_without_a_registered_action_read_the_envelope() {
         &[("SOAPAction", "http://tempuri.org/Add"), ("Content-Type", "text/xml")],
         &[("Content-Type", "application/soap+xml")],
     ] {
-        assert_eq!(decide(&hints(&headers(pairs)).unwrap(), None, &state), Ok(Decision::ReadEnvelope), "{pairs:?}");
+        assert_eq!(
+            decide(&hints(&headers(pairs)).unwrap(), "/", None, &state),
+            Ok(Decision::ReadEnvelope),
+            "{pairs:?}"
+        );
     }
 }
 
@@ -506,4 +535,133 @@ proptest! {
         prop_assert_eq!(&feed(text.as_bytes(), chunk).0, &decided);
         prop_assert_eq!(&scan_envelope(text.as_bytes(), true), &decided);
     }
+}
+
+/// An MTOM/XOP request as Apache CXF sends it: the envelope in the root part, a binary
+/// attachment after it.
+fn mtom(root_first: bool) -> (Vec<u8>, soap::Multipart) {
+    let envelope = r#"<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body><ns2:Upload xmlns:ns2="urn:files"><data><xop:Include xmlns:xop="http://www.w3.org/2004/08/xop/include" href="cid:att1@cxf.apache.org"/></data></ns2:Upload></soap:Body></soap:Envelope>"#;
+    let root = format!(
+        "--uuid:b1\r\nContent-Type: application/xop+xml; charset=UTF-8; type=\"text/xml\"\r\nContent-Transfer-Encoding: binary\r\nContent-ID: <root.message@cxf.apache.org>\r\n\r\n{envelope}\r\n"
+    );
+    let mut attachment = b"--uuid:b1\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: binary\r\nContent-ID: <att1@cxf.apache.org>\r\n\r\n".to_vec();
+    attachment.extend((0..3000u32).map(|i| (i % 256) as u8));
+    attachment.extend_from_slice(b"\r\n");
+    let mut body = Vec::new();
+    if root_first {
+        body.extend_from_slice(root.as_bytes());
+        body.extend_from_slice(&attachment);
+    } else {
+        body.extend_from_slice(&attachment);
+        body.extend_from_slice(root.as_bytes());
+    }
+    body.extend_from_slice(b"--uuid:b1--\r\n");
+    (body, soap::Multipart { boundary: "uuid:b1".into(), start: Some("<root.message@cxf.apache.org>".into()) })
+}
+
+#[test]
+fn the_root_part_of_an_mtom_request_is_its_envelope() {
+    let upload = EnvelopeScan::Envelope(Envelope {
+        action: None,
+        operation: Some(Operation { namespace: "urn:files".into(), name: "Upload".into() }),
+    });
+    for root_first in [true, false] {
+        let (body, multipart) = mtom(root_first);
+        let (root, complete) = root_part(&body, &multipart).unwrap().unwrap();
+        assert!(complete && root.starts_with(b"<soap:Envelope") && root.ends_with(b"</soap:Envelope>"));
+        // Fed in pieces, the reader finds the operation; the start parameter may be left out
+        // when the root part comes first.
+        for chunk in [1, 13, 4096] {
+            let hints = Hints { multipart: Some(multipart.clone()), soap: true, ..Hints::default() };
+            let mut reader = EnvelopeReader::for_request(&hints);
+            let mut decided = None;
+            for piece in body.chunks(chunk) {
+                reader.push(piece);
+                if let Some(scan @ (EnvelopeScan::Envelope(_) | EnvelopeScan::Invalid(_))) = reader.scan(false) {
+                    decided = Some(scan);
+                    break;
+                }
+            }
+            assert_eq!(
+                decided.or_else(|| reader.scan(true)),
+                Some(upload.clone()),
+                "root first {root_first}, chunk {chunk}"
+            );
+        }
+    }
+    let (body, _) = mtom(true);
+    let first = soap::Multipart { boundary: "uuid:b1".into(), start: None };
+    assert!(root_part(&body, &first).unwrap().unwrap().0.starts_with(b"<soap:Envelope"));
+    // A preamble line before the first boundary is allowed (RFC 2046).
+    let mut preamble = b"This is a multi-part message in MIME format.\r\n".to_vec();
+    preamble.extend_from_slice(&body);
+    assert!(root_part(&preamble, &first).unwrap().unwrap().0.starts_with(b"<soap:Envelope"));
+    // A start that names no part, a boundary in the middle of a line, no boundary at all, an
+    // unfinished part.
+    let missing = soap::Multipart { boundary: "uuid:b1".into(), start: Some("<nope>".into()) };
+    assert!(root_part(&body, &missing).is_err());
+    assert!(root_part(b"garbage--uuid:b1\r\n", &first).is_err());
+    assert!(root_part(&[b'x'; 2_000], &first).is_err());
+    assert_eq!(root_part(b"--uuid:b1\r\nContent-ID: <x>", &first), Ok(None));
+}
+
+#[test]
+fn an_mtom_request_routes_by_its_action_or_its_root_envelope() {
+    let state = registry(&[("http://files:1/", "urn:files", "IFiles", None)]);
+    let (body, _) = mtom(true);
+    let content_type = r#"multipart/related; type="application/xop+xml"; boundary="uuid:b1"; start="<root.message@cxf.apache.org>"; start-info="text/xml""#;
+    let hints = hints(&headers(&[("Content-Type", content_type), ("SOAPAction", "\"\"")])).unwrap();
+    assert_eq!(decide(&hints, "/", None, &state), Ok(Decision::ReadEnvelope));
+    let mut reader = EnvelopeReader::for_request(&hints);
+    reader.push(&body);
+    let Some(EnvelopeScan::Envelope(envelope)) = reader.scan(true) else { panic!("no envelope") };
+    assert_eq!(
+        decide(&hints, "/", Some(&envelope), &state),
+        Ok(Decision::Route(ContractKey::from_text("urn:files/IFiles"), Source::BodyNamespace))
+    );
+    let with_action =
+        format!(r#"{content_type}; action="urn:files/IFiles/Upload""#).replace("text/xml", "application/soap+xml");
+    let hints = super::hints(&headers(&[("Content-Type", &with_action)])).unwrap();
+    assert_eq!(
+        decide(&hints, "/", None, &state),
+        Ok(Decision::Route(ContractKey::from_text("urn:files/IFiles"), Source::ContentTypeAction))
+    );
+}
+
+#[test]
+fn a_bound_path_routes_requests_that_name_no_contract() {
+    let state = registry_with(&[
+        ("http://calc:1/", "http://tempuri.org/", "ICalculator", vec![(PATH_KEY, "/calc")]),
+        ("http://calc:2/", "http://tempuri.org/", "ICalculator", vec![(PATH_KEY, "/calc")]),
+        ("http://v2:1/", "urn:calc", "ICalculator2", vec![(PATH_KEY, "/calc/v2")]),
+        ("http://orders:1/", "urn:shop", "IOrders", vec![]),
+    ]);
+    let calc = Ok(("http://tempuri.org/ICalculator".to_owned(), Source::Path));
+    // A plain GET (the WSDL), a SOAP call without an action, a deeper path; the longest binding.
+    assert_eq!(route_at("/calc", &[], "", &state), calc);
+    assert_eq!(route_at("/calc/", &[], "", &state), calc);
+    assert_eq!(route_at("/calc/anything/below", &[], "", &state), calc);
+    assert_eq!(
+        route_at("/calc", &[("content-type", "text/xml"), ("soapaction", "\"\"")], &call("urn:x", "Add"), &state),
+        calc
+    );
+    assert_eq!(route_at("/calc/v2/x", &[], "", &state), Ok(("urn:calc/ICalculator2".to_owned(), Source::Path)));
+    // Only at a segment boundary; an explicit header or a registered action still decides first.
+    assert_eq!(route_at("/calculator", &[], "", &state), Err(ContractError::Missing));
+    assert_eq!(
+        route_at("/calc", &[("x-switchboard-contract", "urn:shop/IOrders")], "", &state),
+        Ok(("urn:shop/IOrders".to_owned(), Source::Header))
+    );
+    // Two contracts binding one path: refused, naming both.
+    let twice = registry_with(&[
+        ("http://a:1/", "urn:a", "IA", vec![(PATH_KEY, "/svc")]),
+        ("http://b:1/", "urn:b", "IB", vec![(PATH_KEY, "/svc")]),
+    ]);
+    assert_eq!(
+        route_at("/svc", &[], "", &twice),
+        Err(ContractError::PathBoundTwice {
+            path: "/svc".into(),
+            candidates: vec!["urn:a/IA".into(), "urn:b/IB".into()]
+        })
+    );
 }

@@ -220,7 +220,36 @@ fn check_text(text: &str, max_len: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// Metadata key by which a registration binds a path prefix of the data plane to its contract:
+/// requests under that path route to the contract (`GET {path}?wsdl` fetches its WSDL).
+pub const PATH_KEY: &str = "route.path";
+
+/// Longest path binding, in bytes.
+pub const MAX_PATH_LEN: usize = 256;
+
+/// Checks a path binding: `/segment[/segment...]`, without a query, an empty, `.` or `..`
+/// segment, or a trailing `/`.
+pub fn check_route_path(path: &str) -> Result<(), String> {
+    let refused = |why: &str| Err(format!("{PATH_KEY} {path:?} {why}"));
+    if path.len() > MAX_PATH_LEN {
+        return refused(&format!("is longer than {MAX_PATH_LEN} bytes"));
+    }
+    let Some(segments) = path.strip_prefix('/') else { return refused("must start with /") };
+    for segment in segments.split('/') {
+        if segment.is_empty() || segment == "." || segment == ".." {
+            return refused("must not have an empty, . or .. segment (nor end with /)");
+        }
+        if !segment.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@%".contains(&b)) {
+            return refused("may hold only URL path characters");
+        }
+    }
+    Ok(())
+}
+
 fn validate_metadata(metadata: &BTreeMap<String, String>) -> Result<(), InvalidRegistration> {
+    if let Some(path) = metadata.get(PATH_KEY) {
+        check_route_path(path).map_err(InvalidRegistration::Metadata)?;
+    }
     if metadata.len() > MAX_METADATA_ENTRIES {
         return Err(InvalidRegistration::Metadata(format!("more than {MAX_METADATA_ENTRIES} entries")));
     }

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The SOAP interop matrix (scripts/interop/run.py): installs the stacks it needs (PHP's ext/soap
+# and SOAP::Lite from the distribution, zeep and spyne from PyPI into .local/interop-venv),
+# builds the switchboard binary, runs the matrix and writes docs/interop.md.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+need=()
+command -v php >/dev/null 2>&1 && php -m 2>/dev/null | grep -qx soap || need+=(php-cli php-soap)
+perl -MSOAP::Lite -e1 2>/dev/null || need+=(libsoap-lite-perl)
+if [ "${#need[@]}" -gt 0 ]; then
+    echo "installing ${need[*]}"
+    sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+venv=.local/interop-venv
+if ! "$venv/bin/python" -c 'import zeep, spyne' 2>/dev/null; then
+    echo "installing zeep and spyne into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check zeep==4.3.3 spyne==2.14.0
+fi
+
+cargo build --locked --bin switchboard
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+python3 scripts/interop/run.py --bin "$target_dir/debug/switchboard" --python "$venv/bin/python" --out docs/interop.md
