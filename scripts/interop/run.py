@@ -136,6 +136,7 @@ def main():
     parser.add_argument("--python", required=True, help="the Python that has zeep and spyne")
     parser.add_argument("--out", help="write the matrix here (Markdown)")
     args = parser.parse_args()
+    args.python = os.path.abspath(args.python)
 
     base = tempfile.mkdtemp(prefix="switchboard-interop-")
     processes = Processes(base)
@@ -184,7 +185,7 @@ def main():
                 failed |= not passed
                 print(f"{'PASS' if passed else 'FAIL'} {client} -> {service}: {', '.join(rules)} {'' if passed else detail}", flush=True)
             http("DELETE", f"{api}/v1/registrations/{registered['id']}")
-            eventually(f"{service} unrouted", lambda: http("GET", f"{data}/calc?wsdl")[0] == 404)
+            eventually(f"{service} unrouted", lambda: http("GET", f"{data}/calc?wsdl")[0] != 200)
             processes.stop(process)
 
         # The registration service's own WSDL: a generated client registers, then unregisters.
@@ -239,6 +240,15 @@ def write_report(args, services, clients, matrix, steps):
         "settings; a cell names the rule that routed the call (`switchboard_route_decisions_total`",
         "on the follower; `path` for the `GET ?wsdl` too). Each service is registered in its own",
         "namespace with `route.path` `/calc`, one at a time.",
+        "",
+        "What the calls carry: the SOAPAction each service's WSDL names (spyne: the bare operation",
+        "name `Add`; the PHP service: an empty `\"\"`, as JAX-WS and CXF publish; the SOAP::Lite",
+        "service: `NAMESPACE#Add`, SOAP::Lite's convention) or, for the SOAP::Lite client, its own",
+        "`NAMESPACE#Add`; none of them names a contract, so the call is routed by the path the",
+        "WSDL's address names (the router rewrites that address to itself when the WSDL is fetched",
+        "through it) or, for clients told to call the router's root (the one setting changed), by the",
+        "namespace of the body's first element. A client without a WSDL sends SOAP::Lite's encoded",
+        "rpc body; the services still read it.",
         "",
         "Stacks: " + ", ".join(f"{name} {v}" for name, v in stacks) + ".",
         "",

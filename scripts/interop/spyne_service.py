@@ -7,14 +7,14 @@ Serves POST (SOAP) and GET ?wsdl on every path of 127.0.0.1:PORT until killed.
 import sys
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from spyne import Application, Integer, ServiceBase, rpc
+from spyne import Application, Integer32, ServiceBase, rpc
 from spyne.protocol.soap import Soap11
 from spyne.server.wsgi import WsgiApplication
 
 
 class ICalculator(ServiceBase):
-    @rpc(Integer, Integer, _returns=Integer, _operation_name="Add")
-    def add(ctx, a, b):  # noqa: N805 - spyne passes the method context first
+    @rpc(Integer32, Integer32, _returns=Integer32)
+    def Add(ctx, a, b):  # noqa: N802, N805 - the operation's name; spyne passes the context first
         return a + b
 
 
