@@ -137,7 +137,8 @@ def lua(text):
 print('wrk.method = "POST"')
 print(f"wrk.body = {lua(envelope)}")
 for name, value in headers.items():
-    print(f"wrk.headers[{lua(name)}] = {lua(value)}")
+    # A space keeps "[ [==[" from reading as a long bracket.
+    print(f"wrk.headers[ {lua(name)} ] = {lua(value)}")
 PY
     echo "$path"
 }

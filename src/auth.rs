@@ -16,7 +16,9 @@
 //! Scopes: `read` (list and show registrations, policies, cluster, audit), `admin` (policies and
 //! membership), `register:<pattern>` (register, unregister, heartbeat and drain within contract
 //! namespaces matching the pattern), `broadcast:<pattern>` (broadcast to contract keys matching
-//! it). A pattern is exact, or ends with `*` to cover whole path segments below it: `P*` matches
+//! it), `bind:<pattern>` (bind data-plane paths matching it to a registration's contract, with
+//! its `route.path` metadata; a path binding routes requests that name nothing else, so it is
+//! granted separately). A pattern is exact, or ends with `*` to cover whole path segments below it: `P*` matches
 //! `P` itself and every value that continues `P` with a `/` or a `:` (or any value starting with
 //! `P` when `P` already ends with one). So `register:http://contoso.com/payments*` covers
 //! `http://contoso.com/payments` and `http://contoso.com/payments/eu`, but not
@@ -107,6 +109,7 @@ impl std::fmt::Display for Scope {
             Self::Admin => f.write_str("admin"),
             Self::Register(pattern) => write!(f, "register:{pattern}"),
             Self::Broadcast(pattern) => write!(f, "broadcast:{pattern}"),
+            Self::Bind(pattern) => write!(f, "bind:{pattern}"),
         }
     }
 }
@@ -117,6 +120,7 @@ pub enum Scope {
     Admin,
     Register(Pattern),
     Broadcast(Pattern),
+    Bind(Pattern),
 }
 
 impl Scope {
@@ -128,7 +132,10 @@ impl Scope {
                 Ok(Self::Register(Pattern::parse(trim_namespace(pattern))))
             }
             Some(("broadcast", pattern)) if !pattern.is_empty() => Ok(Self::Broadcast(Pattern::parse(pattern))),
-            _ => Err(format!("unknown scope {text:?} (read, admin, register:<pattern>, broadcast:<pattern>)")),
+            Some(("bind", pattern)) if !pattern.is_empty() => Ok(Self::Bind(Pattern::parse(pattern))),
+            _ => Err(format!(
+                "unknown scope {text:?} (read, admin, register:<pattern>, broadcast:<pattern>, bind:<pattern>)"
+            )),
         }
     }
 }
@@ -169,6 +176,11 @@ impl Caller {
     pub fn can_register(&self, contract_namespace: &str) -> bool {
         let namespace = trim_namespace(contract_namespace);
         self.allows(|s| matches!(s, Scope::Register(p) if p.matches(namespace)))
+    }
+
+    /// May bind this data-plane path to a registration's contract.
+    pub fn can_bind(&self, path: &str) -> bool {
+        self.allows(|s| matches!(s, Scope::Bind(p) if p.matches(path)))
     }
 
     pub fn can_broadcast(&self, contract_key: &str) -> bool {

@@ -141,6 +141,9 @@ async fn register(
     let spec = RegistrationSpec::new(request)?;
     let namespace = spec.contract_namespace.clone();
     require(caller.can_register(&namespace), &caller, format_args!("register in {namespace}"))?;
+    if let Some(path) = spec.metadata.get(crate::registry::PATH_KEY) {
+        require(caller.can_bind(path), &caller, format_args!("bind path {path}"))?;
+    }
     state.policy.check_registration(&spec.address).await.map_err(|refused| InvalidRegistration::Address(refused.0))?;
     match state.cluster.write(Command::Register(spec), &caller.actor()).await? {
         Outcome::Registered { registration, created } => {

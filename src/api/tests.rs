@@ -590,3 +590,34 @@ async fn dev_mode_has_no_tokens_to_manage() {
     let (status, error) = call(&app, "POST", "/v1/tokens", Some(json!({ "name": "x", "scopes": ["read"] }))).await;
     assert_eq!((status, error["code"].as_str()), (StatusCode::CONFLICT, Some("dev_mode")));
 }
+
+#[tokio::test]
+async fn binding_a_path_takes_its_own_scope() {
+    let tokens = Tokens::parse(
+        r#"{"tokens": [
+            {"name": "plain", "token": "plain-token-0123456789", "scopes": ["register:urn:a*"]},
+            {"name": "binder", "token": "binder-token-0123456789", "scopes": ["register:urn:a*", "bind:/a*"]}
+        ]}"#,
+    )
+    .unwrap();
+    let (_dir, app) = single_node_full(Default::default(), tokens).await;
+    let bound = |address: &str, path: &str| json!({ "address": address, "contract_name": "C", "contract_namespace": "urn:a", "metadata": { "route.path": path } });
+    // A token that may register but not bind: refused, and nothing is registered.
+    let (status, error) =
+        send(&app, Some("plain-token-0123456789"), "POST", "/v1/registrations", Some(bound("http://a1/", "/a"))).await;
+    assert_eq!((status, error["code"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")), "{error}");
+    assert!(error["message"].as_str().unwrap().contains("bind path /a"), "{error}");
+    // One that may bind paths under /a: under it yes, elsewhere no.
+    let (status, _) =
+        send(&app, Some("binder-token-0123456789"), "POST", "/v1/registrations", Some(bound("http://a1/", "/a/v1")))
+            .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) =
+        send(&app, Some("binder-token-0123456789"), "POST", "/v1/registrations", Some(bound("http://a2/", "/ab")))
+            .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Without a path, the plain token registers as before.
+    let plain = json!({ "address": "http://a3/", "contract_name": "C", "contract_namespace": "urn:a" });
+    let (status, _) = send(&app, Some("plain-token-0123456789"), "POST", "/v1/registrations", Some(plain)).await;
+    assert_eq!(status, StatusCode::CREATED);
+}

@@ -270,6 +270,110 @@ async fn a_bound_path_routes_and_serves_the_wsdl_through_the_router() {
     assert!(!wsdl.contains("127.0.0.1"), "{wsdl}");
 }
 
+/// A SOAP endpoint written byte by byte: `/fault` answers a SOAP 1.2 fault with 500, anything
+/// else a gzip-encoded answer in two chunks.
+async fn raw_soap_endpoint(fault: &'static str, gzip: &'static [u8]) -> String {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 4096];
+                loop {
+                    let Ok(n) = stream.read(&mut buffer).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&buffer[..n]);
+                    let text = String::from_utf8_lossy(&request).to_lowercase();
+                    let Some(end) = text.find("\r\n\r\n") else { continue };
+                    let length = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+                        .unwrap_or(0);
+                    if request.len() < end + 4 + length {
+                        continue;
+                    }
+                    let answer = if text.starts_with("post /fault") {
+                        format!(
+                            "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/soap+xml; charset=utf-8\r\nContent-Length: {}\r\n\r\n{fault}",
+                            fault.len()
+                        )
+                        .into_bytes()
+                    } else {
+                        let (first, second) = gzip.split_at(gzip.len() / 2);
+                        let mut answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/xml; charset=utf-8\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+                        for chunk in [first, second] {
+                            answer.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+                            answer.extend_from_slice(chunk);
+                            answer.extend_from_slice(b"\r\n");
+                        }
+                        answer.extend_from_slice(b"0\r\n\r\n");
+                        answer
+                    };
+                    if stream.write_all(&answer).await.is_err() {
+                        return;
+                    }
+                    request.clear();
+                }
+            });
+        }
+    });
+    format!("http://{addr}/")
+}
+
+/// Faults from the endpoint (500 with a SOAP 1.2 fault) and chunked, gzip-encoded answers pass
+/// through unchanged.
+#[tokio::test(flavor = "multi_thread")]
+async fn endpoint_faults_and_encoded_answers_pass_through_unchanged() {
+    const FAULT: &str = r#"<env:Envelope xmlns:env="http://www.w3.org/2003/05/soap-envelope"><env:Body><env:Fault><env:Code><env:Value>env:Receiver</env:Value></env:Code><env:Reason><env:Text xml:lang="en">division by zero</env:Text></env:Reason></env:Fault></env:Body></env:Envelope>"#;
+    // The SOAP answer, gzip-compressed.
+    const GZIP: &[u8] = &[
+        0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x03, 0xb3, 0x29, 0xce, 0x4f, 0x2c, 0xb0, 0x72, 0xcd,
+        0x2b, 0x4b, 0xcd, 0xc9, 0x2f, 0x48, 0x55, 0xa8, 0xc8, 0xcd, 0xc9, 0x2b, 0xb6, 0x02, 0x89, 0xd9, 0x2a, 0x65,
+        0x94, 0x94, 0x14, 0x58, 0xe9, 0xeb, 0x17, 0x27, 0x67, 0xa4, 0xe6, 0x26, 0x16, 0xeb, 0x01, 0xa5, 0x40, 0xe2,
+        0x7a, 0xf9, 0x45, 0xe9, 0xfa, 0x20, 0x86, 0x7e, 0x2a, 0x54, 0x93, 0xbe, 0x92, 0x9d, 0x0d, 0xd8, 0x14, 0xa7,
+        0xfc, 0x94, 0x4a, 0x3b, 0x1b, 0xc7, 0x94, 0x94, 0xa0, 0xd4, 0xe2, 0x82, 0xfc, 0xbc, 0x62, 0xa8, 0x71, 0x70,
+        0x93, 0x4a, 0x52, 0x73, 0x0b, 0x4a, 0x8b, 0x32, 0xc1, 0x26, 0x28, 0xc1, 0x14, 0x96, 0xe6, 0x94, 0xd8, 0x19,
+        0xdb, 0xe8, 0x23, 0x38, 0x30, 0x36, 0xd8, 0x04, 0x20, 0x0f, 0xc9, 0x68, 0x7d, 0x14, 0xc7, 0xda, 0x01, 0x00,
+        0x6e, 0xc6, 0xbf, 0xbf, 0xbc, 0x00, 0x00, 0x00,
+    ];
+    let cluster = TestCluster::start(3);
+    let via = follower(&cluster).await;
+    let endpoint = raw_soap_endpoint(FAULT, GZIP).await;
+    cluster.register_all(via, "urn:raw", "ICalc", &[endpoint]).await;
+
+    let soap12 = "application/soap+xml; charset=utf-8; action=\"urn:raw/ICalc/Divide\"";
+    let response = cluster
+        .http
+        .post(format!("{}/fault", cluster.data(via)))
+        .header("content-type", soap12)
+        .body(SOAP11)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 500);
+    assert_eq!(response.headers()["content-type"], "application/soap+xml; charset=utf-8");
+    assert!(response.headers().get("x-switchboard-error").is_none(), "the endpoint's own answer");
+    assert_eq!(response.text().await.unwrap(), FAULT);
+
+    let response = cluster
+        .http
+        .post(format!("{}/gzip", cluster.data(via)))
+        .header("content-type", "text/xml; charset=utf-8")
+        .header("soapaction", "\"urn:raw/ICalc/Add\"")
+        .header("accept-encoding", "gzip")
+        .body(SOAP11)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-encoding"], "gzip");
+    assert_eq!(&response.bytes().await.unwrap()[..], GZIP, "the encoded bytes arrive as sent");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn round_robin_weights_and_stickiness() {
     let cluster = TestCluster::start(3);
