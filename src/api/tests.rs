@@ -415,7 +415,18 @@ mod properties {
 
 /// POSTs raw bytes with the given headers; answers status, content type and body text.
 async fn post_raw(app: &Router, uri: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (StatusCode, String, String) {
-    let mut request = Request::builder().method("POST").uri(uri);
+    raw(app, "POST", uri, headers, body).await
+}
+
+/// Sends raw bytes with the given method and headers; answers status, content type and body text.
+async fn raw(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (StatusCode, String, String) {
+    let mut request = Request::builder().method(method).uri(uri);
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
@@ -427,29 +438,20 @@ async fn post_raw(app: &Router, uri: &str, headers: &[(&str, &str)], body: Vec<u
     (status, content_type, String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// GETs `uri` with the given headers; answers status, content type and body text.
-async fn get_raw(app: &Router, uri: &str, headers: &[(&str, &str)]) -> (StatusCode, String, String) {
-    let mut request = Request::builder().method("GET").uri(uri);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = app.clone().oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
-    let status = response.status();
-    let content_type =
-        response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (status, content_type, String::from_utf8_lossy(&bytes).into_owned())
-}
-
-#[tokio::test]
-async fn the_registration_endpoint_describes_itself_in_wsdl_without_a_token() {
+/// A node in secure mode with one token, `svc`, that may register in `urn:a*`.
+async fn node_with_a_service_token() -> (tempfile::TempDir, Router) {
     let tokens = Tokens::parse(
         r#"{"tokens": [{"name": "svc", "token": "svc-token-0123456789", "scopes": ["register:urn:a*"]}]}"#,
     )
     .unwrap();
-    let (_dir, app) = single_node_full(Default::default(), tokens).await;
+    single_node_full(Default::default(), tokens).await
+}
+
+#[tokio::test]
+async fn the_registration_endpoint_describes_itself_in_wsdl_without_a_token() {
+    let (_dir, app) = node_with_a_service_token().await;
     let uri = format!("{}?wsdl", soap::PATH);
-    let (status, content_type, wsdl) = get_raw(&app, &uri, &[("host", "lb.example:8081")]).await;
+    let (status, content_type, wsdl) = raw(&app, "GET", &uri, &[("host", "lb.example:8081")], Vec::new()).await;
     assert_eq!(status, StatusCode::OK, "{wsdl}");
     assert!(content_type.starts_with("text/xml"), "{content_type}");
     // Well-formed, with both bindings, the seed's actions and the address the client used.
@@ -472,13 +474,13 @@ async fn the_registration_endpoint_describes_itself_in_wsdl_without_a_token() {
     }
     // Behind a load balancer, its forwarded host and scheme.
     let forwarded = [("host", "10.0.0.7:8081"), ("x-forwarded-host", "api.example"), ("x-forwarded-proto", "https")];
-    let (_, _, wsdl) = get_raw(&app, &uri, &forwarded).await;
+    let (_, _, wsdl) = raw(&app, "GET", &uri, &forwarded, Vec::new()).await;
     assert!(wsdl.contains(r#"location="https://api.example/v1/soap/registration""#));
     // A GET without ?wsdl, or a Host that cannot be written into XML, is refused.
-    let (status, _, text) = get_raw(&app, soap::PATH, &[("host", "lb")]).await;
+    let (status, _, text) = raw(&app, "GET", soap::PATH, &[("host", "lb")], Vec::new()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
     assert!(text.contains("invalid_query"), "{text}");
-    let (status, _, text) = get_raw(&app, &uri, &[("host", "a\"/><x y=\"")]).await;
+    let (status, _, text) = raw(&app, "GET", &uri, &[("host", "a\"/><x y=\"")], Vec::new()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
     assert!(text.contains("invalid_host"), "{text}");
     // Posting still needs a token.
@@ -489,11 +491,7 @@ async fn the_registration_endpoint_describes_itself_in_wsdl_without_a_token() {
 
 #[tokio::test]
 async fn every_refusal_of_the_soap_endpoint_is_a_soap_fault() {
-    let tokens = Tokens::parse(
-        r#"{"tokens": [{"name": "svc", "token": "svc-token-0123456789", "scopes": ["register:urn:a*"]}]}"#,
-    )
-    .unwrap();
-    let (_dir, app) = single_node_full(Default::default(), tokens).await;
+    let (_dir, app) = node_with_a_service_token().await;
     let soap11 = [("content-type", "text/xml; charset=utf-8"), ("soapaction", "\"x\"")];
     // No token: 401, as a SOAP 1.1 fault.
     let (status, content_type, text) = post_raw(&app, soap::PATH, &soap11, b"<x/>".to_vec()).await;

@@ -494,7 +494,7 @@ async fn resolve(
     view: &AppliedView,
 ) -> Result<(ContractKey, Source, RequestBody), ProxyError> {
     let hints = contract::hints(headers)?;
-    if let Decision::Route(key, source) = contract::decide(&hints, path, None, &view.load().state)? {
+    if let Decision::Route(key, source) = contract::decide(&hints, path, None, &view.peek().state)? {
         return Ok((key, source, RequestBody { prefix: Bytes::new(), rest: Some(incoming) }));
     }
     let mut envelope = EnvelopeReader::for_request(&hints);
@@ -514,7 +514,7 @@ async fn resolve(
             Some(EnvelopeScan::Incomplete) | None => None,
         };
         if let Some(read) = read {
-            return match contract::decide(&hints, path, Some(&read), &view.load().state)? {
+            return match contract::decide(&hints, path, Some(&read), &view.peek().state)? {
                 Decision::Route(key, source) => Ok((key, source, RequestBody { prefix: envelope.into_bytes(), rest })),
                 Decision::ReadEnvelope => Err(contract::ContractError::Missing.into()),
             };

@@ -108,6 +108,12 @@ impl AppliedView {
         self.current.load_full()
     }
 
+    /// The latest applied state, for a short synchronous look (no reference count taken; do
+    /// not hold it across an await).
+    pub fn peek(&self) -> arc_swap::Guard<Arc<Applied>> {
+        self.current.load()
+    }
+
     fn publish(&self, applied: Applied) {
         let index = applied.index;
         self.current.store(Arc::new(applied));

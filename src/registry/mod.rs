@@ -505,17 +505,20 @@ impl RegistryState {
                 }
             }
         }
-        let namespace = trim_namespace(&changed.contract_namespace).to_owned();
+        let namespace = trim_namespace(&changed.contract_namespace);
         if by_id.is_empty() {
             self.routes.remove(&key);
-            if let Some(keys) = self.namespaces.get_mut(&namespace) {
+            if let Some(keys) = self.namespaces.get_mut(namespace) {
                 keys.remove(&key);
                 if keys.is_empty() {
-                    self.namespaces.remove(&namespace);
+                    self.namespaces.remove(namespace);
                 }
             }
         } else {
-            self.namespaces.entry(namespace).or_default().insert(key.clone());
+            // Most changes touch a contract already indexed: no copy of the index then.
+            if !self.namespaces.get(namespace).is_some_and(|keys| keys.contains(&key)) {
+                self.namespaces.entry(namespace.to_owned()).or_default().insert(key.clone());
+            }
             self.routes.insert(key, Endpoints::changed(by_id));
         }
     }
