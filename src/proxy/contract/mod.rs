@@ -138,7 +138,10 @@ pub fn hints(headers: &HeaderMap) -> Result<Hints, ContractError> {
         }
         None => None,
     };
-    Ok(Hints { action, explicit, soap: soap_version(headers).is_some(), multipart: soap::xop_multipart(headers) })
+    // The multipart framing is only read for a SOAP request (most requests are not).
+    let soap = soap_version(headers).is_some();
+    let multipart = if soap { soap::xop_multipart(headers) } else { None };
+    Ok(Hints { action, explicit, soap, multipart })
 }
 
 /// The first element of an envelope's `Body`: the operation a document/literal or rpc message
