@@ -17,7 +17,6 @@ use axum::http::HeaderValue;
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_LENGTH;
 use axum::http::header::CONTENT_TYPE;
-use axum::http::header::HOST;
 use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::routing::get;
@@ -60,24 +59,12 @@ async fn wsdl(State(state): State<ApiState>, RawQuery(query): RawQuery, headers:
         let message = "GET this endpoint with ?wsdl for its WSDL; SOAP calls are POSTs";
         return ApiError::bad_request("invalid_query", message).into_response();
     }
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-    let host = header("x-forwarded-host").or_else(|| header(HOST.as_str())).filter(|host| is_host(host));
-    let Some(host) = host else {
+    let Some(location) = crate::proxy::wsdl::router_url(&headers, state.https, PATH) else {
         let message = "the request names no valid Host to write into the WSDL's address";
         return ApiError::bad_request("invalid_host", message).into_response();
     };
-    let scheme = match header("x-forwarded-proto") {
-        Some(proto @ ("http" | "https")) => proto,
-        _ if state.https => "https",
-        _ => "http",
-    };
-    let body = WSDL.replace("{location}", &format!("{scheme}://{host}{PATH}"));
+    let body = WSDL.replace("{location}", &location);
     (StatusCode::OK, [(CONTENT_TYPE, HeaderValue::from_static("text/xml; charset=utf-8"))], body).into_response()
-}
-
-/// A `Host` value safe to write into XML: a name or address and an optional port.
-fn is_host(host: &str) -> bool {
-    !host.is_empty() && host.len() <= 255 && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
 }
 
 /// Every refusal on the SOAP endpoint is a SOAP fault in the version the client spoke, including

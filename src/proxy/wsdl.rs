@@ -33,11 +33,14 @@ pub fn asks_wsdl(method: &http::Method, query: Option<&str>) -> bool {
             .is_some_and(|q| q.split('&').any(|p| p.split('=').next().is_some_and(|k| k.eq_ignore_ascii_case("wsdl"))))
 }
 
-/// The URL a WSDL fetched through `bound` should name: the client's scheme and host.
+/// The URL a WSDL should name for the path `bound`: the client's scheme and host (as a load balancer
+/// forwards them, else the request's own). `None` without a host safe to write into XML.
 pub fn router_url(headers: &HeaderMap, https: bool, bound: &str) -> Option<String> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
     let host = header("x-forwarded-host").or_else(|| header(HOST.as_str()))?;
-    let safe = !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b));
+    let safe = !host.is_empty()
+        && host.len() <= 255
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b));
     let scheme = match header("x-forwarded-proto") {
         Some(proto @ ("http" | "https")) => proto,
         _ if https => "https",
