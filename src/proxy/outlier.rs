@@ -108,7 +108,8 @@ impl Outliers {
         Some(length)
     }
 
-    /// Ejects an endpoint at once (tests).
+    /// Ejects an endpoint at once (unit tests only: never compiled into the product).
+    #[cfg(test)]
     pub fn eject_now(&self, id: &RegistrationId) {
         self.entry(id).ejected_until.store(self.now_ms() + BASE_EJECTION.as_millis() as u64, Ordering::Relaxed);
     }
