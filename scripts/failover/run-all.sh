@@ -4,11 +4,18 @@
 #
 #   bash scripts/failover/run-all.sh                  # all thirteen scenarios
 #   bash scripts/failover/run-all.sh kill-leader ...  # some of them
-#   bash scripts/failover/run-all.sh --update-docs    # also write the table into docs/failover.md
+#   bash scripts/failover/run-all.sh --update-docs    # also write the tables into docs/failover.md
+#   bash scripts/failover/run-all.sh --preflight      # only check that the suite can run here
 #
-# Bounded: each scenario gets at most SWITCHBOARD_FAILOVER_SCENARIO_TIMEOUT seconds (240), the
-# whole suite SWITCHBOARD_FAILOVER_BUDGET seconds (1080, image build included). Without Docker it
-# says so loudly and skips; under CI=true it fails instead.
+# Each scenario's checker asserts its figures against the bounds in harness.py. A scenario marked
+# as a known failure (its routed requests failed above the right bound, which today's product
+# cannot meet) is shown as such in the table and does not fail the suite; anything else out of
+# bounds does.
+#
+# Bounded: the image build gets at most SWITCHBOARD_FAILOVER_BUILD_TIMEOUT seconds (3600), each
+# scenario SWITCHBOARD_FAILOVER_SCENARIO_TIMEOUT seconds (240), all scenarios together
+# SWITCHBOARD_FAILOVER_BUDGET seconds (1080, counted from the end of the build). Without Docker it
+# fails, saying why.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
 
@@ -17,6 +24,7 @@ scenarios=()
 for arg in "$@"; do
     case "$arg" in
         --update-docs) update_docs=(--update-docs) ;;
+        --preflight) require_docker; echo "the failover suite can run here"; exit 0 ;;
         -*) echo "unknown option $arg" >&2; exit 2 ;;
         *) scenarios+=("$arg") ;;
     esac
@@ -27,18 +35,23 @@ if [ ${#scenarios[@]} -eq 0 ]; then
         disk-full-follower pause-leader-during-membership-change kill-leader-large-state)
 fi
 
+suite_began=$SECONDS
+require_docker
+build_images
+export SWITCHBOARD_SKIP_BUILD=1
 began=$SECONDS
 budget=${SWITCHBOARD_FAILOVER_BUDGET:-1080}
 per_scenario=${SWITCHBOARD_FAILOVER_SCENARIO_TIMEOUT:-240}
 
-require_docker
-build_images
-export SWITCHBOARD_SKIP_BUILD=1
-
-# Whatever happens, leave no container, network or volume of the suite behind.
+# Whatever happens, leave no container, network or volume of the suite behind; say so if that fails.
 cleanup() {
-    SWITCHBOARD_PROJECT=${SWITCHBOARD_FAILOVER_PROJECT:-sbfailover} \
-        bash "$REPO/scripts/cluster.sh" compose down --volumes --remove-orphans --timeout 5 >/dev/null 2>&1 || true
+    local status=$?
+    if ! SWITCHBOARD_PROJECT=${SWITCHBOARD_FAILOVER_PROJECT:-sbfailover} \
+        bash "$REPO/scripts/cluster.sh" compose down --volumes --remove-orphans --timeout 5 >/dev/null 2>&1; then
+        loud "failover suite: deleting the compose project failed; containers may be left behind"
+        status=1
+    fi
+    exit "$status"
 }
 trap cleanup EXIT
 
@@ -57,10 +70,14 @@ for name in "${scenarios[@]}"; do
     fi
 done
 
-python3 -B "$FAILOVER_DIR/report.py" --duration $((SECONDS - began)) "${update_docs[@]}" "${scenarios[@]}" || true
-echo "failover suite finished in $((SECONDS - began)) s"
-if [ ${#failed[@]} -gt 0 ]; then
-    loud "FAILOVER SUITE FAILED: ${failed[*]}" "Histories, container logs and checker results: target/failover/<scenario>/"
+# The report fails when a scenario did not run or did not pass; that fails the suite too.
+report_status=0
+python3 -B "$FAILOVER_DIR/report.py" --duration $((SECONDS - began)) "${update_docs[@]}" "${scenarios[@]}" \
+    || report_status=$?
+echo "failover suite finished in $((SECONDS - suite_began)) s ($((SECONDS - began)) s of scenarios)"
+if [ ${#failed[@]} -gt 0 ] || [ "$report_status" -ne 0 ]; then
+    loud "FAILOVER SUITE FAILED: ${failed[*]:-the report (status $report_status)}" \
+        "Histories, container logs and checker results: target/failover/<scenario>/"
     exit 1
 fi
 echo "failover suite passed"
