@@ -147,6 +147,10 @@ pub struct ServeArgs {
     /// Build a snapshot (and compact the log) every this many entries.
     #[arg(long, env = "SWITCHBOARD_SNAPSHOT_EVERY", default_value_t = 5_000)]
     pub snapshot_every: u64,
+    /// Largest piece of a snapshot sent to a node catching up, in KiB (one peer request each;
+    /// 4 to 4096).
+    #[arg(long, env = "SWITCHBOARD_SNAPSHOT_CHUNK_KB", default_value_t = 4096)]
+    pub snapshot_chunk_kb: usize,
     /// Most registrations the cluster holds (enforced by the leader).
     #[arg(long, env = "SWITCHBOARD_MAX_REGISTRATIONS", default_value_t = 500_000)]
     pub max_registrations: usize,
@@ -172,6 +176,9 @@ pub enum LogFormat {
     Json,
 }
 
+/// Largest snapshot chunk, in KiB: the peer endpoint accepts one chunk plus framing per request.
+pub const MAX_SNAPSHOT_CHUNK_KB: usize = 4096;
+
 /// A flag value that cannot work.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -187,6 +194,8 @@ pub enum ConfigError {
     Timing,
     #[error("--{0} must be greater than zero")]
     Zero(&'static str),
+    #[error("--snapshot-chunk-kb must be between 4 and {MAX_SNAPSHOT_CHUNK_KB}")]
+    SnapshotChunk,
     #[error("--data-addr, --api-addr, --peer-addr and --health-addr must be different listeners")]
     SameListener,
     #[error("{0}")]
@@ -284,6 +293,9 @@ impl TryFrom<ServeArgs> for NodeConfig {
         if args.snapshot_every == 0 {
             return Err(ConfigError::Zero("snapshot-every"));
         }
+        if !(4..=MAX_SNAPSHOT_CHUNK_KB).contains(&args.snapshot_chunk_kb) {
+            return Err(ConfigError::SnapshotChunk);
+        }
         let mut listeners = vec![args.data_addr, args.api_addr, args.peer_addr];
         listeners.extend(args.health_addr);
         let distinct: std::collections::BTreeSet<_> = listeners.iter().collect();
@@ -331,6 +343,7 @@ impl TryFrom<ServeArgs> for NodeConfig {
                 election_timeout_max: election_min * 2,
                 snapshot_every: args.snapshot_every,
                 keep_behind_snapshot: (args.snapshot_every / 5).max(1),
+                snapshot_chunk_bytes: args.snapshot_chunk_kb * 1024,
             },
             write_timeout: Duration::from_millis(args.write_timeout_ms),
             drain: Duration::from_millis(args.drain_ms),

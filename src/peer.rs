@@ -283,6 +283,14 @@ async fn snapshot(
     {
         return refused;
     }
+    tracing::info!(
+        leader = request.vote.leader_id().node_id,
+        snapshot = %request.meta.snapshot_id,
+        offset = request.offset,
+        bytes = request.data.len(),
+        last = request.done,
+        "snapshot chunk received"
+    );
     answer::<Snapshot>(state.cluster.raft().install_snapshot(request).await)
 }
 

@@ -99,10 +99,14 @@ pub struct ConnectionLimits {
 
 impl ConnectionLimits {
     /// `max` in all and at most `per_ip` from one address; besides, half of `max` (at least 64)
-    /// pending, at most 16 of them from one address.
+    /// pending, of which one address may hold half (and no more than its `per_ip`). A busy
+    /// machine can delay a client's first bytes past [`QUICK_SPEAKER`]: a burst from one load
+    /// balancer or client pool then fits, while silent connections from one address still leave
+    /// half the pending slots to the others (and the oldest silent ones give way to new ones).
     pub fn new(max: usize, per_ip: usize) -> Self {
         let pending = (max / 2).max(64);
-        Self { max, per_ip: per_ip.min(max), pending, pending_per_ip: 16.min(pending) }
+        let per_ip = per_ip.min(max);
+        Self { max, per_ip, pending, pending_per_ip: per_ip.min(pending / 2) }
     }
 }
 
@@ -356,6 +360,19 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_address_may_hold_half_the_pending_slots_within_its_own_bound() {
+        // The control API: a pool of 128 from one load balancer fits even if all are slow to speak.
+        let api = ConnectionLimits::new(1024, 128);
+        assert_eq!((api.pending, api.pending_per_ip), (512, 128));
+        // The data plane behind one load balancer: half of the pending slots.
+        let data = ConnectionLimits::new(10_000, 10_000);
+        assert_eq!((data.pending, data.pending_per_ip), (5_000, 2_500));
+        // Small listeners keep at least 64 pending slots; an address never exceeds its own bound.
+        let health = ConnectionLimits::new(64, 16);
+        assert_eq!((health.pending, health.pending_per_ip), (64, 16));
+    }
 
     #[test]
     fn headers_are_counted_as_on_the_wire() {

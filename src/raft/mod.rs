@@ -95,6 +95,8 @@ pub struct RaftTuning {
     pub snapshot_every: u64,
     /// Entries kept in the log behind the latest snapshot, for followers that are slightly behind.
     pub keep_behind_snapshot: u64,
+    /// Largest piece of a snapshot per install request.
+    pub snapshot_chunk_bytes: usize,
 }
 
 impl Default for RaftTuning {
@@ -105,6 +107,7 @@ impl Default for RaftTuning {
             election_timeout_max: Duration::from_millis(240),
             snapshot_every: 5_000,
             keep_behind_snapshot: 1_000,
+            snapshot_chunk_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -118,9 +121,9 @@ impl RaftTuning {
             election_timeout_min: millis(self.election_timeout_min),
             election_timeout_max: millis(self.election_timeout_max),
             // One chunk per request, sent as raw bytes; the peer endpoint accepts up to
-            // `peer::MAX_BODY_BYTES`, and a chunk of this size crosses loopback or a LAN in far
-            // less than the timeout.
-            snapshot_max_chunk_size: 4 * 1024 * 1024,
+            // `peer::MAX_BODY_BYTES`, and a chunk of the largest size crosses loopback or a LAN
+            // in far less than the timeout.
+            snapshot_max_chunk_size: self.snapshot_chunk_bytes as u64,
             install_snapshot_timeout: 10_000,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.keep_behind_snapshot,

@@ -37,19 +37,25 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for SledBuilder {
     }
 }
 
-/// Opens node 1's storage in `dir`. A store dropped just before may still hold sled's lock for
-/// a moment (its sync thread ends on its own), so this retries for a while.
-fn open(dir: &Path, view: AppliedView) -> Storage {
+/// Runs `open` again while it fails for sled's lock, which a store dropped just before may hold
+/// for a moment (its sync thread ends on its own); for at most 10 s. Returns the first other
+/// outcome.
+fn unlocked<T, E: std::fmt::Display>(mut open: impl FnMut() -> Result<T, E>) -> Result<T, E> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match Storage::open(dir, 1, 16 << 20, view.clone()) {
-            Ok(storage) => return storage,
-            Err(err) if Instant::now() < deadline && err.to_string().contains("lock") => {
+        match open() {
+            Err(err) if err.to_string().contains("lock") => {
+                assert!(Instant::now() < deadline, "still locked after 10 s: {err}");
                 std::thread::sleep(Duration::from_millis(10));
             }
-            Err(err) => panic!("storage opens: {err}"),
+            other => return other,
         }
     }
+}
+
+/// Opens node 1's storage in `dir`.
+fn open(dir: &Path, view: AppliedView) -> Storage {
+    unlocked(|| Storage::open(dir, 1, 16 << 20, view.clone())).unwrap_or_else(|err| panic!("storage opens: {err}"))
 }
 
 #[test]
@@ -230,12 +236,8 @@ fn a_directory_keeps_its_node_and_refuses_another() {
     let first = open(dir.path(), AppliedView::default()).identity;
     assert_eq!(first.node_id, 1);
     assert!(!first.migrated);
-    let err = loop {
-        match Storage::open(dir.path(), 2, 16 << 20, AppliedView::default()) {
-            Err(err) if err.to_string().contains("lock") => std::thread::sleep(Duration::from_millis(10)),
-            Err(err) => break err,
-            Ok(_) => panic!("a directory of node 1 opened as node 2"),
-        }
+    let Err(err) = unlocked(|| Storage::open(dir.path(), 2, 16 << 20, AppliedView::default())) else {
+        panic!("a directory of node 1 opened as node 2")
     };
     assert!(matches!(err, StorageOpenError::WrongNode { found: 1, expected: 2, .. }), "{err}");
     assert!(!err.to_string().contains('\n'));
@@ -248,22 +250,14 @@ fn an_unknown_format_is_refused_with_one_line_naming_the_place() {
     let dir = TempDir::new().unwrap();
     drop(open(dir.path(), AppliedView::default()));
     {
-        let disk = loop {
-            match Disk::open(dir.path(), 1 << 20) {
-                Ok(disk) => break disk,
-                Err(_) => std::thread::sleep(Duration::from_millis(10)),
-            }
-        };
+        let disk = unlocked(|| Disk::open(dir.path(), 1 << 20)).unwrap();
         disk.log.open_tree(log_store::META_TREE).unwrap().insert(FORMAT, vec![7]).unwrap();
         disk.syncer.sync_blocking().unwrap();
     }
-    let err = loop {
-        match Storage::open(dir.path(), 1, 16 << 20, AppliedView::default()) {
-            Err(err) if err.to_string().contains("lock") => std::thread::sleep(Duration::from_millis(10)),
-            Err(err) => break err.to_string(),
-            Ok(_) => panic!("format 7 opened"),
-        }
+    let Err(err) = unlocked(|| Storage::open(dir.path(), 1, 16 << 20, AppliedView::default())) else {
+        panic!("format 7 opened")
     };
+    let err = err.to_string();
     assert!(err.contains("format version 7") && err.contains("raft"), "{err}");
     assert!(!err.contains('\n'), "{err}");
 }
@@ -331,22 +325,12 @@ fn a_format_1_directory_opens_and_is_marked_format_2() {
     runtime().block_on(machine.apply(vec![token_entry(1_000, Command::CreateToken(token_def("new")))])).unwrap();
     drop((machine, _log));
     let reopened = AppliedView::default();
-    let storage = loop {
-        match Storage::open(&data, 1, 16 << 20, reopened.clone()) {
-            Err(err) if err.to_string().contains("lock") => std::thread::sleep(Duration::from_millis(10)),
-            other => break other.unwrap(),
-        }
-    };
+    let storage = open(&data, reopened.clone());
     let after = reopened.load().state.to_image();
     assert_eq!(after.registrations, before.registrations);
     assert_eq!(after.tokens.len(), 1);
     drop(storage);
-    let disk = loop {
-        match Disk::open(&data, 1 << 20) {
-            Ok(disk) => break disk,
-            Err(_) => std::thread::sleep(Duration::from_millis(10)),
-        }
-    };
+    let disk = unlocked(|| Disk::open(&data, 1 << 20)).unwrap();
     let format = disk.log.open_tree(log_store::META_TREE).unwrap().get(FORMAT).unwrap().unwrap();
     assert_eq!(format.as_ref(), [2], "the directory is marked with the format it now holds");
 }

@@ -142,10 +142,13 @@ impl Backend {
     /// Listens again on the same port.
     pub async fn restart(&mut self) {
         self.stop();
+        // The port may linger a moment after the stop; never forever.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
         let listener = loop {
             match TcpListener::bind(self.addr).await {
                 Ok(listener) => break listener,
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(_) if std::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(err) => panic!("{} could not listen on {} again within 20 s: {err}", self.name, self.addr),
             }
         };
         self.serve(listener);

@@ -1,8 +1,6 @@
 //! Crashes: leader kill under concurrent writes, whole-cluster kill, catching up via a snapshot.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::sync::Mutex;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -41,6 +39,10 @@ pub(crate) async fn writer(
     acked
 }
 
+/// How soon after a leader's kill the cluster takes writes again, at the latest, in these tests:
+/// the election takes about half a second; the rest is room for a loaded machine.
+const WRITES_RESUME_WITHIN: Duration = Duration::from_secs(10);
+
 #[tokio::test(flavor = "multi_thread")]
 async fn leader_kill_during_concurrent_writes_loses_nothing() {
     let mut cluster = TestCluster::start(3);
@@ -49,8 +51,6 @@ async fn leader_kill_during_concurrent_writes_loses_nothing() {
 
     let writers: Vec<_> = (0..4).map(|c| tokio::spawn(writer(cluster.http.clone(), apis.clone(), c, 60))).collect();
     // Let some writes land, then crash the leader mid-stream.
-    let first_acks = Arc::new(Mutex::new(()));
-    drop(first_acks);
     eventually("some writes acknowledged", Duration::from_secs(20), || async {
         let count = cluster.addresses(leader).await?.len();
         (count >= 40).then_some(())
@@ -70,9 +70,12 @@ async fn leader_kill_during_concurrent_writes_loses_nothing() {
             acked.insert(address);
         }
     }
-    eprintln!(
-        "figure: leader killed -> next accepted write after {} ms",
-        first_after_kill.expect("writes continued after the kill").as_millis()
+    // A new leader is elected about half a second after the kill; the bound is what a loaded
+    // two-core machine meets with room to spare (benchmark B5 measures the real figure).
+    let first_after_kill = first_after_kill.expect("writes continued after the kill");
+    assert!(
+        first_after_kill < WRITES_RESUME_WITHIN,
+        "writes resumed {first_after_kill:?} after the leader's kill (bound {WRITES_RESUME_WITHIN:?})"
     );
 
     cluster.start_node(leader);
@@ -158,13 +161,14 @@ async fn a_lagging_node_catches_up_through_a_snapshot() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stopping_node_reports_not_ready_before_it_stops_listening() {
-    let options = Options { args: vec!["--drain-ms".into(), "3000".into()], ..Options::default() };
+    // A drain long enough that the order below cannot depend on how busy the machine is.
+    let options = Options { args: vec!["--drain-ms".into(), "30000".into()], ..Options::default() };
     let cluster = TestCluster::start_with(1, options);
     cluster.wait_stable().await;
     let pid = cluster.nodes[&1].pid().expect("running");
     std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
     let api = cluster.api(1);
-    let reason = eventually("the node to report not ready", Duration::from_secs(2), || async {
+    let reason = eventually("the node to report not ready", Duration::from_secs(20), || async {
         let response = cluster.http.get(format!("{api}/health/ready")).send().await.ok()?;
         let status = response.status();
         let body: serde_json::Value = response.json().await.ok()?;
@@ -172,9 +176,11 @@ async fn a_stopping_node_reports_not_ready_before_it_stops_listening() {
     })
     .await;
     assert_eq!(reason, "shutting down");
-    // Still serving while load balancers move away.
+    // Then, still listening and serving while load balancers move away.
     let live = cluster.http.get(format!("{api}/health/live")).send().await.unwrap();
     assert_eq!(live.status(), 200);
+    let data = cluster.http.get(format!("{}/", cluster.data(1))).send().await.unwrap();
+    assert_eq!(data.status(), 400, "the data plane still answers (no contract named)");
 }
 
 /// Registers `count` registrations with `kb` KiB of metadata each through every node, four at a
@@ -218,20 +224,13 @@ async fn failover_and_catch_up_with_a_large_state() {
     let options = Options { args: vec!["--snapshot-every".into(), "20".into()], ..Options::default() };
     let mut cluster = TestCluster::start_with(3, options);
     cluster.wait_stable().await;
-    let registered = Instant::now();
     let mut expected = register_heavy(&cluster, count, kb).await;
-    eprintln!(
-        "figure: {count} registrations of {kb} KiB ({megabytes} MB) registered in {} ms",
-        registered.elapsed().as_millis()
-    );
     for node in cluster.running() {
         cluster.wait_addresses(node, &expected).await;
     }
 
     // The leader dies: a new one is elected and takes the next write.
     let leader = cluster.wait_stable().await;
-    let term = cluster.cluster_view(leader).await.unwrap()["term"].as_u64().unwrap();
-    eprintln!("figure: term {term} after loading {megabytes} MB (term 1 means no election under the load)");
     let killed_at = Instant::now();
     cluster.kill(leader);
     let survivor = *cluster.running().first().unwrap();
@@ -240,13 +239,13 @@ async fn failover_and_catch_up_with_a_large_state() {
         view["leader_id"].as_u64().filter(|l| *l != leader)
     })
     .await;
-    let elected_after = killed_at.elapsed();
     let (status, _) = cluster.register(survivor, "http://after-kill.example/", "urn:heavy", "C").await;
     assert_eq!(status, 201);
-    eprintln!(
-        "figure: with {megabytes} MB of state, node {new_leader} led {} ms after the leader's kill; the next write was acknowledged after {} ms",
-        elected_after.as_millis(),
-        killed_at.elapsed().as_millis()
+    // Benchmark B4 measures this figure; here it only must not be out of all proportion.
+    let resumed = killed_at.elapsed();
+    assert!(
+        resumed < WRITES_RESUME_WITHIN,
+        "with {megabytes} MB of state, writes resumed {resumed:?} after the kill (bound {WRITES_RESUME_WITHIN:?})"
     );
     expected.push("http://after-kill.example/".into());
     expected.sort();
@@ -256,13 +255,8 @@ async fn failover_and_catch_up_with_a_large_state() {
     cluster.start_node(leader);
     cluster.kill(victim);
     cluster.wipe(victim);
-    let restarted = Instant::now();
     cluster.start_node(victim);
     cluster.wait_addresses(victim, &expected).await;
     assert!(cluster.log(victim).contains("snapshot installed"), "the wiped node caught up through a snapshot");
-    eprintln!(
-        "figure: a wiped follower caught up with {megabytes} MB through a snapshot in {} ms",
-        restarted.elapsed().as_millis()
-    );
     cluster.wait_stable().await;
 }

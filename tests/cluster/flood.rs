@@ -13,6 +13,9 @@ use tokio::net::TcpStream;
 
 use crate::harness::TestCluster;
 
+/// How long a health probe may take under the flood before the test calls the listener blinded.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Opens up to `count` connections to `port` from 127.0.0.`source`; returns the ones accepted
 /// by the kernel (the node may close them at once).
 async fn open_from(source: u8, port: u16, count: usize) -> Vec<TcpStream> {
@@ -59,11 +62,12 @@ async fn a_connection_flood_neither_blinds_health_checks_nor_stalls_failover() {
     eprintln!("flood: {} idle and {} slow connections opened", idle.len(), slow.len());
 
     // Health answers all along, from the health checker's own address; the leader dies meanwhile.
-    let probe = reqwest::Client::builder().timeout(Duration::from_secs(1)).no_proxy().build().unwrap();
+    // A blinded listener would not answer at all; the timeout is what a busy machine meets (the
+    // load balancer's own check timeout is a deployment setting, measured in the failover suite).
+    let probe = reqwest::Client::builder().timeout(PROBE_TIMEOUT).no_proxy().build().unwrap();
     let survivors: Vec<u64> = cluster.running().into_iter().filter(|&id| id != leader).collect();
     let killed_at = Instant::now();
     cluster.kill(leader);
-    let mut slowest = Duration::ZERO;
     let mut probes = 0;
     let mut new_leader = None;
     while killed_at.elapsed() < Duration::from_secs(8) {
@@ -72,30 +76,24 @@ async fn a_connection_flood_neither_blinds_health_checks_nor_stalls_failover() {
                 format!("http://127.0.0.1:{}/health/live", cluster.nodes[&id].ports.health),
                 format!("http://127.0.0.1:{}/health/live", cluster.nodes[&id].ports.api),
             ] {
-                let sent = Instant::now();
                 let answer = probe.get(&url).send().await.map(|a| a.status());
                 assert!(
                     matches!(answer, Ok(status) if status == 200),
-                    "{url} did not answer under the flood: {answer:?}"
+                    "{url} did not answer within {PROBE_TIMEOUT:?} under the flood: {answer:?}"
                 );
-                slowest = slowest.max(sent.elapsed());
                 probes += 1;
             }
         }
         if new_leader.is_none() {
             let view = cluster.cluster_view(survivors[0]).await;
             if let Some(found) = view.and_then(|v| v["leader_id"].as_u64()).filter(|l| *l != leader) {
-                new_leader = Some((found, killed_at.elapsed()));
+                new_leader = Some(found);
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (new_leader, after) = new_leader.expect("a new leader was elected under the flood");
-    eprintln!(
-        "figure: under the flood, {probes} health probes all answered (slowest {} ms); node {new_leader} led {} ms after the kill",
-        slowest.as_millis(),
-        after.as_millis()
-    );
+    assert!(probes >= 20, "the survivors' health was probed all along ({probes} probes)");
+    new_leader.expect("a new leader was elected under the flood, within the 8 s window");
     let (status, _) = cluster.register(survivors[0], "http://10.66.0.1/", "urn:flood", "C").await;
     assert_eq!(status, 201, "writes go on");
 
@@ -114,8 +112,7 @@ async fn a_connection_flood_neither_blinds_health_checks_nor_stalls_failover() {
         open = still;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    eprintln!("figure: {} of {total} flood connections closed by the nodes", total - open.len());
-    assert!(open.is_empty(), "{} silent or slow connections were never cut", open.len());
+    assert!(open.is_empty(), "{} of {total} silent or slow connections were never cut", open.len());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -254,8 +254,13 @@ impl TestCluster {
         format!("http://127.0.0.1:{}", self.nodes[&id].ports.peer)
     }
 
+    /// A short timeout: polls of a paused or overloaded node give up and poll again.
     pub async fn get_json(&self, url: &str) -> Option<Value> {
-        let response = self.http.get(url).timeout(Duration::from_secs(2)).send().await.ok()?;
+        self.get_json_within(url, Duration::from_secs(2)).await
+    }
+
+    pub async fn get_json_within(&self, url: &str, timeout: Duration) -> Option<Value> {
+        let response = self.http.get(url).timeout(timeout).send().await.ok()?;
         response.json().await.ok()
     }
 
@@ -345,7 +350,8 @@ impl TestCluster {
             if let Some(cursor) = &cursor {
                 url.push_str(&format!("&cursor={cursor}"));
             }
-            let page = self.get_json(&url).await?;
+            // A page of 5,000 large registrations takes a debug build a while on a busy machine.
+            let page = self.get_json_within(&url, Duration::from_secs(20)).await?;
             all.extend(page["registrations"].as_array()?.iter().cloned());
             match page["next_cursor"].as_str() {
                 Some(next) => cursor = Some(next.to_owned()),
@@ -364,7 +370,7 @@ impl TestCluster {
 
     /// Waits until node `id` lists exactly `expected` (sorted).
     pub async fn wait_addresses(&self, id: u64, expected: &[String]) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let found = self.addresses(id).await;
             if found.as_deref() == Some(expected) {
@@ -382,6 +388,45 @@ impl TestCluster {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Waits until every running node lists exactly `expected` plus `barrier`, a registration the
+    /// test made (and saw acknowledged) after everything it expects to have changed nothing. The
+    /// log is applied in order, so a node that lists the barrier has applied every write proposed
+    /// before it: a refused write that was applied anyway cannot hide behind a lucky first poll.
+    pub async fn wait_exactly_behind(&self, barrier: &str, expected: &[String]) {
+        let mut expected = expected.to_vec();
+        expected.push(barrier.to_owned());
+        expected.sort();
+        for node in self.running() {
+            self.wait_addresses(node, &expected).await;
+        }
+    }
+
+    /// Node `id` as node `via` lists it among the members: `(role, incarnation)`.
+    pub async fn membership_of(&self, via: u64, id: u64) -> Option<(String, Option<String>)> {
+        let view = self.cluster_view(via).await?;
+        let member = view["members"].as_array()?.iter().find(|m| m["id"] == id)?;
+        Some((member["role"].as_str()?.to_owned(), member["incarnation"].as_str().map(str::to_owned)))
+    }
+
+    /// Waits until the leader lists node `id` as a voter with an incarnation other than `old`: the
+    /// node that lost its data was re-admitted, not merely still listed under the incarnation it
+    /// lost. Returns the new incarnation.
+    pub async fn wait_readmitted_voter(&self, id: u64, old: Option<&str>) -> String {
+        eventually(&format!("node {id} a voter again under a new incarnation"), Duration::from_secs(60), || async {
+            for via in self.running() {
+                let Some(view) = self.cluster_view(via).await else { continue };
+                if view["role"] != "leader" {
+                    continue;
+                }
+                let member = view["members"].as_array()?.iter().find(|m| m["id"] == id)?;
+                let incarnation = member["incarnation"].as_str()?;
+                return (member["role"] == "voter" && Some(incarnation) != old).then(|| incarnation.to_owned());
+            }
+            None
+        })
+        .await
     }
 
     pub fn dir(&self) -> &std::path::Path {

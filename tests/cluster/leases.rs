@@ -22,15 +22,28 @@ async fn instance_registrations(cluster: &TestCluster, node: u64, instance: &str
     Some(list["registrations"].as_array()?.iter().filter(|r| r["metadata"]["instance"] == instance).count())
 }
 
-/// Waits until no node lists the instance; returns how long that took from `since`.
-async fn wait_gone(cluster: &TestCluster, instance: &str, since: Instant, within: Duration) -> Duration {
+/// Ids of one sample instance's registrations on node `node`.
+async fn instance_ids(cluster: &TestCluster, node: u64, instance: &str) -> Vec<String> {
+    let list = cluster.get_json(&format!("{}/v1/registrations", cluster.api(node))).await.unwrap();
+    let listed = list["registrations"].as_array().unwrap().iter();
+    listed.filter(|r| r["metadata"]["instance"] == instance).map(|r| r["id"].as_str().unwrap().to_owned()).collect()
+}
+
+/// Waits until no node lists the instance. The deadline is generous (a busy machine may be
+/// slow); what removed them is checked in the audit trail, and the timings are benchmarks'.
+async fn wait_gone(cluster: &TestCluster, instance: &str) {
     for node in cluster.running() {
-        eventually(&format!("{instance} gone from node {node}"), within, || async {
+        eventually(&format!("{instance} gone from node {node}"), Duration::from_secs(30), || async {
             (instance_registrations(cluster, node, instance).await? == 0).then_some(())
         })
         .await;
     }
-    since.elapsed()
+}
+
+/// The newest audit action about registration `id`, as node `node` records it.
+async fn last_action(cluster: &TestCluster, node: u64, id: &str) -> String {
+    let trail = cluster.get_json(&format!("{}/v1/audit?id={id}&limit=1", cluster.api(node))).await.unwrap();
+    trail["records"][0]["action"].as_str().unwrap_or_default().to_owned()
 }
 
 fn leased(i: usize, ttl_ms: u64) -> RegistrationRequest {
@@ -45,7 +58,7 @@ fn leased(i: usize, ttl_ms: u64) -> RegistrationRequest {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_killed_service_expires_within_its_ttl_and_a_stopped_one_at_once() {
+async fn a_killed_service_expires_and_a_stopped_one_unregisters() {
     let cluster = TestCluster::start(3);
     cluster.wait_stable().await;
     let ttl = Duration::from_millis(2_000);
@@ -62,22 +75,27 @@ async fn a_killed_service_expires_within_its_ttl_and_a_stopped_one_at_once() {
     // The heartbeats keep them alive well past their TTL.
     tokio::time::sleep(ttl * 2).await;
     assert_eq!(instance_registrations(&cluster, 1, "crashed").await, Some(3), "heartbeats renew the lease");
+    let (crashed_ids, stopped_ids) =
+        (instance_ids(&cluster, 1, "crashed").await, instance_ids(&cluster, 1, "stopped").await);
 
-    let killed_at = Instant::now();
+    // Killed: nobody unregisters it; its lease runs out.
     crashed.kill();
-    let gone_after = wait_gone(&cluster, "crashed", killed_at, ttl + Duration::from_secs(3)).await;
-    eprintln!(
-        "figure: kill -9 -> gone from every node after {} ms (ttl {} ms)",
-        gone_after.as_millis(),
-        ttl.as_millis()
-    );
-    assert!(gone_after < ttl + Duration::from_secs(1), "expired within ttl + 1 s: {gone_after:?}");
-
-    let stopped_at = Instant::now();
+    wait_gone(&cluster, "crashed").await;
+    // Stopped: it unregisters itself on the way out, without waiting for its lease.
     stopped.terminate();
-    let gone_after = wait_gone(&cluster, "stopped", stopped_at, Duration::from_secs(5)).await;
-    eprintln!("figure: graceful stop -> gone from every node after {} ms", gone_after.as_millis());
-    assert!(gone_after < ttl, "a graceful stop unregisters at once: {gone_after:?}");
+    wait_gone(&cluster, "stopped").await;
+    for node in cluster.running() {
+        for id in &crashed_ids {
+            assert_eq!(last_action(&cluster, node, id).await, "expired", "node {node}: {id} of the killed service");
+        }
+        for id in &stopped_ids {
+            assert_eq!(
+                last_action(&cluster, node, id).await,
+                "unregistered",
+                "node {node}: {id} of the stopped service"
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -110,12 +128,14 @@ async fn leases_survive_a_leader_kill_and_a_crash_during_the_election_still_expi
     .await;
 
     let mut doomed = doomed;
-    let killed_at = Instant::now();
+    let doomed_ids = instance_ids(&cluster, survivors[0], "doomed").await;
     cluster.kill(leader);
     doomed.kill();
-    let gone_after = wait_gone(&cluster, "doomed", killed_at, Duration::from_millis(3 * ttl_ms)).await;
-    eprintln!("figure: service killed with the leader -> gone after {} ms (ttl {ttl_ms} ms)", gone_after.as_millis());
-    assert!(gone_after < Duration::from_millis(2 * ttl_ms), "expired within two TTLs: {gone_after:?}");
+    // The new leader expires what nobody renews (after its grace period).
+    wait_gone(&cluster, "doomed").await;
+    for id in &doomed_ids {
+        assert_eq!(last_action(&cluster, survivors[0], id).await, "expired", "{id}");
+    }
 
     // Two more TTLs later, none of the 200 heartbeating leases expired.
     tokio::time::sleep(Duration::from_millis(2 * ttl_ms)).await;
@@ -163,9 +183,9 @@ async fn heartbeats_of_a_replaced_instance_do_not_keep_it_alive() {
     let error: Value = response.json().await.unwrap();
     assert_eq!(error["code"], "epoch_mismatch");
 
-    // The dead instance's heartbeats keep coming; the new epoch, never renewed, expires anyway.
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(6);
+    // The dead instance's heartbeats keep coming; the new epoch, never renewed, expires anyway
+    // (a generous deadline: the TTL is 1.5 s).
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let heartbeat = json!({ "ids": [{ "id": id, "epoch": old_epoch }] });
         let (status, reply) = cluster.post_json(leader, "/v1/heartbeat", &heartbeat).await;
@@ -178,10 +198,7 @@ async fn heartbeats_of_a_replaced_instance_do_not_keep_it_alive() {
         assert!(Instant::now() < deadline, "the registration was kept alive by stale heartbeats");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    eprintln!(
-        "figure: stale-epoch heartbeats ignored; expired after {} ms (ttl 1500 ms)",
-        started.elapsed().as_millis()
-    );
+    assert_eq!(last_action(&cluster, leader, id).await, "expired", "its lease ran out");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -247,16 +264,18 @@ async fn heartbeats_do_not_grow_the_raft_log() {
     let registrar = Registrar::start(config).await.unwrap();
     let index = |view: Value| view["last_log_index"].as_u64().unwrap();
     let before = index(cluster.cluster_view(leader).await.unwrap());
-    let started = Instant::now();
+    // Eight heartbeat rounds, more than two TTLs: every lease would have expired unrenewed.
     tokio::time::sleep(Duration::from_secs(8)).await;
     let after = index(cluster.cluster_view(leader).await.unwrap());
-    let per_minute = (after - before) as f64 * 60.0 / started.elapsed().as_secs_f64();
-    eprintln!(
-        "figure: 1000 leases heartbeating every second -> {} log entries in {:?} ({per_minute:.1}/min)",
-        after - before,
-        started.elapsed()
-    );
     assert_eq!(after, before, "heartbeats never enter the log");
+    let list = cluster
+        .get_json(&format!(
+            "{}/v1/registrations?contract_namespace=urn:leases&contract_name=ILeased&limit=5000",
+            cluster.api(leader)
+        ))
+        .await
+        .unwrap();
+    assert_eq!(list["registrations"].as_array().unwrap().len(), 1000, "every lease was renewed, none expired");
     registrar.stop().await.unwrap();
 }
 

@@ -1,13 +1,10 @@
 //! Adding, removing and re-adding nodes; a member that lost its data directory.
 
-use std::time::Duration;
-
 use serde_json::Value;
 use serde_json::json;
 
 use crate::harness::Ports;
 use crate::harness::TestCluster;
-use crate::harness::eventually;
 
 fn member_ids(view: &Value, role: &str) -> Vec<u64> {
     view["members"]
@@ -73,16 +70,15 @@ async fn a_member_that_lost_its_data_is_removed_and_rejoins_on_its_own() {
         expected.push(address);
     }
     expected.sort();
+    let (_, lost) = cluster.membership_of(leader, victim).await.unwrap();
+    assert!(lost.is_some(), "the member is listed with the incarnation it is about to lose");
     cluster.kill(victim);
     cluster.wipe(victim);
     cluster.start_node(victim);
 
     cluster.wait_addresses(victim, &expected).await;
-    eventually("the wiped node to be a voter again", Duration::from_secs(30), || async {
-        let view = cluster.cluster_view(leader).await?;
-        member_ids(&view, "voter").contains(&victim).then_some(())
-    })
-    .await;
+    let readmitted = cluster.wait_readmitted_voter(victim, lost.as_deref()).await;
+    assert_ne!(Some(readmitted), lost);
     cluster.wait_stable().await;
     assert!(
         cluster.log(leader).contains("came back without its data"),

@@ -227,6 +227,10 @@ pub async fn register_bulk(cluster: &TestCluster, prefix: &str, count: usize) {
 #[tokio::test(flavor = "multi_thread")]
 async fn pagination_walks_every_registration_once_in_order_while_writes_go_on() {
     use std::collections::BTreeSet;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::Ordering;
 
     let count = if full_size() { 100_000 } else { 10_000 };
     let cluster = TestCluster::start(3);
@@ -240,31 +244,56 @@ async fn pagination_walks_every_registration_once_in_order_while_writes_go_on() 
         || async { (cluster.list_all(node).await?.len() >= count).then_some(()) },
     )
     .await;
+    // The churn: registrations and unregistrations acknowledged one after the other, counted,
+    // until the walk is done (bounded in count).
+    let acked = Arc::new(AtomicUsize::new(0));
+    let walking = Arc::new(AtomicBool::new(true));
     let churn = {
-        let (http, api) = (cluster.http.clone(), cluster.api(node));
+        let (http, api, acked, walking) = (cluster.http.clone(), cluster.api(node), acked.clone(), walking.clone());
         tokio::spawn(async move {
-            for i in 0..300 {
+            for i in 0..20_000 {
+                if !walking.load(Ordering::SeqCst) {
+                    break;
+                }
                 let body = serde_json::json!({
                     "address": format!("http://churn-{i}.example/"),
                     "contract_namespace": "urn:churn",
                     "contract_name": "C",
                 });
-                http.post(format!("{api}/v1/registrations")).json(&body).send().await.unwrap();
+                let status = http.post(format!("{api}/v1/registrations")).json(&body).send().await.unwrap().status();
+                assert_eq!(status, 201, "churn register {i}");
+                acked.fetch_add(1, Ordering::SeqCst);
                 if i % 2 == 0 {
-                    http.post(format!("{api}/v1/registrations/unregister")).json(&body).send().await.unwrap();
+                    let url = format!("{api}/v1/registrations/unregister");
+                    let status = http.post(url).json(&body).send().await.unwrap().status();
+                    assert!(status.is_success(), "churn unregister {i}: {status}");
+                    acked.fetch_add(1, Ordering::SeqCst);
                 }
             }
         })
     };
+    // Before each page, at least one more churn write is acknowledged: every page is read from
+    // a different state of the registry.
+    let next_write = |seen: usize| {
+        let acked = acked.clone();
+        crate::harness::eventually("another churn write", std::time::Duration::from_secs(30), move || {
+            let now = acked.load(Ordering::SeqCst);
+            async move { (now > seen).then_some(now) }
+        })
+    };
+    let mut seen = next_write(0).await;
     let mut ids = Vec::new();
     let mut stable = BTreeSet::new();
+    let mut indexes = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
+        seen = next_write(seen).await;
         let mut url = format!("{}/v1/registrations?limit=1000", cluster.api(node));
         if let Some(cursor) = &cursor {
             url.push_str(&format!("&cursor={cursor}"));
         }
-        let page = cluster.get_json(&url).await.unwrap();
+        let page = cluster.get_json_within(&url, std::time::Duration::from_secs(20)).await.unwrap();
+        indexes.push(page["applied_index"].as_u64().unwrap());
         for registration in page["registrations"].as_array().unwrap() {
             ids.push(registration["id"].as_str().unwrap().to_owned());
             if registration["contract_namespace"] == "urn:bulk" {
@@ -276,12 +305,9 @@ async fn pagination_walks_every_registration_once_in_order_while_writes_go_on() 
             None => break,
         }
     }
+    walking.store(false, Ordering::SeqCst);
     churn.await.unwrap();
+    assert!(indexes.first() < indexes.last(), "the registry changed under the walk: applied indexes {indexes:?}");
     assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "ids strictly increasing: a stable order, no duplicate");
     assert_eq!(stable.len(), count, "no registration present throughout was skipped");
-    eprintln!(
-        "figure: walked {} registrations in {} pages of 1000 while writes went on",
-        ids.len(),
-        ids.len().div_ceil(1000)
-    );
 }

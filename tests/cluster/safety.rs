@@ -73,6 +73,7 @@ async fn a_wiped_voter_never_helps_elect_a_leader_that_lacks_acknowledged_writes
     acked.extend(register_many(&cluster, leader, "urn:amnesia", 40, 1, 0).await);
     everyone_holds(&cluster, &acked).await;
     let term_before = cluster.cluster_view(lagging).await.unwrap()["term"].as_u64().unwrap();
+    let (_, lost) = cluster.membership_of(leader, wiped).await.unwrap();
 
     // The lagging follower misses 40 acknowledged writes (committed on the leader and the other).
     cluster.pause(lagging);
@@ -98,24 +99,26 @@ async fn a_wiped_voter_never_helps_elect_a_leader_that_lacks_acknowledged_writes
 
     // The node with the writes returns: it leads, re-admits the wiped node, and nothing is lost.
     cluster.start_node(leader);
-    let new_leader = cluster.wait_stable().await;
+    cluster.wait_stable().await;
     everyone_holds(&cluster, &acked).await;
-    eventually("the wiped node to be a voter again", Duration::from_secs(30), || async {
-        let view = cluster.cluster_view(new_leader).await?;
-        (voters(&view).len() == 3).then_some(())
-    })
-    .await;
+    cluster.wait_readmitted_voter(wiped, lost.as_deref()).await;
     let (status, _) = cluster.register(wiped, "http://10.42.0.1/", "urn:amnesia", "C").await;
     assert_eq!(status, 201, "the cluster takes writes again");
 }
 
+/// Lines of a node's log that record a snapshot chunk it received.
+fn chunks_received(log: &str) -> Vec<&str> {
+    log.lines().filter(|line| line.contains("snapshot chunk received")).collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn the_leader_killed_while_a_wiped_node_installs_a_snapshot_loses_nothing() {
-    let options = Options { args: vec!["--snapshot-every".into(), "100".into()], ..Options::default() };
-    let mut cluster = TestCluster::start_with(3, options);
+async fn the_leader_killed_while_a_wiped_node_receives_a_snapshot_loses_nothing() {
+    // Small chunks, so the transfer takes many requests and the kill lands in the middle of it.
+    let args = ["--snapshot-every", "100", "--snapshot-chunk-kb", "32"].map(String::from).to_vec();
+    let mut cluster = TestCluster::start_with(3, Options { args, ..Options::default() });
     let leader = cluster.wait_stable().await;
     let victim = *cluster.running().iter().find(|&&id| id != leader).unwrap();
-    // About 2.4 MB of state, so that the transfer is not instantaneous.
+    // About 2.4 MB of state: some 75 chunks.
     let mut acked: BTreeSet<String> =
         register_many(&cluster, leader, "urn:snap", 50, 600, 4).await.into_iter().collect();
     eventually("the leader to purge its log", Duration::from_secs(20), || async {
@@ -123,33 +126,40 @@ async fn the_leader_killed_while_a_wiped_node_installs_a_snapshot_loses_nothing(
         (view["purged_index"].as_u64()? > 0).then_some(())
     })
     .await;
-    let old_incarnation = member(&cluster.cluster_view(leader).await.unwrap(), victim).unwrap()["incarnation"].clone();
+    let (_, lost) = cluster.membership_of(leader, victim).await.unwrap();
 
     cluster.kill(victim);
     cluster.wipe(victim);
     cluster.start_node(victim);
     // The leader removes the lost incarnation and re-adds the new one as a learner, which then
-    // needs the snapshot: kill the leader as soon as that starts.
-    eventually("the wiped node re-added as a learner", Duration::from_secs(30), || async {
-        let view = cluster.cluster_view(leader).await?;
-        let node = member(&view, victim)?;
-        (node["role"] == "learner" && node["incarnation"] != old_incarnation).then_some(())
+    // needs the snapshot: kill the leader as soon as the first chunk has arrived.
+    eventually("the wiped node to receive a first snapshot chunk", Duration::from_secs(30), || async {
+        (!chunks_received(&cluster.log(victim)).is_empty()).then_some(())
     })
     .await;
     cluster.kill(leader);
-    let installed_before_the_kill = cluster.log(victim).contains("snapshot installed");
-    eprintln!("leader killed; the wiped node had installed the snapshot already: {installed_before_the_kill}");
+    // The leader is dead: no chunk arrives after this point. The wiped node had some, not all.
+    let log = cluster.log(victim);
+    let chunks = chunks_received(&log);
+    assert!(
+        chunks.iter().all(|line| line.contains("last=false")) && !log.contains("snapshot installed"),
+        "the leader was killed in the middle of the transfer, not after it: {chunks:#?}"
+    );
 
     cluster.start_node(leader);
     let new_leader = cluster.wait_stable().await;
     acked.extend(register_many(&cluster, new_leader, "urn:snap", 51, 5, 0).await);
     everyone_holds(&cluster, &acked).await;
-    eventually("the wiped node to be a voter again", Duration::from_secs(30), || async {
-        let view = cluster.cluster_view(new_leader).await?;
-        (voters(&view).len() == 3).then_some(())
-    })
-    .await;
+    cluster.wait_readmitted_voter(victim, lost.as_deref()).await;
     assert!(cluster.log(victim).contains("snapshot installed"), "the wiped node caught up through a snapshot");
+}
+
+/// The last index in a stopped node's Raft log on disk (the log tree's keys are big-endian
+/// indexes).
+fn last_persisted_index(data_dir: &Path) -> u64 {
+    let db = sled::open(data_dir.join("raft")).unwrap();
+    let (key, _) = db.open_tree("raft.log").unwrap().last().unwrap().expect("the log holds entries");
+    u64::from_be_bytes(key.as_ref().try_into().unwrap())
 }
 
 /// A tmpfs mounted for one test, unmounted when dropped.
@@ -214,13 +224,17 @@ async fn a_follower_whose_disk_fills_up_acknowledges_nothing_and_rejoins_once_sp
     assert!(!status.success(), "it exits with an error");
     let log = cluster.log(victim);
     assert!(log.contains("No space left on device") || log.contains("StorageFull"), "the log says why");
-    eprintln!("the full follower's last words: {}", log.lines().last().unwrap_or_default());
     let view = cluster.cluster_view(leader).await.unwrap();
     let matched = member(&view, victim).unwrap()["matched_index"].as_u64().unwrap_or(0);
-    eprintln!("the full follower had acknowledged up to index {matched} of {}", view["last_log_index"]);
+    let last = view["last_log_index"].as_u64().unwrap();
+    assert!(matched < last, "the full follower stopped acknowledging (matched {matched} of {last})");
 
-    // Space comes back: the node restarts (as its supervisor would) from an intact log.
+    // Space comes back. Every entry the leader counted as acknowledged by the full node is in
+    // that node's log on disk: it acknowledged nothing it had not persisted.
     std::fs::remove_file(filler).unwrap();
+    let persisted = last_persisted_index(&cluster.nodes[&victim].data_dir);
+    assert!(matched <= persisted, "acknowledged up to {matched}, but only {persisted} is on disk");
+    // The node restarts (as its supervisor would) from an intact log.
     cluster.start_node(victim);
     cluster.wait_stable().await;
     acked.extend(register_many(&cluster, victim, "urn:full", 62, 5, 0).await);
@@ -264,7 +278,10 @@ async fn the_leader_paused_during_a_membership_change_loses_nothing() {
     })
     .await;
     cluster.pause(leader);
-    eprintln!("leader {leader} paused while node 4 was a {role}");
+    // In progress: node 4 was added as a learner and not yet promoted (the add answers once it
+    // is a voter).
+    assert_eq!(role, "learner", "node 4 was still a learner when the leader froze");
+    assert!(!add.is_finished(), "the change had not completed when the leader froze");
     eventually("another leader", Duration::from_secs(20), || async {
         let roles = cluster.roles().await;
         roles.iter().any(|(id, role, _)| *id != leader && role == "leader").then_some(())
@@ -272,9 +289,9 @@ async fn the_leader_paused_during_a_membership_change_loses_nothing() {
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await; // the fault's duration
     cluster.resume(leader);
-
-    eprintln!("the add request answered {:?}", add.await.unwrap());
-    // The operator's retry of the change completes it.
+    // Whatever the first request answered (the node that forwarded it may have lost its leader),
+    // the operator's retry of the change completes it.
+    let _ = add.await.unwrap();
     eventually("node 4 a voter", Duration::from_secs(60), || async {
         let (status, view) = cluster.as_operator("POST", follower, "/v1/cluster/nodes", Some(&body)).await;
         (status == 200 && voters(&view) == [1, 2, 3, 4]).then_some(())

@@ -89,13 +89,27 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// Starts node 1 on a copy of a committed fixture directory and checks it serves the fixture's
-/// content (see `tests/fixtures/*/README.md`).
-async fn serves_the_fixture(name: &str) -> String {
+/// The operators' token of the fixtures' tokens file (`tests/fixtures/make-fixture.sh`).
+const FIXTURE_OPS: &str = "fixture-ops-token-0123456789";
+/// The runtime token the format 2 fixture holds (`read` scope).
+const FIXTURE_READER: &str = "fixture-reader-token-0123456789";
+
+/// Starts node 1 on a copy of a committed fixture directory, with the fixtures' tokens file, and
+/// checks it serves the fixture's content (see `tests/fixtures/*/README.md`). Returns the running
+/// node and the directory that holds its data.
+async fn serves_the_fixture(name: &str) -> (TestCluster, tempfile::TempDir) {
     let scratch = TestCluster::scratch();
     let data = scratch.path().join("node1");
     copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name).join("node1"), &data);
-    let options = Options { data_dirs: BTreeMap::from([(1, data)]), ..Options::default() };
+    let tokens = serde_json::json!({ "tokens": [
+        { "name": "fixture-ops", "token": FIXTURE_OPS, "scopes": ["admin", "read", "register:*"] }
+    ] });
+    let options = Options {
+        data_dirs: BTreeMap::from([(1, data)]),
+        env: vec![("SWITCHBOARD_TOKENS".into(), tokens.to_string())],
+        token: Some(FIXTURE_OPS.into()),
+        ..Options::default()
+    };
     let cluster = TestCluster::start_with(1, options);
     cluster.wait_stable().await;
     let mut expected: Vec<String> = (4..=25).map(|i| format!("http://10.9.0.{i}:8000/svc")).collect();
@@ -106,26 +120,50 @@ async fn serves_the_fixture(name: &str) -> String {
     assert_eq!(policies["policies"][0]["policy"], "weighted", "{policies}");
     let (status, _) = cluster.register(1, "http://10.9.2.1/", "urn:after", "C").await;
     assert_eq!(status, 201, "the node takes writes");
-    cluster.log(1)
+    (cluster, scratch)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_directory_of_format_0_is_migrated_and_served() {
-    let log = serves_the_fixture("data-v0").await;
-    assert!(log.contains("migrated from format 0"), "the migration is logged");
+    let (cluster, _data) = serves_the_fixture("data-v0").await;
+    assert!(cluster.log(1).contains("migrated from format 0"), "the migration is logged");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_directory_of_format_1_is_served() {
-    let log = serves_the_fixture("data-v1").await;
+    let (cluster, _data) = serves_the_fixture("data-v1").await;
+    let log = cluster.log(1);
     assert!(!log.contains("migrated"));
     assert!(log.contains("data directory format upgraded in place"), "the directory is marked format 2");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_directory_of_format_2_is_served_with_its_tokens() {
-    let log = serves_the_fixture("data-v2").await;
+    let (cluster, _data) = serves_the_fixture("data-v2").await;
+    let log = cluster.log(1);
     assert!(!log.contains("migrated") && !log.contains("upgraded"));
+    // The runtime tokens the directory holds: one active, one revoked.
+    let list = cluster.get_json(&format!("{}/v1/tokens", cluster.api(1))).await.expect("the token list");
+    let state = |name: &str| {
+        list["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .map(|t| (t["source"].clone(), t["state"].clone()))
+    };
+    assert_eq!(state("fixture-reader"), Some(("api".into(), "active".into())), "{list}");
+    assert_eq!(state("fixture-revoked"), Some(("api".into(), "revoked".into())), "{list}");
+    // The active one is honoured with its scope: it reads, and may not write.
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let api = cluster.api(1);
+    let read = http.get(format!("{api}/v1/registrations")).bearer_auth(FIXTURE_READER).send().await.unwrap();
+    assert_eq!(read.status(), 200);
+    let body =
+        serde_json::json!({ "address": "http://10.9.3.1/", "contract_namespace": "urn:after", "contract_name": "C" });
+    let write =
+        http.post(format!("{api}/v1/registrations")).bearer_auth(FIXTURE_READER).json(&body).send().await.unwrap();
+    assert_eq!(write.status(), 403, "a read token may not register");
 }
 
 #[tokio::test(flavor = "multi_thread")]
