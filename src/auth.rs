@@ -38,10 +38,10 @@ use serde::Deserialize;
 use sha2::Digest;
 use sha2::Sha256;
 
-use crate::peer::constant_time_eq;
 use crate::registry::Actor;
 use crate::registry::TokenEntry;
 use crate::registry::trim_namespace;
+use crate::secret::constant_time_eq;
 
 /// Shortest accepted token, in bytes.
 pub const MIN_TOKEN_LEN: usize = 16;
@@ -224,6 +224,12 @@ pub enum AuthError {
 pub trait TokenSource: Send + Sync + std::fmt::Debug {
     /// The table as last applied: cheap to clone, and `ptr_eq` to the previous one until changed.
     fn token_table(&self) -> imbl::OrdMap<String, TokenEntry>;
+}
+
+impl TokenSource for crate::raft::AppliedView {
+    fn token_table(&self) -> imbl::OrdMap<String, TokenEntry> {
+        self.load().state.tokens().clone()
+    }
 }
 
 /// The tokens a node accepts.

@@ -10,15 +10,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use clap::ValueEnum;
 
 use crate::auth::Tokens;
 use crate::cluster::RegistryLimits;
 use crate::netpolicy::AddressPolicy;
+use crate::netpolicy::is_host_port;
 use crate::proxy::DataPlaneConfig;
 use crate::raft::NodeId;
 use crate::raft::PeerNode;
 use crate::raft::RaftTuning;
+use crate::telemetry::LogFormat;
 use crate::tls::Identity;
 use crate::tls::PeerTls;
 
@@ -168,12 +169,6 @@ pub struct ServeArgs {
     /// Log output format.
     #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 /// Largest snapshot chunk, in KiB: the peer endpoint accepts one chunk plus framing per request.
@@ -369,11 +364,6 @@ impl TryFrom<ServeArgs> for NodeConfig {
             audit_log: args.audit_log,
         })
     }
-}
-
-/// Whether `addr` is `host:port`: a host that is not empty, and a port number.
-pub fn is_host_port(addr: &str) -> bool {
-    addr.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
 }
 
 /// Parses `1=host:port,2=host:port`.

@@ -38,7 +38,7 @@ fn main() -> ExitCode {
         }
         CliCommand::Dev(args) => run(None, cli::dev::run(args)),
         CliCommand::Sample(args) => {
-            switchboard::telemetry::init(switchboard::config::LogFormat::Text);
+            switchboard::telemetry::init(switchboard::telemetry::LogFormat::Text);
             run(None, cli::sample::run(args))
         }
     }

@@ -302,6 +302,11 @@ impl tower::Service<http::Uri> for PolicyConnector {
     }
 }
 
+/// Whether `addr` is `host:port`: a host that is not empty, and a port number.
+pub fn is_host_port(addr: &str) -> bool {
+    addr.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

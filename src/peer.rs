@@ -210,15 +210,6 @@ fn refusal_unless_sender(sender: Sender, claimed: Option<NodeId>, what: &str) ->
     Some(refuse(StatusCode::FORBIDDEN, "sender_mismatch", &message))
 }
 
-/// Compares without an early exit, so timing does not reveal how much of a guess was right.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for (i, byte) in b.iter().enumerate() {
-        diff |= usize::from(a.get(i).copied().unwrap_or(!byte) ^ byte);
-    }
-    diff == 0
-}
-
 /// A Raft RPC is answered only by the incarnation it is addressed to. A node whose data directory
 /// is new or was wiped has a new incarnation: it refuses what was meant for the node the sender's
 /// membership admitted (whose log and vote it no longer has), so it neither votes nor counts
@@ -348,15 +339,6 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-
-    #[test]
-    fn constant_time_eq_compares_whole_values() {
-        assert!(constant_time_eq(b"Bearer secret", b"Bearer secret"));
-        assert!(!constant_time_eq(b"Bearer secreT", b"Bearer secret"));
-        assert!(!constant_time_eq(b"Bearer secret!", b"Bearer secret"));
-        assert!(!constant_time_eq(b"Bearer secre", b"Bearer secret"));
-        assert!(!constant_time_eq(b"", b"Bearer secret"));
-    }
 
     /// A request without a version (the release before versions) and one in this version are
     /// served; any other is refused with 409 `unsupported_protocol` before it is read; every

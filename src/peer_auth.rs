@@ -51,7 +51,7 @@ impl PeerKey {
     /// True when `presented` is the cluster secret itself (an operator proving it holds it).
     pub fn is_secret(&self, presented: &[u8]) -> bool {
         let Ok(presented) = std::str::from_utf8(presented) else { return false };
-        crate::peer::constant_time_eq(&Self::new(presented).key, &self.key)
+        crate::secret::constant_time_eq(&Self::new(presented).key, &self.key)
     }
 
     fn mac(&self, parts: &[&[u8]]) -> HmacSha256 {
@@ -96,16 +96,9 @@ impl PeerKey {
     }
 }
 
-/// A fresh random challenge (128 bits from the process's randomly keyed hasher).
-pub fn challenge() -> Challenge {
-    use std::hash::BuildHasher;
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    let a = std::collections::hash_map::RandomState::new().hash_one(nanos);
-    let b = std::collections::hash_map::RandomState::new().hash_one((nanos, a));
-    let mut out = [0u8; 16];
-    out[..8].copy_from_slice(&a.to_le_bytes());
-    out[8..].copy_from_slice(&b.to_le_bytes());
-    out
+/// A fresh random challenge: 128 bits from the operating system.
+pub fn challenge() -> Result<Challenge, crate::secret::RandomError> {
+    crate::secret::random_bytes()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -157,14 +150,14 @@ mod tests {
     #[test]
     fn only_a_holder_of_the_secret_proves_a_status() {
         let key = PeerKey::new("cluster-secret-0123456789");
-        let challenge = challenge();
+        let challenge = challenge().unwrap();
         let proof = key.prove(&challenge, 4, 0xabc);
         assert!(key.check_proof(&challenge, 4, 0xabc, &proof));
         assert!(!key.check_proof(&challenge, 5, 0xabc, &proof), "another node id");
         assert!(!key.check_proof(&challenge, 4, 0xabd, &proof), "another incarnation");
-        assert!(!key.check_proof(&super::challenge(), 4, 0xabc, &proof), "another challenge");
+        assert!(!key.check_proof(&super::challenge().unwrap(), 4, 0xabc, &proof), "another challenge");
         assert!(!PeerKey::new("guess-guess-guess-guess").check_proof(&challenge, 4, 0xabc, &proof));
-        assert_ne!(challenge, super::challenge());
+        assert_ne!(challenge, super::challenge().unwrap());
     }
 
     #[test]

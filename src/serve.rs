@@ -357,6 +357,23 @@ where
     }
 }
 
+/// The URL by which the client reached this router, for the path `bound` (what a WSDL served
+/// through the router names): the client's scheme and host as a load balancer forwards them, else
+/// the request's own. `None` without a host safe to write into XML.
+pub fn router_url(headers: &http::HeaderMap, https: bool, bound: &str) -> Option<String> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let host = header("x-forwarded-host").or_else(|| header(http::header::HOST.as_str()))?;
+    let safe = !host.is_empty()
+        && host.len() <= 255
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b));
+    let scheme = match header("x-forwarded-proto") {
+        Some(proto @ ("http" | "https")) => proto,
+        _ if https => "https",
+        _ => "http",
+    };
+    safe.then(|| format!("{scheme}://{host}{bound}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,6 +389,19 @@ mod tests {
         // Small listeners keep at least 64 pending slots; an address never exceeds its own bound.
         let health = ConnectionLimits::new(64, 16);
         assert_eq!((health.pending, health.pending_per_ip), (64, 16));
+    }
+
+    #[test]
+    fn the_router_url_takes_the_forwarded_scheme_and_a_safe_host() {
+        use http::HeaderValue;
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::HOST, HeaderValue::from_static("lb.example:8080"));
+        assert_eq!(router_url(&headers, false, "/calc").as_deref(), Some("http://lb.example:8080/calc"));
+        assert_eq!(router_url(&headers, true, "/calc").as_deref(), Some("https://lb.example:8080/calc"));
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        assert_eq!(router_url(&headers, false, "/calc").as_deref(), Some("https://lb.example:8080/calc"));
+        headers.insert("x-forwarded-host", HeaderValue::from_static("a\"b"));
+        assert_eq!(router_url(&headers, false, "/calc"), None);
     }
 
     #[test]

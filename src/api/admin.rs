@@ -120,7 +120,7 @@ async fn add_node(
     ApiJson(body): ApiJson<AddNode>,
 ) -> Result<Json<ClusterView>, ApiError> {
     may_change_membership(&state, &caller, &headers)?;
-    if !crate::config::is_host_port(&body.peer_addr) {
+    if !crate::netpolicy::is_host_port(&body.peer_addr) {
         return Err(ApiError::bad_request("invalid_peer_addr", "peer_addr must be host:port"));
     }
     state.cluster.add_node(body.node_id, PeerNode::at(body.peer_addr)).await?;

@@ -27,7 +27,6 @@ use crate::api::ApiError;
 use crate::api::ApiState;
 use crate::auth::Caller;
 use crate::cluster::ClusterError;
-use crate::proxy::contract;
 use crate::registry::Command;
 use crate::registry::Outcome;
 use crate::registry::RegistrationInfo;
@@ -59,7 +58,7 @@ async fn wsdl(State(state): State<ApiState>, RawQuery(query): RawQuery, headers:
         let message = "GET this endpoint with ?wsdl for its WSDL; SOAP calls are POSTs";
         return ApiError::bad_request("invalid_query", message).into_response();
     }
-    let Some(location) = crate::proxy::wsdl::router_url(&headers, state.https, PATH) else {
+    let Some(location) = crate::serve::router_url(&headers, state.https, PATH) else {
         let message = "the request names no valid Host to write into the WSDL's address";
         return ApiError::bad_request("invalid_host", message).into_response();
     };
@@ -160,7 +159,7 @@ async fn serve(state: &ApiState, caller: &Caller, headers: &HeaderMap, body: &[u
             message: format!("token {} may not register in {}", caller.name(), info.contract_namespace),
         });
     }
-    if let Some(action) = contract::request_action(headers, body) {
+    if let Some(action) = soap::request_action(headers, body) {
         let expected = format!("{SERVICE_NS}/IRegistrationService/{}", operation.name());
         if action != expected {
             return Err(client_fault(

@@ -11,10 +11,10 @@ use serde_json::json;
 use tower::ServiceExt;
 
 use super::*;
-use crate::config::LogFormat;
 use crate::config::NodeConfig;
 use crate::raft::PeerNode;
 use crate::raft::RaftTuning;
+use crate::telemetry::LogFormat;
 
 async fn single_node() -> (tempfile::TempDir, Router) {
     single_node_with(crate::cluster::RegistryLimits::default()).await

@@ -151,8 +151,6 @@ async fn revoke(
 }
 
 /// 32 random bytes from the operating system, as 64 hex digits.
-fn random_token() -> Result<String, getrandom::Error> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+fn random_token() -> Result<String, crate::secret::RandomError> {
+    crate::secret::random_hex::<32>()
 }

@@ -3,8 +3,6 @@
 //! It starts three `switchboard serve` processes with their data under one directory, waits until
 //! they are ready, prints where to reach them, and stops them all on Ctrl-C.
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -31,11 +29,6 @@ impl DevPorts {
     }
 }
 
-/// A secret good for one run; the OS seeds `RandomState` with fresh randomness.
-fn random_secret() -> String {
-    (0..2).map(|_| format!("{:016x}", RandomState::new().hash_one(Instant::now()))).collect()
-}
-
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find the switchboard binary")?;
     std::fs::create_dir_all(&args.dir).with_context(|| format!("cannot create {}", args.dir.display()))?;
@@ -45,7 +38,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .map(|&n| format!("{n}=127.0.0.1:{}", DevPorts::of(args.base_port, n).peer))
         .collect::<Vec<_>>()
         .join(",");
-    let secret = random_secret();
+    let secret = switchboard::secret::random_hex::<16>()?;
     let mut children = Vec::new();
     for &n in &nodes {
         children.push(spawn_node(&exe, &args.dir, args.base_port, n, &peers, &secret)?);

@@ -38,8 +38,6 @@ use clap::Args;
 use quick_xml::events::Event;
 use serde::Deserialize;
 use serde_json::json;
-
-use switchboard::proxy::contract;
 use switchboard::registry::RegistrationRequest;
 use switchboard::soap;
 use switchboard::soap::SoapVersion;
@@ -213,7 +211,7 @@ async fn stats(State(sample): State<Arc<Sample>>) -> impl IntoResponse {
 
 async fn soap_operation(State(sample): State<Arc<Sample>>, headers: HeaderMap, body: Bytes) -> Response {
     let version = soap::soap_version(&headers).unwrap_or(SoapVersion::V11);
-    let action = contract::request_action(&headers, &body);
+    let action = soap::request_action(&headers, &body);
     let operation = action.as_deref().and_then(|a| a.rsplit_once('/')).map(|(_, op)| op.to_owned());
     let result = match operation.as_deref() {
         Some("Add") => match (int_element(&body, "a"), int_element(&body, "b")) {

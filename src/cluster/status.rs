@@ -32,7 +32,9 @@ impl Cluster {
     /// The status of the node at `addr`, accepted only when the node proves it holds the
     /// cluster secret: nothing else is ever sent to an address that has not.
     pub(super) async fn ask_status(&self, addr: &str) -> Result<PeerStatus, crate::raft::PeerError> {
-        let request = StatusRequest { challenge: crate::peer_auth::challenge() };
+        let challenge = crate::peer_auth::challenge()
+            .map_err(|err| crate::raft::PeerError::Unreachable { addr: addr.to_owned(), cause: err.to_string() })?;
+        let request = StatusRequest { challenge };
         let answer: StatusAnswer =
             self.inner.peers.call::<Status>(addr, &request, STATUS_TIMEOUT).await.map_err(|err| match err {
                 // An answer that is not a status (or a refusal) proves nothing either.

@@ -1,4 +1,4 @@
-//! Request bodies that survive a failed try.
+//! Bodies: requests that survive a failed try, and responses streamed back.
 //!
 //! The data plane may have read the start of a body already (to find a SOAP action). The rest
 //! streams from the client. A try gets a [`TryBody`]; if the try fails before the body was
@@ -12,10 +12,19 @@ use std::task::Context;
 use std::task::Poll;
 
 use bytes::Bytes;
+use bytes::BytesMut;
+use http::header;
 use http_body::Body;
 use http_body::Frame;
 use http_body::SizeHint;
+use http_body_util::BodyExt;
+use http_body_util::Full;
 use hyper::body::Incoming;
+
+use crate::proxy::REPLAY_BUFFER;
+use crate::proxy::error::ProxyError;
+use crate::proxy::outlier::InFlight;
+use crate::proxy::upstream::Loan;
 
 /// A request body: bytes already read, then whatever still streams from the client.
 #[derive(Debug)]
@@ -134,4 +143,73 @@ impl Body for TryBody {
     fn size_hint(&self) -> SizeHint {
         self.size
     }
+}
+
+/// Response bodies: an endpoint's, streamed through (counting the request as in flight until it
+/// ends), or one the data plane wrote itself.
+#[derive(Debug)]
+pub enum ProxyBody {
+    /// The endpoint's body; at its end the connection goes back to the pool.
+    Upstream {
+        body: Incoming,
+        _in_flight: Option<InFlight>,
+        loan: Loan,
+    },
+    Local(Full<Bytes>),
+}
+
+impl ProxyBody {
+    pub fn local(bytes: impl Into<Bytes>) -> Self {
+        Self::Local(Full::new(bytes.into()))
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Self::Upstream { body, loan, .. } => {
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                // The server stops polling once the body says it ended, so check after each frame.
+                if matches!(polled, Poll::Ready(None)) || body.is_end_stream() {
+                    loan.finish();
+                }
+                polled
+            }
+            Self::Local(full) => Pin::new(full).poll_frame(cx).map_err(|never| match never {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Upstream { body, .. } => body.is_end_stream(),
+            Self::Local(full) => full.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Upstream { body, .. } => body.size_hint(),
+            Self::Local(full) => full.size_hint(),
+        }
+    }
+}
+
+/// Reads a body into memory when it is known to be small, so it can be sent more than once.
+pub async fn buffer_small(body: RequestBody, headers: &http::HeaderMap) -> Result<RequestBody, ProxyError> {
+    let Some(rest) = body.rest else { return Ok(body) };
+    let small = rest.size_hint().upper().is_some_and(|upper| upper as usize + body.prefix.len() <= REPLAY_BUFFER)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+            .is_some_and(|length| length <= REPLAY_BUFFER);
+    if !small {
+        return Ok(RequestBody { prefix: body.prefix, rest: Some(rest) });
+    }
+    let collected = rest.collect().await.map_err(|err| ProxyError::RequestBody(err.to_string()))?.to_bytes();
+    let mut all = BytesMut::from(&body.prefix[..]);
+    all.extend_from_slice(&collected);
+    Ok(RequestBody { prefix: all.freeze(), rest: None })
 }

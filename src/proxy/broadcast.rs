@@ -1,9 +1,9 @@
 //! Broadcast: one message to every endpoint of a contract, as the seed's cache invalidation
 //! does. The body is held in memory (bounded), endpoints are called concurrently (bounded), each
-//! with its own deadline, and the answer lists every endpoint's outcome: 200 when all succeeded,
-//! 207 when some did, 502 when none did.
+//! with one [`Attempt`] (its deadline, the per-endpoint request limit and the outlier rule of
+//! every send), and the answer lists every endpoint's outcome: 200 when all succeeded, 207 when
+//! some did, 502 when none did.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -12,21 +12,19 @@ use http::HeaderValue;
 use http::Response;
 use http::StatusCode;
 use http::header::CONTENT_TYPE;
-use http::request::Parts;
 use http_body::Body;
 use http_body_util::BodyExt;
 use http_body_util::Limited;
 use serde::Serialize;
 
 use crate::proxy::DataPlane;
-use crate::proxy::ProxyBody;
+use crate::proxy::Routed;
+use crate::proxy::attempt::Attempt;
+use crate::proxy::body::ProxyBody;
 use crate::proxy::body::RequestBody;
 use crate::proxy::body::SharedBody;
 use crate::proxy::error::ProxyError;
-use crate::proxy::forward;
-use crate::registry::ContractKey;
 use crate::registry::Registration;
-use crate::serve::Peer;
 
 /// One endpoint's outcome.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -51,22 +49,20 @@ pub struct BroadcastReport {
 
 pub(crate) async fn run(
     plane: &DataPlane,
-    parts: &Parts,
+    routed: &Routed<'_>,
     body: RequestBody,
-    key: &ContractKey,
-    endpoints: &[Arc<Registration>],
-    remote: &Peer,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let limit = plane.config.broadcast_max_body;
     let bytes = read_all(body, limit).await?;
     let shared = SharedBody::new(RequestBody { prefix: bytes, rest: None });
-    let calls: Vec<_> = endpoints
+    let calls: Vec<_> = routed
+        .endpoints
         .iter()
         .map(|endpoint| {
             let shared = shared.clone();
             Box::pin(async move {
                 let started = Instant::now();
-                let result = call(plane, parts, &shared, endpoint, remote).await;
+                let result = call(plane, routed, &shared, endpoint).await;
                 let latency_ms = started.elapsed().as_secs_f64() * 1e3;
                 let (status, error) = match result {
                     Ok(status) => (Some(status.as_u16()), (!status.is_success()).then(|| format!("status {status}"))),
@@ -87,7 +83,7 @@ pub(crate) async fn run(
     results.sort_by(|a, b| a.address.cmp(&b.address));
     let succeeded = results.iter().filter(|r| r.error.is_none()).count();
     let report = BroadcastReport {
-        contract: key.to_string(),
+        contract: routed.key.to_string(),
         endpoints: results.len(),
         succeeded,
         failed: results.len() - succeeded,
@@ -98,7 +94,7 @@ pub(crate) async fn run(
         (0, _) => StatusCode::BAD_GATEWAY,
         _ => StatusCode::MULTI_STATUS,
     };
-    tracing::info!(contract = %key, endpoints = report.endpoints, failed = report.failed, "broadcast delivered");
+    tracing::info!(contract = %routed.key, endpoints = report.endpoints, failed = report.failed, "broadcast delivered");
     let json = serde_json::to_vec(&report).unwrap_or_default();
     let mut response = Response::new(ProxyBody::local(json));
     *response.status_mut() = status;
@@ -126,43 +122,30 @@ async fn read_all(body: RequestBody, limit: usize) -> Result<Bytes, ProxyError> 
     Ok(all.into())
 }
 
+/// One endpoint's delivery: one [`Attempt`], then the (small) answer read so that the connection
+/// can be reused. An endpoint at its request limit is not called.
 async fn call(
     plane: &DataPlane,
-    parts: &Parts,
+    routed: &Routed<'_>,
     shared: &SharedBody,
     endpoint: &Registration,
-    remote: &Peer,
 ) -> Result<StatusCode, String> {
-    let body = shared.for_try().ok_or("body unavailable")?;
-    let target = plane.checked_target(endpoint)?;
-    let request = forward::endpoint_request(parts, &target, body, remote, &plane.via);
-    let _in_flight = plane.outliers.start(&endpoint.id);
     let deadline = plane.config.try_timeout;
-    let exchange = async {
-        let (response, mut loan) = plane.upstreams.send(request).await.map_err(|err| err.to_string())?;
-        let status = response.status();
-        // Read the (small) answer so the connection can be reused.
-        if Limited::new(response.into_body(), 64 * 1024).collect().await.is_ok() {
-            loan.finish();
-        }
-        Ok::<_, String>(status)
-    };
-    match tokio::time::timeout(deadline, exchange).await {
-        Ok(Ok(status)) => {
-            if status.is_server_error() {
-                plane.note_failure(endpoint, "broadcast status");
-            } else {
-                plane.outliers.success(&endpoint.id);
+    let started = Instant::now();
+    match plane.attempt(routed.parts, endpoint, shared, routed.remote, deadline).await {
+        Attempt::Answered { response, in_flight, mut loan } => {
+            let status = response.status();
+            let left = deadline.saturating_sub(started.elapsed());
+            let read = tokio::time::timeout(left, Limited::new(response.into_body(), 64 * 1024).collect()).await;
+            if matches!(read, Ok(Ok(_))) {
+                loan.finish();
             }
+            drop(in_flight);
             Ok(status)
         }
-        Ok(Err(error)) => {
-            plane.note_failure(endpoint, "broadcast failed");
-            Err(error)
-        }
-        Err(_) => {
-            plane.note_failure(endpoint, "broadcast timed out");
-            Err(format!("no answer within {} ms", deadline.as_millis()))
-        }
+        Attempt::Busy => Err(format!("endpoint at its request limit ({})", plane.config.max_endpoint_requests)),
+        Attempt::Refused(reason) | Attempt::Unreachable(reason) | Attempt::Failed(reason) => Err(reason),
+        Attempt::BodyGone => Err("body unavailable".into()),
+        Attempt::TimedOut(after) => Err(format!("no answer within {} ms", after.as_millis())),
     }
 }

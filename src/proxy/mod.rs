@@ -3,50 +3,45 @@
 //! The life of a request: find its contract ([`contract`]), look the contract up in this node's
 //! applied registry (never waiting on Raft), plan the order of endpoints ([`select`]), then
 //! forward it to the first reachable one, streaming both ways ([`forward`]), or, with
-//! `X-Switchboard-Delivery: broadcast`, send it to every endpoint ([`broadcast`]). Errors become
-//! SOAP faults or JSON ([`error`]).
+//! `X-Switchboard-Delivery: broadcast`, send it to every endpoint ([`broadcast`]). Every send to
+//! an endpoint is one [`attempt`], judged by one rule ([`outlier`]). Errors become SOAP faults or
+//! JSON ([`error`]); `X-Switchboard-Explain` shows the decision ([`explain`]).
 
+pub mod attempt;
 pub mod body;
 pub mod broadcast;
 pub mod contract;
 pub mod error;
+pub mod explain;
 pub mod forward;
 pub mod outlier;
 pub mod select;
 pub mod upstream;
 pub mod wsdl;
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Context;
-use std::task::Poll;
 use std::time::Duration;
 use std::time::Instant;
 
-use bytes::Bytes;
-use bytes::BytesMut;
 use http::HeaderName;
 use http::HeaderValue;
 use http::Request;
 use http::Response;
-use http::StatusCode;
 use http::header;
 use http_body::Body;
-use http_body::Frame;
-use http_body::SizeHint;
-use http_body_util::BodyExt;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 
+use self::attempt::Attempt;
+pub use self::body::ProxyBody;
 use self::body::RequestBody;
 use self::body::SharedBody;
-use self::contract::Decision;
-use self::contract::ENVELOPE_SCAN_CAP;
-use self::contract::EnvelopeReader;
-use self::contract::EnvelopeScan;
+use self::body::buffer_small;
 use self::contract::Source;
 use self::error::ProxyError;
+use self::explain::EXPLAIN_HEADER;
+use self::explain::Explain;
+use self::explain::add_explain;
 use self::outlier::InFlight;
 use self::outlier::Outliers;
 use self::select::Cursors;
@@ -70,17 +65,20 @@ pub const DELIVERY_HEADER: HeaderName = HeaderName::from_static("x-switchboard-d
 pub const TOKEN_HEADER: HeaderName = HeaderName::from_static("x-switchboard-token");
 /// This router's `Via` entry.
 pub const VIA: &str = "1.1 switchboard";
-pub const EXPLAIN_HEADER: HeaderName = HeaderName::from_static("x-switchboard-explain");
-const EXPLAIN_CONTRACT: HeaderName = HeaderName::from_static("x-switchboard-contract");
-const EXPLAIN_SOURCE: HeaderName = HeaderName::from_static("x-switchboard-contract-source");
-const EXPLAIN_POLICY: HeaderName = HeaderName::from_static("x-switchboard-policy");
-const EXPLAIN_CANDIDATES: HeaderName = HeaderName::from_static("x-switchboard-candidates");
-const EXPLAIN_ENDPOINT: HeaderName = HeaderName::from_static("x-switchboard-endpoint");
-const EXPLAIN_ATTEMPTS: HeaderName = HeaderName::from_static("x-switchboard-attempts");
 
 /// Bodies of idempotent requests up to this size are held in memory so that a request that
 /// reached a failing endpoint can be sent to another one.
 pub const REPLAY_BUFFER: usize = 64 * 1024;
+
+/// A request whose contract is decided, with what the applied registry says about it.
+#[derive(Debug)]
+pub(crate) struct Routed<'a> {
+    pub parts: &'a http::request::Parts,
+    pub remote: &'a Peer,
+    pub key: ContractKey,
+    pub policy: Policy,
+    pub endpoints: Arc<[Arc<Registration>]>,
+}
 
 /// Settings of the data plane.
 #[derive(Debug, Clone)]
@@ -134,70 +132,6 @@ pub struct DataPlane {
     policy: Arc<AddressPolicy>,
     /// Parsed, policy-checked request targets of endpoints (an address never changes for an id).
     targets: std::sync::RwLock<std::collections::HashMap<RegistrationId, Result<http::Uri, String>, FastHash>>,
-}
-
-/// Response bodies: an endpoint's, streamed through (counting the request as in flight until it
-/// ends), or one the data plane wrote itself.
-#[derive(Debug)]
-pub enum ProxyBody {
-    /// The endpoint's body; at its end the connection goes back to the pool.
-    Upstream {
-        body: Incoming,
-        _in_flight: Option<InFlight>,
-        loan: Loan,
-    },
-    Local(Full<Bytes>),
-}
-
-impl ProxyBody {
-    pub fn local(bytes: impl Into<Bytes>) -> Self {
-        Self::Local(Full::new(bytes.into()))
-    }
-}
-
-impl Body for ProxyBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            Self::Upstream { body, loan, .. } => {
-                let polled = Pin::new(&mut *body).poll_frame(cx);
-                // The server stops polling once the body says it ended, so check after each frame.
-                if matches!(polled, Poll::Ready(None)) || body.is_end_stream() {
-                    loan.finish();
-                }
-                polled
-            }
-            Self::Local(full) => Pin::new(full).poll_frame(cx).map_err(|never| match never {}),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Self::Upstream { body, .. } => body.is_end_stream(),
-            Self::Local(full) => full.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            Self::Upstream { body, .. } => body.size_hint(),
-            Self::Local(full) => full.size_hint(),
-        }
-    }
-}
-
-/// What a routing decision was, for `X-Switchboard-Explain`.
-#[derive(Debug)]
-struct Explain {
-    /// The caller may see the endpoints' addresses.
-    disclose: bool,
-    key: ContractKey,
-    source: Source,
-    policy: Policy,
-    candidates: Vec<String>,
-    attempts: Vec<String>,
 }
 
 impl DataPlane {
@@ -272,7 +206,8 @@ impl DataPlane {
         let disclose = explain && self.discloses_internals(parts.headers.get(TOKEN_HEADER));
         let broadcast =
             parts.headers.get(DELIVERY_HEADER).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"broadcast"));
-        let (key, source, body) = resolve(&parts.headers, parts.uri.path(), incoming, &self.view).await?;
+        let (key, source, body) =
+            contract::read::resolve(&parts.headers, parts.uri.path(), incoming, &self.view).await?;
         METRICS.decided_by(source.rule());
 
         let applied = self.view.load();
@@ -282,28 +217,29 @@ impl DataPlane {
         let wsdl_location = (source == Source::Path && wsdl::asks_wsdl(&parts.method, parts.uri.query()))
             .then(|| applied.state.binding(parts.uri.path()))
             .flatten()
-            .and_then(|(bound, _)| wsdl::router_url(&parts.headers, remote.https, bound));
+            .and_then(|(bound, _)| crate::serve::router_url(&parts.headers, remote.https, bound));
         let endpoints = endpoints.as_slice().clone();
         drop(applied);
+        let routed = Routed { parts: &parts, remote: &remote, key, policy, endpoints };
 
         if broadcast {
-            self.authorize_broadcast(&parts.headers, &key)?;
+            self.authorize_broadcast(&parts.headers, &routed.key)?;
             METRICS.broadcasts.inc();
-            return broadcast::run(self, &parts, body, &key, &endpoints, &remote).await;
+            return broadcast::run(self, &routed, body).await;
         }
         let mut explain = explain.then(|| Explain {
             disclose,
-            key: key.clone(),
+            key: routed.key.clone(),
             source,
-            policy: policy.clone(),
+            policy: routed.policy.clone(),
             candidates: Vec::new(),
             attempts: Vec::new(),
         });
-        let mut response = self.unicast(&parts, body, &key, &policy, &endpoints, &remote, explain.as_mut()).await?;
+        let mut response = self.unicast(&routed, body, explain.as_mut()).await?;
         if let Some(location) = wsdl_location {
             response = wsdl::rewrite(response, &location)
                 .await
-                .map_err(|reason| ProxyError::EndpointFailed { address: key.to_string(), reason })?;
+                .map_err(|reason| ProxyError::EndpointFailed { address: routed.key.to_string(), reason })?;
         }
         if let Some(explain) = explain {
             add_explain(&mut response, &explain);
@@ -311,19 +247,17 @@ impl DataPlane {
         Ok(response)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Sends the request to the first endpoint of the plan that takes it; fails over to the next
+    /// when nothing was sent, or when the contract is idempotent and the body was kept.
     async fn unicast(
         &self,
-        parts: &http::request::Parts,
+        routed: &Routed<'_>,
         body: RequestBody,
-        key: &ContractKey,
-        policy: &Policy,
-        endpoints: &[Arc<Registration>],
-        remote: &Peer,
         mut explain: Option<&mut Explain>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        let Routed { parts, remote, key, policy, endpoints } = routed;
         let body = if policy.idempotent { buffer_small(body, &parts.headers).await? } else { body };
-        let replayable = body.is_buffered();
+        let replayable = policy.idempotent && body.is_buffered();
         let shared = SharedBody::new(body);
         let plan = select::plan(policy, key, endpoints, &parts.headers, &self.cursors, &self.outliers);
         if let Some(explain) = explain.as_deref_mut() {
@@ -342,69 +276,33 @@ impl DataPlane {
             if order.all_ejected() && tried == 0 && busy == 0 {
                 tracing::warn!(contract = %key, "every endpoint is ejected; trying all of them");
             }
-            let endpoint = &endpoints[index];
-            if self.outliers.in_flight(&endpoint.id) >= self.config.max_endpoint_requests {
-                busy += 1;
-                tracing::warn!(endpoint = %endpoint.address, limit = self.config.max_endpoint_requests, "endpoint at its request limit; skipped");
-                continue;
-            }
-            let target = match self.checked_target(endpoint) {
-                Ok(target) => target,
-                Err(refused) => {
-                    tracing::warn!(endpoint = %endpoint.address, reason = %refused, "endpoint address refused");
-                    last_error = Some(refused);
-                    continue;
-                }
-            };
-            let Some(try_body) = shared.for_try() else { break };
-            if tried > 0 {
-                METRICS.failovers.inc();
-            }
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 break;
             }
-            tried += 1;
-            if let Some(explain) = explain.as_deref_mut() {
-                explain.attempts.push(endpoint.address.to_string());
+            let endpoint = &endpoints[index];
+            let attempt = self.attempt(parts, endpoint, &shared, remote, self.config.try_timeout.min(remaining)).await;
+            if attempt.was_tried() {
+                if tried > 0 {
+                    METRICS.failovers.inc();
+                }
+                tried += 1;
+                if let Some(explain) = explain.as_deref_mut() {
+                    explain.attempts.push(endpoint.address.to_string());
+                }
             }
-            let request = forward::endpoint_request(parts, &target, try_body, remote, &self.via);
-            let in_flight = self.outliers.start(&endpoint.id);
-            let answer =
-                tokio::time::timeout(self.config.try_timeout.min(remaining), self.upstreams.send(request)).await;
-            match answer {
-                Ok(Ok((response, loan))) => {
-                    if matches!(
-                        response.status(),
-                        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
-                    ) {
-                        self.note_failure(endpoint, "gateway error status");
-                    } else {
-                        self.outliers.success(&endpoint.id);
-                    }
-                    return Ok(self.relay(response, in_flight, loan));
+            match attempt {
+                Attempt::Answered { response, in_flight, loan } => return Ok(self.relay(response, in_flight, loan)),
+                Attempt::Busy => busy += 1,
+                Attempt::Refused(refused) => last_error = Some(refused),
+                Attempt::BodyGone => break,
+                // Nothing was sent: the next endpoint gets the request, whatever the contract.
+                Attempt::Unreachable(err) => last_error = Some(err),
+                Attempt::Failed(_) | Attempt::TimedOut(_) if replayable => {}
+                Attempt::Failed(reason) => {
+                    return Err(ProxyError::EndpointFailed { address: endpoint.address.to_string(), reason });
                 }
-                Ok(Err(err)) if err.not_sent() => {
-                    // Nothing was sent: the next endpoint gets the request, whatever the contract.
-                    self.note_failure(endpoint, "unreachable");
-                    last_error = Some(err.to_string());
-                    tracing::debug!(endpoint = %endpoint.address, error = %err, "endpoint unreachable, trying the next");
-                }
-                Ok(Err(err)) => {
-                    self.note_failure(endpoint, "failed");
-                    if !(policy.idempotent && replayable) {
-                        return Err(ProxyError::EndpointFailed {
-                            address: endpoint.address.to_string(),
-                            reason: err.to_string(),
-                        });
-                    }
-                }
-                Err(_elapsed) => {
-                    self.note_failure(endpoint, "timed out");
-                    if !(policy.idempotent && replayable) {
-                        return Err(ProxyError::Timeout { address: endpoint.address.to_string() });
-                    }
-                }
+                Attempt::TimedOut(_) => return Err(ProxyError::Timeout { address: endpoint.address.to_string() }),
             }
         }
         if tried == 0 && busy > 0 && last_error.is_none() {
@@ -457,13 +355,6 @@ impl DataPlane {
         Err(ProxyError::Forbidden(format!("token {} may not broadcast to {key}", caller.name())))
     }
 
-    fn note_failure(&self, endpoint: &Registration, what: &str) {
-        if let Some(ejected_for) = self.outliers.failure(&endpoint.id) {
-            METRICS.ejections.inc();
-            tracing::warn!(endpoint = %endpoint.address, ejected_ms = ejected_for.as_millis() as u64, reason = what, "endpoint ejected");
-        }
-    }
-
     fn relay(&self, response: Response<Incoming>, in_flight: InFlight, mut loan: Loan) -> Response<ProxyBody> {
         let (mut parts, body) = response.into_parts();
         forward::strip_hop_by_hop(&mut parts.headers);
@@ -484,94 +375,4 @@ fn looped(headers: &http::HeaderMap) -> bool {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|hop| hop.trim() == VIA)
-}
-
-/// Finds the contract; reads the start of a SOAP body when only the envelope can tell.
-async fn resolve(
-    headers: &http::HeaderMap,
-    path: &str,
-    incoming: Incoming,
-    view: &AppliedView,
-) -> Result<(ContractKey, Source, RequestBody), ProxyError> {
-    let hints = contract::hints(headers)?;
-    if let Decision::Route(key, source) = contract::decide(&hints, path, None, &view.peek().state)? {
-        return Ok((key, source, RequestBody { prefix: Bytes::new(), rest: Some(incoming) }));
-    }
-    let mut envelope = EnvelopeReader::for_request(&hints);
-    let mut rest = Some(incoming);
-    // However slowly the client sends it, the envelope's start must arrive within this time.
-    let deadline = tokio::time::Instant::now() + ENVELOPE_DEADLINE;
-    loop {
-        let read = match envelope.scan(rest.is_none()) {
-            Some(EnvelopeScan::Envelope(read)) => Some(read),
-            Some(EnvelopeScan::Absent) => Some(contract::Envelope::default()),
-            Some(EnvelopeScan::Invalid(reason)) => {
-                return Err(contract::ContractError::InvalidEnvelope(reason).into());
-            }
-            Some(EnvelopeScan::Incomplete) if envelope.len() >= ENVELOPE_SCAN_CAP => {
-                return Err(contract::ContractError::EnvelopeTooLarge.into());
-            }
-            Some(EnvelopeScan::Incomplete) | None => None,
-        };
-        if let Some(read) = read {
-            return match contract::decide(&hints, path, Some(&read), &view.peek().state)? {
-                Decision::Route(key, source) => Ok((key, source, RequestBody { prefix: envelope.into_bytes(), rest })),
-                Decision::ReadEnvelope => Err(contract::ContractError::Missing.into()),
-            };
-        }
-        let Some(body) = rest.as_mut() else {
-            return Err(contract::ContractError::InvalidEnvelope("the body ended inside the envelope".into()).into());
-        };
-        match tokio::time::timeout_at(deadline, body.frame()).await {
-            Ok(Some(Ok(frame))) => {
-                if let Ok(data) = frame.into_data() {
-                    envelope.push(&data);
-                }
-            }
-            Ok(Some(Err(err))) => return Err(ProxyError::RequestBody(err.to_string())),
-            Ok(None) => rest = None,
-            Err(_elapsed) => return Err(contract::ContractError::EnvelopeTimeout(ENVELOPE_DEADLINE.as_secs()).into()),
-        }
-    }
-}
-
-/// How long a client may take to send the envelope header of a SOAP request.
-const ENVELOPE_DEADLINE: Duration = Duration::from_secs(10);
-
-/// Reads a body into memory when it is known to be small, so it can be sent more than once.
-async fn buffer_small(body: RequestBody, headers: &http::HeaderMap) -> Result<RequestBody, ProxyError> {
-    let Some(rest) = body.rest else { return Ok(body) };
-    let small = rest.size_hint().upper().is_some_and(|upper| upper as usize + body.prefix.len() <= REPLAY_BUFFER)
-        || headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-            .is_some_and(|length| length <= REPLAY_BUFFER);
-    if !small {
-        return Ok(RequestBody { prefix: body.prefix, rest: Some(rest) });
-    }
-    let collected = rest.collect().await.map_err(|err| ProxyError::RequestBody(err.to_string()))?.to_bytes();
-    let mut all = BytesMut::from(&body.prefix[..]);
-    all.extend_from_slice(&collected);
-    Ok(RequestBody { prefix: all.freeze(), rest: None })
-}
-
-fn add_explain(response: &mut Response<ProxyBody>, explain: &Explain) {
-    let headers = response.headers_mut();
-    let mut set = |name: HeaderName, value: String| {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(name, value);
-        }
-    };
-    set(EXPLAIN_CONTRACT, explain.key.to_string());
-    set(EXPLAIN_SOURCE, explain.source.as_str().to_owned());
-    let policy =
-        serde_json::to_value(explain.policy.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-    set(EXPLAIN_POLICY, format!("{policy}{}", if explain.policy.idempotent { "; idempotent" } else { "" }));
-    if explain.disclose {
-        set(EXPLAIN_CANDIDATES, explain.candidates.join(", "));
-        if let Some(chosen) = explain.attempts.last() {
-            set(EXPLAIN_ENDPOINT, chosen.clone());
-        }
-    }
-    set(EXPLAIN_ATTEMPTS, explain.attempts.len().to_string());
 }

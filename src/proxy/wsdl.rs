@@ -4,12 +4,10 @@
 //! default settings, calls through the router.
 
 use bytes::Bytes;
-use http::HeaderMap;
 use http::HeaderValue;
 use http::Response;
 use http::header::CONTENT_LENGTH;
 use http::header::CONTENT_TYPE;
-use http::header::HOST;
 use http_body_util::BodyExt;
 use http_body_util::Limited;
 use quick_xml::events::BytesStart;
@@ -31,22 +29,6 @@ pub fn asks_wsdl(method: &http::Method, query: Option<&str>) -> bool {
     method == http::Method::GET
         && query
             .is_some_and(|q| q.split('&').any(|p| p.split('=').next().is_some_and(|k| k.eq_ignore_ascii_case("wsdl"))))
-}
-
-/// The URL a WSDL should name for the path `bound`: the client's scheme and host (as a load balancer
-/// forwards them, else the request's own). `None` without a host safe to write into XML.
-pub fn router_url(headers: &HeaderMap, https: bool, bound: &str) -> Option<String> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-    let host = header("x-forwarded-host").or_else(|| header(HOST.as_str()))?;
-    let safe = !host.is_empty()
-        && host.len() <= 255
-        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b));
-    let scheme = match header("x-forwarded-proto") {
-        Some(proto @ ("http" | "https")) => proto,
-        _ if https => "https",
-        _ => "http",
-    };
-    safe.then(|| format!("{scheme}://{host}{bound}"))
 }
 
 /// Rewrites the SOAP addresses of a WSDL answer to `location`. Anything that is not a readable
@@ -149,11 +131,5 @@ mod tests {
         assert!(!asks_wsdl(&http::Method::GET, Some("wsdlx")));
         assert!(!asks_wsdl(&http::Method::GET, None));
         assert!(!asks_wsdl(&http::Method::POST, Some("wsdl")));
-        let mut headers = HeaderMap::new();
-        headers.insert(HOST, HeaderValue::from_static("lb.example:8080"));
-        assert_eq!(router_url(&headers, false, "/calc").as_deref(), Some("http://lb.example:8080/calc"));
-        assert_eq!(router_url(&headers, true, "/calc").as_deref(), Some("https://lb.example:8080/calc"));
-        headers.insert("x-forwarded-host", HeaderValue::from_static("a\"b"));
-        assert_eq!(router_url(&headers, false, "/calc"), None);
     }
 }

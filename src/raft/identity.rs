@@ -7,7 +7,6 @@
 //! toward a commit until the leader has removed the old incarnation and added the new one.
 
 use std::fmt;
-use std::hash::BuildHasher;
 use std::str::FromStr;
 
 use serde::Deserialize;
@@ -26,9 +25,10 @@ pub struct NodeIdentity {
 }
 
 impl NodeIdentity {
-    /// A new identity for a fresh data directory.
-    pub fn fresh(node_id: NodeId) -> Self {
-        Self { node_id, incarnation: random_nonzero(), migrated: false }
+    /// A new identity for a fresh data directory: a random incarnation, never 0.
+    pub fn fresh(node_id: NodeId) -> Result<Self, crate::secret::RandomError> {
+        let incarnation = u64::from_le_bytes(crate::secret::random_bytes()?).max(1);
+        Ok(Self { node_id, incarnation, migrated: false })
     }
 
     /// Whether `incarnation`, as a membership entry or an RPC names it, is this directory's.
@@ -38,13 +38,6 @@ impl NodeIdentity {
             None => self.migrated,
         }
     }
-}
-
-/// 64 random bits from the process's OS-seeded hasher keys, mixed with the clock.
-fn random_nonzero() -> u64 {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    let value = std::collections::hash_map::RandomState::new().hash_one((nanos, std::process::id()));
-    value.max(1)
 }
 
 /// The node an RPC is meant for: `{node_id}.{incarnation in hex}`, or `{node_id}.legacy` for a
@@ -85,7 +78,7 @@ mod tests {
 
     #[test]
     fn fresh_identities_differ() {
-        let (a, b) = (NodeIdentity::fresh(1), NodeIdentity::fresh(1));
+        let (a, b) = (NodeIdentity::fresh(1).unwrap(), NodeIdentity::fresh(1).unwrap());
         assert_ne!(a.incarnation, b.incarnation);
         assert!(a.is(Some(a.incarnation)) && !a.is(Some(b.incarnation)));
         assert!(!a.is(None), "a fresh directory is never the one a legacy entry names");

@@ -180,7 +180,8 @@ pub fn from_v0(disk: &Disk, data_dir: &Path, node_id: NodeId) -> Result<NodeIden
         }
         None => false,
     };
-    let identity = NodeIdentity { migrated: admitted, ..NodeIdentity::fresh(node_id) };
+    let fresh = NodeIdentity::fresh(node_id).map_err(|e| StorageOpenError::Storage(place.clone(), e.to_string()))?;
+    let identity = NodeIdentity { migrated: admitted, ..fresh };
 
     // Start from empty format-1 trees: an earlier attempt may have been cut short.
     let new_log = disk.log.open_tree(log_store::LOG_TREE).map_err(sled_err)?;

@@ -9,6 +9,7 @@
 // path; boxing it in our helpers would only add conversions.
 #![allow(clippy::result_large_err)]
 
+mod applied;
 mod disk;
 mod format;
 mod identity;
@@ -22,6 +23,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use self::applied::Applied;
+pub use self::applied::AppliedView;
 pub use self::disk::Disk;
 pub use self::format::FormatError;
 pub use self::identity::Addressee;
@@ -31,8 +34,6 @@ pub use self::network::PeerClient;
 pub use self::network::PeerError;
 pub use self::network::PeerNetwork;
 pub use self::network::rpc;
-pub use self::state_machine::Applied;
-pub use self::state_machine::AppliedView;
 pub use self::state_machine::StateMachine;
 use crate::registry::Change;
 use crate::registry::Outcome;
@@ -208,7 +209,8 @@ impl Storage {
             }
             None if migrate::is_v0(&disk, data_dir) => migrate::from_v0(&disk, data_dir, node_id)?,
             None => {
-                let identity = NodeIdentity::fresh(node_id);
+                let identity = NodeIdentity::fresh(node_id)
+                    .map_err(|e| StorageOpenError::Storage(place.clone(), e.to_string()))?;
                 let encoded =
                     format::encode(&identity).map_err(|e| StorageOpenError::Storage(place.clone(), e.to_string()))?;
                 meta.insert(IDENTITY, encoded).map_err(sled_err)?;

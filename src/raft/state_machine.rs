@@ -31,7 +31,6 @@ use std::io::Cursor;
 use std::sync::Arc;
 use std::sync::Mutex;
 
-use arc_swap::ArcSwap;
 use openraft::EntryPayload;
 use openraft::OptionalSend;
 use openraft::RaftSnapshotBuilder;
@@ -40,9 +39,10 @@ use openraft::storage::RaftStateMachine;
 use serde::Deserialize;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::watch;
 
 use crate::raft::TypeConfig;
+use crate::raft::applied::Applied;
+use crate::raft::applied::AppliedView;
 use crate::raft::disk::Disk;
 use crate::raft::disk::Syncer;
 use crate::raft::format;
@@ -75,56 +75,6 @@ const CHUNK: u8 = b'c';
 const COMPACT_AT_LEAST: u64 = 16 << 20;
 /// A chunk of the image holds about this many bytes.
 const CHUNK_BYTES: usize = 1 << 20;
-
-/// What the node has applied: the registry and the log position it reflects.
-#[derive(Debug, Clone, Default)]
-pub struct Applied {
-    pub state: RegistryState,
-    pub index: u64,
-}
-
-/// Shared, lock-free read handle to the latest applied state, plus a channel that ticks with the
-/// applied index for those who wait for a position.
-#[derive(Debug, Clone)]
-pub struct AppliedView {
-    current: Arc<ArcSwap<Applied>>,
-    index: watch::Sender<u64>,
-}
-
-impl Default for AppliedView {
-    fn default() -> Self {
-        Self { current: Arc::new(ArcSwap::from_pointee(Applied::default())), index: watch::Sender::new(0) }
-    }
-}
-
-impl crate::auth::TokenSource for AppliedView {
-    fn token_table(&self) -> imbl::OrdMap<String, TokenEntry> {
-        self.load().state.tokens().clone()
-    }
-}
-
-impl AppliedView {
-    pub fn load(&self) -> Arc<Applied> {
-        self.current.load_full()
-    }
-
-    /// The latest applied state, for a short synchronous look (no reference count taken; do
-    /// not hold it across an await).
-    pub fn peek(&self) -> arc_swap::Guard<Arc<Applied>> {
-        self.current.load()
-    }
-
-    fn publish(&self, applied: Applied) {
-        let index = applied.index;
-        self.current.store(Arc::new(applied));
-        self.index.send_replace(index);
-    }
-
-    /// A receiver of the applied index.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.index.subscribe()
-    }
-}
 
 /// The first record of an image.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -5,6 +5,8 @@ use proptest::prelude::*;
 use super::*;
 use crate::registry::PATH_KEY;
 use crate::soap::SOAP_ACTION;
+use crate::soap::envelope::*;
+use crate::soap::request_action;
 
 fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
     let mut map = HeaderMap::new();
@@ -573,7 +575,7 @@ fn the_root_part_of_an_mtom_request_is_its_envelope() {
         // when the root part comes first.
         for chunk in [1, 13, 4096] {
             let hints = Hints { multipart: Some(multipart.clone()), soap: true, ..Hints::default() };
-            let mut reader = EnvelopeReader::for_request(&hints);
+            let mut reader = EnvelopeReader::new(hints.multipart.clone());
             let mut decided = None;
             for piece in body.chunks(chunk) {
                 reader.push(piece);
@@ -612,7 +614,7 @@ fn an_mtom_request_routes_by_its_action_or_its_root_envelope() {
     let content_type = r#"multipart/related; type="application/xop+xml"; boundary="uuid:b1"; start="<root.message@cxf.apache.org>"; start-info="text/xml""#;
     let hints = hints(&headers(&[("Content-Type", content_type), ("SOAPAction", "\"\"")])).unwrap();
     assert_eq!(decide(&hints, "/", None, &state), Ok(Decision::ReadEnvelope));
-    let mut reader = EnvelopeReader::for_request(&hints);
+    let mut reader = EnvelopeReader::new(hints.multipart.clone());
     reader.push(&body);
     let Some(EnvelopeScan::Envelope(envelope)) = reader.scan(true) else { panic!("no envelope") };
     assert_eq!(

@@ -1,6 +1,9 @@
 //! SOAP on the wire, shared by the data plane, the SOAP registration endpoint and the sample
 //! service: the version and action a request's headers name, the envelope namespaces, entity
-//! references in a message, and the envelopes and faults sent back.
+//! references in a message, and the envelopes and faults sent back; the start of an envelope as
+//! it arrives ([`envelope`]).
+
+pub mod envelope;
 
 use http::HeaderMap;
 use http::HeaderName;
@@ -235,6 +238,29 @@ pub fn fault(version: SoapVersion, client_fault: bool, code: &str, message: &str
         }
     };
     (version.content_type(), text)
+}
+
+/// The contract part of an action in WCF's default form, `{namespace}/{contract}/{operation}`:
+/// `{namespace}/{contract}`. `None` when the action has no operation to drop.
+pub fn action_contract(action: &str) -> Option<&str> {
+    match action.rsplit_once('/') {
+        Some((key, operation)) if !key.is_empty() && !operation.is_empty() => Some(key),
+        _ => None,
+    }
+}
+
+/// The action of a SOAP request answered by the endpoint that receives it (the SOAP
+/// registration endpoint, the sample service): the action its headers name, else the
+/// WS-Addressing action of its whole envelope.
+pub fn request_action(headers: &HeaderMap, body: &[u8]) -> Option<String> {
+    let header = header_action(headers).ok().flatten().map(|(action, _)| action);
+    if let Some(action) = header.as_ref().filter(|action| action_contract(action).is_some()) {
+        return Some(action.clone());
+    }
+    match envelope::scan_envelope(body, true) {
+        envelope::EnvelopeScan::Envelope(envelope::Envelope { action: Some(action), .. }) => Some(action),
+        _ => header,
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,127 @@
+//! One try of one endpoint, the same for every way of sending (unicast with its failover,
+//! broadcast): the endpoint's request limit on this node, its address checked against the
+//! address policy as it is now, the request built and counted in flight, sent within a
+//! deadline, and the endpoint judged by one outlier rule: every transport failure, timeout and
+//! gateway answer ([`is_endpoint_failure`]) counts against it, any other answer for it.
+
+use std::time::Duration;
+
+use http::Response;
+use http::StatusCode;
+use http::request::Parts;
+use hyper::body::Incoming;
+
+use super::DataPlane;
+use super::body::SharedBody;
+use super::forward;
+use super::outlier::InFlight;
+use super::upstream::Loan;
+use crate::metrics::METRICS;
+use crate::registry::Registration;
+use crate::serve::Peer;
+
+/// What one try came to.
+#[derive(Debug)]
+pub enum Attempt {
+    /// The endpoint answered with response headers. The request stays counted in flight, and the
+    /// connection lent by the pool, until the answer's body has been read.
+    Answered { response: Response<Incoming>, in_flight: InFlight, loan: Loan },
+    /// Not sent: the endpoint has as many requests in flight from this node as it may.
+    Busy,
+    /// Not sent: the address policy refuses the endpoint's address.
+    Refused(String),
+    /// Not sent: an earlier try consumed a body that streams from the client.
+    BodyGone,
+    /// Not sent: no connection could be made.
+    Unreachable(String),
+    /// Sent, at least in part, and the exchange broke: the endpoint may have acted on it.
+    Failed(String),
+    /// Sent, and no answer came within the deadline.
+    TimedOut(Duration),
+}
+
+impl Attempt {
+    /// Whether the endpoint was tried (a connection attempted), as opposed to skipped.
+    pub fn was_tried(&self) -> bool {
+        !matches!(self, Self::Busy | Self::Refused(_) | Self::BodyGone)
+    }
+}
+
+/// An answer that counts as a failure of the endpoint: the gateway statuses (502, 503, 504),
+/// which a service or the proxy in front of it answers when it cannot serve. Any other answer,
+/// a 500 included, is the service's own answer to this request.
+pub fn is_endpoint_failure(status: StatusCode) -> bool {
+    matches!(status, StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT)
+}
+
+impl DataPlane {
+    /// Tries `endpoint` once with the request `parts` and the body of the next try.
+    pub(crate) async fn attempt(
+        &self,
+        parts: &Parts,
+        endpoint: &Registration,
+        body: &SharedBody,
+        remote: &Peer,
+        deadline: Duration,
+    ) -> Attempt {
+        if self.outliers.in_flight(&endpoint.id) >= self.config.max_endpoint_requests {
+            tracing::warn!(endpoint = %endpoint.address, limit = self.config.max_endpoint_requests, "endpoint at its request limit; skipped");
+            return Attempt::Busy;
+        }
+        let target = match self.checked_target(endpoint) {
+            Ok(target) => target,
+            Err(refused) => {
+                tracing::warn!(endpoint = %endpoint.address, reason = %refused, "endpoint address refused");
+                return Attempt::Refused(refused);
+            }
+        };
+        let Some(body) = body.for_try() else { return Attempt::BodyGone };
+        let request = forward::endpoint_request(parts, &target, body, remote, &self.via);
+        let in_flight = self.outliers.start(&endpoint.id);
+        match tokio::time::timeout(deadline, self.upstreams.send(request)).await {
+            Ok(Ok((response, loan))) => {
+                if is_endpoint_failure(response.status()) {
+                    self.note_failure(endpoint, "gateway error status");
+                } else {
+                    self.outliers.success(&endpoint.id);
+                }
+                Attempt::Answered { response, in_flight, loan }
+            }
+            Ok(Err(err)) if err.not_sent() => {
+                self.note_failure(endpoint, "unreachable");
+                tracing::debug!(endpoint = %endpoint.address, error = %err, "endpoint unreachable");
+                Attempt::Unreachable(err.to_string())
+            }
+            Ok(Err(err)) => {
+                self.note_failure(endpoint, "failed");
+                Attempt::Failed(err.to_string())
+            }
+            Err(_elapsed) => {
+                self.note_failure(endpoint, "timed out");
+                Attempt::TimedOut(deadline)
+            }
+        }
+    }
+
+    fn note_failure(&self, endpoint: &Registration, what: &str) {
+        if let Some(ejected_for) = self.outliers.failure(&endpoint.id) {
+            METRICS.ejections.inc();
+            tracing::warn!(endpoint = %endpoint.address, ejected_ms = ejected_for.as_millis() as u64, reason = what, "endpoint ejected");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_gateway_answers_count_against_an_endpoint() {
+        for status in [502, 503, 504] {
+            assert!(is_endpoint_failure(StatusCode::from_u16(status).unwrap()), "{status}");
+        }
+        for status in [200, 204, 301, 400, 404, 429, 500, 501, 505] {
+            assert!(!is_endpoint_failure(StatusCode::from_u16(status).unwrap()), "{status}");
+        }
+    }
+}
