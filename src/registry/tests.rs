@@ -1,3 +1,5 @@
+use std::collections::BTreeMap;
+
 use super::*;
 
 fn spec(address: &str, namespace: &str, name: &str) -> RegistrationSpec {
