@@ -19,6 +19,14 @@ use crate::cluster::ClusterError;
 use crate::metrics::Limit;
 use crate::registry::InvalidRegistration;
 
+/// The code and message of a refusal, kept with its response, so that a layer that answers in
+/// another form (a SOAP fault) renders the same refusal without reading the JSON back.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub code: &'static str,
+    pub message: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error(transparent)]
@@ -43,6 +51,8 @@ pub enum ApiError {
     QuotaExceeded(String),
     #[error("the request headers are too large")]
     HeadersTooLarge,
+    #[error("this route does not take that method")]
+    MethodNotAllowed,
 }
 
 impl ApiError {
@@ -66,6 +76,7 @@ impl ApiError {
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::QuotaExceeded(_) => (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded"),
             Self::HeadersTooLarge => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large"),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Cluster(err) => match err {
                 ClusterError::NotLeader | ClusterError::NoLeader(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_leader"),
                 ClusterError::OutcomeUnknown => (StatusCode::GATEWAY_TIMEOUT, "outcome_unknown"),
@@ -100,8 +111,11 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::warn!(code, error = %self, "request failed");
         }
+        let message = self.to_string();
         let mut response =
-            (status, Json(ErrorBody { code: code.to_owned(), message: self.to_string() })).into_response();
+            (status, Json(ErrorBody { code: code.to_owned(), message: message.clone() })).into_response();
+        // The SOAP registration endpoint answers the same refusal as a fault (`soap::faults_only`).
+        response.extensions_mut().insert(Refusal { code, message });
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }

@@ -20,7 +20,6 @@ use axum::extract::Request;
 use axum::extract::State;
 use axum::http::HeaderValue;
 use axum::http::Method;
-use axum::http::StatusCode;
 use axum::http::Uri;
 use axum::http::header;
 use axum::middleware::Next;
@@ -166,9 +165,8 @@ async fn not_found(uri: Uri) -> ApiError {
     ApiError::not_found("route_not_found", format!("no such route: {}", uri.path()))
 }
 
-async fn method_not_allowed() -> (StatusCode, axum::Json<ErrorBody>) {
-    let body = ErrorBody { code: "method_not_allowed".into(), message: "this route does not take that method".into() };
-    (StatusCode::METHOD_NOT_ALLOWED, axum::Json(body))
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }
 
 #[cfg(test)]

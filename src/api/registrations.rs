@@ -20,7 +20,6 @@ use crate::api::require;
 use crate::auth::Caller;
 use crate::cluster::leases::Refusal;
 use crate::registry::Command;
-use crate::registry::InvalidRegistration;
 use crate::registry::Lease;
 use crate::registry::Outcome;
 use crate::registry::Registration;
@@ -144,7 +143,6 @@ async fn register(
     if let Some(path) = spec.metadata.get(crate::registry::PATH_KEY) {
         require(caller.can_bind(path), &caller, format_args!("bind path {path}"))?;
     }
-    state.policy.check_registration(&spec.address).await.map_err(|refused| InvalidRegistration::Address(refused.0))?;
     match state.cluster.write(Command::Register(spec), &caller.actor()).await? {
         Outcome::Registered { registration, created } => {
             let status = if created { StatusCode::CREATED } else { StatusCode::OK };

@@ -25,6 +25,7 @@ use quick_xml::reader::NsReader;
 
 use crate::api::ApiError;
 use crate::api::ApiState;
+use crate::api::error::Refusal;
 use crate::auth::Caller;
 use crate::cluster::ClusterError;
 use crate::registry::Command;
@@ -68,7 +69,7 @@ async fn wsdl(State(state): State<ApiState>, RawQuery(query): RawQuery, headers:
 
 /// Every refusal on the SOAP endpoint is a SOAP fault in the version the client spoke, including
 /// those decided before the handler runs (a missing token, a body over the limit): the layer
-/// rewrites any other error answer into a fault with the same status, code and message.
+/// answers any other refusal as a fault with the same status, code and message.
 pub(super) async fn faults_only(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let version = soap::soap_version(request.headers()).unwrap_or(SoapVersion::V11);
     let response = next.run(request).await;
@@ -82,19 +83,20 @@ pub(super) async fn faults_only(request: axum::extract::Request, next: axum::mid
         return response;
     }
     let (parts, body) = response.into_parts();
-    let bytes = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
-    let (code, message) = match serde_json::from_slice::<crate::api::ErrorBody>(&bytes) {
-        Ok(error) => (error.code, error.message),
-        Err(_) => {
+    let (code, message) = match parts.extensions.get::<Refusal>() {
+        Some(refusal) => (refusal.code, refusal.message.clone()),
+        // Refused by the framework itself (its extractors' plain-text rejections).
+        None => {
             let code = match status {
                 StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
                 StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
                 _ => "invalid_request",
             };
-            (code.to_owned(), String::from_utf8_lossy(&bytes).trim().to_owned())
+            let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+            (code, String::from_utf8_lossy(&text).trim().to_owned())
         }
     };
-    let (content_type, text) = soap::fault(version, status.is_client_error(), &code, &message);
+    let (content_type, text) = soap::fault(version, status.is_client_error(), code, &message);
     let mut headers = parts.headers;
     headers.remove(CONTENT_LENGTH);
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -179,11 +181,6 @@ async fn serve(state: &ApiState, caller: &Caller, headers: &HeaderMap, body: &[u
                 metadata: Default::default(),
             };
             let spec = RegistrationSpec::new(request).map_err(|err| client_fault(err.code(), err.to_string()))?;
-            state
-                .policy
-                .check_registration(&spec.address)
-                .await
-                .map_err(|refused| client_fault("invalid_address", refused.0))?;
             Command::Register(spec)
         }
         Operation::Unregister => {

@@ -1,6 +1,7 @@
 //! Writes and linearizable reads: a command goes to the leader (this node, or forwarded over the
 //! peer protocol's `Write` RPC), is batched into one log entry with others (`batch`), and is
 //! answered with what applying it did. A read index is confirmed by the leader the same way.
+//! What makes a registration admissible is checked at each step by `admission`.
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -15,6 +16,7 @@ use switchboard_proto::peer::Write;
 use super::Cluster;
 use super::ClusterError;
 use super::Proposal;
+use super::admission::Stage;
 use crate::registry::Actor;
 use crate::registry::Command;
 use crate::registry::Origin;
@@ -25,6 +27,7 @@ impl Cluster {
     /// carries the same request number, so one that is retried after an ambiguous forward is
     /// applied once and answered with what that application did.
     pub async fn write(&self, command: Command, actor: &Actor) -> Result<Outcome, ClusterError> {
+        self.check_registration(&command, Stage::Entry).await?;
         let request = self.inner.next_request.fetch_add(1, Ordering::Relaxed);
         let origin =
             Origin { node: self.node_id(), principal: actor.name.clone(), quota: actor.quota, request: Some(request) };
@@ -33,61 +36,16 @@ impl Cluster {
         self.on_leader::<Write, _, _, _, _>(proposal, local).await
     }
 
-    /// Refuses a registration that would take the registry beyond its limits. Checked against
-    /// the applied state: writes still in flight can overshoot by at most one batch.
-    pub(super) fn check_room(&self, spec: &crate::registry::RegistrationSpec) -> Result<(), ClusterError> {
-        let limits = self.inner.config.limits;
-        let applied = self.inner.view.load();
-        let existing = applied.state.get(&spec.id).map(|r| r.approx_bytes());
-        if existing.is_none() && applied.state.len() >= limits.max_registrations {
-            return Err(ClusterError::RegistryFull(format!(
-                "the registry holds its limit of {} registrations",
-                limits.max_registrations
-            )));
-        }
-        let bytes = applied.state.bytes() - existing.unwrap_or(0) + spec.approx_bytes();
-        if bytes > limits.max_bytes {
-            return Err(ClusterError::RegistryFull(format!(
-                "the registry would exceed its limit of {} MiB",
-                limits.max_bytes >> 20
-            )));
-        }
-        Ok(())
-    }
-
-    /// Refuses a registration that binds a path another contract's registrations bind: a path
-    /// routes to one contract. Checked against the applied state, like the limits.
-    pub(super) fn check_path(&self, spec: &crate::registry::RegistrationSpec) -> Result<(), ClusterError> {
-        let Some(path) = spec.metadata.get(crate::registry::PATH_KEY) else { return Ok(()) };
-        let key = crate::registry::ContractKey::new(&spec.contract_namespace, &spec.contract_name);
-        match self.inner.view.load().state.path_taken(path, &key) {
-            Some(other) => Err(ClusterError::PathConflict(format!(
-                "path {path} is bound by contract {other}: a path routes to one contract"
-            ))),
-            None => Ok(()),
-        }
-    }
-
-    /// Leader side of a write forwarded by a peer: checked as the API checks its own writes.
+    /// Leader side of a write forwarded by a peer: admitted as this node admits its own writes,
+    /// plus what the forwarding node could not know for sure.
     pub async fn propose_forwarded(&self, proposal: Proposal) -> Result<Outcome, ClusterError> {
-        proposal.command.check_forwarded().map_err(|err| ClusterError::InvalidRequest(err.to_string()))?;
-        // The node that took the request checked the address against its policy and the
-        // listeners it knew of; the leader checks the listeners again: it always knows its own.
-        if let Command::Register(spec) = &proposal.command {
-            let refused = self.inner.config.policy.check_not_a_listener(&spec.address).await.err();
-            if let Some(refused) = refused {
-                return Err(ClusterError::InvalidAddress(format!("address refused: {refused}")));
-            }
-        }
+        self.check_registration(&proposal.command, Stage::Forwarded).await?;
         self.propose_local(proposal).await
     }
 
     /// Leader side of a write. Fails with `NotLeader` on any other node.
     pub async fn propose_local(&self, proposal: Proposal) -> Result<Outcome, ClusterError> {
-        if let Command::Register(spec) = &proposal.command {
-            self.check_room(spec)?;
-            self.check_path(spec)?;
-        }
+        self.check_registration(&proposal.command, Stage::Leader).await?;
         let written = self.inner.batcher.propose(proposal.origin, proposal.command);
         tokio::time::timeout(self.inner.config.request_timeout, written)
             .await

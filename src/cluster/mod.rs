@@ -9,6 +9,7 @@
 //!
 //! Only this module calls openraft's membership APIs.
 
+mod admission;
 mod batch;
 mod duties;
 mod forward;

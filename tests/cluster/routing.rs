@@ -515,6 +515,63 @@ async fn broadcast_reports_every_endpoint() {
     assert_eq!((status, report["succeeded"].as_u64()), (502, Some(0)));
 }
 
+/// A broadcast sends through the same attempt as unicast: it honours the per-endpoint request
+/// limit (an endpoint with as many requests in flight as it may is reported, not called), and
+/// only gateway answers (502, 503, 504) count against an endpoint, so a 500 never ejects one.
+#[tokio::test(flavor = "multi_thread")]
+async fn broadcast_honours_the_endpoint_request_limit_and_the_unicast_failure_rule() {
+    let options = Options { args: vec!["--max-endpoint-requests".into(), "1".into()], ..Options::default() };
+    let cluster = TestCluster::start_with(1, options);
+    let node = cluster.wait_stable().await;
+    let slow = Backend::start_with("slow", Behaviour { delay: Duration::from_secs(3), status: None }).await;
+    let quick = Backend::start("quick").await;
+    cluster.register_all(node, "urn:limit", "ICache", &[slow.url(), quick.url()]).await;
+    let broadcast = [("x-switchboard-contract", "urn:limit/ICache"), ("x-switchboard-delivery", "broadcast")];
+
+    // The first broadcast holds the slow endpoint's one slot while the second is sent.
+    let first = {
+        let (http, data) = (cluster.http.clone(), cluster.data(node));
+        tokio::spawn(async move {
+            let mut request = http.post(format!("{data}/invalidate")).body("k1");
+            for (name, value) in broadcast {
+                request = request.header(name, value);
+            }
+            request.send().await.unwrap().status().as_u16()
+        })
+    };
+    eventually("the first broadcast to reach the slow endpoint", Duration::from_secs(10), || async {
+        (slow.hits() == 1).then_some(())
+    })
+    .await;
+    let (status, _, report) = send(&cluster, node, "POST", "/invalidate", &broadcast, "k2").await;
+    assert_eq!(status, 207, "{report}");
+    let result =
+        |address: &str| report["results"].as_array().unwrap().iter().find(|r| r["address"] == address).cloned();
+    let held = result(&slow.url()).unwrap();
+    assert!(held["status"].is_null() && held["error"].as_str().unwrap().contains("request limit"), "{held}");
+    assert_eq!(result(&quick.url()).unwrap()["status"], 200);
+    assert_eq!(slow.hits(), 1, "the endpoint at its limit was not called");
+    assert_eq!(first.await.unwrap(), 200, "the first broadcast reached both");
+
+    // Six broadcasts in a row: the endpoint answering 500 stays a candidate, the one answering
+    // 503 is ejected, as unicast would judge them.
+    let failing = Backend::start_with("failing", Behaviour { delay: Duration::ZERO, status: Some(500) }).await;
+    let unavailable = Backend::start_with("unavailable", Behaviour { delay: Duration::ZERO, status: Some(503) }).await;
+    let ok = Backend::start("ok").await;
+    cluster.register_all(node, "urn:rule", "ICache", &[failing.url(), unavailable.url(), ok.url()]).await;
+    let broadcast = [("x-switchboard-contract", "urn:rule/ICache"), ("x-switchboard-delivery", "broadcast")];
+    for i in 0..6 {
+        let (status, _, report) = send(&cluster, node, "POST", "/invalidate", &broadcast, format!("k{i}")).await;
+        assert_eq!((status, report["succeeded"].as_u64()), (207, Some(1)), "{report}");
+    }
+    assert_eq!((failing.hits(), unavailable.hits()), (6, 6), "a broadcast calls every endpoint");
+    let explain = [("x-switchboard-contract", "urn:rule/ICache"), ("x-switchboard-explain", "1")];
+    let (_, headers, _) = send(&cluster, node, "GET", "/", &explain, "").await;
+    let candidates = headers["x-switchboard-candidates"].to_str().unwrap();
+    assert!(candidates.contains(&failing.url()), "500 answers do not eject an endpoint: {candidates}");
+    assert!(!candidates.contains(&unavailable.url()), "503 answers do: {candidates}");
+}
+
 /// A server that accepts connections, reads the request, and closes without answering.
 async fn resetting_endpoint() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
