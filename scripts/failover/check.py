@@ -129,7 +129,7 @@ class Bound:
             if unit == "ms" and coefficient == 1000:
                 terms.append(name)
             else:
-                terms.append(f"{coefficient:.3g}/s × {name}")
+                terms.append(f"{round(coefficient, 1):g}/s × {name}")
         if self.limit or not terms:
             terms.append(f"{self.limit:g}")
         return f"{'≥' if self.at_least else '≤'} {' + '.join(terms)}{' ' + unit if unit else ''}"

@@ -305,7 +305,7 @@ class Cluster:
 
     def injected(self, what):
         """Records that a fault has taken effect (its command returned): the checker times the first
-        acknowledgement after a fault, and the fault's outage, from the last such event."""
+        acknowledgement after a fault from the last such event."""
         self.event("injected", what)
 
     def kill(self, node):
@@ -955,8 +955,8 @@ SCENARIOS = {
         first_ack_after_fault_ms=Bound(6000, "a write sent after the pause waits for the resume and an "
                                              "election; " + LOAD, outage=1000),
         elections=DOUBLE_FAULT_ELECTIONS,
-        routes_failed=Bound(20, "requests in flight on the wiped router (10), and the frozen leader's, which "
-                                "wait for it and are answered (10, as pause-leader)",
+        routes_failed=Bound(10, "requests in flight on the wiped router (10); the frozen leader's wait for it "
+                                "and are answered, and the other voter keeps routing from its replica",
                             known_failure=ROUTING_NEEDS_A_LEADER, ceiling=ROUTES_WHILE_NOT_READY),
         lease_probes_failed=Bound(40, NO_QUORUM_PROBES, outage=5),
         lease_probes_ok=PROBES_OK),

@@ -936,7 +936,9 @@ class ReportTest(unittest.TestCase):
             self.assertIn(f"| {name} |", text)
             for bound in scenario.bounds.values():
                 self.assertIn(bound.why, text)
-        self.assertEqual(text.count("🔴 **known failure**"), 3)
+        # Three in the table, three among the reasons.
+        self.assertEqual(text.count("🔴 **known failure**"), 6)
+        self.assertIn("| kill-all | ≤ outage + 6000 | ≤ outage + 6000 | ≤ 25/s × unavailability + 3 |", text)
 
 
 class HarnessWaitTest(unittest.TestCase):
