@@ -921,8 +921,10 @@ SCENARIOS = {
         first_ack_after_fault_ms=Bound(6000, "a write sent after the kills waits for the outage, the restart "
                                              "and an election (1.5-2 s); " + LOAD, outage=1000),
         elections=DOUBLE_FAULT_ELECTIONS,
-        routes_failed=Bound(30, "the paused follower's requests wait for it and are answered (10, as "
-                                "pause-leader), and requests in flight on the two killed routers (20)",
+        routes_failed=Bound(60, "requests HAProxy sends the paused follower before its checks fail (0.5-1.2 s, "
+                                "a third of 100/s: up to 40) time out, for it stays frozen past the client's "
+                                "12 s while docker recreates the wiped node; and requests in flight on the two "
+                                "killed routers (20)",
                             known_failure=ROUTING_NEEDS_A_LEADER, ceiling=ROUTES_WHILE_NOT_READY),
         lease_probes_failed=Bound(40, NO_QUORUM_PROBES, outage=5),
         lease_probes_ok=PROBES_OK),
