@@ -4,7 +4,8 @@
 Reads, from a scenario's results directory:
   history.jsonl      every operation of the workload (see workload.py)
   events.jsonl       what the harness did and when ({"t", "event", "detail"}); the fault window runs
-                     from the first "fault" event to the last "healed" event
+                     from the first "fault" event to the last "healed" event; an "injected" event
+                     says when a fault's command returned (the fault took effect)
   final-state.json   each node's registrations, applied index and Raft term, read from every node
                      directly after healing ({"nodes": {"1": {"registrations": [...],
                      "applied_index": n}}, "terms": {"1": t}})
@@ -76,7 +77,7 @@ class Bound:
     """A bound on one figure of a scenario, with its reason.
 
     The bound is `limit`, plus `outage` for every second of the fault's own outage (from the last
-    "fault" event to the first "restart", "resume" or "heal" event after it), plus `unavailable`
+    "fault" event to the harness's next "restart", "resume" or "heal"), plus `unavailable`
     for every second of the measured write unavailability. By default it is a maximum; with
     at_least=True a minimum.
 
@@ -128,7 +129,7 @@ class Bound:
             if unit == "ms" and coefficient == 1000:
                 terms.append(name)
             else:
-                terms.append(f"{coefficient:.3g}/s × {name}")
+                terms.append(f"{round(coefficient, 1):g}/s × {name}")
         if self.limit or not terms:
             terms.append(f"{self.limit:g}")
         return f"{'≥' if self.at_least else '≤'} {' + '.join(terms)}{' ' + unit if unit else ''}"
@@ -191,9 +192,33 @@ def fault_window(events):
     return min(faults), (max(heals) if heals else None)
 
 
+BOUNDARIES = ("fault", "restart", "resume", "heal", "healed")
+
+
+def injections(events):
+    """When each fault took effect: for every "fault" event (the harness records it before it
+    acts), the last "injected" event (recorded when a kill, freeze, cut or fill has returned)
+    before the next fault, restart, resume, heal or healed event; the fault event itself when
+    there is none. Sorted."""
+    ordered = sorted(events, key=lambda e: e["t"])
+    out = []
+    for i, event in enumerate(ordered):
+        if event["event"] != "fault":
+            continue
+        took_effect = event["t"]
+        for later in ordered[i + 1:]:
+            if later["event"] in BOUNDARIES:
+                break
+            if later["event"] == "injected":
+                took_effect = later["t"]
+        out.append(took_effect)
+    return out
+
+
 def outage(events):
-    """The fault's own outage (seconds): from the last "fault" event to the first "restart",
-    "resume" or "heal" event after it (or "healed" when none); None without a fault."""
+    """The fault's own outage (seconds): from the last "fault" event (the harness starts injecting
+    it, so the outage includes the fault's own commands) to the first "restart", "resume" or
+    "heal" event after it (or "healed" when none); None without a fault."""
     faults = [e["t"] for e in events if e["event"] == "fault"]
     if not faults:
         return None
@@ -224,10 +249,10 @@ def unavailability(writes, fault_start, fault_end, run_end):
 
 
 def first_ack_after_faults(writes, events, run_end):
-    """For each fault, the time from its injection to the first acknowledgement of a write sent
-    after it; the largest (ms). A fault after which no write sent was acknowledged counts until
-    the history ends."""
-    faults = sorted(e["t"] for e in events if e["event"] == "fault")
+    """For each fault, the time from the moment it took effect (injections) to the first
+    acknowledgement of a write sent after that moment; the largest (ms). A fault after which no
+    write sent was acknowledged counts until the history ends."""
+    faults = injections(events)
     if not faults:
         return None
     acked = sorted((w["start"], w["end"]) for w in writes if w["outcome"] == "ok")

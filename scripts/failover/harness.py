@@ -303,8 +303,14 @@ class Cluster:
 
     # === faults ===
 
+    def injected(self, what):
+        """Records that a fault has taken effect (its command returned): the checker times the first
+        acknowledgement after a fault from the last such event."""
+        self.event("injected", what)
+
     def kill(self, node):
         self.run(["docker", "kill", "--signal", "KILL", self.container(node)])
+        self.injected(f"node{node} killed")
 
     def start(self, node):
         self.run(["docker", "start", self.container(node)])
@@ -317,6 +323,7 @@ class Cluster:
         cid = self.container(node)
         self.run(["docker", "kill", "--signal", "STOP", cid])
         self.undo.append((f"SIGCONT node{node}", lambda: self.run(["docker", "kill", "--signal", "CONT", cid])))
+        self.injected(f"node{node} frozen")
 
     def sigcont(self, node):
         self.run(["docker", "kill", "--signal", "CONT", self.container(node)])
@@ -333,6 +340,7 @@ class Cluster:
     def cut_peers(self, node):
         self.iptables(node, "-I")
         self.undo.append((f"peer traffic of node{node}", lambda: self.iptables(node, "-D")))
+        self.injected(f"node{node}'s peer traffic dropped")
 
     def heal_peers(self, node):
         self.iptables(node, "-D")
@@ -343,6 +351,7 @@ class Cluster:
         for name in ("front", "peer"):
             self.run(["docker", "network", "disconnect", self.network(name), cid])
         self.undo.append((f"reconnect node{node}", lambda: self.connect(node)))
+        self.injected(f"node{node} disconnected")
 
     def connect(self, node):
         cid = self.container(node)
@@ -394,6 +403,7 @@ class Cluster:
                         filler.write(chunk[:size])
                 except OSError:
                     pass
+        self.injected(f"node{node}'s disk is full")
 
     def unfill(self, node):
         (self.disks[node] / "filler").unlink()
@@ -417,6 +427,17 @@ class Cluster:
                                                                  for role, incarnation in members.values()):
             raise ScenarioError(f"expected three voters with incarnations before the wipe, node{leader} lists {members}")
         return members
+
+    def still_learner(self, node, old, of, claim):
+        """Checks, once the leader is frozen or dead (so no membership change can follow), that node
+        `of` sees `node`'s new incarnation as a learner: the fault landed while the change was under
+        way, as the scenario claims. Fails the scenario otherwise: it would test something else."""
+        view = self.wait(f"node{of}'s view of the membership", lambda: self.view(of), 10, every=0.1)
+        member = next((m for m in view.get("members", []) if m.get("id") == node), None)
+        if not member or member.get("role") != "learner" or member.get("incarnation") in (None, old):
+            raise ScenarioError(f"the fault missed the membership change ({claim}): node{of} lists node{node} "
+                                f"as {member}")
+        self.event("verified", f"{claim}: node{of} lists node{node} as a learner under its new incarnation")
 
     def wait_rejoined(self, wiped, before, deadline=HEAL_DEADLINE):
         """Waits for the exact membership after `wiped` came back empty: the three nodes are voters
@@ -645,6 +666,8 @@ def kill_leader_during_snapshot_install(c):
            HEAL_DEADLINE, every=0.02)
     c.event("fault", f"kill -9 node{leader} (the leader) while node{victim} installs the snapshot")
     c.kill(leader)
+    intact = next(n for n in c.followers(leader) if n != victim)
+    c.still_learner(victim, old, intact, "the leader was killed before the wiped node had caught up")
     c.hold(2, "the leader is down in the middle of the transfer")
     c.event("restart", f"start node{leader}")
     c.start(leader)
@@ -667,8 +690,15 @@ def disk_full_follower(c):
 
 
 def pause_leader_during_membership_change(c):
+    # About 6 MB of state and a short snapshot interval (SETUP): the wiped node catches up through a
+    # snapshot, so it stays a learner (the change in progress) for seconds, not for the instant
+    # between its log catching up and the leader's next promotion round (once a second).
+    c.preload(1500, 4)
     leader = c.leader()
     follower = random.choice(c.followers(leader))
+    other = next(n for n in c.followers(leader) if n != follower)
+    c.wait("the leader to compact its log (so a new node needs a snapshot)",
+           lambda: (c.view(leader) or {}).get("purged_index") or 0, 90, every=0.2)
     before = c.voters_before_wipe(leader)
     old = before[follower][1]
     c.event("fault", f"node{follower} returns with an empty data directory: the leader replaces its old "
@@ -678,12 +708,13 @@ def pause_leader_during_membership_change(c):
 
     def changing():
         member = c.member(follower, leader) or {}
-        return member.get("incarnation") not in (None, old)
+        return member.get("role") == "learner" and member.get("incarnation") not in (None, old)
 
-    c.wait(f"the membership change to start (node{follower}'s new incarnation added)", changing,
-           HEAL_DEADLINE, every=0.02)
+    c.wait(f"the membership change to be under way (node{follower}'s old incarnation removed, its new one "
+           "a learner)", changing, HEAL_DEADLINE, every=0.02)
     c.event("fault", f"SIGSTOP node{leader} (the leader) in the middle of the change")
     c.sigstop(leader)
+    c.still_learner(follower, old, other, "the leader was frozen before it could promote the new incarnation")
     c.hold(3, "the leader stays frozen during the change")
     c.event("resume", f"SIGCONT node{leader}")
     c.sigcont(leader)
@@ -717,37 +748,53 @@ def kill_leader_large_state(c):
 # === what each scenario must meet ===
 #
 # check.py asserts every figure of every scenario against the bound written here, each with its
-# reason. The compose cluster's Raft timing (docker-compose.yml): heartbeat 40 ms, election timeout
-# 120-240 ms, leader lease 240 ms, so a dead leader is replaced 0.4-0.5 s after its last heartbeat,
-# and a candidate campaigns at most once per 120 ms. The workload routes about 100 requests/s and
-# probes the samples' leases 5 times a second. Timing bounds allow several times what the
-# mechanism takes, so that a loaded 2-core machine meets them, and still fail a write path stuck
-# for seconds. "outage" (check.py): the fault's own duration, from its last injection to the
-# harness's restart, resume or heal; "unavailability": the measured write unavailability.
+# reason (docs/failover.md shows them all). The compose cluster's Raft timing (docker-compose.yml):
+# heartbeat 40 ms, election timeout 120-240 ms, leader lease 240 ms, so a dead leader is replaced
+# 0.4-0.5 s after its last heartbeat, and a candidate campaigns at most once per 120 ms. The
+# workload routes about 100 requests/s and probes the samples' leases 5 times a second. Timing
+# bounds allow several times what the mechanism takes, so that a loaded 2-core machine meets them
+# (the docker commands that inject and lift a fault take up to 3 s there), and still fail a write
+# path stuck for ten seconds. "outage": the fault's own duration, from the last "fault" event to
+# the harness's restart, resume or heal; "unavailability": the measured write unavailability.
 
-ELECTION = "one election takes 0.4-0.5 s after the leader's last heartbeat"
 LOAD = "times two or more for a loaded 2-core machine"
+# An election may take several rounds (terms): candidates that campaign on the same 60 ms tick
+# split the vote, and on a loaded machine a vote request can time out.
+ROUNDS = 4
 
 
 def writes_after_election(extra=""):
-    return Bound(3000, f"{ELECTION}, a split vote or a rejoining node's campaign 0.2-0.5 s more{extra}, {LOAD}")
+    return Bound(3000, "one election, 0.4-0.5 s after the leader's last heartbeat, a split vote or a rejoining "
+                       f"node's campaign 0.2-0.5 s more{extra}; {LOAD}")
 
 
-def first_ack_after_election():
-    return Bound(3000, f"a write sent after the fault waits at most for the new leader: {ELECTION}, {LOAD}")
+def writes_without_election():
+    return Bound(3000, "the leader keeps its majority, so writes need no election, but the returning follower "
+                       "may depose it (no pre-vote in openraft 0.9): one election at most; " + LOAD)
 
 
-def in_flight(kills, per_kill=5, extra=""):
-    return Bound(per_kill * kills, f"requests in flight on the router killed ({kills}x) as it dies: HAProxy "
-                                   f"replays no POST, and a GET on a connection that just hangs times out; "
-                                   f"{per_kill} per kill at 100 routed/s{extra}")
+def first_ack(extra=""):
+    return Bound(3000, "a write sent once the fault's command has returned waits at most for a new leader "
+                       f"(0.4-0.5 s){extra}; {LOAD}")
+
+
+def elections(forced, why):
+    return Bound(forced * ROUNDS, f"{forced} forced ({why}), each up to {ROUNDS} rounds (split votes, vote "
+                                  "requests timing out under load)")
+
+
+def in_flight(kills, extra=""):
+    return Bound(10 * kills, f"requests in flight on the router killed ({kills}x) as it dies: HAProxy replays "
+                             "no POST, and a GET on a connection that just hangs times out: a third of "
+                             f"100/s for up to 100 ms, 10 per kill{extra}")
 
 
 PROBES_OK = Bound(20, "5 probes/s; the 2 s warm-up and the 3 s after healing alone give 25", at_least=True)
 
 
-def probes_failed(limit, why):
-    return Bound(limit, why)
+def probes_in_flight(kills):
+    return Bound(2 * kills, f"a probe in flight on the router killed ({kills}x) hangs and times out; "
+                            "2 per kill")
 
 
 class Scenario:
@@ -765,163 +812,165 @@ class Scenario:
 
 
 # Today the load balancer's data backend follows /health/ready, which needs a known leader: while a
-# double fault leaves no quorum, routing stops with it. The expected value is what the scenario
-# should meet once the data backend follows the data-plane readiness the product brief plans
-# (/health/ready?plane=data: a replica caught up once and not wiped keeps routing).
+# double fault leaves no quorum for longer than a router's 3 s readiness grace, routing stops with
+# it. The expected value is what the scenario should meet once the data backend follows the
+# data-plane readiness the product brief plans (/health/ready?plane=data: a replica caught up once
+# and not wiped since keeps routing through an election or a quorum loss).
 ROUTING_NEEDS_A_LEADER = ("the data backend follows /health/ready, which needs a leader: routing stops with the "
                           "quorum until the data backend follows /health/ready?plane=data")
-ROUTES_WHILE_NOT_READY = Bound(500, "today every routed request fails while no node is ready: 100/s over the "
+ROUTES_WHILE_NOT_READY = Bound(500, "today every routed request may fail while no node is ready: 100/s over the "
                                     "write unavailability, plus 5 s for HAProxy to take the nodes back",
                                unavailable=100)
 DOUBLE_FAULT_ELECTIONS = Bound(4, "a node campaigns again and again while no majority can form: at most "
                                   "2 campaigners, each once per 120 ms (the election timeout's lower bound), "
                                   "over the write unavailability; plus 4 for the elections around it",
                                unavailable=2 / 0.120)
+NO_QUORUM_PROBES = ("no node is ready for the control API once no quorum has formed for 3 s: probes fail "
+                    "for the outage (5/s) and until the nodes are back (8 s)")
 
 SCENARIOS = {
     "kill-leader": Scenario(
         kill_leader, "kill -9 of the leader, restart",
         write_unavailability_ms=writes_after_election(),
-        first_ack_after_fault_ms=first_ack_after_election(),
-        elections=Bound(5, "1 forced; a split vote 1 more; the restarted node may campaign before it hears "
-                           "from the new leader (no pre-vote in openraft 0.9), forcing 1-2 more"),
+        first_ack_after_fault_ms=first_ack(),
+        elections=elections(2, "the kill; the restarted node campaigns before it hears from the new leader and "
+                               "deposes it"),
         routes_failed=in_flight(1),
-        lease_probes_failed=probes_failed(2, "a probe in flight on the killed router hangs and times out"),
+        lease_probes_failed=probes_in_flight(1),
         lease_probes_ok=PROBES_OK),
     "kill-follower": Scenario(
         kill_follower, "kill -9 of a follower, restart",
-        write_unavailability_ms=writes_after_election(" (the leader keeps its majority, but the restarted "
-                                                      "follower may force an election)"),
-        first_ack_after_fault_ms=first_ack_after_election(),
-        elections=Bound(2, "none forced; the restarted follower may campaign before it hears from the leader "
-                           "(no pre-vote), 1, or 2 with a split vote"),
+        write_unavailability_ms=writes_without_election(),
+        first_ack_after_fault_ms=first_ack(", which it seldom needs"),
+        elections=elections(1, "the restarted follower may campaign before it hears from the leader"),
         routes_failed=in_flight(1),
-        lease_probes_failed=probes_failed(2, "a probe in flight on the killed router hangs and times out"),
+        lease_probes_failed=probes_in_flight(1),
         lease_probes_ok=PROBES_OK),
     "pause-leader": Scenario(
         pause_leader, "SIGSTOP of the leader past the election timeout, SIGCONT",
         write_unavailability_ms=writes_after_election(),
-        first_ack_after_fault_ms=first_ack_after_election(),
-        elections=Bound(5, "1 forced; a split vote 1 more; the resumed node, deposed, may campaign before it "
-                           "hears from the new leader, 1-2 more"),
-        routes_failed=Bound(60, "requests HAProxy sends the frozen router until two checks fail (0.5-1.2 s, "
-                                "a third of 100 routed/s), times two for load"),
-        lease_probes_failed=probes_failed(2, "a probe sent to the frozen router waits for it (3 s), within "
-                                             "the workload's 12 s timeout"),
+        first_ack_after_fault_ms=first_ack(),
+        elections=elections(2, "the pause; the resumed node, deposed, may campaign before it hears from the new "
+                               "leader"),
+        routes_failed=Bound(10, "requests HAProxy sends the frozen router before its checks fail wait for it "
+                                "(3 s, within the client's 12 s) and are answered when it resumes: none failed "
+                                "in the last runs, 8 in an earlier one"),
+        lease_probes_failed=Bound(2, "a probe sent to the frozen router waits for it (3 s) and is answered"),
         lease_probes_ok=PROBES_OK),
     "partition-leader-peers": Scenario(
         partition_leader_peers, "leader's peer traffic dropped, load balancer still reaches it",
         write_unavailability_ms=writes_after_election(),
-        first_ack_after_fault_ms=first_ack_after_election(),
-        elections=Bound(4, "1 forced; a split vote 1 more; the cut-off node campaigns while cut off and "
-                           "comes back with a higher term, forcing 1-2 more"),
+        first_ack_after_fault_ms=first_ack(),
+        elections=elections(2, "the cut; the healed node may campaign before it hears from the new leader"),
         routes_failed=Bound(5, "the cut-off router stays reachable and routes from its replica: nothing should "
-                               "fail; 5 for a request caught at a check's edge"),
-        lease_probes_failed=probes_failed(2, "the cut-off router answers reads from its replica: none should fail"),
+                               "fail; 5 for a request caught by a check's edge"),
+        lease_probes_failed=Bound(2, "the cut-off router answers reads from its replica: none should fail"),
         lease_probes_ok=PROBES_OK),
     "disconnect-node": Scenario(
         disconnect_node, "full network disconnect of the leader, reconnect",
         write_unavailability_ms=writes_after_election(),
-        first_ack_after_fault_ms=first_ack_after_election(),
-        elections=Bound(4, "1 forced; a split vote 1 more; the reconnected node may come back with a higher "
-                           "term, forcing 1-2 more"),
+        first_ack_after_fault_ms=first_ack(),
+        elections=elections(2, "the disconnect; the reconnected node may campaign before it hears from the new "
+                               "leader"),
         routes_failed=Bound(5, "requests in flight on the disconnected router wait for the reconnection (same "
-                               "address) and are answered; 5 for one that times out"),
-        lease_probes_failed=probes_failed(2, "a probe on the disconnected router's connection may time out"),
+                               "address) and are answered: nothing should fail; 5 for one that times out"),
+        lease_probes_failed=Bound(2, "a probe on the disconnected router waits for the reconnection; 2 for one "
+                                     "that times out"),
         lease_probes_ok=PROBES_OK),
     "rolling-restart": Scenario(
         rolling_restart, "graceful restart of all three, one at a time",
         write_unavailability_ms=writes_after_election(" (the leader, restarted last, is replaced)"),
-        first_ack_after_fault_ms=first_ack_after_election(),
-        elections=Bound(6, "1 forced by the leader's restart, a split vote 1 more; each restarted node may "
-                           "campaign before it hears from the leader, 1 each"),
+        first_ack_after_fault_ms=first_ack(),
+        elections=elections(2, "the leader's restart; a restarted node may campaign before it hears from the "
+                               "leader, which the drain makes rare"),
         routes_failed=Bound(5, "a router drains (not ready for 1 s, longer than HAProxy's fall) before it stops: "
                                "nothing should fail; 5 for a request on a connection it closes"),
-        lease_probes_failed=probes_failed(2, "draining routers finish their requests: none should fail"),
+        lease_probes_failed=Bound(2, "draining routers finish their requests: none should fail"),
         lease_probes_ok=PROBES_OK),
     "kill-all": Scenario(
         kill_all, "kill -9 of all three nodes, restart",
-        write_unavailability_ms=Bound(5000, "no node runs for the outage; then boot, an election and HAProxy "
-                                            "taking the nodes back (2 checks at 500 ms): 1.5-2 s, " + LOAD,
-                                      outage=1000),
-        first_ack_after_fault_ms=Bound(5000, "a write sent after the kill waits for the restart, the boot, an "
-                                             "election and HAProxy (1.5-2 s), " + LOAD, outage=1000),
-        elections=Bound(3, "1 forced after the restart; split votes (all three campaign at once) 1-2 more"),
-        routes_failed=Bound(500, "no router runs: every routed request fails for the outage (100/s) and until "
-                                 "the restarted nodes are ready and back in HAProxy (2 s, " + LOAD + ")",
+        write_unavailability_ms=Bound(6000, "no node runs for the outage; then three starts, boot, an election "
+                                            "and HAProxy taking the nodes back (2 checks at 500 ms): about 2 s "
+                                            "here; " + LOAD, outage=1000),
+        first_ack_after_fault_ms=Bound(6000, "a write sent once every node is dead waits for the rest of the "
+                                             "outage, the restart, an election and HAProxy (about 2 s); " + LOAD,
+                                       outage=1000),
+        elections=Bound(3, "one election after the restart, in which all three campaign at once and split the "
+                           "vote again and again: at most 3 campaigners once per 120 ms over the write "
+                           "unavailability, plus 3", unavailable=3 / 0.120),
+        routes_failed=Bound(800, "no router runs: every routed request fails for the outage (100/s) and until "
+                                 "the restarted nodes are ready and back in HAProxy (2-4 s, 8 s allowed)",
                             outage=100),
-        lease_probes_failed=probes_failed(25, "no router runs: every probe fails for the outage (5/s) and until "
-                                              "the nodes are back (5 s)"),
+        lease_probes_failed=Bound(40, "no router runs: every probe fails for the outage (5/s) and until the "
+                                      "nodes are back (8 s)", outage=5),
         lease_probes_ok=PROBES_OK),
     "wipe-node": Scenario(
         wipe_node, "follower comes back with an empty data directory, re-admitted",
-        write_unavailability_ms=writes_after_election(" (the leader keeps its majority; a wiped node cannot "
-                                                      "campaign before it is admitted)"),
-        first_ack_after_fault_ms=first_ack_after_election(),
-        elections=Bound(2, "none forced (a wiped node campaigns only once admitted); 2 for a campaign of the "
-                           "re-admitted node with a split vote"),
+        write_unavailability_ms=writes_without_election(),
+        first_ack_after_fault_ms=first_ack(", which it seldom needs"),
+        elections=elections(1, "a wiped node campaigns only once admitted; the re-admitted voter may campaign "
+                               "before it hears from the leader"),
         routes_failed=in_flight(1),
-        lease_probes_failed=probes_failed(2, "a probe in flight on the killed router hangs and times out"),
+        lease_probes_failed=probes_in_flight(1),
         lease_probes_ok=PROBES_OK),
     "wipe-and-kill-leader": Scenario(
         wipe_and_kill_leader, "follower paused, leader killed, other follower wiped, resumed",
-        write_unavailability_ms=Bound(5000, "writes stop for the outage, by design (no majority of intact "
+        write_unavailability_ms=Bound(6000, "writes stop for the outage, by design (no majority of intact "
                                             "voters), then the restarted leader boots and wins an election: "
-                                            "1-2 s, " + LOAD, outage=1000),
-        first_ack_after_fault_ms=Bound(5000, "a write sent after the second fault waits for the outage, the "
-                                             "restart and an election, " + LOAD, outage=1000),
+                                            "1.5-2 s here; " + LOAD, outage=1000),
+        first_ack_after_fault_ms=Bound(6000, "a write sent after the kills waits for the outage, the restart "
+                                             "and an election (1.5-2 s); " + LOAD, outage=1000),
         elections=DOUBLE_FAULT_ELECTIONS,
-        routes_failed=Bound(70, "the paused follower's share until HAProxy takes it out (60, as pause-leader) "
-                                "and requests in flight on the two killed routers (10)",
+        routes_failed=Bound(60, "requests HAProxy sends the paused follower before its checks fail (0.5-1.2 s, "
+                                "a third of 100/s: up to 40) time out, for it stays frozen past the client's "
+                                "12 s while docker recreates the wiped node; and requests in flight on the two "
+                                "killed routers (20)",
                             known_failure=ROUTING_NEEDS_A_LEADER, ceiling=ROUTES_WHILE_NOT_READY),
-        lease_probes_failed=probes_failed(25, "no node is ready for the control API while no quorum forms: "
-                                              "probes fail for the outage (5/s) and until the nodes are back (5 s)"),
+        lease_probes_failed=Bound(40, NO_QUORUM_PROBES, outage=5),
         lease_probes_ok=PROBES_OK),
     "kill-leader-during-snapshot-install": Scenario(
         kill_leader_during_snapshot_install, "leader killed while a wiped follower installs a snapshot",
-        write_unavailability_ms=Bound(8000, "writes stop for the outage, by design (the learner cannot vote), "
-                                            "then the restarted leader loads 6 MB and wins an election: 3-4 s, "
-                                            "times two for load", outage=1000),
-        first_ack_after_fault_ms=Bound(8000, "a write sent after the leader's kill waits for the outage, the "
-                                             "restart and an election (3-4 s), times two for load", outage=1000),
+        write_unavailability_ms=Bound(6000, "writes stop for the outage, by design (the learner cannot vote), "
+                                            "then the restarted leader loads 6 MB and wins an election: "
+                                            "1.5-2 s here; " + LOAD, outage=1000),
+        first_ack_after_fault_ms=Bound(6000, "a write sent after the leader's kill waits for the outage, the "
+                                             "restart and an election (1.5-2 s); " + LOAD, outage=1000),
         elections=DOUBLE_FAULT_ELECTIONS,
-        routes_failed=Bound(10, "requests in flight on the two killed routers (the wiped follower, then the "
-                                "leader), 5 each",
+        routes_failed=Bound(20, "requests in flight on the two killed routers (the wiped follower, then the "
+                                "leader), 10 each",
                             known_failure=ROUTING_NEEDS_A_LEADER, ceiling=ROUTES_WHILE_NOT_READY),
-        lease_probes_failed=probes_failed(40, "no node is ready for the control API while no quorum forms: "
-                                              "probes fail for the outage (5/s) and until the nodes are back (8 s)"),
+        lease_probes_failed=Bound(40, NO_QUORUM_PROBES, outage=5),
         lease_probes_ok=PROBES_OK),
     "disk-full-follower": Scenario(
         disk_full_follower, "follower's disk fills up, then is freed",
-        write_unavailability_ms=writes_after_election(" (the leader keeps its majority, but the restarted "
-                                                      "follower may force an election)"),
-        first_ack_after_fault_ms=first_ack_after_election(),
-        elections=Bound(2, "none forced; the restarted follower may campaign before it hears from the leader "
-                           "(no pre-vote), 1, or 2 with a split vote"),
+        write_unavailability_ms=writes_without_election(),
+        first_ack_after_fault_ms=first_ack(", which it seldom needs"),
+        elections=elections(1, "the restarted follower may campaign before it hears from the leader"),
         routes_failed=in_flight(1, extra=" (the full node exits)"),
-        lease_probes_failed=probes_failed(2, "a probe in flight on the exiting router may fail"),
+        lease_probes_failed=probes_in_flight(1),
         lease_probes_ok=PROBES_OK),
     "pause-leader-during-membership-change": Scenario(
         pause_leader_during_membership_change, "leader paused while a wiped follower is re-added",
-        write_unavailability_ms=Bound(5000, "writes stop for the outage (the leader frozen, the wiped node a "
-                                            "learner: no majority), then an election, " + LOAD, outage=1000),
-        first_ack_after_fault_ms=Bound(5000, "a write sent after the pause waits for the resume and an "
-                                             "election, " + LOAD, outage=1000),
+        write_unavailability_ms=Bound(6000, "writes stop for the outage (the leader frozen, the other voter "
+                                            "alone: the new incarnation is a learner), then an election: "
+                                            "under 1 s here; " + LOAD, outage=1000),
+        first_ack_after_fault_ms=Bound(6000, "a write sent after the pause waits for the resume and an "
+                                             "election; " + LOAD, outage=1000),
         elections=DOUBLE_FAULT_ELECTIONS,
-        routes_failed=Bound(65, "requests in flight on the wiped router (5) and the frozen leader's share until "
-                                "HAProxy takes it out (60, as pause-leader)",
+        routes_failed=Bound(10, "requests in flight on the wiped router (10); the frozen leader's wait for it "
+                                "and are answered, and the other voter keeps routing from its replica",
                             known_failure=ROUTING_NEEDS_A_LEADER, ceiling=ROUTES_WHILE_NOT_READY),
-        lease_probes_failed=probes_failed(25, "no node is ready for the control API while no quorum forms: "
-                                              "probes fail for the outage (5/s) and until the nodes are back (5 s)"),
+        lease_probes_failed=Bound(40, NO_QUORUM_PROBES, outage=5),
         lease_probes_ok=PROBES_OK),
     "kill-leader-large-state": Scenario(
         kill_leader_large_state, "leader killed with 20 MB of registrations, then a follower wiped and caught up",
-        write_unavailability_ms=writes_after_election(),
-        first_ack_after_fault_ms=first_ack_after_election(),
-        elections=Bound(5, "1 forced; a split vote 1 more; the restarted node may campaign before it hears "
-                           "from the new leader, 1-2 more; the wiped node campaigns only once admitted"),
+        write_unavailability_ms=writes_after_election(" (the wiped follower catches up from the leader without "
+                                                      "stopping writes)"),
+        first_ack_after_fault_ms=first_ack(),
+        elections=elections(3, "the kill; the restarted node may depose the new leader; the wiped node, once "
+                               "admitted, may campaign before it hears from the leader"),
         routes_failed=in_flight(2),
-        lease_probes_failed=probes_failed(4, "a probe in flight on either killed router hangs and times out"),
+        lease_probes_failed=probes_in_flight(2),
         lease_probes_ok=PROBES_OK),
 }
 
@@ -929,6 +978,7 @@ SCENARIOS = {
 SETUP = {
     # A short snapshot interval, so that a new node must catch up through a snapshot.
     "kill-leader-during-snapshot-install": lambda c: c.env.update({"SWITCHBOARD_SNAPSHOT_EVERY": "100"}),
+    "pause-leader-during-membership-change": lambda c: c.env.update({"SWITCHBOARD_SNAPSHOT_EVERY": "100"}),
     "disk-full-follower": lambda c: c.small_disks(),
     "kill-leader-large-state": lambda c: c.env.update({"SWITCHBOARD_SNAPSHOT_EVERY": "100"}),
 }

@@ -105,30 +105,39 @@ def results_table(names, root=RESULTS):
 
 
 def bounds_table(names):
-    """The bounds of every scenario (a table), then each bound's reason (a list)."""
+    """The bounds of every scenario (a table), then the reasons, each once with the scenarios that
+    share it (a list per figure)."""
     figures = list(FIGURES)
     lines = ["| scenario | " + " | ".join(f"{FIGURES[f][0]}{' (' + FIGURES[f][1] + ')' if FIGURES[f][1] else ''}"
                                          for f in figures) + " |",
              "|---|" + "---|" * len(figures)]
-    reasons = []
     for name in names:
-        scenario = SCENARIOS[name]
         cells = []
         for figure in figures:
-            bound = scenario.bounds[figure]
-            text = bound.describe()
+            bound = SCENARIOS[name].bounds[figure]
+            text = bound.describe(FIGURES[figure][1]).removesuffix(" ms")  # the header names the unit
             if bound.known_failure:
                 text = f"expected {text}: {KNOWN} (today {bound.ceiling.describe() if bound.ceiling else 'unbounded'})"
             cells.append(text)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        reasons.append(f"- **{name}**")
-        for figure in figures:
-            bound = scenario.bounds[figure]
-            reasons.append(f"  - {FIGURES[figure][0]} {bound.describe(FIGURES[figure][1])}: {bound.why}.")
-            if bound.known_failure:
-                reasons.append(f"    Known failure: {bound.known_failure}. Today's product must still meet "
-                               f"{bound.ceiling.describe(FIGURES[figure][1])}: {bound.ceiling.why}.")
-    return "\n".join(lines) + "\n\nWhy each bound:\n\n" + "\n".join(reasons)
+    reasons = []
+    for figure in figures:
+        what, unit = FIGURES[figure]
+        reasons.append(f"- **{what}**")
+        groups = {}  # (bound, reason, known failure) -> scenarios, in the order of the table
+        for name in names:
+            bound = SCENARIOS[name].bounds[figure]
+            key = (bound.describe(unit), bound.why, bound.known_failure,
+                   (bound.ceiling.describe(unit), bound.ceiling.why) if bound.ceiling else None)
+            groups.setdefault(key, []).append(name)
+        for (described, why, known, ceiling), scenarios in groups.items():
+            line = f"  - {described} ({', '.join(scenarios)}): {why}."
+            if known:
+                line += f" {KNOWN}: {known}."
+                if ceiling:
+                    line += f" Today's product must still meet {ceiling[0]}: {ceiling[1]}."
+            reasons.append(line)
+    return "\n".join(lines) + "\n\nWhy each bound (the scenarios that share it in brackets):\n\n" + "\n".join(reasons)
 
 
 def compose_version():

@@ -280,6 +280,78 @@ mod tests {
     }
 
     #[test]
+    fn a_new_leader_expires_nothing_before_its_grace_even_for_leases_renewed_long_ago() {
+        let (registry, leases) = registry_with(&[(1, Some(1_000)), (2, Some(10_000))]);
+        let table = Leases::default();
+        let t0 = Instant::now();
+        table.renew_remote(2, &leases, t0);
+        // Elected long after both leases' last renewal: each gets min(ttl, LEADER_GRACE) from
+        // the election, 1 s for the short lease and LEADER_GRACE for the long one.
+        let elected = t0 + Duration::from_secs(30);
+        let at = |ms: u64| elected + Duration::from_millis(ms);
+        assert!(table.expired(&registry, at(999), elected, Duration::ZERO).is_empty());
+        assert_eq!(table.expired(&registry, at(1_000), elected, Duration::ZERO), vec![leases[0]]);
+        let grace_ms = LEADER_GRACE.as_millis() as u64;
+        assert_eq!(table.expired(&registry, at(grace_ms - 1), elected, Duration::ZERO), vec![leases[0]]);
+        let mut both = table.expired(&registry, at(grace_ms), elected, Duration::ZERO);
+        both.sort_by_key(|lease| lease.id);
+        let mut expected = leases;
+        expected.sort_by_key(|lease| lease.id);
+        assert_eq!(both, expected);
+    }
+
+    #[test]
+    fn a_lease_expires_exactly_at_renewal_plus_ttl_plus_the_grace_given() {
+        let (registry, leases) = registry_with(&[(1, Some(1_000))]);
+        let table = Leases::default();
+        let t0 = Instant::now();
+        table.renew_local(&leases, t0);
+        let lag = Duration::from_millis(300);
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert!(table.expired(&registry, at(1_299), t0, lag).is_empty());
+        assert_eq!(table.expired(&registry, at(1_300), t0, lag), leases);
+    }
+
+    #[test]
+    fn a_member_silent_for_exactly_the_silence_limit_is_taken_for_down() {
+        let table = Leases::default();
+        let t0 = Instant::now();
+        table.renew_remote(2, &[], t0);
+        let just_under = GOSSIP_SILENCE - Duration::from_millis(1);
+        assert_eq!(table.gossip_lag([2], t0 + just_under), just_under);
+        assert_eq!(table.gossip_lag([2], t0 + GOSSIP_SILENCE), Duration::ZERO);
+        assert_eq!(table.gossip_lag([3], t0), Duration::ZERO, "a member never heard from counts as down");
+    }
+
+    #[test]
+    fn a_heartbeat_without_an_epoch_renews_the_current_one() {
+        let (registry, leases) = registry_with(&[(1, Some(1_000))]);
+        assert_eq!(Leases::check(&registry, leases[0].id, None), Ok(leases[0]));
+        assert_eq!(Leases::check(&registry, leases[0].id, Some(leases[0].epoch)), Ok(leases[0]));
+    }
+
+    #[test]
+    fn renewals_of_registrations_that_are_gone_are_forgotten() {
+        let (mut registry, leases) = registry_with(&[(1, Some(1_000)), (2, Some(1_000))]);
+        let table = Leases::default();
+        assert!(table.is_empty());
+        assert_eq!(table.len(), 0);
+        table.renew_local(&leases, Instant::now());
+        assert_eq!(table.len(), 2);
+        assert!(!table.is_empty());
+        table.retain_registered(&registry);
+        assert_eq!(table.len(), 2, "both are still registered");
+        let unregister = Command::Unregister(leases[0].id);
+        registry.apply(10, &Change { at_ms: 0, origin: Origin::default(), command: unregister });
+        table.retain_registered(&registry);
+        assert_eq!(table.len(), 1);
+        let unregister = Command::Unregister(leases[1].id);
+        registry.apply(11, &Change { at_ms: 0, origin: Origin::default(), command: unregister });
+        table.retain_registered(&registry);
+        assert!(table.is_empty());
+    }
+
+    #[test]
     fn only_leased_registrations_are_looked_at() {
         let (registry, _) = registry_with(&[(1, Some(1_000)), (2, None), (3, None)]);
         assert_eq!(registry.leased().count(), 1);

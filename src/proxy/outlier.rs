@@ -57,8 +57,9 @@ impl Drop for InFlight {
 }
 
 impl Outliers {
-    fn now_ms(&self) -> u64 {
-        self.origin.elapsed().as_millis() as u64
+    /// Milliseconds from `origin` to `now`.
+    fn ms_at(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.origin).as_millis() as u64
     }
 
     fn get(&self, id: &RegistrationId) -> Option<Arc<EndpointStats>> {
@@ -73,7 +74,12 @@ impl Outliers {
     }
 
     pub fn is_ejected(&self, id: &RegistrationId) -> bool {
-        self.get(id).is_some_and(|s| s.ejected_until.load(Ordering::Relaxed) > self.now_ms())
+        self.is_ejected_at(id, Instant::now())
+    }
+
+    /// Whether an endpoint is ejected at `now`.
+    fn is_ejected_at(&self, id: &RegistrationId, now: Instant) -> bool {
+        self.get(id).is_some_and(|s| s.ejected_until.load(Ordering::Relaxed) > self.ms_at(now))
     }
 
     pub fn in_flight(&self, id: &RegistrationId) -> u32 {
@@ -95,6 +101,11 @@ impl Outliers {
 
     /// Records a failure; returns the ejection it caused, if any.
     pub fn failure(&self, id: &RegistrationId) -> Option<Duration> {
+        self.failure_at(id, Instant::now())
+    }
+
+    /// Records a failure seen at `now`; returns the ejection it caused, if any.
+    fn failure_at(&self, id: &RegistrationId, now: Instant) -> Option<Duration> {
         let stats = self.entry(id);
         let failures = stats.failures.fetch_add(1, Ordering::Relaxed) + 1;
         if failures < CONSECUTIVE_FAILURES {
@@ -102,16 +113,17 @@ impl Outliers {
         }
         let ejections = stats.ejections.fetch_add(1, Ordering::Relaxed);
         let length = BASE_EJECTION.saturating_mul(1 << ejections.min(16)).min(MAX_EJECTION);
-        stats.ejected_until.store(self.now_ms() + length.as_millis() as u64, Ordering::Relaxed);
+        stats.ejected_until.store(self.ms_at(now) + length.as_millis() as u64, Ordering::Relaxed);
         // One more failure after the ejection ends ejects again, for longer.
         stats.failures.store(CONSECUTIVE_FAILURES - 1, Ordering::Relaxed);
         Some(length)
     }
 
-    /// Ejects an endpoint at once (unit tests only: never compiled into the product).
+    /// Ejects an endpoint at once and for as long as the test runs, however slowly (unit tests
+    /// only: never compiled into the product).
     #[cfg(test)]
     pub fn eject_now(&self, id: &RegistrationId) {
-        self.entry(id).ejected_until.store(self.now_ms() + BASE_EJECTION.as_millis() as u64, Ordering::Relaxed);
+        self.entry(id).ejected_until.store(u64::MAX, Ordering::Relaxed);
     }
 
     /// Forgets endpoints that are no longer registered.
@@ -135,8 +147,9 @@ mod tests {
         outliers.success(&id);
         assert_eq!(outliers.failure(&id), None);
         assert_eq!(outliers.failure(&id), None);
-        assert_eq!(outliers.failure(&id), Some(BASE_EJECTION));
-        assert!(outliers.is_ejected(&id));
+        assert!(!outliers.is_ejected_at(&id, outliers.origin), "two failures in a row eject nothing");
+        assert_eq!(outliers.failure_at(&id, outliers.origin), Some(BASE_EJECTION));
+        assert!(outliers.is_ejected_at(&id, outliers.origin));
         assert_eq!(
             outliers.failure(&id),
             Some(BASE_EJECTION * 2),
@@ -149,6 +162,8 @@ mod tests {
         assert_eq!(outliers.failure(&id), Some(MAX_EJECTION));
         outliers.success(&id);
         assert_eq!(outliers.failure(&id), None, "success resets the streak");
+        assert_eq!(outliers.failure(&id), None);
+        assert_eq!(outliers.failure(&id), Some(BASE_EJECTION), "and the length of the next ejection");
     }
 
     #[test]
@@ -163,5 +178,58 @@ mod tests {
         assert_eq!(outliers.in_flight(&id), 0);
         outliers.retain(&|_| false);
         assert_eq!(outliers.stats.read().unwrap().len(), 0);
+    }
+
+    #[test]
+    fn an_ejection_lasts_its_length_from_the_failure_that_caused_it_then_doubles() {
+        let outliers = Outliers::default();
+        let id = RegistrationId::of("http://a/", "n", "c");
+        let at = |ms: u64| outliers.origin + Duration::from_millis(ms);
+        for _ in 1..CONSECUTIVE_FAILURES {
+            assert_eq!(outliers.failure_at(&id, at(10_000)), None);
+        }
+        assert_eq!(outliers.failure_at(&id, at(10_000)), Some(BASE_EJECTION));
+        assert!(outliers.is_ejected_at(&id, at(10_000)), "ejected from the failure");
+        assert!(outliers.is_ejected_at(&id, at(10_999)), "ejected until its length has passed");
+        assert!(!outliers.is_ejected_at(&id, at(11_000)), "back exactly when its length has passed");
+        assert!(!outliers.is_ejected_at(&id, at(60_000)));
+        // The next failure ejects again, for twice as long, from when it happened.
+        assert_eq!(outliers.failure_at(&id, at(20_000)), Some(BASE_EJECTION * 2));
+        assert!(outliers.is_ejected_at(&id, at(21_999)));
+        assert!(!outliers.is_ejected_at(&id, at(22_000)));
+    }
+
+    #[test]
+    fn an_endpoint_never_failed_is_not_ejected_and_has_nothing_in_flight() {
+        let outliers = Outliers::default();
+        let id = RegistrationId::of("http://a/", "n", "c");
+        assert!(!outliers.is_ejected_at(&id, outliers.origin));
+        assert_eq!(outliers.in_flight(&id), 0);
+        let _request = outliers.start(&id);
+        assert!(!outliers.is_ejected_at(&id, outliers.origin), "a request in flight is no failure");
+    }
+
+    #[test]
+    fn retain_keeps_registered_endpoints_and_those_with_requests_in_flight() {
+        let outliers = Outliers::default();
+        let registered = RegistrationId::of("http://registered/", "n", "c");
+        let gone_busy = RegistrationId::of("http://gone-busy/", "n", "c");
+        let gone_idle = RegistrationId::of("http://gone-idle/", "n", "c");
+        for id in [registered, gone_busy, gone_idle] {
+            for _ in 0..CONSECUTIVE_FAILURES {
+                outliers.failure_at(&id, outliers.origin);
+            }
+        }
+        let in_flight = outliers.start(&gone_busy);
+        outliers.retain(&|id| *id == registered);
+        let mut kept: Vec<_> = outliers.stats.read().unwrap().keys().copied().collect();
+        kept.sort();
+        let mut expected = vec![registered, gone_busy];
+        expected.sort();
+        assert_eq!(kept, expected, "the idle endpoint that is gone is forgotten, the others are kept");
+        assert!(outliers.is_ejected_at(&registered, outliers.origin), "what is kept keeps its ejection");
+        drop(in_flight);
+        outliers.retain(&|id| *id == registered);
+        assert_eq!(outliers.stats.read().unwrap().keys().copied().collect::<Vec<_>>(), [registered]);
     }
 }

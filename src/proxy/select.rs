@@ -355,4 +355,125 @@ mod tests {
         assert_eq!(order.by_ref().count(), 3);
         assert!(order.all_ejected());
     }
+
+    /// The first tries of `policy` over `endpoints` with its contract's cursor set to `ticket`.
+    fn firsts_from(policy: &Policy, endpoints: &[Arc<Registration>], ticket: u64, n: usize) -> Vec<usize> {
+        let cursors = Cursors::default();
+        let outliers = Outliers::default();
+        let key = ContractKey::from_text("urn:x/C");
+        cursors.by_contract.write().unwrap().insert(key.clone(), Arc::new(AtomicU64::new(ticket)));
+        let headers = HeaderMap::new();
+        (0..n)
+            .map(|_| {
+                plan(policy, &key, endpoints, &headers, &cursors, &outliers).order(endpoints, &outliers).next().unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_rotation_keeps_its_order_when_the_cursor_wraps_around() {
+        let endpoints: Vec<_> = (0..3).map(|i| endpoint(i, 1)).collect();
+        let unweighted: Vec<_> = (0..3).map(|i| endpoint(i, 0)).collect();
+        let hashed_without_header =
+            Policy { kind: PolicyKind::ConsistentHash, hash_header: Some("x-user".into()), idempotent: false };
+        let weighted = Policy { kind: PolicyKind::Weighted, ..Policy::default() };
+        // Tickets u64::MAX - 1, u64::MAX, then 0 and 1 again: 2^64 - 1 is a multiple of 3.
+        let wrapped = [2, 0, 0, 1];
+        assert_eq!(firsts_from(&Policy::default(), &endpoints, u64::MAX - 1, 4), wrapped);
+        assert_eq!(firsts_from(&hashed_without_header, &endpoints, u64::MAX - 1, 4), wrapped);
+        assert_eq!(firsts_from(&weighted, &unweighted, u64::MAX - 1, 4), wrapped);
+        // Weighted: the stride of a total of 3 is 2; tickets wrap modulo 2^64 before the modulo.
+        let expected: Vec<usize> =
+            [u64::MAX - 1, u64::MAX, 0, 1].iter().map(|t| (t.wrapping_mul(2) % 3) as usize).collect();
+        assert_eq!(firsts_from(&weighted, &endpoints, u64::MAX - 1, 4), expected);
+    }
+
+    #[test]
+    fn weighted_rotates_like_round_robin_when_every_weight_is_zero() {
+        let endpoints: Vec<_> = (0..3).map(|i| endpoint(i, 0)).collect();
+        let policy = Policy { kind: PolicyKind::Weighted, ..Policy::default() };
+        assert_eq!(firsts(&policy, &endpoints, &HeaderMap::new(), 6), [0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn a_heavy_endpoint_is_interleaved_through_the_cycle_never_served_in_one_run() {
+        // One endpoint of weight 10 among ten of weight 1: half of every cycle goes to it, at
+        // most two in a row (the stride of a total of 20 is 13).
+        let endpoints: Vec<_> = std::iter::once(endpoint(0, 10)).chain((1..11).map(|i| endpoint(i, 1))).collect();
+        let policy = Policy { kind: PolicyKind::Weighted, ..Policy::default() };
+        let picks = firsts(&policy, &endpoints, &HeaderMap::new(), 200);
+        assert_eq!(picks.iter().filter(|&&p| p == 0).count(), 100);
+        let longest_heavy_run = picks.chunk_by(|a, b| a == b).filter(|run| run[0] == 0).map(<[usize]>::len).max();
+        assert_eq!(longest_heavy_run, Some(2), "{:?}", &picks[..20]);
+        assert!((1..11).all(|i| picks.iter().filter(|&&p| p == i).count() == 10));
+    }
+
+    #[test]
+    fn least_outstanding_never_picks_the_busiest_of_several() {
+        let outliers = Outliers::default();
+        let cursors = Cursors::default();
+        let key = ContractKey::from_text("k");
+        let policy = Policy { kind: PolicyKind::LeastOutstanding, ..Policy::default() };
+        let endpoints: Vec<_> = (0..3).map(|i| endpoint(i, 1)).collect();
+        let _busy = (0..5).map(|_| outliers.start(&endpoints[0].id)).collect::<Vec<_>>();
+        let mut picked = [0; 3];
+        for _ in 0..300 {
+            let first = plan(&policy, &key, &endpoints, &HeaderMap::new(), &cursors, &outliers)
+                .order(&endpoints, &outliers)
+                .next()
+                .unwrap();
+            picked[first] += 1;
+        }
+        assert_eq!(picked[0], 0, "two distinct candidates: the busy one always loses");
+        assert!(picked[1] > 0 && picked[2] > 0, "either idle one may win: {picked:?}");
+        // The other way round: the idle endpoint is the first of two.
+        let outliers = Outliers::default();
+        let two: Vec<_> = (0..2).map(|i| endpoint(i, 1)).collect();
+        let _busy = (0..5).map(|_| outliers.start(&two[1].id)).collect::<Vec<_>>();
+        for _ in 0..20 {
+            let first = plan(&policy, &key, &two, &HeaderMap::new(), &cursors, &outliers).order(&two, &outliers).next();
+            assert_eq!(first, Some(0));
+        }
+    }
+
+    #[test]
+    fn an_empty_contract_plans_no_try() {
+        let outliers = Outliers::default();
+        let cursors = Cursors::default();
+        let key = ContractKey::from_text("k");
+        for kind in
+            [PolicyKind::RoundRobin, PolicyKind::Weighted, PolicyKind::LeastOutstanding, PolicyKind::ConsistentHash]
+        {
+            let policy = Policy { kind, hash_header: Some("x-user".into()), idempotent: false };
+            let mut order = plan(&policy, &key, &[], &HeaderMap::new(), &cursors, &outliers).order(&[], &outliers);
+            assert_eq!(order.next(), None);
+            assert!(!order.all_ejected());
+        }
+    }
+
+    /// FNV-1a 64 and the splitmix64 finalizer, checked against their published test vectors: a
+    /// different hash would send every sticky key elsewhere while nodes of two builds disagree.
+    #[test]
+    fn the_stable_hash_is_fnv_1a_64_and_the_mix_is_splitmix64() {
+        assert_eq!(stable_hash(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(stable_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(stable_hash(b"foobar"), 0x8594_4171_f739_67e8);
+        // The first two outputs of splitmix64 seeded with 0.
+        assert_eq!(mix(0x9e37_79b9_7f4a_7c15), 0xe220_a839_7b1d_cdaf);
+        assert_eq!(mix(0x3c6e_f372_fe94_f82a), 0x6e78_9e6a_a1b9_65f4);
+    }
+
+    #[test]
+    fn consistent_hash_spreads_keys_over_every_endpoint_the_same_way_on_every_node() {
+        let endpoints: Vec<_> = (0..5).map(|i| endpoint(i, 1)).collect();
+        let pick = |user: String| rendezvous(&endpoints, user.as_bytes());
+        // The same keys land on the same endpoints on every node and in every build.
+        let picks: Vec<usize> = (0..16).map(|i| pick(format!("user{i}"))).collect();
+        assert_eq!(picks, [1, 0, 3, 3, 1, 3, 4, 1, 1, 1, 0, 0, 0, 2, 0, 1]);
+        let mut counts = [0; 5];
+        for i in 0..200 {
+            counts[pick(format!("user{i}"))] += 1;
+        }
+        assert!(counts.iter().all(|&count| count >= 20), "200 keys over 5 endpoints: {counts:?}");
+    }
 }

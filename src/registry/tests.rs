@@ -508,3 +508,144 @@ fn path_bindings_follow_active_registrations() {
     assert_eq!(keys(&restored, "/svc/v2/op").map(|(bound, _)| bound), Some("/svc/v2".to_owned()));
     assert_eq!(keys(&restored, "/svc"), None);
 }
+
+#[test]
+fn an_internal_actor_is_named_and_never_limited() {
+    assert_eq!(Actor::internal("lease-expiry"), Actor { name: Some("lease-expiry".into()), quota: None });
+}
+
+#[test]
+fn endpoints_count_and_list_the_active_registrations_of_their_contract() {
+    let mut state = RegistryState::default();
+    let a = spec("http://a/", "urn:x", "C");
+    let b = spec("http://b/", "urn:x", "C");
+    state.apply(1, &change(Command::Register(a.clone())));
+    state.apply(2, &change(Command::Register(b.clone())));
+    state.apply(3, &change(Command::Register(spec("http://c/", "urn:x", "Other"))));
+    assert!(!state.is_empty());
+    let key = ContractKey::new("urn:x", "C");
+    let endpoints = state.endpoints(&key).unwrap();
+    assert_eq!((endpoints.len(), endpoints.is_empty()), (2, false));
+    let mut ids: Vec<_> = endpoints.iter().map(|r| r.id).collect();
+    let mut expected = vec![a.id, b.id];
+    ids.sort();
+    expected.sort();
+    assert_eq!(ids, expected);
+    state.apply(4, &change(Command::Drain(a.id)));
+    let endpoints = state.endpoints(&key).unwrap();
+    assert_eq!((endpoints.len(), endpoints.is_empty()), (1, false));
+    assert_eq!(endpoints.iter().map(|r| r.id).collect::<Vec<_>>(), [b.id]);
+    assert_eq!((Endpoints::default().len(), Endpoints::default().is_empty()), (0, true));
+}
+
+#[test]
+fn removing_ones_own_or_an_unowned_registration_is_unregistered_and_anyone_elses_evicted() {
+    let mut state = RegistryState::default();
+    let by =
+        |principal: Option<&str>| Origin { node: 1, principal: principal.map(Into::into), quota: None, request: None };
+    let mine = spec("http://mine/", "urn:x", "C");
+    let unowned = spec("http://unowned/", "urn:x", "C");
+    let theirs = spec("http://theirs/", "urn:x", "C");
+    state.apply(1, &Change { at_ms: 1, origin: by(Some("svc")), command: Command::Register(mine.clone()) });
+    state.apply(2, &Change { at_ms: 2, origin: by(None), command: Command::Register(unowned.clone()) });
+    state.apply(3, &Change { at_ms: 3, origin: by(Some("other")), command: Command::Register(theirs.clone()) });
+    state.apply(4, &Change { at_ms: 4, origin: by(Some("svc")), command: Command::Unregister(mine.id) });
+    state.apply(5, &Change { at_ms: 5, origin: by(Some("ops")), command: Command::Unregister(unowned.id) });
+    state.apply(6, &Change { at_ms: 6, origin: by(Some("svc")), command: Command::Unregister(theirs.id) });
+    let removals: Vec<_> = state.audit().skip(3).map(|r| (r.id, r.action)).collect();
+    assert_eq!(
+        removals,
+        [
+            (Some(mine.id), AuditAction::Unregistered),
+            (Some(unowned.id), AuditAction::Unregistered),
+            (Some(theirs.id), AuditAction::Evicted)
+        ]
+    );
+}
+
+#[test]
+fn a_full_token_table_still_revokes_its_tokens_but_takes_no_new_name() {
+    let mut state = RegistryState::default();
+    for i in 0..MAX_TOKENS {
+        let name = format!("t{i}");
+        assert_eq!(state.apply(i as u64 + 1, &change(Command::CreateToken(token(&name)))), Outcome::TokenCreated(name));
+    }
+    let next = MAX_TOKENS as u64 + 1;
+    assert!(matches!(state.apply(next, &change(Command::CreateToken(token("more")))), Outcome::TokenRefused(_)));
+    assert!(matches!(state.apply(next + 1, &change(Command::RevokeToken("unknown".into()))), Outcome::TokenRefused(_)));
+    assert_eq!(state.apply(next + 2, &change(Command::RevokeToken("t0".into()))), Outcome::TokenRevoked("t0".into()));
+    assert_eq!(state.tokens().len(), MAX_TOKENS);
+}
+
+#[test]
+fn the_size_estimate_follows_registrations_through_refreshes_removals_and_snapshots() {
+    let mut state = RegistryState::default();
+    assert_eq!(state.bytes(), 0);
+    let a = spec("http://a/", "urn:x", "C");
+    let b = spec("http://bbbbbbbb/", "urn:x", "Longer");
+    state.apply(1, &change(Command::Register(a.clone())));
+    assert_eq!(state.bytes(), a.approx_bytes());
+    state.apply(2, &change(Command::Register(b.clone())));
+    assert_eq!(state.bytes(), a.approx_bytes() + b.approx_bytes());
+    let mut bigger = a.clone();
+    bigger.metadata.insert("region".into(), "eu-west-1".into());
+    state.apply(3, &change(Command::Register(bigger.clone())));
+    assert!(bigger.approx_bytes() > a.approx_bytes());
+    assert_eq!(state.bytes(), bigger.approx_bytes() + b.approx_bytes(), "a refresh counts once, at its new size");
+    assert_eq!(RegistryState::from_image(state.to_image()).bytes(), state.bytes());
+    state.apply(4, &change(Command::Unregister(b.id)));
+    assert_eq!(state.bytes(), bigger.approx_bytes());
+    state.apply(5, &change(Command::Expire(vec![Lease { id: a.id, epoch: 3 }])));
+    assert_eq!(state.bytes(), 0);
+}
+
+#[test]
+fn audit_records_are_numbered_in_order_and_the_next_number_is_known() {
+    let mut state = RegistryState::default();
+    assert_eq!(state.audit_next_seq(), 0);
+    for (index, address) in ["http://a/", "http://b/", "http://c/"].into_iter().enumerate() {
+        state.apply(index as u64 + 1, &change(Command::Register(spec(address, "urn:x", "C"))));
+    }
+    assert_eq!(state.audit().map(|r| r.seq).collect::<Vec<_>>(), [0, 1, 2]);
+    assert_eq!(state.audit_next_seq(), 3);
+    assert_eq!(state.audit_record(1).map(|r| r.address.clone()), Some(Some("http://b/".to_owned())));
+    assert_eq!(state.audit_record(3), None);
+    assert_eq!(RegistryState::from_image(state.to_image()).audit_next_seq(), 3);
+}
+
+#[test]
+fn remembered_answers_are_listed_oldest_first_and_found_by_request() {
+    let mut state = RegistryState::default();
+    let a = spec("http://a/", "urn:x", "C");
+    state.apply(1, &request(Command::Register(a.clone()), 8, 1_000));
+    state.apply(2, &request(Command::Drain(a.id), 3, 1_100));
+    let listed: Vec<_> = state.answers().map(|answer| (answer.request, answer.at_ms)).collect();
+    assert_eq!(listed, [((1, 8), 1_000), ((1, 3), 1_100)]);
+    let drained = state.answer(&(1, 3)).unwrap();
+    assert!(matches!(&drained.outcome, Remembered::Outcome(Outcome::Drained(r)) if r.id == a.id));
+    assert!(matches!(state.answer(&(1, 8)).unwrap().outcome, Remembered::Registered { created: true, epoch: 1, .. }));
+    assert_eq!(state.answer(&(2, 3)), None, "request numbers are per node");
+}
+
+#[test]
+fn pages_of_registrations_and_policies_resume_after_their_cursor() {
+    let mut state = RegistryState::default();
+    for (index, address) in ["http://a/", "http://b/", "http://c/"].into_iter().enumerate() {
+        state.apply(index as u64 + 1, &change(Command::Register(spec(address, "urn:x", "C"))));
+    }
+    let ids: Vec<_> = state.iter().map(|r| r.id).collect();
+    assert_eq!(state.iter_after(None).map(|r| r.id).collect::<Vec<_>>(), ids);
+    assert_eq!(state.iter_after(Some(&ids[0])).map(|r| r.id).collect::<Vec<_>>(), ids[1..]);
+    assert_eq!(state.iter_after(Some(&ids[2])).count(), 0);
+
+    let sticky = Policy { kind: PolicyKind::ConsistentHash, hash_header: Some("x-user".into()), idempotent: false };
+    let keys = [ContractKey::new("urn:x", "A"), ContractKey::new("urn:x", "B")];
+    for (index, key) in keys.iter().enumerate() {
+        state.apply(10 + index as u64, &change(Command::SetPolicy(key.clone(), sticky.clone())));
+    }
+    let all: Vec<_> = state.policies().map(|(key, policy)| (key.clone(), policy.clone())).collect();
+    assert_eq!(all, [(keys[0].clone(), sticky.clone()), (keys[1].clone(), sticky)]);
+    let after: Vec<_> = state.policies_after(Some(&keys[0])).map(|(key, _)| key.clone()).collect();
+    assert_eq!(after, [keys[1].clone()]);
+    assert_eq!(state.policies_after(None).count(), 2);
+}

@@ -373,6 +373,55 @@ mod tests {
     }
 
     #[test]
+    fn each_soap_version_has_its_content_type() {
+        assert_eq!(SoapVersion::V11.content_type(), "text/xml; charset=utf-8");
+        assert_eq!(SoapVersion::V12.content_type(), "application/soap+xml; charset=utf-8");
+    }
+
+    #[test]
+    fn an_envelope_wraps_its_body_in_the_namespace_of_its_version() {
+        assert_eq!(
+            envelope(SoapVersion::V11, "<x/>"),
+            (
+                "text/xml; charset=utf-8",
+                r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><x/></s:Body></s:Envelope>"#
+                    .to_owned()
+            )
+        );
+        assert_eq!(
+            envelope(SoapVersion::V12, "<x/>"),
+            (
+                "application/soap+xml; charset=utf-8",
+                r#"<env:Envelope xmlns:env="http://www.w3.org/2003/05/soap-envelope"><env:Body><x/></env:Body></env:Envelope>"#
+                    .to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn an_xop_boundary_has_one_to_seventy_characters() {
+        let framing = |boundary: &str| {
+            let value = format!(r#"multipart/related; type="application/xop+xml"; boundary="{boundary}""#);
+            xop_multipart(&headers(&[(CONTENT_TYPE, value.as_bytes())])).map(|multipart| multipart.boundary)
+        };
+        assert_eq!(framing(""), None);
+        assert_eq!(framing("b").as_deref(), Some("b"));
+        assert_eq!(framing(&"b".repeat(70)), Some("b".repeat(70)));
+        assert_eq!(framing(&"b".repeat(71)), None);
+    }
+
+    #[test]
+    fn only_soap_1_2_and_xop_content_types_name_an_action() {
+        let action = |content_type: &[u8]| header_action(&headers(&[(CONTENT_TYPE, content_type)]));
+        assert_eq!(action(b"multipart/related; type=\"text/html\"; action=urn:a/B/C"), Ok(None));
+        assert_eq!(action(b"text/xml; type=\"application/xop+xml\"; action=urn:a/B/C"), Ok(None));
+        assert_eq!(
+            action(b"multipart/related; type=\"application/xop+xml\"; action=urn:a/B/C"),
+            Ok(Some(("urn:a/B/C".to_owned(), ActionHeader::ContentType)))
+        );
+    }
+
+    #[test]
     fn entities_are_character_references_or_predefined() {
         let resolve = |name: &str| resolve_entity(&BytesRef::new(name));
         assert_eq!(resolve("amp"), Ok('&'));

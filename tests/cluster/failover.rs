@@ -198,9 +198,8 @@ async fn register_heavy(cluster: &TestCluster, count: usize, kb: usize) -> Vec<S
                 for i in (client..count).step_by(4) {
                     let address = format!("http://heavy-{i}.example/");
                     let body = json!({ "address": address, "contract_namespace": "urn:heavy", "contract_name": "C", "metadata": metadata });
-                    let response =
-                        http.post(format!("{}/v1/registrations", apis[i % apis.len()])).json(&body).send().await.unwrap();
-                    assert!(response.status().is_success(), "{}", response.status());
+                    let url = format!("{}/v1/registrations", apis[i % apis.len()]);
+                    crate::harness::write_until_acknowledged(&http, &url, &body).await;
                     done.push(address);
                 }
                 done

@@ -35,6 +35,22 @@ where
     }
 }
 
+/// Sends a write that is safe to repeat (a registration is idempotent) until the cluster
+/// acknowledges it, as a client should: again after `503` (no leader yet) or `504` (the outcome
+/// is unknown), for at most a minute. Returns the acknowledging status; panics on a refusal.
+pub async fn write_until_acknowledged(http: &reqwest::Client, url: &str, body: &Value) -> u16 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let sent = http.post(url).json(body).timeout(Duration::from_secs(30)).send().await;
+        let status = sent.as_ref().map(|r| r.status().as_u16());
+        match status {
+            Ok(status) if (200..300).contains(&status) => return status,
+            Ok(503 | 504) | Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            _ => panic!("{url}: {status:?} for {body}"),
+        }
+    }
+}
+
 /// Ports the tests hand to nodes: below the kernel's ephemeral range (32768 and up), so no
 /// port-0 bind (sample services, test backends) and no outgoing connection can take one between
 /// the pick and the node's own bind.

@@ -212,9 +212,8 @@ pub async fn register_bulk(cluster: &TestCluster, prefix: &str, count: usize) {
                         "contract_namespace": "urn:bulk",
                         "contract_name": "C",
                     });
-                    let api = &apis[i % apis.len()];
-                    let response = http.post(format!("{api}/v1/registrations")).json(&body).send().await.unwrap();
-                    assert!(response.status().is_success(), "{}", response.status());
+                    let url = format!("{}/v1/registrations", apis[i % apis.len()]);
+                    crate::harness::write_until_acknowledged(&http, &url, &body).await;
                 }
             })
         })

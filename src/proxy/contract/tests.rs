@@ -667,3 +667,165 @@ fn a_bound_path_routes_requests_that_name_no_contract() {
         })
     );
 }
+
+#[test]
+fn each_rule_is_shown_by_its_documented_name() {
+    let sources = [
+        Source::SoapAction,
+        Source::ContentTypeAction,
+        Source::WsAddressing,
+        Source::Header,
+        Source::BodyNamespace,
+        Source::BodyOperation,
+        Source::Path,
+    ];
+    assert_eq!(
+        sources.map(Source::as_str),
+        [
+            "soapaction",
+            "content-type-action",
+            "ws-addressing",
+            "x-switchboard-contract",
+            "body-namespace",
+            "body-operation",
+            "path"
+        ]
+    );
+}
+
+#[test]
+fn the_reader_decides_as_soon_as_the_start_of_the_envelope_has_arrived() {
+    let operation_start = SOAP11_WSA2005.find("<a>1</a>").unwrap();
+    let mut reader = EnvelopeReader::default();
+    reader.push(&SOAP11_WSA2005.as_bytes()[..operation_start]);
+    assert_eq!(
+        reader.scan(false),
+        Some(scanned(Some("http://tempuri.org/ICalculator/Add"), "http://tempuri.org/", "Add"))
+    );
+}
+
+#[test]
+fn the_reader_scans_again_once_it_holds_twice_the_bytes_or_512_more() {
+    let body = padded_envelope(3_000);
+    let mut reader = EnvelopeReader::default();
+    assert_eq!((reader.len(), reader.is_empty()), (0, true));
+    reader.push(&body[..100]);
+    assert_eq!((reader.len(), reader.is_empty()), (100, false));
+    assert_eq!(reader.scan(false), Some(EnvelopeScan::Incomplete));
+    assert_eq!(reader.scanned(), 100);
+    // Few bytes: the next scan waits for 512 more.
+    reader.push(&body[100..611]);
+    assert_eq!(reader.scan(false), None);
+    reader.push(&body[611..612]);
+    assert_eq!(reader.scan(false), Some(EnvelopeScan::Incomplete));
+    assert_eq!(reader.scanned(), 100 + 612);
+    // More: it waits for twice as many.
+    reader.push(&body[612..1_223]);
+    assert_eq!(reader.scan(false), None);
+    reader.push(&body[1_223..1_224]);
+    assert_eq!(reader.scan(false), Some(EnvelopeScan::Incomplete));
+    assert_eq!(reader.scanned(), 100 + 612 + 1_224);
+    // The end of the body is scanned at once, and the bytes are forwarded as they came.
+    reader.push(&body[1_224..]);
+    assert!(matches!(reader.scan(true), Some(EnvelopeScan::Envelope(_))));
+    assert_eq!(reader.scanned(), 100 + 612 + 1_224 + body.len());
+    assert_eq!(reader.into_bytes(), body);
+}
+
+#[test]
+fn the_reader_scans_once_it_holds_the_scan_cap_however_recently_it_scanned() {
+    let body = padded_envelope(2 * ENVELOPE_SCAN_CAP);
+    let mut reader = EnvelopeReader::default();
+    reader.push(&body[..40_000]);
+    assert_eq!(reader.scan(false), Some(EnvelopeScan::Incomplete));
+    reader.push(&body[40_000..ENVELOPE_SCAN_CAP - 1]);
+    assert_eq!(reader.scan(false), None);
+    reader.push(&body[ENVELOPE_SCAN_CAP - 1..ENVELOPE_SCAN_CAP]);
+    assert_eq!(reader.scan(false), Some(EnvelopeScan::Incomplete), "the data plane then refuses the envelope");
+}
+
+#[test]
+fn a_multipart_body_that_ends_before_its_root_part_is_invalid() {
+    let multipart = soap::Multipart { boundary: "uuid:b1".into(), start: None };
+    let hints = Hints { multipart: Some(multipart), soap: true, ..Hints::default() };
+    let mut reader = EnvelopeReader::for_request(&hints);
+    reader.push(b"--uuid:b1\r\nContent-ID: <x>");
+    assert_eq!(reader.scan(false), Some(EnvelopeScan::Incomplete), "more may come");
+    assert!(
+        matches!(reader.scan(true), Some(EnvelopeScan::Invalid(reason)) if reason.contains("before its root part"))
+    );
+}
+
+#[test]
+fn a_root_part_that_ended_is_judged_whole_while_attachments_still_arrive() {
+    let body = b"--uuid:b1\r\nContent-ID: <root>\r\n\r\n<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Header>\r\n--uuid:b1\r\nContent-ID: <att>\r\n\r\nbinary";
+    let multipart = soap::Multipart { boundary: "uuid:b1".into(), start: Some("<root>".into()) };
+    let hints = Hints { multipart: Some(multipart), soap: true, ..Hints::default() };
+    let mut reader = EnvelopeReader::for_request(&hints);
+    reader.push(body);
+    assert!(matches!(reader.scan(false), Some(EnvelopeScan::Invalid(reason)) if reason.contains("ends early")));
+}
+
+#[test]
+fn elements_nested_exactly_max_depth_deep_are_read_and_one_deeper_refused() {
+    let nested = |depth: usize| {
+        let inner = "<x>".repeat(depth - 2);
+        format!(r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Header>{inner}"#)
+    };
+    assert_eq!(scan_envelope(nested(MAX_DEPTH).as_bytes(), false), EnvelopeScan::Incomplete);
+    assert!(matches!(
+        scan_envelope(nested(MAX_DEPTH + 1).as_bytes(), false),
+        EnvelopeScan::Invalid(reason) if reason.contains("deeper")
+    ));
+}
+
+#[test]
+fn the_scan_reads_only_the_envelopes_own_header_and_body() {
+    let envelope = |before_body: &str| {
+        format!(
+            r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" xmlns:x="urn:x" xmlns:a="http://www.w3.org/2005/08/addressing">{before_body}<s:Body><Op xmlns="urn:o"/></s:Body></s:Envelope>"#
+        )
+    };
+    let nothing = EnvelopeScan::Envelope(Envelope::default());
+    // Another element where the Header or the Body belongs ends the scan: nothing after it counts.
+    assert_eq!(scan_envelope(envelope("<x:Extra><x:Inner/></x:Extra>").as_bytes(), true), nothing);
+    // A Header or a Body of another namespace is neither.
+    assert_eq!(scan_envelope(envelope("<x:Body><x:Inner/></x:Body>").as_bytes(), true), nothing);
+    let foreign_header = envelope("<x:Header><a:Action>urn:a/B/C</a:Action></x:Header>");
+    assert_eq!(scan_envelope(foreign_header.as_bytes(), true), nothing);
+    // An empty element in the Header is no operation.
+    let flagged = envelope("<s:Header><x:Flag/></s:Header>");
+    assert_eq!(scan_envelope(flagged.as_bytes(), true), scanned(None, "urn:o", "Op"));
+}
+
+#[test]
+fn a_body_whose_root_element_is_empty_is_not_soap_before_it_ends() {
+    assert_eq!(scan_envelope(b"<x/>", false), EnvelopeScan::Absent);
+}
+
+#[test]
+fn an_empty_body_ends_the_scan_before_the_envelope_ends() {
+    let end = SOAP12_WSA2004.find("<env:Body/>").unwrap() + "<env:Body/>".len();
+    assert_eq!(scan_envelope(&SOAP12_WSA2004.as_bytes()[..end], false), action_only("urn:calc/ICalc/Sub"));
+}
+
+#[test]
+fn the_multipart_boundary_is_looked_for_at_line_starts_within_1_kib() {
+    let first = soap::Multipart { boundary: "uuid:b1".into(), start: None };
+    let (body, _) = mtom(true);
+    // A preamble line may end with a bare line feed.
+    let mut preamble = b"preamble\n".to_vec();
+    preamble.extend_from_slice(&body);
+    assert!(root_part(&preamble, &first).unwrap().unwrap().0.starts_with(b"<soap:Envelope"));
+    // Without a boundary, 1 KiB past the delimiter's length is waited for, and no more.
+    let delimiter = "--uuid:b1".len();
+    assert_eq!(root_part(&vec![b'x'; delimiter + 1_024], &first), Ok(None));
+    assert!(root_part(&vec![b'x'; delimiter + 1_025], &first).is_err());
+}
+
+#[test]
+fn a_boundary_line_may_carry_transport_padding() {
+    let start = soap::Multipart { boundary: "uuid:b1".into(), start: Some("<root>".into()) };
+    let body = b"--uuid:b1   \r\nContent-ID: <root>\r\n\r\n<e/>\r\n--uuid:b1--\r\n";
+    assert_eq!(root_part(body, &start), Ok(Some((&b"<e/>"[..], true))));
+}
