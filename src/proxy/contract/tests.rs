@@ -748,7 +748,7 @@ fn the_reader_scans_once_it_holds_the_scan_cap_however_recently_it_scanned() {
 fn a_multipart_body_that_ends_before_its_root_part_is_invalid() {
     let multipart = soap::Multipart { boundary: "uuid:b1".into(), start: None };
     let hints = Hints { multipart: Some(multipart), soap: true, ..Hints::default() };
-    let mut reader = EnvelopeReader::for_request(&hints);
+    let mut reader = EnvelopeReader::new(hints.multipart);
     reader.push(b"--uuid:b1\r\nContent-ID: <x>");
     assert_eq!(reader.scan(false), Some(EnvelopeScan::Incomplete), "more may come");
     assert!(
@@ -761,7 +761,7 @@ fn a_root_part_that_ended_is_judged_whole_while_attachments_still_arrive() {
     let body = b"--uuid:b1\r\nContent-ID: <root>\r\n\r\n<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Header>\r\n--uuid:b1\r\nContent-ID: <att>\r\n\r\nbinary";
     let multipart = soap::Multipart { boundary: "uuid:b1".into(), start: Some("<root>".into()) };
     let hints = Hints { multipart: Some(multipart), soap: true, ..Hints::default() };
-    let mut reader = EnvelopeReader::for_request(&hints);
+    let mut reader = EnvelopeReader::new(hints.multipart);
     reader.push(body);
     assert!(matches!(reader.scan(false), Some(EnvelopeScan::Invalid(reason)) if reason.contains("ends early")));
 }
