@@ -142,6 +142,11 @@ pub struct ServeArgs {
     /// take it out before it stops listening (ms).
     #[arg(long, env = "SWITCHBOARD_DRAIN_MS", default_value_t = 1_000)]
     pub drain_ms: u64,
+    /// Stop reporting the data plane ready (`/health/ready?plane=data`) once no leader has
+    /// confirmed this node's view for this long (`30s`, `500ms`, `2m`) [default: no limit: a node
+    /// that was caught up routes from its last view through any outage].
+    #[arg(long, env = "SWITCHBOARD_MAX_STALE_ROUTING", value_parser = parse_duration)]
+    pub max_stale_routing: Option<Duration>,
     /// Runtime worker threads [default: one per CPU].
     #[arg(long, env = "SWITCHBOARD_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
@@ -220,6 +225,8 @@ pub struct NodeConfig {
     pub write_timeout: Duration,
     /// Not-ready period before a graceful stop closes the listeners.
     pub drain: Duration,
+    /// See `ServeArgs::max_stale_routing`.
+    pub max_stale_routing: Option<Duration>,
     pub data_plane: DataPlaneConfig,
     pub worker_threads: Option<usize>,
     pub tokens: Arc<Tokens>,
@@ -342,6 +349,7 @@ impl TryFrom<ServeArgs> for NodeConfig {
             },
             write_timeout: Duration::from_millis(args.write_timeout_ms),
             drain: Duration::from_millis(args.drain_ms),
+            max_stale_routing: args.max_stale_routing,
             data_plane: DataPlaneConfig {
                 connect_timeout: Duration::from_millis(args.connect_timeout_ms),
                 try_timeout: Duration::from_millis(args.try_timeout_ms),
@@ -364,6 +372,11 @@ impl TryFrom<ServeArgs> for NodeConfig {
             audit_log: args.audit_log,
         })
     }
+}
+
+/// A duration as operators write one: `500ms`, `30s`, `2m`, `1h 30m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|err| format!("{text:?} is not a duration like 500ms, 30s or 2m: {err}"))
 }
 
 /// Parses `1=host:port,2=host:port`.

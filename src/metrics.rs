@@ -115,6 +115,10 @@ impl Gauge {
     pub fn get(&self) -> i64 {
         self.0.load(Ordering::Relaxed)
     }
+
+    pub fn set(&self, value: i64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug)]
@@ -130,6 +134,8 @@ pub struct Metrics {
     pub leases_expired: Counter,
     pub audit_sink_dropped: Counter,
     open_connections: Vec<Gauge>,
+    /// 1 while this node knows a leader, 0 while it does not (it routes from its last view).
+    pub leader_known: Gauge,
 }
 
 impl Default for Metrics {
@@ -146,6 +152,7 @@ impl Default for Metrics {
             leases_expired: Counter::default(),
             audit_sink_dropped: Counter::default(),
             open_connections: ListenerKind::ALL.iter().map(|_| Gauge::default()).collect(),
+            leader_known: Gauge::default(),
         }
     }
 }
@@ -230,8 +237,26 @@ impl Metrics {
             "# HELP switchboard_open_connections Connections that hold a slot of a listener.\n# TYPE switchboard_open_connections gauge\n{}",
             open.join("\n")
         );
+        let _ = writeln!(
+            out,
+            "# HELP switchboard_leader_known Whether this node knows a leader (0: it routes from its last view, writes wait).\n# TYPE switchboard_leader_known gauge\nswitchboard_leader_known {}",
+            self.leader_known.get()
+        );
         out
     }
+}
+
+/// The freshness of a node's routing view, in the Prometheus text format: how long ago a leader
+/// last confirmed it (`+Inf` before the first time) and whether the data plane is ready.
+pub fn render_view(confirmed_ago: Option<std::time::Duration>, data_ready: bool) -> String {
+    let age = confirmed_ago.map_or_else(|| "+Inf".to_owned(), |age| format!("{:.3}", age.as_secs_f64()));
+    format!(
+        "# HELP switchboard_view_age_seconds How long ago a leader last confirmed the view this node routes from.\n\
+         # TYPE switchboard_view_age_seconds gauge\nswitchboard_view_age_seconds {age}\n\
+         # HELP switchboard_data_ready Whether the data plane reports ready (GET /health/ready?plane=data).\n\
+         # TYPE switchboard_data_ready gauge\nswitchboard_data_ready {}\n",
+        u8::from(data_ready)
+    )
 }
 
 #[cfg(test)]

@@ -68,6 +68,7 @@ pub async fn open(config: &NodeConfig) -> anyhow::Result<Cluster> {
         limits: config.limits,
         listeners: config.address_policy.own().to_vec(),
         policy: config.address_policy.clone(),
+        max_stale_routing: config.max_stale_routing,
     };
     Ok(Cluster::new(cluster_config, raft, view, peers, identity))
 }

@@ -42,9 +42,11 @@ pub(super) fn health_routes() -> Router<ApiState> {
     Router::new().route("/health/live", get(live)).route("/health/ready", get(ready)).route("/metrics", get(metrics))
 }
 
-/// Prometheus text: counters with fixed labels only.
-async fn metrics() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::METRICS.render())
+/// Prometheus text: counters with fixed labels only, and the freshness of the routing view.
+async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    let mut text = crate::metrics::METRICS.render();
+    text.push_str(&crate::metrics::render_view(state.cluster.view_age(), state.cluster.data_readiness().ready));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 async fn cluster(
@@ -142,8 +144,27 @@ async fn live() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "live" }))
 }
 
-async fn ready(State(state): State<ApiState>) -> Response {
-    let readiness = state.cluster.readiness();
+/// Which readiness a health check asks for.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadyQuery {
+    plane: Option<Plane>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Plane {
+    /// The control API's: writes can be served (a leader is known and this node is current).
+    Control,
+    /// The data plane's: the node can route (it was caught up with a leader since it started).
+    Data,
+}
+
+async fn ready(State(state): State<ApiState>, ApiQuery(query): ApiQuery<ReadyQuery>) -> Response {
+    let readiness = match query.plane.unwrap_or(Plane::Control) {
+        Plane::Control => state.cluster.readiness(),
+        Plane::Data => state.cluster.data_readiness(),
+    };
     let status = if readiness.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(readiness)).into_response()
 }

@@ -40,6 +40,7 @@ async fn single_node_full(limits: crate::cluster::RegistryLimits, tokens: Tokens
         raft: RaftTuning::default(),
         write_timeout: Duration::from_secs(2),
         drain: Duration::ZERO,
+        max_stale_routing: None,
         data_plane: crate::proxy::DataPlaneConfig::default(),
         worker_threads: None,
         tokens: Default::default(),

@@ -3,6 +3,7 @@
 //! leases.
 
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -10,6 +11,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::Cluster;
+use super::LEADER_QUORUM_STALE;
 
 /// The running background duties of a node.
 #[derive(Debug)]
@@ -56,19 +58,64 @@ impl Cluster {
     pub(super) async fn probe_leader(self) {
         let mut tick = tokio::time::interval(Duration::from_millis(300));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut leaderless: Option<Instant> = None;
         loop {
             tick.tick().await;
-            let Some((leader, node)) = self.leader() else { continue };
+            let leader = self.leader();
+            self.note_leader_known(leader.is_some(), &mut leaderless);
+            let Some((leader, node)) = leader else { continue };
             let index = if leader == self.node_id() {
-                self.metrics().last_log_index
+                // A leader speaks for the cluster only while a quorum still follows it.
+                let metrics = self.metrics();
+                let fresh =
+                    metrics.millis_since_quorum_ack.is_some_and(|ms| ms <= LEADER_QUORUM_STALE.as_millis() as u64);
+                if !fresh {
+                    continue;
+                }
+                metrics.last_log_index
             } else {
                 match self.ask_status(&node.addr).await {
                     Ok(status) => status.last_log_index,
                     Err(_) => continue,
                 }
             };
-            *self.inner.leader_progress.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some((index.unwrap_or(0), Instant::now()));
+            let now = Instant::now();
+            let previous =
+                self.inner.leader_progress.lock().unwrap_or_else(|p| p.into_inner()).replace((index.unwrap_or(0), now));
+            // Confirmed: this node has applied what a leader had shown it before (at the latest,
+            // one probe ago), so its view trails that leader by at most a probe interval.
+            let shown = previous.map_or(index.unwrap_or(0), |(shown, _)| shown);
+            if self.inner.view.load().index >= shown {
+                self.inner.view.confirm(now);
+                if !self.inner.caught_up.swap(true, Ordering::AcqRel) {
+                    tracing::info!(
+                        leader,
+                        index = shown,
+                        "caught up with the leader: the data plane is ready to route"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Logs once when no leader is known any more (the node routes from its last view) and once
+    /// when one is known again.
+    fn note_leader_known(&self, known: bool, leaderless: &mut Option<Instant>) {
+        crate::metrics::METRICS.leader_known.set(i64::from(known));
+        match (known, *leaderless) {
+            (false, None) if self.inner.caught_up.load(Ordering::Acquire) => {
+                *leaderless = Some(Instant::now());
+                let age = self.inner.view.confirmed_ago(Instant::now()).map(|a| a.as_millis() as u64);
+                tracing::warn!(
+                    view_confirmed_ms_ago = age,
+                    "no leader known: routing from the last applied view; writes wait for a leader"
+                );
+            }
+            (true, Some(since)) => {
+                *leaderless = None;
+                tracing::info!(without_leader_ms = since.elapsed().as_millis() as u64, "a leader is known again");
+            }
+            _ => {}
         }
     }
 

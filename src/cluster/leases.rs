@@ -7,8 +7,11 @@
 //! round; every node applies the same removals.
 //!
 //! After a leader change the new leader already holds the renewal times, so leases are not reset
-//! and nothing expires en masse. It still grants a bounded grace, `min(ttl, LEADER_GRACE)` from the
-//! moment it took over, for heartbeats that were in flight to the old leader.
+//! and nothing expires en masse. Besides, every lease gets at least its full TTL from the moment a
+//! leader takes office (or, still in office, hears from a quorum again after it lost one), as
+//! etcd's lessor does on promotion: a service that could not renew while no leader was known
+//! (its routers were down, or the quorum was lost) is not deregistered the moment the quorum
+//! returns, and heartbeats that were in flight to the old leader have time to arrive.
 //!
 //! A renewal names the lease's epoch (the log index of its latest registration). A heartbeat
 //! for an older epoch (an instance that was replaced by a restarted one on the same address)
@@ -35,8 +38,6 @@ use crate::registry::RegistryState;
 pub const GOSSIP_EVERY: Duration = Duration::from_millis(200);
 /// How often the leader looks for leases that ran out.
 pub const REAP_EVERY: Duration = Duration::from_millis(200);
-/// Longest grace a new leader grants before expiring a lease.
-pub const LEADER_GRACE: Duration = Duration::from_secs(2);
 /// A member silent for longer is taken for down: its lateness no longer delays expiry.
 pub const GOSSIP_SILENCE: Duration = Duration::from_secs(2);
 
@@ -114,9 +115,10 @@ impl Leases {
         std::mem::take(&mut self.lock().outbox)
     }
 
-    /// Leases of `registry` that ran out by `now`, for a leader in office since `leader_since`,
-    /// granting `grace` beyond the TTL (news that may still be on its way). A lease seen for the
-    /// first time counts as renewed now.
+    /// Leases of `registry` that ran out by `now`, for a leader in office (with a quorum) since
+    /// `leader_since`, granting `grace` beyond the TTL (news that may still be on its way). Every
+    /// lease lives at least its TTL from `leader_since`. A lease seen for the first time counts as
+    /// renewed now.
     pub fn expired(
         &self,
         registry: &RegistryState,
@@ -133,7 +135,7 @@ impl Leases {
             if renewal.epoch != registration.epoch {
                 *renewal = Renewal { epoch: registration.epoch, at: now };
             }
-            let deadline = (renewal.at + ttl + grace).max(leader_since + ttl.min(LEADER_GRACE));
+            let deadline = (renewal.at + ttl + grace).max(leader_since + ttl);
             if now >= deadline {
                 expired.push(registration.lease());
             }
@@ -225,10 +227,12 @@ mod tests {
         let elected = t0 + Duration::from_secs(9);
         // Shortly after the election nothing has expired...
         assert!(table.expired(&registry, elected + Duration::from_millis(500), elected, Duration::ZERO).is_empty());
-        // ...and at the end of the grace the leases that nobody renewed do expire.
-        table.renew_remote(2, &leases[..1], elected);
-        let after = elected + LEADER_GRACE;
+        // ...and a full TTL after it the lease that nobody renewed does expire; the one renewed at
+        // the election lives until its own TTL from that renewal.
+        table.renew_remote(2, &leases[..1], elected + Duration::from_secs(1));
+        let after = elected + Duration::from_secs(10);
         assert_eq!(table.expired(&registry, after, elected, Duration::ZERO), vec![leases[1]]);
+        assert!(table.expired(&registry, after - Duration::from_millis(1), elected, Duration::ZERO).is_empty());
     }
 
     #[test]
@@ -280,20 +284,19 @@ mod tests {
     }
 
     #[test]
-    fn a_new_leader_expires_nothing_before_its_grace_even_for_leases_renewed_long_ago() {
+    fn a_new_leader_expires_no_lease_before_its_full_ttl_even_if_renewed_long_ago() {
         let (registry, leases) = registry_with(&[(1, Some(1_000)), (2, Some(10_000))]);
         let table = Leases::default();
         let t0 = Instant::now();
         table.renew_remote(2, &leases, t0);
-        // Elected long after both leases' last renewal: each gets min(ttl, LEADER_GRACE) from
-        // the election, 1 s for the short lease and LEADER_GRACE for the long one.
+        // Elected (or back in touch with a quorum) long after both leases' last renewal, as after
+        // an outage that no service could renew through: each gets its full TTL from then.
         let elected = t0 + Duration::from_secs(30);
         let at = |ms: u64| elected + Duration::from_millis(ms);
         assert!(table.expired(&registry, at(999), elected, Duration::ZERO).is_empty());
         assert_eq!(table.expired(&registry, at(1_000), elected, Duration::ZERO), vec![leases[0]]);
-        let grace_ms = LEADER_GRACE.as_millis() as u64;
-        assert_eq!(table.expired(&registry, at(grace_ms - 1), elected, Duration::ZERO), vec![leases[0]]);
-        let mut both = table.expired(&registry, at(grace_ms), elected, Duration::ZERO);
+        assert_eq!(table.expired(&registry, at(9_999), elected, Duration::ZERO), vec![leases[0]]);
+        let mut both = table.expired(&registry, at(10_000), elected, Duration::ZERO);
         both.sort_by_key(|lease| lease.id);
         let mut expected = leases;
         expected.sort_by_key(|lease| lease.id);

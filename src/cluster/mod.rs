@@ -85,6 +85,9 @@ pub struct ClusterConfig {
     pub listeners: Vec<std::net::SocketAddr>,
     /// The address policy, told about the other routers' listeners.
     pub policy: Arc<crate::netpolicy::AddressPolicy>,
+    /// The data plane reports not ready once its view is older than this (`--max-stale-routing`;
+    /// none: it routes from its last view however long no leader confirms it).
+    pub max_stale_routing: Option<Duration>,
 }
 
 /// How large the registry may grow. The leader refuses a registration that would go beyond,
@@ -133,6 +136,8 @@ struct Inner {
     last_leader_seen: Mutex<Option<Instant>>,
     /// The leader's last log index as last probed, and when.
     leader_progress: Mutex<Option<(u64, Instant)>>,
+    /// This process's replica has caught up with a leader at least once: it may route.
+    caught_up: AtomicBool,
 }
 
 fn from_write_error(err: RaftError<NodeId, typ::ClientWriteError>) -> ClusterError {
@@ -169,6 +174,7 @@ impl Cluster {
                 stopping: AtomicBool::new(false),
                 last_leader_seen: Mutex::new(None),
                 leader_progress: Mutex::new(None),
+                caught_up: AtomicBool::new(false),
             }),
         }
     }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 use std::time::Instant;
 
 use openraft::ServerState;
@@ -139,6 +140,44 @@ impl Cluster {
             }
             _ => not_ready("leader not heard from"),
         }
+    }
+
+    /// Ready to route, the data plane's readiness: this process's replica caught up with a leader
+    /// at least once, and the node is still a member. An election or a loss of quorum changes
+    /// nothing: every node routes from its own applied view, so a node that was caught up keeps
+    /// routing while writes wait for a leader. Not ready while stopping, before the first
+    /// catch-up (a new or wiped node), once no longer a member, and, with
+    /// `--max-stale-routing`, once no leader has confirmed the view for that long.
+    pub fn data_readiness(&self) -> Readiness {
+        let not_ready = |reason: String| Readiness { ready: false, reason: Some(reason) };
+        if self.inner.stopping.load(Ordering::Acquire) {
+            return not_ready("shutting down".into());
+        }
+        if self.metrics().running_state.is_err() {
+            return not_ready("raft stopped after a fatal error".into());
+        }
+        if !self.is_admitted() {
+            return not_ready("not a member of the cluster".into());
+        }
+        if !self.inner.caught_up.load(Ordering::Acquire) {
+            return not_ready("not caught up with a leader since start".into());
+        }
+        if let Some(limit) = self.inner.config.max_stale_routing {
+            let age = self.inner.view.confirmed_ago(Instant::now()).unwrap_or(Duration::MAX);
+            if age > limit {
+                return not_ready(format!(
+                    "no leader has confirmed the view for {} ms (--max-stale-routing {} ms)",
+                    age.as_millis(),
+                    limit.as_millis()
+                ));
+            }
+        }
+        Readiness { ready: true, reason: None }
+    }
+
+    /// How long ago a leader last confirmed the view this node routes from.
+    pub fn view_age(&self) -> Option<Duration> {
+        self.inner.view.confirmed_ago(Instant::now())
     }
 
     /// From now on the node reports not ready (it keeps serving until it stops).

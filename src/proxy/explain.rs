@@ -18,6 +18,9 @@ const EXPLAIN_POLICY: HeaderName = HeaderName::from_static("x-switchboard-policy
 const EXPLAIN_CANDIDATES: HeaderName = HeaderName::from_static("x-switchboard-candidates");
 const EXPLAIN_ENDPOINT: HeaderName = HeaderName::from_static("x-switchboard-endpoint");
 const EXPLAIN_ATTEMPTS: HeaderName = HeaderName::from_static("x-switchboard-attempts");
+/// How long ago a leader last confirmed the view the decision was made from (ms), or
+/// `unconfirmed`: while no leader is known this grows, and routing goes on from that view.
+const EXPLAIN_VIEW_AGE: HeaderName = HeaderName::from_static("x-switchboard-view-age-ms");
 
 /// What a routing decision was, for `X-Switchboard-Explain`.
 #[derive(Debug)]
@@ -29,6 +32,7 @@ pub(crate) struct Explain {
     pub policy: Policy,
     pub candidates: Vec<String>,
     pub attempts: Vec<String>,
+    pub view_age: Option<std::time::Duration>,
 }
 
 pub(crate) fn add_explain(response: &mut Response<ProxyBody>, explain: &Explain) {
@@ -50,4 +54,5 @@ pub(crate) fn add_explain(response: &mut Response<ProxyBody>, explain: &Explain)
         }
     }
     set(EXPLAIN_ATTEMPTS, explain.attempts.len().to_string());
+    set(EXPLAIN_VIEW_AGE, explain.view_age.map_or_else(|| "unconfirmed".to_owned(), |age| age.as_millis().to_string()));
 }

@@ -234,6 +234,7 @@ impl DataPlane {
             policy: routed.policy.clone(),
             candidates: Vec::new(),
             attempts: Vec::new(),
+            view_age: self.view.confirmed_ago(Instant::now()),
         });
         let mut response = self.unicast(&routed, body, explain.as_mut()).await?;
         if let Some(location) = wsdl_location {

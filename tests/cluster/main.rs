@@ -10,6 +10,7 @@ mod harness;
 mod input;
 mod leases;
 mod membership;
+mod outage;
 mod registrations;
 mod routing;
 mod safety;
