@@ -5,7 +5,9 @@ Reads, from a scenario's results directory:
   history.jsonl      every operation of the workload (see workload.py)
   events.jsonl       what the harness did and when ({"t", "event", "detail"}); the fault window runs
                      from the first "fault" event to the last "healed" event; an "injected" event
-                     says when a fault's command returned (the fault took effect)
+                     says when a fault's command returned (the fault took effect); a "no-quorum"
+                     event says that from then on no quorum can form (the harness saw it), until
+                     the next "restart", "resume", "heal" or "healed" event
   final-state.json   each node's registrations, applied index and Raft term, read from every node
                      directly after healing ({"nodes": {"1": {"registrations": [...],
                      "applied_index": n}}, "terms": {"1": t}})
@@ -22,13 +24,13 @@ Fails (exit status 1) when
   - the nodes do not hold the same registrations and applied index: DISAGREE;
   - no write was acknowledged after the fault was healed: NO RECOVERY;
   - a lease probe found fewer sample leases than the samples keep renewed: LEASES DROPPED;
+  - a write sent after a "no-quorum" event and answered before the quorum could return was
+    acknowledged or left indeterminate instead of failing definitely (503 no_leader from a router,
+    or the load balancer's own 503), or no write at all was sent and answered in that window, so
+    that the refusal could not be seen: WRITES WITHOUT QUORUM;
   - a figure exceeds the scenario's bound (harness.py, SCENARIOS): write unavailability, first
     acknowledgement after a fault, elections, routed requests failed, lease probes failed, or
     too few lease probes answered. Each bound carries its reason.
-
-A bound may be marked as a known failure (routed requests failed only, see Bound): today's product
-cannot meet it, so exceeding it is reported as a known failure, not a problem; meeting it is an
-unexpected pass. Everything else is asserted as usual.
 
 Prints one summary line and writes result.json with the figures the suite table shows and, for
 each bound, the figure, the bound, its reason and the verdict.
@@ -68,9 +70,6 @@ PROBLEM = {
     "lease_probes_failed": "LEASE PROBES FAILED",
     "lease_probes_ok": "LEASE PROBES TOO FEW",
 }
-# The only figure a known-failure marker may excuse: lost writes, agreement, leases and the
-# timings are never excused.
-EXCUSABLE = {"routes_failed"}
 
 
 class Bound:
@@ -80,24 +79,16 @@ class Bound:
     "fault" event to the harness's next "restart", "resume" or "heal"), plus `unavailable`
     for every second of the measured write unavailability. By default it is a maximum; with
     at_least=True a minimum.
-
-    known_failure: why today's product cannot meet this bound (then `limit` is the right value,
-    which the scenario should meet). Exceeding it is then a known failure, not a problem, unless
-    the figure also exceeds `ceiling` (what today's product does meet): that is a problem.
     """
 
-    def __init__(self, limit, why, *, outage=0.0, unavailable=0.0, at_least=False, known_failure=None, ceiling=None):
+    def __init__(self, limit, why, *, outage=0.0, unavailable=0.0, at_least=False):
         if not why or not why.strip():
             raise ValueError("a bound needs its reason")
-        if ceiling is not None and known_failure is None:
-            raise ValueError("a ceiling belongs to a known failure")
         self.limit = limit
         self.why = why
         self.outage = outage
         self.unavailable = unavailable
         self.at_least = at_least
-        self.known_failure = known_failure
-        self.ceiling = ceiling
 
     def value(self, facts):
         """The bound for this run: facts has outage_s and unavailable_s (None when unknown)."""
@@ -116,9 +107,8 @@ class Bound:
         else:
             limit = min(self.limit, value)
         outage, unavailable = (self.outage, self.unavailable) if limit == self.limit else (0.0, 0.0)
-        tight = Bound(limit, f"tightened to {value:g}: {self.why}", outage=outage, unavailable=unavailable,
-                      at_least=self.at_least, known_failure=self.known_failure, ceiling=self.ceiling)
-        return tight
+        return Bound(limit, f"tightened to {value:g}: {self.why}", outage=outage, unavailable=unavailable,
+                     at_least=self.at_least)
 
     def describe(self, unit=""):
         """The bound as a formula, e.g. "≤ 3000 ms", "≤ outage + 5000 ms", "≤ 100/s × outage + 20"."""
@@ -135,17 +125,11 @@ class Bound:
         return f"{'≥' if self.at_least else '≤'} {' + '.join(terms)}{' ' + unit if unit else ''}"
 
     def to_json(self, unit=""):
-        entry = {"bound": self.describe(unit), "why": self.why}
-        if self.known_failure:
-            entry["known_failure"] = self.known_failure
-            if self.ceiling is not None:
-                entry["ceiling"] = self.ceiling.describe(unit)
-                entry["ceiling_why"] = self.ceiling.why
-        return entry
+        return {"bound": self.describe(unit), "why": self.why}
 
 
 def validate_bounds(bounds):
-    """Every figure has a bound with a reason; a known-failure marker only on an excusable figure."""
+    """Every figure has a bound with a reason, a minimum for the answered probes, a maximum else."""
     missing = [name for name in FIGURES if name not in bounds]
     unknown = [name for name in bounds if name not in FIGURES]
     if missing or unknown:
@@ -155,8 +139,6 @@ def validate_bounds(bounds):
             raise ValueError(f"bound of {name} is not a Bound")
         if bound.at_least != (name == "lease_probes_ok"):
             raise ValueError(f"bound of {name}: {'a minimum' if name == 'lease_probes_ok' else 'a maximum'} is expected")
-        if bound.known_failure and name not in EXCUSABLE:
-            raise ValueError(f"bound of {name}: only {sorted(EXCUSABLE)} may be marked as a known failure")
 
 
 def tightenings(text):
@@ -227,6 +209,44 @@ def outage(events):
     if not ends:
         ends = sorted(e["t"] for e in events if e["event"] == "healed" and e["t"] >= last)
     return (ends[0] - last) if ends else None
+
+
+def quorum_loss_windows(events):
+    """[(start, end)]: from each "no-quorum" event (the harness saw that no quorum can form) to the
+    first "restart", "resume", "heal" or "healed" event after it (end None when there is none)."""
+    ordered = sorted(events, key=lambda e: e["t"])
+    windows = []
+    for i, event in enumerate(ordered):
+        if event["event"] != "no-quorum":
+            continue
+        end = next((later["t"] for later in ordered[i + 1:]
+                    if later["event"] in ("restart", "resume", "heal", "healed")), None)
+        windows.append((event["t"], end))
+    return windows
+
+
+def writes_without_quorum(writes, windows):
+    """The writes sent within a quorum-loss window and answered before it ended, by outcome:
+    {"fail": [...], "ok": [...], "unknown": [...]}, or None without a window. No write can be
+    acknowledged then, and a router that knows no leader refuses a write definitely (503
+    no_leader; the load balancer answers 503 itself once no router is ready for the control API)."""
+    if not windows:
+        return None
+    judged = {"fail": [], "ok": [], "unknown": []}
+    for write in writes:
+        for start, end in windows:
+            if end is not None and write["start"] >= start and write["end"] <= end:
+                judged[write["outcome"]].append(write)
+                break
+    return judged
+
+
+def answer_key(entry):
+    """How an operation was answered, e.g. "503 no_leader", "502 load_balancer", "timeout"."""
+    key = str(entry.get("status") or (entry.get("error") or "error").split(":")[0])
+    if entry.get("code"):
+        key += f" {entry['code']}"
+    return key
 
 
 def unavailability(writes, fault_start, fault_end, run_end):
@@ -390,6 +410,31 @@ def check(results_dir, bounds=None, tighten=None):
         problems.append(f"LEASES DROPPED: sample leases went missing {lease_dropouts} time(s), "
                         f"{round(lease_missing_ms)} ms in all, although they were renewed")
 
+    windows = quorum_loss_windows(events)
+    without_quorum = writes_without_quorum(writes, windows)
+    refused_without_quorum = None
+    if without_quorum is not None:
+        if any(end is None for _, end in windows):
+            problems.append("WRITES WITHOUT QUORUM: a no-quorum window has no end (no restart, resume, heal or "
+                            "healed event after it)")
+        if without_quorum["ok"]:
+            problems.append(f"WRITES WITHOUT QUORUM: {len(without_quorum['ok'])} writes sent while no quorum could "
+                            f"form were acknowledged, e.g. {[w['address'] for w in without_quorum['ok'][:3]]}")
+        if without_quorum["unknown"]:
+            answers = {}
+            for w in without_quorum["unknown"]:
+                answers[answer_key(w)] = answers.get(answer_key(w), 0) + 1
+            problems.append(f"WRITES WITHOUT QUORUM: {len(without_quorum['unknown'])} writes sent while no quorum "
+                            f"could form were left indeterminate instead of refused ({answers})")
+        if not any(without_quorum.values()):
+            problems.append("WRITES WITHOUT QUORUM: no write was sent and answered while no quorum could form: "
+                            "their refusal was not seen")
+        refused = {}
+        for w in without_quorum["fail"]:
+            refused[answer_key(w)] = refused.get(answer_key(w), 0) + 1
+        refused_without_quorum = {"refused": refused, "acknowledged": len(without_quorum["ok"]),
+                                  "indeterminate": len(without_quorum["unknown"])}
+
     window_ms = unavailability(writes, fault_start, fault_end, run_end)
     first_ack_ms = first_ack_after_faults(writes, events, run_end)
     if fault_end is not None and not any(w["outcome"] == "ok" and w["end"] > fault_end for w in writes):
@@ -408,10 +453,7 @@ def check(results_dir, bounds=None, tighten=None):
     failed_routes = [r for r in routes if r["outcome"] != "ok"]
     route_errors = {}
     for r in failed_routes:
-        key = str(r.get("status") or r.get("error", "error").split(":")[0])
-        if r.get("code"):
-            key += f" {r['code']}"
-        route_errors[key] = route_errors.get(key, 0) + 1
+        route_errors[answer_key(r)] = route_errors.get(answer_key(r), 0) + 1
 
     # Every figure against its bound.
     outage_s = outage(events)
@@ -424,7 +466,7 @@ def check(results_dir, bounds=None, tighten=None):
         "lease_probes_failed": probes_failed,
         "lease_probes_ok": probes_ok,
     }
-    judged, known_failures, unexpected_passes = {}, [], []
+    judged = {}
     for name, bound in bounds.items():
         what, unit = FIGURES[name]
         value = figures[name]
@@ -437,48 +479,27 @@ def check(results_dir, bounds=None, tighten=None):
             missing = "the figure" if value is None else "the bound (no outage or unavailability measured)"
             problems.append(f"{PROBLEM[name]}: cannot judge the {what}: {missing} is missing")
         elif (round(value) >= limit) if bound.at_least else (round(value) <= limit):  # as the table shows it
-            if bound.known_failure:
-                entry["verdict"] = "unexpected pass"
-                unexpected_passes.append(f"{what} {round(value)}{suffix} met the expected {bound.describe(unit)}, "
-                                         f"marked as a known failure ({bound.known_failure})")
-            else:
-                entry["verdict"] = "pass"
+            entry["verdict"] = "pass"
         else:
-            message = (f"{PROBLEM[name]}: {what} {round(value)}{suffix}, bound {bound.describe(unit)} "
-                       f"= {limit:.0f}{suffix} ({bound.why})")
-            ceiling = bound.ceiling.value(facts) if bound.ceiling is not None else None
-            if bound.known_failure and (bound.ceiling is None or (ceiling is not None and round(value) <= ceiling)):
-                entry["verdict"] = "known failure"
-                known_failures.append(f"{message}; known failure: {bound.known_failure}")
-            else:
-                entry["verdict"] = "fail"
-                if bound.known_failure:
-                    message += (f"; a known failure, but beyond what today's product meets: "
-                                f"{bound.ceiling.describe(unit)} = {ceiling:.0f}{suffix} ({bound.ceiling.why})")
-                problems.append(message)
+            entry["verdict"] = "fail"
+            problems.append(f"{PROBLEM[name]}: {what} {round(value)}{suffix}, bound {bound.describe(unit)} "
+                            f"= {limit:.0f}{suffix} ({bound.why})")
         judged[name] = entry
 
-    if problems:
-        verdict = "fail"
-    elif known_failures:
-        verdict = "known failure"
-    elif unexpected_passes:
-        verdict = "unexpected pass"
-    else:
-        verdict = "pass"
     result = {
         "scenario": results.name,
         "passed": not problems,
-        "verdict": verdict,
+        "verdict": "fail" if problems else "pass",
         "problems": problems,
-        "known_failures": known_failures,
-        "unexpected_passes": unexpected_passes,
         "operations": len(writes) + len(routes),
         "writes": len(writes),
         "write_outcomes": outcome_counts,
         "routes": len(routes),
         "routes_failed": len(failed_routes),
         "route_errors": route_errors,
+        "no_quorum_ms": (None if not windows or any(end is None for _, end in windows)
+                         else round(sum(end - start for start, end in windows) * 1000)),
+        "writes_without_quorum": refused_without_quorum,
         "write_unavailability_ms": None if window_ms is None else round(window_ms),
         "first_ack_after_fault_ms": None if first_ack_ms is None else round(first_ack_ms),
         "fault_window_ms": None if fault_start is None or fault_end is None else round((fault_end - fault_start) * 1000),
@@ -502,13 +523,16 @@ def check(results_dir, bounds=None, tighten=None):
 
 
 def summary_line(result):
-    verdict = {"pass": "PASS", "fail": "FAIL", "known failure": "KNOWN FAILURE",
-               "unexpected pass": "UNEXPECTED PASS"}[result["verdict"]]
+    verdict = {"pass": "PASS", "fail": "FAIL"}[result["verdict"]]
     window = result["write_unavailability_ms"]
+    without = result.get("writes_without_quorum")
+    quorum = ("" if without is None else
+              f"writes without a quorum {sum(without['refused'].values())} refused "
+              f"{without['acknowledged']} acknowledged {without['indeterminate']} indeterminate, ")
     return (f"{verdict} {result['scenario']}: {result['operations']} operations "
             f"({result['writes']} writes, {result['routes']} routed), "
             f"write unavailability {window if window is not None else '-'} ms, "
-            f"routed requests failed {result['routes_failed']}, "
+            f"routed requests failed {result['routes_failed']}, {quorum}"
             f"elections {result['elections'] if result['elections'] is not None else '-'}, "
             f"lease probes {result['lease_probes']} answered {result['lease_probes_failed']} failed, "
             f"sample leases missing {result['lease_missing_ms']} ms, "
@@ -519,10 +543,6 @@ def print_result(result, out=sys.stdout):
     print(summary_line(result), file=out, flush=True)
     for problem in result["problems"]:
         print(f"  {problem}", file=out, flush=True)
-    for known in result["known_failures"]:
-        print(f"  KNOWN FAILURE (not counted as a failure): {known}", file=out, flush=True)
-    for unexpected in result["unexpected_passes"]:
-        print(f"  UNEXPECTED PASS (not a failure; the known-failure marker can go): {unexpected}", file=out, flush=True)
 
 
 def main(argv=None):

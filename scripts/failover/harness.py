@@ -14,7 +14,8 @@ published ports: a paused container's published port still accepts connections.
 
 Every wait polls with a deadline; the only fixed waits are the fault durations themselves.
 Needs: docker, a compose tool (docker compose v2 or docker-compose 1.29), python3, and for the
-peer-cut scenario nsenter and iptables on the host (root). Images must exist (scripts/images.sh).
+peer-cut scenarios (partition-leader-peers, wipe-and-kill-leader) nsenter and iptables on the host
+(root). Images must exist (scripts/images.sh).
 """
 
 import json
@@ -50,6 +51,7 @@ HEAL_DEADLINE = 60
 CONVERGE_DEADLINE = 45
 POST_HEAL_SECONDS = 3
 PARTITION_SECONDS = 8
+QUORUM_LOSS_SECONDS = 8
 WORKLOAD_MAX_SECONDS = 300
 
 
@@ -164,9 +166,15 @@ class Cluster:
         except (OSError, ValueError, urllib.error.URLError):
             return None
 
-    def ready(self, node):
+    def ready(self, node, plane="control"):
+        """The node's readiness as the load balancer checks it, on its health listener (:8083):
+        the control API's (GET /health/ready, leader-aware) or the data plane's
+        (GET /health/ready?plane=data: caught up once since start, through elections and
+        quorum losses)."""
+        query = "?plane=data" if plane == "data" else ""
         try:
-            with urllib.request.urlopen(f"{self.api(node)}/health/ready", timeout=1.0) as response:
+            with urllib.request.urlopen(f"http://{self.front}.1{node}:8083/health/ready{query}",
+                                        timeout=1.0) as response:
                 return response.status == 200
         except (OSError, urllib.error.URLError):
             return False
@@ -201,8 +209,10 @@ class Cluster:
     def followers(self, leader):
         return [n for n in NODES if n != leader]
 
-    def lb_servers(self):
-        """HAProxy's view of the routers: {server name: status} in the control API backend."""
+    def lb_servers(self, backend="routers_api"):
+        """HAProxy's view of the routers: {server name: status} in one backend: routers_api (the
+        control API, checked on /health/ready) or routers_data (the data plane, checked on
+        /health/ready?plane=data)."""
         try:
             with urllib.request.urlopen(f"http://{self.lb}:8404/;csv", timeout=1.0) as response:
                 lines = response.read().decode().splitlines()
@@ -212,16 +222,25 @@ class Cluster:
         servers = {}
         for line in lines[1:]:
             row = dict(zip(header, line.split(",")))
-            if row.get("pxname") == "routers_api" and row.get("svname", "").startswith("node"):
+            if row.get("pxname") == backend and row.get("svname", "").startswith("node"):
                 servers[row["svname"]] = row.get("status", "")
         return servers
 
     def all_healthy(self):
-        if not all(self.ready(n) for n in NODES):
+        """Every node ready on both checks and UP in both of the load balancer's backends."""
+        if not all(self.ready(n, plane) for n in NODES for plane in ("control", "data")):
             return False
-        servers = self.lb_servers()
-        # "UP 1/2" is a server already failing its checks: only a plain "UP" counts.
-        return len(servers) == 3 and all(status == "UP" for status in servers.values())
+        for backend in ("routers_api", "routers_data"):
+            servers = self.lb_servers(backend)
+            # "UP 1/2" is a server already failing its checks: only a plain "UP" counts.
+            if len(servers) != 3 or any(status != "UP" for status in servers.values()):
+                return False
+        return True
+
+    def out_of_lb(self, node):
+        """The node is DOWN in both of the load balancer's backends."""
+        return all(self.lb_servers(backend).get(f"node{node}", "UP").startswith("DOWN")
+                   for backend in ("routers_api", "routers_data"))
 
     def registrations(self, node, timeout=5.0):
         """Every registration on a node, page by page: {"registrations": [...], "applied_index": n}
@@ -364,6 +383,10 @@ class Cluster:
     def wipe(self, node):
         """Kills the node and deletes its container and data volume."""
         self.kill(node)
+        self.erase(node)
+
+    def erase(self, node):
+        """Deletes the (killed) node's container and data volume."""
         self.compose("rm", "-f", "-s", f"node{node}")
         volume = self.run(["docker", "volume", "ls", "-q", "--filter", f"label=com.docker.compose.project={self.project}",
                            "--filter", f"label=com.docker.compose.volume=node{node}-data"], capture=True)
@@ -513,6 +536,35 @@ class Cluster:
         self.say(f"holding {seconds:.1f} s: {why}")
         time.sleep(seconds)
 
+    def hold_routing(self, seconds, nodes, why, every=0.2):
+        """A fault's duration, like hold(), during which each of `nodes` must stay ready to route:
+        at every poll its data-plane readiness (/health/ready?plane=data) answers 200 and the load
+        balancer has it UP in the data backend ("UP 1/2", one check missed, still routes). Fails
+        the scenario at the first poll that says otherwise."""
+        self.say(f"holding {seconds:.1f} s: {why}; node(s) {', '.join(map(str, nodes))} must keep routing")
+        until = time.time() + seconds
+        polls = 0
+        while True:
+            for node in nodes:
+                status = self.lb_servers("routers_data").get(f"node{node}", "missing")
+                if not self.ready(node, "data"):
+                    raise ScenarioError(f"node{node} reported its data plane not ready after {polls} polls: {why}")
+                if not status.startswith("UP"):
+                    raise ScenarioError(f"the load balancer took node{node} out of the data backend ({status}) "
+                                        f"after {polls} polls: {why}")
+            polls += 1
+            left = until - time.time()
+            if left <= 0:
+                break
+            time.sleep(min(every, left))
+        self.event("verified", f"node(s) {', '.join(map(str, nodes))} data-ready and UP in the data backend at "
+                               f"each of {polls} polls over {seconds:.1f} s")
+
+    def no_leader_known(self, node):
+        """One poll: `node` answers and names no leader (and does not lead)."""
+        view = self.view(node)
+        return bool(view) and view.get("leader_id") is None and view.get("role") != "leader"
+
     def wait_healed(self, detail="every node ready and back in the load balancer"):
         self.wait("every node ready and back in the load balancer", self.all_healthy, HEAL_DEADLINE, every=0.1)
         self.event("healed", detail)
@@ -548,8 +600,7 @@ def pause_leader(c):
     c.sigstop(leader)
     new = c.leader(exclude=(leader,))
     c.say(f"node{new} leads")
-    c.wait("the paused node out of the load balancer",
-           lambda: c.lb_servers().get(f"node{leader}", "UP").startswith("DOWN"), 10)
+    c.wait("the paused node out of both of the load balancer's backends", lambda: c.out_of_lb(leader), 10)
     c.hold(2, "the old leader stays frozen well past the election timeout")
     c.event("resume", f"SIGCONT node{leader}")
     c.sigcont(leader)
@@ -563,11 +614,13 @@ def partition_leader_peers(c):
     c.cut_peers(leader)
     new = c.leader(exclude=(leader,))
     c.say(f"node{new} leads the majority")
-    c.wait("the cut-off leader to report not ready", lambda: not c.ready(leader), 10)
-    c.wait("the cut-off leader out of the load balancer",
-           lambda: c.lb_servers().get(f"node{leader}", "UP").startswith("DOWN"), 10)
-    # Longer than the samples' 5 s lease: the cut-off leader's view of the leases goes stale.
-    c.hold(max(0.0, PARTITION_SECONDS - (time.time() - cut_at)), "the majority serves while the old leader is cut off")
+    c.wait("the cut-off leader to report the control API not ready", lambda: not c.ready(leader), 10)
+    c.wait("the cut-off leader out of the control API backend",
+           lambda: c.lb_servers("routers_api").get(f"node{leader}", "UP").startswith("DOWN"), 10)
+    # Longer than the samples' 5 s lease: the cut-off leader's view of the leases goes stale. It
+    # routes from its replica all along: it stays in the data backend.
+    c.hold_routing(max(0.0, PARTITION_SECONDS - (time.time() - cut_at)), [leader],
+                   "the majority serves writes while the old leader is cut off")
     c.event("heal", f"restore node{leader}'s peer traffic")
     c.heal_peers(leader)
     c.wait_healed()
@@ -610,6 +663,30 @@ def kill_all(c):
     c.wait_healed()
 
 
+def kill_two_routers(c):
+    leader = c.leader()
+    follower = random.choice(c.followers(leader))
+    survivor = next(n for n in c.followers(leader) if n != follower)
+    c.event("fault", f"kill -9 node{follower} (a follower), then node{leader} (the leader): node{survivor} is left "
+                     "alone, without a quorum")
+    # The follower first: the leader and the survivor keep their quorum until the leader dies, so
+    # the survivor can never have been elected (it would lead without a quorum).
+    c.kill(follower)
+    c.kill(leader)
+    lost_at = time.time()
+    c.wait(f"node{survivor} to know no leader", lambda: c.no_leader_known(survivor), 10, every=0.05)
+    c.event("no-quorum", f"node{survivor} knows no leader and cannot be elected: every write must fail definitely")
+    # Longer than the samples' 5 s lease (from the leader's death): no lease may be expired for
+    # the outage, nor when the quorum returns.
+    c.hold_routing(max(0.0, QUORUM_LOSS_SECONDS - (time.time() - lost_at)), [survivor],
+                   f"node{survivor} routes from its replica while writes wait for a quorum")
+    c.event("restart", f"start node{leader} and node{follower}")
+    c.start(leader)
+    c.start(follower)
+    c.leader()
+    c.wait_healed()
+
+
 def wipe_node(c):
     leader = c.leader()
     follower = random.choice(c.followers(leader))
@@ -628,15 +705,20 @@ def wipe_and_kill_leader(c):
     leader = c.leader()
     lagging, wiped = c.followers(leader)
     before = c.voters_before_wipe(leader)
-    c.event("fault", f"SIGSTOP node{lagging}: the writes that follow are acknowledged without it")
-    c.sigstop(lagging)
+    # The lagging follower is cut off from its peers, not frozen: it misses the writes that follow
+    # but keeps serving the data plane from its replica all along, as the product promises.
+    c.event("fault", f"drop node{lagging}'s peer traffic: the writes that follow are acknowledged without it")
+    c.cut_peers(lagging)
     c.hold(2, f"writes acknowledged by node{leader} and node{wiped} only")
-    c.event("fault", f"kill -9 node{leader} (the leader) and node{wiped}; node{wiped} returns with an empty "
-                     f"data directory; SIGCONT node{lagging}")
+    c.event("fault", f"kill -9 node{leader} (the leader) and node{wiped}; restore node{lagging}'s peer traffic; "
+                     f"node{wiped} returns with an empty data directory")
     c.kill(leader)
-    c.wipe(wiped)
+    c.kill(wiped)
+    c.heal_peers(lagging)
+    c.erase(wiped)
     c.recreate(wiped)
-    c.sigcont(lagging)
+    # No quorum can form until the leader is back: every write must fail definitely meanwhile.
+    c.event("no-quorum", f"node{leader} is dead, node{wiped} is empty and may not vote, node{lagging} is alone")
     c.no_leader_among((lagging, wiped), 3, f"node{lagging} lacks acknowledged writes and node{wiped} must not vote for it")
     c.event("restart", f"start node{leader}")
     c.start(leader)
@@ -783,10 +865,40 @@ def elections(forced, why):
                                   "requests timing out under load)")
 
 
-def in_flight(kills, extra=""):
-    return Bound(10 * kills, f"requests in flight on the router killed ({kills}x) as it dies: HAProxy replays "
-                             "no POST, and a GET on a connection that just hangs times out: a third of "
-                             f"100/s for up to 100 ms, 10 per kill{extra}")
+# Routed requests failed. The rule: none, unless a router that serves the data plane is killed,
+# frozen or cut off from the load balancer, and then at most the requests in flight on it. Every
+# router that holds a replica caught up since it started stays in the load balancer's data backend
+# (/health/ready?plane=data) through elections and quorum losses, so the others route everything
+# else. HAProxy spreads the workload's 100 routed requests/s over the routers, a third each; it
+# retries a request whose connection to a router fails on another router, and replays a GET (never
+# a POST) whose connection closes without an answer. In flight on a router, per fault:
+#   killed (SIGKILL, or a full disk that makes it exit): the POSTs it held when it died: a third of
+#     100/s for up to 100 ms of answer time on a loaded machine is 3.3; 10 per router.
+#   frozen (SIGSTOP): its kernel still accepts connections, so HAProxy hands it requests until two
+#     checks time out (up to 1.2 s: 250 ms to the first, 400 ms timeout, 100 ms, 400 ms): a third of
+#     100/s over 1.2 s is 40. They wait for it, and fail only if it stays frozen past the client's
+#     12 s timeout or a timer of the router fires when it resumes.
+#   cut off from the load balancer (network disconnect): new connections to it fail and are
+#     retried on another router; the requests it held wait for the reconnection: 10, as for a kill.
+PER_KILLED = 10
+PER_FROZEN = 40
+PER_CUT_OFF = 10
+
+
+def routed_failures(killed=0, frozen=0, cut_off=0, extra=""):
+    """The rule above, for a scenario that kills, freezes or cuts off these many data-plane
+    routers (a wiped router is killed first)."""
+    if not (killed or frozen or cut_off):
+        return Bound(0, "no router that serves the data plane is killed, frozen or cut off from the load "
+                        f"balancer, and every one keeps routing from its replica{extra}: nothing may fail")
+    parts = []
+    for count, per, what in ((killed, PER_KILLED, "killed"), (frozen, PER_FROZEN, "frozen"),
+                             (cut_off, PER_CUT_OFF, "cut off from the load balancer")):
+        if count:
+            parts.append(f"{count} {what} × {per}")
+    limit = killed * PER_KILLED + frozen * PER_FROZEN + cut_off * PER_CUT_OFF
+    return Bound(limit, f"the requests in flight on the data-plane routers hit, {' + '.join(parts)}{extra}; the "
+                        "others route everything else from their replicas")
 
 
 PROBES_OK = Bound(20, "5 probes/s; the 2 s warm-up and the 3 s after healing alone give 25", at_least=True)
@@ -798,29 +910,20 @@ def probes_in_flight(kills):
 
 
 class Scenario:
-    """One scenario: the function that runs it, what it does, and the bounds check.py asserts."""
+    """One scenario: the function that runs it, what it does, and the bounds check.py asserts.
+    `data_plane_faults`: how many data-plane routers it kills, freezes and cuts off from the load
+    balancer ({"killed": n, "frozen": n, "cut_off": n}); the routed-failure bound follows from them
+    (routed_failures), except where no router runs at all (`no_router_runs`)."""
 
-    def __init__(self, run, about, **bounds):
+    def __init__(self, run, about, data_plane_faults=None, no_router_runs=False, **bounds):
         check.validate_bounds(bounds)
         self.run = run
         self.about = about
+        self.data_plane_faults = data_plane_faults or {}
+        self.no_router_runs = no_router_runs
         self.bounds = bounds
 
-    @property
-    def known_failure(self):
-        return any(b.known_failure for b in self.bounds.values())
 
-
-# Today the load balancer's data backend follows /health/ready, which needs a known leader: while a
-# double fault leaves no quorum for longer than a router's 3 s readiness grace, routing stops with
-# it. The expected value is what the scenario should meet once the data backend follows the
-# data-plane readiness the product brief plans (/health/ready?plane=data: a replica caught up once
-# and not wiped since keeps routing through an election or a quorum loss).
-ROUTING_NEEDS_A_LEADER = ("the data backend follows /health/ready, which needs a leader: routing stops with the "
-                          "quorum until the data backend follows /health/ready?plane=data")
-ROUTES_WHILE_NOT_READY = Bound(500, "today every routed request may fail while no node is ready: 100/s over the "
-                                    "write unavailability, plus 5 s for HAProxy to take the nodes back",
-                               unavailable=100)
 DOUBLE_FAULT_ELECTIONS = Bound(4, "a node campaigns again and again while no majority can form: at most "
                                   "2 campaigners, each once per 120 ms (the election timeout's lower bound), "
                                   "over the write unavailability; plus 4 for the elections around it",
@@ -828,67 +931,69 @@ DOUBLE_FAULT_ELECTIONS = Bound(4, "a node campaigns again and again while no maj
 NO_QUORUM_PROBES = ("no node is ready for the control API once no quorum has formed for 3 s: probes fail "
                     "for the outage (5/s) and until the nodes are back (8 s)")
 
+
+def scenario(run, about, faults, **bounds):
+    """A scenario whose routed-failure bound is the rule's for its data-plane faults."""
+    extra = bounds.pop("routed_extra", "")
+    return Scenario(run, about, data_plane_faults=faults, routes_failed=routed_failures(**faults, extra=extra),
+                    **bounds)
+
+
 SCENARIOS = {
-    "kill-leader": Scenario(
-        kill_leader, "kill -9 of the leader, restart",
+    "kill-leader": scenario(
+        kill_leader, "kill -9 of the leader, restart", {"killed": 1},
         write_unavailability_ms=writes_after_election(),
         first_ack_after_fault_ms=first_ack(),
         elections=elections(2, "the kill; the restarted node campaigns before it hears from the new leader and "
                                "deposes it"),
-        routes_failed=in_flight(1),
         lease_probes_failed=probes_in_flight(1),
         lease_probes_ok=PROBES_OK),
-    "kill-follower": Scenario(
-        kill_follower, "kill -9 of a follower, restart",
+    "kill-follower": scenario(
+        kill_follower, "kill -9 of a follower, restart", {"killed": 1},
         write_unavailability_ms=writes_without_election(),
         first_ack_after_fault_ms=first_ack(", which it seldom needs"),
         elections=elections(1, "the restarted follower may campaign before it hears from the leader"),
-        routes_failed=in_flight(1),
         lease_probes_failed=probes_in_flight(1),
         lease_probes_ok=PROBES_OK),
-    "pause-leader": Scenario(
-        pause_leader, "SIGSTOP of the leader past the election timeout, SIGCONT",
+    "pause-leader": scenario(
+        pause_leader, "SIGSTOP of the leader past the election timeout, SIGCONT", {"frozen": 1},
+        routed_extra=" (frozen about 3 s, within the client's 12 s: it answers them when it resumes)",
         write_unavailability_ms=writes_after_election(),
         first_ack_after_fault_ms=first_ack(),
         elections=elections(2, "the pause; the resumed node, deposed, may campaign before it hears from the new "
                                "leader"),
-        routes_failed=Bound(10, "requests HAProxy sends the frozen router before its checks fail wait for it "
-                                "(3 s, within the client's 12 s) and are answered when it resumes: none failed "
-                                "in the last runs, 8 in an earlier one"),
         lease_probes_failed=Bound(2, "a probe sent to the frozen router waits for it (3 s) and is answered"),
         lease_probes_ok=PROBES_OK),
-    "partition-leader-peers": Scenario(
-        partition_leader_peers, "leader's peer traffic dropped, load balancer still reaches it",
+    "partition-leader-peers": scenario(
+        partition_leader_peers, "leader's peer traffic dropped, load balancer still reaches it", {},
+        routed_extra=" (the cut-off leader leaves the control API backend, not the data backend)",
         write_unavailability_ms=writes_after_election(),
         first_ack_after_fault_ms=first_ack(),
         elections=elections(2, "the cut; the healed node may campaign before it hears from the new leader"),
-        routes_failed=Bound(5, "the cut-off router stays reachable and routes from its replica: nothing should "
-                               "fail; 5 for a request caught by a check's edge"),
         lease_probes_failed=Bound(2, "the cut-off router answers reads from its replica: none should fail"),
         lease_probes_ok=PROBES_OK),
-    "disconnect-node": Scenario(
-        disconnect_node, "full network disconnect of the leader, reconnect",
+    "disconnect-node": scenario(
+        disconnect_node, "full network disconnect of the leader, reconnect", {"cut_off": 1},
+        routed_extra=" (they wait for the reconnection, same address, and are mostly answered)",
         write_unavailability_ms=writes_after_election(),
         first_ack_after_fault_ms=first_ack(),
         elections=elections(2, "the disconnect; the reconnected node may campaign before it hears from the new "
                                "leader"),
-        routes_failed=Bound(5, "requests in flight on the disconnected router wait for the reconnection (same "
-                               "address) and are answered: nothing should fail; 5 for one that times out"),
         lease_probes_failed=Bound(2, "a probe on the disconnected router waits for the reconnection; 2 for one "
                                      "that times out"),
         lease_probes_ok=PROBES_OK),
-    "rolling-restart": Scenario(
-        rolling_restart, "graceful restart of all three, one at a time",
+    "rolling-restart": scenario(
+        rolling_restart, "graceful restart of all three, one at a time", {},
+        routed_extra=(" (a stopping router fails both checks for --drain-ms, 1 s, longer than HAProxy takes to "
+                      "take it out of both backends, before it closes its listeners and finishes what it holds)"),
         write_unavailability_ms=writes_after_election(" (the leader, restarted last, is replaced)"),
         first_ack_after_fault_ms=first_ack(),
         elections=elections(2, "the leader's restart; a restarted node may campaign before it hears from the "
                                "leader, which the drain makes rare"),
-        routes_failed=Bound(5, "a router drains (not ready for 1 s, longer than HAProxy's fall) before it stops: "
-                               "nothing should fail; 5 for a request on a connection it closes"),
         lease_probes_failed=Bound(2, "draining routers finish their requests: none should fail"),
         lease_probes_ok=PROBES_OK),
     "kill-all": Scenario(
-        kill_all, "kill -9 of all three nodes, restart",
+        kill_all, "kill -9 of all three nodes, restart", data_plane_faults={"killed": 3}, no_router_runs=True,
         write_unavailability_ms=Bound(6000, "no node runs for the outage; then three starts, boot, an election "
                                             "and HAProxy taking the nodes back (2 checks at 500 ms): about 2 s "
                                             "here; " + LOAD, outage=1000),
@@ -898,78 +1003,93 @@ SCENARIOS = {
         elections=Bound(3, "one election after the restart, in which all three campaign at once and split the "
                            "vote again and again: at most 3 campaigners once per 120 ms over the write "
                            "unavailability, plus 3", unavailable=3 / 0.120),
-        routes_failed=Bound(800, "no router runs: every routed request fails for the outage (100/s) and until "
-                                 "the restarted nodes are ready and back in HAProxy (2-4 s, 8 s allowed)",
-                            outage=100),
+        routes_failed=Bound(800, "no router runs, so beyond the requests in flight on the three killed (30) every "
+                                 "routed request fails for the outage (100/s) and until a restarted router is back "
+                                 "in the data backend, which needs it to catch up with an elected leader (2-4 s, "
+                                 "8 s allowed)", outage=100),
         lease_probes_failed=Bound(40, "no router runs: every probe fails for the outage (5/s) and until the "
                                       "nodes are back (8 s)", outage=5),
         lease_probes_ok=PROBES_OK),
-    "wipe-node": Scenario(
-        wipe_node, "follower comes back with an empty data directory, re-admitted",
+    "kill-two-routers": scenario(
+        kill_two_routers, "kill -9 of a follower and the leader under load, the survivor alone for 8 s, restart",
+        {"killed": 2},
+        routed_extra=" (the follower, then the leader)",
+        write_unavailability_ms=Bound(6000, "writes stop for the outage, by design (one voter of three left), "
+                                            "then two starts, an election and HAProxy taking the nodes back: about "
+                                            "2 s here; " + LOAD, outage=1000),
+        first_ack_after_fault_ms=Bound(6000, "a write sent after the kills waits for the outage, the restarts, an "
+                                             "election and HAProxy (about 2 s); " + LOAD, outage=1000),
+        elections=Bound(4, "the survivor campaigns again and again while no majority can form: once per 120 ms "
+                           "at most (the election timeout's lower bound) over the write unavailability; plus 4 for "
+                           "the election after the restart", unavailable=1 / 0.120),
+        lease_probes_failed=Bound(40, "the control API backend is empty once the survivor has known no leader for "
+                                      "3 s: probes fail for the outage (5/s) and until the nodes are back (8 s)",
+                                  outage=5),
+        lease_probes_ok=PROBES_OK),
+    "wipe-node": scenario(
+        wipe_node, "follower comes back with an empty data directory, re-admitted", {"killed": 1},
         write_unavailability_ms=writes_without_election(),
         first_ack_after_fault_ms=first_ack(", which it seldom needs"),
         elections=elections(1, "a wiped node campaigns only once admitted; the re-admitted voter may campaign "
                                "before it hears from the leader"),
-        routes_failed=in_flight(1),
         lease_probes_failed=probes_in_flight(1),
         lease_probes_ok=PROBES_OK),
-    "wipe-and-kill-leader": Scenario(
-        wipe_and_kill_leader, "follower paused, leader killed, other follower wiped, resumed",
+    "wipe-and-kill-leader": scenario(
+        wipe_and_kill_leader, "follower cut off from its peers, leader killed, other follower wiped, reconnected",
+        {"killed": 2},
+        routed_extra=" (the leader and the wiped follower; the follower cut off from its peers keeps routing)",
         write_unavailability_ms=Bound(6000, "writes stop for the outage, by design (no majority of intact "
                                             "voters), then the restarted leader boots and wins an election: "
                                             "1.5-2 s here; " + LOAD, outage=1000),
         first_ack_after_fault_ms=Bound(6000, "a write sent after the kills waits for the outage, the restart "
                                              "and an election (1.5-2 s); " + LOAD, outage=1000),
-        elections=DOUBLE_FAULT_ELECTIONS,
-        routes_failed=Bound(60, "requests HAProxy sends the paused follower before its checks fail (0.5-1.2 s, "
-                                "a third of 100/s: up to 40) time out, for it stays frozen past the client's "
-                                "12 s while docker recreates the wiped node; and requests in flight on the two "
-                                "killed routers (20)",
-                            known_failure=ROUTING_NEEDS_A_LEADER, ceiling=ROUTES_WHILE_NOT_READY),
+        elections=Bound(46, "the cut-off follower campaigns alone while it is cut off (the 2 s hold and the kills, "
+                            "up to 5 s: 42 at once per 120 ms); then a node campaigns again and again while no "
+                            "majority can form: at most 2 campaigners, each once per 120 ms, over the write "
+                            "unavailability; plus 4 for the elections around it", unavailable=2 / 0.120),
         lease_probes_failed=Bound(40, NO_QUORUM_PROBES, outage=5),
         lease_probes_ok=PROBES_OK),
-    "kill-leader-during-snapshot-install": Scenario(
+    "kill-leader-during-snapshot-install": scenario(
         kill_leader_during_snapshot_install, "leader killed while a wiped follower installs a snapshot",
+        {"killed": 2},
+        routed_extra=" (the wiped follower, then the leader)",
         write_unavailability_ms=Bound(6000, "writes stop for the outage, by design (the learner cannot vote), "
                                             "then the restarted leader loads 6 MB and wins an election: "
                                             "1.5-2 s here; " + LOAD, outage=1000),
         first_ack_after_fault_ms=Bound(6000, "a write sent after the leader's kill waits for the outage, the "
                                              "restart and an election (1.5-2 s); " + LOAD, outage=1000),
         elections=DOUBLE_FAULT_ELECTIONS,
-        routes_failed=Bound(20, "requests in flight on the two killed routers (the wiped follower, then the "
-                                "leader), 10 each",
-                            known_failure=ROUTING_NEEDS_A_LEADER, ceiling=ROUTES_WHILE_NOT_READY),
         lease_probes_failed=Bound(40, NO_QUORUM_PROBES, outage=5),
         lease_probes_ok=PROBES_OK),
-    "disk-full-follower": Scenario(
-        disk_full_follower, "follower's disk fills up, then is freed",
+    "disk-full-follower": scenario(
+        disk_full_follower, "follower's disk fills up, then is freed", {"killed": 1},
+        routed_extra=" (the full node exits)",
         write_unavailability_ms=writes_without_election(),
         first_ack_after_fault_ms=first_ack(", which it seldom needs"),
         elections=elections(1, "the restarted follower may campaign before it hears from the leader"),
-        routes_failed=in_flight(1, extra=" (the full node exits)"),
         lease_probes_failed=probes_in_flight(1),
         lease_probes_ok=PROBES_OK),
-    "pause-leader-during-membership-change": Scenario(
+    "pause-leader-during-membership-change": scenario(
         pause_leader_during_membership_change, "leader paused while a wiped follower is re-added",
+        {"killed": 1, "frozen": 1},
+        routed_extra=" (the wiped follower; the leader, frozen 3 s, answers its requests when it resumes)",
         write_unavailability_ms=Bound(6000, "writes stop for the outage (the leader frozen, the other voter "
                                             "alone: the new incarnation is a learner), then an election: "
                                             "under 1 s here; " + LOAD, outage=1000),
         first_ack_after_fault_ms=Bound(6000, "a write sent after the pause waits for the resume and an "
                                              "election; " + LOAD, outage=1000),
         elections=DOUBLE_FAULT_ELECTIONS,
-        routes_failed=Bound(10, "requests in flight on the wiped router (10); the frozen leader's wait for it "
-                                "and are answered, and the other voter keeps routing from its replica",
-                            known_failure=ROUTING_NEEDS_A_LEADER, ceiling=ROUTES_WHILE_NOT_READY),
         lease_probes_failed=Bound(40, NO_QUORUM_PROBES, outage=5),
         lease_probes_ok=PROBES_OK),
-    "kill-leader-large-state": Scenario(
+    "kill-leader-large-state": scenario(
         kill_leader_large_state, "leader killed with 20 MB of registrations, then a follower wiped and caught up",
+        {"killed": 2},
+        routed_extra=" (the leader, then the wiped follower)",
         write_unavailability_ms=writes_after_election(" (the wiped follower catches up from the leader without "
                                                       "stopping writes)"),
         first_ack_after_fault_ms=first_ack(),
         elections=elections(3, "the kill; the restarted node may depose the new leader; the wiped node, once "
                                "admitted, may campaign before it hears from the leader"),
-        routes_failed=in_flight(2),
         lease_probes_failed=probes_in_flight(2),
         lease_probes_ok=PROBES_OK),
 }

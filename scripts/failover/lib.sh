@@ -36,7 +36,7 @@ require_docker() {
     exit 1
 }
 
-# The peer-cut scenario drops packets inside a container's network namespace from the host.
+# The peer-cut scenarios drop packets inside a container's network namespace from the host.
 require_iptables() {
     local sudo=()
     [ "$(id -u)" = 0 ] || sudo=(sudo -n)
@@ -66,7 +66,7 @@ run_scenario() {
     local name=$1
     require_docker
     build_images
-    if [ "$name" = partition-leader-peers ]; then
+    if [ "$name" = partition-leader-peers ] || [ "$name" = wipe-and-kill-leader ]; then
         require_iptables
     fi
     timeout --signal TERM --kill-after 60 "${SWITCHBOARD_FAILOVER_SCENARIO_TIMEOUT:-300}" \

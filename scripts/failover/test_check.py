@@ -8,8 +8,9 @@ acknowledged before, during and after the fault, indeterminate and refused write
 is gone, routed requests and lease probes all along, and a final state in which every node holds
 exactly what the acknowledged writes left. Each test breaks one thing in it. Every problem class
 the checker knows has a test that must fail it and one that must pass; so do the bounds, the
-known-failure marker, the report's verdicts, the workload's classification of write outcomes and
-the harness's wait for a wiped node's new incarnation.
+writes refused while no quorum can form, the report's rows and notes, the workload's
+classification of write outcomes, the scenarios' routed-failure rule, and the harness's waits (a
+wiped node's new incarnation, a router that must keep routing through a fault).
 
     python3 -m unittest discover -s scripts/failover -p 'test_*.py'
 
@@ -298,6 +299,20 @@ def kill_leader(recovers=True, lease_gap=None, elected=None, **background):
     return run, named
 
 
+NO_QUORUM = FAULT + 0.35  # the harness saw that no quorum can form; the window ends at RESTART
+
+
+def quorum_loss(at=NO_QUORUM):
+    """A run in which no leader is elected before RESTART + 1 s: the writes sent from the fault on
+    are answered after the window (not judged), but for the refused unregister at FAULT + 0.6 and
+    ten refused registers sent in the window; plus the harness's "no-quorum" event at `at`."""
+    run, _ = kill_leader(elected=RESTART + 1.0)
+    for i in range(10):
+        run.register(FAULT + 0.8 + 0.2 * i, "fail")
+    run.event(at, "no-quorum", "node3 knows no leader")
+    return run
+
+
 def bounds(**overrides):
     """Bounds the clean synthetic kill-leader run meets: its write unavailability and first
     acknowledgement are about 1.5 s (the new leader answers 1.5 s after the kill), one election,
@@ -361,6 +376,9 @@ class CheckTest(unittest.TestCase):
         self.assertEqual(result["verdict"], "pass")
         self.assertEqual(result["elections"], 1)
         self.assertEqual((result["lease_probes"], result["lease_probes_failed"]), (102, 8))
+        # No quorum was lost on purpose: no window, no figure.
+        self.assertIsNone(result["writes_without_quorum"])
+        self.assertIsNone(result["no_quorum_ms"])
         # The last acknowledgement before the kill came 35 ms before it, the first after it 10 ms
         # after the new leader was elected; the first write sent after the kill was answered then.
         self.assertEqual(result["write_unavailability_ms"], round((ELECTED + 0.01 - (FAULT - 0.035)) * 1000))
@@ -646,65 +664,81 @@ class CheckTest(unittest.TestCase):
         self.assertPasses(result)
         self.assertEqual(result["routes_failed"], 5)
 
-    # === known failures ===
+    # === writes while no quorum can form (a "no-quorum" window) ===
 
-    KNOWN = "the data backend needs a leader today"
+    def judge_quorum(self, run):
+        return self.judge(run, write_unavailability_ms=Bound(10000, "not this test's figure"),
+                          first_ack_after_fault_ms=Bound(10000, "not this test's figure"))
 
-    def known(self, limit, ceiling=None):
-        return Bound(limit, "the right bound", known_failure=self.KNOWN,
-                     ceiling=Bound(ceiling, "what today's product meets") if ceiling is not None else None)
+    def test_writes_refused_without_quorum_pass(self):
+        run = quorum_loss()
+        result = self.judge_quorum(run)
+        self.assertPasses(result)
+        # Writes sent before the window (the indeterminate ones at FAULT + 0.1 to 0.5) or answered
+        # after it (the steady writes, answered once the leader is elected) are not judged.
+        self.assertEqual(result["writes_without_quorum"],
+                         {"refused": {"503 no_leader": 11}, "acknowledged": 0, "indeterminate": 0})
+        self.assertEqual(result["no_quorum_ms"], round((RESTART - NO_QUORUM) * 1000))
+        self.assertIn("writes without a quorum 11 refused 0 acknowledged 0 indeterminate", check.summary_line(result))
 
-    def test_known_failure_is_shown_and_does_not_fail(self):
-        run, _ = kill_leader()
-        result = self.judge(run, routes_failed=self.known(5, ceiling=50))
-        self.assertTrue(result["passed"])
-        self.assertEqual(result["problems"], [])
-        self.assertEqual(result["verdict"], "known failure")
-        self.assertEqual(len(result["known_failures"]), 1)
-        self.assertIn("ROUTED FAILURES: routed requests failed 10, bound ≤ 5", result["known_failures"][0])
-        self.assertIn(self.KNOWN, result["known_failures"][0])
-        self.assertEqual(result["bounds"]["routes_failed"]["verdict"], "known failure")
-        self.assertTrue(check.summary_line(result).startswith("KNOWN FAILURE kill-leader:"))
+    def test_load_balancer_refusal_without_quorum_passes(self):
+        # Once no router is ready for the control API, HAProxy answers 503 itself: refused too.
+        run = quorum_loss()
+        run.register(FAULT + 2.9, "fail", status=503, code="load_balancer")
+        result = self.judge_quorum(run)
+        self.assertPasses(result)
+        self.assertEqual(result["writes_without_quorum"]["refused"], {"503 no_leader": 11, "503 load_balancer": 1})
 
-    def test_known_failure_met_is_an_unexpected_pass(self):
-        run, _ = kill_leader()
-        result = self.judge(run, routes_failed=self.known(10, ceiling=50))
-        self.assertTrue(result["passed"])
-        self.assertEqual(result["verdict"], "unexpected pass")
-        self.assertEqual(result["known_failures"], [])
-        self.assertEqual(len(result["unexpected_passes"]), 1)
-        self.assertTrue(check.summary_line(result).startswith("UNEXPECTED PASS kill-leader:"))
+    def test_write_acknowledged_without_quorum(self):
+        run = quorum_loss()
+        address = run.register(FAULT + 1.05)
+        result = self.judge_quorum(run)
+        self.assertProblems(result, {"WRITES WITHOUT QUORUM: 1 writes sent while no quorum could form were "
+                                     "acknowledged": [address]})
+        self.assertEqual(result["writes_without_quorum"]["acknowledged"], 1)
 
-    def test_known_failure_beyond_todays_ceiling_fails(self):
-        run, _ = kill_leader(route_failures=(FAULT, FAULT + 6.0))
-        result = self.judge(run, routes_failed=self.known(5, ceiling=50))
-        self.assertProblems(result, {"ROUTED FAILURES: routed requests failed 60, bound ≤ 5": [
-            "beyond what today's product meets: ≤ 50 = 50"]})
-        self.assertEqual(result["verdict"], "fail")
+    def test_write_left_indeterminate_without_quorum(self):
+        run = quorum_loss()
+        run.register(FAULT + 1.05, "unknown", applied=False, answered_at=FAULT + 1.5, status=504,
+                     code="outcome_unknown")
+        result = self.judge_quorum(run)
+        self.assertProblems(result, {"WRITES WITHOUT QUORUM: 1 writes sent while no quorum could form were left "
+                                     "indeterminate instead of refused": ["'504 outcome_unknown': 1"]})
+        self.assertEqual(result["writes_without_quorum"]["indeterminate"], 1)
 
-    def test_known_failure_excuses_nothing_else(self):
-        # The marker excuses the routed failures only: a lost write still fails the scenario.
-        run, named = kill_leader()
-        run.lose(named["acknowledged"])
-        result = self.judge(run, routes_failed=self.known(5, ceiling=50))
-        self.assertProblems(result, {"LOST: 1 ": [named["acknowledged"]]})
-        self.assertEqual(result["verdict"], "fail")
-        self.assertEqual(len(result["known_failures"]), 1)
+    def test_no_write_answered_without_quorum(self):
+        # The window opens after the last refused write: the refusal was not seen.
+        run = quorum_loss(at=FAULT + 2.9)
+        result = self.judge_quorum(run)
+        self.assertProblems(result, {"WRITES WITHOUT QUORUM: no write was sent and answered while no quorum "
+                                     "could form": []})
 
-    def test_known_failure_only_on_routed_failures(self):
-        for figure in check.FIGURES:
-            if figure in check.EXCUSABLE:
-                continue
-            with self.subTest(figure):
-                marked = Bound(1, "excused", at_least=figure == "lease_probes_ok", known_failure="today")
-                with self.assertRaisesRegex(ValueError, "may be marked as a known failure"):
-                    check.validate_bounds(bounds(**{figure: marked}))
-        with self.assertRaisesRegex(ValueError, "a ceiling belongs to a known failure"):
-            Bound(1, "why", ceiling=Bound(2, "why"))
+    def test_quorum_loss_window_without_an_end(self):
+        run = quorum_loss(at=END + 1.0)
+        result = self.judge_quorum(run)
+        self.assertProblems(result, {"WRITES WITHOUT QUORUM: a no-quorum window has no end": [],
+                                     "WRITES WITHOUT QUORUM: no write was sent and answered": []})
+        self.assertIsNone(result["no_quorum_ms"])
+
+    def test_quorum_loss_windows(self):
+        events = [{"t": 1.0, "event": "fault"}, {"t": 2.0, "event": "no-quorum"}, {"t": 2.5, "event": "injected"},
+                  {"t": 9.0, "event": "restart"}, {"t": 12.0, "event": "healed"}, {"t": 13.0, "event": "no-quorum"},
+                  {"t": 14.0, "event": "resume"}, {"t": 20.0, "event": "no-quorum"}]
+        self.assertEqual(check.quorum_loss_windows(events), [(2.0, 9.0), (13.0, 14.0), (20.0, None)])
+        self.assertEqual(check.quorum_loss_windows([{"t": 1.0, "event": "fault"}]), [])
+        # "no-quorum" is no boundary of a fault: the kill after it still times the first ack.
+        self.assertEqual(check.injections(events), [2.5])
+
+    def test_bounds_no_longer_take_a_known_failure_marker(self):
+        # No scenario may be excused: a bound is asserted, or it is not a bound.
+        with self.assertRaises(TypeError):
+            Bound(1, "why", known_failure="today")
         with self.assertRaisesRegex(ValueError, "needs its reason"):
             Bound(1, " ")
         with self.assertRaisesRegex(ValueError, "missing"):
             check.validate_bounds({k: v for k, v in bounds().items() if k != "elections"})
+        with self.assertRaisesRegex(ValueError, "a minimum is expected"):
+            check.validate_bounds(bounds(lease_probes_ok=Bound(20, "at most, by mistake")))
 
     # === lease probes ===
 
@@ -852,17 +886,28 @@ class ScenarioTableTest(unittest.TestCase):
                 for bound in scenario.bounds.values():
                     self.assertGreater(len(bound.why), 20, bound.why)
 
-    def test_known_failures_are_the_double_faults_routing(self):
-        known = {name: [figure for figure, bound in scenario.bounds.items() if bound.known_failure]
-                 for name, scenario in self.harness.SCENARIOS.items()}
-        self.assertEqual({name: figures for name, figures in known.items() if figures}, {
-            "wipe-and-kill-leader": ["routes_failed"],
-            "kill-leader-during-snapshot-install": ["routes_failed"],
-            "pause-leader-during-membership-change": ["routes_failed"],
-        })
-        for name in ("wipe-and-kill-leader", "kill-leader-during-snapshot-install",
-                     "pause-leader-during-membership-change"):
-            self.assertIsNotNone(self.harness.SCENARIOS[name].bounds["routes_failed"].ceiling, name)
+    def test_routed_failures_follow_the_rule(self):
+        # 0 where no data-plane router is killed, frozen or cut off; else the requests in flight on
+        # those that are (10 per killed or cut-off router, 40 per frozen one), never more; kill-all,
+        # where no router runs at all, is the one exception.
+        expected = {
+            "kill-leader": 10, "kill-follower": 10, "pause-leader": 40, "partition-leader-peers": 0,
+            "disconnect-node": 10, "rolling-restart": 0, "kill-two-routers": 20, "wipe-node": 10,
+            "wipe-and-kill-leader": 20, "kill-leader-during-snapshot-install": 20, "disk-full-follower": 10,
+            "pause-leader-during-membership-change": 50, "kill-leader-large-state": 20,
+        }
+        for name, scenario in self.harness.SCENARIOS.items():
+            bound = scenario.bounds["routes_failed"]
+            with self.subTest(name):
+                if scenario.no_router_runs:
+                    self.assertEqual(name, "kill-all")
+                    continue
+                self.assertEqual((bound.limit, bound.outage, bound.unavailable), (expected[name], 0.0, 0.0))
+                faults = scenario.data_plane_faults
+                self.assertEqual(bound.limit, 10 * faults.get("killed", 0) + 40 * faults.get("frozen", 0)
+                                 + 10 * faults.get("cut_off", 0))
+                self.assertIn("nothing may fail" if not faults else "in flight", bound.why)
+        self.assertEqual(set(expected) | {"kill-all"}, set(self.harness.SCENARIOS))
 
     def test_timing_bounds_catch_writes_stuck_for_ten_seconds(self):
         # No scenario accepts writes stuck for 10 s beyond the fault's own outage (2 s here).
@@ -879,7 +924,7 @@ class ScenarioTableTest(unittest.TestCase):
 
 
 class ReportTest(unittest.TestCase):
-    """The suite's table shows a known failure as such, never as a pass."""
+    """The suite's table: a row per scenario, a figure beyond its bound in bold, the notes on quorum loss."""
 
     @classmethod
     def setUpClass(cls):
@@ -896,23 +941,25 @@ class ReportTest(unittest.TestCase):
         run.scenario = scenario
         return check.check(run.write(self.root), bounds(**overrides))
 
-    def test_known_failure_row(self):
-        self.result("wipe-and-kill-leader", routes_failed=Bound(1, "right", known_failure="today",
-                                                                 ceiling=Bound(50, "today")))
-        table, passed, verdicts = self.report.results_table(["wipe-and-kill-leader"], self.root)
-        self.assertTrue(passed)
-        self.assertEqual(verdicts, {"wipe-and-kill-leader": "known failure"})
-        line = table.splitlines()[2]
-        self.assertIn("| 🔴 **known failure** |", line)
-        self.assertIn("**3** (expected ≤ 1: 🔴 **known failure**)", line)
-        self.assertNotIn("| pass |", line)
+    def test_quorum_note(self):
+        run = quorum_loss()
+        run.register(FAULT + 2.9, "fail", status=503, code="load_balancer")
+        run.scenario = "kill-two-routers"
+        check.check(run.write(self.root), bounds(write_unavailability_ms=Bound(10000, "not this test's"),
+                                                 first_ack_after_fault_ms=Bound(10000, "not this test's")))
+        self.result("kill-leader")
+        notes = self.report.quorum_notes(["kill-leader", "kill-two-routers", "kill-all"], self.root)
+        self.assertEqual(notes, ["kill-two-routers: writes sent and answered while no quorum could form in 2.6 s: "
+                                 "12 refused definitely (11 × 503 no_leader, 1 × 503 load_balancer)."])
 
-    def test_unexpected_pass_row(self):
-        self.result("wipe-and-kill-leader", routes_failed=Bound(10, "right", known_failure="today"))
-        table, passed, verdicts = self.report.results_table(["wipe-and-kill-leader"], self.root)
-        self.assertTrue(passed)
-        self.assertEqual(verdicts["wipe-and-kill-leader"], "unexpected pass")
-        self.assertIn("| unexpected pass |", table)
+    def test_quorum_note_shows_what_was_not_refused(self):
+        run = quorum_loss()
+        run.register(FAULT + 1.05)
+        run.scenario = "kill-two-routers"
+        check.check(run.write(self.root), bounds(write_unavailability_ms=Bound(10000, "not this test's"),
+                                                 first_ack_after_fault_ms=Bound(10000, "not this test's")))
+        (note,) = self.report.quorum_notes(["kill-two-routers"], self.root)
+        self.assertTrue(note.endswith("11 refused definitely (11 × 503 no_leader), **1 acknowledged**."), note)
 
     def test_failed_and_missing_rows(self):
         self.result("kill-leader", elections=Bound(0, "none"))
@@ -936,8 +983,7 @@ class ReportTest(unittest.TestCase):
             self.assertIn(f"| {name} |", text)
             for bound in scenario.bounds.values():
                 self.assertIn(bound.why, text)
-        # Three in the table, three among the reasons.
-        self.assertEqual(text.count("🔴 **known failure**"), 6)
+        self.assertNotIn("known failure", text)
         self.assertIn("| kill-all | ≤ outage + 6000 | ≤ outage + 6000 | ≤ 25/s × unavailability + 3 |", text)
 
 
@@ -998,6 +1044,33 @@ class HarnessWaitTest(unittest.TestCase):
                 else:
                     with self.assertRaisesRegex(self.harness.ScenarioError, "the fault missed the membership change"):
                         self.cluster.still_learner(3, "c1", 2, "during the change")
+
+    def test_a_router_that_keeps_routing_passes_the_hold(self):
+        self.cluster.ready = lambda node, plane="control": plane == "data"
+        self.cluster.lb_servers = lambda backend="routers_api": {"node1": "UP", "node2": "UP 1/2", "node3": "DOWN"}
+        self.cluster.hold_routing(0.3, [1, 2], "the others are gone", every=0.05)
+        events = [json.loads(line) for line in (Path(self.cluster.results) / "events.jsonl").read_text().splitlines()]
+        self.assertEqual(events[-1]["event"], "verified")
+        self.assertIn("node(s) 1, 2 data-ready and UP in the data backend", events[-1]["detail"])
+
+    def test_a_router_that_stops_routing_fails_the_hold(self):
+        answers = {"ready": True, "status": "UP"}
+        polls = []
+
+        def ready(node, plane="control"):
+            polls.append(plane)
+            return answers["ready"] if plane == "data" else False
+
+        self.cluster.ready = ready
+        self.cluster.lb_servers = lambda backend="routers_api": {"node3": answers["status"]} \
+            if backend == "routers_data" else {}
+        answers["ready"] = False
+        with self.assertRaisesRegex(self.harness.ScenarioError, "node3 reported its data plane not ready"):
+            self.cluster.hold_routing(0.3, [3], "the survivor", every=0.05)
+        self.assertEqual(polls, ["data"])
+        answers.update(ready=True, status="DOWN 1/2")
+        with self.assertRaisesRegex(self.harness.ScenarioError, r"took node3 out of the data backend \(DOWN 1/2\)"):
+            self.cluster.hold_routing(0.3, [3], "the survivor", every=0.05)
 
     def test_membership_before_the_wipe_must_be_whole(self):
         self.views({1: ("voter", "a1"), 2: ("voter", "b1"), 3: ("voter", None)})
