@@ -104,8 +104,10 @@ async fn soap_and_plain_http_reach_their_contract_through_a_follower() {
     let (status, _, body) =
         send(&cluster, via, "POST", "/", &[("content-type", "application/soap+xml; charset=utf-8")], WSA).await;
     assert_eq!((status, body["backend"].as_str()), (200, Some("calc")), "{body}");
-    assert_eq!(body["body_sha"], format!("{:x}", fnv(WSA.as_bytes())));
-    assert_eq!(body["body_len"], WSA.len());
+    // Its WS-Addressing To now names the endpoint; every other byte is the client's.
+    let delivered = WSA.replace("<a:To>http://router/</a:To>", &format!("<a:To>{}</a:To>", calc.url()));
+    assert_eq!(body["body_sha"], format!("{:x}", fnv(delivered.as_bytes())));
+    assert_eq!(body["body_len"], delivered.len());
 
     // Plain HTTP with the explicit header: path, query, forwarding headers; hop-by-hop removed.
     let (status, _, body) = send(
@@ -213,7 +215,7 @@ async fn the_default_requests_of_soap_stacks_route_by_the_body() {
     // A namespace nobody registered: a SOAP fault that says so.
     let (status, answer, body) =
         send(&cluster, via, "POST", "/", &soap, SOAP11.replace("tempuri.org", "nowhere.example")).await;
-    assert_eq!(status, 404, "{body}");
+    assert_eq!(status, 500, "{body}");
     assert_eq!(answer["x-switchboard-error"], "contract_not_found");
     assert!(body.as_str().unwrap().contains("Fault") && body.as_str().unwrap().contains("nowhere.example"), "{body}");
 }
@@ -343,9 +345,11 @@ async fn endpoint_faults_and_encoded_answers_pass_through_unchanged() {
     let cluster = TestCluster::start(3);
     let via = follower(&cluster).await;
     let endpoint = raw_soap_endpoint(FAULT, GZIP).await;
-    cluster.register_all(via, "urn:raw", "ICalc", &[endpoint]).await;
+    // A SOAP message goes to its endpoint's address: one address per answer.
+    cluster.register_all(via, "urn:raw", "IFault", &[format!("{endpoint}fault")]).await;
+    cluster.register_all(via, "urn:raw", "ICalc", &[format!("{endpoint}gzip")]).await;
 
-    let soap12 = "application/soap+xml; charset=utf-8; action=\"urn:raw/ICalc/Divide\"";
+    let soap12 = "application/soap+xml; charset=utf-8; action=\"urn:raw/IFault/Divide\"";
     let response = cluster
         .http
         .post(format!("{}/fault", cluster.data(via)))
@@ -598,20 +602,25 @@ async fn every_error_is_typed_and_soap_gets_faults() {
     assert_eq!(headers["x-switchboard-error"], "no_contract");
     let (status, headers, body) =
         send(&cluster, via, "POST", "/", &[("content-type", "text/xml")], "<!DOCTYPE x [<!ENTITY a \"b\">]><x/>").await;
-    assert_eq!(status, 400);
+    // A SOAP fault has status 500 (as WCF expects); its code says which.
+    assert_eq!(status, 500);
     assert_eq!(headers["x-switchboard-error"], "invalid_envelope");
-    assert!(body.as_str().unwrap().contains("<faultcode>s:Client</faultcode>"), "SOAP 1.1 fault: {body}");
+    assert!(
+        body.as_str().unwrap().contains("<faultcode>s:Client.invalid_envelope</faultcode>"),
+        "SOAP 1.1 fault: {body}"
+    );
 
     // 404: nothing registered for the contract, as a SOAP 1.1 and a SOAP 1.2 fault.
     let (status, headers, body) =
         send(&cluster, via, "POST", "/", &[("soapaction", "urn:none/INone/Op"), ("content-type", "text/xml")], SOAP11)
             .await;
-    assert_eq!((status, headers["content-type"].to_str().unwrap()), (404, "text/xml; charset=utf-8"));
-    assert!(body.as_str().unwrap().contains("<sb:Code>contract_not_found</sb:Code>"));
+    assert_eq!((status, headers["content-type"].to_str().unwrap()), (500, "text/xml; charset=utf-8"));
+    assert_eq!(headers["x-switchboard-error"], "contract_not_found");
+    assert!(body.as_str().unwrap().contains("<faultcode>s:Client.contract_not_found</faultcode>"), "{body}");
     let ct = "application/soap+xml; action=\"urn:none/INone/Op\"";
     let (status, headers, body) = send(&cluster, via, "POST", "/", &[("content-type", ct)], SOAP11).await;
-    assert_eq!((status, headers["content-type"].to_str().unwrap()), (404, "application/soap+xml; charset=utf-8"));
-    assert!(body.as_str().unwrap().contains("<env:Value>env:Sender</env:Value>"));
+    assert_eq!((status, headers["content-type"].to_str().unwrap()), (500, "application/soap+xml; charset=utf-8"));
+    assert!(body.as_str().unwrap().contains("<env:Value>env:Sender</env:Value><env:Subcode><env:Value xmlns:sb=\"urn:switchboard:error\">sb:contract_not_found</env:Value>"), "{body}");
 
     // 503: every endpoint unreachable.
     let dead = {
