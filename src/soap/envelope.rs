@@ -141,12 +141,13 @@ impl EnvelopeReader {
 /// first element of the envelope's `Body`.
 pub fn scan_envelope(prefix: &[u8], complete: bool) -> EnvelopeScan {
     let truncated = |reason: String| if complete { EnvelopeScan::Invalid(reason) } else { EnvelopeScan::Incomplete };
-    let prefix = match prefix {
-        [0xEF, 0xBB, 0xBF, rest @ ..] => rest,
+    // Positions are found in the text after a byte order mark, and given in `prefix`.
+    let (prefix, skipped) = match prefix {
+        [0xEF, 0xBB, 0xBF, rest @ ..] => (rest, 3),
         [0xFE, 0xFF, ..] | [0xFF, 0xFE, ..] => {
             return EnvelopeScan::Invalid("UTF-16 envelopes are not supported: send UTF-8".into());
         }
-        _ => prefix,
+        _ => (prefix, 0),
     };
     let mut reader = NsReader::from_reader(prefix);
     let mut depth = 0usize;
@@ -241,7 +242,7 @@ pub fn scan_envelope(prefix: &[u8], complete: bool) -> EnvelopeScan {
                 if depth == 3
                     && let Some(start) = reading_to.take()
                 {
-                    found.to = Some(To { range: start..before });
+                    found.to = Some(To { range: skipped + start..skipped + before });
                 }
                 if depth == 2 && in_body {
                     return EnvelopeScan::Envelope(found);

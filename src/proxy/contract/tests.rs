@@ -901,6 +901,14 @@ fn the_to_of_both_addressing_versions_is_rewritten_and_nothing_else() {
 }
 
 #[test]
+fn the_to_of_an_envelope_after_a_byte_order_mark_is_found_where_it_is() {
+    // Mono's WCF writes one before every SOAP 1.2 message.
+    let with_bom = format!("\u{feff}{SOAP11_WSA2005}");
+    let address = "http://10.0.0.5:9000/Services/CalculatorService.svc";
+    assert_eq!(rewritten(&with_bom, address), format!("\u{feff}{}", rewritten(SOAP11_WSA2005, address)));
+}
+
+#[test]
 fn a_to_that_is_absent_in_another_namespace_or_in_the_body_is_not_found() {
     assert_eq!(scan_whole(SOAP12_WSA2004).to, None);
     let no_to = SOAP11_WSA2005.replace("<a:To>http://router/</a:To>", "");
@@ -967,12 +975,14 @@ proptest! {
         address in r#"http://[a-z0-9.]{1,12}(:[0-9]{1,5})?(/[a-zA-Z0-9._&-]{0,12}){0,3}"#,
         prefix in "(a|wsa|x1)",
         version in 0usize..2,
+        bom in any::<bool>(),
     ) {
         let escape = |text: &str| quick_xml::escape::escape(text).into_owned();
         let ns = [WSA_2005, WSA_2004][version];
         let blocks: String = before.iter().map(|text| format!("<h:B xmlns:h=\"urn:h\">{}</h:B>", escape(text))).collect();
         let envelope = format!(
-            r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" xmlns:{prefix}="{ns}"><s:Header>{blocks}<{prefix}:To>{}</{prefix}:To></s:Header><s:Body><Op xmlns="urn:o"/></s:Body></s:Envelope>"#,
+            r#"{}<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" xmlns:{prefix}="{ns}"><s:Header>{blocks}<{prefix}:To>{}</{prefix}:To></s:Header><s:Body><Op xmlns="urn:o"/></s:Body></s:Envelope>"#,
+            if bom { "\u{feff}" } else { "" },
             escape(&to)
         );
         let range = scan_whole(&envelope).to.expect("a To").range;
