@@ -96,7 +96,7 @@ pub(super) async fn faults_only(request: axum::extract::Request, next: axum::mid
             (code, String::from_utf8_lossy(&text).trim().to_owned())
         }
     };
-    let (content_type, text) = soap::fault(version, status.is_client_error(), code, &message);
+    let (content_type, text) = soap::fault(version, status.is_client_error(), code, &message, None);
     let mut headers = parts.headers;
     headers.remove(CONTENT_LENGTH);
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -136,7 +136,7 @@ async fn handle(
 ) -> Response {
     let Some(version) = soap::soap_version(&headers) else {
         let fault = client_fault("unsupported_media_type", "send SOAP: text/xml (1.1) or application/soap+xml (1.2)");
-        let text = soap::fault(SoapVersion::V11, true, fault.code, &fault.message);
+        let text = soap::fault(SoapVersion::V11, true, fault.code, &fault.message, None);
         return soap::response(StatusCode::UNSUPPORTED_MEDIA_TYPE, text).into_response();
     };
     match serve(&state, &caller, &headers, &body).await {
@@ -145,7 +145,7 @@ async fn handle(
             soap::response(StatusCode::OK, soap::envelope(version, &inner)).into_response()
         }
         Err(fault) => {
-            let text = soap::fault(version, fault.status.is_client_error(), fault.code, &fault.message);
+            let text = soap::fault(version, fault.status.is_client_error(), fault.code, &fault.message, None);
             soap::response(fault.status, text).into_response()
         }
     }

@@ -230,8 +230,10 @@ async fn soap_operation(State(sample): State<Arc<Sample>>, headers: HeaderMap, b
             );
             soap::response(StatusCode::OK, soap::envelope(version, &inner)).into_response()
         }
-        Err(message) => soap::response(StatusCode::BAD_REQUEST, soap::fault(version, true, "bad_operation", message))
-            .into_response(),
+        Err(message) => {
+            soap::response(StatusCode::BAD_REQUEST, soap::fault(version, true, "bad_operation", message, None))
+                .into_response()
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! One try of one endpoint, the same for every way of sending (unicast with its failover,
 //! broadcast): the endpoint's request limit on this node, its address checked against the
-//! address policy as it is now, the request built and counted in flight, sent within a
+//! address policy as it is now, the request built for this endpoint (its URL by the request's
+//! [`Addressing`], a WS-Addressing `To` set to its address) and counted in flight, sent within a
 //! deadline, and the endpoint judged by one outlier rule: every transport failure, timeout and
 //! gateway answer ([`is_endpoint_failure`]) counts against it, any other answer for it.
 
@@ -8,17 +9,18 @@ use std::time::Duration;
 
 use http::Response;
 use http::StatusCode;
-use http::request::Parts;
 use hyper::body::Incoming;
 
 use super::DataPlane;
+use super::Routed;
+use super::ToHeader;
 use super::body::SharedBody;
+use super::body::Splice;
 use super::forward;
 use super::outlier::InFlight;
 use super::upstream::Loan;
 use crate::metrics::METRICS;
 use crate::registry::Registration;
-use crate::serve::Peer;
 
 /// What one try came to.
 #[derive(Debug)]
@@ -55,15 +57,15 @@ pub fn is_endpoint_failure(status: StatusCode) -> bool {
 }
 
 impl DataPlane {
-    /// Tries `endpoint` once with the request `parts` and the body of the next try.
+    /// Tries `endpoint` once with the request and the body of the next try.
     pub(crate) async fn attempt(
         &self,
-        parts: &Parts,
+        routed: &Routed<'_>,
         endpoint: &Registration,
         body: &SharedBody,
-        remote: &Peer,
         deadline: Duration,
     ) -> Attempt {
+        let Routed { parts, remote, addressing, to, .. } = routed;
         if self.outliers.in_flight(&endpoint.id) >= self.config.max_endpoint_requests {
             tracing::warn!(endpoint = %endpoint.address, limit = self.config.max_endpoint_requests, "endpoint at its request limit; skipped");
             return Attempt::Busy;
@@ -75,8 +77,22 @@ impl DataPlane {
                 return Attempt::Refused(refused);
             }
         };
-        let Some(body) = body.for_try() else { return Attempt::BodyGone };
-        let request = forward::endpoint_request(parts, &target, body, remote, &self.via);
+        let splice = match to {
+            ToHeader::Rewrite(range) => Some(Splice {
+                range: range.clone(),
+                with: bytes::Bytes::from(quick_xml::escape::escape(endpoint.address.as_str()).into_owned()),
+            }),
+            ToHeader::Absent | ToHeader::Signed => None,
+        };
+        let spliced = splice.is_some();
+        let Some(body) = body.for_try(splice) else { return Attempt::BodyGone };
+        let mut request = forward::endpoint_request(parts, &target, *addressing, body, remote, &self.via);
+        if spliced
+            && let Some(length) = http_body::Body::size_hint(request.body()).exact()
+            && request.headers().contains_key(http::header::CONTENT_LENGTH)
+        {
+            request.headers_mut().insert(http::header::CONTENT_LENGTH, length.into());
+        }
         let in_flight = self.outliers.start(&endpoint.id);
         match tokio::time::timeout(deadline, self.upstreams.send(request)).await {
             Ok(Ok((response, loan))) => {

@@ -3,7 +3,8 @@
 //! The data plane may have read the start of a body already (to find a SOAP action). The rest
 //! streams from the client. A try gets a [`TryBody`]; if the try fails before the body was
 //! polled (the endpoint could not be reached), the next try takes the same body back. A body
-//! held entirely in memory can be replayed even after it was sent.
+//! held entirely in memory can be replayed even after it was sent. A try may replace one range
+//! of the bytes read already ([`Splice`]: the text of a WS-Addressing `To`), and only that.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -40,6 +41,32 @@ impl RequestBody {
     }
 }
 
+/// One range of the bytes read already, replaced in one try's body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Splice {
+    pub range: std::ops::Range<usize>,
+    pub with: Bytes,
+}
+
+impl Splice {
+    /// How many bytes longer (or shorter) the body becomes.
+    fn growth(&self) -> i64 {
+        self.with.len() as i64 - self.range.len() as i64
+    }
+
+    /// `prefix` with the range replaced; `prefix` itself when the range is not in it.
+    pub fn apply(&self, prefix: &Bytes) -> Bytes {
+        if self.range.end > prefix.len() || self.range.start > self.range.end {
+            return prefix.clone();
+        }
+        let mut spliced = BytesMut::with_capacity((prefix.len() as i64 + self.growth()).max(0) as usize);
+        spliced.extend_from_slice(&prefix[..self.range.start]);
+        spliced.extend_from_slice(&self.with);
+        spliced.extend_from_slice(&prefix[self.range.end..]);
+        spliced.freeze()
+    }
+}
+
 /// A body shared by the tries of one request.
 #[derive(Debug, Clone)]
 pub struct SharedBody(Arc<Mutex<Option<RequestBody>>>);
@@ -49,23 +76,27 @@ impl SharedBody {
         Self(Arc::new(Mutex::new(Some(body))))
     }
 
-    /// A body for the next try, or `None` when an earlier try consumed a streaming body.
-    pub fn for_try(&self) -> Option<TryBody> {
+    /// A body for the next try, with `splice` applied to the bytes read already, or `None`
+    /// when an earlier try consumed a streaming body.
+    pub fn for_try(&self, splice: Option<Splice>) -> Option<TryBody> {
         let slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let body = slot.as_ref()?;
+        let splice = splice.filter(|splice| splice.range.end <= body.prefix.len());
+        let growth = splice.as_ref().map_or(0, Splice::growth);
+        let grown = |len: u64| (len as i64 + growth).max(0) as u64;
         let size = body.rest.as_ref().map_or_else(
-            || SizeHint::with_exact(body.prefix.len() as u64),
+            || SizeHint::with_exact(grown(body.prefix.len() as u64)),
             |rest| {
                 let hint = rest.size_hint();
                 let mut size = SizeHint::new();
-                size.set_lower(hint.lower() + body.prefix.len() as u64);
+                size.set_lower(grown(hint.lower() + body.prefix.len() as u64));
                 if let Some(upper) = hint.upper() {
-                    size.set_upper(upper + body.prefix.len() as u64);
+                    size.set_upper(grown(upper + body.prefix.len() as u64));
                 }
                 size
             },
         );
-        Some(TryBody { shared: self.clone(), state: State::NotStarted, size })
+        Some(TryBody { shared: self.clone(), state: State::NotStarted, size, splice })
     }
 
     /// Takes the whole body out, for reading it completely.
@@ -88,6 +119,7 @@ pub struct TryBody {
     shared: SharedBody,
     state: State,
     size: SizeHint,
+    splice: Option<Splice>,
 }
 
 impl Body for TryBody {
@@ -100,7 +132,7 @@ impl Body for TryBody {
                 State::NotStarted => {
                     let shared = self.shared.clone();
                     let mut slot = shared.0.lock().unwrap_or_else(|p| p.into_inner());
-                    self.state = match slot.as_mut() {
+                    let state = match slot.as_mut() {
                         // Buffered bodies stay in place, so a later try can send them again.
                         Some(body) if body.is_buffered() => State::Prefix(body.prefix.clone(), None),
                         Some(_) => match slot.take() {
@@ -108,6 +140,11 @@ impl Body for TryBody {
                             None => State::Done,
                         },
                         None => State::Done,
+                    };
+                    drop(slot);
+                    self.state = match (state, self.splice.take()) {
+                        (State::Prefix(prefix, rest), Some(splice)) => State::Prefix(splice.apply(&prefix), rest),
+                        (state, _) => state,
                     };
                 }
                 State::Prefix(prefix, rest) => {

@@ -132,7 +132,7 @@ async fn call(
 ) -> Result<StatusCode, String> {
     let deadline = plane.config.try_timeout;
     let started = Instant::now();
-    match plane.attempt(routed.parts, endpoint, shared, routed.remote, deadline).await {
+    match plane.attempt(routed, endpoint, shared, deadline).await {
         Attempt::Answered { response, in_flight, mut loan } => {
             let status = response.status();
             let left = deadline.saturating_sub(started.elapsed());

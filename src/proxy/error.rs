@@ -110,14 +110,23 @@ impl ProxyError {
         }
     }
 
-    /// The response for a request of the given SOAP version (or none). Unless `disclose`, the
-    /// message names no endpoint address (see `DataPlane::discloses_internals`).
-    pub fn into_response(self, soap: Option<SoapVersion>, disclose: bool) -> Response<ProxyBody> {
+    /// The response for a request of the given SOAP version (or none) and WS-Addressing
+    /// namespace (`wsa`, once its envelope was read). Unless `disclose`, the message names no
+    /// endpoint address (see `DataPlane::discloses_internals`).
+    ///
+    /// A SOAP fault is sent with status 500, as the SOAP 1.1 HTTP binding requires and as WCF
+    /// expects of any fault it surfaces as a `FaultException` (with another status it throws a
+    /// transport error and the fault is lost); the code and the status it stands for are in the
+    /// fault and in `X-Switchboard-Error`.
+    pub fn into_response(self, soap: Option<SoapVersion>, wsa: Option<&str>, disclose: bool) -> Response<ProxyBody> {
         let (status, code) = self.status_and_code();
         let message = if disclose { self.to_string() } else { self.public_message() };
-        let (content_type, body) = match soap {
-            None => ("application/json", serde_json::json!({ "code": code, "message": message }).to_string()),
-            Some(version) => crate::soap::fault(version, status.is_client_error(), code, &message),
+        let (content_type, body, status) = match soap {
+            None => ("application/json", serde_json::json!({ "code": code, "message": message }).to_string(), status),
+            Some(version) => {
+                let (content_type, fault) = crate::soap::fault(version, status.is_client_error(), code, &message, wsa);
+                (content_type, fault, StatusCode::INTERNAL_SERVER_ERROR)
+            }
         };
         let mut response = Response::new(ProxyBody::local(body));
         *response.status_mut() = status;
@@ -135,7 +144,7 @@ mod tests {
     use super::*;
 
     async fn render(error: ProxyError, soap: Option<SoapVersion>) -> (StatusCode, String, String) {
-        let response = error.into_response(soap, true);
+        let response = error.into_response(soap, None, true);
         let status = response.status();
         let content_type = response.headers()[CONTENT_TYPE].to_str().unwrap().to_owned();
         assert!(response.headers().contains_key(ERROR_HEADER));
@@ -153,23 +162,47 @@ mod tests {
         assert_eq!(json["code"], "contract_not_found");
     }
 
+    async fn render_wsa(error: ProxyError, soap: SoapVersion, wsa: &str) -> (StatusCode, String) {
+        let response = error.into_response(Some(soap), Some(wsa), true);
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
     #[tokio::test]
-    async fn faults_of_the_right_soap_version() {
+    async fn soap_faults_are_500_of_the_request_version_with_the_code_where_wcf_reads_it() {
         let (status, content_type, body) =
             render(ProxyError::Contract(ContractError::Missing), Some(SoapVersion::V11)).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(content_type.starts_with("text/xml"));
-        assert!(
-            body.contains("schemas.xmlsoap.org/soap/envelope/") && body.contains("<faultcode>s:Client</faultcode>")
-        );
-        assert!(body.contains("<sb:Code>no_contract</sb:Code>"));
+        assert!(body.contains("schemas.xmlsoap.org/soap/envelope/"), "{body}");
+        assert!(body.contains("<faultcode>s:Client.no_contract</faultcode>"), "{body}");
+        assert!(!body.contains("Header"), "no WS-Addressing, no header: {body}");
 
         let timeout = ProxyError::Timeout { address: "http://a/<x>&".into() };
         let (status, content_type, body) = render(timeout, Some(SoapVersion::V12)).await;
-        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(content_type.starts_with("application/soap+xml"));
-        assert!(body.contains("<env:Value>env:Receiver</env:Value>"));
+        assert!(
+            body.contains("<env:Code><env:Value>env:Receiver</env:Value><env:Subcode><env:Value xmlns:sb=\"urn:switchboard:error\">sb:endpoint_timeout</env:Value></env:Subcode></env:Code>"),
+            "{body}"
+        );
         assert!(body.contains("&lt;x&gt;&amp;"), "the message is escaped: {body}");
+
+        // A WS-Addressing message gets the fault action of its version.
+        let unknown = || ProxyError::UnknownContract(ContractKey::from_text("urn:a/B"));
+        let (_, body) = render_wsa(unknown(), SoapVersion::V12, crate::soap::envelope::WSA_2005).await;
+        assert!(
+            body.contains(r#"<env:Header><a:Action env:mustUnderstand="1" xmlns:a="http://www.w3.org/2005/08/addressing">http://www.w3.org/2005/08/addressing/soap/fault</a:Action></env:Header>"#),
+            "{body}"
+        );
+        assert!(body.contains(">sb:contract_not_found<") && body.contains("env:Sender"), "{body}");
+        let (_, body) = render_wsa(unknown(), SoapVersion::V11, crate::soap::envelope::WSA_2004).await;
+        assert!(
+            body.contains(r#"<s:Header><a:Action s:mustUnderstand="1" xmlns:a="http://schemas.xmlsoap.org/ws/2004/08/addressing">http://schemas.xmlsoap.org/ws/2004/08/addressing/fault</a:Action></s:Header>"#),
+            "{body}"
+        );
+        assert!(body.contains("<faultcode>s:Client.contract_not_found</faultcode>"), "{body}");
     }
 
     #[tokio::test]
@@ -186,12 +219,12 @@ mod tests {
             ]
         };
         for error in errors() {
-            let response = error.into_response(None, false);
+            let response = error.into_response(None, None, false);
             let body = response.into_body().collect().await.unwrap().to_bytes();
             assert!(!String::from_utf8_lossy(&body).contains("10.1.2.3"), "{body:?}");
         }
         for error in errors() {
-            let response = error.into_response(None, true);
+            let response = error.into_response(None, None, true);
             let body = response.into_body().collect().await.unwrap().to_bytes();
             assert!(String::from_utf8_lossy(&body).contains("10.1.2.3"), "{body:?}");
         }

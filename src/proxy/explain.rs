@@ -1,6 +1,6 @@
 //! `X-Switchboard-Explain: 1`: the routing decision in response headers (the contract, the rule
-//! that decided it, the policy, and, for a caller who may see them, the candidates and the
-//! endpoint that answered).
+//! that decided it, the policy, what became of a SOAP message's WS-Addressing `To`, and, for a
+//! caller who may see them, the candidates, the endpoint that answered and the URL it received).
 
 use http::HeaderName;
 use http::HeaderValue;
@@ -18,6 +18,11 @@ const EXPLAIN_POLICY: HeaderName = HeaderName::from_static("x-switchboard-policy
 const EXPLAIN_CANDIDATES: HeaderName = HeaderName::from_static("x-switchboard-candidates");
 const EXPLAIN_ENDPOINT: HeaderName = HeaderName::from_static("x-switchboard-endpoint");
 const EXPLAIN_ATTEMPTS: HeaderName = HeaderName::from_static("x-switchboard-attempts");
+/// The URL the endpoint that answered received (its address and, by how the request was
+/// resolved, the request's path and query).
+const EXPLAIN_TARGET: HeaderName = HeaderName::from_static("x-switchboard-target");
+/// What became of a SOAP message's WS-Addressing `To`: `rewritten`, `absent` or `kept: …`.
+const EXPLAIN_TO: HeaderName = HeaderName::from_static("x-switchboard-to");
 /// How long ago a leader last confirmed the view the decision was made from (ms), or
 /// `unconfirmed`: while no leader is known this grows, and routing goes on from that view.
 const EXPLAIN_VIEW_AGE: HeaderName = HeaderName::from_static("x-switchboard-view-age-ms");
@@ -32,6 +37,10 @@ pub(crate) struct Explain {
     pub policy: Policy,
     pub candidates: Vec<String>,
     pub attempts: Vec<String>,
+    /// The URL the last endpoint tried received.
+    pub target: Option<String>,
+    /// For a SOAP message, what became of its `To`.
+    pub to: Option<&'static str>,
     pub view_age: Option<std::time::Duration>,
 }
 
@@ -52,6 +61,12 @@ pub(crate) fn add_explain(response: &mut Response<ProxyBody>, explain: &Explain)
         if let Some(chosen) = explain.attempts.last() {
             set(EXPLAIN_ENDPOINT, chosen.clone());
         }
+        if let Some(target) = &explain.target {
+            set(EXPLAIN_TARGET, target.clone());
+        }
+    }
+    if let Some(to) = explain.to {
+        set(EXPLAIN_TO, to.to_owned());
     }
     set(EXPLAIN_ATTEMPTS, explain.attempts.len().to_string());
     set(EXPLAIN_VIEW_AGE, explain.view_age.map_or_else(|| "unconfirmed".to_owned(), |age| age.as_millis().to_string()));

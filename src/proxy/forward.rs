@@ -3,8 +3,9 @@
 //! The endpoint gets the method, path, query, headers and body as received, minus hop-by-hop
 //! headers and Switchboard's own `X-Switchboard-*` headers, plus `X-Forwarded-For`,
 //! `X-Forwarded-Proto`, `X-Forwarded-Host` and `Via`. The endpoint's address gives scheme, host
-//! and port; a path in the address is a prefix: `/` maps to the address itself, `/x` to
-//! `{address path}/x`.
+//! and port; its path and query are used as [`Addressing`] says: a SOAP message goes to the
+//! address exactly, a metadata `GET` to the address's path with the request's query, and a
+//! plain HTTP request joins its path to the address's path (a prefix).
 
 use http::HeaderMap;
 use http::HeaderName;
@@ -84,12 +85,64 @@ pub fn target(address: &str) -> Result<Uri, BadAddress> {
     Ok(base)
 }
 
+/// How the URL an endpoint receives is made from its registered address and the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Addressing {
+    /// A SOAP message: the registered address is the endpoint, its path and query exactly
+    /// (as the seed's router and WCF's RoutingService open their channel to it).
+    Exact,
+    /// A metadata `GET` (`?wsdl`, `?xsd=N`, `?singleWsdl`) through a bound path: the address's
+    /// path with the request's query.
+    Metadata,
+    /// Plain HTTP: the address is a prefix, `/x?y` goes to `{address path}/x?y`.
+    Prefix,
+}
+
+impl Addressing {
+    /// The rule for a request: a SOAP message (whichever rule found its contract, a path
+    /// binding included) goes to the address; a metadata `GET` routed by a bound path to the
+    /// address with its query; anything else is plain HTTP.
+    pub fn of(soap: bool, routed_by_path: bool, method: &http::Method, query: Option<&str>) -> Self {
+        if soap {
+            Self::Exact
+        } else if routed_by_path && super::wsdl::asks_metadata(method, query) {
+            Self::Metadata
+        } else {
+            Self::Prefix
+        }
+    }
+}
+
+/// The path and query an endpoint at `base` receives for a request for `incoming`.
+pub fn endpoint_path(addressing: Addressing, base: &Uri, incoming: Option<&PathAndQuery>) -> PathAndQuery {
+    match addressing {
+        Addressing::Exact => base.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")),
+        Addressing::Metadata => {
+            let path = if base.path().is_empty() { "/" } else { base.path() };
+            match incoming.and_then(PathAndQuery::query) {
+                Some(query) => {
+                    PathAndQuery::try_from(format!("{path}?{query}")).unwrap_or_else(|_| PathAndQuery::from_static("/"))
+                }
+                None => PathAndQuery::try_from(path).unwrap_or_else(|_| PathAndQuery::from_static("/")),
+            }
+        }
+        Addressing::Prefix => join_path(base, incoming),
+    }
+}
+
 /// The request for one endpoint at `base` (from [`target`]).
-pub fn endpoint_request<B>(parts: &Parts, base: &Uri, body: B, remote: &Peer, via: &HeaderValue) -> Request<B> {
+pub fn endpoint_request<B>(
+    parts: &Parts,
+    base: &Uri,
+    addressing: Addressing,
+    body: B,
+    remote: &Peer,
+    via: &HeaderValue,
+) -> Request<B> {
     let mut target = http::uri::Parts::default();
     target.scheme = base.scheme().cloned();
     target.authority = base.authority().cloned();
-    target.path_and_query = Some(join_path(base, parts.uri.path_and_query()));
+    target.path_and_query = Some(endpoint_path(addressing, base, parts.uri.path_and_query()));
     let uri = Uri::from_parts(target).unwrap_or_else(|_| base.clone());
 
     let mut headers = parts.headers.clone();
@@ -170,7 +223,7 @@ mod tests {
         let via = HeaderValue::from_static("1.1 switchboard");
         let base = target(address).unwrap();
         let remote = Peer::new("10.0.0.9:5555".parse().unwrap(), false);
-        endpoint_request(&parts(uri, &[]), &base, (), &remote, &via).uri().to_string()
+        endpoint_request(&parts(uri, &[]), &base, Addressing::Prefix, (), &remote, &via).uri().to_string()
     }
 
     #[test]
@@ -181,6 +234,70 @@ mod tests {
         assert_eq!(joined("/api/users", "http://svc:9000/base/"), "http://svc:9000/base/api/users");
         assert_eq!(joined("/", "http://svc:9000/"), "http://svc:9000/");
         assert_eq!(joined("/x", "https://svc/"), "https://svc/x");
+    }
+
+    fn url(addressing: Addressing, request: &str, address: &str) -> String {
+        let base = target(address).unwrap();
+        let incoming: PathAndQuery = request.parse().unwrap();
+        endpoint_path(addressing, &base, Some(&incoming)).to_string()
+    }
+
+    #[test]
+    fn a_soap_message_goes_to_the_address_exactly_metadata_gets_the_query_and_plain_http_joins() {
+        let svc = "http://svc:9000/Services/Calc.svc";
+        // (request, address) -> (exact, metadata, prefix)
+        let table = [
+            ("/", svc, ("/Services/Calc.svc", "/Services/Calc.svc", "/Services/Calc.svc")),
+            (
+                "/Services/CalculatorService.svc",
+                svc,
+                ("/Services/Calc.svc", "/Services/Calc.svc", "/Services/Calc.svc/Services/CalculatorService.svc"),
+            ),
+            ("/calc?wsdl", svc, ("/Services/Calc.svc", "/Services/Calc.svc?wsdl", "/Services/Calc.svc/calc?wsdl")),
+            (
+                "/calc?xsd=xsd0",
+                svc,
+                ("/Services/Calc.svc", "/Services/Calc.svc?xsd=xsd0", "/Services/Calc.svc/calc?xsd=xsd0"),
+            ),
+            ("/x?y=1", "http://svc:9000/", ("/", "/?y=1", "/x?y=1")),
+            ("/x?y=1", "http://svc:9000", ("/", "/?y=1", "/x?y=1")),
+            ("/", "http://svc:9000/base/", ("/base/", "/base/", "/base/")),
+            ("/a/b", "https://svc/base/", ("/base/", "/base/", "/base/a/b")),
+        ];
+        for (request, address, (exact, metadata, prefix)) in table {
+            assert_eq!(url(Addressing::Exact, request, address), exact, "exact: {request} at {address}");
+            assert_eq!(url(Addressing::Metadata, request, address), metadata, "metadata: {request} at {address}");
+            assert_eq!(url(Addressing::Prefix, request, address), prefix, "prefix: {request} at {address}");
+        }
+        let via = HeaderValue::from_static("1.1 switchboard");
+        let remote = Peer::new("10.0.0.9:5555".parse().unwrap(), false);
+        let request = endpoint_request(
+            &parts("/Services/CalculatorService.svc", &[]),
+            &target(svc).unwrap(),
+            Addressing::Exact,
+            (),
+            &remote,
+            &via,
+        );
+        assert_eq!(request.uri().to_string(), "http://svc:9000/Services/Calc.svc");
+    }
+
+    #[test]
+    fn soap_messages_are_exact_metadata_gets_by_path_are_metadata_the_rest_prefix() {
+        use http::Method;
+        let get = Method::GET;
+        let post = Method::POST;
+        assert_eq!(Addressing::of(true, false, &post, None), Addressing::Exact);
+        assert_eq!(Addressing::of(true, true, &post, Some("x=1")), Addressing::Exact);
+        assert_eq!(Addressing::of(true, true, &get, Some("wsdl")), Addressing::Exact, "a SOAP GET is a message");
+        for query in ["wsdl", "WSDL", "singleWsdl", "xsd=xsd0", "wsdl=wsdl0", "disco", "a=1&wsdl"] {
+            assert_eq!(Addressing::of(false, true, &get, Some(query)), Addressing::Metadata, "{query}");
+            assert_eq!(Addressing::of(false, false, &get, Some(query)), Addressing::Prefix, "not by path: {query}");
+            assert_eq!(Addressing::of(false, true, &post, Some(query)), Addressing::Prefix, "not a GET: {query}");
+        }
+        for query in [None, Some("page=2"), Some("wsdlx=1")] {
+            assert_eq!(Addressing::of(false, true, &get, query), Addressing::Prefix, "{query:?}");
+        }
     }
 
     #[test]
@@ -205,7 +322,7 @@ mod tests {
         let via = HeaderValue::from_static("1.1 switchboard");
         let base = target("http://svc:9000/").unwrap();
         let remote = Peer::new("10.0.0.9:5555".parse().unwrap(), false);
-        let request = endpoint_request(&incoming, &base, (), &remote, &via);
+        let request = endpoint_request(&incoming, &base, Addressing::Prefix, (), &remote, &via);
         let headers = request.headers();
         for gone in [
             "connection",

@@ -42,6 +42,7 @@ use self::error::ProxyError;
 use self::explain::EXPLAIN_HEADER;
 use self::explain::Explain;
 use self::explain::add_explain;
+use self::forward::Addressing;
 use self::outlier::InFlight;
 use self::outlier::Outliers;
 use self::select::Cursors;
@@ -58,6 +59,7 @@ use crate::registry::Policy;
 use crate::registry::Registration;
 use crate::registry::RegistrationId;
 use crate::serve::Peer;
+use crate::soap::envelope::Envelope;
 use crate::soap::soap_version;
 
 pub const DELIVERY_HEADER: HeaderName = HeaderName::from_static("x-switchboard-delivery");
@@ -70,7 +72,8 @@ pub const VIA: &str = "1.1 switchboard";
 /// reached a failing endpoint can be sent to another one.
 pub const REPLAY_BUFFER: usize = 64 * 1024;
 
-/// A request whose contract is decided, with what the applied registry says about it.
+/// A request whose contract is decided, with what the applied registry says about it and how
+/// each endpoint receives it.
 #[derive(Debug)]
 pub(crate) struct Routed<'a> {
     pub parts: &'a http::request::Parts,
@@ -78,6 +81,40 @@ pub(crate) struct Routed<'a> {
     pub key: ContractKey,
     pub policy: Policy,
     pub endpoints: Arc<[Arc<Registration>]>,
+    /// How an endpoint's URL is made from its address and the request.
+    pub addressing: Addressing,
+    /// The message's WS-Addressing `To`, set to each endpoint's address.
+    pub to: ToHeader,
+}
+
+/// A SOAP message's WS-Addressing `To` header block, and what the router does with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ToHeader {
+    /// None (or not a SOAP message): nothing to rewrite.
+    Absent,
+    /// Its text, at this range of the body, becomes each endpoint's address.
+    Rewrite(std::ops::Range<usize>),
+    /// The envelope header is signed: forwarded unchanged.
+    Signed,
+}
+
+impl ToHeader {
+    fn of(envelope: Option<&Envelope>) -> Self {
+        match envelope {
+            Some(Envelope { to: Some(_), signed: true, .. }) => Self::Signed,
+            Some(Envelope { to: Some(to), .. }) => Self::Rewrite(to.range.clone()),
+            _ => Self::Absent,
+        }
+    }
+
+    /// As `X-Switchboard-To` shows it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Absent => "absent",
+            Self::Rewrite(_) => "rewritten",
+            Self::Signed => "kept: the header is signed",
+        }
+    }
 }
 
 /// Settings of the data plane.
@@ -167,7 +204,9 @@ impl DataPlane {
         let soap = soap_version(request.headers());
         // Kept (cheaply) for an error's message; the token is checked only if one is needed.
         let token = request.headers().get(TOKEN_HEADER).cloned();
-        match self.route(request, client).await {
+        // The WS-Addressing version of the message, once its envelope was read (for a fault).
+        let mut addressing = None;
+        match self.route(request, client, &mut addressing).await {
             Ok(response) => {
                 METRICS.routed.inc();
                 response
@@ -178,7 +217,7 @@ impl DataPlane {
                 if let Some(limit) = err.limit() {
                     METRICS.limit_hit(limit);
                 }
-                err.into_response(soap, self.discloses_internals(token.as_ref()))
+                err.into_response(soap, addressing, self.discloses_internals(token.as_ref()))
             }
         }
     }
@@ -194,7 +233,12 @@ impl DataPlane {
         presented.is_some() && self.tokens.authenticate_token(presented).is_ok_and(|caller| caller.can_read())
     }
 
-    async fn route(&self, request: Request<Incoming>, remote: Peer) -> Result<Response<ProxyBody>, ProxyError> {
+    async fn route(
+        &self,
+        request: Request<Incoming>,
+        remote: Peer,
+        wsa: &mut Option<&'static str>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
         let (parts, incoming) = request.into_parts();
         if crate::serve::headers_too_large(&parts.headers) {
             return Err(ProxyError::HeadersTooLarge(crate::serve::MAX_HEADER_BYTES));
@@ -206,9 +250,13 @@ impl DataPlane {
         let disclose = explain && self.discloses_internals(parts.headers.get(TOKEN_HEADER));
         let broadcast =
             parts.headers.get(DELIVERY_HEADER).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"broadcast"));
-        let (key, source, body) =
+        let contract::read::Resolved { key, source, body, envelope } =
             contract::read::resolve(&parts.headers, parts.uri.path(), incoming, &self.view).await?;
         METRICS.decided_by(source.rule());
+        *wsa = envelope.as_ref().and_then(|envelope| envelope.addressing);
+        let soap = soap_version(&parts.headers).is_some();
+        let addressing = Addressing::of(soap, source == Source::Path, &parts.method, parts.uri.query());
+        let to = ToHeader::of(envelope.as_ref());
 
         let applied = self.view.load();
         let endpoints = applied.state.endpoints(&key).ok_or_else(|| ProxyError::UnknownContract(key.clone()))?;
@@ -220,7 +268,7 @@ impl DataPlane {
             .and_then(|(bound, _)| crate::serve::router_url(&parts.headers, remote.https, bound));
         let endpoints = endpoints.as_slice().clone();
         drop(applied);
-        let routed = Routed { parts: &parts, remote: &remote, key, policy, endpoints };
+        let routed = Routed { parts: &parts, remote: &remote, key, policy, endpoints, addressing, to };
 
         if broadcast {
             self.authorize_broadcast(&parts.headers, &routed.key)?;
@@ -234,6 +282,8 @@ impl DataPlane {
             policy: routed.policy.clone(),
             candidates: Vec::new(),
             attempts: Vec::new(),
+            target: None,
+            to: (addressing == Addressing::Exact).then(|| routed.to.as_str()),
             view_age: self.view.confirmed_ago(Instant::now()),
         });
         let mut response = self.unicast(&routed, body, explain.as_mut()).await?;
@@ -256,7 +306,7 @@ impl DataPlane {
         body: RequestBody,
         mut explain: Option<&mut Explain>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let Routed { parts, remote, key, policy, endpoints } = routed;
+        let Routed { parts, key, policy, endpoints, addressing, .. } = routed;
         let body = if policy.idempotent { buffer_small(body, &parts.headers).await? } else { body };
         let replayable = policy.idempotent && body.is_buffered();
         let shared = SharedBody::new(body);
@@ -282,7 +332,7 @@ impl DataPlane {
                 break;
             }
             let endpoint = &endpoints[index];
-            let attempt = self.attempt(parts, endpoint, &shared, remote, self.config.try_timeout.min(remaining)).await;
+            let attempt = self.attempt(routed, endpoint, &shared, self.config.try_timeout.min(remaining)).await;
             if attempt.was_tried() {
                 if tried > 0 {
                     METRICS.failovers.inc();
@@ -290,6 +340,14 @@ impl DataPlane {
                 tried += 1;
                 if let Some(explain) = explain.as_deref_mut() {
                     explain.attempts.push(endpoint.address.to_string());
+                    explain.target = self.target(endpoint).ok().map(|base| {
+                        let path = forward::endpoint_path(*addressing, &base, parts.uri.path_and_query());
+                        format!(
+                            "{}://{}{path}",
+                            base.scheme_str().unwrap_or("http"),
+                            base.authority().map_or("", |a| a.as_str())
+                        )
+                    });
                 }
             }
             match attempt {

@@ -31,6 +31,16 @@ pub fn asks_wsdl(method: &http::Method, query: Option<&str>) -> bool {
             .is_some_and(|q| q.split('&').any(|p| p.split('=').next().is_some_and(|k| k.eq_ignore_ascii_case("wsdl"))))
 }
 
+/// Whether a request asks for a service's metadata: a `GET` whose query has a `wsdl`,
+/// `singleWsdl`, `xsd` or `disco` parameter (WCF's and most SOAP stacks' metadata URLs).
+pub fn asks_metadata(method: &http::Method, query: Option<&str>) -> bool {
+    const METADATA: [&str; 4] = ["wsdl", "singlewsdl", "xsd", "disco"];
+    method == http::Method::GET
+        && query.is_some_and(|q| {
+            q.split('&').filter_map(|p| p.split('=').next()).any(|k| METADATA.iter().any(|m| k.eq_ignore_ascii_case(m)))
+        })
+}
+
 /// Rewrites the SOAP addresses of a WSDL answer to `location`. Anything that is not a readable
 /// XML answer of at most [`MAX_WSDL_BYTES`] is returned as it came (or, once partly read and
 /// found too large or unreadable, as the bytes read so far cannot be sent back, an error).

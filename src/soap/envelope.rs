@@ -20,6 +20,8 @@ pub const MAX_DEPTH: usize = 32;
 pub const WSA_2005: &str = "http://www.w3.org/2005/08/addressing";
 /// The WS-Addressing member submission of 2004/08.
 pub const WSA_2004: &str = "http://schemas.xmlsoap.org/ws/2004/08/addressing";
+/// XML Signature, whose `Signature` a WS-Security header carries.
+pub const XML_DSIG: &str = "http://www.w3.org/2000/09/xmldsig#";
 
 /// The first element of an envelope's `Body`: the operation a document/literal or rpc message
 /// invokes, in its namespace.
@@ -35,6 +37,21 @@ pub struct Operation {
 pub struct Envelope {
     pub action: Option<String>,
     pub operation: Option<Operation>,
+    /// The WS-Addressing `To` header block, if the envelope header has one.
+    pub to: Option<To>,
+    /// The WS-Addressing namespace the header's `Action` or `To` is in.
+    pub addressing: Option<&'static str>,
+    /// The envelope header holds an XML signature (a WS-Security header signing some of its
+    /// blocks): no header block may change.
+    pub signed: bool,
+}
+
+/// Where the text of a WS-Addressing `To` header block lies in the scanned bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct To {
+    /// The bytes between `<To …>` and `</To>`, as offsets into the scanned bytes (for an
+    /// MTOM/XOP body, into the whole body).
+    pub range: std::ops::Range<usize>,
 }
 
 /// Result of scanning the start of a body.
@@ -96,7 +113,19 @@ impl EnvelopeReader {
         self.next_scan_at = (2 * len).max(len + 512);
         let Some(multipart) = &self.multipart else { return Some(scan_envelope(&self.buffer, complete)) };
         Some(match root_part(&self.buffer, multipart) {
-            Ok(Some((envelope, part_complete))) => scan_envelope(envelope, complete || part_complete),
+            Ok(Some((root, part_complete))) => {
+                // Offsets found in the root part are offsets into the whole body.
+                let offset = root.as_ptr() as usize - self.buffer.as_ptr() as usize;
+                match scan_envelope(root, complete || part_complete) {
+                    EnvelopeScan::Envelope(mut envelope) => {
+                        if let Some(to) = envelope.to.as_mut() {
+                            to.range = to.range.start + offset..to.range.end + offset;
+                        }
+                        EnvelopeScan::Envelope(envelope)
+                    }
+                    other => other,
+                }
+            }
             Ok(None) if complete => EnvelopeScan::Invalid("the multipart body ends before its root part".into()),
             Ok(None) => EnvelopeScan::Incomplete,
             Err(reason) => EnvelopeScan::Invalid(reason),
@@ -126,7 +155,10 @@ pub fn scan_envelope(prefix: &[u8], complete: bool) -> EnvelopeScan {
     let mut in_body = false;
     let mut found = Envelope::default();
     let mut reading_action: Option<String> = None;
+    // Where the text of the `To` block being read starts.
+    let mut reading_to: Option<usize> = None;
     loop {
+        let before = reader.buffer_position() as usize;
         let (ns, event) = match reader.read_resolved_event() {
             Ok(resolved) => resolved,
             Err(err) => return truncated(err.to_string()),
@@ -152,7 +184,18 @@ pub fn scan_envelope(prefix: &[u8], complete: bool) -> EnvelopeScan {
                         if found.action.is_some() {
                             return EnvelopeScan::Invalid("more than one WS-Addressing Action".into());
                         }
+                        found.addressing = addressing(&ns);
                         reading_action = Some(String::new());
+                    }
+                    3 if in_header && local.as_ref() == "To" && is_addressing(&ns) => {
+                        if found.to.is_some() {
+                            return EnvelopeScan::Invalid("more than one WS-Addressing To".into());
+                        }
+                        found.addressing = addressing(&ns);
+                        reading_to = Some(reader.buffer_position() as usize);
+                    }
+                    _ if in_header && local.as_ref() == "Signature" && super::in_namespace(&ns, XML_DSIG) => {
+                        found.signed = true;
                     }
                     _ => {}
                 }
@@ -163,6 +206,9 @@ pub fn scan_envelope(prefix: &[u8], complete: bool) -> EnvelopeScan {
                     return EnvelopeScan::Envelope(found);
                 }
                 2 if in_body => return operation(&ns, empty.local_name().as_ref(), found),
+                _ if in_header && empty.local_name().as_ref() == "Signature" && super::in_namespace(&ns, XML_DSIG) => {
+                    found.signed = true;
+                }
                 _ => {}
             },
             Event::Text(text) => {
@@ -191,6 +237,11 @@ pub fn scan_envelope(prefix: &[u8], complete: bool) -> EnvelopeScan {
                     && let Some(done) = reading_action.take()
                 {
                     found.action = Some(done.trim().to_owned());
+                }
+                if depth == 3
+                    && let Some(start) = reading_to.take()
+                {
+                    found.to = Some(To { range: start..before });
                 }
                 if depth == 2 && in_body {
                     return EnvelopeScan::Envelope(found);
@@ -283,5 +334,10 @@ fn is_ns(ns: &ResolveResult<'_>, expected: Option<&str>) -> bool {
 }
 
 fn is_addressing(ns: &ResolveResult<'_>) -> bool {
-    super::in_namespace(ns, WSA_2005) || super::in_namespace(ns, WSA_2004)
+    addressing(ns).is_some()
+}
+
+/// The WS-Addressing namespace (1.0 or 2004/08) an element is in, if it is in one.
+fn addressing(ns: &ResolveResult<'_>) -> Option<&'static str> {
+    [WSA_2005, WSA_2004].into_iter().find(|uri| super::in_namespace(ns, uri))
 }

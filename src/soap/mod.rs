@@ -218,27 +218,51 @@ pub fn response(status: http::StatusCode, (content_type, text): (&'static str, S
     response
 }
 
-/// A fault with a stable `code` in its detail. `client_fault` says whether the sender is to
-/// blame (`Client`/`Sender`) or the receiving side (`Server`/`Receiver`).
-pub fn fault(version: SoapVersion, client_fault: bool, code: &str, message: &str) -> (&'static str, String) {
+/// The router's own SOAP fault, in the request's SOAP version, in the form WCF surfaces as a
+/// `FaultException` carrying the router's error code: SOAP 1.1 `faultcode` `s:Client.<code>` or
+/// `s:Server.<code>`; SOAP 1.2 `env:Sender` or `env:Receiver` with the subcode `sb:<code>`. For a
+/// WS-Addressing message (`wsa`, its namespace) the header carries the fault action.
+pub fn fault(
+    version: SoapVersion,
+    client_fault: bool,
+    code: &str,
+    message: &str,
+    wsa: Option<&str>,
+) -> (&'static str, String) {
     let message = quick_xml::escape::escape(message);
-    let detail = format!(r#"<sb:Error xmlns:sb="urn:switchboard:error"><sb:Code>{code}</sb:Code></sb:Error>"#);
+    let prefix = match version {
+        SoapVersion::V11 => "s",
+        SoapVersion::V12 => "env",
+    };
+    let header = wsa.map_or_else(String::new, |wsa| {
+        let action = if wsa == envelope::WSA_2004 { WSA_2004_FAULT } else { WSA_2005_FAULT };
+        format!(
+            r#"<{prefix}:Header><a:Action {prefix}:mustUnderstand="1" xmlns:a="{wsa}">{action}</a:Action></{prefix}:Header>"#
+        )
+    });
     let text = match version {
         SoapVersion::V11 => {
-            let fault_code = if client_fault { "s:Client" } else { "s:Server" };
+            let class = if client_fault { "Client" } else { "Server" };
             format!(
-                r#"<s:Envelope xmlns:s="{SOAP11_ENVELOPE}"><s:Body><s:Fault><faultcode>{fault_code}</faultcode><faultstring xml:lang="en">{message}</faultstring><detail>{detail}</detail></s:Fault></s:Body></s:Envelope>"#
+                r#"<s:Envelope xmlns:s="{SOAP11_ENVELOPE}">{header}<s:Body><s:Fault><faultcode>s:{class}.{code}</faultcode><faultstring xml:lang="en">{message}</faultstring></s:Fault></s:Body></s:Envelope>"#
             )
         }
         SoapVersion::V12 => {
             let value = if client_fault { "env:Sender" } else { "env:Receiver" };
             format!(
-                r#"<env:Envelope xmlns:env="{SOAP12_ENVELOPE}"><env:Body><env:Fault><env:Code><env:Value>{value}</env:Value></env:Code><env:Reason><env:Text xml:lang="en">{message}</env:Text></env:Reason><env:Detail>{detail}</env:Detail></env:Fault></env:Body></env:Envelope>"#
+                r#"<env:Envelope xmlns:env="{SOAP12_ENVELOPE}">{header}<env:Body><env:Fault><env:Code><env:Value>{value}</env:Value><env:Subcode><env:Value xmlns:sb="{ERROR_NAMESPACE}">sb:{code}</env:Value></env:Subcode></env:Code><env:Reason><env:Text xml:lang="en">{message}</env:Text></env:Reason></env:Fault></env:Body></env:Envelope>"#
             )
         }
     };
     (version.content_type(), text)
 }
+
+/// The namespace of the router's fault subcodes (SOAP 1.2).
+pub const ERROR_NAMESPACE: &str = "urn:switchboard:error";
+/// The action of a fault in WS-Addressing 1.0.
+pub const WSA_2005_FAULT: &str = "http://www.w3.org/2005/08/addressing/soap/fault";
+/// The action of a fault in the WS-Addressing submission of 2004/08.
+pub const WSA_2004_FAULT: &str = "http://schemas.xmlsoap.org/ws/2004/08/addressing/fault";
 
 /// The contract part of an action in WCF's default form, `{namespace}/{contract}/{operation}`:
 /// `{namespace}/{contract}`. `None` when the action has no operation to drop.
@@ -366,7 +390,7 @@ mod tests {
 
     #[test]
     fn a_response_carries_the_message_and_its_content_type() {
-        let answer = response(http::StatusCode::BAD_REQUEST, fault(SoapVersion::V12, true, "bad", "no"));
+        let answer = response(http::StatusCode::BAD_REQUEST, fault(SoapVersion::V12, true, "bad", "no", None));
         assert_eq!(answer.status(), http::StatusCode::BAD_REQUEST);
         assert_eq!(answer.headers()[CONTENT_TYPE], SoapVersion::V12.content_type());
         assert!(answer.body().contains("<env:Value>env:Sender</env:Value>"), "{}", answer.body());

@@ -75,6 +75,8 @@ async fn echo(
         "uri": uri.to_string(),
         "headers": headers,
         "body_len": body.len(),
+        // Small bodies whole, to compare what the endpoint received byte for byte.
+        "body": (body.len() <= 8 * 1024).then(|| String::from_utf8_lossy(&body).into_owned()),
         "body_sha": format!("{:x}", fnv(&body)),
     });
     (status, [("x-backend", shared.name.clone())], axum::Json(answer)).into_response()

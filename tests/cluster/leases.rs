@@ -316,10 +316,7 @@ async fn the_seed_soap_contract_registers_and_unregisters() {
     let bad = SOAP_REGISTER.replace("http://10.40.0.1:9000/calc", "not-a-url");
     let (status, fault) = send(bad, register).await;
     assert_eq!(status, 400);
-    assert!(
-        fault.contains("<faultcode>s:Client</faultcode>") && fault.contains("<sb:Code>invalid_address</sb:Code>"),
-        "{fault}"
-    );
+    assert!(fault.contains("<faultcode>s:Client.invalid_address</faultcode>"), "{fault}");
     let (status, fault) = send(SOAP_REGISTER.to_owned(), unregister).await;
     assert_eq!(status, 400, "action and body disagree: {fault}");
     assert!(fault.contains("invalid_action"));

@@ -104,8 +104,10 @@ async fn soap_and_plain_http_reach_their_contract_through_a_follower() {
     let (status, _, body) =
         send(&cluster, via, "POST", "/", &[("content-type", "application/soap+xml; charset=utf-8")], WSA).await;
     assert_eq!((status, body["backend"].as_str()), (200, Some("calc")), "{body}");
-    assert_eq!(body["body_sha"], format!("{:x}", fnv(WSA.as_bytes())));
-    assert_eq!(body["body_len"], WSA.len());
+    // Its WS-Addressing To now names the endpoint; every other byte is the client's.
+    let delivered = WSA.replace("<a:To>http://router/</a:To>", &format!("<a:To>{}</a:To>", calc.url()));
+    assert_eq!(body["body_sha"], format!("{:x}", fnv(delivered.as_bytes())));
+    assert_eq!(body["body_len"], delivered.len());
 
     // Plain HTTP with the explicit header: path, query, forwarding headers; hop-by-hop removed.
     let (status, _, body) = send(
@@ -213,7 +215,7 @@ async fn the_default_requests_of_soap_stacks_route_by_the_body() {
     // A namespace nobody registered: a SOAP fault that says so.
     let (status, answer, body) =
         send(&cluster, via, "POST", "/", &soap, SOAP11.replace("tempuri.org", "nowhere.example")).await;
-    assert_eq!(status, 404, "{body}");
+    assert_eq!(status, 500, "{body}");
     assert_eq!(answer["x-switchboard-error"], "contract_not_found");
     assert!(body.as_str().unwrap().contains("Fault") && body.as_str().unwrap().contains("nowhere.example"), "{body}");
 }
@@ -343,9 +345,11 @@ async fn endpoint_faults_and_encoded_answers_pass_through_unchanged() {
     let cluster = TestCluster::start(3);
     let via = follower(&cluster).await;
     let endpoint = raw_soap_endpoint(FAULT, GZIP).await;
-    cluster.register_all(via, "urn:raw", "ICalc", &[endpoint]).await;
+    // A SOAP message goes to its endpoint's address: one address per answer.
+    cluster.register_all(via, "urn:raw", "IFault", &[format!("{endpoint}fault")]).await;
+    cluster.register_all(via, "urn:raw", "ICalc", &[format!("{endpoint}gzip")]).await;
 
-    let soap12 = "application/soap+xml; charset=utf-8; action=\"urn:raw/ICalc/Divide\"";
+    let soap12 = "application/soap+xml; charset=utf-8; action=\"urn:raw/IFault/Divide\"";
     let response = cluster
         .http
         .post(format!("{}/fault", cluster.data(via)))
@@ -598,20 +602,25 @@ async fn every_error_is_typed_and_soap_gets_faults() {
     assert_eq!(headers["x-switchboard-error"], "no_contract");
     let (status, headers, body) =
         send(&cluster, via, "POST", "/", &[("content-type", "text/xml")], "<!DOCTYPE x [<!ENTITY a \"b\">]><x/>").await;
-    assert_eq!(status, 400);
+    // A SOAP fault has status 500 (as WCF expects); its code says which.
+    assert_eq!(status, 500);
     assert_eq!(headers["x-switchboard-error"], "invalid_envelope");
-    assert!(body.as_str().unwrap().contains("<faultcode>s:Client</faultcode>"), "SOAP 1.1 fault: {body}");
+    assert!(
+        body.as_str().unwrap().contains("<faultcode>s:Client.invalid_envelope</faultcode>"),
+        "SOAP 1.1 fault: {body}"
+    );
 
     // 404: nothing registered for the contract, as a SOAP 1.1 and a SOAP 1.2 fault.
     let (status, headers, body) =
         send(&cluster, via, "POST", "/", &[("soapaction", "urn:none/INone/Op"), ("content-type", "text/xml")], SOAP11)
             .await;
-    assert_eq!((status, headers["content-type"].to_str().unwrap()), (404, "text/xml; charset=utf-8"));
-    assert!(body.as_str().unwrap().contains("<sb:Code>contract_not_found</sb:Code>"));
+    assert_eq!((status, headers["content-type"].to_str().unwrap()), (500, "text/xml; charset=utf-8"));
+    assert_eq!(headers["x-switchboard-error"], "contract_not_found");
+    assert!(body.as_str().unwrap().contains("<faultcode>s:Client.contract_not_found</faultcode>"), "{body}");
     let ct = "application/soap+xml; action=\"urn:none/INone/Op\"";
     let (status, headers, body) = send(&cluster, via, "POST", "/", &[("content-type", ct)], SOAP11).await;
-    assert_eq!((status, headers["content-type"].to_str().unwrap()), (404, "application/soap+xml; charset=utf-8"));
-    assert!(body.as_str().unwrap().contains("<env:Value>env:Sender</env:Value>"));
+    assert_eq!((status, headers["content-type"].to_str().unwrap()), (500, "application/soap+xml; charset=utf-8"));
+    assert!(body.as_str().unwrap().contains("<env:Value>env:Sender</env:Value><env:Subcode><env:Value xmlns:sb=\"urn:switchboard:error\">sb:contract_not_found</env:Value>"), "{body}");
 
     // 503: every endpoint unreachable.
     let dead = {
@@ -715,4 +724,156 @@ async fn a_soap_request_sent_one_byte_at_a_time_routes() {
     let answer = String::from_utf8_lossy(&answer[..read]);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert_eq!(orders.hits(), 1);
+}
+
+/// The SOAP envelope a WCF client with WS-Addressing 1.0 sends, addressed to `to`.
+fn wcf_envelope(to: &str, extra_header: &str) -> String {
+    format!(
+        r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://www.w3.org/2005/08/addressing"><s:Header><a:Action s:mustUnderstand="1">http://tempuri.org/ICalculator/Add</a:Action><a:MessageID>urn:uuid:7</a:MessageID><a:To s:mustUnderstand="1">{to}</a:To>{extra_header}</s:Header><s:Body><Add xmlns="http://tempuri.org/"><a>1</a><b>2</b></Add></s:Body></s:Envelope>"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn soap_goes_to_the_registered_address_with_its_to_rewritten_and_plain_http_to_the_prefix() {
+    let cluster = TestCluster::start(3);
+    let via = follower(&cluster).await;
+    let svc = Backend::start("svc").await;
+    let api = Backend::start("api").await;
+    let address = format!("{}Services/Calc.svc", svc.url());
+    let registration = json!({
+        "address": address, "contract_namespace": CALC_NS, "contract_name": "ICalculator",
+        "metadata": { "route.path": "/calc" },
+    });
+    let (status, body) = cluster.post_json(via, "/v1/registrations", &registration).await;
+    assert_eq!(status, 201, "{body}");
+    let plain =
+        json!({ "address": format!("{}base", api.url()), "contract_namespace": "urn:plain", "contract_name": "IApi" });
+    let (status, body) = cluster.post_json(via, "/v1/registrations", &plain).await;
+    assert_eq!(status, 201, "{body}");
+    eventually("both registrations routable through the follower", Duration::from_secs(20), || async {
+        let soap = send(
+            &cluster,
+            via,
+            "POST",
+            "/",
+            &[("content-type", "text/xml"), ("soapaction", "\"http://tempuri.org/ICalculator/Add\"")],
+            SOAP11,
+        )
+        .await;
+        let http = send(&cluster, via, "POST", "/", &[("x-switchboard-contract", "urn:plain/IApi")], "{}").await;
+        (soap.0 == 200 && http.0 == 200).then_some(())
+    })
+    .await;
+
+    // Every rule that resolves a SOAP message sends it to the address exactly, whatever path
+    // (and query) the client posted to.
+    let wsa_to = wcf_envelope("http://router.example:8080/Services/CalculatorService.svc", "");
+    let soap11 = ("content-type", "text/xml; charset=utf-8");
+    // (rule, path posted to, headers, body)
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: [Case<'_>; 5] = [
+        (
+            "soapaction",
+            "/Services/CalculatorService.svc",
+            vec![soap11, ("soapaction", "\"http://tempuri.org/ICalculator/Add\"")],
+            SOAP11,
+        ),
+        (
+            "content-type-action",
+            "/anything/else?x=1",
+            vec![("content-type", "application/soap+xml; action=\"http://tempuri.org/ICalculator/Add\"")],
+            SOAP11,
+        ),
+        (
+            "ws-addressing",
+            "/Services/CalculatorService.svc",
+            vec![("content-type", "application/soap+xml; charset=utf-8")],
+            &wsa_to,
+        ),
+        ("body-namespace", "/Services/CalculatorService.svc", vec![soap11, ("soapaction", "\"\"")], SOAP11),
+        ("path", "/calc", vec![soap11], SOAP11),
+    ];
+    for (rule, path, mut headers, body) in cases {
+        headers.push(("x-switchboard-explain", "1"));
+        let (status, answer, echoed) = send(&cluster, via, "POST", path, &headers, body.to_owned()).await;
+        assert_eq!(status, 200, "{rule}: {echoed}");
+        assert_eq!(answer["x-switchboard-contract-source"], rule, "{echoed}");
+        assert_eq!(echoed["uri"], "/Services/Calc.svc", "{rule}: the endpoint's own URL");
+        assert_eq!(answer["x-switchboard-target"].to_str().unwrap(), address, "{rule}: explain shows the target");
+    }
+
+    // The WS-Addressing To became the endpoint's address, and nothing else changed; the
+    // Content-Length says the new length.
+    let (_, answer, echoed) = send(
+        &cluster,
+        via,
+        "POST",
+        "/Services/CalculatorService.svc",
+        &[("content-type", "application/soap+xml"), ("x-switchboard-explain", "1")],
+        wsa_to.clone(),
+    )
+    .await;
+    let expected = wcf_envelope(&address, "");
+    assert_eq!(echoed["body"].as_str(), Some(expected.as_str()));
+    assert_eq!(echoed["body_len"], expected.len());
+    assert_eq!(echoed["headers"]["content-length"], expected.len().to_string());
+    assert_eq!(answer["x-switchboard-to"], "rewritten");
+    // A message without a To passes unchanged; a signed header keeps its To.
+    let (_, answer, echoed) =
+        send(&cluster, via, "POST", "/x", &[soap11, ("soapaction", "\"\""), ("x-switchboard-explain", "1")], SOAP11)
+            .await;
+    assert_eq!((echoed["body"].as_str(), answer["x-switchboard-to"].to_str().unwrap()), (Some(SOAP11), "absent"));
+    let signature = r#"<o:Security xmlns:o="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecext-1.0.xsd"><ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><ds:SignedInfo/></ds:Signature></o:Security>"#;
+    let signed = wcf_envelope("http://router.example:8080/Services/CalculatorService.svc", signature);
+    let (status, answer, echoed) = send(
+        &cluster,
+        via,
+        "POST",
+        "/",
+        &[("content-type", "application/soap+xml"), ("x-switchboard-explain", "1")],
+        signed.clone(),
+    )
+    .await;
+    assert_eq!(status, 200, "{echoed}");
+    assert_eq!(echoed["body"].as_str(), Some(signed.as_str()), "a signed message is forwarded unchanged");
+    assert_eq!(answer["x-switchboard-to"], "kept: the header is signed");
+    // Streamed in pieces, a To split across them is rewritten all the same.
+    let pieces: Vec<Result<http_body::Frame<bytes::Bytes>, std::io::Error>> =
+        wsa_to.as_bytes().chunks(7).map(|c| Ok(http_body::Frame::data(bytes::Bytes::copy_from_slice(c)))).collect();
+    let streamed = reqwest::Body::wrap(http_body_util::StreamBody::new(futures_util::stream::iter(pieces)));
+    let (status, _, echoed) =
+        send(&cluster, via, "POST", "/", &[("content-type", "application/soap+xml")], streamed).await;
+    assert_eq!((status, echoed["body"].as_str()), (200, Some(expected.as_str())));
+
+    // Metadata through the bound path: the address with the request's query.
+    for query in ["wsdl", "xsd=xsd0", "singleWsdl"] {
+        let (status, _, echoed) =
+            send(&cluster, via, "GET", &format!("/calc?{query}"), &[("x-switchboard-explain", "1")], "").await;
+        if query == "wsdl" {
+            // The test endpoint serves its WSDL there (the router rewrites its address).
+            assert_eq!(status, 200, "{echoed}");
+            assert!(echoed.as_str().unwrap().contains("/calc\""), "{echoed}");
+        } else {
+            assert_eq!(
+                (status, echoed["uri"].as_str()),
+                (200, Some(format!("/Services/Calc.svc?{query}").as_str())),
+                "{echoed}"
+            );
+        }
+    }
+    // Plain HTTP keeps the prefix rule, by the header or by the path.
+    let (status, answer, echoed) = send(
+        &cluster,
+        via,
+        "POST",
+        "/api/users?page=2",
+        &[("x-switchboard-contract", "urn:plain/IApi"), ("x-switchboard-explain", "1")],
+        "{}",
+    )
+    .await;
+    assert_eq!((status, echoed["uri"].as_str()), (200, Some("/base/api/users?page=2")), "{echoed}");
+    assert_eq!(answer["x-switchboard-target"].to_str().unwrap(), format!("{}base/api/users?page=2", api.url()));
+    assert!(answer.get("x-switchboard-to").is_none(), "plain HTTP has no To");
+    let (status, _, echoed) = send(&cluster, via, "GET", "/calc/status", &[], "").await;
+    assert_eq!((status, echoed["uri"].as_str()), (200, Some("/Services/Calc.svc/calc/status")), "{echoed}");
 }

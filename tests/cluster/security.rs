@@ -621,7 +621,8 @@ async fn every_limit_refuses_clearly() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 413);
+    assert_eq!(response.status(), 500, "a SOAP fault");
+    assert_eq!(response.headers()["x-switchboard-error"], "envelope_header_too_large");
 
     // Connections: at the limit, new ones are closed without a byte. These four start a request
     // (a silent connection takes no slot), so they hold every slot before the fifth speaks.

@@ -20,41 +20,54 @@ use crate::soap::envelope::Envelope;
 use crate::soap::envelope::EnvelopeReader;
 use crate::soap::envelope::EnvelopeScan;
 
-/// Finds the contract; reads the start of a SOAP body when only the envelope can tell.
+/// A request's contract, how it was found, its body, and the start of its envelope when it is a
+/// SOAP message.
+#[derive(Debug)]
+pub struct Resolved {
+    pub key: ContractKey,
+    pub source: Source,
+    pub body: RequestBody,
+    /// What the envelope's start says (its `To` block included), read for every SOAP request.
+    pub envelope: Option<Envelope>,
+}
+
+/// Finds the contract; reads the start of a SOAP body when only the envelope can tell, and
+/// for every SOAP request, to find its WS-Addressing `To` (one scan serves both).
+///
+/// When the headers decided the contract, an envelope that cannot be read (not well-formed, too
+/// large, slow, or not an envelope) is no reason to refuse: the request is forwarded as it
+/// came, with nothing rewritten.
 pub async fn resolve(
     headers: &http::HeaderMap,
     path: &str,
     incoming: Incoming,
     view: &AppliedView,
-) -> Result<(ContractKey, Source, RequestBody), ProxyError> {
+) -> Result<Resolved, ProxyError> {
     let hints = super::hints(headers)?;
-    if let Decision::Route(key, source) = super::decide(&hints, path, None, &view.peek().state)? {
-        return Ok((key, source, RequestBody { prefix: Bytes::new(), rest: Some(incoming) }));
-    }
+    let early = match super::decide(&hints, path, None, &view.peek().state)? {
+        Decision::Route(key, source) if !hints.soap => {
+            let body = RequestBody { prefix: Bytes::new(), rest: Some(incoming) };
+            return Ok(Resolved { key, source, body, envelope: None });
+        }
+        Decision::Route(key, source) => Some((key, source)),
+        Decision::ReadEnvelope => None,
+    };
     let mut envelope = EnvelopeReader::new(hints.multipart.clone());
     let mut rest = Some(incoming);
     // However slowly the client sends it, the envelope's start must arrive within this time.
     let deadline = tokio::time::Instant::now() + ENVELOPE_DEADLINE;
-    loop {
-        let read = match envelope.scan(rest.is_none()) {
-            Some(EnvelopeScan::Envelope(read)) => Some(read),
-            Some(EnvelopeScan::Absent) => Some(Envelope::default()),
-            Some(EnvelopeScan::Invalid(reason)) => {
-                return Err(ContractError::InvalidEnvelope(reason).into());
-            }
+    let outcome = loop {
+        match envelope.scan(rest.is_none()) {
+            Some(EnvelopeScan::Envelope(read)) => break Ok(read),
+            Some(EnvelopeScan::Absent) => break Ok(Envelope::default()),
+            Some(EnvelopeScan::Invalid(reason)) => break Err(ContractError::InvalidEnvelope(reason)),
             Some(EnvelopeScan::Incomplete) if envelope.len() >= ENVELOPE_SCAN_CAP => {
-                return Err(ContractError::EnvelopeTooLarge.into());
+                break Err(ContractError::EnvelopeTooLarge);
             }
-            Some(EnvelopeScan::Incomplete) | None => None,
-        };
-        if let Some(read) = read {
-            return match super::decide(&hints, path, Some(&read), &view.peek().state)? {
-                Decision::Route(key, source) => Ok((key, source, RequestBody { prefix: envelope.into_bytes(), rest })),
-                Decision::ReadEnvelope => Err(ContractError::Missing.into()),
-            };
+            Some(EnvelopeScan::Incomplete) | None => {}
         }
         let Some(body) = rest.as_mut() else {
-            return Err(ContractError::InvalidEnvelope("the body ended inside the envelope".into()).into());
+            break Err(ContractError::InvalidEnvelope("the body ended inside the envelope".into()));
         };
         match tokio::time::timeout_at(deadline, body.frame()).await {
             Ok(Some(Ok(frame))) => {
@@ -64,8 +77,18 @@ pub async fn resolve(
             }
             Ok(Some(Err(err))) => return Err(ProxyError::RequestBody(err.to_string())),
             Ok(None) => rest = None,
-            Err(_elapsed) => return Err(ContractError::EnvelopeTimeout(ENVELOPE_DEADLINE.as_secs()).into()),
+            Err(_elapsed) => break Err(ContractError::EnvelopeTimeout(ENVELOPE_DEADLINE.as_secs())),
         }
+    };
+    let body = RequestBody { prefix: envelope.into_bytes(), rest };
+    match (outcome, early) {
+        (Ok(read), Some((key, source))) => Ok(Resolved { key, source, body, envelope: Some(read) }),
+        (Err(_unreadable), Some((key, source))) => Ok(Resolved { key, source, body, envelope: None }),
+        (Err(refused), None) => Err(refused.into()),
+        (Ok(read), None) => match super::decide(&hints, path, Some(&read), &view.peek().state)? {
+            Decision::Route(key, source) => Ok(Resolved { key, source, body, envelope: Some(read) }),
+            Decision::ReadEnvelope => Err(ContractError::Missing.into()),
+        },
     }
 }
 

@@ -5,8 +5,25 @@ use proptest::prelude::*;
 use super::*;
 use crate::registry::PATH_KEY;
 use crate::soap::SOAP_ACTION;
+use crate::soap::envelope::scan_envelope as scan_everything;
 use crate::soap::envelope::*;
 use crate::soap::request_action;
+
+/// What a scan says for routing alone (its action and operation): most tests here are about
+/// routing; the `To` block and the signature have tests of their own.
+fn for_routing(scan: EnvelopeScan) -> EnvelopeScan {
+    match scan {
+        EnvelopeScan::Envelope(Envelope { action, operation, .. }) => {
+            EnvelopeScan::Envelope(Envelope { action, operation, ..Envelope::default() })
+        }
+        other => other,
+    }
+}
+
+/// `scan_envelope`, for routing alone.
+fn scan_envelope(prefix: &[u8], complete: bool) -> EnvelopeScan {
+    for_routing(scan_everything(prefix, complete))
+}
 
 fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
     let mut map = HeaderMap::new();
@@ -328,12 +345,12 @@ const SOAP12_WSA2004: &str = r#"<env:Envelope xmlns:env="http://www.w3.org/2003/
 </env:Envelope>"#;
 
 fn action_only(action: &str) -> EnvelopeScan {
-    EnvelopeScan::Envelope(Envelope { action: Some(action.into()), operation: None })
+    EnvelopeScan::Envelope(Envelope { action: Some(action.into()), ..Envelope::default() })
 }
 
 fn scanned(action: Option<&str>, namespace: &str, name: &str) -> EnvelopeScan {
     let operation = Some(Operation { namespace: namespace.into(), name: name.into() });
-    EnvelopeScan::Envelope(Envelope { action: action.map(str::to_owned), operation })
+    EnvelopeScan::Envelope(Envelope { action: action.map(str::to_owned), operation, ..Envelope::default() })
 }
 
 #[test]
@@ -471,10 +488,11 @@ fn the_envelope_scan_is_linear_in_the_bytes_received_however_they_are_split() {
         for chunk in [1, 7, 65_536] {
             let (decision, scanned) = feed(&body, chunk);
             assert_eq!(
-                decision,
+                for_routing(decision),
                 EnvelopeScan::Envelope(Envelope {
                     action: Some("urn:svc/IOrders/Get".into()),
-                    operation: Some(Operation { namespace: "urn:svc".into(), name: "Get".into() })
+                    operation: Some(Operation { namespace: "urn:svc".into(), name: "Get".into() }),
+                    ..Envelope::default()
                 }),
                 "size {size}, chunk {chunk}"
             );
@@ -492,7 +510,7 @@ proptest! {
     #[test]
     fn the_envelope_reader_agrees_with_one_scan(padding in 0usize..3_000, chunk in 1usize..600) {
         let body = padded_envelope(padding);
-        prop_assert_eq!(feed(&body, chunk).0, scan_envelope(&body, true));
+        prop_assert_eq!(feed(&body, chunk).0, scan_everything(&body, true));
     }
 }
 
@@ -533,7 +551,7 @@ proptest! {
     /// finds the operation the body invokes.
     #[test]
     fn every_spelling_of_an_envelope_names_its_operation((text, expected) in spelled_envelopes(), chunk in 1usize..64) {
-        let decided = EnvelopeScan::Envelope(Envelope { action: None, operation: Some(expected) });
+        let decided = EnvelopeScan::Envelope(Envelope { operation: Some(expected), ..Envelope::default() });
         prop_assert_eq!(&feed(text.as_bytes(), chunk).0, &decided);
         prop_assert_eq!(&scan_envelope(text.as_bytes(), true), &decided);
     }
@@ -564,8 +582,8 @@ fn mtom(root_first: bool) -> (Vec<u8>, soap::Multipart) {
 #[test]
 fn the_root_part_of_an_mtom_request_is_its_envelope() {
     let upload = EnvelopeScan::Envelope(Envelope {
-        action: None,
         operation: Some(Operation { namespace: "urn:files".into(), name: "Upload".into() }),
+        ..Envelope::default()
     });
     for root_first in [true, false] {
         let (body, multipart) = mtom(root_first);
@@ -580,7 +598,7 @@ fn the_root_part_of_an_mtom_request_is_its_envelope() {
             for piece in body.chunks(chunk) {
                 reader.push(piece);
                 if let Some(scan @ (EnvelopeScan::Envelope(_) | EnvelopeScan::Invalid(_))) = reader.scan(false) {
-                    decided = Some(scan);
+                    decided = Some(for_routing(scan));
                     break;
                 }
             }
@@ -699,7 +717,7 @@ fn the_reader_decides_as_soon_as_the_start_of_the_envelope_has_arrived() {
     let mut reader = EnvelopeReader::default();
     reader.push(&SOAP11_WSA2005.as_bytes()[..operation_start]);
     assert_eq!(
-        reader.scan(false),
+        reader.scan(false).map(for_routing),
         Some(scanned(Some("http://tempuri.org/ICalculator/Add"), "http://tempuri.org/", "Add"))
     );
 }
@@ -804,9 +822,18 @@ fn a_body_whose_root_element_is_empty_is_not_soap_before_it_ends() {
 }
 
 #[test]
+fn a_root_element_of_the_envelope_namespace_other_than_envelope_is_not_soap() {
+    let body_as_root = r#"<s:Body xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><Op xmlns="urn:o"/></s:Body>"#;
+    assert_eq!(scan_envelope(body_as_root.as_bytes(), true), EnvelopeScan::Absent);
+}
+
+#[test]
 fn an_empty_body_ends_the_scan_before_the_envelope_ends() {
     let end = SOAP12_WSA2004.find("<env:Body/>").unwrap() + "<env:Body/>".len();
     assert_eq!(scan_envelope(&SOAP12_WSA2004.as_bytes()[..end], false), action_only("urn:calc/ICalc/Sub"));
+    let open_and_closed = SOAP12_WSA2004.replace("<env:Body/>", "<env:Body> </env:Body>");
+    let end = open_and_closed.find("</env:Body>").unwrap() + "</env:Body>".len();
+    assert_eq!(scan_envelope(&open_and_closed.as_bytes()[..end], false), action_only("urn:calc/ICalc/Sub"));
 }
 
 #[test]
@@ -828,4 +855,144 @@ fn a_boundary_line_may_carry_transport_padding() {
     let start = soap::Multipart { boundary: "uuid:b1".into(), start: Some("<root>".into()) };
     let body = b"--uuid:b1   \r\nContent-ID: <root>\r\n\r\n<e/>\r\n--uuid:b1--\r\n";
     assert_eq!(root_part(body, &start), Ok(Some((&b"<e/>"[..], true))));
+}
+
+// ---- The WS-Addressing `To` block: found by the routing scan, rewritten per endpoint ----
+
+/// The envelope scanned whole, `To` included.
+fn scan_whole(envelope: &str) -> Envelope {
+    match scan_everything(envelope.as_bytes(), true) {
+        EnvelopeScan::Envelope(envelope) => envelope,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The envelope with its `To` set to `address` as the data plane does it.
+fn rewritten(envelope: &str, address: &str) -> String {
+    let to = scan_whole(envelope).to.expect("a To block");
+    let with = bytes::Bytes::from(quick_xml::escape::escape(address).into_owned());
+    let splice = crate::proxy::body::Splice { range: to.range, with };
+    String::from_utf8(splice.apply(&bytes::Bytes::copy_from_slice(envelope.as_bytes())).to_vec()).unwrap()
+}
+
+const WSA_2004_TO: &str = r#"<env:Envelope xmlns:env="http://www.w3.org/2003/05/soap-envelope" xmlns:w="http://schemas.xmlsoap.org/ws/2004/08/addressing"><env:Header><w:Action>urn:calc/ICalc/Sub</w:Action><w:To env:mustUnderstand="1"> http://router:8080/Services/Calc.svc </w:To></env:Header><env:Body><Sub xmlns="urn:calc"/></env:Body></env:Envelope>"#;
+
+#[test]
+fn the_to_of_both_addressing_versions_is_rewritten_and_nothing_else() {
+    let address = "http://10.0.0.5:9000/Services/CalculatorService.svc";
+    let v10 = rewritten(SOAP11_WSA2005, address);
+    assert_eq!(v10, SOAP11_WSA2005.replace("<a:To>http://router/</a:To>", &format!("<a:To>{address}</a:To>")));
+    assert_eq!(scan_whole(SOAP11_WSA2005).addressing, Some(WSA_2005));
+    let v2004 = rewritten(WSA_2004_TO, address);
+    assert_eq!(
+        v2004,
+        WSA_2004_TO.replace(" http://router:8080/Services/Calc.svc ", address),
+        "the whole text between the tags is replaced, its spaces too"
+    );
+    assert_eq!(scan_whole(WSA_2004_TO).addressing, Some(WSA_2004));
+    // The rewritten message still routes the same way, and its To reads as the address.
+    assert_eq!(
+        for_routing(scan_everything(v2004.as_bytes(), true)),
+        for_routing(EnvelopeScan::Envelope(scan_whole(WSA_2004_TO)))
+    );
+    // Characters XML gives a meaning to are escaped.
+    let odd = rewritten(SOAP11_WSA2005, "http://svc/a?b=1&c=<2>");
+    assert!(odd.contains("<a:To>http://svc/a?b=1&amp;c=&lt;2&gt;</a:To>"), "{odd}");
+}
+
+#[test]
+fn a_to_that_is_absent_in_another_namespace_or_in_the_body_is_not_found() {
+    assert_eq!(scan_whole(SOAP12_WSA2004).to, None);
+    let no_to = SOAP11_WSA2005.replace("<a:To>http://router/</a:To>", "");
+    assert_eq!(scan_whole(&no_to).to, None);
+    let other_ns = SOAP11_WSA2005
+        .replace("<a:To>http://router/</a:To>", r#"<x:To xmlns:x="urn:not-addressing">http://router/</x:To>"#);
+    assert_eq!(scan_whole(&other_ns).to, None);
+    let in_body = r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" xmlns:a="http://www.w3.org/2005/08/addressing"><s:Body><Send xmlns="urn:mail"><a:To>http://router/</a:To></Send></s:Body></s:Envelope>"#;
+    assert_eq!(scan_whole(in_body).to, None, "the body is never read past its first element");
+    let nested = SOAP11_WSA2005
+        .replace("<a:To>http://router/</a:To>", "<x:Wrapper xmlns:x=\"urn:x\"><a:To>http://router/</a:To></x:Wrapper>");
+    assert_eq!(scan_whole(&nested).to, None, "only a header block of its own is the To");
+    let twice = SOAP11_WSA2005.replace("<a:To>http://router/</a:To>", "<a:To>http://a/</a:To><a:To>http://b/</a:To>");
+    assert!(matches!(scan_everything(twice.as_bytes(), true), EnvelopeScan::Invalid(_)));
+}
+
+#[test]
+fn a_signed_header_is_marked_so_its_to_is_kept() {
+    let signed = SOAP11_WSA2005.replace(
+        "</s:Header>",
+        r#"<o:Security xmlns:o="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecext-1.0.xsd"><ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><ds:SignedInfo/></ds:Signature></o:Security></s:Header>"#,
+    );
+    let scanned = scan_whole(&signed);
+    assert!(scanned.signed && scanned.to.is_some(), "{scanned:?}");
+    // A signature before the To counts as well; one in another namespace does not.
+    let first = SOAP11_WSA2005
+        .replace("<a:MessageID>", r#"<ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#"/><a:MessageID>"#);
+    assert!(scan_whole(&first).signed);
+    let lookalike = SOAP11_WSA2005.replace("<a:MessageID>", r#"<x:Signature xmlns:x="urn:x"/><a:MessageID>"#);
+    assert!(!scan_whole(&lookalike).signed);
+    assert!(!scan_whole(SOAP11_WSA2005).signed);
+}
+
+#[test]
+fn the_to_of_an_mtom_envelope_is_found_at_its_place_in_the_whole_body() {
+    let (body, multipart) = mtom(false);
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let with_to = text.replace(
+        "<soap:Body>",
+        r#"<soap:Header><a:To xmlns:a="http://www.w3.org/2005/08/addressing">http://router/up</a:To></soap:Header><soap:Body>"#,
+    );
+    let bytes = with_to.as_bytes();
+    let mut reader = EnvelopeReader::new(Some(multipart));
+    reader.push(bytes);
+    let Some(EnvelopeScan::Envelope(envelope)) = reader.scan(true) else { panic!("no envelope") };
+    let range = envelope.to.expect("a To").range;
+    assert_eq!(&bytes[range.clone()], b"http://router/up");
+    let splice = crate::proxy::body::Splice { range, with: bytes::Bytes::from_static(b"http://10.0.0.5/files") };
+    let spliced = splice.apply(&bytes::Bytes::copy_from_slice(bytes));
+    assert_eq!(
+        spliced,
+        with_to.replace("http://router/up", "http://10.0.0.5/files").as_bytes(),
+        "the attachment is untouched"
+    );
+}
+
+proptest! {
+    /// Whatever the header around it, the rewritten envelope is the original outside the `To`
+    /// text, and its `To` reads as the endpoint's address.
+    #[test]
+    fn the_rewritten_envelope_equals_the_original_outside_the_to_text(
+        before in proptest::collection::vec(r#"[a-zA-Z0-9 <>&"']{0,12}"#, 0..3),
+        to in r#"[a-zA-Z0-9:/._?&<> -]{0,40}"#,
+        address in r#"http://[a-z0-9.]{1,12}(:[0-9]{1,5})?(/[a-zA-Z0-9._&-]{0,12}){0,3}"#,
+        prefix in "(a|wsa|x1)",
+        version in 0usize..2,
+    ) {
+        let escape = |text: &str| quick_xml::escape::escape(text).into_owned();
+        let ns = [WSA_2005, WSA_2004][version];
+        let blocks: String = before.iter().map(|text| format!("<h:B xmlns:h=\"urn:h\">{}</h:B>", escape(text))).collect();
+        let envelope = format!(
+            r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" xmlns:{prefix}="{ns}"><s:Header>{blocks}<{prefix}:To>{}</{prefix}:To></s:Header><s:Body><Op xmlns="urn:o"/></s:Body></s:Envelope>"#,
+            escape(&to)
+        );
+        let range = scan_whole(&envelope).to.expect("a To").range;
+        let out = rewritten(&envelope, &address);
+        let written = escape(&address);
+        prop_assert_eq!(&out[..range.start], &envelope[..range.start]);
+        prop_assert_eq!(&out[range.start + written.len()..], &envelope[range.end..]);
+        prop_assert_eq!(&out[range.start..range.start + written.len()], written.as_str());
+        // The To reads back as the address, and the message routes as before.
+        let mut reader = quick_xml::Reader::from_str(&out[range.start..range.start + written.len()]);
+        let mut text = String::new();
+        loop {
+            match reader.read_event() {
+                Ok(quick_xml::events::Event::Text(t)) => text.push_str(&t.xml10_content()),
+                Ok(quick_xml::events::Event::GeneralRef(r)) => text.push(soap::resolve_entity(&r).unwrap()),
+                Ok(quick_xml::events::Event::Eof) => break,
+                other => prop_assert!(false, "{other:?}"),
+            }
+        }
+        prop_assert_eq!(text, address);
+        prop_assert_eq!(for_routing(scan_everything(out.as_bytes(), true)), for_routing(EnvelopeScan::Envelope(scan_whole(&envelope))));
+    }
 }
