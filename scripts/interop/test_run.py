@@ -156,10 +156,22 @@ class WcfCalls(unittest.TestCase):
         self.assertIn("To http://127.0.0.1:7010/", verdict.detail)
 
 
-SOAP11_GONE = "fault: FaultException code=Client.contract_not_found [http://schemas.xmlsoap.org/soap/envelope/] detail=contract_not_found reason=no contract"
+    def test_a_failing_cell_names_what_the_service_logged_besides_its_calls(self):
+        logged = {
+            "w-1": "call Add at http://127.0.0.1:4001/Services/CalculatorService.svc To none\n",
+            "w-2": "Xml Exception (Dropped Connection?):'<', hexadecimal value 0x3C, is an invalid attribute character.\n",
+        }
+        self.assertEqual(
+            run.service_said(logged),
+            "the service logged w-2: Xml Exception (Dropped Connection?):'<', hexadecimal value 0x3C, is an invalid attribute character.",
+        )
+        self.assertEqual(run.service_said({"w-1": logged["w-1"]}), "")
+
+
+SOAP11_GONE = "fault: FaultException code=Client.contract_not_found [http://schemas.xmlsoap.org/soap/envelope/] reason=no contract"
 SOAP12_GONE = (
     "fault: FaultException code=Sender [http://www.w3.org/2003/05/soap-envelope] "
-    "subcode=contract_not_found [urn:switchboard:error] detail=contract_not_found reason=no contract"
+    "subcode=contract_not_found [urn:switchboard:error] reason=no contract"
 )
 
 

@@ -49,14 +49,6 @@ namespace Interop
         public string ContractNamespace { get; set; }
     }
 
-    // The detail of the router's own faults (docs/data-plane.md, Errors): its error code.
-    [DataContract(Name = "Error", Namespace = "urn:switchboard:error")]
-    public class RouterError
-    {
-        [DataMember]
-        public string Code { get; set; }
-    }
-
     public static class Contracts
     {
         // "basic": BasicHttpBinding (SOAP 1.1, no addressing); "soap12-wsa": a custom binding of
@@ -119,19 +111,6 @@ namespace Interop
             return new MessagePartDescription(part.Name, ns) { Index = part.Index, Type = part.Type, MemberInfo = part.MemberInfo, Multiple = part.Multiple };
         }
 
-        // Declares the router's fault detail on every operation, as a client of a service behind
-        // the router expects it (a [FaultContract] of each operation): WCF then reads it into a
-        // FaultException<RouterError>. (Mono reads any undeclared detail as WCF's own
-        // ExceptionDetail and fails on every other one.)
-        public static void ExpectRouterFaults(ContractDescription contract)
-        {
-            foreach (OperationDescription operation in contract.Operations)
-            {
-                string action = contract.Namespace + "/" + contract.Name + "/" + operation.Name + "RouterErrorFault";
-                operation.Faults.Add(new FaultDescription(action) { DetailType = typeof(RouterError), Name = "Error", Namespace = "urn:switchboard:error" });
-            }
-        }
-
         // A fault as one line: "FaultException code=NAME [NAMESPACE] subcode=NAME [NAMESPACE] reason=TEXT".
         public static string Describe(FaultException fault)
         {
@@ -144,9 +123,6 @@ namespace Interop
                 code = code.SubCode;
                 label = "sub" + label;
             }
-            var routerFault = fault as FaultException<RouterError>;
-            if (routerFault != null && routerFault.Detail != null)
-                line.Append(" detail=").Append(routerFault.Detail.Code);
             string reason = fault.Reason != null ? fault.Reason.ToString() : fault.Message;
             line.Append(" reason=").Append(reason.Replace("\n", " ").Replace("\r", " "));
             return line.ToString();

@@ -59,6 +59,9 @@ namespace Interop
                 Console.Error.WriteLine("usage: wcf_service.exe basic|soap12-wsa NAMESPACE INSTANCE_ID REGISTRATION_URL");
                 return 2;
             }
+            // The host's listener takes thread-pool threads as it opens; Mono adds threads to the
+            // pool slowly, so the registration call right after would wait seconds for one.
+            ThreadPool.SetMinThreads(16, 16);
             string bindingName = args[0], ns = args[1], id = args[2], registrationUrl = args[3];
             Binding binding = Contracts.BindingNamed(bindingName);
             string address = "http://127.0.0.1:" + FreePort() + "/Services/CalculatorService.svc";
