@@ -10,7 +10,9 @@
 #   /proc/PID/stat over the measured run, divided by the requests served). Two request shapes:
 #   a GET routed by `X-Switchboard-Contract`, and a SOAP call (POST, a 2 KB envelope, a dozen
 #   headers) routed by its SOAPAction (`soapaction`) or, with an empty SOAPAction, by the
-#   namespace of its body (`body`); nginx and HAProxy pass the SOAP call on as it is.
+#   namespace of its body (`body`); nginx and HAProxy pass the SOAP call on as it is. A third
+#   shape, `wsa`, is a WCF client's SOAP 1.2 call with WS-Addressing, whose `To` Switchboard
+#   rewrites (direct, nginx and Switchboard).
 # B2 (added latency): open loop at half the slowest proxy's B1 rate, with `oha -q RATE
 #   --latency-correction` (or benchkit's open-loop fallback); the p50/p99/p99.9 a proxy adds over
 #   the direct call.
@@ -104,23 +106,38 @@ TARGETS=(direct nginx haproxy switchboard)
 
 # --- B1 ----------------------------------------------------------------------------------------
 
-# soap_script ACTION: a wrk script that POSTs a 2 KB SOAP 1.1 envelope of contract $CONTRACT with
-# a dozen headers, its SOAPAction header set to ACTION (empty: routed by the body).
+# soap_script ACTION SHAPE: a wrk script that POSTs a 2 KB SOAP envelope of contract $CONTRACT with
+# a dozen headers. Shapes `soapaction` and `body`: SOAP 1.1, its SOAPAction header set to ACTION
+# (empty: routed by the body). Shape `wsa`: what a WCF client with SOAP 1.2 and WS-Addressing 1.0
+# sends, the action in the content type and an envelope header with Action, MessageID, ReplyTo
+# and To (which Switchboard rewrites to the endpoint's address).
 soap_script() {
     local path="$BENCH_RUN/soap-${2}.lua"
-    python3 - "$1" "${CONTRACT%/*}" >"$path" <<'PY'
+    python3 - "$1" "${CONTRACT%/*}" "$2" >"$path" <<'PY'
 import sys
-action, namespace = sys.argv[1], sys.argv[2]
+action, namespace, shape = sys.argv[1], sys.argv[2], sys.argv[3]
 items = "".join(f"<item><id>{i}</id><name>product number {i}</name><qty>{i % 7 + 1}</qty></item>" for i in range(28))
-envelope = (
-    '<?xml version="1.0" encoding="utf-8"?>'
-    '<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/">'
-    f'<soap:Body><Echo xmlns="{namespace}"><order><customer>4711</customer>{items}</order></Echo></soap:Body>'
-    "</soap:Envelope>"
-)
+body = f'<Echo xmlns="{namespace}"><order><customer>4711</customer>{items}</order></Echo>'
+if shape == "wsa":
+    envelope = (
+        '<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://www.w3.org/2005/08/addressing">'
+        f'<s:Header><a:Action s:mustUnderstand="1">{action}</a:Action>'
+        "<a:MessageID>urn:uuid:0b9e7c5d-4a31-6f1c-2a1e-9d8b4c6ea3f2</a:MessageID>"
+        "<a:ReplyTo><a:Address>http://www.w3.org/2005/08/addressing/anonymous</a:Address></a:ReplyTo>"
+        '<a:To s:mustUnderstand="1">http://router.example:8080/Services/EchoService.svc</a:To></s:Header>'
+        f"<s:Body>{body}</s:Body></s:Envelope>"
+    )
+    content_type = {"Content-Type": f'application/soap+xml; charset=utf-8; action="{action}"'}
+else:
+    envelope = (
+        '<?xml version="1.0" encoding="utf-8"?>'
+        '<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/">'
+        f"<soap:Body>{body}</soap:Body>"
+        "</soap:Envelope>"
+    )
+    content_type = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"{action}"'}
 headers = {
-    "Content-Type": "text/xml; charset=utf-8",
-    "SOAPAction": f'"{action}"',
+    **content_type,
     "User-Agent": "Apache-HttpClient/4.5.14 (Java/17.0.8)",
     "Accept": "text/xml, multipart/related",
     "Accept-Encoding": "gzip, deflate",
@@ -180,16 +197,18 @@ b1_cell() {
 }
 
 run_b1() {
-    local rep target cells="$BENCH_RUN/b1-cells.tsv" by_action by_body
+    local rep target cells="$BENCH_RUN/b1-cells.tsv" by_action by_body wsa
     : >"$cells"
     by_action=$(soap_script "$CONTRACT/Echo" soapaction)
     by_body=$(soap_script "" body)
+    wsa=$(soap_script "$CONTRACT/Echo" wsa)
     # Interleave targets within each repetition so slow drift in the machine hits all alike.
     for rep in $(seq "$B1_REPS"); do
         for target in "${TARGETS[@]}"; do b1_cell "$target" "$rep" >>"$cells"; done
         for target in direct nginx haproxy; do b1_cell "$target" "$rep" soap "$by_action" >>"$cells"; done
         b1_cell switchboard "$rep" soapaction "$by_action" >>"$cells"
         b1_cell switchboard "$rep" body "$by_body" >>"$cells"
+        for target in direct nginx switchboard; do b1_cell "$target" "$rep" wsa "$wsa" >>"$cells"; done
     done
     python3 "$BENCH_ROOT/lib/stats.py" b1 "$cells" --connections "$CONNECTIONS" \
         --seconds "$B1_SECONDS" --reps "$B1_REPS" >"$BENCH_OUT/b1.json"

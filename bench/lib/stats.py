@@ -68,10 +68,12 @@ def b1(args):
     soap = {
         "ratio_vs_nginx": {
             shape: ratio(rps.get(f"switchboard-{shape}"), rps.get("nginx-soap")) for shape in ("soapaction", "body")
-        },
+        }
+        | {"wsa": ratio(rps.get("switchboard-wsa"), rps.get("nginx-wsa"))},
         "cpu_ratio_vs_nginx": {
             shape: ratio(cpu.get(f"switchboard-{shape}"), cpu.get("nginx-soap")) for shape in ("soapaction", "body")
-        },
+        }
+        | {"wsa": ratio(cpu.get("switchboard-wsa"), cpu.get("nginx-wsa"))},
     }
     out = {
         "tool": f"wrk -t1 -c{args.connections} -d{args.seconds}s, median of {args.reps}",

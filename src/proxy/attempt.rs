@@ -13,9 +13,7 @@ use hyper::body::Incoming;
 
 use super::DataPlane;
 use super::Routed;
-use super::ToHeader;
 use super::body::SharedBody;
-use super::body::Splice;
 use super::forward;
 use super::outlier::InFlight;
 use super::upstream::Loan;
@@ -77,13 +75,7 @@ impl DataPlane {
                 return Attempt::Refused(refused);
             }
         };
-        let splice = match to {
-            ToHeader::Rewrite(range) => Some(Splice {
-                range: range.clone(),
-                with: bytes::Bytes::from(quick_xml::escape::escape(endpoint.address.as_str()).into_owned()),
-            }),
-            ToHeader::Absent | ToHeader::Signed => None,
-        };
+        let splice = to.splice_for(endpoint).ok();
         let spliced = splice.is_some();
         let Some(body) = body.for_try(splice) else { return Attempt::BodyGone };
         let mut request = forward::endpoint_request(parts, &target, *addressing, body, remote, &self.via);

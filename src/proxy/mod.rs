@@ -36,6 +36,7 @@ use self::attempt::Attempt;
 pub use self::body::ProxyBody;
 use self::body::RequestBody;
 use self::body::SharedBody;
+use self::body::Splice;
 use self::body::buffer_small;
 use self::contract::Source;
 use self::error::ProxyError;
@@ -56,6 +57,7 @@ use crate::raft::AppliedView;
 use crate::registry::ContractKey;
 use crate::registry::FastHash;
 use crate::registry::Policy;
+use crate::registry::REWRITE_TO_KEY;
 use crate::registry::Registration;
 use crate::registry::RegistrationId;
 use crate::serve::Peer;
@@ -107,15 +109,25 @@ impl ToHeader {
         }
     }
 
-    /// As `X-Switchboard-To` shows it.
-    pub fn as_str(&self) -> &'static str {
+    /// What `endpoint` receives in place of the `To` text, or why the message reaches it
+    /// unchanged (as `X-Switchboard-To` says it).
+    pub fn splice_for(&self, endpoint: &Registration) -> Result<Splice, &'static str> {
         match self {
-            Self::Absent => "absent",
-            Self::Rewrite(_) => "rewritten",
-            Self::Signed => "kept: the header is signed",
+            Self::Absent => Err("absent"),
+            Self::Signed => Err("kept: the header is signed"),
+            Self::Rewrite(_) if endpoint.metadata.get(REWRITE_TO_KEY) == Some("false") => {
+                Err("kept: the endpoint's soap.rewrite_to is false")
+            }
+            Self::Rewrite(range) => Ok(Splice {
+                range: range.clone(),
+                with: bytes::Bytes::from(quick_xml::escape::escape(endpoint.address.as_str()).into_owned()),
+            }),
         }
     }
 }
+
+/// As `X-Switchboard-To` shows a rewritten `To`.
+const TO_REWRITTEN: &str = "rewritten";
 
 /// Settings of the data plane.
 #[derive(Debug, Clone)]
@@ -283,7 +295,7 @@ impl DataPlane {
             candidates: Vec::new(),
             attempts: Vec::new(),
             target: None,
-            to: (addressing == Addressing::Exact).then(|| routed.to.as_str()),
+            to: None,
             view_age: self.view.confirmed_ago(Instant::now()),
         });
         let mut response = self.unicast(&routed, body, explain.as_mut()).await?;
@@ -340,6 +352,9 @@ impl DataPlane {
                 tried += 1;
                 if let Some(explain) = explain.as_deref_mut() {
                     explain.attempts.push(endpoint.address.to_string());
+                    if *addressing == Addressing::Exact {
+                        explain.to = Some(routed.to.splice_for(endpoint).map_or_else(|kept| kept, |_| TO_REWRITTEN));
+                    }
                     explain.target = self.target(endpoint).ok().map(|base| {
                         let path = forward::endpoint_path(*addressing, &base, parts.uri.path_and_query());
                         format!(

@@ -62,6 +62,7 @@ pub use switchboard_proto::registry::Policy;
 pub use switchboard_proto::registry::PolicyKind;
 pub use switchboard_proto::registry::PolicyRequest;
 pub use switchboard_proto::registry::REGISTRATION_OVERHEAD;
+pub use switchboard_proto::registry::REWRITE_TO_KEY;
 pub use switchboard_proto::registry::Registration;
 pub use switchboard_proto::registry::RegistrationId;
 pub use switchboard_proto::registry::RegistrationInfo;

@@ -837,6 +837,28 @@ async fn soap_goes_to_the_registered_address_with_its_to_rewritten_and_plain_htt
     assert_eq!(status, 200, "{echoed}");
     assert_eq!(echoed["body"].as_str(), Some(signed.as_str()), "a signed message is forwarded unchanged");
     assert_eq!(answer["x-switchboard-to"], "kept: the header is signed");
+    // An endpoint registered with soap.rewrite_to false receives the To as the client wrote it.
+    let keep = json!({
+        "address": format!("{}Keep.svc", svc.url()), "contract_namespace": "urn:keep", "contract_name": "IKeep",
+        "metadata": { "soap.rewrite_to": "false" },
+    });
+    let (status, body) = cluster.post_json(via, "/v1/registrations", &keep).await;
+    assert_eq!(status, 201, "{body}");
+    let bad = json!({ "address": "http://10.9.0.1/", "contract_namespace": "urn:keep", "contract_name": "IKeep", "metadata": { "soap.rewrite_to": "no" } });
+    let (status, body) = cluster.post_json(via, "/v1/registrations", &bad).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_metadata")), "{body}");
+    let kept = wsa_to.replace("http://tempuri.org/ICalculator/Add", "urn:keep/IKeep/Add");
+    let headers = [("content-type", "application/soap+xml"), ("x-switchboard-explain", "1")];
+    let (status, answer, echoed) = eventually("the IKeep endpoint routable", Duration::from_secs(20), || async {
+        let answer = send(&cluster, via, "POST", "/", &headers, kept.clone()).await;
+        (answer.0 == 200).then_some(answer)
+    })
+    .await;
+    assert_eq!(
+        (status, echoed["uri"].as_str(), echoed["body"].as_str()),
+        (200, Some("/Keep.svc"), Some(kept.as_str()))
+    );
+    assert_eq!(answer["x-switchboard-to"], "kept: the endpoint's soap.rewrite_to is false");
     // Streamed in pieces, a To split across them is rewritten all the same.
     let pieces: Vec<Result<http_body::Frame<bytes::Bytes>, std::io::Error>> =
         wsa_to.as_bytes().chunks(7).map(|c| Ok(http_body::Frame::data(bytes::Bytes::copy_from_slice(c)))).collect();

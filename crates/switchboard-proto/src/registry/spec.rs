@@ -224,6 +224,11 @@ fn check_text(text: &str, max_len: usize) -> Result<(), String> {
 /// requests under that path route to the contract (`GET {path}?wsdl` fetches its WSDL).
 pub const PATH_KEY: &str = "route.path";
 
+/// Metadata key by which a registration turns off the rewriting of a SOAP message's
+/// WS-Addressing `To` to its address: `"false"` (the default is `"true"`). For an endpoint that
+/// expects the `To` the client wrote (one behind another router that routes by it).
+pub const REWRITE_TO_KEY: &str = "soap.rewrite_to";
+
 /// Longest path binding, in bytes.
 pub const MAX_PATH_LEN: usize = 256;
 
@@ -249,6 +254,14 @@ pub fn check_route_path(path: &str) -> Result<(), String> {
 fn validate_metadata(metadata: &BTreeMap<String, String>) -> Result<(), InvalidRegistration> {
     if let Some(path) = metadata.get(PATH_KEY) {
         check_route_path(path).map_err(InvalidRegistration::Metadata)?;
+    }
+    if let Some(rewrite) = metadata.get(REWRITE_TO_KEY)
+        && rewrite != "true"
+        && rewrite != "false"
+    {
+        return Err(InvalidRegistration::Metadata(format!(
+            "{REWRITE_TO_KEY} must be \"true\" or \"false\", not {rewrite:?}"
+        )));
     }
     if metadata.len() > MAX_METADATA_ENTRIES {
         return Err(InvalidRegistration::Metadata(format!("more than {MAX_METADATA_ENTRIES} entries")));
@@ -373,6 +386,21 @@ mod tests {
         assert_eq!(spec.weight, 1);
         let same = RegistrationSpec::new(request("http://svc.example/calc", "http://tempuri.org", "ICalc")).unwrap();
         assert_eq!(spec.id, same.id, "trailing slash on namespace and address spelling do not change the id");
+    }
+
+    #[test]
+    fn soap_rewrite_to_is_true_or_false() {
+        let with = |value: &str| {
+            let mut request = request("http://svc/calc", "urn:a", "IA");
+            request.metadata.insert(REWRITE_TO_KEY.into(), value.into());
+            RegistrationSpec::new(request)
+        };
+        assert!(with("true").is_ok() && with("false").is_ok());
+        for bad in ["", "no", "False", "0"] {
+            let refused = with(bad).unwrap_err();
+            assert_eq!(refused.code(), "invalid_metadata", "{bad:?}");
+            assert!(refused.to_string().contains(REWRITE_TO_KEY), "{refused}");
+        }
     }
 
     #[test]
