@@ -351,6 +351,17 @@ def judge_arrivals(calls, addresses):
     return Verdict(PASS, "")
 
 
+def judge_closed(returncode, log):
+    """A WCF service instance after its standard input closed: "unregistered" when it said so
+    and exited 0, else what went wrong (returncode None: still running at the deadline)."""
+    unregistered = re.search(r"^unregistered$", log, re.M) is not None
+    if returncode == 0 and unregistered:
+        return "unregistered"
+    if returncode is None:
+        return f"{'unregistered, but ' if unregistered else ''}no exit within {DEADLINE:.0f} s"
+    return f"exit {returncode}{' after unregistering' if unregistered else ''}: {last_line(log)}"
+
+
 def service_said(logged):
     """What the WCF service instances printed during a cell besides the calls they served (Mono
     logs a request it could not read): `instance: line`, for a failing cell's detail."""
@@ -723,6 +734,7 @@ def main():
 
 
 LISTENING = re.compile(r"^listening (\S+)$", re.M)
+REGISTERED = re.compile(r"^registered$", re.M)
 
 
 def read(path):
@@ -754,13 +766,13 @@ def wcf_service(processes, cluster, via, base, exes, service, binding, run_cells
         return {i: (read(logs[i]), process.poll()) for i, process in instances.items()}
 
     def settled(states):
-        return all("\nregistered" in text or code is not None for text, code in states.values())
+        return all(REGISTERED.search(text) or code is not None for text, code in states.values())
 
     states, _ = until(started, settled)
     addresses = {i: m.group(1) for i, (text, _) in states.items() for m in [LISTENING.search(text)] if m}
-    unregistered = {i: (last_line(text) or f"exit {code}") for i, (text, code) in states.items() if "\nregistered" not in text}
-    if unregistered:
-        rows["register"] = Verdict("not registered", "; ".join(f"{i}: {why}" for i, why in unregistered.items()))
+    missing = {i: (last_line(text) or f"exit {code}") for i, (text, code) in states.items() if not REGISTERED.search(text)}
+    if missing:
+        rows["register"] = Verdict("not registered", "; ".join(f"{i}: {why}" for i, why in missing.items()))
     else:
         rows["register"] = Verdict(PASS, f"{WCF_INSTANCES} instances, each `Register` through `IRegistrationService` at another node")
 
@@ -807,7 +819,7 @@ def wcf_service(processes, cluster, via, base, exes, service, binding, run_cells
         if process.poll() is None:
             process.stdin.close()
     exits, _ = until(lambda: {i: p.poll() for i, p in instances.items()}, lambda codes: None not in codes.values())
-    closed = {i: ("unregistered" if code == 0 and "\nunregistered" in read(logs[i]) else (f"exit {code}: {last_line(read(logs[i]))}" if code is not None else f"no exit within {DEADLINE:.0f} s")) for i, code in exits.items()}
+    closed = {i: judge_closed(code, read(logs[i])) for i, code in exits.items()}
     for process in instances.values():
         if process.poll() is None:
             processes.stop(process)

@@ -168,6 +168,15 @@ class WcfCalls(unittest.TestCase):
         self.assertEqual(run.service_said({"w-1": logged["w-1"]}), "")
 
 
+    def test_an_instance_closed_when_it_unregistered_and_exited(self):
+        log = "listening http://127.0.0.1:4001/Services/CalculatorService.svc\nregistered\nunregistered\n"
+        self.assertEqual(run.judge_closed(0, log), "unregistered")
+        self.assertEqual(run.judge_closed(None, log), f"unregistered, but no exit within {run.DEADLINE:.0f} s")
+        self.assertEqual(run.judge_closed(None, "registered\n"), f"no exit within {run.DEADLINE:.0f} s")
+        self.assertEqual(run.judge_closed(1, "registered\nSystem.TimeoutException: x\n"), "exit 1: System.TimeoutException: x")
+        self.assertEqual(run.judge_closed(0, "registered\n"), "exit 0: registered")
+
+
 SOAP11_GONE = "fault: FaultException code=Client.contract_not_found [http://schemas.xmlsoap.org/soap/envelope/] reason=no contract"
 SOAP12_GONE = (
     "fault: FaultException code=Sender [http://www.w3.org/2003/05/soap-envelope] "

@@ -63,7 +63,7 @@ namespace Interop
             // pool slowly, so the registration call right after would wait seconds for one.
             ThreadPool.SetMinThreads(16, 16);
             string bindingName = args[0], ns = args[1], id = args[2], registrationUrl = args[3];
-            Binding binding = Contracts.BindingNamed(bindingName);
+            Binding binding = OnLoopbackOnly(Contracts.BindingNamed(bindingName));
             string address = "http://127.0.0.1:" + FreePort() + "/Services/CalculatorService.svc";
 
             var host = new ServiceHost(new CalculatorService(id), new Uri(address));
@@ -88,7 +88,16 @@ namespace Interop
             registration.Unregister(info);
             Console.WriteLine("unregistered");
             ((IClientChannel)registration).Close();
-            host.Close();
+            // A request the host could not read may hold its close (Mono waits on the dropped
+            // connection): the host gets a few seconds, then is aborted.
+            try
+            {
+                host.Close(TimeSpan.FromSeconds(5));
+            }
+            catch (TimeoutException)
+            {
+                host.Abort();
+            }
             return 0;
         }
 
@@ -137,6 +146,19 @@ namespace Interop
                         }
                 }
             }
+        }
+
+        // WCF listens on every interface by default; the host name of its address is the only
+        // one this service answers on.
+        static Binding OnLoopbackOnly(Binding binding)
+        {
+            var basic = binding as BasicHttpBinding;
+            if (basic != null)
+                basic.HostNameComparisonMode = HostNameComparisonMode.Exact;
+            var custom = binding as CustomBinding;
+            if (custom != null)
+                custom.Elements.Find<HttpTransportBindingElement>().HostNameComparisonMode = HostNameComparisonMode.Exact;
+            return binding;
         }
 
         static int FreePort()
