@@ -107,6 +107,128 @@ class Calls(unittest.TestCase):
             self.assertEqual(verdict.kind, run.CRASHED, stdout)
 
 
+class WcfCalls(unittest.TestCase):
+    def test_a_request_made_several_times_counts_that_many_times(self):
+        self.assertEqual(run.wanted(run.WCF_SPREAD), {"soapaction": run.WCF_INSTANCE_CALLS + 1})
+        self.assertEqual(run.wanted(run.BY_ROOT), {"path": 1, "body-namespace": 1})
+        self.assertIn(f"Instance ×{run.WCF_INSTANCE_CALLS} at {run.WCF_PATH} by soapaction", run.explain(run.WCF_SPREAD))
+
+    def test_the_spread_passes_only_with_every_call_by_the_action(self):
+        calls = run.WCF_INSTANCE_CALLS + 1
+        verdict = run.judge_call(0, "instance: a\n5\n", "", seen({"soapaction": calls}), run.WCF_SPREAD)
+        self.assertEqual(verdict.kind, run.PASS)
+        self.assertEqual(run.judge_call(0, "5\n", "", seen({"soapaction": calls - 1}), run.WCF_SPREAD).kind, run.WRONG_RULE)
+        self.assertEqual(run.judge_call(0, "5\n", "", seen({"soapaction": calls}), run.WCF_SPREAD_WSA).kind, run.WRONG_RULE)
+
+    def test_a_mono_crash_is_told_by_its_exception_not_its_stack_trace(self):
+        stderr = (
+            "\nUnhandled Exception:\nSystem.NullReferenceException: Object reference not set to an instance of an object\n"
+            "  at (wrapper remoting-invoke) Interop.ICalculator.Add(int,int)\n"
+            "[ERROR] FATAL UNHANDLED EXCEPTION: System.NullReferenceException: Object reference not set\n"
+        )
+        verdict = run.judge_call(1, "", stderr, seen({"soapaction": 1}), run.WCF_AT_PATH)
+        self.assertEqual(verdict, run.Verdict(run.CRASHED, "exit 1: System.NullReferenceException: Object reference not set to an instance of an object"))
+
+    def test_every_instance_must_answer(self):
+        instances = ["w-1", "w-2", "w-3"]
+        answered = "instance: w-1\ninstance: w-2\ninstance: w-3\ninstance: w-1\ninstance: w-2\ninstance: w-3\n5\n"
+        self.assertEqual(run.judge_spread(answered, instances), run.Verdict(run.PASS, "w-1 ×2, w-2 ×2, w-3 ×2"))
+        verdict = run.judge_spread("instance: w-1\ninstance: w-1\ninstance: w-2\n5\n", instances)
+        self.assertEqual(verdict.kind, run.INSTANCE_MISSED)
+        self.assertIn("w-3 never answered", verdict.detail)
+        self.assertEqual(run.judge_spread("instance: other\n5\n", instances).kind, run.INSTANCE_MISSED)
+
+    def test_every_call_must_reach_the_registered_address_with_its_own_to(self):
+        addresses = {"w-1": "http://127.0.0.1:4001/Services/CalculatorService.svc", "w-2": "http://127.0.0.1:4002/Services/CalculatorService.svc"}
+        good = {
+            "w-1": "call Instance at http://127.0.0.1:4001/Services/CalculatorService.svc To none\n",
+            "w-2": "call Add at http://127.0.0.1:4002/Services/CalculatorService.svc To http://127.0.0.1:4002/Services/CalculatorService.svc\n",
+        }
+        self.assertEqual(run.judge_arrivals(good, addresses), run.Verdict(run.PASS, ""))
+        self.assertEqual(run.judge_arrivals({"w-1": "", "w-2": ""}, addresses).kind, run.PASS)
+        doubled = {"w-1": "call Add at http://127.0.0.1:4001/Services/CalculatorService.svc/Services/CalculatorService.svc To none\n"}
+        verdict = run.judge_arrivals(doubled, addresses)
+        self.assertEqual(verdict.kind, run.WRONG_ADDRESS)
+        self.assertIn("/Services/CalculatorService.svc/Services/CalculatorService.svc", verdict.detail)
+        router_to = {"w-2": "call Add at http://127.0.0.1:4002/Services/CalculatorService.svc To http://127.0.0.1:7010/Services/CalculatorService.svc\n"}
+        verdict = run.judge_arrivals(router_to, addresses)
+        self.assertEqual(verdict.kind, run.WRONG_ADDRESS)
+        self.assertIn("To http://127.0.0.1:7010/", verdict.detail)
+
+
+    def test_a_failing_cell_names_what_the_service_logged_besides_its_calls(self):
+        logged = {
+            "w-1": "call Add at http://127.0.0.1:4001/Services/CalculatorService.svc To none\n",
+            "w-2": "Xml Exception (Dropped Connection?):'<', hexadecimal value 0x3C, is an invalid attribute character.\n",
+        }
+        self.assertEqual(
+            run.service_said(logged),
+            "the service logged w-2: Xml Exception (Dropped Connection?):'<', hexadecimal value 0x3C, is an invalid attribute character.",
+        )
+        self.assertEqual(run.service_said({"w-1": logged["w-1"]}), "")
+
+
+    def test_an_instance_closed_when_it_unregistered_and_exited(self):
+        log = "listening http://127.0.0.1:4001/Services/CalculatorService.svc\nregistered\nunregistered\n"
+        self.assertEqual(run.judge_closed(0, log), "unregistered")
+        self.assertEqual(run.judge_closed(None, log), f"unregistered, but no exit within {run.DEADLINE:.0f} s")
+        self.assertEqual(run.judge_closed(None, "registered\n"), f"no exit within {run.DEADLINE:.0f} s")
+        self.assertEqual(run.judge_closed(1, "registered\nSystem.TimeoutException: x\n"), "exit 1: System.TimeoutException: x")
+        self.assertEqual(run.judge_closed(0, "registered\n"), "exit 0: registered")
+
+
+SOAP11_GONE = "fault: FaultException code=Client.contract_not_found [http://schemas.xmlsoap.org/soap/envelope/] reason=no contract"
+SOAP12_GONE = (
+    "fault: FaultException code=Sender [http://www.w3.org/2003/05/soap-envelope] "
+    "subcode=contract_not_found [urn:switchboard:error] reason=no contract"
+)
+
+
+class WcfFaults(unittest.TestCase):
+    def test_the_routers_code_in_a_soap_1_1_faultcode_or_a_soap_1_2_subcode(self):
+        self.assertEqual(run.router_code(SOAP11_GONE), "contract_not_found")
+        self.assertEqual(run.router_code(SOAP12_GONE), "contract_not_found")
+        server = "fault: FaultException code=Server.no_endpoint_reachable [http://schemas.xmlsoap.org/soap/envelope/] reason=x"
+        self.assertEqual(run.router_code(server), "no_endpoint_reachable")
+        self.assertEqual(run.fault_code(SOAP11_GONE), "Client.contract_not_found")
+        self.assertEqual(run.fault_code(SOAP12_GONE), "Sender/contract_not_found")
+
+    def test_a_fault_without_the_routers_code_has_none(self):
+        for line in [
+            "fault: FaultException code=Client [http://schemas.xmlsoap.org/soap/envelope/] reason=SOAPAction shall match",
+            "fault: FaultException code=Sender [http://www.w3.org/2003/05/soap-envelope] subcode=DestinationUnreachable [http://www.w3.org/2005/08/addressing] reason=x",
+            "fault: FaultException code=Other.contract_not_found [urn:x] reason=x",
+            "fault: EndpointNotFoundException: There was no endpoint listening at {0}",
+            "5",
+            "",
+        ]:
+            self.assertIsNone(run.router_code(line), line)
+
+    def test_gone_when_the_router_answered_and_the_client_got_its_code(self):
+        for line in (SOAP11_GONE, SOAP12_GONE):
+            verdict = run.judge_wcf_gone(3, line + "\n", "", seen(errors={"contract_not_found": 1}))
+            self.assertEqual(verdict.kind, run.PASS, line)
+        self.assertEqual(run.judge_wcf_gone(3, SOAP12_GONE, "", seen(errors={"contract_not_found": 1})).detail, "Sender/contract_not_found")
+
+    def test_the_code_must_come_from_the_router(self):
+        verdict = run.judge_wcf_gone(3, SOAP11_GONE, "", seen({"soapaction": 1}))
+        self.assertNotEqual(verdict.kind, run.PASS)
+
+    def test_what_is_not_gone(self):
+        self.assertEqual(run.judge_wcf_gone(0, "5\n", "", seen({"soapaction": 1})).kind, "still delivered")
+        other = SOAP11_GONE.replace("contract_not_found", "no_endpoint_reachable")
+        verdict = run.judge_wcf_gone(3, other, "", seen(errors={"no_endpoint_reachable": 1}))
+        self.assertEqual(verdict.kind, "wrong code")
+        # The router's 404 before its faults were 500s: WCF reports no fault at all.
+        not_found = "fault: EndpointNotFoundException: There was no endpoint listening at {0} that could accept the message."
+        verdict = run.judge_wcf_gone(3, not_found, "", seen(errors={"contract_not_found": 1}))
+        self.assertEqual(verdict.kind, "not a FaultException")
+        self.assertIn("the router answered contract_not_found", verdict.detail)
+        bare = "fault: FaultException code=Client [http://schemas.xmlsoap.org/soap/envelope/] reason=no contract"
+        self.assertEqual(run.judge_wcf_gone(3, bare, "", seen(errors={"contract_not_found": 1})).kind, "no code")
+        self.assertEqual(run.judge_wcf_gone(None, "", "", seen()).kind, "not a FaultException")
+
+
 class Removal(unittest.TestCase):
     def test_gone_when_the_router_refuses_every_probe_as_not_found(self):
         answers = {"POST /calc": ("refused", run.GONE_CODE), "POST /": ("refused", run.GONE_CODE)}
@@ -149,6 +271,13 @@ class Delete(unittest.TestCase):
 class Expectations(unittest.TestCase):
     def test_every_cell_has_an_expected_rule_and_no_expectation_is_stray(self):
         self.assertEqual(run.missing_expectations(run.CLIENTS, run.SERVICES, run.EXPECTED_RULES), ([], []))
+
+    def test_a_cell_not_run_says_why_and_every_wcf_cell_is_routed_by_the_action(self):
+        for cell, expected in run.EXPECTED_RULES.items():
+            if isinstance(expected, run.NotRun):
+                self.assertTrue(expected.reason, cell)
+            elif run.WCF_BASIC in cell or run.WCF_WSA in cell or cell[1] in run.WCF_BINDINGS:
+                self.assertLessEqual(set(run.wanted(expected)), {"soapaction", "ws-addressing"}, cell)
 
     def test_a_missing_cell_is_reported(self):
         partial = dict(run.EXPECTED_RULES)
