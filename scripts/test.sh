@@ -6,7 +6,7 @@
 #   3. cargo test: unit tests, router tests without sockets, openraft's storage conformance
 #      suite, property tests, and the multi-process cluster tests (real `switchboard` processes
 #      on loopback);
-#   4. the SOAP interop matrix: real SOAP stacks (zeep, spyne, PHP ext/soap, SOAP::Lite) as
+#   4. the SOAP interop matrix: real SOAP stacks (WCF on Mono, zeep, spyne, PHP ext/soap, SOAP::Lite) as
 #      clients and services through a follower of a three-node cluster (docs/interop.md);
 #   5. the failover suite: the docker-compose cluster behind HAProxy, broken on purpose in fourteen
 #      ways while a workload runs, with a history checker that asserts every figure against the
