@@ -263,9 +263,8 @@ impl DataPlane {
         let broadcast =
             parts.headers.get(DELIVERY_HEADER).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"broadcast"));
         let contract::read::Resolved { key, source, body, envelope } =
-            contract::read::resolve(&parts.headers, parts.uri.path(), incoming, &self.view).await?;
+            contract::read::resolve(&parts.headers, parts.uri.path(), incoming, &self.view, wsa).await?;
         METRICS.decided_by(source.rule());
-        *wsa = envelope.as_ref().and_then(|envelope| envelope.addressing);
         let soap = soap_version(&parts.headers).is_some();
         let addressing = Addressing::of(soap, source == Source::Path, &parts.method, parts.uri.query());
         let to = ToHeader::of(envelope.as_ref());

@@ -859,6 +859,14 @@ async fn soap_goes_to_the_registered_address_with_its_to_rewritten_and_plain_htt
         (200, Some("/Keep.svc"), Some(kept.as_str()))
     );
     assert_eq!(answer["x-switchboard-to"], "kept: the endpoint's soap.rewrite_to is false");
+    // A WS-Addressing message for a contract nobody serves gets a fault with the fault action.
+    let gone = wsa_to.replace("http://tempuri.org/ICalculator/Add", "urn:gone/IGone/Add").replace(CALC_NS, "urn:gone");
+    let (status, answer, fault) =
+        send(&cluster, via, "POST", "/", &[("content-type", "application/soap+xml")], gone).await;
+    let fault = fault.as_str().unwrap_or_default().to_owned();
+    assert_eq!((status, answer["x-switchboard-error"].to_str().unwrap()), (500, "contract_not_found"), "{fault}");
+    assert!(fault.contains(r#"<a:Action env:mustUnderstand="1" xmlns:a="http://www.w3.org/2005/08/addressing">http://www.w3.org/2005/08/addressing/soap/fault</a:Action>"#), "{fault}");
+    assert!(fault.contains(">sb:contract_not_found</env:Value>"), "{fault}");
     // Streamed in pieces, a To split across them is rewritten all the same.
     let pieces: Vec<Result<http_body::Frame<bytes::Bytes>, std::io::Error>> =
         wsa_to.as_bytes().chunks(7).map(|c| Ok(http_body::Frame::data(bytes::Bytes::copy_from_slice(c)))).collect();

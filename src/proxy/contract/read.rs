@@ -37,11 +37,15 @@ pub struct Resolved {
 /// When the headers decided the contract, an envelope that cannot be read (not well-formed, too
 /// large, slow, or not an envelope) is no reason to refuse: the request is forwarded as it
 /// came, with nothing rewritten.
+///
+/// `wsa` is set to the WS-Addressing namespace the envelope uses as soon as it is read, so that
+/// a refusal decided after it (no such contract) is a fault with that version's action.
 pub async fn resolve(
     headers: &http::HeaderMap,
     path: &str,
     incoming: Incoming,
     view: &AppliedView,
+    wsa: &mut Option<&'static str>,
 ) -> Result<Resolved, ProxyError> {
     let hints = super::hints(headers)?;
     let early = match super::decide(&hints, path, None, &view.peek().state)? {
@@ -81,6 +85,7 @@ pub async fn resolve(
         }
     };
     let body = RequestBody { prefix: envelope.into_bytes(), rest };
+    *wsa = outcome.as_ref().ok().and_then(|read| read.addressing);
     match (outcome, early) {
         (Ok(read), Some((key, source))) => Ok(Resolved { key, source, body, envelope: Some(read) }),
         (Err(_unreadable), Some((key, source))) => Ok(Resolved { key, source, body, envelope: None }),
