@@ -84,16 +84,29 @@ ensure_oha() {
 # rebuild during the run changes nothing.
 # The binary is built exactly as the router image's (statically linked, scripts/images.sh), so
 # the figures are those of the shipped binary and a run after the failover suite reuses its build.
+# Quick mode checks that every benchmark still runs, not how fast: its load generators are built
+# in the dev profile (reusing the test build) rather than with the release profile's whole-program
+# optimisation, which takes minutes per binary on a small machine. The router is the release
+# binary in both modes.
 build() {
-    local target_dir triple release
-    log "building switchboard and the load generators (release, statically linked)"
+    local target_dir triple release examples
     triple=$(rustc -vV | sed -n 's/^host: //p')
-    RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
-        cargo build --release --locked --target "$triple" --bin switchboard --example regload --example benchkit >&2
     target_dir=$(cargo metadata --format-version 1 --no-deps | json_get - 'j["target_directory"]')
     release="$target_dir/$triple/release"
+    if is_quick; then
+        log "building switchboard (release, statically linked) and the load generators (dev profile: quick mode)"
+        RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
+            cargo build --release --locked --target "$triple" --bin switchboard >&2
+        cargo build --locked --example regload --example benchkit >&2
+        examples="$target_dir/debug/examples"
+    else
+        log "building switchboard and the load generators (release, statically linked)"
+        RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
+            cargo build --release --locked --target "$triple" --bin switchboard --example regload --example benchkit >&2
+        examples="$release/examples"
+    fi
     mkdir -p "$BENCH_RUN/bin"
-    cp "$release/switchboard" "$release/examples/regload" "$release/examples/benchkit" "$BENCH_RUN/bin/"
+    cp "$release/switchboard" "$examples/regload" "$examples/benchkit" "$BENCH_RUN/bin/"
     BENCH_BIN="$BENCH_RUN/bin/switchboard"
     BENCH_REGLOAD="$BENCH_RUN/bin/regload"
     BENCH_KIT="$BENCH_RUN/bin/benchkit"
