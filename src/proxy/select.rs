@@ -224,6 +224,16 @@ mod tests {
     use crate::registry::EndpointState;
     use crate::registry::RegistrationId;
 
+    #[test]
+    fn the_weighted_stride_is_the_first_coprime_at_or_above_the_golden_section_of_the_total() {
+        // 0.618 of the total spreads consecutive tickets furthest apart; the first coprime at or
+        // above it keeps the tickets a permutation of the total.
+        for (total, stride) in [(1, 1), (2, 1), (6, 5), (10, 7), (12, 7), (16, 11), (100, 63)] {
+            assert_eq!(coprime_stride(total), stride, "total {total}");
+            assert_eq!(gcd(stride, total), 1);
+        }
+    }
+
     fn endpoint(i: u32, weight: u32) -> Arc<Registration> {
         let address = format!("http://e{i}/");
         Arc::new(Registration {
