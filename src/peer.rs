@@ -350,9 +350,13 @@ mod tests {
             .route_layer(axum::middleware::from_fn(speak_protocol));
         let current = peer::PROTOCOL.to_string();
         let next = (peer::PROTOCOL + 1).to_string();
-        for (version, served) in
-            [(None, true), (Some(current.as_str()), true), (Some(next.as_str()), false), (Some("one"), false)]
-        {
+        for (version, served) in [
+            (None, true),
+            (Some("1"), true),
+            (Some(current.as_str()), true),
+            (Some(next.as_str()), false),
+            (Some("one"), false),
+        ] {
             let mut request = Request::post(Status::PATH);
             if let Some(version) = version {
                 request = request.header(PROTOCOL_HEADER, version);
@@ -366,7 +370,7 @@ mod tests {
             } else {
                 let error: switchboard_proto::api::ErrorBody = serde_json::from_slice(&body).unwrap();
                 assert_eq!((status, error.code.as_str()), (StatusCode::CONFLICT, peer::UNSUPPORTED_PROTOCOL));
-                assert!(error.message.contains("speaks peer protocol versions 0 to 1"), "{}", error.message);
+                assert!(error.message.contains("speaks peer protocol versions 0 to 2"), "{}", error.message);
             }
         }
     }

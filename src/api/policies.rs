@@ -37,7 +37,7 @@ async fn set(
 ) -> Result<Json<PolicyEntry>, ApiError> {
     require(caller.can_admin(), &caller, "set routing policies")?;
     let (key, policy) = request.validate()?;
-    state.cluster.write(Command::SetPolicy(key.clone(), policy.clone()), &caller.actor()).await?;
+    state.cluster.write(Command::set_policy(key.clone(), policy.clone()), &caller.actor()).await?;
     Ok(Json(PolicyEntry { contract: key.to_string(), policy }))
 }
 

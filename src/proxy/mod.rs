@@ -98,12 +98,15 @@ pub(crate) enum ToHeader {
     Rewrite(std::ops::Range<usize>),
     /// The envelope header is signed: forwarded unchanged.
     Signed,
+    /// The contract's policy turns the rewrite off: forwarded unchanged.
+    Off,
 }
 
 impl ToHeader {
-    fn of(envelope: Option<&Envelope>) -> Self {
+    fn of(envelope: Option<&Envelope>, policy: &Policy) -> Self {
         match envelope {
             Some(Envelope { to: Some(_), signed: true, .. }) => Self::Signed,
+            Some(Envelope { to: Some(_), .. }) if !policy.rewrite_to => Self::Off,
             Some(Envelope { to: Some(to), .. }) => Self::Rewrite(to.range.clone()),
             _ => Self::Absent,
         }
@@ -115,6 +118,7 @@ impl ToHeader {
         match self {
             Self::Absent => Err("absent"),
             Self::Signed => Err("kept: the header is signed"),
+            Self::Off => Err("kept: the contract's policy sets rewrite_to false"),
             Self::Rewrite(_) if endpoint.metadata.get(REWRITE_TO_KEY) == Some("false") => {
                 Err("kept: the endpoint's soap.rewrite_to is false")
             }
@@ -267,11 +271,11 @@ impl DataPlane {
         METRICS.decided_by(source.rule());
         let soap = soap_version(&parts.headers).is_some();
         let addressing = Addressing::of(soap, source == Source::Path, &parts.method, parts.uri.query());
-        let to = ToHeader::of(envelope.as_ref());
 
         let applied = self.view.load();
         let endpoints = applied.state.endpoints(&key).ok_or_else(|| ProxyError::UnknownContract(key.clone()))?;
         let policy = applied.state.policy(&key).cloned().unwrap_or_default();
+        let to = ToHeader::of(envelope.as_ref(), &policy);
         // A WSDL fetched through a bound path will name the router's URL for that path.
         let wsdl_location = (source == Source::Path && wsdl::asks_wsdl(&parts.method, parts.uri.query()))
             .then(|| applied.state.binding(parts.uri.path()))

@@ -283,7 +283,7 @@ mod tests {
             headers.insert("x-user", hashed.parse().unwrap());
             for kind in [PolicyKind::RoundRobin, PolicyKind::Weighted, PolicyKind::LeastOutstanding, PolicyKind::ConsistentHash] {
                 let hash_header = (kind == PolicyKind::ConsistentHash).then(|| "x-user".to_owned());
-                let policy = Policy { kind, hash_header, idempotent: false };
+                let policy = Policy { kind, hash_header, idempotent: false, rewrite_to: true };
                 for first in firsts(&policy, &endpoints, &headers, 5) {
                     proptest::prop_assert!(first < endpoints.len());
                 }
@@ -305,7 +305,12 @@ mod tests {
     #[test]
     fn consistent_hash_sticks_and_moves_little() {
         let endpoints: Vec<_> = (0..5).map(|i| endpoint(i, 1)).collect();
-        let policy = Policy { kind: PolicyKind::ConsistentHash, hash_header: Some("x-user".into()), idempotent: false };
+        let policy = Policy {
+            kind: PolicyKind::ConsistentHash,
+            hash_header: Some("x-user".into()),
+            idempotent: false,
+            rewrite_to: true,
+        };
         let pick = |endpoints: &[Arc<Registration>], user: &str| {
             let mut headers = HeaderMap::new();
             headers.insert("x-user", user.parse().unwrap());
@@ -384,8 +389,12 @@ mod tests {
     fn every_rotation_keeps_its_order_when_the_cursor_wraps_around() {
         let endpoints: Vec<_> = (0..3).map(|i| endpoint(i, 1)).collect();
         let unweighted: Vec<_> = (0..3).map(|i| endpoint(i, 0)).collect();
-        let hashed_without_header =
-            Policy { kind: PolicyKind::ConsistentHash, hash_header: Some("x-user".into()), idempotent: false };
+        let hashed_without_header = Policy {
+            kind: PolicyKind::ConsistentHash,
+            hash_header: Some("x-user".into()),
+            idempotent: false,
+            rewrite_to: true,
+        };
         let weighted = Policy { kind: PolicyKind::Weighted, ..Policy::default() };
         // Tickets u64::MAX - 1, u64::MAX, then 0 and 1 again: 2^64 - 1 is a multiple of 3.
         let wrapped = [2, 0, 0, 1];
@@ -454,7 +463,7 @@ mod tests {
         for kind in
             [PolicyKind::RoundRobin, PolicyKind::Weighted, PolicyKind::LeastOutstanding, PolicyKind::ConsistentHash]
         {
-            let policy = Policy { kind, hash_header: Some("x-user".into()), idempotent: false };
+            let policy = Policy { kind, hash_header: Some("x-user".into()), idempotent: false, rewrite_to: true };
             let mut order = plan(&policy, &key, &[], &HeaderMap::new(), &cursors, &outliers).order(&[], &outliers);
             assert_eq!(order.next(), None);
             assert!(!order.all_ejected());

@@ -13,6 +13,11 @@
 //!   changed ones are read with [`decode_upgrading`], which converts a version-1 record. A
 //!   directory of format 1 opens as it is and is marked format 2 (`Storage::open`): its old
 //!   records stay readable, and a build that knows only format 1 refuses the directory.
+//! - 3: a contract's policy gains `rewrite_to`, so the records that hold policies (image chunks,
+//!   journal records, snapshots) change again and are read with [`decode_upgrading`] from any
+//!   older version. Log entries keep their encoding: the command that carries the new field is a
+//!   new variant (`Command::SetPolicy`), and a policy without it is still written as
+//!   `Command::SetPolicyV1`. A directory of format 1 or 2 opens as it is and is marked format 3.
 
 use std::fmt;
 
@@ -20,7 +25,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The format version this build writes.
-pub const CURRENT: u8 = 2;
+pub const CURRENT: u8 = 3;
 
 /// The oldest version this build reads.
 pub const OLDEST: u8 = 1;
@@ -49,16 +54,18 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], place: impl fmt::Display) -> Re
     postcard::from_bytes(rest).map_err(|err| FormatError::Corrupt { place: place.to_string(), cause: err.to_string() })
 }
 
-/// Decodes a record of a type that changed in version 2: a version-1 record is read as `Old` and
-/// converted.
-pub fn decode_upgrading<Old, T>(bytes: &[u8], place: impl fmt::Display) -> Result<T, FormatError>
+/// Decodes a record of a type that changed in versions 2 and 3: a version-1 record is read as
+/// `V1` and a version-2 record as `V2`, and each is converted up to `T`, one version at a time.
+pub fn decode_upgrading<V1, V2, T>(bytes: &[u8], place: impl fmt::Display) -> Result<T, FormatError>
 where
-    Old: DeserializeOwned + Into<T>,
+    V1: DeserializeOwned + Into<V2>,
+    V2: DeserializeOwned + Into<T>,
     T: DeserializeOwned,
 {
     let corrupt = |err: postcard::Error| FormatError::Corrupt { place: place.to_string(), cause: err.to_string() };
     match split(bytes, &place)? {
-        (1, rest) => postcard::from_bytes::<Old>(rest).map(Into::into).map_err(corrupt),
+        (1, rest) => postcard::from_bytes::<V1>(rest).map(|v1| v1.into().into()).map_err(corrupt),
+        (2, rest) => postcard::from_bytes::<V2>(rest).map(Into::into).map_err(corrupt),
         (_, rest) => postcard::from_bytes(rest).map_err(corrupt),
     }
 }
@@ -77,21 +84,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_record_of_a_changed_type_is_upgraded_from_version_1() {
+    fn a_record_of_a_changed_type_is_upgraded_from_versions_1_and_2() {
         #[derive(serde::Serialize, serde::Deserialize)]
-        struct Old(u64);
+        struct V1(u64);
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct V2(u64, Vec<String>);
         #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-        struct New(u64, Vec<String>);
-        impl From<Old> for New {
-            fn from(old: Old) -> Self {
+        struct V3(u64, Vec<String>, bool);
+        impl From<V1> for V2 {
+            fn from(old: V1) -> Self {
                 Self(old.0, Vec::new())
             }
         }
-        let mut v1 = vec![1u8];
-        v1.extend(postcard::to_stdvec(&Old(7)).unwrap());
-        assert_eq!(decode_upgrading::<Old, New>(&v1, "x").unwrap(), New(7, Vec::new()));
-        let v2 = encode(&New(8, vec!["a".into()])).unwrap();
-        assert_eq!(decode_upgrading::<Old, New>(&v2, "x").unwrap(), New(8, vec!["a".into()]));
+        impl From<V2> for V3 {
+            fn from(old: V2) -> Self {
+                Self(old.0, old.1, true)
+            }
+        }
+        let versioned = |version: u8, body: Vec<u8>| [vec![version], body].concat();
+        let v1 = versioned(1, postcard::to_stdvec(&V1(7)).unwrap());
+        assert_eq!(decode_upgrading::<V1, V2, V3>(&v1, "x").unwrap(), V3(7, Vec::new(), true));
+        let v2 = versioned(2, postcard::to_stdvec(&V2(8, vec!["a".into()])).unwrap());
+        assert_eq!(decode_upgrading::<V1, V2, V3>(&v2, "x").unwrap(), V3(8, vec!["a".into()], true));
+        let v3 = encode(&V3(9, vec!["b".into()], false)).unwrap();
+        assert_eq!(decode_upgrading::<V1, V2, V3>(&v3, "x").unwrap(), V3(9, vec!["b".into()], false));
+        let v4 = versioned(4, postcard::to_stdvec(&V3(9, Vec::new(), false)).unwrap());
+        assert_eq!(
+            decode_upgrading::<V1, V2, V3>(&v4, "x").unwrap_err(),
+            FormatError::UnknownVersion { place: "x".into(), version: 4 }
+        );
     }
 
     #[test]

@@ -32,7 +32,7 @@ use crate::registry::AuditRecord;
 use crate::registry::Change;
 use crate::registry::ContractKey;
 use crate::registry::Outcome;
-use crate::registry::Policy;
+use crate::registry::PolicyV1;
 use crate::registry::Registration;
 use crate::registry::RegistrationId;
 use crate::registry::RegistryState;
@@ -87,7 +87,7 @@ struct V0Answer {
 #[derive(Deserialize)]
 struct V0Image {
     registrations: Vec<Registration>,
-    policies: Vec<(ContractKey, Policy)>,
+    policies: Vec<(ContractKey, PolicyV1)>,
     audit: Vec<V0AuditRecord>,
     answers: Vec<V0Answer>,
 }
@@ -139,7 +139,7 @@ fn convert_image(image: V0Image) -> StateImage {
         .collect();
     StateImage {
         registrations: image.registrations,
-        policies: image.policies,
+        policies: image.policies.into_iter().map(|(key, policy)| (key, policy.into())).collect(),
         audit_next_seq: audit.len() as u64,
         audit,
         answers: image

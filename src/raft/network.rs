@@ -37,7 +37,8 @@ pub mod rpc {
 
     rpc!(
         /// Log entries (or a heartbeat) from the leader.
-        Append, "/raft/append", typ::AppendEntriesRequest => Result<typ::AppendEntriesResponse, typ::RaftError>
+        Append, "/raft/append", typ::AppendEntriesRequest => Result<typ::AppendEntriesResponse, typ::RaftError>,
+        version(request) => request.entries.iter().map(super::entry_version).max().unwrap_or(1)
     );
     rpc!(
         /// A candidate asks for a vote.
@@ -47,8 +48,18 @@ pub mod rpc {
         /// One chunk of a snapshot from the leader.
         Snapshot,
         "/raft/snapshot",
-        typ::InstallSnapshotRequest => Result<typ::InstallSnapshotResponse, typ::RaftError<typ::InstallSnapshotError>>
+        typ::InstallSnapshotRequest => Result<typ::InstallSnapshotResponse, typ::RaftError<typ::InstallSnapshotError>>,
+        // Its data is an image of on-disk format 3, which a node of protocol 1 cannot read.
+        version(_request) => 2
     );
+}
+
+/// The protocol version a log entry needs: the newest any of its commands needs.
+fn entry_version(entry: &typ::Entry) -> u16 {
+    match &entry.payload {
+        openraft::EntryPayload::Normal(changes) => changes.iter().map(|c| c.command.protocol()).max().unwrap_or(1),
+        _ => 1,
+    }
 }
 
 /// Why a call to a peer failed.
@@ -63,9 +74,9 @@ pub enum PeerError {
     /// The peer answered with an HTTP error status.
     #[error("peer {addr} refused the call with status {status}")]
     Status { addr: String, status: reqwest::StatusCode },
-    /// The peer does not speak this node's peer protocol version.
-    #[error("peer {addr} does not speak peer protocol version {ours}: {message}")]
-    Protocol { addr: String, ours: u16, message: String },
+    /// The peer does not speak the peer protocol version the request needs.
+    #[error("peer {addr} does not speak peer protocol version {version}: {message}")]
+    Protocol { addr: String, version: u16, message: String },
     #[error("peer {addr} sent an unreadable answer: {source}")]
     Decode { addr: String, source: postcard::Error },
     /// The answer does not prove that the peer holds the cluster secret.
@@ -89,8 +100,6 @@ pub struct PeerClient {
     from: Arc<str>,
     /// `http` or, with peer mutual TLS, `https`.
     scheme: &'static str,
-    /// This node's peer protocol version, sent with every request.
-    protocol: reqwest::header::HeaderValue,
 }
 
 impl PeerClient {
@@ -105,13 +114,7 @@ impl PeerClient {
         }
         let http = builder.build().map_err(|e| format!("cannot build the peer client: {e}"))?;
         let scheme = if tls.is_some() { "https" } else { "http" };
-        Ok(Self {
-            http,
-            key: Arc::new(PeerKey::new(cluster_secret)),
-            from: node_id.to_string().into(),
-            scheme,
-            protocol: reqwest::header::HeaderValue::from(peer::PROTOCOL),
-        })
+        Ok(Self { http, key: Arc::new(PeerKey::new(cluster_secret)), from: node_id.to_string().into(), scheme })
     }
 
     /// The key requests are signed with.
@@ -126,7 +129,7 @@ impl PeerClient {
         request: &R::Request,
         timeout: Duration,
     ) -> Result<R::Answer, PeerError> {
-        self.send::<R>(addr, None, encode(addr, request)?, timeout).await
+        self.send::<R>(addr, None, R::version(request), encode(addr, request)?, timeout).await
     }
 
     /// The same, for a request meant for one incarnation of one node only (a Raft RPC): a node
@@ -135,17 +138,19 @@ impl PeerClient {
         &self,
         to: Addressee,
         addr: &str,
+        version: u16,
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<R::Answer, PeerError> {
-        self.send::<R>(addr, Some(to), body, timeout).await
+        self.send::<R>(addr, Some(to), version, body, timeout).await
     }
 
-    /// Sends an encoded request of RPC `R`, signed, with this node's protocol version.
+    /// Sends an encoded request of RPC `R`, signed, in protocol `version`.
     async fn send<R: Rpc>(
         &self,
         addr: &str,
         to: Option<Addressee>,
+        version: u16,
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<R::Answer, PeerError> {
@@ -156,7 +161,7 @@ impl PeerClient {
             .post(format!("{}://{addr}{path}", self.scheme))
             .header(reqwest::header::AUTHORIZATION, self.key.sign(path, &self.from, to.as_deref(), &body))
             .header(peer::SENDER_HEADER, &*self.from)
-            .header(peer::PROTOCOL_HEADER, self.protocol.clone())
+            .header(peer::PROTOCOL_HEADER, version)
             .header(reqwest::header::CONTENT_TYPE, peer::CONTENT_TYPE);
         if let Some(to) = to {
             post = post.header(peer::ADDRESSEE_HEADER, to);
@@ -178,9 +183,9 @@ impl PeerClient {
             };
             static REFUSED: crate::telemetry::RateLimit = crate::telemetry::RateLimit::new(Duration::from_secs(10));
             if let Some(held_back) = REFUSED.check() {
-                tracing::error!(peer = addr, ours = peer::PROTOCOL, %message, held_back, "a peer refused this node's peer protocol version; upgrade the nodes one version at a time");
+                tracing::error!(peer = addr, rpc = path, version, %message, held_back, "a peer refused a request in a peer protocol version it does not speak; upgrade the nodes one version at a time");
             }
-            return Err(PeerError::Protocol { addr: addr.to_owned(), ours: peer::PROTOCOL, message });
+            return Err(PeerError::Protocol { addr: addr.to_owned(), version, message });
         }
         if !status.is_success() {
             return Err(PeerError::Status { addr: addr.to_owned(), status });
@@ -247,6 +252,7 @@ fn entries_that_fit(entries: &[typ::Entry]) -> u64 {
 impl PeerConnection {
     async fn rpc<R, Resp, E>(
         &self,
+        version: u16,
         body: Vec<u8>,
         option: &RPCOption,
     ) -> Result<Resp, RPCError<NodeId, PeerNode, typ::RaftError<E>>>
@@ -255,18 +261,19 @@ impl PeerConnection {
         E: std::error::Error + DeserializeOwned,
     {
         let to = Addressee { node_id: self.target, incarnation: self.node.incarnation };
-        let answer = self.client.call_to::<R>(to, &self.node.addr, body, option.hard_ttl()).await.map_err(|err| {
-            match &err {
-                // A node that is down, or is not the incarnation the membership admitted, is
-                // retried after openraft's backoff; its answer never counts.
-                PeerError::Unreachable { .. }
-                | PeerError::Status {
-                    status: reqwest::StatusCode::SERVICE_UNAVAILABLE | reqwest::StatusCode::CONFLICT,
-                    ..
-                } => RPCError::Unreachable(Unreachable::new(&err)),
-                _ => RPCError::Network(NetworkError::new(&err)),
-            }
-        })?;
+        let answer =
+            self.client.call_to::<R>(to, &self.node.addr, version, body, option.hard_ttl()).await.map_err(|err| {
+                match &err {
+                    // A node that is down, or is not the incarnation the membership admitted, is
+                    // retried after openraft's backoff; its answer never counts.
+                    PeerError::Unreachable { .. }
+                    | PeerError::Status {
+                        status: reqwest::StatusCode::SERVICE_UNAVAILABLE | reqwest::StatusCode::CONFLICT,
+                        ..
+                    } => RPCError::Unreachable(Unreachable::new(&err)),
+                    _ => RPCError::Network(NetworkError::new(&err)),
+                }
+            })?;
         answer.map_err(|remote| RPCError::RemoteError(RemoteError::new(self.target, remote)))
     }
 }
@@ -291,7 +298,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
             let hint = entries_that_fit(&request.entries);
             return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(hint)));
         }
-        self.rpc::<rpc::Append, _, _>(body, &option).await
+        self.rpc::<rpc::Append, _, _>(rpc::Append::version(&request), body, &option).await
     }
 
     async fn install_snapshot(
@@ -300,7 +307,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         option: RPCOption,
     ) -> Result<typ::InstallSnapshotResponse, RPCError<NodeId, PeerNode, typ::RaftError<typ::InstallSnapshotError>>>
     {
-        self.rpc::<rpc::Snapshot, _, _>(encode_rpc(&request)?, &option).await
+        self.rpc::<rpc::Snapshot, _, _>(rpc::Snapshot::version(&request), encode_rpc(&request)?, &option).await
     }
 
     async fn vote(
@@ -308,6 +315,6 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         request: typ::VoteRequest,
         option: RPCOption,
     ) -> Result<typ::VoteResponse, RPCError<NodeId, PeerNode, typ::RaftError>> {
-        self.rpc::<rpc::Vote, _, _>(encode_rpc(&request)?, &option).await
+        self.rpc::<rpc::Vote, _, _>(rpc::Vote::version(&request), encode_rpc(&request)?, &option).await
     }
 }

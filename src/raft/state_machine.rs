@@ -52,6 +52,7 @@ use crate::registry::AuditRecord;
 use crate::registry::ContractKey;
 use crate::registry::Outcome;
 use crate::registry::Policy;
+use crate::registry::PolicyV1;
 use crate::registry::Registration;
 use crate::registry::RegistrationId;
 use crate::registry::RegistryState;
@@ -85,30 +86,30 @@ struct BaseHead {
     chunks: u32,
 }
 
-/// A piece of an image.
+/// A piece of an image. Generic over the policy's encoding, which changed in format 3.
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct ImageChunk {
+struct ImageChunk<P = Policy> {
     registrations: Vec<Registration>,
-    policies: Vec<(ContractKey, Policy)>,
+    policies: Vec<(ContractKey, P)>,
     audit: Vec<AuditRecord>,
     answers: Vec<Answer>,
     tokens: Vec<(String, TokenEntry)>,
 }
 
-/// The effects of one applied batch.
+/// The effects of one applied batch. Generic over the policy's encoding, as [`ImageChunk`].
 #[derive(Debug, Serialize, Deserialize)]
-struct JournalRecord {
+struct JournalRecord<P = Policy> {
     last_applied: Option<typ::LogId>,
     membership: Option<typ::StoredMembership>,
     audit_next_seq: u64,
     registrations: Vec<(RegistrationId, Option<Registration>)>,
-    policies: Vec<(ContractKey, Option<Policy>)>,
+    policies: Vec<(ContractKey, Option<P>)>,
     audit: Vec<(u64, Option<AuditRecord>)>,
     answers: Vec<((u64, u64), Option<Answer>)>,
     tokens: Vec<(String, Option<TokenEntry>)>,
 }
 
-/// The records of format 1, before the token table (see `format`).
+/// The records of format 1, before the token table (see `format`); read as format 2's.
 mod v1 {
     use serde::Deserialize;
 
@@ -117,12 +118,12 @@ mod v1 {
     #[derive(Deserialize)]
     pub(super) struct ImageChunk {
         registrations: Vec<Registration>,
-        policies: Vec<(ContractKey, Policy)>,
+        policies: Vec<(ContractKey, PolicyV1)>,
         audit: Vec<AuditRecord>,
         answers: Vec<Answer>,
     }
 
-    impl From<ImageChunk> for super::ImageChunk {
+    impl From<ImageChunk> for super::ImageChunk<PolicyV1> {
         fn from(old: ImageChunk) -> Self {
             let ImageChunk { registrations, policies, audit, answers } = old;
             Self { registrations, policies, audit, answers, tokens: Vec::new() }
@@ -135,12 +136,12 @@ mod v1 {
         membership: Option<typ::StoredMembership>,
         audit_next_seq: u64,
         registrations: Vec<(RegistrationId, Option<Registration>)>,
-        policies: Vec<(ContractKey, Option<Policy>)>,
+        policies: Vec<(ContractKey, Option<PolicyV1>)>,
         audit: Vec<(u64, Option<AuditRecord>)>,
         answers: Vec<((u64, u64), Option<Answer>)>,
     }
 
-    impl From<JournalRecord> for super::JournalRecord {
+    impl From<JournalRecord> for super::JournalRecord<PolicyV1> {
         fn from(old: JournalRecord) -> Self {
             let JournalRecord { last_applied, membership, audit_next_seq, registrations, policies, audit, answers } =
                 old;
@@ -160,16 +161,68 @@ mod v1 {
     #[derive(Deserialize)]
     pub(super) struct StateImage {
         registrations: Vec<Registration>,
-        policies: Vec<(ContractKey, Policy)>,
+        policies: Vec<(ContractKey, PolicyV1)>,
         audit: Vec<AuditRecord>,
         audit_next_seq: u64,
         answers: Vec<Answer>,
     }
 
-    impl From<StateImage> for super::StateImage {
+    impl From<StateImage> for v2::StateImage {
         fn from(old: StateImage) -> Self {
             let StateImage { registrations, policies, audit, audit_next_seq, answers } = old;
             Self { registrations, policies, audit, audit_next_seq, answers, tokens: Vec::new() }
+        }
+    }
+}
+
+/// The records of format 2, before the policy's `rewrite_to` (see `format`).
+mod v2 {
+    use serde::Deserialize;
+
+    use super::*;
+
+    fn upgrade<P: Into<Policy>>(policies: Vec<(ContractKey, P)>) -> Vec<(ContractKey, Policy)> {
+        policies.into_iter().map(|(key, policy)| (key, policy.into())).collect()
+    }
+
+    impl From<ImageChunk<PolicyV1>> for ImageChunk {
+        fn from(old: ImageChunk<PolicyV1>) -> Self {
+            let ImageChunk { registrations, policies, audit, answers, tokens } = old;
+            Self { registrations, policies: upgrade(policies), audit, answers, tokens }
+        }
+    }
+
+    impl From<JournalRecord<PolicyV1>> for JournalRecord {
+        fn from(old: JournalRecord<PolicyV1>) -> Self {
+            let JournalRecord {
+                last_applied,
+                membership,
+                audit_next_seq,
+                registrations,
+                policies,
+                audit,
+                answers,
+                tokens,
+            } = old;
+            let policies = policies.into_iter().map(|(key, policy)| (key, policy.map(Policy::from))).collect();
+            Self { last_applied, membership, audit_next_seq, registrations, policies, audit, answers, tokens }
+        }
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct StateImage {
+        pub(super) registrations: Vec<Registration>,
+        pub(super) policies: Vec<(ContractKey, PolicyV1)>,
+        pub(super) audit: Vec<AuditRecord>,
+        pub(super) audit_next_seq: u64,
+        pub(super) answers: Vec<Answer>,
+        pub(super) tokens: Vec<(String, TokenEntry)>,
+    }
+
+    impl From<StateImage> for super::StateImage {
+        fn from(old: StateImage) -> Self {
+            let StateImage { registrations, policies, audit, audit_next_seq, answers, tokens } = old;
+            Self { registrations, policies: upgrade(policies), audit, audit_next_seq, answers, tokens }
         }
     }
 }
@@ -253,13 +306,14 @@ impl SmStore {
         format::decode(bytes, format_args!("{} tree {tree} key {key:02x?}", self.place)).map_err(read_error)
     }
 
-    /// The same, for a record whose type changed in format 2.
-    fn decode_upgrading<Old, T>(&self, tree: &str, key: &[u8], bytes: &[u8]) -> Result<T, typ::StorageError>
+    /// The same, for a record whose type changed in formats 2 and 3.
+    fn decode_upgrading<V1, V2, T>(&self, tree: &str, key: &[u8], bytes: &[u8]) -> Result<T, typ::StorageError>
     where
-        Old: DeserializeOwned + Into<T>,
+        V1: DeserializeOwned + Into<V2>,
+        V2: DeserializeOwned + Into<T>,
         T: DeserializeOwned,
     {
-        format::decode_upgrading::<Old, T>(bytes, format_args!("{} tree {tree} key {key:02x?}", self.place))
+        format::decode_upgrading::<V1, V2, T>(bytes, format_args!("{} tree {tree} key {key:02x?}", self.place))
             .map_err(read_error)
     }
 
@@ -292,7 +346,8 @@ impl SmStore {
                     })
                 })?;
                 base_bytes += bytes.len() as u64;
-                let chunk: ImageChunk = self.decode_upgrading::<v1::ImageChunk, _>(name, &key, &bytes)?;
+                let chunk: ImageChunk =
+                    self.decode_upgrading::<v1::ImageChunk, ImageChunk<PolicyV1>, _>(name, &key, &bytes)?;
                 registrations.extend(chunk.registrations.into_iter().map(|r| (r.id, r)));
                 policies.extend(chunk.policies);
                 audit.extend(chunk.audit.into_iter().map(|r| (r.seq, r)));
@@ -306,7 +361,8 @@ impl SmStore {
         for item in self.journal.range(after.to_be_bytes()..) {
             let (key, bytes) = item.map_err(read_error)?;
             journal_bytes += bytes.len() as u64;
-            let record: JournalRecord = self.decode_upgrading::<v1::JournalRecord, _>(JOURNAL_TREE, &key, &bytes)?;
+            let record: JournalRecord =
+                self.decode_upgrading::<v1::JournalRecord, JournalRecord<PolicyV1>, _>(JOURNAL_TREE, &key, &bytes)?;
             last_applied = record.last_applied;
             audit_next_seq = record.audit_next_seq;
             if let Some(changed) = record.membership {
@@ -644,9 +700,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), typ::StorageError> {
         let data = snapshot.into_inner();
-        let image: StateImage =
-            format::decode_upgrading::<v1::StateImage, _>(&data, format_args!("snapshot {}", meta.snapshot_id))
-                .map_err(write_error)?;
+        let image: StateImage = format::decode_upgrading::<v1::StateImage, v2::StateImage, _>(
+            &data,
+            format_args!("snapshot {}", meta.snapshot_id),
+        )
+        .map_err(write_error)?;
         drop(data);
         let state = RegistryState::from_image(image);
         let (last_applied, membership) = (meta.last_log_id, meta.last_membership.clone());

@@ -312,7 +312,7 @@ fn a_format_0_directory_is_migrated_in_place() {
 }
 
 #[test]
-fn a_format_1_directory_opens_and_is_marked_format_2() {
+fn a_format_1_directory_opens_and_is_marked_format_3() {
     let dir = fixture("data-v1");
     let data = dir.path().join("node1");
     let view = AppliedView::default();
@@ -320,7 +320,7 @@ fn a_format_1_directory_opens_and_is_marked_format_2() {
     assert_eq!(storage.identity.node_id, 1);
     let before = view.load().state.to_image();
     assert!(!before.registrations.is_empty(), "the fixture's registrations are there");
-    // New records (format 2) go next to the old ones; everything reads back after a reopen.
+    // New records (format 3) go next to the old ones; everything reads back after a reopen.
     let Storage { log_store: _log, state_machine: mut machine, .. } = storage;
     runtime().block_on(machine.apply(vec![token_entry(1_000, Command::CreateToken(token_def("new")))])).unwrap();
     drop((machine, _log));
@@ -332,19 +332,38 @@ fn a_format_1_directory_opens_and_is_marked_format_2() {
     drop(storage);
     let disk = unlocked(|| Disk::open(&data, 1 << 20)).unwrap();
     let format = disk.log.open_tree(log_store::META_TREE).unwrap().get(FORMAT).unwrap().unwrap();
-    assert_eq!(format.as_ref(), [2], "the directory is marked with the format it now holds");
+    assert_eq!(format.as_ref(), [3], "the directory is marked with the format it now holds");
+}
+
+/// Opens a fixture of format 2 or 3 and checks what it holds: its registrations, its tokens and
+/// its contract's policy; returns the directory's format after the open.
+fn opens_the_fixture(name: &str, rewrite_to: bool) -> u8 {
+    let dir = fixture(name);
+    let data = dir.path().join("node1");
+    let view = AppliedView::default();
+    let storage = open(&data, view.clone());
+    assert_eq!(storage.identity.node_id, 1);
+    let state = &view.load().state;
+    assert_eq!(state.len(), 23, "the fixture's registrations are there");
+    assert!(state.tokens().get("fixture-reader").and_then(|t| t.def()).is_some(), "and its token");
+    assert!(matches!(state.tokens().get("fixture-revoked"), Some(crate::registry::TokenEntry::Revoked { .. })));
+    let key = crate::registry::ContractKey::new("http://fixture.example/", "ICalc");
+    let expected =
+        crate::registry::Policy { kind: crate::registry::PolicyKind::Weighted, rewrite_to, ..Default::default() };
+    assert_eq!(state.policy(&key), Some(&expected), "and its policy");
+    drop(storage);
+    let disk = unlocked(|| Disk::open(&data, 1 << 20)).unwrap();
+    disk.log.open_tree(log_store::META_TREE).unwrap().get(FORMAT).unwrap().unwrap()[0]
 }
 
 #[test]
-fn a_format_2_directory_opens() {
-    let dir = fixture("data-v2");
-    let view = AppliedView::default();
-    let storage = open(&dir.path().join("node1"), view.clone());
-    assert_eq!(storage.identity.node_id, 1);
-    let state = &view.load().state;
-    assert!(!state.is_empty(), "the fixture's registrations are there");
-    assert!(state.tokens().get("fixture-reader").and_then(|t| t.def()).is_some(), "and its token");
-    assert!(matches!(state.tokens().get("fixture-revoked"), Some(crate::registry::TokenEntry::Revoked { .. })));
+fn a_format_2_directory_opens_with_its_policy_rewriting_to_and_is_marked_format_3() {
+    assert_eq!(opens_the_fixture("data-v2", true), 3);
+}
+
+#[test]
+fn a_format_3_directory_opens_with_its_policy_keeping_to() {
+    assert_eq!(opens_the_fixture("data-v3", false), 3);
 }
 
 /// The Raft RPCs' messages (openraft's types, in this node's type configuration) keep their
@@ -401,4 +420,35 @@ fn raft_rpc_messages_keep_their_encoding() {
         .map(|(i, (now, pinned))| format!("message {i}\n  pinned: {pinned}\n  now:    {now}"))
         .collect();
     assert!(changed.is_empty(), "Raft RPC encodings changed:\n{}", changed.join("\n"));
+}
+
+/// A Raft request goes in the oldest peer protocol version that carries it: a node of the
+/// release before reads every entry but a policy with `rewrite_to` off, and refuses that one (and
+/// any snapshot, whose image is of format 3) at the door instead of misreading it.
+#[test]
+fn a_raft_request_is_sent_in_the_oldest_protocol_version_that_carries_it() {
+    use switchboard_proto::peer::Rpc;
+
+    use crate::raft::network::rpc;
+    use crate::registry::ContractKey;
+    use crate::registry::Policy;
+
+    let key = ContractKey::new("urn:x", "C");
+    let plain = token_entry(1, Command::set_policy(key.clone(), Policy { idempotent: true, ..Policy::default() }));
+    let kept = token_entry(2, Command::set_policy(key, Policy { rewrite_to: false, ..Policy::default() }));
+    let blank = Entry { log_id: log_id(1, 1, 3), payload: EntryPayload::Blank };
+    let vote = typ::Vote::new_committed(1, 1);
+    let append = |entries| typ::AppendEntriesRequest { vote, prev_log_id: None, entries, leader_commit: None };
+    assert_eq!(rpc::Append::version(&append(Vec::new())), 1, "a heartbeat");
+    assert_eq!(rpc::Append::version(&append(vec![plain.clone(), blank.clone()])), 1);
+    assert_eq!(rpc::Append::version(&append(vec![plain, kept, blank])), 2);
+    assert_eq!(rpc::Vote::version(&typ::VoteRequest { vote, last_log_id: None }), 1);
+    let snapshot = typ::InstallSnapshotRequest {
+        vote,
+        meta: typ::SnapshotMeta::default(),
+        offset: 0,
+        data: Vec::new(),
+        done: true,
+    };
+    assert_eq!(rpc::Snapshot::version(&snapshot), 2);
 }

@@ -150,16 +150,25 @@ impl RegistryState {
                 Outcome::TokenRevoked(name.clone())
             }
             Command::SetPolicy(key, policy) => {
-                if *policy == Policy::default() {
-                    self.policies.remove(key);
-                } else {
-                    self.policies.insert(key.clone(), policy.clone());
-                }
+                self.set_policy(key, policy.clone());
                 self.record(audit(AuditAction::PolicySet, None, key.to_string()));
-                self.touched.policies.insert(key.clone());
+                Outcome::PolicySet
+            }
+            Command::SetPolicyV1(key, policy) => {
+                self.set_policy(key, policy.clone().into());
+                self.record(audit(AuditAction::PolicySet, None, key.to_string()));
                 Outcome::PolicySet
             }
         }
+    }
+
+    fn set_policy(&mut self, key: &ContractKey, policy: Policy) {
+        if policy == Policy::default() {
+            self.policies.remove(key);
+        } else {
+            self.policies.insert(key.clone(), policy);
+        }
+        self.touched.policies.insert(key.clone());
     }
 
     pub(super) fn put_token(&mut self, name: String, entry: TokenEntry) {

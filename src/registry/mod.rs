@@ -61,6 +61,7 @@ pub use switchboard_proto::registry::PATH_KEY;
 pub use switchboard_proto::registry::Policy;
 pub use switchboard_proto::registry::PolicyKind;
 pub use switchboard_proto::registry::PolicyRequest;
+pub use switchboard_proto::registry::PolicyV1;
 pub use switchboard_proto::registry::REGISTRATION_OVERHEAD;
 pub use switchboard_proto::registry::REWRITE_TO_KEY;
 pub use switchboard_proto::registry::Registration;

@@ -123,11 +123,36 @@ fn expire_only_removes_matching_epochs() {
 fn policies_set_and_reset() {
     let mut state = RegistryState::default();
     let key = ContractKey::new("urn:x", "C");
-    let sticky = Policy { kind: PolicyKind::ConsistentHash, hash_header: Some("x-user".into()), idempotent: true };
+    let sticky = Policy {
+        kind: PolicyKind::ConsistentHash,
+        hash_header: Some("x-user".into()),
+        idempotent: true,
+        rewrite_to: true,
+    };
     assert_eq!(state.apply(1, &change(Command::SetPolicy(key.clone(), sticky.clone()))), Outcome::PolicySet);
     assert_eq!(state.policy(&key), Some(&sticky));
     state.apply(2, &change(Command::SetPolicy(key.clone(), Policy::default())));
     assert_eq!(state.policy(&key), None, "setting the default forgets the entry");
+}
+
+#[test]
+fn a_policy_is_written_in_the_oldest_encoding_that_carries_it_and_both_encodings_apply_alike() {
+    let key = ContractKey::new("urn:x", "C");
+    let plain = Policy { idempotent: true, ..Policy::default() };
+    let kept = Policy { rewrite_to: false, ..Policy::default() };
+    let command = Command::set_policy(key.clone(), plain.clone());
+    assert!(matches!(&command, Command::SetPolicyV1(_, v1) if Policy::from(v1.clone()) == plain), "{command:?}");
+    assert_eq!(command.protocol(), 1);
+    let command = Command::set_policy(key.clone(), kept.clone());
+    assert_eq!(command, Command::SetPolicy(key.clone(), kept.clone()));
+    assert_eq!(command.protocol(), 2);
+    for policy in [plain, kept] {
+        let (mut old, mut new) = (RegistryState::default(), RegistryState::default());
+        assert_eq!(old.apply(1, &change(Command::set_policy(key.clone(), policy.clone()))), Outcome::PolicySet);
+        assert_eq!(new.apply(1, &change(Command::SetPolicy(key.clone(), policy.clone()))), Outcome::PolicySet);
+        assert_eq!(old.policy(&key), Some(&policy));
+        assert_eq!(old.to_image(), new.to_image());
+    }
 }
 
 #[test]
@@ -334,23 +359,25 @@ mod totality {
                 metadata: BTreeMap::new(),
             },
         );
-        let policy =
-            (0u8..4, proptest::option::of("[a-zA-Z ]{0,4}"), any::<bool>()).prop_map(|(kind, header, idempotent)| {
+        let policy = (0u8..4, proptest::option::of("[a-zA-Z ]{0,4}"), any::<bool>(), any::<bool>()).prop_map(
+            |(kind, header, idempotent, rewrite_to)| {
                 let kind = [
                     PolicyKind::RoundRobin,
                     PolicyKind::Weighted,
                     PolicyKind::LeastOutstanding,
                     PolicyKind::ConsistentHash,
                 ][kind as usize];
-                Policy { kind, hash_header: header, idempotent }
-            });
+                Policy { kind, hash_header: header, idempotent, rewrite_to }
+            },
+        );
         prop_oneof![
             spec.prop_map(Command::Register),
             id.clone().prop_map(Command::Unregister),
             id.clone().prop_map(Command::Drain),
             proptest::collection::vec((id, 0u64..40).prop_map(|(id, epoch)| Lease { id, epoch }), 0..4)
                 .prop_map(Command::Expire),
-            ("[a-z:/]{0,8}", policy).prop_map(|(key, policy)| Command::SetPolicy(ContractKey::from_text(&key), policy)),
+            ("[a-z:/]{0,8}", policy)
+                .prop_map(|(key, policy)| Command::set_policy(ContractKey::from_text(&key), policy)),
         ]
     }
 
@@ -638,7 +665,12 @@ fn pages_of_registrations_and_policies_resume_after_their_cursor() {
     assert_eq!(state.iter_after(Some(&ids[0])).map(|r| r.id).collect::<Vec<_>>(), ids[1..]);
     assert_eq!(state.iter_after(Some(&ids[2])).count(), 0);
 
-    let sticky = Policy { kind: PolicyKind::ConsistentHash, hash_header: Some("x-user".into()), idempotent: false };
+    let sticky = Policy {
+        kind: PolicyKind::ConsistentHash,
+        hash_header: Some("x-user".into()),
+        idempotent: false,
+        rewrite_to: false,
+    };
     let keys = [ContractKey::new("urn:x", "A"), ContractKey::new("urn:x", "B")];
     for (index, key) in keys.iter().enumerate() {
         state.apply(10 + index as u64, &change(Command::SetPolicy(key.clone(), sticky.clone())));

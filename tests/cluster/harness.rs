@@ -319,6 +319,23 @@ impl TestCluster {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// Sets a contract's policy through node `via` and waits until every running node applied
+    /// exactly the policy it answered.
+    pub async fn set_policy(&self, via: u64, body: Value) -> Value {
+        let response = self.http.put(format!("{}/v1/policies", self.api(via))).json(&body).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{body}");
+        let set: Value = response.json().await.unwrap();
+        for node in self.running() {
+            eventually("the policy on every node", Duration::from_secs(10), || async {
+                let list = self.get_json(&format!("{}/v1/policies", self.api(node))).await?;
+                let found = list["policies"].as_array()?.iter().find(|p| p["contract"] == set["contract"])?;
+                (*found == set).then_some(())
+            })
+            .await;
+        }
+        set
+    }
+
     /// A membership change as the operator makes it in dev mode: with the cluster secret.
     pub async fn as_operator(&self, method: &str, via: u64, path: &str, body: Option<&Value>) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();

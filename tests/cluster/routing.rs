@@ -51,26 +51,6 @@ async fn backend_of(cluster: &TestCluster, via: u64, contract: &str, extra: &[(&
     body["backend"].as_str().unwrap().to_owned()
 }
 
-async fn set_policy(cluster: &TestCluster, body: Value) {
-    let via = cluster.running()[0];
-    let response = cluster.http.put(format!("{}/v1/policies", cluster.api(via))).json(&body).send().await.unwrap();
-    assert_eq!(response.status(), 200, "{:?}", response.text().await);
-    // Wait until every node applied it.
-    let contract = format!(
-        "{}/{}",
-        body["contract_namespace"].as_str().unwrap().trim_end_matches('/'),
-        body["contract_name"].as_str().unwrap()
-    );
-    for node in cluster.running() {
-        eventually("the policy on every node", Duration::from_secs(10), || async {
-            let list = cluster.get_json(&format!("{}/v1/policies", cluster.api(node))).await?;
-            let found = list["policies"].as_array()?.iter().find(|p| p["contract"] == contract.as_str())?;
-            (found["policy"] == body["policy"]).then_some(())
-        })
-        .await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn soap_and_plain_http_reach_their_contract_through_a_follower() {
     let cluster = TestCluster::start(3);
@@ -409,7 +389,11 @@ async fn round_robin_weights_and_stickiness() {
         assert_eq!(cluster.post_json(via, "/v1/registrations", &body).await.0, 201);
     }
     cluster.register_all(via, "urn:w", "IWeighted", &[]).await;
-    set_policy(&cluster, json!({ "contract_namespace": "urn:w", "contract_name": "IWeighted", "policy": "weighted" }))
+    cluster
+        .set_policy(
+            cluster.running()[0],
+            json!({ "contract_namespace": "urn:w", "contract_name": "IWeighted", "policy": "weighted" }),
+        )
         .await;
     eventually("both weighted endpoints routable", Duration::from_secs(10), || async {
         let list = cluster.get_json(&format!("{}/v1/registrations?contract_namespace=urn:w", cluster.api(via))).await?;
@@ -423,7 +407,7 @@ async fn round_robin_weights_and_stickiness() {
     assert_eq!(counts, BTreeMap::from([("a".to_owned(), 30), ("b".to_owned(), 10)]));
 
     // Sticky: the same user always lands on the same endpoint, users spread out.
-    set_policy(&cluster, json!({ "contract_namespace": "urn:rr", "contract_name": "IRound", "policy": "consistent_hash", "hash_header": "X-User" })).await;
+    cluster.set_policy(cluster.running()[0], json!({ "contract_namespace": "urn:rr", "contract_name": "IRound", "policy": "consistent_hash", "hash_header": "X-User" })).await;
     let mut homes = BTreeMap::new();
     for user in 0..12 {
         let user = format!("user-{user}");
@@ -646,7 +630,7 @@ async fn every_error_is_typed_and_soap_gets_faults() {
     // An idempotent contract retries a request that reached a failing endpoint.
     let good = Backend::start("good").await;
     cluster.register_all(via, "urn:err", "IRetry", &[resetting_endpoint().await, good.url()]).await;
-    set_policy(&cluster, json!({ "contract_namespace": "urn:err", "contract_name": "IRetry", "policy": "round_robin", "idempotent": true })).await;
+    cluster.set_policy(cluster.running()[0], json!({ "contract_namespace": "urn:err", "contract_name": "IRetry", "policy": "round_robin", "idempotent": true })).await;
     for _ in 0..4 {
         let (status, _, body) =
             send(&cluster, via, "POST", "/", &[("x-switchboard-contract", "urn:err/IRetry")], "x").await;
@@ -734,7 +718,7 @@ fn wcf_envelope(to: &str, extra_header: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn soap_goes_to_the_registered_address_with_its_to_rewritten_and_plain_http_to_the_prefix() {
+async fn soap_goes_to_the_address_with_its_to_rewritten_unless_signed_or_turned_off_and_plain_http_to_the_prefix() {
     let cluster = TestCluster::start(3);
     let via = follower(&cluster).await;
     let svc = Backend::start("svc").await;
@@ -906,4 +890,35 @@ async fn soap_goes_to_the_registered_address_with_its_to_rewritten_and_plain_htt
     assert!(answer.get("x-switchboard-to").is_none(), "plain HTTP has no To");
     let (status, _, echoed) = send(&cluster, via, "GET", "/calc/status", &[], "").await;
     assert_eq!((status, echoed["uri"].as_str()), (200, Some("/Services/Calc.svc/calc/status")), "{echoed}");
+
+    // The contract's policy turns the rewrite off, set through another node: every node then
+    // forwards the To as the client wrote it, to the address all the same.
+    let other = *cluster.running().iter().find(|&&id| id != via).unwrap();
+    let set = cluster
+        .set_policy(
+            other,
+            json!({ "contract_namespace": CALC_NS, "contract_name": "ICalculator", "policy": "round_robin", "rewrite_to": false }),
+        )
+        .await;
+    assert_eq!(set["rewrite_to"], false, "{set}");
+    for node in cluster.running() {
+        let (status, answer, echoed) = send(
+            &cluster,
+            node,
+            "POST",
+            "/Services/CalculatorService.svc",
+            &[("content-type", "application/soap+xml"), ("x-switchboard-explain", "1")],
+            wsa_to.clone(),
+        )
+        .await;
+        assert_eq!(
+            (status, echoed["uri"].as_str(), echoed["body"].as_str()),
+            (200, Some("/Services/Calc.svc"), Some(wsa_to.as_str())),
+            "node {node}"
+        );
+        assert_eq!(answer["x-switchboard-to"], "kept: the contract's policy sets rewrite_to false", "node {node}");
+    }
+    let bad = json!({ "contract_namespace": CALC_NS, "contract_name": "ICalculator", "policy": "round_robin", "rewrite_to": "no" });
+    let response = cluster.http.put(format!("{}/v1/policies", cluster.api(via))).json(&bad).send().await.unwrap();
+    assert_eq!(response.status(), 400, "a rewrite_to that is not a boolean is refused");
 }

@@ -119,6 +119,13 @@ async fn the_leader_killed_while_a_wiped_node_receives_a_snapshot_loses_nothing(
     let leader = cluster.wait_stable().await;
     let victim = *cluster.running().iter().find(|&&id| id != leader).unwrap();
     // About 2.4 MB of state: some 75 chunks.
+    // A policy only format 3 and peer protocol 2 can carry, set first: the snapshot holds it.
+    let policy = cluster
+        .set_policy(
+            leader,
+            json!({ "contract_namespace": "urn:snap", "contract_name": "C", "policy": "weighted", "rewrite_to": false }),
+        )
+        .await;
     let mut acked: BTreeSet<String> =
         register_many(&cluster, leader, "urn:snap", 50, 600, 4).await.into_iter().collect();
     eventually("the leader to purge its log", Duration::from_secs(20), || async {
@@ -152,6 +159,8 @@ async fn the_leader_killed_while_a_wiped_node_receives_a_snapshot_loses_nothing(
     everyone_holds(&cluster, &acked).await;
     cluster.wait_readmitted_voter(victim, lost.as_deref()).await;
     assert!(cluster.log(victim).contains("snapshot installed"), "the wiped node caught up through a snapshot");
+    let policies = cluster.get_json(&format!("{}/v1/policies", cluster.api(victim))).await.unwrap();
+    assert_eq!(policies["policies"], json!([policy]), "the wiped node holds the policy, rewrite_to included");
 }
 
 /// The last index in a stopped node's Raft log on disk (the log tree's keys are big-endian

@@ -97,7 +97,9 @@ const FIXTURE_READER: &str = "fixture-reader-token-0123456789";
 /// Starts node 1 on a copy of a committed fixture directory, with the fixtures' tokens file, and
 /// checks it serves the fixture's content (see `tests/fixtures/*/README.md`). Returns the running
 /// node and the directory that holds its data.
-async fn serves_the_fixture(name: &str) -> (TestCluster, tempfile::TempDir) {
+/// Serves a fixture directory on one node and checks its registrations and policy (whose
+/// `rewrite_to` is `rewrite_to`) through the API.
+async fn serves_the_fixture(name: &str, rewrite_to: bool) -> (TestCluster, tempfile::TempDir) {
     let scratch = TestCluster::scratch();
     let data = scratch.path().join("node1");
     copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name).join("node1"), &data);
@@ -118,6 +120,7 @@ async fn serves_the_fixture(name: &str) -> (TestCluster, tempfile::TempDir) {
     cluster.wait_addresses(1, &expected).await;
     let policies = cluster.get_json(&format!("{}/v1/policies", cluster.api(1))).await.unwrap();
     assert_eq!(policies["policies"][0]["policy"], "weighted", "{policies}");
+    assert_eq!(policies["policies"][0]["rewrite_to"], rewrite_to, "{policies}");
     let (status, _) = cluster.register(1, "http://10.9.2.1/", "urn:after", "C").await;
     assert_eq!(status, 201, "the node takes writes");
     (cluster, scratch)
@@ -125,23 +128,23 @@ async fn serves_the_fixture(name: &str) -> (TestCluster, tempfile::TempDir) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_directory_of_format_0_is_migrated_and_served() {
-    let (cluster, _data) = serves_the_fixture("data-v0").await;
+    let (cluster, _data) = serves_the_fixture("data-v0", true).await;
     assert!(cluster.log(1).contains("migrated from format 0"), "the migration is logged");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_directory_of_format_1_is_served() {
-    let (cluster, _data) = serves_the_fixture("data-v1").await;
+    let (cluster, _data) = serves_the_fixture("data-v1", true).await;
     let log = cluster.log(1);
     assert!(!log.contains("migrated"));
-    assert!(log.contains("data directory format upgraded in place"), "the directory is marked format 2");
+    assert!(log.contains("data directory format upgraded in place"), "the directory is marked format 3");
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_directory_of_format_2_is_served_with_its_tokens() {
-    let (cluster, _data) = serves_the_fixture("data-v2").await;
+async fn a_directory_of_format_2_is_served_with_its_tokens_and_policy_and_marked_format_3() {
+    let (cluster, _data) = serves_the_fixture("data-v2", true).await;
     let log = cluster.log(1);
-    assert!(!log.contains("migrated") && !log.contains("upgraded"));
+    assert!(!log.contains("migrated") && log.contains("data directory format upgraded in place"));
     // The runtime tokens the directory holds: one active, one revoked.
     let list = cluster.get_json(&format!("{}/v1/tokens", cluster.api(1))).await.expect("the token list");
     let state = |name: &str| {
@@ -167,14 +170,21 @@ async fn a_directory_of_format_2_is_served_with_its_tokens() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_directory_of_format_3_is_served_with_its_policy_keeping_to() {
+    let (cluster, _data) = serves_the_fixture("data-v3", false).await;
+    let log = cluster.log(1);
+    assert!(!log.contains("migrated") && !log.contains("upgraded"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_unknown_format_stops_the_node_with_one_line() {
     let scratch = TestCluster::scratch();
     let data = scratch.path().join("node1");
     copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data-v1/node1"), &data);
-    // A build from the future wrote this directory: its format record says 3.
+    // A build from the future wrote this directory: its format record says 4.
     {
         let db = sled::open(data.join("raft")).unwrap();
-        db.open_tree("raft.meta").unwrap().insert("format", vec![3u8]).unwrap();
+        db.open_tree("raft.meta").unwrap().insert("format", vec![4u8]).unwrap();
         db.flush().unwrap();
     }
     let status = Command::new(env!("CARGO_BIN_EXE_switchboard"))
@@ -187,5 +197,5 @@ async fn an_unknown_format_stops_the_node_with_one_line() {
     let stderr = String::from_utf8_lossy(&status.stderr);
     assert!(!status.status.success());
     let last = stderr.lines().last().unwrap_or_default();
-    assert!(last.contains("format version 3") && last.contains("raft"), "{stderr}");
+    assert!(last.contains("format version 4") && last.contains("raft"), "{stderr}");
 }

@@ -24,9 +24,16 @@ use crate::registry::Lease;
 use crate::registry::Origin;
 use crate::registry::Outcome;
 
-/// The peer protocol version this build speaks. Version 1 added the version header and
-/// `ClusterError::PathConflict` (answered to a version-0 peer as `InvalidRequest`).
-pub const PROTOCOL: u16 = 1;
+/// The newest peer protocol version this build speaks.
+/// - Version 1 added the version header and `ClusterError::PathConflict` (answered to a
+///   version-0 peer as `InvalidRequest`).
+/// - Version 2 added `Command::SetPolicy` (a policy with `rewrite_to`) and snapshots of on-disk
+///   format 3.
+///
+/// A request is sent in the oldest version whose encoding carries it ([`Rpc::version`]), so a
+/// node of the release before reads everything but what only the new version can say, and
+/// refuses that with `409 unsupported_protocol` instead of misreading it.
+pub const PROTOCOL: u16 = 2;
 /// The oldest version it still accepts (0: requests without a version header).
 pub const OLDEST_PROTOCOL: u16 = 0;
 /// Header carrying the sender's protocol version (requests) or the answering node's (answers).
@@ -59,6 +66,11 @@ pub trait Rpc {
     const PATH: &'static str;
     type Request: Serialize + DeserializeOwned + Send + Sync + 'static;
     type Answer: Serialize + DeserializeOwned + Send + 'static;
+
+    /// The protocol version `request` is sent in: the oldest whose encoding carries it.
+    fn version(_request: &Self::Request) -> u16 {
+        1
+    }
 }
 
 /// A challenge a node must sign to prove it holds the cluster secret.
@@ -205,10 +217,12 @@ pub enum MembershipRequest {
 }
 
 /// Declares the marker type of an RPC and its row of the table: `rpc!(Name, "/path", Request =>
-/// Answer)`. The server declares its Raft RPCs with it too.
+/// Answer)`, or `rpc!(Name, "/path", Request => Answer, version(request) => expr)` for an RPC
+/// whose requests need a newer version than 1 to carry some of what they can hold. The server
+/// declares its Raft RPCs with it too.
 #[macro_export]
 macro_rules! rpc {
-    ($(#[$doc:meta])* $name:ident, $path:literal, $request:ty => $answer:ty) => {
+    ($(#[$doc:meta])* $name:ident, $path:literal, $request:ty => $answer:ty $(, version($req:ident) => $version:expr)?) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy)]
         pub enum $name {}
@@ -217,6 +231,11 @@ macro_rules! rpc {
             const PATH: &'static str = $path;
             type Request = $request;
             type Answer = $answer;
+            $(
+                fn version($req: &Self::Request) -> u16 {
+                    $version
+                }
+            )?
         }
     };
 }
@@ -227,7 +246,7 @@ rpc!(
 );
 rpc!(
     /// A write forwarded to the leader.
-    Write, "/cluster/write", Proposal => Result<Outcome, ClusterError>
+    Write, "/cluster/write", Proposal => Result<Outcome, ClusterError>, version(proposal) => proposal.command.protocol()
 );
 rpc!(
     /// The leader's commit index, confirmed by a quorum (for linearizable reads on followers).

@@ -86,9 +86,14 @@ fn commands() -> Vec<Command> {
         Command::Unregister(id),
         Command::Drain(id),
         Command::Expire(vec![Lease { id, epoch: 9 }]),
-        Command::SetPolicy(
+        Command::set_policy(
             ContractKey::new("urn:calc", "ICalc"),
-            Policy { kind: PolicyKind::ConsistentHash, hash_header: Some("x-user".into()), idempotent: true },
+            Policy {
+                kind: PolicyKind::ConsistentHash,
+                hash_header: Some("x-user".into()),
+                idempotent: true,
+                rewrite_to: true,
+            },
         ),
         Command::CreateToken(TokenDef {
             name: "ops".into(),
@@ -97,6 +102,7 @@ fn commands() -> Vec<Command> {
             max_registrations: Some(3),
         }),
         Command::RevokeToken("ops".into()),
+        Command::set_policy(ContractKey::new("urn:calc", "ICalc"), Policy { rewrite_to: false, ..Policy::default() }),
     ]
 }
 
@@ -114,9 +120,14 @@ fn log_entries() {
         "040e75726e3a63616c632f4943616c63030106782d7573657201".to_owned(),
         format!("05036f7073{}010561646d696e0103", "07".repeat(32)),
         "06036f7073".to_owned(),
+        // Peer protocol 2: a policy with rewrite_to off needs the new variant.
+        "070e75726e3a63616c632f4943616c6300000000".to_owned(),
     ];
+    assert_eq!(commands().len(), expected.len());
     for (command, expected) in commands().iter().zip(&expected) {
         golden.pinned(command, expected);
+        let protocol = if expected.starts_with("07") { 2 } else { 1 };
+        assert_eq!(command.protocol(), protocol, "{command:?}");
     }
     let change = Change { at_ms: 1_700_000_000_000, origin: origin(), command: Command::RevokeToken("ops".into()) };
     golden.pinned(&change, "80d095ffbc310201036f7073010a014d06036f7073");

@@ -49,12 +49,16 @@ pub enum Command {
     Drain(RegistrationId),
     /// Remove leased registrations whose lease ran out, if their epoch still matches.
     Expire(Vec<Lease>),
-    /// Set the routing policy of a contract.
-    SetPolicy(ContractKey, Policy),
+    /// Set the routing policy of a contract, in the encoding of peer protocol 1: written for a
+    /// policy that uses only [`PolicyV1`]'s fields, so that a node of the release before reads it
+    /// (see [`Command::set_policy`]).
+    SetPolicyV1(ContractKey, PolicyV1),
     /// Create an API token (refused if the name was ever used).
     CreateToken(TokenDef),
     /// Revoke an API token by name, one created through the API or one of the tokens file.
     RevokeToken(String),
+    /// Set the routing policy of a contract, every option included (peer protocol 2).
+    SetPolicy(ContractKey, Policy),
 }
 
 impl Command {
@@ -68,12 +72,28 @@ impl Command {
                     + spec.metadata.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>()
             }
             Self::Expire(leases) => 16 + 24 * leases.len(),
-            Self::SetPolicy(key, policy) => {
-                32 + key.as_str().len() + policy.hash_header.as_ref().map_or(0, String::len)
+            Self::SetPolicyV1(key, PolicyV1 { hash_header, .. }) | Self::SetPolicy(key, Policy { hash_header, .. }) => {
+                32 + key.as_str().len() + hash_header.as_ref().map_or(0, String::len)
             }
             Self::Unregister(_) | Self::Drain(_) => 24,
             Self::CreateToken(def) => 64 + def.name.len() + def.scopes.iter().map(|s| s.len() + 2).sum::<usize>(),
             Self::RevokeToken(name) => 16 + name.len(),
+        }
+    }
+
+    /// The command that sets `key`'s policy to `policy`, in the oldest encoding that carries it.
+    pub fn set_policy(key: ContractKey, policy: Policy) -> Self {
+        match PolicyV1::try_from(policy) {
+            Ok(v1) => Self::SetPolicyV1(key, v1),
+            Err(policy) => Self::SetPolicy(key, policy),
+        }
+    }
+
+    /// The oldest peer protocol version whose encoding carries the command.
+    pub fn protocol(&self) -> u16 {
+        match self {
+            Self::SetPolicy(..) => 2,
+            _ => 1,
         }
     }
 
@@ -84,6 +104,7 @@ impl Command {
         match self {
             Self::Register(spec) => spec.check(),
             Self::SetPolicy(key, policy) => key.check().and_then(|()| policy.check()),
+            Self::SetPolicyV1(key, policy) => key.check().and_then(|()| Policy::from(policy.clone()).check()),
             Self::Unregister(_) | Self::Drain(_) => Ok(()),
             Self::Expire(_) => Err(InvalidRegistration::Policy("lease expiry is never forwarded".into())),
             Self::CreateToken(def) => def.check().map_err(InvalidRegistration::Token),
@@ -233,7 +254,7 @@ pub enum PolicyKind {
 }
 
 /// The routing policy of one contract.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
     #[serde(rename = "policy")]
     pub kind: PolicyKind,
@@ -241,6 +262,47 @@ pub struct Policy {
     pub hash_header: Option<String>,
     /// Whether a request that reached an endpoint may be retried on another.
     pub idempotent: bool,
+    /// Whether a SOAP message's WS-Addressing `To` is set to the address of the endpoint it is
+    /// sent to (the default); false forwards it as the client wrote it.
+    #[serde(default = "yes")]
+    pub rewrite_to: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self { kind: PolicyKind::default(), hash_header: None, idempotent: false, rewrite_to: true }
+    }
+}
+
+/// A policy as peer protocol 1 and on-disk formats 1 and 2 encode it: the options before
+/// `rewrite_to`, which is true.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PolicyV1 {
+    pub kind: PolicyKind,
+    pub hash_header: Option<String>,
+    pub idempotent: bool,
+}
+
+impl From<PolicyV1> for Policy {
+    fn from(PolicyV1 { kind, hash_header, idempotent }: PolicyV1) -> Self {
+        Self { kind, hash_header, idempotent, rewrite_to: true }
+    }
+}
+
+impl TryFrom<Policy> for PolicyV1 {
+    type Error = Policy;
+
+    /// The same policy in the older encoding, if it has no option that encoding lacks.
+    fn try_from(policy: Policy) -> Result<Self, Policy> {
+        match policy {
+            Policy { kind, hash_header, idempotent, rewrite_to: true } => Ok(Self { kind, hash_header, idempotent }),
+            policy => Err(policy),
+        }
+    }
 }
 
 /// What applying one command did; returned to the client that proposed it.

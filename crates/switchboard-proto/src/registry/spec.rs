@@ -292,6 +292,9 @@ pub struct PolicyRequest {
     pub hash_header: Option<String>,
     #[serde(default)]
     pub idempotent: bool,
+    /// Whether a SOAP message's WS-Addressing `To` is set to the endpoint's address; default true.
+    #[serde(default)]
+    pub rewrite_to: Option<bool>,
 }
 
 impl PolicyRequest {
@@ -303,6 +306,7 @@ impl PolicyRequest {
             kind: self.policy,
             hash_header: self.hash_header.map(|name| name.to_ascii_lowercase()),
             idempotent: self.idempotent,
+            rewrite_to: self.rewrite_to.unwrap_or(true),
         };
         policy.check()?;
         Ok((ContractKey::new(&self.contract_namespace, &self.contract_name), policy))
