@@ -453,3 +453,58 @@ fn looped(headers: &http::HeaderMap) -> bool {
         .flat_map(|v| v.split(','))
         .any(|hop| hop.trim() == VIA)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::registry::EndpointState;
+    use crate::soap::envelope::To;
+
+    fn endpoint(address: &str, metadata: &[(&str, &str)]) -> Registration {
+        let metadata: BTreeMap<String, String> = metadata.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Registration {
+            id: RegistrationId::of(address, "urn:x", "C"),
+            address: address.into(),
+            contract_name: "C".into(),
+            contract_namespace: "urn:x".into(),
+            ttl_ms: None,
+            weight: 1,
+            metadata: (&metadata).into(),
+            state: EndpointState::Active,
+            epoch: 1,
+            registered_at_ms: 0,
+            owner: None,
+        }
+    }
+
+    #[test]
+    fn the_to_is_rewritten_unless_absent_signed_or_turned_off_by_the_policy_or_the_endpoint() {
+        let envelope = |to: bool, signed: bool| Envelope {
+            action: None,
+            operation: None,
+            to: to.then_some(To { range: 10..20 }),
+            addressing: None,
+            signed,
+        };
+        let on = Policy::default();
+        let off = Policy { rewrite_to: false, ..Policy::default() };
+        let plain = endpoint("http://e1/a?b=<c>&d", &[]);
+        let keeps = endpoint("http://e2/", &[(REWRITE_TO_KEY, "false")]);
+        let splice = ToHeader::of(Some(&envelope(true, false)), &on).splice_for(&plain).unwrap();
+        assert_eq!((splice.range, &splice.with[..]), (10..20, &b"http://e1/a?b=&lt;c&gt;&amp;d"[..]), "escaped");
+        let kept = |envelope: Option<&Envelope>, policy: &Policy, endpoint: &Registration| {
+            ToHeader::of(envelope, policy).splice_for(endpoint).unwrap_err()
+        };
+        assert_eq!(kept(None, &on, &plain), "absent");
+        assert_eq!(kept(Some(&envelope(false, false)), &on, &plain), "absent");
+        assert_eq!(kept(Some(&envelope(true, true)), &on, &plain), "kept: the header is signed");
+        assert_eq!(kept(Some(&envelope(true, true)), &off, &plain), "kept: the header is signed");
+        assert_eq!(
+            kept(Some(&envelope(true, false)), &off, &plain),
+            "kept: the contract's policy sets rewrite_to false"
+        );
+        assert_eq!(kept(Some(&envelope(true, false)), &on, &keeps), "kept: the endpoint's soap.rewrite_to is false");
+    }
+}
