@@ -230,6 +230,40 @@ fn an_installed_snapshot_replaces_the_whole_state_and_survives_reopen() {
     assert_eq!(reopened.load().index, 5);
 }
 
+/// A leader of the release before sends snapshots of format 2 (peer protocol 1, which this
+/// build still accepts): the image installs, its policies read with `rewrite_to` on.
+#[test]
+fn a_snapshot_of_format_2_installs_with_its_policies_rewriting_to() {
+    use crate::registry::ContractKey;
+    use crate::registry::Policy;
+    use crate::registry::PolicyKind;
+    use crate::registry::PolicyV1;
+    use crate::registry::StateImage;
+
+    let (source_dir, target_dir) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let view = AppliedView::default();
+    let mut source = open(source_dir.path(), AppliedView::default()).state_machine;
+    let mut target = open(target_dir.path(), view.clone()).state_machine;
+    let key = ContractKey::new("urn:x", "C");
+    let weighted = PolicyV1 { kind: PolicyKind::Weighted, ..PolicyV1::default() };
+    runtime().block_on(async {
+        source.apply(vec![register_entry(1, "http://a/")]).await.unwrap();
+        source.apply(vec![token_entry(2, Command::SetPolicyV1(key.clone(), weighted.clone()))]).await.unwrap();
+        let snapshot = source.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        // The same image as the release before encoded it: format 2, policies without rewrite_to.
+        let image: StateImage = format::decode(snapshot.snapshot.get_ref(), "snapshot").unwrap();
+        let policies: Vec<(ContractKey, PolicyV1)> =
+            image.policies.into_iter().map(|(key, policy)| (key, PolicyV1::try_from(policy).unwrap())).collect();
+        let fields = (image.registrations, policies, image.audit, image.audit_next_seq, image.answers, image.tokens);
+        let v2 = postcard::to_extend(&fields, vec![2u8]).unwrap();
+        target.install_snapshot(&snapshot.meta, Box::new(Cursor::new(v2))).await.unwrap();
+    });
+    let state = &view.load().state;
+    assert_eq!(state.iter().map(|r| r.address.to_string()).collect::<Vec<_>>(), ["http://a/"]);
+    assert_eq!(state.policy(&key), Some(&Policy::from(weighted)));
+    assert!(state.policy(&key).unwrap().rewrite_to);
+}
+
 #[test]
 fn a_directory_keeps_its_node_and_refuses_another() {
     let dir = TempDir::new().unwrap();
