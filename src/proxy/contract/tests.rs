@@ -939,6 +939,9 @@ fn a_signed_header_is_marked_so_its_to_is_kept() {
     assert!(scan_whole(&first).signed);
     let lookalike = SOAP11_WSA2005.replace("<a:MessageID>", r#"<x:Signature xmlns:x="urn:x"/><a:MessageID>"#);
     assert!(!scan_whole(&lookalike).signed);
+    let with_text =
+        SOAP11_WSA2005.replace("<a:MessageID>", r#"<x:Signature xmlns:x="urn:x">v</x:Signature><a:MessageID>"#);
+    assert!(!scan_whole(&with_text).signed, "an element with content is judged alike");
     assert!(!scan_whole(SOAP11_WSA2005).signed);
 }
 
