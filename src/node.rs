@@ -42,6 +42,8 @@ pub async fn open(config: &NodeConfig) -> anyhow::Result<Cluster> {
     let identity = storage.identity;
     config.tokens.attach(Arc::new(view.clone()));
     let mut state_machine = storage.state_machine;
+    let retention = config.raft.retention();
+    state_machine.set_retention(retention.clone());
     if let Some(path) = &config.audit_log {
         state_machine.set_audit_sink(audit_log(path).await?);
     }
@@ -69,6 +71,7 @@ pub async fn open(config: &NodeConfig) -> anyhow::Result<Cluster> {
         listeners: config.address_policy.own().to_vec(),
         policy: config.address_policy.clone(),
         max_stale_routing: config.max_stale_routing,
+        retention,
     };
     Ok(Cluster::new(cluster_config, raft, view, peers, identity))
 }

@@ -1,6 +1,6 @@
 //! The node's background duties, started together and stopped together by one signal:
 //! election gating, joining, probing the leader, promoting learners, gossiping and expiring
-//! leases.
+//! leases, and purging the log behind snapshots.
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -50,8 +50,25 @@ impl Cluster {
             tokio::spawn(until(stop.clone(), self.clone().promote_caught_up_learners())),
             tokio::spawn(until(stop.clone(), self.clone().gossip_leases())),
             tokio::spawn(until(stop.clone(), self.clone().reap_leases())),
+            tokio::spawn(until(stop.clone(), self.clone().retain_log())),
         ];
         Duties { stop, tasks }
+    }
+
+    /// Every node: purge the log behind its snapshots as `LogRetention` allows, once a second.
+    pub(super) async fn retain_log(self) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let metrics = self.metrics();
+            let (snapshot, purged) = (metrics.snapshot.map(|id| id.index), metrics.purged.map(|id| id.index));
+            let Some(upto) = self.inner.config.retention.purge_upto(Instant::now(), snapshot, purged) else { continue };
+            tracing::debug!(upto, ?snapshot, ?purged, "purging the log");
+            if self.inner.raft.trigger().purge_log(upto).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Follower duty: learn how far the leader's log is, for readiness. Runs until shutdown.

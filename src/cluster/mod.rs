@@ -88,6 +88,8 @@ pub struct ClusterConfig {
     /// The data plane reports not ready once its view is older than this (`--max-stale-routing`;
     /// none: it routes from its last view however long no leader confirms it).
     pub max_stale_routing: Option<Duration>,
+    /// Which log entries the node purges behind its snapshots.
+    pub retention: crate::raft::LogRetention,
 }
 
 /// How large the registry may grow. The leader refuses a registration that would go beyond,

@@ -16,6 +16,7 @@ mod identity;
 mod log_store;
 mod migrate;
 mod network;
+mod retention;
 mod state_machine;
 
 use std::io::Cursor;
@@ -34,6 +35,7 @@ pub use self::network::PeerClient;
 pub use self::network::PeerError;
 pub use self::network::PeerNetwork;
 pub use self::network::rpc;
+pub use self::retention::LogRetention;
 pub use self::state_machine::StateMachine;
 use crate::registry::Change;
 use crate::registry::Outcome;
@@ -114,6 +116,17 @@ impl Default for RaftTuning {
 }
 
 impl RaftTuning {
+    /// Purge in batches (sled frees space better), but never wait for more entries than a
+    /// snapshot interval holds.
+    fn purge_batch(&self) -> u64 {
+        (self.snapshot_every / 4).clamp(1, 256)
+    }
+
+    /// The log retention rule of this tuning.
+    pub fn retention(&self) -> LogRetention {
+        LogRetention::new(self.keep_behind_snapshot, self.purge_batch())
+    }
+
     pub fn to_config(&self, cluster_name: &str) -> Result<Arc<openraft::Config>, openraft::ConfigError> {
         let millis = |d: Duration| d.as_millis() as u64;
         let config = openraft::Config {
@@ -127,10 +140,10 @@ impl RaftTuning {
             snapshot_max_chunk_size: self.snapshot_chunk_bytes as u64,
             install_snapshot_timeout: 10_000,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
-            max_in_snapshot_log_to_keep: self.keep_behind_snapshot,
-            // Purge in batches (sled frees space better), but never wait for more entries than a
-            // snapshot interval holds.
-            purge_batch_size: (self.snapshot_every / 4).clamp(1, 256),
+            // The node purges its log itself (`LogRetention`, run by a cluster duty): openraft's
+            // own purge would remove the entries after a snapshot that a follower is being sent.
+            max_in_snapshot_log_to_keep: u64::MAX,
+            purge_batch_size: self.purge_batch(),
             max_payload_entries: 512,
             enable_elect: false,
             ..Default::default()

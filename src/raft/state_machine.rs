@@ -242,6 +242,8 @@ pub struct StateMachine {
     compacting: Arc<std::sync::atomic::AtomicBool>,
     /// Where new audit records also go (`--audit-log`), if anywhere.
     audit_sink: Option<tokio::sync::mpsc::Sender<AuditRecord>>,
+    /// Told of every snapshot handed out to be sent, so the log after it is kept.
+    retention: Option<crate::raft::LogRetention>,
 }
 
 /// The sled side of the state machine. Cheap to clone.
@@ -519,6 +521,7 @@ impl StateMachine {
             base_bytes,
             compacting: Arc::default(),
             audit_sink: None,
+            retention: None,
         };
         machine.publish();
         Ok(machine)
@@ -532,6 +535,11 @@ impl StateMachine {
     /// Sends every audit record applied from now on to `sink` as well.
     pub fn set_audit_sink(&mut self, sink: tokio::sync::mpsc::Sender<AuditRecord>) {
         self.audit_sink = Some(sink);
+    }
+
+    /// Tells `retention` of every snapshot handed out to be sent.
+    pub fn set_retention(&mut self, retention: crate::raft::LogRetention) {
+        self.retention = Some(retention);
     }
 
     /// Passes the audit records numbered `from..` to the sink. It never blocks applying: when the
@@ -724,9 +732,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
+    /// The state as it is now. openraft asks for it to send it to a follower (and once at
+    /// start): the log after it is kept for the follower (see `LogRetention`).
     async fn get_current_snapshot(&mut self) -> Result<Option<typ::Snapshot>, typ::StorageError> {
-        if self.last_applied.is_none() {
-            return Ok(None);
+        let Some(last_applied) = self.last_applied else { return Ok(None) };
+        if let Some(retention) = &self.retention {
+            retention.sending(last_applied.index, std::time::Instant::now());
         }
         Self::snapshot_of(&self.state, self.last_applied, &self.membership).map(Some)
     }

@@ -259,3 +259,72 @@ async fn failover_and_catch_up_with_a_large_state() {
     assert!(cluster.log(victim).contains("snapshot installed"), "the wiped node caught up through a snapshot");
     cluster.wait_stable().await;
 }
+
+/// A wiped follower catches up through one snapshot while writes go on faster than a snapshot
+/// travels. The leader keeps the log after a snapshot it hands out; before, it purged those
+/// entries while the snapshot was on its way (keeping 4 behind a snapshot every 20 here), and the
+/// follower, once it had installed it, needed another one, and another, without end.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wiped_follower_catches_up_through_one_snapshot_while_writes_outpace_it() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::Ordering;
+
+    let options = Options { args: vec!["--snapshot-every".into(), "20".into()], ..Options::default() };
+    let mut cluster = TestCluster::start_with(3, options);
+    let leader = cluster.wait_stable().await;
+    // About 10 MB of state, so that a snapshot takes a while to send and install.
+    let mut expected = register_heavy(&cluster, 700, 15).await;
+    let victim = *cluster.running().iter().find(|&&id| id != leader).unwrap();
+    cluster.kill(victim);
+    cluster.wipe(victim);
+
+    // Four writers through the leader, each at most 3,000 writes and 90 s, until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|client| {
+            let (http, api, stop) = (cluster.http.clone(), cluster.api(leader), stop.clone());
+            tokio::spawn(async move {
+                let began = Instant::now();
+                let mut acked = Vec::new();
+                for i in 0..3_000 {
+                    if stop.load(Ordering::Relaxed) || began.elapsed() > Duration::from_secs(90) {
+                        break;
+                    }
+                    let address = format!("http://10.{}.{}.{}/", 60 + client, i / 250, i % 250);
+                    let body = json!({ "address": address, "contract_namespace": "urn:load", "contract_name": "C" });
+                    let response = http.post(format!("{api}/v1/registrations")).json(&body).send().await;
+                    if response.is_ok_and(|r| r.status().is_success()) {
+                        acked.push(address);
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    cluster.start_node(victim);
+    // Writes go on while the wiped node receives its snapshot and after it installed one.
+    eventually("the wiped node to install a snapshot", Duration::from_secs(60), || async {
+        cluster.log(victim).contains("snapshot installed").then_some(())
+    })
+    .await;
+    let log_index = || async { cluster.cluster_view(leader).await.and_then(|v| v["last_log_index"].as_u64()) };
+    let at_install = eventually("the leader's log index", Duration::from_secs(10), log_index).await;
+    // Far more entries than the 4 kept behind a snapshot are written after the install.
+    eventually("100 more entries written after the install", Duration::from_secs(60), || async {
+        (log_index().await? >= at_install + 100).then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let mut during = 0;
+    for writer in writers {
+        let acked = writer.await.unwrap();
+        during += acked.len();
+        expected.extend(acked);
+    }
+    expected.sort();
+    cluster.wait_addresses(victim, &expected).await;
+    let installs = cluster.log(victim).matches("snapshot installed").count();
+    assert!(during > 100, "writes went on during the catch-up: {during}");
+    assert_eq!(installs, 1, "the wiped node installed {installs} snapshots to catch up; one should do");
+}
