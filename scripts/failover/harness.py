@@ -1082,7 +1082,7 @@ SCENARIOS = {
         lease_probes_failed=Bound(40, NO_QUORUM_PROBES, outage=5),
         lease_probes_ok=PROBES_OK),
     "kill-leader-large-state": scenario(
-        kill_leader_large_state, "leader killed with 20 MB of registrations, then a follower wiped and caught up",
+        kill_leader_large_state, "leader killed with 20 MB of registrations (100 MB in full mode), then a follower wiped and caught up",
         {"killed": 2},
         routed_extra=" (the leader, then the wiped follower)",
         write_unavailability_ms=writes_after_election(" (the wiped follower catches up from the leader without "
