@@ -128,3 +128,46 @@ fn the_check_reads_uses_and_paths_but_not_comments_or_tests() {
                 #[cfg(test)]\nmod tests {\n    use crate::api;\n}\n";
     assert_eq!(used(&without_tests_and_comments(text)), ["proxy", "soap"]);
 }
+
+/// Names that mean input, output, a clock, randomness or Raft: none may appear in the registry's
+/// shipped code.
+const IMPURE: [&str; 13] = [
+    "std::time",
+    "Instant",
+    "SystemTime",
+    "std::fs",
+    "std::net",
+    "std::io",
+    "std::env",
+    "std::thread",
+    "std::process",
+    "tokio",
+    "sled",
+    "openraft",
+    "rand",
+];
+
+/// The first impure name a piece of code holds, as a word of its own (so `operand` is no `rand`).
+fn impure(code: &str) -> Option<&'static str> {
+    IMPURE.into_iter().find(|name| {
+        code.match_indices(name).any(|(at, _)| {
+            let before = code[..at].chars().next_back();
+            let after = code[at + name.len()..].chars().next();
+            let word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+            !word(before) && !word(after)
+        })
+    })
+}
+
+#[test]
+fn the_registry_does_no_io_reads_no_clock_and_knows_nothing_of_raft() {
+    assert_eq!(impure("let t = std::time::Instant::now();"), Some("std::time"));
+    assert_eq!(impure("use openraft::Entry;"), Some("openraft"));
+    assert_eq!(impure("let operand = brand_new(tokio_like);"), None);
+    let files = files_of("registry");
+    assert!(files.len() > 3, "the registry's files are found: {files:?}");
+    for file in files {
+        let found = impure(&shipped(&file));
+        assert_eq!(found, None, "{} names {found:?}", file.display());
+    }
+}
