@@ -370,7 +370,7 @@ mod tests {
             } else {
                 let error: switchboard_proto::api::ErrorBody = serde_json::from_slice(&body).unwrap();
                 assert_eq!((status, error.code.as_str()), (StatusCode::CONFLICT, peer::UNSUPPORTED_PROTOCOL));
-                assert!(error.message.contains("speaks peer protocol versions 0 to 2"), "{}", error.message);
+                assert!(error.message.contains("speaks peer protocol versions 0 to 3"), "{}", error.message);
             }
         }
     }

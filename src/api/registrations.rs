@@ -143,7 +143,7 @@ async fn register(
     if let Some(path) = spec.metadata.get(crate::registry::PATH_KEY) {
         require(caller.can_bind(path), &caller, format_args!("bind path {path}"))?;
     }
-    match state.cluster.write(Command::Register(spec), &caller.actor()).await? {
+    match state.cluster.write(Command::register(spec), &caller.actor()).await? {
         Outcome::Registered { registration, created } => {
             let status = if created { StatusCode::CREATED } else { StatusCode::OK };
             Ok((status, Json(registration)).into_response())

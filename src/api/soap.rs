@@ -179,9 +179,10 @@ async fn serve(state: &ApiState, caller: &Caller, headers: &HeaderMap, body: &[u
                 ttl_ms: None,
                 weight: None,
                 metadata: Default::default(),
+                check: None,
             };
             let spec = RegistrationSpec::new(request).map_err(|err| client_fault(err.code(), err.to_string()))?;
-            Command::Register(spec)
+            Command::register(spec)
         }
         Operation::Unregister => {
             let info = info.validate().map_err(|err| client_fault(err.code(), err.to_string()))?;

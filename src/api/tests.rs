@@ -397,7 +397,7 @@ mod properties {
         #[test]
         fn validation_never_panics(address in ".{0,80}", name in ".{0,40}", namespace in ".{0,40}", weight in any::<Option<u32>>(), ttl in any::<Option<u64>>()) {
             let request = crate::registry::RegistrationRequest {
-                address, contract_name: name, contract_namespace: namespace, ttl_ms: ttl, weight, metadata: Default::default(),
+                address, contract_name: name, contract_namespace: namespace, ttl_ms: ttl, weight, metadata: Default::default(), check: None,
             };
             if let Ok(spec) = crate::registry::RegistrationSpec::new(request) {
                 let again = crate::registry::RegistrationSpec::new(crate::registry::RegistrationRequest {
@@ -407,6 +407,7 @@ mod properties {
                     ttl_ms: spec.ttl_ms,
                     weight: Some(spec.weight),
                     metadata: spec.metadata.clone(),
+                    check: None,
                 }).expect("an accepted registration is accepted again");
                 prop_assert_eq!(again.id, spec.id, "normalization is idempotent");
             }

@@ -123,6 +123,7 @@ pub async fn run(args: SampleArgs) -> anyhow::Result<()> {
         ttl_ms: Some(args.ttl_ms),
         weight: None,
         metadata: [("instance".to_owned(), instance.clone())].into(),
+        check: None,
     };
     let registrations = vec![
         lease(format!("{base}/soap"), SOAP_NAMESPACE, SOAP_CONTRACT),

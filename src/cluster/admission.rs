@@ -36,7 +36,8 @@ impl Cluster {
         if stage == Stage::Forwarded {
             command.check_forwarded().map_err(|err| ClusterError::InvalidRequest(err.to_string()))?;
         }
-        let Command::Register(spec) = command else { return Ok(()) };
+        let Some(spec) = command.registration() else { return Ok(()) };
+        let spec = &*spec;
         let policy = &self.inner.config.policy;
         match stage {
             Stage::Entry => policy

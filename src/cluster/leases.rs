@@ -186,6 +186,7 @@ mod tests {
                 ttl_ms: *ttl,
                 weight: None,
                 metadata: BTreeMap::new(),
+                check: None,
             })
             .unwrap();
             let change = Change { at_ms: 0, origin: Origin::default(), command: Command::Register(spec) };
@@ -247,6 +248,7 @@ mod tests {
             ttl_ms: Some(1_000),
             weight: None,
             metadata: BTreeMap::new(),
+            check: None,
         })
         .unwrap();
         registry.apply(7, &Change { at_ms: 0, origin: Origin::default(), command: Command::Register(spec) });

@@ -283,7 +283,7 @@ mod tests {
             headers.insert("x-user", hashed.parse().unwrap());
             for kind in [PolicyKind::RoundRobin, PolicyKind::Weighted, PolicyKind::LeastOutstanding, PolicyKind::ConsistentHash] {
                 let hash_header = (kind == PolicyKind::ConsistentHash).then(|| "x-user".to_owned());
-                let policy = Policy { kind, hash_header, idempotent: false, rewrite_to: true };
+                let policy = Policy { kind, hash_header, idempotent: false, rewrite_to: true, ..Policy::default() };
                 for first in firsts(&policy, &endpoints, &headers, 5) {
                     proptest::prop_assert!(first < endpoints.len());
                 }
@@ -310,6 +310,7 @@ mod tests {
             hash_header: Some("x-user".into()),
             idempotent: false,
             rewrite_to: true,
+            ..Policy::default()
         };
         let pick = |endpoints: &[Arc<Registration>], user: &str| {
             let mut headers = HeaderMap::new();
@@ -394,6 +395,7 @@ mod tests {
             hash_header: Some("x-user".into()),
             idempotent: false,
             rewrite_to: true,
+            ..Policy::default()
         };
         let weighted = Policy { kind: PolicyKind::Weighted, ..Policy::default() };
         // Tickets u64::MAX - 1, u64::MAX, then 0 and 1 again: 2^64 - 1 is a multiple of 3.
@@ -463,7 +465,13 @@ mod tests {
         for kind in
             [PolicyKind::RoundRobin, PolicyKind::Weighted, PolicyKind::LeastOutstanding, PolicyKind::ConsistentHash]
         {
-            let policy = Policy { kind, hash_header: Some("x-user".into()), idempotent: false, rewrite_to: true };
+            let policy = Policy {
+                kind,
+                hash_header: Some("x-user".into()),
+                idempotent: false,
+                rewrite_to: true,
+                ..Policy::default()
+            };
             let mut order = plan(&policy, &key, &[], &HeaderMap::new(), &cursors, &outliers).order(&[], &outliers);
             assert_eq!(order.next(), None);
             assert!(!order.all_ejected());

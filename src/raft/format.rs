@@ -18,6 +18,10 @@
 //!   older version. Log entries keep their encoding: the command that carries the new field is a
 //!   new variant (`Command::SetPolicy`), and a policy without it is still written as
 //!   `Command::SetPolicyV1`. A directory of format 1 or 2 opens as it is and is marked format 3.
+//! - 4: active health checks. The state machine's records gain the checks and committed verdicts
+//!   of registrations, and a policy gains its default check and panic threshold. As in format 3,
+//!   log entries keep their encoding (new commands are new variants, written only when their new
+//!   options are used), and any older directory opens as it is and is marked format 4.
 
 use std::fmt;
 
@@ -25,7 +29,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The format version this build writes.
-pub const CURRENT: u8 = 3;
+pub const CURRENT: u8 = 4;
 
 /// The oldest version this build reads.
 pub const OLDEST: u8 = 1;
@@ -54,18 +58,21 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], place: impl fmt::Display) -> Re
     postcard::from_bytes(rest).map_err(|err| FormatError::Corrupt { place: place.to_string(), cause: err.to_string() })
 }
 
-/// Decodes a record of a type that changed in versions 2 and 3: a version-1 record is read as
-/// `V1` and a version-2 record as `V2`, and each is converted up to `T`, one version at a time.
-pub fn decode_upgrading<V1, V2, T>(bytes: &[u8], place: impl fmt::Display) -> Result<T, FormatError>
+/// Decodes a record of a type that changed in versions 2, 3 and 4: a version-1 record is read
+/// as `V1`, a version-2 record as `V2` and a version-3 one as `V3`, and each is converted up to
+/// `T`, one version at a time.
+pub fn decode_upgrading<V1, V2, V3, T>(bytes: &[u8], place: impl fmt::Display) -> Result<T, FormatError>
 where
     V1: DeserializeOwned + Into<V2>,
-    V2: DeserializeOwned + Into<T>,
+    V2: DeserializeOwned + Into<V3>,
+    V3: DeserializeOwned + Into<T>,
     T: DeserializeOwned,
 {
     let corrupt = |err: postcard::Error| FormatError::Corrupt { place: place.to_string(), cause: err.to_string() };
     match split(bytes, &place)? {
-        (1, rest) => postcard::from_bytes::<V1>(rest).map(|v1| v1.into().into()).map_err(corrupt),
-        (2, rest) => postcard::from_bytes::<V2>(rest).map(Into::into).map_err(corrupt),
+        (1, rest) => postcard::from_bytes::<V1>(rest).map(|v1| v1.into().into().into()).map_err(corrupt),
+        (2, rest) => postcard::from_bytes::<V2>(rest).map(|v2| v2.into().into()).map_err(corrupt),
+        (3, rest) => postcard::from_bytes::<V3>(rest).map(Into::into).map_err(corrupt),
         (_, rest) => postcard::from_bytes(rest).map_err(corrupt),
     }
 }
@@ -84,13 +91,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_record_of_a_changed_type_is_upgraded_from_versions_1_and_2() {
+    fn a_record_of_a_changed_type_is_upgraded_from_versions_1_2_and_3() {
         #[derive(serde::Serialize, serde::Deserialize)]
         struct V1(u64);
         #[derive(serde::Serialize, serde::Deserialize)]
         struct V2(u64, Vec<String>);
         #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
         struct V3(u64, Vec<String>, bool);
+        #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+        struct V4(u64, Vec<String>, bool, u8);
+        impl From<V3> for V4 {
+            fn from(old: V3) -> Self {
+                Self(old.0, old.1, old.2, 4)
+            }
+        }
         impl From<V1> for V2 {
             fn from(old: V1) -> Self {
                 Self(old.0, Vec::new())
@@ -103,15 +117,17 @@ mod tests {
         }
         let versioned = |version: u8, body: Vec<u8>| [vec![version], body].concat();
         let v1 = versioned(1, postcard::to_stdvec(&V1(7)).unwrap());
-        assert_eq!(decode_upgrading::<V1, V2, V3>(&v1, "x").unwrap(), V3(7, Vec::new(), true));
+        assert_eq!(decode_upgrading::<V1, V2, V3, V4>(&v1, "x").unwrap(), V4(7, Vec::new(), true, 4));
         let v2 = versioned(2, postcard::to_stdvec(&V2(8, vec!["a".into()])).unwrap());
-        assert_eq!(decode_upgrading::<V1, V2, V3>(&v2, "x").unwrap(), V3(8, vec!["a".into()], true));
-        let v3 = encode(&V3(9, vec!["b".into()], false)).unwrap();
-        assert_eq!(decode_upgrading::<V1, V2, V3>(&v3, "x").unwrap(), V3(9, vec!["b".into()], false));
-        let v4 = versioned(4, postcard::to_stdvec(&V3(9, Vec::new(), false)).unwrap());
+        assert_eq!(decode_upgrading::<V1, V2, V3, V4>(&v2, "x").unwrap(), V4(8, vec!["a".into()], true, 4));
+        let v3 = versioned(3, postcard::to_stdvec(&V3(9, vec!["b".into()], false)).unwrap());
+        assert_eq!(decode_upgrading::<V1, V2, V3, V4>(&v3, "x").unwrap(), V4(9, vec!["b".into()], false, 4));
+        let v4 = encode(&V4(10, Vec::new(), false, 7)).unwrap();
+        assert_eq!(decode_upgrading::<V1, V2, V3, V4>(&v4, "x").unwrap(), V4(10, Vec::new(), false, 7));
+        let v5 = versioned(5, postcard::to_stdvec(&V4(9, Vec::new(), false, 0)).unwrap());
         assert_eq!(
-            decode_upgrading::<V1, V2, V3>(&v4, "x").unwrap_err(),
-            FormatError::UnknownVersion { place: "x".into(), version: 4 }
+            decode_upgrading::<V1, V2, V3, V4>(&v5, "x").unwrap_err(),
+            FormatError::UnknownVersion { place: "x".into(), version: 5 }
         );
     }
 

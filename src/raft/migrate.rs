@@ -148,6 +148,7 @@ fn convert_image(image: V0Image) -> StateImage {
             .map(|a| Answer { request: a.request, at_ms: a.at_ms, outcome: Remembered::Outcome(a.outcome) })
             .collect(),
         tokens: Vec::new(),
+        health: Vec::new(),
     }
 }
 

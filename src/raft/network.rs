@@ -49,8 +49,8 @@ pub mod rpc {
         Snapshot,
         "/raft/snapshot",
         typ::InstallSnapshotRequest => Result<typ::InstallSnapshotResponse, typ::RaftError<typ::InstallSnapshotError>>,
-        // Its data is an image of on-disk format 3, which a node of protocol 1 cannot read.
-        version(_request) => 2
+        // Its data is an image of on-disk format 4, which a node of protocol 2 cannot read.
+        version(_request) => 3
     );
 }
 

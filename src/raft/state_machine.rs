@@ -50,9 +50,11 @@ use crate::raft::typ;
 use crate::registry::Answer;
 use crate::registry::AuditRecord;
 use crate::registry::ContractKey;
+use crate::registry::HealthEntry;
 use crate::registry::Outcome;
 use crate::registry::Policy;
 use crate::registry::PolicyV1;
+use crate::registry::PolicyV2;
 use crate::registry::Registration;
 use crate::registry::RegistrationId;
 use crate::registry::RegistryState;
@@ -86,52 +88,80 @@ struct BaseHead {
     chunks: u32,
 }
 
-/// A piece of an image. Generic over the policy's encoding, which changed in format 3.
+/// A piece of an image.
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct ImageChunk<P = Policy> {
+struct ImageChunk {
     registrations: Vec<Registration>,
-    policies: Vec<(ContractKey, P)>,
+    policies: Vec<(ContractKey, Policy)>,
     audit: Vec<AuditRecord>,
     answers: Vec<Answer>,
     tokens: Vec<(String, TokenEntry)>,
+    health: Vec<(RegistrationId, HealthEntry)>,
 }
 
-/// The effects of one applied batch. Generic over the policy's encoding, as [`ImageChunk`].
+/// The effects of one applied batch.
 #[derive(Debug, Serialize, Deserialize)]
-struct JournalRecord<P = Policy> {
+struct JournalRecord {
     last_applied: Option<typ::LogId>,
     membership: Option<typ::StoredMembership>,
     audit_next_seq: u64,
     registrations: Vec<(RegistrationId, Option<Registration>)>,
-    policies: Vec<(ContractKey, Option<P>)>,
+    policies: Vec<(ContractKey, Option<Policy>)>,
     audit: Vec<(u64, Option<AuditRecord>)>,
     answers: Vec<((u64, u64), Option<Answer>)>,
     tokens: Vec<(String, Option<TokenEntry>)>,
+    health: Vec<(RegistrationId, Option<HealthEntry>)>,
 }
 
-/// The records of format 1, before the token table (see `format`); read as format 2's.
-mod v1 {
+/// The records of formats 1 to 3, read as format 4's one version at a time (see `format`):
+/// format 1 lacks the token table, formats 1 and 2 encode policies as [`PolicyV1`], format 3 as
+/// [`PolicyV2`], and no format before 4 has checks or health.
+mod old {
     use serde::Deserialize;
 
     use super::*;
 
     #[derive(Deserialize)]
-    pub(super) struct ImageChunk {
+    pub(super) struct ImageChunkV1 {
         registrations: Vec<Registration>,
         policies: Vec<(ContractKey, PolicyV1)>,
         audit: Vec<AuditRecord>,
         answers: Vec<Answer>,
     }
 
-    impl From<ImageChunk> for super::ImageChunk<PolicyV1> {
-        fn from(old: ImageChunk) -> Self {
-            let ImageChunk { registrations, policies, audit, answers } = old;
+    /// Formats 2 (`P` = [`PolicyV1`]) and 3 (`P` = [`PolicyV2`]).
+    #[derive(Deserialize)]
+    pub(super) struct ImageChunk<P> {
+        registrations: Vec<Registration>,
+        policies: Vec<(ContractKey, P)>,
+        audit: Vec<AuditRecord>,
+        answers: Vec<Answer>,
+        tokens: Vec<(String, TokenEntry)>,
+    }
+
+    impl From<ImageChunkV1> for ImageChunk<PolicyV1> {
+        fn from(old: ImageChunkV1) -> Self {
+            let ImageChunkV1 { registrations, policies, audit, answers } = old;
             Self { registrations, policies, audit, answers, tokens: Vec::new() }
         }
     }
 
+    impl From<ImageChunk<PolicyV1>> for ImageChunk<PolicyV2> {
+        fn from(old: ImageChunk<PolicyV1>) -> Self {
+            let ImageChunk { registrations, policies, audit, answers, tokens } = old;
+            Self { registrations, policies: upgrade(policies), audit, answers, tokens }
+        }
+    }
+
+    impl From<ImageChunk<PolicyV2>> for super::ImageChunk {
+        fn from(old: ImageChunk<PolicyV2>) -> Self {
+            let ImageChunk { registrations, policies, audit, answers, tokens } = old;
+            Self { registrations, policies: upgrade(policies), audit, answers, tokens, health: Vec::new() }
+        }
+    }
+
     #[derive(Deserialize)]
-    pub(super) struct JournalRecord {
+    pub(super) struct JournalRecordV1 {
         last_applied: Option<typ::LogId>,
         membership: Option<typ::StoredMembership>,
         audit_next_seq: u64,
@@ -141,9 +171,22 @@ mod v1 {
         answers: Vec<((u64, u64), Option<Answer>)>,
     }
 
-    impl From<JournalRecord> for super::JournalRecord<PolicyV1> {
-        fn from(old: JournalRecord) -> Self {
-            let JournalRecord { last_applied, membership, audit_next_seq, registrations, policies, audit, answers } =
+    /// Formats 2 and 3, as [`ImageChunk`].
+    #[derive(Deserialize)]
+    pub(super) struct JournalRecord<P> {
+        last_applied: Option<typ::LogId>,
+        membership: Option<typ::StoredMembership>,
+        audit_next_seq: u64,
+        registrations: Vec<(RegistrationId, Option<Registration>)>,
+        policies: Vec<(ContractKey, Option<P>)>,
+        audit: Vec<(u64, Option<AuditRecord>)>,
+        answers: Vec<((u64, u64), Option<Answer>)>,
+        tokens: Vec<(String, Option<TokenEntry>)>,
+    }
+
+    impl From<JournalRecordV1> for JournalRecord<PolicyV1> {
+        fn from(old: JournalRecordV1) -> Self {
+            let JournalRecordV1 { last_applied, membership, audit_next_seq, registrations, policies, audit, answers } =
                 old;
             Self {
                 last_applied,
@@ -158,41 +201,7 @@ mod v1 {
         }
     }
 
-    #[derive(Deserialize)]
-    pub(super) struct StateImage {
-        registrations: Vec<Registration>,
-        policies: Vec<(ContractKey, PolicyV1)>,
-        audit: Vec<AuditRecord>,
-        audit_next_seq: u64,
-        answers: Vec<Answer>,
-    }
-
-    impl From<StateImage> for v2::StateImage {
-        fn from(old: StateImage) -> Self {
-            let StateImage { registrations, policies, audit, audit_next_seq, answers } = old;
-            Self { registrations, policies, audit, audit_next_seq, answers, tokens: Vec::new() }
-        }
-    }
-}
-
-/// The records of format 2, before the policy's `rewrite_to` (see `format`).
-mod v2 {
-    use serde::Deserialize;
-
-    use super::*;
-
-    fn upgrade<P: Into<Policy>>(policies: Vec<(ContractKey, P)>) -> Vec<(ContractKey, Policy)> {
-        policies.into_iter().map(|(key, policy)| (key, policy.into())).collect()
-    }
-
-    impl From<ImageChunk<PolicyV1>> for ImageChunk {
-        fn from(old: ImageChunk<PolicyV1>) -> Self {
-            let ImageChunk { registrations, policies, audit, answers, tokens } = old;
-            Self { registrations, policies: upgrade(policies), audit, answers, tokens }
-        }
-    }
-
-    impl From<JournalRecord<PolicyV1>> for JournalRecord {
+    impl From<JournalRecord<PolicyV1>> for JournalRecord<PolicyV2> {
         fn from(old: JournalRecord<PolicyV1>) -> Self {
             let JournalRecord {
                 last_applied,
@@ -204,27 +213,94 @@ mod v2 {
                 answers,
                 tokens,
             } = old;
-            let policies = policies.into_iter().map(|(key, policy)| (key, policy.map(Policy::from))).collect();
+            let policies = policies.into_iter().map(|(key, policy)| (key, policy.map(PolicyV2::from))).collect();
             Self { last_applied, membership, audit_next_seq, registrations, policies, audit, answers, tokens }
         }
     }
 
-    #[derive(Deserialize)]
-    pub(super) struct StateImage {
-        pub(super) registrations: Vec<Registration>,
-        pub(super) policies: Vec<(ContractKey, PolicyV1)>,
-        pub(super) audit: Vec<AuditRecord>,
-        pub(super) audit_next_seq: u64,
-        pub(super) answers: Vec<Answer>,
-        pub(super) tokens: Vec<(String, TokenEntry)>,
+    impl From<JournalRecord<PolicyV2>> for super::JournalRecord {
+        fn from(old: JournalRecord<PolicyV2>) -> Self {
+            let JournalRecord {
+                last_applied,
+                membership,
+                audit_next_seq,
+                registrations,
+                policies,
+                audit,
+                answers,
+                tokens,
+            } = old;
+            let policies = policies.into_iter().map(|(key, policy)| (key, policy.map(Policy::from))).collect();
+            Self {
+                last_applied,
+                membership,
+                audit_next_seq,
+                registrations,
+                policies,
+                audit,
+                answers,
+                tokens,
+                health: Vec::new(),
+            }
+        }
     }
 
-    impl From<StateImage> for super::StateImage {
-        fn from(old: StateImage) -> Self {
+    #[derive(Deserialize)]
+    pub(super) struct StateImageV1 {
+        registrations: Vec<Registration>,
+        policies: Vec<(ContractKey, PolicyV1)>,
+        audit: Vec<AuditRecord>,
+        audit_next_seq: u64,
+        answers: Vec<Answer>,
+    }
+
+    /// Formats 2 and 3, as [`ImageChunk`].
+    #[derive(Deserialize)]
+    pub(super) struct StateImage<P> {
+        registrations: Vec<Registration>,
+        policies: Vec<(ContractKey, P)>,
+        audit: Vec<AuditRecord>,
+        audit_next_seq: u64,
+        answers: Vec<Answer>,
+        tokens: Vec<(String, TokenEntry)>,
+    }
+
+    impl From<StateImageV1> for StateImage<PolicyV1> {
+        fn from(old: StateImageV1) -> Self {
+            let StateImageV1 { registrations, policies, audit, audit_next_seq, answers } = old;
+            Self { registrations, policies, audit, audit_next_seq, answers, tokens: Vec::new() }
+        }
+    }
+
+    impl From<StateImage<PolicyV1>> for StateImage<PolicyV2> {
+        fn from(old: StateImage<PolicyV1>) -> Self {
             let StateImage { registrations, policies, audit, audit_next_seq, answers, tokens } = old;
             Self { registrations, policies: upgrade(policies), audit, audit_next_seq, answers, tokens }
         }
     }
+
+    impl From<StateImage<PolicyV2>> for super::StateImage {
+        fn from(old: StateImage<PolicyV2>) -> Self {
+            let StateImage { registrations, policies, audit, audit_next_seq, answers, tokens } = old;
+            let policies = upgrade(policies);
+            Self { registrations, policies, audit, audit_next_seq, answers, tokens, health: Vec::new() }
+        }
+    }
+
+    fn upgrade<P: Into<Q>, Q>(policies: Vec<(ContractKey, P)>) -> Vec<(ContractKey, Q)> {
+        policies.into_iter().map(|(key, policy)| (key, policy.into())).collect()
+    }
+}
+
+/// Reads a record of a type that changed in formats 2, 3 and 4 (see [`old`]).
+fn decode_state<V1, V2, V3, T>(bytes: &[u8], place: impl std::fmt::Display) -> Result<T, format::FormatError>
+where
+    V1: DeserializeOwned + Into<V2>,
+    V2: DeserializeOwned + Into<V3>,
+    V3: DeserializeOwned + Into<T>,
+    T: DeserializeOwned,
+{
+    format::decode_upgrading::<V1, V2, V3, T>(bytes, place)
 }
 
 /// The state machine; openraft owns it, the node keeps an [`AppliedView`] of it.
@@ -308,14 +384,15 @@ impl SmStore {
         format::decode(bytes, format_args!("{} tree {tree} key {key:02x?}", self.place)).map_err(read_error)
     }
 
-    /// The same, for a record whose type changed in formats 2 and 3.
-    fn decode_upgrading<V1, V2, T>(&self, tree: &str, key: &[u8], bytes: &[u8]) -> Result<T, typ::StorageError>
+    /// The same, for a record whose type changed in formats 2 to 4.
+    fn decode_upgrading<V1, V2, V3, T>(&self, tree: &str, key: &[u8], bytes: &[u8]) -> Result<T, typ::StorageError>
     where
         V1: DeserializeOwned + Into<V2>,
-        V2: DeserializeOwned + Into<T>,
+        V2: DeserializeOwned + Into<V3>,
+        V3: DeserializeOwned + Into<T>,
         T: DeserializeOwned,
     {
-        format::decode_upgrading::<V1, V2, T>(bytes, format_args!("{} tree {tree} key {key:02x?}", self.place))
+        decode_state::<V1, V2, V3, T>(bytes, format_args!("{} tree {tree} key {key:02x?}", self.place))
             .map_err(read_error)
     }
 
@@ -334,6 +411,7 @@ impl SmStore {
         let mut audit = BTreeMap::new();
         let mut answers = BTreeMap::new();
         let mut tokens = BTreeMap::new();
+        let mut health = BTreeMap::new();
         let (mut last_applied, mut membership, mut audit_next_seq) = (None, typ::StoredMembership::default(), 0);
         let mut base_bytes = 0;
         if let Some(bytes) = base.get(HEAD).map_err(read_error)? {
@@ -348,13 +426,16 @@ impl SmStore {
                     })
                 })?;
                 base_bytes += bytes.len() as u64;
-                let chunk: ImageChunk =
-                    self.decode_upgrading::<v1::ImageChunk, ImageChunk<PolicyV1>, _>(name, &key, &bytes)?;
+                let chunk: ImageChunk = self
+                    .decode_upgrading::<old::ImageChunkV1, old::ImageChunk<PolicyV1>, old::ImageChunk<PolicyV2>, _>(
+                        name, &key, &bytes,
+                    )?;
                 registrations.extend(chunk.registrations.into_iter().map(|r| (r.id, r)));
                 policies.extend(chunk.policies);
                 audit.extend(chunk.audit.into_iter().map(|r| (r.seq, r)));
                 answers.extend(chunk.answers.into_iter().map(|a| (a.request, a)));
                 tokens.extend(chunk.tokens);
+                health.extend(chunk.health);
             }
         }
         current.1 = last_applied;
@@ -363,8 +444,12 @@ impl SmStore {
         for item in self.journal.range(after.to_be_bytes()..) {
             let (key, bytes) = item.map_err(read_error)?;
             journal_bytes += bytes.len() as u64;
-            let record: JournalRecord =
-                self.decode_upgrading::<v1::JournalRecord, JournalRecord<PolicyV1>, _>(JOURNAL_TREE, &key, &bytes)?;
+            let record: JournalRecord = self.decode_upgrading::<
+                old::JournalRecordV1,
+                old::JournalRecord<PolicyV1>,
+                old::JournalRecord<PolicyV2>,
+                _,
+            >(JOURNAL_TREE, &key, &bytes)?;
             last_applied = record.last_applied;
             audit_next_seq = record.audit_next_seq;
             if let Some(changed) = record.membership {
@@ -385,6 +470,9 @@ impl SmStore {
             for (name, value) in record.tokens {
                 put_or_remove(&mut tokens, name, value);
             }
+            for (id, value) in record.health {
+                put_or_remove(&mut health, id, value);
+            }
         }
         let mut answers: Vec<Answer> = answers.into_values().collect();
         // Remembered answers are kept in the order they were given.
@@ -396,6 +484,7 @@ impl SmStore {
             audit_next_seq,
             answers,
             tokens: tokens.into_iter().collect(),
+            health: health.into_iter().collect(),
         };
         Ok((image, last_applied, membership, base_bytes, journal_bytes))
     }
@@ -460,6 +549,11 @@ impl SmStore {
         for (name, entry) in state.tokens() {
             chunk_bytes += 200;
             chunk.tokens.push((name.clone(), entry.clone()));
+            emit(&mut chunk, &mut chunk_bytes, false)?;
+        }
+        for (id, entry) in state.health_entries() {
+            chunk_bytes += 100 + entry.health.as_ref().map_or(0, |h| h.output.len());
+            chunk.health.push((*id, entry.clone()));
             emit(&mut chunk, &mut chunk_bytes, false)?;
         }
         emit(&mut chunk, &mut chunk_bytes, true)?;
@@ -572,6 +666,7 @@ impl StateMachine {
             audit: touched.audit.iter().map(|seq| (*seq, state.audit_record(*seq).cloned())).collect(),
             answers: touched.answers.iter().map(|request| (*request, state.answer(request).cloned())).collect(),
             tokens: touched.tokens.iter().map(|name| (name.clone(), state.tokens().get(name).cloned())).collect(),
+            health: touched.registrations.iter().map(|id| (*id, state.health(id).cloned())).collect(),
         };
         let bytes = format::encode(&record).map_err(write_error)?;
         self.journal_bytes += bytes.len() as u64;
@@ -708,11 +803,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), typ::StorageError> {
         let data = snapshot.into_inner();
-        let image: StateImage = format::decode_upgrading::<v1::StateImage, v2::StateImage, _>(
-            &data,
-            format_args!("snapshot {}", meta.snapshot_id),
-        )
-        .map_err(write_error)?;
+        let image: StateImage =
+            decode_state::<old::StateImageV1, old::StateImage<PolicyV1>, old::StateImage<PolicyV2>, _>(
+                &data,
+                format_args!("snapshot {}", meta.snapshot_id),
+            )
+            .map_err(write_error)?;
         drop(data);
         let state = RegistryState::from_image(image);
         let (last_applied, membership) = (meta.last_log_id, meta.last_membership.clone());

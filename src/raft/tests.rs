@@ -71,6 +71,7 @@ fn register_entry(index: u64, address: &str) -> typ::Entry {
         ttl_ms: None,
         weight: None,
         metadata: BTreeMap::new(),
+        check: None,
     })
     .unwrap();
     Entry {
@@ -78,7 +79,7 @@ fn register_entry(index: u64, address: &str) -> typ::Entry {
         payload: EntryPayload::Normal(vec![Change {
             at_ms: 0,
             origin: Origin::default(),
-            command: Command::Register(spec),
+            command: Command::register(spec),
         }]),
     }
 }
@@ -135,6 +136,7 @@ fn the_state_survives_reopen_across_compactions() {
             ttl_ms: None,
             weight: None,
             metadata: BTreeMap::new(),
+            check: None,
         })
         .unwrap()
         .id;
@@ -346,7 +348,7 @@ fn a_format_0_directory_is_migrated_in_place() {
 }
 
 #[test]
-fn a_format_1_directory_opens_and_is_marked_format_3() {
+fn a_format_1_directory_opens_and_is_marked_format_4() {
     let dir = fixture("data-v1");
     let data = dir.path().join("node1");
     let view = AppliedView::default();
@@ -354,7 +356,7 @@ fn a_format_1_directory_opens_and_is_marked_format_3() {
     assert_eq!(storage.identity.node_id, 1);
     let before = view.load().state.to_image();
     assert!(!before.registrations.is_empty(), "the fixture's registrations are there");
-    // New records (format 3) go next to the old ones; everything reads back after a reopen.
+    // New records (format 4) go next to the old ones; everything reads back after a reopen.
     let Storage { log_store: _log, state_machine: mut machine, .. } = storage;
     runtime().block_on(machine.apply(vec![token_entry(1_000, Command::CreateToken(token_def("new")))])).unwrap();
     drop((machine, _log));
@@ -366,7 +368,7 @@ fn a_format_1_directory_opens_and_is_marked_format_3() {
     drop(storage);
     let disk = unlocked(|| Disk::open(&data, 1 << 20)).unwrap();
     let format = disk.log.open_tree(log_store::META_TREE).unwrap().get(FORMAT).unwrap().unwrap();
-    assert_eq!(format.as_ref(), [3], "the directory is marked with the format it now holds");
+    assert_eq!(format.as_ref(), [4], "the directory is marked with the format it now holds");
 }
 
 /// Opens a fixture of format 2 or 3 and checks what it holds: its registrations, its tokens and
@@ -391,13 +393,13 @@ fn opens_the_fixture(name: &str, rewrite_to: bool) -> u8 {
 }
 
 #[test]
-fn a_format_2_directory_opens_with_its_policy_rewriting_to_and_is_marked_format_3() {
-    assert_eq!(opens_the_fixture("data-v2", true), 3);
+fn a_format_2_directory_opens_with_its_policy_rewriting_to_and_is_marked_format_4() {
+    assert_eq!(opens_the_fixture("data-v2", true), 4);
 }
 
 #[test]
-fn a_format_3_directory_opens_with_its_policy_keeping_to() {
-    assert_eq!(opens_the_fixture("data-v3", false), 3);
+fn a_format_3_directory_opens_with_its_policy_keeping_to_and_is_marked_format_4() {
+    assert_eq!(opens_the_fixture("data-v3", false), 4);
 }
 
 /// The Raft RPCs' messages (openraft's types, in this node's type configuration) keep their
@@ -457,8 +459,8 @@ fn raft_rpc_messages_keep_their_encoding() {
 }
 
 /// A Raft request goes in the oldest peer protocol version that carries it: a node of the
-/// release before reads every entry but a policy with `rewrite_to` off, and refuses that one (and
-/// any snapshot, whose image is of format 3) at the door instead of misreading it.
+/// release before reads every entry but one that uses health checks, and refuses that one (and
+/// any snapshot, whose image is of format 4) at the door instead of misreading it.
 #[test]
 fn a_raft_request_is_sent_in_the_oldest_protocol_version_that_carries_it() {
     use switchboard_proto::peer::Rpc;
@@ -475,7 +477,16 @@ fn a_raft_request_is_sent_in_the_oldest_protocol_version_that_carries_it() {
     let append = |entries| typ::AppendEntriesRequest { vote, prev_log_id: None, entries, leader_commit: None };
     assert_eq!(rpc::Append::version(&append(Vec::new())), 1, "a heartbeat");
     assert_eq!(rpc::Append::version(&append(vec![plain.clone(), blank.clone()])), 1);
-    assert_eq!(rpc::Append::version(&append(vec![plain, kept, blank])), 2);
+    assert_eq!(rpc::Append::version(&append(vec![plain.clone(), kept.clone(), blank.clone()])), 2);
+    let lease = crate::registry::Lease { id: crate::registry::RegistrationId::of("http://a/", "urn:x", "C"), epoch: 1 };
+    let health = crate::registry::HealthChange {
+        lease,
+        status: crate::registry::HealthStatus::Critical,
+        output: String::new(),
+        by: 1,
+    };
+    let checked = token_entry(3, Command::SetHealth(vec![health]));
+    assert_eq!(rpc::Append::version(&append(vec![plain, kept, checked, blank])), 3);
     assert_eq!(rpc::Vote::version(&typ::VoteRequest { vote, last_log_id: None }), 1);
     let snapshot = typ::InstallSnapshotRequest {
         vote,
@@ -484,5 +495,5 @@ fn a_raft_request_is_sent_in_the_oldest_protocol_version_that_carries_it() {
         data: Vec::new(),
         done: true,
     };
-    assert_eq!(rpc::Snapshot::version(&snapshot), 2);
+    assert_eq!(rpc::Snapshot::version(&snapshot), 3);
 }

@@ -50,12 +50,12 @@ impl Remembered {
     pub(super) fn replay(&self, command: &Command) -> Option<Outcome> {
         match (self, command) {
             (Self::Outcome(outcome), _) => Some(outcome.clone()),
-            (Self::Registered { created, epoch, at_ms, owner }, Command::Register(spec)) => {
-                let registration = Registration::of(spec, *epoch, *at_ms, owner.clone());
+            (Self::Registered { created, epoch, at_ms, owner }, command) => {
+                // A request number names one request; another command under it is not a retry.
+                let spec = command.registration()?;
+                let registration = Registration::of(&spec, *epoch, *at_ms, owner.clone());
                 Some(Outcome::Registered { registration, created: *created })
             }
-            // A request number names one request; another command under it is not a retry.
-            (Self::Registered { .. }, _) => None,
         }
     }
 }

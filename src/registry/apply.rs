@@ -10,6 +10,9 @@ use super::Change;
 use super::Command;
 use super::ContractKey;
 use super::EndpointState;
+use super::Health;
+use super::HealthEntry;
+use super::HealthStatus;
 use super::MAX_TOKENS;
 use super::Origin;
 use super::Outcome;
@@ -55,25 +58,45 @@ impl RegistryState {
             contract,
         };
         match &change.command {
-            Command::Register(spec) => {
-                let key = ContractKey::new(&spec.contract_namespace, &spec.contract_name).to_string();
-                if let Some(refused) = self.over_quota(spec, &change.origin) {
-                    let mut record = audit(AuditAction::QuotaExceeded, None, key);
-                    (record.id, record.address) = (Some(spec.id), Some(spec.address.clone()));
-                    self.record(record);
-                    return refused;
+            Command::RegisterV1(spec) => self.apply_register(index, change, &spec.clone().into(), audit),
+            Command::Register(spec) => self.apply_register(index, change, spec, audit),
+            Command::SetHealth(changes) => {
+                let mut applied = Vec::new();
+                for health in changes {
+                    let Some(registration) = self.registrations.get(&health.lease.id).cloned() else { continue };
+                    let entry = self.health.get(&health.lease.id).cloned().unwrap_or_default();
+                    let current = entry.health.as_ref().map_or(HealthStatus::Passing, |h| h.status);
+                    if registration.epoch != health.lease.epoch || current == health.status {
+                        continue;
+                    }
+                    let verdict = Health {
+                        status: health.status,
+                        since_ms: change.at_ms,
+                        output: Text::from(health.output.as_str()),
+                        by: health.by,
+                    };
+                    self.put_health(health.lease.id, HealthEntry { health: Some(verdict), ..entry });
+                    self.reindex(&registration);
+                    applied.push(health.lease.id);
                 }
-                let before = self.registrations.get(&spec.id).cloned();
-                let outcome = self.register(index, change.at_ms, spec, change.origin.principal.clone());
-                if let Outcome::Registered { registration, created } = &outcome {
-                    // A refresh that changes nothing but the lease's epoch is not an event.
-                    let same = before.is_some_and(|before| before.same_options(registration));
-                    if !same {
-                        let action = if *created { AuditAction::Registered } else { AuditAction::Refreshed };
-                        self.record(audit(action, Some(registration), key));
+                Outcome::HealthSet(applied)
+            }
+            Command::Deregister(leases) => {
+                let mut removed = Vec::new();
+                for lease in leases {
+                    if self.registrations.get(&lease.id).is_some_and(|r| r.epoch == lease.epoch)
+                        && self.is_critical(&lease.id)
+                        && let Some(registration) = self.remove(&lease.id)
+                    {
+                        self.record(audit(
+                            AuditAction::Deregistered,
+                            Some(&registration),
+                            registration.contract_key().to_string(),
+                        ));
+                        removed.push(lease.id);
                     }
                 }
-                outcome
+                Outcome::Deregistered(removed)
             }
             Command::Unregister(id) => match self.remove(id) {
                 Some(registration) => {
@@ -159,6 +182,49 @@ impl RegistryState {
                 self.record(audit(AuditAction::PolicySet, None, key.to_string()));
                 Outcome::PolicySet
             }
+            Command::SetPolicyV2(key, policy) => {
+                self.set_policy(key, policy.clone().into());
+                self.record(audit(AuditAction::PolicySet, None, key.to_string()));
+                Outcome::PolicySet
+            }
+        }
+    }
+
+    fn apply_register(
+        &mut self,
+        index: u64,
+        change: &Change,
+        spec: &RegistrationSpec,
+        audit: impl Fn(AuditAction, Option<&Registration>, String) -> AuditRecord,
+    ) -> Outcome {
+        let key = ContractKey::new(&spec.contract_namespace, &spec.contract_name).to_string();
+        if let Some(refused) = self.over_quota(spec, &change.origin) {
+            let mut record = audit(AuditAction::QuotaExceeded, None, key);
+            (record.id, record.address) = (Some(spec.id), Some(spec.address.clone()));
+            self.record(record);
+            return refused;
+        }
+        let before = self.registrations.get(&spec.id).cloned();
+        let check_before = self.health.get(&spec.id).and_then(|entry| entry.check.clone());
+        let outcome = self.register(index, change.at_ms, spec, change.origin.principal.clone());
+        if let Outcome::Registered { registration, created } = &outcome {
+            // A refresh that changes nothing but the lease's epoch is not an event.
+            let same = before.is_some_and(|before| before.same_options(registration)) && check_before == spec.check;
+            if !same {
+                let action = if *created { AuditAction::Registered } else { AuditAction::Refreshed };
+                self.record(audit(action, Some(registration), key));
+            }
+        }
+        outcome
+    }
+
+    /// Sets a registration's health entry (removed when empty).
+    fn put_health(&mut self, id: RegistrationId, entry: HealthEntry) {
+        self.touched.registrations.insert(id);
+        if entry.is_empty() {
+            self.health.remove(&id);
+        } else {
+            self.health.insert(id, entry);
         }
     }
 
@@ -201,6 +267,8 @@ impl RegistryState {
         owner: Option<String>,
     ) -> Outcome {
         let registration = Registration::of(spec, index, at_ms, owner.map(Text::from));
+        // A new epoch is a new instance: passing until its checks say otherwise.
+        self.put_health(spec.id, HealthEntry { check: spec.check.clone(), health: None });
         self.count_owner(registration.owner.as_deref(), 1);
         self.bytes += registration.approx_bytes();
         let previous = self.registrations.insert(spec.id, Arc::new(registration.clone()));
@@ -225,6 +293,7 @@ impl RegistryState {
 
     pub(super) fn remove(&mut self, id: &RegistrationId) -> Option<Registration> {
         let removed = self.registrations.remove(id)?;
+        self.put_health(*id, HealthEntry::default());
         self.count_owner(removed.owner.as_deref(), -1);
         self.bytes -= removed.approx_bytes();
         self.reindex(&removed);

@@ -12,6 +12,7 @@ use super::AuditRecord;
 use super::ContractKey;
 use super::EndpointState;
 use super::Endpoints;
+use super::HealthEntry;
 use super::PATH_KEY;
 use super::Policy;
 use super::Registration;
@@ -29,6 +30,7 @@ pub struct StateImage {
     pub audit_next_seq: u64,
     pub answers: Vec<Answer>,
     pub tokens: Vec<(String, TokenEntry)>,
+    pub health: Vec<(RegistrationId, HealthEntry)>,
 }
 
 impl RegistryState {
@@ -46,11 +48,12 @@ impl RegistryState {
             audit_next_seq: self.audit_next_seq,
             answers: self.answers_oldest_first().cloned().collect(),
             tokens: self.tokens.iter().map(|(name, entry)| (name.clone(), entry.clone())).collect(),
+            health: self.health.iter().map(|(id, entry)| (*id, entry.clone())).collect(),
         }
     }
 
     pub fn from_image(image: StateImage) -> Self {
-        let mut state = Self::default();
+        let mut state = Self { health: image.health.into_iter().collect(), ..Self::default() };
         for registration in image.registrations {
             state.count_owner(registration.owner.as_deref(), 1);
             state.bytes += registration.approx_bytes();
@@ -81,7 +84,13 @@ impl RegistryState {
                 state.namespaces.entry(namespace).or_default().insert(registration.contract_key());
             }
         }
-        state.routes = routes.into_iter().map(|(key, by_id)| (key, Endpoints::changed(by_id))).collect();
+        state.routes = routes
+            .into_iter()
+            .map(|(key, by_id)| {
+                let critical = by_id.keys().filter(|id| state.is_critical(id)).copied().collect();
+                (key, Endpoints::changed(by_id, critical))
+            })
+            .collect();
         state.policies = image.policies.into_iter().collect();
         state.answer_order = image.answers.iter().map(|answer| answer.request).collect();
         state.answers = image.answers.into_iter().map(|answer| (answer.request, answer)).collect();
@@ -118,7 +127,7 @@ impl Serialize for ImageRef<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let state = self.0;
-        let mut image = serializer.serialize_struct("StateImage", 6)?;
+        let mut image = serializer.serialize_struct("StateImage", 7)?;
         image.serialize_field(
             "registrations",
             &seq_of(state.registrations.values().map(|r| &**r), state.registrations.len()),
@@ -128,6 +137,7 @@ impl Serialize for ImageRef<'_> {
         image.serialize_field("audit_next_seq", &state.audit_next_seq)?;
         image.serialize_field("answers", &seq_of(state.answers_oldest_first(), state.answers.len()))?;
         image.serialize_field("tokens", &seq_of(state.tokens.iter(), state.tokens.len()))?;
+        image.serialize_field("health", &seq_of(state.health.iter(), state.health.len()))?;
         image.end()
     }
 }

@@ -22,9 +22,44 @@ use super::trim_namespace;
 pub struct Endpoints {
     pub(super) by_id: imbl::OrdMap<RegistrationId, Arc<Registration>>,
     slice: Arc<OnceLock<Arc<[Arc<Registration>]>>>,
+    /// The endpoints whose committed verdict is critical.
+    pub(super) critical: imbl::OrdSet<RegistrationId>,
+    /// The passing ones, built on first use like the slice.
+    passing: Arc<OnceLock<Arc<[Arc<Registration>]>>>,
+}
+
+/// The endpoints a request may go to, after the committed health verdicts.
+#[derive(Debug, Clone)]
+pub struct Routable {
+    pub endpoints: Arc<[Arc<Registration>]>,
+    /// Endpoints left out because they are critical.
+    pub skipped: Vec<Arc<Registration>>,
+    /// Fewer than the panic threshold were passing, so every endpoint is routable again.
+    pub panic: bool,
 }
 
 impl Endpoints {
+    /// The endpoints to route to: the passing ones, or all of them when fewer than
+    /// `panic_threshold_percent` of them pass (then `panic` is set). Free when none is critical.
+    pub fn routable(&self, panic_threshold_percent: u8) -> Routable {
+        if self.critical.is_empty() {
+            return Routable { endpoints: self.as_slice().clone(), skipped: Vec::new(), panic: false };
+        }
+        let passing = self.passing.get_or_init(|| {
+            self.by_id.iter().filter(|(id, _)| !self.critical.contains(*id)).map(|(_, r)| r.clone()).collect()
+        });
+        if passing.len() * 100 < usize::from(panic_threshold_percent) * self.by_id.len() {
+            return Routable { endpoints: self.as_slice().clone(), skipped: Vec::new(), panic: true };
+        }
+        let skipped = self.critical.iter().filter_map(|id| self.by_id.get(id).cloned()).collect();
+        Routable { endpoints: passing.clone(), skipped, panic: false }
+    }
+
+    /// How many of the endpoints are critical.
+    pub fn critical(&self) -> usize {
+        self.critical.len()
+    }
+
     pub fn as_slice(&self) -> &Arc<[Arc<Registration>]> {
         self.slice.get_or_init(|| self.by_id.values().cloned().collect())
     }
@@ -41,8 +76,11 @@ impl Endpoints {
         self.by_id.values()
     }
 
-    pub(super) fn changed(by_id: imbl::OrdMap<RegistrationId, Arc<Registration>>) -> Self {
-        Self { by_id, slice: Arc::default() }
+    pub(super) fn changed(
+        by_id: imbl::OrdMap<RegistrationId, Arc<Registration>>,
+        critical: imbl::OrdSet<RegistrationId>,
+    ) -> Self {
+        Self { by_id, slice: Arc::default(), critical, passing: Arc::default() }
     }
 }
 
@@ -79,14 +117,21 @@ impl RegistryState {
         let current = self.registrations.get(&changed.id).filter(|r| r.state == EndpointState::Active).cloned();
         self.rebind(changed.id, current.as_deref());
         let key = changed.contract_key();
-        let mut by_id = self.routes.get(&key).map(|e| e.by_id.clone()).unwrap_or_default();
+        let (mut by_id, mut critical) =
+            self.routes.get(&key).map(|e| (e.by_id.clone(), e.critical.clone())).unwrap_or_default();
         let before = by_id.len();
         match &current {
             Some(current) => {
                 by_id.insert(changed.id, current.clone());
+                if self.is_critical(&changed.id) {
+                    critical.insert(changed.id);
+                } else {
+                    critical.remove(&changed.id);
+                }
             }
             None => {
                 by_id.remove(&changed.id);
+                critical.remove(&changed.id);
                 if by_id.len() == before {
                     return;
                 }
@@ -106,7 +151,7 @@ impl RegistryState {
             if !self.namespaces.get(namespace).is_some_and(|keys| keys.contains(&key)) {
                 self.namespaces.entry(namespace.to_owned()).or_default().insert(key.clone());
             }
-            self.routes.insert(key, Endpoints::changed(by_id));
+            self.routes.insert(key, Endpoints::changed(by_id, critical));
         }
     }
 

@@ -29,13 +29,20 @@ pub use self::audit::AUDIT_CAP;
 pub use self::audit::AUDIT_SHARE;
 pub use self::image::StateImage;
 pub use self::indexes::Endpoints;
+pub use self::indexes::Routable;
 // The registry's vocabulary, shared with every process through the wire types.
 pub use switchboard_proto::registry::AuditAction;
 pub use switchboard_proto::registry::AuditRecord;
 pub use switchboard_proto::registry::Change;
+pub use switchboard_proto::registry::Check;
+pub use switchboard_proto::registry::CheckKind;
 pub use switchboard_proto::registry::Command;
 pub use switchboard_proto::registry::ContractKey;
 pub use switchboard_proto::registry::EndpointState;
+pub use switchboard_proto::registry::Health;
+pub use switchboard_proto::registry::HealthChange;
+pub use switchboard_proto::registry::HealthEntry;
+pub use switchboard_proto::registry::HealthStatus;
 pub use switchboard_proto::registry::InvalidId;
 pub use switchboard_proto::registry::InvalidRegistration;
 pub use switchboard_proto::registry::Lease;
@@ -62,6 +69,7 @@ pub use switchboard_proto::registry::Policy;
 pub use switchboard_proto::registry::PolicyKind;
 pub use switchboard_proto::registry::PolicyRequest;
 pub use switchboard_proto::registry::PolicyV1;
+pub use switchboard_proto::registry::PolicyV2;
 pub use switchboard_proto::registry::REGISTRATION_OVERHEAD;
 pub use switchboard_proto::registry::REWRITE_TO_KEY;
 pub use switchboard_proto::registry::Registration;
@@ -69,6 +77,7 @@ pub use switchboard_proto::registry::RegistrationId;
 pub use switchboard_proto::registry::RegistrationInfo;
 pub use switchboard_proto::registry::RegistrationRequest;
 pub use switchboard_proto::registry::RegistrationSpec;
+pub use switchboard_proto::registry::RegistrationSpecV1;
 pub use switchboard_proto::registry::Text;
 pub use switchboard_proto::registry::TokenDef;
 pub use switchboard_proto::registry::TokenEntry;
@@ -119,6 +128,8 @@ pub struct RegistryState {
     answer_order: imbl::Vector<(u64, u64)>,
     /// API tokens by name (revoked names included).
     tokens: imbl::OrdMap<String, TokenEntry>,
+    /// Checks and committed health verdicts, for the registrations that have either.
+    health: imbl::OrdMap<RegistrationId, HealthEntry>,
     /// What the applies since the last [`RegistryState::take_touched`] changed.
     touched: Touched,
 }
@@ -199,6 +210,32 @@ impl RegistryState {
         use std::ops::Bound;
         let start = cursor.map_or(Bound::Unbounded, Bound::Excluded);
         self.policies.range::<_, ContractKey>((start, Bound::Unbounded))
+    }
+
+    /// The check a registration was registered with and its committed verdict (both absent for
+    /// most registrations: no check of their own, passing since registered).
+    pub fn health(&self, id: &RegistrationId) -> Option<&HealthEntry> {
+        self.health.get(id)
+    }
+
+    /// Every health entry, in id order.
+    pub fn health_entries(&self) -> impl Iterator<Item = (&RegistrationId, &HealthEntry)> {
+        self.health.iter()
+    }
+
+    /// Whether the committed verdict of a registration is critical.
+    pub fn is_critical(&self, id: &RegistrationId) -> bool {
+        self.health.get(id).is_some_and(HealthEntry::is_critical)
+    }
+
+    /// The check that applies to a registration: its own, else its contract policy's, else
+    /// `default` (the cluster's).
+    pub fn effective_check<'a>(&'a self, registration: &Registration, default: &'a Check) -> &'a Check {
+        self.health
+            .get(&registration.id)
+            .and_then(|entry| entry.check.as_ref())
+            .or_else(|| self.policies.get(&registration.contract_key()).and_then(|p| p.check.as_ref()))
+            .unwrap_or(default)
     }
 
     /// Registrations owned by a token name.

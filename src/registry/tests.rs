@@ -10,6 +10,7 @@ fn spec(address: &str, namespace: &str, name: &str) -> RegistrationSpec {
         ttl_ms: None,
         weight: None,
         metadata: BTreeMap::new(),
+        check: None,
     })
     .unwrap()
 }
@@ -128,6 +129,7 @@ fn policies_set_and_reset() {
         hash_header: Some("x-user".into()),
         idempotent: true,
         rewrite_to: true,
+        ..Policy::default()
     };
     assert_eq!(state.apply(1, &change(Command::SetPolicy(key.clone(), sticky.clone()))), Outcome::PolicySet);
     assert_eq!(state.policy(&key), Some(&sticky));
@@ -144,9 +146,15 @@ fn a_policy_is_written_in_the_oldest_encoding_that_carries_it_and_both_encodings
     assert!(matches!(&command, Command::SetPolicyV1(_, v1) if Policy::from(v1.clone()) == plain), "{command:?}");
     assert_eq!(command.protocol(), 1);
     let command = Command::set_policy(key.clone(), kept.clone());
-    assert_eq!(command, Command::SetPolicy(key.clone(), kept.clone()));
+    assert!(matches!(&command, Command::SetPolicyV2(_, v2) if Policy::from(v2.clone()) == kept), "{command:?}");
     assert_eq!(command.protocol(), 2);
-    for policy in [plain, kept] {
+    let checked = Policy { check: Some(Check::none()), ..Policy::default() };
+    let command = Command::set_policy(key.clone(), checked.clone());
+    assert_eq!(command, Command::SetPolicy(key.clone(), checked.clone()));
+    assert_eq!(command.protocol(), 3);
+    let panicky = Policy { panic_threshold_percent: 0, ..Policy::default() };
+    assert_eq!(Command::set_policy(key.clone(), panicky.clone()).protocol(), 3);
+    for policy in [plain, kept, checked, panicky] {
         let (mut old, mut new) = (RegistryState::default(), RegistryState::default());
         assert_eq!(old.apply(1, &change(Command::set_policy(key.clone(), policy.clone()))), Outcome::PolicySet);
         assert_eq!(new.apply(1, &change(Command::SetPolicy(key.clone(), policy.clone()))), Outcome::PolicySet);
@@ -357,6 +365,7 @@ mod totality {
                 ttl_ms,
                 weight,
                 metadata: BTreeMap::new(),
+                check: None,
             },
         );
         let policy = (0u8..4, proptest::option::of("[a-zA-Z ]{0,4}"), any::<bool>(), any::<bool>()).prop_map(
@@ -367,7 +376,7 @@ mod totality {
                     PolicyKind::LeastOutstanding,
                     PolicyKind::ConsistentHash,
                 ][kind as usize];
-                Policy { kind, hash_header: header, idempotent, rewrite_to }
+                Policy { kind, hash_header: header, idempotent, rewrite_to, ..Policy::default() }
             },
         );
         prop_oneof![
@@ -670,6 +679,7 @@ fn pages_of_registrations_and_policies_resume_after_their_cursor() {
         hash_header: Some("x-user".into()),
         idempotent: false,
         rewrite_to: false,
+        ..Policy::default()
     };
     let keys = [ContractKey::new("urn:x", "A"), ContractKey::new("urn:x", "B")];
     for (index, key) in keys.iter().enumerate() {
@@ -680,4 +690,100 @@ fn pages_of_registrations_and_policies_resume_after_their_cursor() {
     let after: Vec<_> = state.policies_after(Some(&keys[0])).map(|(key, _)| key.clone()).collect();
     assert_eq!(after, [keys[1].clone()]);
     assert_eq!(state.policies_after(None).count(), 2);
+}
+
+fn transition(registration: &Registration, status: HealthStatus) -> Command {
+    Command::SetHealth(vec![HealthChange { lease: registration.lease(), status, output: "refused".into(), by: 2 }])
+}
+
+fn registered(state: &mut RegistryState, index: u64, spec: RegistrationSpec) -> Registration {
+    match state.apply(index, &change(Command::register(spec))) {
+        Outcome::Registered { registration, .. } => registration,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_critical_endpoint_leaves_the_routable_set_of_its_epoch_only_and_a_new_epoch_is_passing() {
+    let mut state = RegistryState::default();
+    let a = registered(&mut state, 1, spec("http://a/", "urn:h", "C"));
+    let b = registered(&mut state, 2, spec("http://b/", "urn:h", "C"));
+    let key = ContractKey::new("urn:h", "C");
+    let routable = |state: &RegistryState| {
+        let routable = state.endpoints(&key).unwrap().routable(50);
+        let names = |list: &[Arc<Registration>]| list.iter().map(|r| r.address.to_string()).collect::<Vec<_>>();
+        (names(&routable.endpoints), names(&routable.skipped), routable.panic)
+    };
+    assert_eq!(routable(&state), (vec!["http://a/".into(), "http://b/".into()], vec![], false));
+
+    // A transition for an older epoch changes nothing.
+    let stale = Registration { epoch: 0, ..a.clone() };
+    assert_eq!(state.apply(3, &change(transition(&stale, HealthStatus::Critical))), Outcome::HealthSet(vec![]));
+    assert_eq!(state.apply(4, &change(transition(&a, HealthStatus::Critical))), Outcome::HealthSet(vec![a.id]));
+    assert!(state.is_critical(&a.id));
+    let verdict = state.health(&a.id).and_then(|e| e.health.clone()).unwrap();
+    assert_eq!(
+        (verdict.status, verdict.since_ms, verdict.output.as_str(), verdict.by),
+        (HealthStatus::Critical, 1_000, "refused", 2)
+    );
+    assert_eq!(routable(&state), (vec!["http://b/".into()], vec!["http://a/".into()], false));
+    // The same status again is no transition.
+    assert_eq!(state.apply(5, &change(transition(&a, HealthStatus::Critical))), Outcome::HealthSet(vec![]));
+
+    // It survives an image round trip.
+    let restored = RegistryState::from_image(state.to_image());
+    assert_eq!(routable(&restored), routable(&state));
+    assert_eq!(restored.to_image(), state.to_image());
+
+    // Both critical: below the panic threshold, every endpoint is routable again.
+    assert_eq!(state.apply(6, &change(transition(&b, HealthStatus::Critical))), Outcome::HealthSet(vec![b.id]));
+    assert_eq!(routable(&state), (vec!["http://a/".into(), "http://b/".into()], vec![], true));
+    let none = state.endpoints(&key).unwrap().routable(0);
+    assert!(none.endpoints.is_empty() && none.skipped.len() == 2 && !none.panic, "a threshold of 0 never panics");
+
+    // Re-registering is a new instance: passing.
+    let a2 = registered(&mut state, 7, spec("http://a/", "urn:h", "C"));
+    assert!(!state.is_critical(&a2.id));
+    assert_eq!(routable(&state), (vec!["http://a/".into()], vec!["http://b/".into()], false));
+    assert_eq!(state.apply(8, &change(transition(&b, HealthStatus::Passing))), Outcome::HealthSet(vec![b.id]));
+    assert_eq!(routable(&state).0.len(), 2);
+}
+
+#[test]
+fn deregistration_removes_only_critical_registrations_of_the_same_epoch_and_is_audited() {
+    let mut state = RegistryState::default();
+    let checked = RegistrationSpec {
+        check: Some(Check { deregister_after_ms: Some(5_000), ..Check::default() }),
+        ..spec("http://a/", "urn:d", "C")
+    };
+    let a = registered(&mut state, 1, checked.clone());
+    assert_eq!(state.health(&a.id).and_then(|e| e.check.clone()), checked.check);
+    let b = registered(&mut state, 2, spec("http://b/", "urn:d", "C"));
+    assert_eq!(
+        state.apply(3, &change(Command::Deregister(vec![a.lease(), b.lease()]))),
+        Outcome::Deregistered(vec![]),
+        "neither is critical"
+    );
+    state.apply(4, &change(transition(&a, HealthStatus::Critical)));
+    state.apply(5, &change(transition(&b, HealthStatus::Critical)));
+    let stale = Lease { id: b.id, epoch: 1 };
+    assert_eq!(state.apply(6, &change(Command::Deregister(vec![a.lease(), stale]))), Outcome::Deregistered(vec![a.id]));
+    assert!(state.get(&a.id).is_none() && state.health(&a.id).is_none(), "its health entry goes with it");
+    let last = state.audit().last().unwrap();
+    assert_eq!((last.action, last.id), (AuditAction::Deregistered, Some(a.id)));
+}
+
+#[test]
+fn the_effective_check_is_the_registrations_then_the_policys_then_the_default() {
+    let mut state = RegistryState::default();
+    let own = Check { kind: CheckKind::Http, ..Check::default() };
+    let a = registered(&mut state, 1, RegistrationSpec { check: Some(own.clone()), ..spec("http://a/", "urn:e", "C") });
+    let b = registered(&mut state, 2, spec("http://b/", "urn:e", "C"));
+    let default = Check::default();
+    assert_eq!(state.effective_check(&a, &default), &own);
+    assert_eq!(state.effective_check(&b, &default), &default);
+    let policy = Policy { check: Some(Check::none()), ..Policy::default() };
+    state.apply(3, &change(Command::set_policy(ContractKey::new("urn:e", "C"), policy)));
+    assert_eq!(state.effective_check(&b, &default), &Check::none());
+    assert_eq!(state.effective_check(&a, &default), &own);
 }

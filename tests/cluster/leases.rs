@@ -54,6 +54,7 @@ fn leased(i: usize, ttl_ms: u64) -> RegistrationRequest {
         ttl_ms: Some(ttl_ms),
         weight: None,
         metadata: BTreeMap::new(),
+        check: None,
     }
 }
 

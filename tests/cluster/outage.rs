@@ -32,6 +32,7 @@ fn leased(address: &str, ttl_ms: u64) -> RegistrationRequest {
         ttl_ms: Some(ttl_ms),
         weight: None,
         metadata: BTreeMap::new(),
+        check: None,
     }
 }
 

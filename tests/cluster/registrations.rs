@@ -153,6 +153,7 @@ async fn a_forwarded_write_is_checked_like_an_api_write() {
             ttl_ms: None,
             weight: None,
             metadata: BTreeMap::new(),
+            check: None,
         };
         RegistrationSpec::new(request).unwrap()
     };

@@ -27,13 +27,16 @@ use crate::registry::Outcome;
 /// The newest peer protocol version this build speaks.
 /// - Version 1 added the version header and `ClusterError::PathConflict` (answered to a
 ///   version-0 peer as `InvalidRequest`).
-/// - Version 2 added `Command::SetPolicy` (a policy with `rewrite_to`) and snapshots of on-disk
+/// - Version 2 added `Command::SetPolicyV2` (a policy with `rewrite_to`) and snapshots of on-disk
 ///   format 3.
+/// - Version 3 added active health checks: `Command::Register` (a spec with a check),
+///   `Command::SetPolicy` (a policy with health options), `Command::SetHealth`,
+///   `Command::Deregister`, the `Confirm` RPC, and snapshots of on-disk format 4.
 ///
 /// A request is sent in the oldest version whose encoding carries it ([`Rpc::version`]), so a
 /// node of the release before reads everything but what only the new version can say, and
 /// refuses that with `409 unsupported_protocol` instead of misreading it.
-pub const PROTOCOL: u16 = 2;
+pub const PROTOCOL: u16 = 3;
 /// The oldest version it still accepts (0: requests without a version header).
 pub const OLDEST_PROTOCOL: u16 = 0;
 /// Header carrying the sender's protocol version (requests) or the answering node's (answers).

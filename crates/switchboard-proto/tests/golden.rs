@@ -20,8 +20,12 @@ use switchboard_proto::peer::Proposal;
 use switchboard_proto::peer::StatusAnswer;
 use switchboard_proto::peer::StatusRequest;
 use switchboard_proto::registry::Change;
+use switchboard_proto::registry::Check;
+use switchboard_proto::registry::CheckKind;
 use switchboard_proto::registry::Command;
 use switchboard_proto::registry::ContractKey;
+use switchboard_proto::registry::HealthChange;
+use switchboard_proto::registry::HealthStatus;
 use switchboard_proto::registry::Lease;
 use switchboard_proto::registry::Origin;
 use switchboard_proto::registry::Outcome;
@@ -72,7 +76,12 @@ fn spec() -> RegistrationSpec {
         ttl_ms: Some(5_000),
         weight: 2,
         metadata: BTreeMap::from([("zone".to_owned(), "a".to_owned())]),
+        check: None,
     }
+}
+
+fn check() -> Check {
+    Check { kind: CheckKind::Http, path: "/up".into(), deregister_after_ms: Some(60_000), ..Check::default() }
 }
 
 fn origin() -> Origin {
@@ -82,7 +91,7 @@ fn origin() -> Origin {
 fn commands() -> Vec<Command> {
     let id = spec().id;
     vec![
-        Command::Register(spec()),
+        Command::register(spec()),
         Command::Unregister(id),
         Command::Drain(id),
         Command::Expire(vec![Lease { id, epoch: 9 }]),
@@ -93,6 +102,7 @@ fn commands() -> Vec<Command> {
                 hash_header: Some("x-user".into()),
                 idempotent: true,
                 rewrite_to: true,
+                ..Policy::default()
             },
         ),
         Command::CreateToken(TokenDef {
@@ -103,6 +113,18 @@ fn commands() -> Vec<Command> {
         }),
         Command::RevokeToken("ops".into()),
         Command::set_policy(ContractKey::new("urn:calc", "ICalc"), Policy { rewrite_to: false, ..Policy::default() }),
+        Command::register(RegistrationSpec { check: Some(check()), ..spec() }),
+        Command::set_policy(
+            ContractKey::new("urn:calc", "ICalc"),
+            Policy { check: Some(Check::none()), panic_threshold_percent: 30, ..Policy::default() },
+        ),
+        Command::SetHealth(vec![HealthChange {
+            lease: Lease { id, epoch: 9 },
+            status: HealthStatus::Critical,
+            output: "refused".into(),
+            by: 3,
+        }]),
+        Command::Deregister(vec![Lease { id, epoch: 9 }]),
     ]
 }
 
@@ -122,11 +144,23 @@ fn log_entries() {
         "06036f7073".to_owned(),
         // Peer protocol 2: a policy with rewrite_to off needs the new variant.
         "070e75726e3a63616c632f4943616c6300000000".to_owned(),
+        // Peer protocol 3: a registration with a check, a policy with health options, health
+        // transitions and deregistrations.
+        format!(
+            "08{id}14687474703a2f2f7376633a393030302f63616c63054943616c630875726e3a63616c630188270201047a6f6e6501610100032f7570d00fe807020301e0d403"
+        ),
+        "090e75726e3a63616c632f4943616c63000000010102072f6865616c7468d00fe8070203001e".to_owned(),
+        format!("0a01{id}0901077265667573656403"),
+        format!("0b01{id}09"),
     ];
     assert_eq!(commands().len(), expected.len());
     for (command, expected) in commands().iter().zip(&expected) {
         golden.pinned(command, expected);
-        let protocol = if expected.starts_with("07") { 2 } else { 1 };
+        let protocol = match &expected[..2] {
+            "07" => 2,
+            "08" | "09" | "0a" | "0b" => 3,
+            _ => 1,
+        };
         assert_eq!(command.protocol(), protocol, "{command:?}");
     }
     let change = Change { at_ms: 1_700_000_000_000, origin: origin(), command: Command::RevokeToken("ops".into()) };

@@ -59,6 +59,7 @@ fn registry_with(registrations: &[Spec<'_>]) -> RegistryState {
             ttl_ms: None,
             weight: None,
             metadata,
+            check: None,
         })
         .unwrap();
         let origin = crate::registry::Origin::default();

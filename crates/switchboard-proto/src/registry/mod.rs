@@ -2,6 +2,7 @@
 //! Raft log's entries), what applying them answers, and the audit trail's records. Plain data
 //! with serde and the checks every process applies to it alike.
 
+mod health;
 mod id;
 mod spec;
 mod tokens;
@@ -11,6 +12,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde::Serialize;
 
+pub use self::health::*;
 pub use self::id::InvalidId;
 pub use self::id::RegistrationId;
 pub use self::spec::*;
@@ -39,10 +41,14 @@ pub struct Change {
 }
 
 /// Every way the registration list can change.
+///
+/// Variants are never reordered or changed: a new option is a new variant, written only when the
+/// option is used, so a node of the release before reads every entry that does not use it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// Add a registration, or refresh the options and epoch of an existing one.
-    Register(RegistrationSpec),
+    /// Add a registration without a check of its own, in the encoding of peer protocols 1 and 2
+    /// (see [`Command::register`]).
+    RegisterV1(RegistrationSpecV1),
     /// Remove a registration.
     Unregister(RegistrationId),
     /// Stop routing new requests to a registration; it stays listed until removed.
@@ -57,23 +63,38 @@ pub enum Command {
     CreateToken(TokenDef),
     /// Revoke an API token by name, one created through the API or one of the tokens file.
     RevokeToken(String),
-    /// Set the routing policy of a contract, every option included (peer protocol 2).
+    /// Set the routing policy of a contract with `rewrite_to` but no health options (peer
+    /// protocol 2).
+    SetPolicyV2(ContractKey, PolicyV2),
+    /// Add a registration, or refresh the options and epoch of an existing one (peer protocol 3:
+    /// the spec may carry a check).
+    Register(RegistrationSpec),
+    /// Set the routing policy of a contract, every option included (peer protocol 3).
     SetPolicy(ContractKey, Policy),
+    /// Health transitions decided by the probers (peer protocol 3).
+    SetHealth(Vec<HealthChange>),
+    /// Remove registrations critical for longer than their check's `deregister_after_ms`, if
+    /// their epoch still matches (peer protocol 3).
+    Deregister(Vec<Lease>),
 }
 
 impl Command {
     /// About how many bytes the command takes encoded (to size batches).
     pub fn approx_bytes(&self) -> usize {
         match self {
-            Self::Register(spec) => {
-                64 + spec.address.len()
-                    + spec.contract_name.len()
-                    + spec.contract_namespace.len()
-                    + spec.metadata.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>()
+            Self::RegisterV1(RegistrationSpecV1 { address, contract_name, contract_namespace, metadata, .. })
+            | Self::Register(RegistrationSpec { address, contract_name, contract_namespace, metadata, .. }) => {
+                96 + address.len()
+                    + contract_name.len()
+                    + contract_namespace.len()
+                    + metadata.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>()
             }
-            Self::Expire(leases) => 16 + 24 * leases.len(),
-            Self::SetPolicyV1(key, PolicyV1 { hash_header, .. }) | Self::SetPolicy(key, Policy { hash_header, .. }) => {
-                32 + key.as_str().len() + hash_header.as_ref().map_or(0, String::len)
+            Self::SetHealth(changes) => 16 + changes.iter().map(|c| 40 + c.output.len()).sum::<usize>(),
+            Self::Expire(leases) | Self::Deregister(leases) => 16 + 24 * leases.len(),
+            Self::SetPolicyV1(key, PolicyV1 { hash_header, .. })
+            | Self::SetPolicyV2(key, PolicyV2 { hash_header, .. })
+            | Self::SetPolicy(key, Policy { hash_header, .. }) => {
+                64 + key.as_str().len() + hash_header.as_ref().map_or(0, String::len)
             }
             Self::Unregister(_) | Self::Drain(_) => 24,
             Self::CreateToken(def) => 64 + def.name.len() + def.scopes.iter().map(|s| s.len() + 2).sum::<usize>(),
@@ -83,16 +104,38 @@ impl Command {
 
     /// The command that sets `key`'s policy to `policy`, in the oldest encoding that carries it.
     pub fn set_policy(key: ContractKey, policy: Policy) -> Self {
-        match PolicyV1::try_from(policy) {
-            Ok(v1) => Self::SetPolicyV1(key, v1),
+        let policy = match PolicyV1::try_from(policy) {
+            Ok(v1) => return Self::SetPolicyV1(key, v1),
+            Err(policy) => policy,
+        };
+        match PolicyV2::try_from(policy) {
+            Ok(v2) => Self::SetPolicyV2(key, v2),
             Err(policy) => Self::SetPolicy(key, policy),
+        }
+    }
+
+    /// The command that registers `spec`, in the oldest encoding that carries it.
+    pub fn register(spec: RegistrationSpec) -> Self {
+        match RegistrationSpecV1::try_from(spec) {
+            Ok(v1) => Self::RegisterV1(v1),
+            Err(spec) => Self::Register(spec),
+        }
+    }
+
+    /// The spec of a registering command, in either encoding.
+    pub fn registration(&self) -> Option<std::borrow::Cow<'_, RegistrationSpec>> {
+        match self {
+            Self::Register(spec) => Some(std::borrow::Cow::Borrowed(spec)),
+            Self::RegisterV1(spec) => Some(std::borrow::Cow::Owned(spec.clone().into())),
+            _ => None,
         }
     }
 
     /// The oldest peer protocol version whose encoding carries the command.
     pub fn protocol(&self) -> u16 {
         match self {
-            Self::SetPolicy(..) => 2,
+            Self::SetPolicyV2(..) => 2,
+            Self::Register(_) | Self::SetPolicy(..) | Self::SetHealth(_) | Self::Deregister(_) => 3,
             _ => 1,
         }
     }
@@ -103,10 +146,14 @@ impl Command {
     pub fn check_forwarded(&self) -> Result<(), InvalidRegistration> {
         match self {
             Self::Register(spec) => spec.check(),
+            Self::RegisterV1(spec) => RegistrationSpec::from(spec.clone()).check(),
             Self::SetPolicy(key, policy) => key.check().and_then(|()| policy.check()),
+            Self::SetPolicyV2(key, policy) => key.check().and_then(|()| Policy::from(policy.clone()).check()),
             Self::SetPolicyV1(key, policy) => key.check().and_then(|()| Policy::from(policy.clone()).check()),
+            Self::SetHealth(changes) => changes.iter().try_for_each(HealthChange::check),
             Self::Unregister(_) | Self::Drain(_) => Ok(()),
             Self::Expire(_) => Err(InvalidRegistration::Policy("lease expiry is never forwarded".into())),
+            Self::Deregister(_) => Err(InvalidRegistration::Policy("deregistration is never forwarded".into())),
             Self::CreateToken(def) => def.check().map_err(InvalidRegistration::Token),
             Self::RevokeToken(name) => {
                 TokenDef { name: name.clone(), sha256: [0; 32], scopes: Vec::new(), max_registrations: None }
@@ -266,15 +313,73 @@ pub struct Policy {
     /// sent to (the default); false forwards it as the client wrote it.
     #[serde(default = "yes")]
     pub rewrite_to: bool,
+    /// The active check of the contract's registrations that name none.
+    #[serde(default)]
+    pub check: Option<Check>,
+    /// When fewer than this share of the contract's endpoints are passing, route to all of them.
+    #[serde(default = "default_panic_threshold")]
+    pub panic_threshold_percent: u8,
 }
+
+/// The panic threshold of a contract without a policy that sets one.
+pub const DEFAULT_PANIC_THRESHOLD: u8 = 50;
 
 fn yes() -> bool {
     true
 }
 
+fn default_panic_threshold() -> u8 {
+    DEFAULT_PANIC_THRESHOLD
+}
+
 impl Default for Policy {
     fn default() -> Self {
-        Self { kind: PolicyKind::default(), hash_header: None, idempotent: false, rewrite_to: true }
+        Self {
+            kind: PolicyKind::default(),
+            hash_header: None,
+            idempotent: false,
+            rewrite_to: true,
+            check: None,
+            panic_threshold_percent: DEFAULT_PANIC_THRESHOLD,
+        }
+    }
+}
+
+/// A policy as peer protocol 2 and on-disk format 3 encode it: the options before the health
+/// options, which take their defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PolicyV2 {
+    pub kind: PolicyKind,
+    pub hash_header: Option<String>,
+    pub idempotent: bool,
+    pub rewrite_to: bool,
+}
+
+impl From<PolicyV2> for Policy {
+    fn from(PolicyV2 { kind, hash_header, idempotent, rewrite_to }: PolicyV2) -> Self {
+        Self { kind, hash_header, idempotent, rewrite_to, ..Self::default() }
+    }
+}
+
+impl From<PolicyV1> for PolicyV2 {
+    fn from(PolicyV1 { kind, hash_header, idempotent }: PolicyV1) -> Self {
+        Self { kind, hash_header, idempotent, rewrite_to: true }
+    }
+}
+
+impl TryFrom<Policy> for PolicyV2 {
+    type Error = Policy;
+
+    /// The same policy in the older encoding, if its health options are the defaults.
+    fn try_from(policy: Policy) -> Result<Self, Policy> {
+        match policy {
+            Policy { kind, hash_header, idempotent, rewrite_to, check: None, panic_threshold_percent }
+                if panic_threshold_percent == DEFAULT_PANIC_THRESHOLD =>
+            {
+                Ok(Self { kind, hash_header, idempotent, rewrite_to })
+            }
+            policy => Err(policy),
+        }
     }
 }
 
@@ -288,8 +393,8 @@ pub struct PolicyV1 {
 }
 
 impl From<PolicyV1> for Policy {
-    fn from(PolicyV1 { kind, hash_header, idempotent }: PolicyV1) -> Self {
-        Self { kind, hash_header, idempotent, rewrite_to: true }
+    fn from(old: PolicyV1) -> Self {
+        Self::from(PolicyV2::from(old))
     }
 }
 
@@ -299,7 +404,11 @@ impl TryFrom<Policy> for PolicyV1 {
     /// The same policy in the older encoding, if it has no option that encoding lacks.
     fn try_from(policy: Policy) -> Result<Self, Policy> {
         match policy {
-            Policy { kind, hash_header, idempotent, rewrite_to: true } => Ok(Self { kind, hash_header, idempotent }),
+            Policy { kind, hash_header, idempotent, rewrite_to: true, check: None, panic_threshold_percent }
+                if panic_threshold_percent == DEFAULT_PANIC_THRESHOLD =>
+            {
+                Ok(Self { kind, hash_header, idempotent })
+            }
             policy => Err(policy),
         }
     }
@@ -326,6 +435,10 @@ pub enum Outcome {
     TokenRevoked(String),
     /// A token change that cannot be made (the name is taken, not found, or the table is full).
     TokenRefused(String),
+    /// Health transitions applied (those whose registration and epoch still matched).
+    HealthSet(Vec<RegistrationId>),
+    /// Registrations removed by their checks' `deregister_after_ms`.
+    Deregistered(Vec<RegistrationId>),
 }
 
 /// Bytes a registration is counted for beyond its text (ids, numbers, index entries).
@@ -351,6 +464,8 @@ pub enum AuditAction {
     /// An API token created or revoked (the record's `contract` is `token:<name>`).
     TokenCreated,
     TokenRevoked,
+    /// Removed because it was critical for longer than its check's `deregister_after_ms`.
+    Deregistered,
 }
 
 /// One entry of the audit trail: who changed what, through which node, and why.

@@ -9,6 +9,7 @@ use std::fmt;
 use serde::Deserialize;
 use serde::Serialize;
 
+use super::Check;
 use super::Policy;
 use super::PolicyKind;
 use super::RegistrationId;
@@ -56,6 +57,9 @@ pub struct RegistrationRequest {
     pub weight: Option<u32>,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// The endpoint's active check; absent: the contract policy's, else the cluster default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<Check>,
 }
 
 /// A validated registration request: what the state machine stores.
@@ -69,6 +73,48 @@ pub struct RegistrationSpec {
     pub ttl_ms: Option<u64>,
     pub weight: u32,
     pub metadata: BTreeMap<String, String>,
+    pub check: Option<Check>,
+}
+
+/// A registration spec as peer protocols 1 and 2 encode it (`Command::RegisterV1`): the fields
+/// before `check`, which is absent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationSpecV1 {
+    pub id: RegistrationId,
+    pub address: String,
+    pub contract_name: String,
+    pub contract_namespace: String,
+    pub ttl_ms: Option<u64>,
+    pub weight: u32,
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl From<RegistrationSpecV1> for RegistrationSpec {
+    fn from(old: RegistrationSpecV1) -> Self {
+        let RegistrationSpecV1 { id, address, contract_name, contract_namespace, ttl_ms, weight, metadata } = old;
+        Self { id, address, contract_name, contract_namespace, ttl_ms, weight, metadata, check: None }
+    }
+}
+
+impl TryFrom<RegistrationSpec> for RegistrationSpecV1 {
+    type Error = RegistrationSpec;
+
+    /// The same spec in the older encoding, if it has no check.
+    fn try_from(spec: RegistrationSpec) -> Result<Self, RegistrationSpec> {
+        match spec {
+            RegistrationSpec {
+                id,
+                address,
+                contract_name,
+                contract_namespace,
+                ttl_ms,
+                weight,
+                metadata,
+                check: None,
+            } => Ok(Self { id, address, contract_name, contract_namespace, ttl_ms, weight, metadata }),
+            spec => Err(spec),
+        }
+    }
 }
 
 /// Why a registration request was refused.
@@ -90,6 +136,8 @@ pub enum InvalidRegistration {
     Policy(String),
     #[error("token: {0}")]
     Token(String),
+    #[error("check: {0}")]
+    Check(String),
 }
 
 impl InvalidRegistration {
@@ -104,13 +152,15 @@ impl InvalidRegistration {
             Self::Token(_) => "invalid_token",
             Self::Ttl => "invalid_ttl",
             Self::Policy(_) => "invalid_policy",
+            Self::Check(_) => "invalid_check",
         }
     }
 }
 
 impl RegistrationSpec {
     pub fn new(request: RegistrationRequest) -> Result<Self, InvalidRegistration> {
-        let RegistrationRequest { address, contract_name, contract_namespace, ttl_ms, weight, metadata } = request;
+        let RegistrationRequest { address, contract_name, contract_namespace, ttl_ms, weight, metadata, check } =
+            request;
         let info = RegistrationInfo { address, contract_name, contract_namespace }.validate()?;
         let weight = weight.unwrap_or(1);
         if !(1..=MAX_WEIGHT).contains(&weight) {
@@ -120,6 +170,9 @@ impl RegistrationSpec {
             return Err(InvalidRegistration::Ttl);
         }
         validate_metadata(&metadata)?;
+        if let Some(check) = &check {
+            check.check()?;
+        }
         Ok(Self {
             id: info.id(),
             address: info.address,
@@ -128,6 +181,7 @@ impl RegistrationSpec {
             ttl_ms,
             weight,
             metadata,
+            check,
         })
     }
 }
@@ -150,6 +204,7 @@ impl RegistrationSpec {
             ttl_ms: self.ttl_ms,
             weight: Some(self.weight),
             metadata: self.metadata.clone(),
+            check: self.check.clone(),
         };
         if Self::new(request)? != *self {
             return Err(InvalidRegistration::Address("the id or address is not the canonical one".into()));
@@ -295,6 +350,12 @@ pub struct PolicyRequest {
     /// Whether a SOAP message's WS-Addressing `To` is set to the endpoint's address; default true.
     #[serde(default)]
     pub rewrite_to: Option<bool>,
+    /// The active check of the contract's registrations that name none.
+    #[serde(default)]
+    pub check: Option<Check>,
+    /// Below this share of passing endpoints, route to all of them; default 50.
+    #[serde(default)]
+    pub panic_threshold_percent: Option<u8>,
 }
 
 impl PolicyRequest {
@@ -307,6 +368,8 @@ impl PolicyRequest {
             hash_header: self.hash_header.map(|name| name.to_ascii_lowercase()),
             idempotent: self.idempotent,
             rewrite_to: self.rewrite_to.unwrap_or(true),
+            check: self.check,
+            panic_threshold_percent: self.panic_threshold_percent.unwrap_or(super::DEFAULT_PANIC_THRESHOLD),
         };
         policy.check()?;
         Ok((ContractKey::new(&self.contract_namespace, &self.contract_name), policy))
@@ -316,6 +379,12 @@ impl PolicyRequest {
 impl Policy {
     /// A consistent-hash policy names a (lower-case) header to hash; no other policy names one.
     pub fn check(&self) -> Result<(), InvalidRegistration> {
+        if self.panic_threshold_percent > 100 {
+            return Err(InvalidRegistration::Policy("panic_threshold_percent must be between 0 and 100".into()));
+        }
+        if let Some(check) = &self.check {
+            check.check()?;
+        }
         match (self.kind, &self.hash_header) {
             (PolicyKind::ConsistentHash, Some(name)) => {
                 let valid = !name.is_empty()
@@ -379,6 +448,7 @@ mod tests {
             ttl_ms: None,
             weight: None,
             metadata: BTreeMap::new(),
+            check: None,
         }
     }
 
