@@ -174,6 +174,24 @@ pub struct ServeArgs {
     /// Log output format.
     #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// The active check of registrations that name none and whose contract policy names none:
+    /// `tcp` (a connect), `none`, or `http:/PATH` (a GET), every 2 s with a 1 s timeout, critical
+    /// after 3 failures, passing after 2 successes. Give every node the same value.
+    #[arg(long, env = "SWITCHBOARD_DEFAULT_CHECK", default_value = "tcp", value_parser = parse_check)]
+    pub default_check: crate::registry::Check,
+    /// Most registrations the cluster removes by their check's `deregister_after_ms` per minute.
+    #[arg(long, env = "SWITCHBOARD_DEREGISTER_MAX_PER_MINUTE", default_value_t = 60)]
+    pub deregister_max_per_minute: u32,
+    /// Most health probes this node runs at once.
+    #[arg(long, env = "SWITCHBOARD_PROBE_CONCURRENCY", default_value_t = 512)]
+    pub probe_concurrency: usize,
+    /// Most health probes this node starts per second.
+    #[arg(long, env = "SWITCHBOARD_PROBE_RATE", default_value_t = 5_000)]
+    pub probe_rate: u32,
+}
+
+fn parse_check(text: &str) -> Result<crate::registry::Check, String> {
+    crate::registry::Check::parse_default(text)
 }
 
 /// Largest snapshot chunk, in KiB: the peer endpoint accepts one chunk plus framing per request.
@@ -237,6 +255,7 @@ pub struct NodeConfig {
     pub log_format: LogFormat,
     pub limits: RegistryLimits,
     pub audit_log: Option<PathBuf>,
+    pub health: crate::health::HealthConfig,
 }
 
 impl TryFrom<ServeArgs> for NodeConfig {
@@ -287,6 +306,8 @@ impl TryFrom<ServeArgs> for NodeConfig {
             ("max-connections-per-ip", args.max_connections_per_ip.unwrap_or(1) as u64),
             ("max-registrations", args.max_registrations as u64),
             ("max-registry-mb", args.max_registry_mb),
+            ("probe-concurrency", args.probe_concurrency as u64),
+            ("probe-rate", u64::from(args.probe_rate)),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(flag));
@@ -370,6 +391,12 @@ impl TryFrom<ServeArgs> for NodeConfig {
             log_format: args.log_format,
             limits: RegistryLimits { max_registrations: args.max_registrations, max_bytes: args.max_registry_mb << 20 },
             audit_log: args.audit_log,
+            health: crate::health::HealthConfig {
+                default_check: args.default_check,
+                max_concurrent: args.probe_concurrency,
+                max_per_second: args.probe_rate,
+                deregister_per_minute: args.deregister_max_per_minute,
+            },
         })
     }
 }

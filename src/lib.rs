@@ -16,6 +16,7 @@
 //! - [`raft`]: openraft adapters: sled log store, state machine, applied view, peer network.
 //! - [`auth`]: API tokens, scopes and callers.
 //! - [`cluster`]: writes through the leader, linearizable reads, bootstrap, admission, membership.
+//! - [`health`]: active health checks: one prober per endpoint, confirmed transitions through Raft.
 //! - [`proxy`]: the data plane: contract resolution, selection, attempts, forwarding, broadcast.
 //! - [`api`]: the control API (registrations, cluster admin, health).
 //! - [`peer`]: the peer endpoint (Raft RPCs and forwarded requests), behind the cluster secret.
@@ -26,6 +27,7 @@ pub mod api;
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod health;
 pub mod metrics;
 pub mod netpolicy;
 pub mod node;

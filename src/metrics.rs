@@ -103,6 +103,70 @@ labels! {
     }
 }
 
+labels! {
+    /// How a probe ended.
+    ProbeResult {
+        Passed => "passed",
+        Failed => "failed",
+    }
+}
+
+labels! {
+    /// The health transitions a prober wrote, by the new status.
+    Transition {
+        Critical => "critical",
+        Passing => "passing",
+    }
+}
+
+labels! {
+    /// What a second node's probe said before a critical transition.
+    Confirmation {
+        Confirmed => "confirmed",
+        Reached => "reached",
+        Unavailable => "unavailable",
+    }
+}
+
+/// Upper bounds of the probe latency histogram, in seconds.
+const PROBE_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+
+/// A latency histogram with fixed buckets (cumulative when rendered).
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; PROBE_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, elapsed: std::time::Duration) {
+        let seconds = elapsed.as_secs_f64();
+        if let Some(i) = PROBE_BUCKETS.iter().position(|bound| seconds <= *bound) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(
+            out,
+            "# HELP switchboard_{name} {help}
+# TYPE switchboard_{name} histogram"
+        );
+        let mut cumulative = 0;
+        for (bound, bucket) in PROBE_BUCKETS.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let _ = writeln!(out, "switchboard_{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "switchboard_{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "switchboard_{name}_sum {sum}\nswitchboard_{name}_count {count}");
+    }
+}
+
 /// A value that goes up and down.
 #[derive(Debug, Default)]
 pub struct Gauge(std::sync::atomic::AtomicI64);
@@ -136,6 +200,18 @@ pub struct Metrics {
     open_connections: Vec<Gauge>,
     /// 1 while this node knows a leader, 0 while it does not (it routes from its last view).
     pub leader_known: Gauge,
+    /// Requests routed while too few of their contract's endpoints were passing.
+    pub health_panics: Counter,
+    probes: Vec<Counter>,
+    pub probe_latency: Histogram,
+    transitions: Vec<Counter>,
+    confirmations: Vec<Counter>,
+    /// Probes that started later than an interval after they were due (the limits cannot keep up).
+    pub probes_late: Counter,
+    /// Registrations removed by `deregister_after_ms`, by this node as leader.
+    pub deregistered: Counter,
+    /// Endpoints this node probes now.
+    pub probed_endpoints: Gauge,
 }
 
 impl Default for Metrics {
@@ -153,6 +229,14 @@ impl Default for Metrics {
             audit_sink_dropped: Counter::default(),
             open_connections: ListenerKind::ALL.iter().map(|_| Gauge::default()).collect(),
             leader_known: Gauge::default(),
+            health_panics: Counter::default(),
+            probes: ProbeResult::ALL.iter().map(|_| Counter::default()).collect(),
+            probe_latency: Histogram::default(),
+            transitions: Transition::ALL.iter().map(|_| Counter::default()).collect(),
+            confirmations: Confirmation::ALL.iter().map(|_| Counter::default()).collect(),
+            probes_late: Counter::default(),
+            deregistered: Counter::default(),
+            probed_endpoints: Gauge::default(),
         }
     }
 }
@@ -176,6 +260,22 @@ impl Metrics {
     /// Connections of a listener that spoke and hold one of its slots.
     pub fn open_connections(&self, listener: ListenerKind) -> &Gauge {
         &self.open_connections[listener as usize]
+    }
+
+    pub fn probe(&self, result: ProbeResult) {
+        self.probes[result as usize].inc();
+    }
+
+    pub fn probes(&self, result: ProbeResult) -> u64 {
+        self.probes[result as usize].get()
+    }
+
+    pub fn transition(&self, status: Transition, n: u64) {
+        self.transitions[status as usize].add(n);
+    }
+
+    pub fn confirmation(&self, outcome: Confirmation) {
+        self.confirmations[outcome as usize].inc();
     }
 
     pub fn limit_hits(&self, limit: Limit) -> u64 {
@@ -221,6 +321,50 @@ impl Metrics {
             "audit_sink_dropped_total",
             "Audit records not written to --audit-log because it fell behind (the trail keeps them).",
             &[(None, self.audit_sink_dropped.get())],
+        );
+        let probes: Vec<_> =
+            ProbeResult::ALL.iter().zip(&self.probes).map(|(r, n)| (Some(("result", r.label())), n.get())).collect();
+        counter("health_probes_total", "Active health probes this node ran, by result.", &probes);
+        let transitions: Vec<_> = Transition::ALL
+            .iter()
+            .zip(&self.transitions)
+            .map(|(t, n)| (Some(("status", t.label())), n.get()))
+            .collect();
+        counter(
+            "health_transitions_total",
+            "Health transitions this node's probes wrote, by new status.",
+            &transitions,
+        );
+        let confirmations: Vec<_> = Confirmation::ALL
+            .iter()
+            .zip(&self.confirmations)
+            .map(|(c, n)| (Some(("result", c.label())), n.get()))
+            .collect();
+        counter(
+            "health_confirmations_total",
+            "Second probes asked of another node before a critical transition, by what they found.",
+            &confirmations,
+        );
+        counter(
+            "health_probes_late_total",
+            "Probes started more than an interval late: the probe limits cannot meet the configured intervals.",
+            &[(None, self.probes_late.get())],
+        );
+        counter(
+            "health_panic_routed_total",
+            "Requests routed to every endpoint because fewer than the panic threshold were passing.",
+            &[(None, self.health_panics.get())],
+        );
+        counter(
+            "health_deregistered_total",
+            "Registrations removed by deregister_after_ms, by this node as leader.",
+            &[(None, self.deregistered.get())],
+        );
+        self.probe_latency.render(&mut out, "health_probe_duration_seconds", "Duration of active health probes.");
+        let _ = writeln!(
+            out,
+            "# HELP switchboard_health_probed_endpoints Endpoints this node probes.\n# TYPE switchboard_health_probed_endpoints gauge\nswitchboard_health_probed_endpoints {}",
+            self.probed_endpoints.get()
         );
         let open: Vec<String> = ListenerKind::ALL
             .iter()

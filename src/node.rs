@@ -142,21 +142,19 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
 
     let stop = CancellationToken::new();
     let mut servers = JoinSet::new();
-    let api_router = api::router(api::ApiState {
+    let prober = crate::health::Prober::new(cluster.clone(), config.health.clone(), config.address_policy.clone());
+    let api_state = api::ApiState {
         cluster: cluster.clone(),
         tokens: config.tokens.clone(),
         policy: config.address_policy.clone(),
         https: config.tls.is_some(),
-    });
+        prober: prober.clone(),
+    };
+    let api_router = api::router(api_state.clone());
     let key = Arc::new(crate::peer_auth::PeerKey::new(&config.cluster_secret));
-    let peer_router = peer::router(peer::PeerState { cluster: cluster.clone(), key });
+    let peer_router = peer::router(peer::PeerState { cluster: cluster.clone(), key, prober: prober.clone() });
     let health = health.map(|listener| {
-        let router = api::health_router(api::ApiState {
-            cluster: cluster.clone(),
-            tokens: config.tokens.clone(),
-            policy: config.address_policy.clone(),
-            https: config.tls.is_some(),
-        });
+        let router = api::health_router(api_state);
         (listener, router)
     });
     for (listener, router) in [(api, api_router), (peer, peer_router)].into_iter().chain(health) {
@@ -182,6 +180,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
     }));
 
     let duties = cluster.start_duties();
+    let probing = tokio::spawn(prober.run(stop.clone()));
     let forget = tokio::spawn(forget_unregistered_endpoints(plane, cluster.view().clone()));
 
     tokio::select! {
@@ -206,6 +205,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
     stop.cancel();
     duties.stop().await;
     forget.abort();
+    let _ = probing.await;
     // Each listener lets its open requests finish for at most `serve::DRAIN_TIMEOUT`.
     while servers.join_next().await.is_some() {}
     cluster.raft().shutdown().await.ok();

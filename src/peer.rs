@@ -26,6 +26,7 @@ use serde::de::DeserializeOwned;
 use switchboard_proto::peer;
 use switchboard_proto::peer::ADDRESSEE_HEADER;
 use switchboard_proto::peer::Admit;
+use switchboard_proto::peer::Confirm;
 use switchboard_proto::peer::Membership;
 use switchboard_proto::peer::PROTOCOL_HEADER;
 use switchboard_proto::peer::ReadIndex;
@@ -82,6 +83,7 @@ fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
 pub struct PeerState {
     pub cluster: Cluster,
     pub key: std::sync::Arc<PeerKey>,
+    pub prober: crate::health::Prober,
 }
 
 /// The request of RPC `R`, decoded.
@@ -103,6 +105,7 @@ pub fn router(state: PeerState) -> Router {
         .route(Admit::PATH, post(admit))
         .route(Membership::PATH, post(membership))
         .route(Renew::PATH, post(renew))
+        .route(Confirm::PATH, post(confirm))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), authenticate))
         .route_layer(axum::middleware::from_fn(speak_protocol))
@@ -330,6 +333,11 @@ async fn renew(
     }
     state.cluster.renew_from_peer(&gossip);
     answer::<Renew>(())
+}
+
+/// A second probe of an endpoint, asked by the node that probes it before it marks it critical.
+async fn confirm(State(state): State<PeerState>, Postcard(request): RequestOf<Confirm>) -> Response {
+    answer::<Confirm>(state.prober.confirm(&request).await)
 }
 
 #[cfg(test)]

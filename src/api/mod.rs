@@ -46,6 +46,8 @@ pub struct ApiState {
     pub policy: Arc<AddressPolicy>,
     /// The control API listener serves TLS (for the URLs it writes into documents).
     pub https: bool,
+    /// The node's health checker (who checks what, the default check).
+    pub prober: crate::health::Prober,
 }
 
 /// JSON body whose rejections use the API's error format.

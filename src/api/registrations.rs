@@ -19,7 +19,9 @@ use crate::api::ApiState;
 use crate::api::require;
 use crate::auth::Caller;
 use crate::cluster::leases::Refusal;
+use crate::raft::NodeId;
 use crate::registry::Command;
+use crate::registry::HealthStatus;
 use crate::registry::Lease;
 use crate::registry::Outcome;
 use crate::registry::Registration;
@@ -27,13 +29,16 @@ use crate::registry::RegistrationId;
 use crate::registry::RegistrationInfo;
 use crate::registry::RegistrationRequest;
 use crate::registry::RegistrationSpec;
+use crate::registry::RegistryState;
 use crate::registry::trim_namespace;
+use switchboard_proto::api::HealthView;
 use switchboard_proto::api::HeartbeatReply;
 use switchboard_proto::api::HeartbeatRequest;
 use switchboard_proto::api::LeaseRef;
 use switchboard_proto::api::MAX_HEARTBEAT_IDS;
 use switchboard_proto::api::Refused;
 use switchboard_proto::api::RegistrationList;
+use switchboard_proto::api::RegistrationView;
 
 pub(super) fn routes() -> Router<ApiState> {
     Router::new()
@@ -123,6 +128,8 @@ struct ListQuery {
     limit: Option<usize>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Only registrations whose committed health is this.
+    health: Option<HealthStatus>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -178,10 +185,34 @@ async fn list(
         .state
         .iter_after(cursor.as_ref())
         .filter(|r| namespace.is_none_or(|ns| trim_namespace(&r.contract_namespace) == ns))
-        .filter(|r| query.contract_name.as_deref().is_none_or(|name| r.contract_name == name));
+        .filter(|r| query.contract_name.as_deref().is_none_or(|name| r.contract_name == name))
+        .filter(|r| query.health.is_none_or(|wanted| status_of(&applied.state, r) == wanted));
     let (page, next_cursor) = super::page(matching, limit, |r| r.id.to_string());
-    let registrations = page.into_iter().map(|r| Registration::clone(r)).collect();
+    let members = state.cluster.probers();
+    let registrations = page.into_iter().map(|r| view(&state, &applied.state, r, &members)).collect();
     Ok(Json(RegistrationList { registrations, applied_index: applied.index, next_cursor }))
+}
+
+fn status_of(registry: &RegistryState, registration: &Registration) -> HealthStatus {
+    if registry.is_critical(&registration.id) { HealthStatus::Critical } else { HealthStatus::Passing }
+}
+
+/// A registration with the check that applies to it and its committed health.
+fn view(
+    state: &ApiState,
+    registry: &RegistryState,
+    registration: &Registration,
+    members: &[NodeId],
+) -> RegistrationView {
+    let verdict = registry.health(&registration.id).and_then(|entry| entry.health.as_ref());
+    let health = HealthView {
+        status: status_of(registry, registration),
+        since: verdict.map_or(registration.registered_at_ms, |h| h.since_ms),
+        output: verdict.map(|h| h.output.to_string()).unwrap_or_default(),
+        checked_by: state.prober.checked_by(registry, registration, members),
+    };
+    let check = registry.effective_check(registration, state.prober.default_check()).clone();
+    RegistrationView { registration: registration.clone(), check, health }
 }
 
 fn parse_cursor(text: &str) -> Result<RegistrationId, ApiError> {
@@ -201,13 +232,13 @@ async fn show(
     Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<ReadQuery>,
-) -> Result<Json<Registration>, ApiError> {
+) -> Result<Json<RegistrationView>, ApiError> {
     require(caller.can_read(), &caller, "read")?;
     let id = parse_id(&id)?;
     ensure_fresh(&state, query.consistency).await?;
     let applied = state.cluster.view().load();
     let registration = applied.state.get(&id).ok_or_else(|| not_registered(id))?;
-    Ok(Json(Registration::clone(registration)))
+    Ok(Json(view(&state, &applied.state, registration, &state.cluster.probers())))
 }
 
 /// Parses a registration id, finds the registration's namespace (on this replica, then after a

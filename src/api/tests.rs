@@ -51,6 +51,7 @@ async fn single_node_full(limits: crate::cluster::RegistryLimits, tokens: Tokens
         log_format: LogFormat::Text,
         limits,
         audit_log: None,
+        health: Default::default(),
     };
     let cluster = crate::node::open(&config).await.unwrap();
     // The duties end with the test's runtime.
@@ -61,7 +62,8 @@ async fn single_node_full(limits: crate::cluster::RegistryLimits, tokens: Tokens
         .unwrap()
         .unwrap();
     tokens.attach(Arc::new(cluster.view().clone()));
-    (dir, router(ApiState { cluster, tokens: Arc::new(tokens), policy: Default::default(), https: false }))
+    let prober = crate::health::Prober::new(cluster.clone(), Default::default(), Default::default());
+    (dir, router(ApiState { cluster, tokens: Arc::new(tokens), policy: Default::default(), https: false, prober }))
 }
 
 async fn call(app: &Router, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {

@@ -16,6 +16,7 @@ mod forward;
 mod lease_duties;
 pub mod leases;
 mod membership;
+mod probers;
 mod status;
 
 use std::collections::BTreeMap;

@@ -45,6 +45,17 @@ pub struct BroadcastReport {
     pub succeeded: usize,
     pub failed: usize,
     pub results: Vec<EndpointResult>,
+    /// Endpoints not called because their checks say critical.
+    #[serde(default)]
+    pub skipped: Vec<SkippedEndpoint>,
+}
+
+/// An endpoint a broadcast left out.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct SkippedEndpoint {
+    pub id: String,
+    pub address: String,
+    pub reason: String,
 }
 
 pub(crate) async fn run(
@@ -88,13 +99,28 @@ pub(crate) async fn run(
         succeeded,
         failed: results.len() - succeeded,
         results,
+        skipped: routed
+            .skipped
+            .iter()
+            .map(|r| SkippedEndpoint {
+                id: r.id.to_string(),
+                address: r.address.to_string(),
+                reason: "critical".into(),
+            })
+            .collect(),
     };
     let status = match (report.succeeded, report.failed) {
         (_, 0) => StatusCode::OK,
         (0, _) => StatusCode::BAD_GATEWAY,
         _ => StatusCode::MULTI_STATUS,
     };
-    tracing::info!(contract = %routed.key, endpoints = report.endpoints, failed = report.failed, "broadcast delivered");
+    tracing::info!(
+        contract = %routed.key,
+        endpoints = report.endpoints,
+        failed = report.failed,
+        skipped = report.skipped.len(),
+        "broadcast delivered"
+    );
     let json = serde_json::to_vec(&report).unwrap_or_default();
     let mut response = Response::new(ProxyBody::local(json));
     *response.status_mut() = status;

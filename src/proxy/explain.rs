@@ -26,6 +26,9 @@ const EXPLAIN_TO: HeaderName = HeaderName::from_static("x-switchboard-to");
 /// How long ago a leader last confirmed the view the decision was made from (ms), or
 /// `unconfirmed`: while no leader is known this grows, and routing goes on from that view.
 const EXPLAIN_VIEW_AGE: HeaderName = HeaderName::from_static("x-switchboard-view-age-ms");
+/// The endpoints left out because their checks say critical (`critical: a, b`; the count alone
+/// for a caller who may not see addresses), or `panic: …` when too few pass and all are tried.
+const EXPLAIN_HEALTH: HeaderName = HeaderName::from_static("x-switchboard-health");
 
 /// What a routing decision was, for `X-Switchboard-Explain`.
 #[derive(Debug)]
@@ -42,6 +45,10 @@ pub(crate) struct Explain {
     /// For a SOAP message, what became of its `To`.
     pub to: Option<&'static str>,
     pub view_age: Option<std::time::Duration>,
+    /// The addresses of the endpoints skipped as critical.
+    pub skipped: Vec<String>,
+    /// Too few endpoints were passing: all were routable.
+    pub panic: bool,
 }
 
 pub(crate) fn add_explain(response: &mut Response<ProxyBody>, explain: &Explain) {
@@ -67,6 +74,13 @@ pub(crate) fn add_explain(response: &mut Response<ProxyBody>, explain: &Explain)
     }
     if let Some(to) = explain.to {
         set(EXPLAIN_TO, to.to_owned());
+    }
+    if explain.panic {
+        let threshold = explain.policy.panic_threshold_percent;
+        set(EXPLAIN_HEALTH, format!("panic: fewer than {threshold}% of the endpoints pass; routing to all of them"));
+    } else if !explain.skipped.is_empty() {
+        let skipped = if explain.disclose { explain.skipped.join(", ") } else { explain.skipped.len().to_string() };
+        set(EXPLAIN_HEALTH, format!("critical: {skipped}"));
     }
     set(EXPLAIN_ATTEMPTS, explain.attempts.len().to_string());
     set(EXPLAIN_VIEW_AGE, explain.view_age.map_or_else(|| "unconfirmed".to_owned(), |age| age.as_millis().to_string()));

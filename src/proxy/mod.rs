@@ -83,6 +83,10 @@ pub(crate) struct Routed<'a> {
     pub key: ContractKey,
     pub policy: Policy,
     pub endpoints: Arc<[Arc<Registration>]>,
+    /// Endpoints left out because their committed health verdict is critical.
+    pub skipped: Vec<Arc<Registration>>,
+    /// Too few endpoints pass: `endpoints` holds all of them, critical ones included.
+    pub panic: bool,
     /// How an endpoint's URL is made from its address and the request.
     pub addressing: Addressing,
     /// The message's WS-Addressing `To`, set to each endpoint's address.
@@ -281,9 +285,13 @@ impl DataPlane {
             .then(|| applied.state.binding(parts.uri.path()))
             .flatten()
             .and_then(|(bound, _)| crate::serve::router_url(&parts.headers, remote.https, bound));
-        let endpoints = endpoints.as_slice().clone();
+        let crate::registry::Routable { endpoints, skipped, panic } =
+            endpoints.routable(policy.panic_threshold_percent);
         drop(applied);
-        let routed = Routed { parts: &parts, remote: &remote, key, policy, endpoints, addressing, to };
+        if panic {
+            METRICS.health_panics.inc();
+        }
+        let routed = Routed { parts: &parts, remote: &remote, key, policy, endpoints, skipped, panic, addressing, to };
 
         if broadcast {
             self.authorize_broadcast(&parts.headers, &routed.key)?;
@@ -300,6 +308,8 @@ impl DataPlane {
             target: None,
             to: None,
             view_age: self.view.confirmed_ago(Instant::now()),
+            skipped: routed.skipped.iter().map(|r| r.address.to_string()).collect(),
+            panic: routed.panic,
         });
         let mut response = self.unicast(&routed, body, explain.as_mut()).await?;
         if let Some(location) = wsdl_location {

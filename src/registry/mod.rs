@@ -82,6 +82,7 @@ pub use switchboard_proto::registry::Text;
 pub use switchboard_proto::registry::TokenDef;
 pub use switchboard_proto::registry::TokenEntry;
 pub use switchboard_proto::registry::check_route_path;
+pub use switchboard_proto::registry::short_output;
 pub use switchboard_proto::registry::trim_namespace;
 
 /// Who asks for a change, as the control API authenticated them.

@@ -7,6 +7,7 @@ mod cli;
 mod failover;
 mod flood;
 mod harness;
+mod health;
 mod input;
 mod leases;
 mod membership;

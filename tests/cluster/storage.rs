@@ -137,11 +137,11 @@ async fn a_directory_of_format_1_is_served() {
     let (cluster, _data) = serves_the_fixture("data-v1", true).await;
     let log = cluster.log(1);
     assert!(!log.contains("migrated"));
-    assert!(log.contains("data directory format upgraded in place"), "the directory is marked format 3");
+    assert!(log.contains("data directory format upgraded in place"), "the directory is marked format 4");
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_directory_of_format_2_is_served_with_its_tokens_and_policy_and_marked_format_3() {
+async fn a_directory_of_format_2_is_served_with_its_tokens_and_policy_and_marked_format_4() {
     let (cluster, _data) = serves_the_fixture("data-v2", true).await;
     let log = cluster.log(1);
     assert!(!log.contains("migrated") && log.contains("data directory format upgraded in place"));
@@ -170,10 +170,10 @@ async fn a_directory_of_format_2_is_served_with_its_tokens_and_policy_and_marked
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_directory_of_format_3_is_served_with_its_policy_keeping_to() {
+async fn a_directory_of_format_3_is_served_with_its_policy_keeping_to_and_marked_format_4() {
     let (cluster, _data) = serves_the_fixture("data-v3", false).await;
     let log = cluster.log(1);
-    assert!(!log.contains("migrated") && !log.contains("upgraded"));
+    assert!(!log.contains("migrated") && log.contains("data directory format upgraded in place"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -181,10 +181,10 @@ async fn an_unknown_format_stops_the_node_with_one_line() {
     let scratch = TestCluster::scratch();
     let data = scratch.path().join("node1");
     copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data-v1/node1"), &data);
-    // A build from the future wrote this directory: its format record says 4.
+    // A build from the future wrote this directory: its format record says 5.
     {
         let db = sled::open(data.join("raft")).unwrap();
-        db.open_tree("raft.meta").unwrap().insert("format", vec![4u8]).unwrap();
+        db.open_tree("raft.meta").unwrap().insert("format", vec![5u8]).unwrap();
         db.flush().unwrap();
     }
     let status = Command::new(env!("CARGO_BIN_EXE_switchboard"))
@@ -197,5 +197,5 @@ async fn an_unknown_format_stops_the_node_with_one_line() {
     let stderr = String::from_utf8_lossy(&status.stderr);
     assert!(!status.status.success());
     let last = stderr.lines().last().unwrap_or_default();
-    assert!(last.contains("format version 4") && last.contains("raft"), "{stderr}");
+    assert!(last.contains("format version 5") && last.contains("raft"), "{stderr}");
 }

@@ -10,6 +10,8 @@
 //! # async fn run() -> Result<(), switchboard_client::ClientError> {
 //! use switchboard_client::Registrar;
 //! use switchboard_client::RegistrarConfig;
+//! use switchboard_proto::registry::Check;
+//! use switchboard_proto::registry::CheckKind;
 //! use switchboard_proto::registry::RegistrationRequest;
 //!
 //! let request = RegistrationRequest {
@@ -19,6 +21,8 @@
 //!     ttl_ms: Some(5_000),
 //!     weight: None,
 //!     metadata: Default::default(),
+//!     // Probed with an http GET of /health (every 2 s by default) instead of the cluster default.
+//!     check: Some(Check { kind: CheckKind::Http, ..Check::default() }),
 //! };
 //! let config = RegistrarConfig::new(vec!["http://lb:8081".into()], vec![request]);
 //! let registrar = Registrar::start(config).await?;
@@ -43,6 +47,7 @@ use switchboard_proto::api::HeartbeatRequest;
 use switchboard_proto::api::LeaseRef;
 use switchboard_proto::api::Refusal;
 use switchboard_proto::api::RegistrationList;
+use switchboard_proto::api::RegistrationView;
 use switchboard_proto::registry::Lease;
 use switchboard_proto::registry::Registration;
 use switchboard_proto::registry::RegistrationId;
@@ -105,8 +110,8 @@ impl ControlClient {
         self.call(Method::POST, "/v1/registrations", Some(request)).await
     }
 
-    /// `GET /v1/registrations/{id}`.
-    pub async fn get(&self, id: RegistrationId) -> Result<Registration, ClientError> {
+    /// `GET /v1/registrations/{id}`: the registration with its check and health.
+    pub async fn get(&self, id: RegistrationId) -> Result<RegistrationView, ClientError> {
         self.call(Method::GET, &format!("/v1/registrations/{id}"), None::<&()>).await
     }
 
@@ -119,8 +124,8 @@ impl ControlClient {
         self.call(Method::GET, &path, None::<&()>).await
     }
 
-    /// Every registration, walking the pages.
-    pub async fn list(&self) -> Result<Vec<Registration>, ClientError> {
+    /// Every registration with its check and health, walking the pages.
+    pub async fn list(&self) -> Result<Vec<RegistrationView>, ClientError> {
         let mut all = Vec::new();
         let mut cursor = None;
         loop {

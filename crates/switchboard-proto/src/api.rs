@@ -53,12 +53,43 @@ pub struct HeartbeatReply {
 /// Body of `GET /v1/registrations`: one page, in id order.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RegistrationList {
-    pub registrations: Vec<Registration>,
+    pub registrations: Vec<RegistrationView>,
     /// Log index of the replica the page was read from.
     pub applied_index: u64,
     /// Pass as `cursor` for the next page; absent on the last page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
+}
+
+/// A registration as the API shows it: the registration, the check that applies to it and its
+/// health (JSON: the registration's fields, then `check` and `health`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationView {
+    #[serde(flatten)]
+    pub registration: Registration,
+    /// The check that applies: its own, else its contract policy's, else the cluster default.
+    pub check: crate::registry::Check,
+    pub health: HealthView,
+}
+
+impl std::ops::Deref for RegistrationView {
+    type Target = Registration;
+
+    fn deref(&self) -> &Registration {
+        &self.registration
+    }
+}
+
+/// The committed health of a registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthView {
+    pub status: crate::registry::HealthStatus,
+    /// Unix ms of the last transition (of the registration, if none).
+    pub since: u64,
+    /// The last failure, short (empty while passing).
+    pub output: String,
+    /// The node that probes it, as the answering node computes it; none if nothing probes it.
+    pub checked_by: Option<NodeId>,
 }
 
 /// Why a heartbeat renewed nothing.

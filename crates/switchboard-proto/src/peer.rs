@@ -212,6 +212,28 @@ pub struct Gossip {
     pub listeners: Vec<std::net::SocketAddr>,
 }
 
+/// A prober about to mark an endpoint critical asks the next node in the endpoint's ranking to
+/// probe it once (peer protocol 3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfirmRequest {
+    pub lease: Lease,
+    /// If the endpoint answers, the asked node probes it from now on, for a while: the asker is
+    /// cut off from it.
+    pub adopt: bool,
+}
+
+/// What the asked node's probe found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConfirmAnswer {
+    /// The endpoint answered: the asker must not mark it.
+    Reached,
+    /// The probe failed too, with this output.
+    Failed(String),
+    /// The asked node does not know this registration at this epoch (it is behind, or the
+    /// registration changed).
+    Unknown,
+}
+
 /// Membership change forwarded to the leader.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MembershipRequest {
@@ -266,4 +288,8 @@ rpc!(
 rpc!(
     /// Lease renewals a node took, passed on to the others.
     Renew, "/cluster/renew", Gossip => ()
+);
+rpc!(
+    /// A second probe of an endpoint before it is marked critical.
+    Confirm, "/cluster/confirm", ConfirmRequest => ConfirmAnswer, version(_request) => 3
 );
