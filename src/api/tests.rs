@@ -623,3 +623,60 @@ async fn binding_a_path_takes_its_own_scope() {
     let (status, _) = send(&app, Some("plain-token-0123456789"), "POST", "/v1/registrations", Some(plain)).await;
     assert_eq!(status, StatusCode::CREATED);
 }
+
+#[tokio::test]
+async fn checks_are_validated_shown_with_their_health_and_filtered_by_it() {
+    let (_dir, app) = single_node().await;
+    let bad = [
+        (json!({ "kind": "icmp" }), "invalid_body"),
+        (json!({ "interval_ms": 100 }), "invalid_check"),
+        (json!({ "interval_ms": 500, "timeout_ms": 600 }), "invalid_check"),
+        (json!({ "fall": 0 }), "invalid_check"),
+        (json!({ "deregister_after_ms": 10 }), "invalid_check"),
+        (json!({ "kind": "http", "path": "health" }), "invalid_check"),
+        (json!({ "interval": 500 }), "invalid_body"),
+    ];
+    for (check, code) in bad {
+        let mut body = registration("http://svc:9000/calc");
+        body["check"] = check.clone();
+        let (status, error) = call(&app, "POST", "/v1/registrations", Some(body)).await;
+        assert_eq!((status, error["code"].as_str()), (StatusCode::BAD_REQUEST, Some(code)), "{check}: {error}");
+        assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let (_, list) = call(&app, "GET", "/v1/registrations", None).await;
+    assert_eq!(list["registrations"].as_array().unwrap().len(), 0, "nothing refused was written");
+
+    let mut body = registration("http://svc:9000/calc");
+    body["check"] = json!({ "kind": "http", "path": "/up", "deregister_after_ms": 60000 });
+    let (status, created) = call(&app, "POST", "/v1/registrations", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let (status, _) = call(&app, "POST", "/v1/registrations", Some(registration("http://other:9000/calc"))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, shown) = call(&app, "GET", &format!("/v1/registrations/{}", created["id"].as_str().unwrap()), None).await;
+    assert_eq!(shown["check"]["kind"], "http", "{shown}");
+    assert_eq!(shown["check"]["path"], "/up", "{shown}");
+    assert_eq!(shown["check"]["deregister_after_ms"], 60000, "{shown}");
+    assert_eq!(shown["health"]["status"], "passing", "{shown}");
+    assert_eq!(shown["health"]["since"], shown["registered_at_ms"], "{shown}");
+    assert_eq!(shown["health"]["checked_by"], 1, "the only node probes it: {shown}");
+    let (_, list) = call(&app, "GET", "/v1/registrations?health=passing", None).await;
+    let other = list["registrations"].as_array().unwrap().iter().find(|r| r["address"] == "http://other:9000/calc");
+    assert_eq!(other.unwrap()["check"]["kind"], "tcp", "the cluster default applies");
+    assert_eq!(list["registrations"].as_array().unwrap().len(), 2);
+    let (_, list) = call(&app, "GET", "/v1/registrations?health=critical", None).await;
+    assert_eq!(list["registrations"].as_array().unwrap().len(), 0);
+    let (status, error) = call(&app, "GET", "/v1/registrations?health=sick", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+
+    // A policy's check and panic threshold are validated too.
+    let policy = json!({ "contract_namespace": "http://tempuri.org/", "contract_name": "ICalc", "policy": "round_robin", "panic_threshold_percent": 101 });
+    let (status, error) = call(&app, "PUT", "/v1/policies", Some(policy)).await;
+    assert_eq!((status, error["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_policy")), "{error}");
+    let policy = json!({ "contract_namespace": "http://tempuri.org/", "contract_name": "ICalc", "policy": "round_robin", "check": { "kind": "none" } });
+    let (status, set) = call(&app, "PUT", "/v1/policies", Some(policy)).await;
+    assert_eq!(status, StatusCode::OK, "{set}");
+    let (_, list) = call(&app, "GET", "/v1/registrations", None).await;
+    let other = list["registrations"].as_array().unwrap().iter().find(|r| r["address"] == "http://other:9000/calc");
+    assert_eq!(other.unwrap()["check"]["kind"], "none", "the policy's check applies: {list}");
+    assert_eq!(other.unwrap()["health"]["checked_by"], Value::Null, "nothing probes it");
+}

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 use serde_json::json;
 
+use crate::harness::Options;
 use crate::harness::TestCluster;
 use crate::harness::eventually;
 
@@ -282,27 +283,99 @@ async fn a_node_cut_off_from_an_endpoint_marks_nothing_critical_and_hands_the_en
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn deregister_after_removes_a_dead_endpoint_everywhere_and_the_audit_trail_says_why() {
-    let cluster = TestCluster::start(3);
+async fn deregister_after_removes_dead_endpoints_everywhere_within_the_rate_limit_and_the_audit_trail_says_why() {
+    let options = Options { args: vec!["--deregister-max-per-minute".into(), "1".into()], ..Options::default() };
+    let cluster = TestCluster::start_with(3, options);
     let leader = cluster.wait_stable().await;
-    let mut endpoint = Endpoint::start("gone");
     let mut check = fast_check();
     check["deregister_after_ms"] = json!(1_000);
-    let registration = register_checked(&cluster, leader, &endpoint.address, "gone", check).await;
-    wait_health(&cluster, &endpoint.address, "passing").await;
-    endpoint.kill();
-    for node in cluster.running() {
-        eventually(&format!("node {node} to drop the dead endpoint"), Duration::from_secs(30), || async {
-            let list = cluster.list_all(node).await?;
-            (!list.iter().any(|r| r["address"] == endpoint.address.as_str())).then_some(())
-        })
-        .await;
+    let mut endpoints = [Endpoint::start("gone-1"), Endpoint::start("gone-2")];
+    let mut ids = BTreeSet::new();
+    for endpoint in &endpoints {
+        let registration = register_checked(&cluster, leader, &endpoint.address, "gone", check.clone()).await;
+        ids.insert(registration["id"].as_str().unwrap().to_owned());
+        wait_health(&cluster, &endpoint.address, "passing").await;
+    }
+    for endpoint in &mut endpoints {
+        endpoint.kill();
+    }
+    // One is removed everywhere; the limit (one per minute) holds the other back.
+    let nodes = cluster.running();
+    let remaining = eventually("one dead endpoint removed everywhere", Duration::from_secs(30), || async {
+        let mut left = BTreeSet::new();
+        for node in &nodes {
+            let list = cluster.list_all(*node).await?;
+            let mine: Vec<String> = list
+                .iter()
+                .filter(|r| r["contract_name"] == "gone")
+                .map(|r| r["address"].as_str().unwrap().to_owned())
+                .collect();
+            if mine.len() != 1 {
+                return None;
+            }
+            left.extend(mine);
+        }
+        (left.len() == 1).then_some(left)
+    })
+    .await;
+    let failed = "switchboard_health_probes_total{result=\"failed\"}";
+    let start = metric_sum(&cluster, &nodes, failed).await;
+    eventually("ten more failed probes", Duration::from_secs(30), || async {
+        (metric_sum(&cluster, &nodes, failed).await >= start + 10.0).then_some(())
+    })
+    .await;
+    for node in &nodes {
+        let address = remaining.iter().next().unwrap();
+        let view = listed(&cluster, *node, address).await.expect("the second is held back by the limit");
+        assert_eq!(view["health"]["status"], "critical", "{view}");
     }
     let audit = cluster.get_json(&format!("{}/v1/audit", cluster.api(leader))).await.unwrap();
-    let record = audit["records"].as_array().unwrap().iter().find(|r| r["action"] == "deregistered").cloned();
-    let record = record.expect("a deregistration record");
-    assert_eq!(record["id"], registration["id"], "{record}");
-    assert_eq!(record["principal"], "health-check", "{record}");
+    let records: Vec<&Value> =
+        audit["records"].as_array().unwrap().iter().filter(|r| r["action"] == "deregistered").collect();
+    assert_eq!(records.len(), 1, "{audit}");
+    assert!(ids.contains(records[0]["id"].as_str().unwrap()), "{audit}");
+    assert_eq!(records[0]["principal"], "health-check", "{audit}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn through_a_quorum_loss_a_prober_keeps_counting_holds_its_transition_and_writes_it_once_a_leader_is_back() {
+    let mut cluster = TestCluster::start(3);
+    let leader = cluster.wait_stable().await;
+    let (mut dead, alive) = (Endpoint::start("dead"), Endpoint::start("alive"));
+    register_checked(&cluster, leader, &dead.address, "quorum", fast_check()).await;
+    register_checked(&cluster, leader, &alive.address, "quorum", fast_check()).await;
+    wait_health(&cluster, &dead.address, "passing").await;
+    let survivor = cluster.running().into_iter().find(|n| *n != leader).unwrap();
+    let gone: Vec<u64> = cluster.running().into_iter().filter(|n| *n != survivor).collect();
+    for node in &gone {
+        cluster.kill(*node);
+    }
+    eventually("the survivor to know no leader", Duration::from_secs(20), || async {
+        (cluster.cluster_view(survivor).await?["leader_id"].is_null()).then_some(())
+    })
+    .await;
+    dead.kill();
+    // Alone, the survivor probes both endpoints, and counts the dead one's failures past `fall`.
+    let failed = "switchboard_health_probes_total{result=\"failed\"}";
+    let start = metric(&cluster, survivor, failed).await;
+    eventually("four failed probes on the survivor", Duration::from_secs(20), || async {
+        (metric(&cluster, survivor, failed).await >= start + 4.0).then_some(())
+    })
+    .await;
+    let view = listed(&cluster, survivor, &alive.address).await.unwrap();
+    assert_eq!(view["health"]["checked_by"], survivor, "the only member heard from probes everything: {view}");
+    let view = listed(&cluster, survivor, &dead.address).await.unwrap();
+    assert_eq!(view["health"]["status"], "passing", "no transition is written without a leader: {view}");
+    // It routes on from its view, around the dead endpoint (nothing is sent to a refused address).
+    for _ in 0..5 {
+        let (status, body, _) = route(&cluster, survivor, "quorum").await;
+        assert_eq!((status, body.as_str()), (200, "alive"));
+    }
+    for node in gone {
+        cluster.start_node(node);
+    }
+    cluster.wait_stable().await;
+    wait_health(&cluster, &dead.address, "critical").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
