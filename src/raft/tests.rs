@@ -497,3 +497,30 @@ fn a_raft_request_is_sent_in_the_oldest_protocol_version_that_carries_it() {
     };
     assert_eq!(rpc::Snapshot::version(&snapshot), 3);
 }
+
+#[test]
+fn a_format_4_directory_opens_with_its_checks_and_health_verdicts() {
+    let dir = fixture("data-v4");
+    let data = dir.path().join("node1");
+    let view = AppliedView::default();
+    let storage = open(&data, view.clone());
+    let state = &view.load().state;
+    assert_eq!(state.len(), 24, "the fixture's registrations are there");
+    let key = crate::registry::ContractKey::new("http://fixture.example/", "ICalc");
+    let policy = state.policy(&key).unwrap();
+    assert_eq!(
+        (policy.kind, policy.rewrite_to, policy.panic_threshold_percent),
+        (crate::registry::PolicyKind::Weighted, false, 30)
+    );
+    let checked = crate::registry::RegistrationId::of("http://127.0.0.1:1/checked", "urn:fixture", "IChecked");
+    let entry = state.health(&checked).expect("the checked registration's health entry");
+    let check = entry.check.as_ref().unwrap();
+    assert_eq!(
+        (check.kind, check.path.as_str(), check.deregister_after_ms),
+        (crate::registry::CheckKind::Http, "/up", Some(3_600_000))
+    );
+    assert!(state.is_critical(&checked), "and its critical verdict");
+    drop(storage);
+    let disk = unlocked(|| Disk::open(&data, 1 << 20)).unwrap();
+    assert_eq!(disk.log.open_tree(log_store::META_TREE).unwrap().get(FORMAT).unwrap().unwrap()[0], 4);
+}
