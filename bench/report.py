@@ -25,6 +25,9 @@ TARGETS = {
     "b5_p50": ("registered on one node → routable on all nodes, p50", "≤ 5 ms"),
     "b5_p99": ("registered on one node → routable on all nodes, p99", "≤ 50 ms"),
     "b6_rss": ("memory per node with 100,000 registrations", "≤ 150 MB"),
+    "b10_log": ("Raft log entries per minute while 10,000 checked endpoints are stable", "0"),
+    "b10_p99": ("endpoint killed → critical on every node, p99 (1 s tcp checks, fall 3, timeout 1 s)",
+                "≤ 4,200 ms"),
 }
 
 
@@ -58,7 +61,7 @@ class Report:
     def __init__(self, args):
         self.args = args
         self.out = args.out
-        self.data = {n: load(args.out, n) for n in ("machine", "b1", "b2", "b3", "b4", "b4_large", "b5", "b6")}
+        self.data = {n: load(args.out, n) for n in ("machine", "b1", "b2", "b3", "b4", "b4_large", "b5", "b6", "b10")}
         self.lines = []
         self.summary = []
 
@@ -77,6 +80,20 @@ class Report:
         self.summary.append((what, goal, measured, reference, verdict(ok)))
 
     # --- the summary rows, one per product target ----------------------------------------------
+
+    def summarise_b10(self):
+        b10 = self.data["b10"]
+        if not b10:
+            for key in ("b10_log", "b10_p99"):
+                self.target(key, "not measured (benchmark did not run)", "", None)
+            return
+        self.target("b10_log", num(b10["log_entries_per_minute"], 1),
+                    f'{num(b10["endpoints"])} endpoints, {num(b10["probes"])} probes in {num(b10["window_s"])} s',
+                    b10["log_entries_per_minute"] == 0)
+        p99 = b10["kill_to_critical_p99_ms"]
+        self.target("b10_p99", f'{num(p99)} ms', f'p50 {num(b10["kill_to_critical_p50_ms"])} ms, '
+                    f'{b10["critical_everywhere"]} of {b10["killed"]} killed endpoints',
+                    None if p99 is None else p99 <= b10["bound_ms"])
 
     def summarise(self):
         b1, b2, b3, b4, b5, b6 = (self.data[k] for k in ("b1", "b2", "b3", "b4", "b5", "b6"))
@@ -438,9 +455,38 @@ class Report:
                "the cluster after these restarts.")
         self.w()
 
+    def b10(self):
+        b10 = self.data["b10"]
+        self.w("## B10: active health checks")
+        self.w()
+        if not b10:
+            self.w("Not measured (the benchmark did not run).")
+            self.w()
+            return
+        self.w(f'{num(b10["endpoints"])} endpoints (local listeners that accept and close) on three nodes, each with '
+               f'a tcp check every {b10["interval_ms"]} ms (timeout 1 s, fall 3). Over a stable window of '
+               f'{num(b10["window_s"], 1)} s: every node\'s CPU (utime + stime of the whole process, so an upper '
+               "bound of the probes' cost), the probes each node ran and the Raft log entries written. Then "
+               f'{b10["killed"]} endpoints are closed at once, and for each the time until every node lists it critical '
+               "(each node's `GET /v1/registrations?health=critical` polled every 50 ms).")
+        self.w()
+        per_node = "; ".join(f'node {n["id"]}: {num(n["probes_per_s"])}/s, {num(n["cpu_s"], 2)} s CPU, '
+                             f'{num(n["late"])} late' for n in b10["per_node"])
+        self.table(["what", "value"], [
+            ("probes in the window (expected: endpoints × window / interval)",
+             f'{num(b10["probes"])} ({num(b10["probes_expected"])})'),
+            ("CPU per probe, all nodes", f'{num(b10["cpu_us_per_probe"], 1)} µs'),
+            ("per node", per_node),
+            ("log entries per minute while stable", num(b10["log_entries_per_minute"], 1)),
+            ("killed → critical everywhere, p50 / p99 / max",
+             f'{num(b10["kill_to_critical_p50_ms"])} / {num(b10["kill_to_critical_p99_ms"])} / '
+             f'{num(b10["kill_to_critical_max_ms"])} ms ({b10["critical_everywhere"]} of {b10["killed"]}; '
+             f'bound {num(b10["bound_ms"])} ms)'),
+        ])
+
     def durations(self):
         rows = []
-        for name in ("dataplane", "registrations", "failover", "propagation", "footprint"):
+        for name in ("dataplane", "registrations", "failover", "propagation", "footprint", "health"):
             path = os.path.join(self.out, f"{name}.seconds")
             if os.path.exists(path):
                 with open(path) as f:
@@ -460,6 +506,7 @@ class Report:
 
     def render(self):
         self.summarise()
+        self.summarise_b10()
         self.header()
         self.machine()
         self.targets()
@@ -469,6 +516,7 @@ class Report:
         self.b4()
         self.b5()
         self.b6()
+        self.b10()
         self.durations()
         self.by_hand("history.md")
         self.by_hand("profile.md")

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Switchboard's benchmark suite, B1 to B7, in one command.
+# Switchboard's benchmark suite, B1 to B7 and B10, in one command.
 #
 #   bash bench/run.sh            full run: writes docs/benchmarks.md and bench/results.json
 #   bash bench/run.sh --quick    a few seconds per benchmark: writes bench/results-quick.json and
 #                                bench/benchmarks-quick.md, never the committed figures
 #   ... --only NAME[,NAME]       run some benchmarks only (dataplane, registrations, failover,
-#                                propagation, footprint); implies not touching the committed figures
+#                                propagation, footprint, health); implies not touching the committed figures
 #
 # It installs what is missing (wrk, nginx-light, haproxy, hyperfine from the distribution; oha
 # with cargo into bench/.tools), builds Switchboard in release mode, runs every benchmark as its
@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=lib/common.sh
 source bench/lib/common.sh
 
-BENCHMARKS=(dataplane registrations failover propagation footprint)
+BENCHMARKS=(dataplane registrations failover propagation footprint health)
 MODE=full
 ONLY=""
 

@@ -43,6 +43,7 @@ enum Command {
     Failover(FailoverArgs),
     Compact(CompactArgs),
     Openloop(OpenloopArgs),
+    Health(HealthArgs),
 }
 
 #[tokio::main]
@@ -53,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Failover(args) => failover(args).await?,
         Command::Compact(args) => compact(args).await?,
         Command::Openloop(args) => openloop(args).await?,
+        Command::Health(args) => health(args).await?,
     };
     println!("{report}");
     Ok(())
@@ -683,5 +685,201 @@ async fn openloop(args: OpenloopArgs) -> anyhow::Result<Value> {
         "rate": args.rate, "ok": latencies.len(), "errors": errors, "seconds": seconds,
         "p50_ms": quantile(&latencies, 0.5), "p99_ms": quantile(&latencies, 0.99),
         "p999_ms": quantile(&latencies, 0.999), "max_ms": quantile(&latencies, 1.0),
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// health (B10)
+
+#[derive(Debug, clap::Args)]
+struct HealthArgs {
+    /// One node as `id,api_url,pid`; repeat for every node.
+    #[arg(long = "node", required = true)]
+    nodes: Vec<String>,
+    /// Endpoints: local listeners this tool opens, one registration each.
+    #[arg(long)]
+    count: usize,
+    /// Endpoints closed at once for the kill-to-critical measure.
+    #[arg(long, default_value_t = 100)]
+    kill: usize,
+    /// The endpoints' check interval.
+    #[arg(long, default_value_t = 1000)]
+    interval_ms: u64,
+    /// The stable window in which CPU, probes and log entries are measured.
+    #[arg(long, default_value_t = 60)]
+    window_s: u64,
+    /// Give up after this long overall.
+    #[arg(long, default_value_t = 900)]
+    max_seconds: u64,
+}
+
+struct HealthNode {
+    id: u64,
+    api: String,
+    pid: u32,
+}
+
+/// utime + stime of a process, in clock ticks (100 per second on Linux).
+fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    Ok(fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0))
+}
+
+async fn metric_of(http: &reqwest::Client, api: &str, prefix: &str) -> anyhow::Result<f64> {
+    let text = http.get(format!("{api}/metrics")).send().await?.text().await?;
+    Ok(text
+        .lines()
+        .filter(|line| line.starts_with(prefix))
+        .filter_map(|line| line.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum())
+}
+
+async fn applied_index_of(http: &reqwest::Client, api: &str) -> anyhow::Result<u64> {
+    let page: Value = http.get(format!("{api}/v1/registrations?limit=1")).send().await?.json().await?;
+    page["applied_index"].as_u64().ok_or_else(|| anyhow::anyhow!("no applied_index"))
+}
+
+async fn health(args: HealthArgs) -> anyhow::Result<Value> {
+    let http = client(Duration::from_secs(30))?;
+    let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
+    let nodes: Vec<HealthNode> = args
+        .nodes
+        .iter()
+        .map(|spec| {
+            let parts: Vec<&str> = spec.split(',').collect();
+            anyhow::ensure!(parts.len() == 3, "--node wants id,api_url,pid: {spec}");
+            Ok(HealthNode { id: parts[0].parse()?, api: parts[1].to_owned(), pid: parts[2].parse()? })
+        })
+        .collect::<anyhow::Result<_>>()?;
+
+    // The endpoints: listeners that accept and close. Each can be closed on its own.
+    let mut listeners = Vec::with_capacity(args.count);
+    for _ in 0..args.count {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => drop(accepted),
+                    _ = &mut stopped => return,
+                }
+            }
+        });
+        listeners.push((port, stop));
+    }
+    let check = json!({"kind": "tcp", "interval_ms": args.interval_ms, "timeout_ms": 1000, "rise": 2, "fall": 3});
+    let ports: Vec<u16> = listeners.iter().map(|(port, _)| *port).collect();
+    let mut ids: Vec<String> = vec![String::new(); args.count];
+    for chunk in (0..args.count).collect::<Vec<_>>().chunks(64) {
+        let calls = chunk.iter().map(|&i| {
+            let http = http.clone();
+            let api = nodes[i % nodes.len()].api.clone();
+            let mut body = registration(format!("http://127.0.0.1:{}/svc", ports[i]), "urn:bench:health", "IProbed");
+            body["check"] = check.clone();
+            async move {
+                let answer: Value =
+                    http.post(format!("{api}/v1/registrations")).json(&body).send().await?.json().await?;
+                anyhow::Ok((i, answer["id"].as_str().unwrap_or_default().to_owned()))
+            }
+        });
+        for result in futures_util::future::join_all(calls).await {
+            let (i, id) = result?;
+            ids[i] = id;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "registering took too long");
+    }
+    // Every endpoint taken by one prober.
+    loop {
+        let mut probed = 0.0;
+        for node in &nodes {
+            probed += metric_of(&http, &node.api, "switchboard_health_probed_endpoints").await?;
+        }
+        if probed as usize == args.count {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "only {probed} of {} endpoints are probed", args.count);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Let the first round of probes pass, then measure a stable window.
+    tokio::time::sleep(Duration::from_millis(2 * args.interval_ms)).await;
+    let probes = "switchboard_health_probes_total";
+    let late = "switchboard_health_probes_late_total";
+    let mut before = Vec::new();
+    for node in &nodes {
+        before.push((
+            cpu_ticks(node.pid)?,
+            metric_of(&http, &node.api, probes).await?,
+            metric_of(&http, &node.api, late).await?,
+        ));
+    }
+    let index_before = applied_index_of(&http, &nodes[0].api).await?;
+    let window_start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(args.window_s)).await;
+    let window = window_start.elapsed().as_secs_f64();
+    let index_after = applied_index_of(&http, &nodes[0].api).await?;
+    let mut per_node = Vec::new();
+    let (mut all_ticks, mut all_probes) = (0u64, 0.0);
+    for (node, (ticks, count, late_before)) in nodes.iter().zip(before) {
+        let ticks = cpu_ticks(node.pid)? - ticks;
+        let count = metric_of(&http, &node.api, probes).await? - count;
+        let late = metric_of(&http, &node.api, late).await? - late_before;
+        all_ticks += ticks;
+        all_probes += count;
+        per_node.push(json!({
+            "id": node.id, "probes": count, "probes_per_s": count / window,
+            "cpu_s": ticks as f64 / 100.0, "late": late,
+        }));
+    }
+    let expected = args.count as f64 * window * 1000.0 / args.interval_ms as f64;
+
+    // Kill-to-critical: close `kill` endpoints at once; per endpoint, the time until every node
+    // lists it critical.
+    let kill = args.kill.min(args.count);
+    let killed: std::collections::HashMap<String, usize> = (0..kill).map(|i| (ids[i].clone(), i)).collect();
+    let mut stops: Vec<_> = listeners.drain(..kill).map(|(_, stop)| stop).collect();
+    let killed_at = Instant::now();
+    for stop in stops.drain(..) {
+        let _ = stop.send(());
+    }
+    let mut seen: Vec<std::collections::HashMap<String, Duration>> = vec![Default::default(); nodes.len()];
+    let give_up = killed_at + Duration::from_secs(60);
+    while seen.iter().any(|s| s.len() < kill) && Instant::now() < give_up {
+        for (n, node) in nodes.iter().enumerate() {
+            let page: Value = http
+                .get(format!("{}/v1/registrations?health=critical&limit=5000", node.api))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let now = killed_at.elapsed();
+            for registration in page["registrations"].as_array().into_iter().flatten() {
+                let id = registration["id"].as_str().unwrap_or_default();
+                if killed.contains_key(id) {
+                    seen[n].entry(id.to_owned()).or_insert(now);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let everywhere: Vec<f64> = killed
+        .keys()
+        .filter_map(|id| seen.iter().map(|s| s.get(id).copied()).collect::<Option<Vec<_>>>())
+        .map(|times| ms(times.into_iter().max().unwrap_or_default()))
+        .collect();
+    let everywhere = sorted(everywhere);
+    let bound_ms = args.interval_ms as f64 * 3.0 + 1000.0 + 200.0;
+    Ok(json!({
+        "endpoints": args.count, "interval_ms": args.interval_ms, "window_s": window,
+        "probes": all_probes, "probes_expected": expected,
+        "cpu_us_per_probe": if all_probes > 0.0 { all_ticks as f64 * 10_000.0 / all_probes } else { 0.0 },
+        "per_node": per_node,
+        "log_entries_per_minute": (index_after - index_before) as f64 * 60.0 / window,
+        "killed": kill, "critical_everywhere": everywhere.len(),
+        "kill_to_critical_p50_ms": quantile(&everywhere, 0.5), "kill_to_critical_p99_ms": quantile(&everywhere, 0.99),
+        "kill_to_critical_max_ms": quantile(&everywhere, 1.0), "bound_ms": bound_ms,
     }))
 }

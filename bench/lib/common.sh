@@ -179,11 +179,13 @@ show_logs() {
 }
 
 # start_cluster DIR BASE SIZE [serve flags...]: starts SIZE nodes that bootstrap together and
-# waits until every one is ready.
+# waits until every one is ready. The nodes run with --default-check "${BENCH_DEFAULT_CHECK:-none}":
+# B3 and B6 register addresses that do not exist, and B1 to B7 measure what they measured before
+# active checks existed; B10 turns the checks on.
 start_cluster() {
     local dir=$1 base=$2 size=$3 id
     shift 3
-    bash "$NODE_SH" init "$dir" "$base" "$size" "$@"
+    bash "$NODE_SH" init "$dir" "$base" "$size" --default-check "${BENCH_DEFAULT_CHECK:-none}" "$@"
     for id in $(seq "$size"); do bash "$NODE_SH" start "$dir" "$id"; done
     for id in $(seq "$size"); do
         bash "$NODE_SH" ready "$dir" "$id" || {

@@ -166,6 +166,8 @@ struct Confirmed {
     lease: Lease,
     output: String,
     answer: Option<(NodeId, ConfirmAnswer)>,
+    /// A second node was there to ask (whether or not it answered).
+    asked: bool,
 }
 
 enum Event {
@@ -359,10 +361,23 @@ impl Prober {
         let status = Self::status(&soft, &applied.state, &lease.id);
         let Some(target) = soft.targets.get_mut(&lease.id).filter(|t| t.epoch == lease.epoch) else { return };
         target.busy = false;
+        let passed = result.is_ok();
         match result {
             Ok(()) => (target.passes, target.fails) = (target.passes.saturating_add(1), 0),
             Err(output) => (target.passes, target.fails, target.output) = (0, target.fails.saturating_add(1), output),
         }
+        // A transition not written yet that the latest probe contradicts is dropped: a prober
+        // that could not write for a while never writes what is no longer true.
+        let contradicted = match soft.pending.get(&lease.id).map(|p| p.status) {
+            Some(HealthStatus::Critical) => passed,
+            Some(HealthStatus::Passing) => !passed,
+            None => false,
+        };
+        if contradicted {
+            soft.pending.remove(&lease.id);
+            return;
+        }
+        let Some(target) = soft.targets.get_mut(&lease.id) else { return };
         if status == HealthStatus::Passing && target.fails >= target.check.fall && !target.confirming {
             target.confirming = true;
             let output = target.output.clone();
@@ -381,7 +396,8 @@ impl Prober {
                         .map(|answer| (node, answer)),
                     None => None,
                 };
-                let _ = events.send(Event::Confirmed(Confirmed { lease, output, answer })).await;
+                let asked = second.is_some();
+                let _ = events.send(Event::Confirmed(Confirmed { lease, output, answer, asked })).await;
             });
         } else if status == HealthStatus::Critical && target.passes >= target.check.rise {
             let change = HealthChange { lease, status: HealthStatus::Passing, output: String::new(), by: me };
@@ -389,7 +405,7 @@ impl Prober {
         }
     }
 
-    fn on_confirmed(&self, Confirmed { lease, output, answer }: Confirmed) {
+    fn on_confirmed(&self, Confirmed { lease, output, answer, asked }: Confirmed) {
         let me = self.inner.cluster.node_id();
         let mut soft = self.soft();
         let Some(target) = soft.targets.get_mut(&lease.id).filter(|t| t.epoch == lease.epoch) else { return };
@@ -417,14 +433,27 @@ impl Prober {
                 tracing::debug!(second = %second, "confirming probe output");
                 soft.pending.insert(lease.id, change);
             }
-            Some((_, ConfirmAnswer::Unknown)) | None => {
-                // No second opinion to be had (a single node, or the next one down or behind):
-                // this node's probes decide.
+            Some((_, ConfirmAnswer::Unknown)) | None if !asked => {
+                // No other member to ask (a single node, or the only one heard from): this
+                // node's probes decide.
                 METRICS.confirmation(Confirmation::Unavailable);
-                tracing::info!(id = %lease.id, %address, %output, "endpoint critical (no second node could confirm)");
+                tracing::info!(id = %lease.id, %address, %output, "endpoint critical (no second node to confirm)");
                 let change =
                     HealthChange { lease, status: HealthStatus::Critical, output: short_output(&output), by: me };
                 soft.pending.insert(lease.id, change);
+            }
+            Some((node, ConfirmAnswer::Unknown)) => {
+                // The second node does not know this registration yet: count afresh, ask again.
+                METRICS.confirmation(Confirmation::Unavailable);
+                tracing::debug!(id = %lease.id, node, "the confirming node does not know the registration yet");
+                target.fails = 0;
+            }
+            None => {
+                // The second node could not be asked: this node may be the one cut off. Nothing is
+                // written; it counts afresh and asks again.
+                METRICS.confirmation(Confirmation::Unavailable);
+                tracing::info!(id = %lease.id, %address, "no second node answered; nothing marked, counting again");
+                target.fails = 0;
             }
         }
     }
