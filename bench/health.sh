@@ -22,7 +22,7 @@ WINDOW=$(by_mode 10 60)
 ulimit -n "$(ulimit -Hn)"
 BENCH_DEFAULT_CHECK=tcp start_cluster "$DIR" "$BASE" 3 --probe-concurrency 1024
 nodes=()
-for id in 1 2 3; do nodes+=(--node "$id,$(api_url "$BASE" "$id"),$(cat "$DIR/node$id.pid")); done
+for id in 1 2 3; do nodes+=(--node "$id,$(api_url "$BASE" "$id"),$(cat "$DIR/node$id.pid")"); done
 log "B10 $COUNT endpoints, a ${WINDOW}s stable window, $KILL killed at once"
 "$BENCH_KIT" health "${nodes[@]}" --count "$COUNT" --kill "$KILL" --interval-ms 1000 --window-s "$WINDOW" \
     >"$BENCH_OUT/b10.json" || {

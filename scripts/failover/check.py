@@ -60,6 +60,7 @@ FIGURES = {
     "routes_failed": ("routed requests failed", ""),
     "lease_probes_failed": ("lease probes failed", ""),
     "lease_probes_ok": ("lease probes answered", ""),
+    "routes_failed_after_critical": ("routed requests failed after the endpoint was critical everywhere", ""),
 }
 # The problem each figure raises when it is out of bounds.
 PROBLEM = {
@@ -69,6 +70,7 @@ PROBLEM = {
     "routes_failed": "ROUTED FAILURES",
     "lease_probes_failed": "LEASE PROBES FAILED",
     "lease_probes_ok": "LEASE PROBES TOO FEW",
+    "routes_failed_after_critical": "ROUTED TO A CRITICAL ENDPOINT",
 }
 
 
@@ -211,6 +213,15 @@ def outage(events):
     return (ends[0] - last) if ends else None
 
 
+def failed_after_critical(failed_routes, events):
+    """Routed requests that failed although they started after a "critical" event (the harness saw
+    every router list the killed endpoint critical): none of them may have been sent to it."""
+    marks = [e["t"] for e in events if e["event"] == "critical"]
+    if not marks:
+        return 0
+    return sum(1 for r in failed_routes if r["start"] > min(marks))
+
+
 def quorum_loss_windows(events):
     """[(start, end)]: from each "no-quorum" event (the harness saw that no quorum can form) to the
     first "restart", "resume", "heal" or "healed" event after it (end None when there is none)."""
@@ -293,16 +304,35 @@ def node_sets(final):
     return sets
 
 
-def lease_figures(probes, run_end):
+def excused_lease_losses(events):
+    """[(start, end, count)]: from each "lease-loss-expected" event (the harness killed a sample
+    service, whose leases then run out; its detail starts with how many) to the next "healed"."""
+    ordered = sorted(events, key=lambda e: e["t"])
+    windows = []
+    for i, event in enumerate(ordered):
+        if event["event"] != "lease-loss-expected":
+            continue
+        end = next((e["t"] for e in ordered[i + 1:] if e["event"] == "healed"), float("inf"))
+        windows.append((event["t"], end, int(event["detail"].split()[0])))
+    return windows
+
+
+def lease_figures(probes, run_end, excused=()):
     """(answered, failed, dropouts, missing ms) of the lease probes. The sample services renew
     their leases all along: an answered probe that finds fewer than all of them means the cluster
-    expired a lease that was being renewed. Missing time runs from the first probe that saw one
+    expired a lease that was being renewed (except the leases of a service the harness killed, for
+    as long as it is dead: `excused`). Missing time runs from the first probe that saw one
     missing to the next answered probe that saw them all again."""
     answered = sorted((p for p in probes if p["outcome"] == "ok"), key=lambda p: p["end"])
     failed = sum(1 for p in probes if p["outcome"] != "ok")
     missing_ms, dropouts, missing_since = 0.0, 0, None
+
+    def expected(probe):
+        allowed = sum(count for start, end, count in excused if start <= probe["start"] and probe["end"] <= end)
+        return probe["expected"] - allowed
+
     for probe in answered:
-        if probe["present"] < probe["expected"]:
+        if probe["present"] < expected(probe):
             if missing_since is None:
                 missing_since = probe["end"]
                 dropouts += 1
@@ -405,7 +435,8 @@ def check(results_dir, bounds=None, tighten=None):
     if len(set(indexes.values())) > 1:
         problems.append(f"DISAGREE: applied indexes differ {indexes}")
 
-    probes_ok, probes_failed, lease_dropouts, lease_missing_ms = lease_figures(probes, run_end)
+    probes_ok, probes_failed, lease_dropouts, lease_missing_ms = lease_figures(probes, run_end,
+                                                                              excused_lease_losses(events))
     if lease_dropouts:
         problems.append(f"LEASES DROPPED: sample leases went missing {lease_dropouts} time(s), "
                         f"{round(lease_missing_ms)} ms in all, although they were renewed")
@@ -465,6 +496,7 @@ def check(results_dir, bounds=None, tighten=None):
         "routes_failed": len(failed_routes),
         "lease_probes_failed": probes_failed,
         "lease_probes_ok": probes_ok,
+        "routes_failed_after_critical": failed_after_critical(failed_routes, events),
     }
     judged = {}
     for name, bound in bounds.items():
@@ -497,6 +529,7 @@ def check(results_dir, bounds=None, tighten=None):
         "routes": len(routes),
         "routes_failed": len(failed_routes),
         "route_errors": route_errors,
+        "routes_failed_after_critical": figures["routes_failed_after_critical"],
         "no_quorum_ms": (None if not windows or any(end is None for _, end in windows)
                          else round(sum(end - start for start, end in windows) * 1000)),
         "writes_without_quorum": refused_without_quorum,

@@ -327,6 +327,21 @@ class Cluster:
         acknowledgement after a fault from the last such event."""
         self.event("injected", what)
 
+    def service(self, name):
+        """A compose service's container id."""
+        cid = self.run(["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={self.project}",
+                        "--filter", f"label=com.docker.compose.service={name}"], capture=True)
+        if not cid:
+            raise ScenarioError(f"{name} has no container")
+        return cid.splitlines()[0]
+
+    def kill_service(self, name):
+        self.run(["docker", "kill", "--signal", "KILL", self.service(name)])
+        self.injected(f"{name} killed")
+
+    def start_service(self, name):
+        self.run(["docker", "start", self.service(name)])
+
     def kill(self, node):
         self.run(["docker", "kill", "--signal", "KILL", self.container(node)])
         self.injected(f"node{node} killed")
@@ -805,6 +820,32 @@ def pause_leader_during_membership_change(c):
     c.wait_healed(f"the change completed; node{follower} is a voter; every node ready")
 
 
+def kill_sample(c):
+    c.event("fault", "kill -9 the sample1 container (a service; every router keeps running)")
+    c.event("lease-loss-expected", "3 leases of sample1 run out while it is dead")
+    c.kill_service("sample1")
+    killed_at = time.time()
+
+    def out_of_rotation():
+        """No router lists a registration of sample1 passing (each is critical, or gone)."""
+        for node in NODES:
+            for namespace in ("urn:switchboard:samples", "http://tempuri.org/"):
+                query = urllib.parse.urlencode({"health": "passing", "contract_namespace": namespace})
+                page = c.get_json(f"{c.api(node)}/v1/registrations?{query}")
+                if page is None or any(r.get("metadata", {}).get("instance") == "sample1"
+                                       for r in page["registrations"]):
+                    return False
+        return True
+
+    c.wait("sample1's registrations critical (or gone) on every router", out_of_rotation, 20, every=0.05)
+    c.event("critical", f"sample1 out of every router's rotation {time.time() - killed_at:.2f} s after the kill")
+    c.hold(3, "the routers route to sample2 alone")
+    c.event("restart", "start the sample1 container: it registers again, passing")
+    c.start_service("sample1")
+    c.wait("the sample services registered on every node", c.samples_registered, HEAL_DEADLINE, every=0.2)
+    c.wait_healed()
+
+
 def kill_leader_large_state(c):
     # 20 MB of registrations (100 MB with SWITCHBOARD_FAILOVER_FULL=1), then the usual kill.
     megabytes = 100 if os.environ.get("SWITCHBOARD_FAILOVER_FULL") else 20
@@ -909,6 +950,16 @@ def probes_in_flight(kills):
                             "2 per kill")
 
 
+NO_CRITICAL = Bound(0, "no service is killed, so no endpoint turns critical: nothing may fail after such an event")
+
+# A sample service killed: its registrations carry an http check of /health every second,
+# critical after two failures of at most 500 ms each, confirmed by a second router's probe (500 ms
+# more), then one Raft write: about 3 s from the kill to critical on every router, before the
+# samples' 5 s lease runs out. Meanwhile the routers send it the requests they route to it (half of
+# the workload's 100/s) over connections to an address that no longer answers: they fail.
+CHECK_DETECTION_S = 1.0 * 2 + 0.5 + 0.5
+
+
 class Scenario:
     """One scenario: the function that runs it, what it does, and the bounds check.py asserts.
     `data_plane_faults`: how many data-plane routers it kills, freezes and cuts off from the load
@@ -916,6 +967,7 @@ class Scenario:
     (routed_failures), except where no router runs at all (`no_router_runs`)."""
 
     def __init__(self, run, about, data_plane_faults=None, no_router_runs=False, **bounds):
+        bounds.setdefault("routes_failed_after_critical", NO_CRITICAL)
         check.validate_bounds(bounds)
         self.run = run
         self.about = about
@@ -1080,6 +1132,21 @@ SCENARIOS = {
                                              "election; " + LOAD, outage=1000),
         elections=DOUBLE_FAULT_ELECTIONS,
         lease_probes_failed=Bound(40, NO_QUORUM_PROBES, outage=5),
+        lease_probes_ok=PROBES_OK),
+    "kill-sample": Scenario(
+        kill_sample, "kill -9 of a sample service under load: critical on every router before its lease runs "
+                     "out, then restarted",
+        write_unavailability_ms=Bound(3000, "no router is touched, so writes need no election; " + LOAD),
+        first_ack_after_fault_ms=Bound(3000, "no router is touched; " + LOAD),
+        elections=Bound(0, "no router is touched: no election"),
+        routes_failed=Bound(round(50 * (CHECK_DETECTION_S + 2)),
+                            f"half of the workload's 100 routed requests/s go to the killed sample until every "
+                            f"router lists it critical ({CHECK_DETECTION_S:g} s: two failed checks 1 s apart of at "
+                            "most 500 ms, the second router's confirming probe, a write) and 2 s more on a loaded "
+                            "machine; they fail, as its address no longer answers"),
+        routes_failed_after_critical=Bound(0, "once every router lists the killed sample critical, none sends it "
+                                              "a request, not even a retry"),
+        lease_probes_failed=Bound(2, "no router is touched: every probe is answered"),
         lease_probes_ok=PROBES_OK),
     "kill-leader-large-state": scenario(
         kill_leader_large_state, "leader killed with 20 MB of registrations (100 MB in full mode), then a follower wiped and caught up",

@@ -2,7 +2,7 @@
 # The failover suite: every scenario, one after the other, each on a fresh cluster that it deletes
 # afterwards; then the per-scenario table (target/failover/summary.md).
 #
-#   bash scripts/failover/run-all.sh                  # all fourteen scenarios
+#   bash scripts/failover/run-all.sh                  # all fifteen scenarios
 #   bash scripts/failover/run-all.sh kill-leader ...  # some of them
 #   bash scripts/failover/run-all.sh --update-docs    # also write the tables into docs/failover.md
 #   bash scripts/failover/run-all.sh --preflight      # only check that the suite can run here
@@ -30,7 +30,7 @@ done
 if [ ${#scenarios[@]} -eq 0 ]; then
     scenarios=(kill-leader kill-follower pause-leader partition-leader-peers disconnect-node
         rolling-restart kill-all kill-two-routers wipe-node wipe-and-kill-leader kill-leader-during-snapshot-install
-        disk-full-follower pause-leader-during-membership-change kill-leader-large-state)
+        disk-full-follower pause-leader-during-membership-change kill-sample kill-leader-large-state)
 fi
 
 suite_began=$SECONDS

@@ -325,6 +325,7 @@ def bounds(**overrides):
         "routes_failed": Bound(10, "502s for the first second of the fault"),
         "lease_probes_failed": Bound(8, "no leader for 1.5 s, 5 probes/s"),
         "lease_probes_ok": Bound(20, "5 probes/s", at_least=True),
+        "routes_failed_after_critical": Bound(0, "no endpoint turns critical"),
     }
     chosen.update(overrides)
     return chosen
@@ -517,6 +518,39 @@ class CheckTest(unittest.TestCase):
         self.assertProblems(result, {"LEASES DROPPED: sample leases went missing 1 time(s), 1000 ms": []})
         self.assertEqual(result["lease_missing_ms"], 1000)
         self.assertEqual(result["lease_dropouts"], 1)
+
+    def judge_apart(self, run, **overrides):
+        """judge(), in a directory of its own (for a test that judges several runs)."""
+        with tempfile.TemporaryDirectory() as parent:
+            return check.check(run.write(parent), bounds(**overrides))
+
+    def test_leases_of_a_killed_service_may_run_out_until_healed_and_no_more(self):
+        # The harness killed a sample (its leases run out: the excused count); two leases missing
+        # within the window pass, three (more than the killed service holds) fail, and so does a
+        # gap after the healing.
+        run, _ = kill_leader(lease_gap=(ELECTED + 1.05, ELECTED + 2.05))
+        run.event(FAULT, "lease-loss-expected", "2 leases of sample1 run out while it is dead")
+        self.assertPasses(self.judge_apart(run))
+        run, _ = kill_leader(lease_gap=(ELECTED + 1.05, ELECTED + 2.05))
+        run.event(FAULT, "lease-loss-expected", "1 lease of sample1 runs out while it is dead")
+        self.assertProblems(self.judge_apart(run), {"LEASES DROPPED": []})
+        run, _ = kill_leader(lease_gap=(HEALED + 1.05, HEALED + 2.05))
+        run.event(FAULT, "lease-loss-expected", "2 leases of sample1 run out while it is dead")
+        self.assertProblems(self.judge_apart(run), {"LEASES DROPPED": []})
+
+    def test_a_routed_request_failing_after_the_endpoint_was_critical_everywhere(self):
+        # Routed requests fail in [FAULT, FAULT + 1.0); the harness saw the endpoint critical on
+        # every router at FAULT + 0.95: none failed after, but one more failing request did.
+        run, _ = kill_leader()
+        run.event(FAULT + 0.95, "critical", "sample1 out of every router's rotation")
+        result = self.judge_apart(run)
+        self.assertPasses(result)
+        self.assertEqual(result["routes_failed_after_critical"], 0)
+        run, _ = kill_leader(route_failures=(FAULT, FAULT + 1.1))
+        run.event(FAULT + 0.95, "critical", "sample1 out of every router's rotation")
+        result = self.judge_apart(run, routes_failed=Bound(11, "not this test's figure"))
+        self.assertProblems(result, {"ROUTED TO A CRITICAL ENDPOINT: routed requests failed after the endpoint was "
+                                     "critical everywhere 1, bound ≤ 0": []})
 
     # === APPLIED AFTER FAILURE ===
 
@@ -902,12 +936,20 @@ class ScenarioTableTest(unittest.TestCase):
                 if scenario.no_router_runs:
                     self.assertEqual(name, "kill-all")
                     continue
+                if name == "kill-sample":
+                    # No router is touched; a service is killed: what fails is what is routed to it
+                    # until every router lists it critical.
+                    self.assertEqual(scenario.data_plane_faults, {})
+                    self.assertEqual(bound.limit, round(50 * (self.harness.CHECK_DETECTION_S + 2)))
+                    self.assertIn("critical", bound.why)
+                    self.assertEqual(scenario.bounds["routes_failed_after_critical"].limit, 0)
+                    continue
                 self.assertEqual((bound.limit, bound.outage, bound.unavailable), (expected[name], 0.0, 0.0))
                 faults = scenario.data_plane_faults
                 self.assertEqual(bound.limit, 10 * faults.get("killed", 0) + 40 * faults.get("frozen", 0)
                                  + 10 * faults.get("cut_off", 0))
                 self.assertIn("nothing may fail" if not faults else "in flight", bound.why)
-        self.assertEqual(set(expected) | {"kill-all"}, set(self.harness.SCENARIOS))
+        self.assertEqual(set(expected) | {"kill-all", "kill-sample"}, set(self.harness.SCENARIOS))
 
     def test_timing_bounds_catch_writes_stuck_for_ten_seconds(self):
         # No scenario accepts writes stuck for 10 s beyond the fault's own outage (2 s here).

@@ -10,8 +10,10 @@
 //!   invalidation (the broadcast case), `GET .../stats` shows the count and the requests in flight
 //!   (besides the stats request itself).
 //!
-//! `?delay_ms=N` on any request makes it answer slowly (to watch draining). On SIGINT or SIGTERM
-//! it drains, lets in-flight requests finish, unregisters and exits.
+//! Each registration carries an http check of `GET /health` (every second, critical after two
+//! failures), so a crashed or frozen instance leaves the routers' rotation before its lease runs
+//! out. `?delay_ms=N` on any request makes it answer slowly (to watch draining). On SIGINT or
+//! SIGTERM it drains, lets in-flight requests finish, unregisters and exits.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,6 +40,8 @@ use clap::Args;
 use quick_xml::events::Event;
 use serde::Deserialize;
 use serde_json::json;
+use switchboard::registry::Check;
+use switchboard::registry::CheckKind;
 use switchboard::registry::RegistrationRequest;
 use switchboard::soap;
 use switchboard::soap::SoapVersion;
@@ -71,6 +75,21 @@ pub struct SampleArgs {
     /// API token with `register` scope for the sample's namespaces (none for a dev cluster).
     #[arg(long, env = "SWITCHBOARD_SAMPLE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+}
+
+/// The sample's own check: a GET of its `/health` every second, critical after two failures (each
+/// at most 500 ms), so a crashed or frozen instance leaves every router's rotation within about
+/// 2.5 s, before its 5 s lease runs out.
+fn sample_check() -> Check {
+    Check {
+        kind: CheckKind::Http,
+        path: "/health".into(),
+        interval_ms: 1_000,
+        timeout_ms: 500,
+        rise: 2,
+        fall: 2,
+        deregister_after_ms: None,
+    }
 }
 
 #[derive(Debug)]
@@ -107,6 +126,7 @@ pub async fn run(args: SampleArgs) -> anyhow::Result<()> {
         .route("/cache/stats", get(stats))
         .route("/echo", any(echo))
         .route("/echo/{*rest}", any(echo))
+        .route("/health", get(|| async { "ok" }))
         .layer(axum::middleware::from_fn_with_state(sample.clone(), count_in_flight))
         .with_state(sample.clone());
     let stop = tokio_util::sync::CancellationToken::new();
@@ -123,7 +143,7 @@ pub async fn run(args: SampleArgs) -> anyhow::Result<()> {
         ttl_ms: Some(args.ttl_ms),
         weight: None,
         metadata: [("instance".to_owned(), instance.clone())].into(),
-        check: None,
+        check: Some(sample_check()),
     };
     let registrations = vec![
         lease(format!("{base}/soap"), SOAP_NAMESPACE, SOAP_CONTRACT),
