@@ -39,7 +39,8 @@ RED, BOLD, RESET = "\033[31m", "\033[1m", "\033[0m"
 
 COLUMNS = ["scenario", "fault", "result", "operations (writes + routed)", "write unavailability (ms)",
            "first ack after a fault (ms)", "routed requests failed", "registrations lost", "indeterminate writes",
-           "lease probes answered / failed", "sample leases missing (ms)", "elections (term − 1)"]
+           "lease probes answered / failed", "sample leases missing (ms)", "elections (term − 1)",
+           "routed failed after critical"]
 
 
 def cell(value):
@@ -81,7 +82,7 @@ def row(name, root=RESULTS):
     missing_cell = f"**{missing}**" if missing else cell(missing)
     cells = [name, about, VERDICTS.get(verdict, verdict), operations, bounded(r, "write_unavailability_ms"),
              bounded(r, "first_ack_after_fault_ms"), bounded(r, "routes_failed"), lost_cell, str(unknown),
-             f"{answered} / {failed}", missing_cell, bounded(r, "elections")]
+             f"{answered} / {failed}", missing_cell, bounded(r, "elections"), bounded(r, "routes_failed_after_critical")]
     return "| " + " | ".join(cells) + " |", bool(r.get("passed")), verdict
 
 
