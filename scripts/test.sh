@@ -8,7 +8,7 @@
 #      on loopback);
 #   4. the SOAP interop matrix: real SOAP stacks (WCF on Mono, zeep, spyne, PHP ext/soap, SOAP::Lite) as
 #      clients and services through a follower of a three-node cluster (docs/interop.md);
-#   5. the failover suite: the docker-compose cluster behind HAProxy, broken on purpose in fourteen
+#   5. the failover suite: the docker-compose cluster behind HAProxy, broken on purpose in fifteen
 #      ways while a workload runs, with a history checker that asserts every figure against the
 #      scenario's bounds (needs Docker);
 #   6. the benchmark suite in quick mode (checks every benchmark still runs; asserts no speed).
@@ -81,6 +81,6 @@ if [ "$with_docker" = 1 ]; then
     step "all tests passed in $minutes"
 else
     step "the Docker-free tests passed in $minutes; NOT RUN (--without-docker): the failover suite" \
-        "(scripts/failover/run-all.sh, fourteen scenarios against the compose cluster). This is not a full" \
+        "(scripts/failover/run-all.sh, fifteen scenarios against the compose cluster). This is not a full" \
         "test run: run bash scripts/test.sh on a Docker host for that"
 fi
