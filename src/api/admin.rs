@@ -35,6 +35,7 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/v1/cluster/nodes", post(add_node))
         .route("/v1/cluster/nodes/{id}", delete(remove_node))
         .route("/v1/audit", get(audit))
+        .route("/v1/health/contracts", get(contract_health))
 }
 
 /// Health checks answer without a token: the load balancer calls them.
@@ -167,4 +168,41 @@ async fn ready(State(state): State<ApiState>, ApiQuery(query): ApiQuery<ReadyQue
     };
     let status = if readiness.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(readiness)).into_response()
+}
+
+/// `GET /v1/health/contracts`: per contract with active endpoints, how many pass and how many are
+/// critical (committed, the same on every node), whether it routes in panic, and what this node's
+/// checker did for it since it started (probes, failures, transitions it wrote). Per-contract
+/// figures live here, behind the read scope, and not in `/metrics`, whose labels never name a
+/// contract.
+async fn contract_health(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require(caller.can_read(), &caller, "read")?;
+    let applied = state.cluster.view().load();
+    let mut contracts: Vec<serde_json::Value> = applied
+        .state
+        .contracts()
+        .map(|(key, endpoints)| {
+            let threshold = applied
+                .state
+                .policy(key)
+                .map_or(crate::registry::DEFAULT_PANIC_THRESHOLD, |p| p.panic_threshold_percent);
+            let counts = state.prober.counts(key);
+            serde_json::json!({
+                "contract": key.as_str(),
+                "endpoints": endpoints.len(),
+                "passing": endpoints.len() - endpoints.critical(),
+                "critical": endpoints.critical(),
+                "panic_threshold_percent": threshold,
+                "panic": endpoints.routable(threshold).panic,
+                "probes": counts.probes,
+                "probe_failures": counts.failures,
+                "transitions_written": counts.transitions,
+            })
+        })
+        .collect();
+    contracts.sort_by(|a, b| a["contract"].as_str().cmp(&b["contract"].as_str()));
+    Ok(Json(serde_json::json!({ "node": state.cluster.node_id(), "contracts": contracts })))
 }

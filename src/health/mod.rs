@@ -46,6 +46,7 @@ use crate::registry::AuditAction;
 use crate::registry::Check;
 use crate::registry::CheckKind;
 use crate::registry::Command;
+use crate::registry::ContractKey;
 use crate::registry::EndpointState;
 use crate::registry::HealthChange;
 use crate::registry::HealthStatus;
@@ -125,6 +126,8 @@ struct Inner {
     probe: probe::Probe,
     soft: Mutex<Soft>,
     writing: AtomicBool,
+    /// A deregistration round is out (one at a time, so the per-minute limit holds).
+    deregistering: AtomicBool,
 }
 
 /// What a prober knows that is not committed: counters, hand-overs and transitions to write.
@@ -139,12 +142,23 @@ struct Soft {
     pending: HashMap<RegistrationId, HealthChange>,
     /// What the assignment was computed from: the applied index and the members.
     assigned_from: Option<(u64, Vec<NodeId>, usize)>,
+    /// This node's probes, failures and written transitions per contract, since it started.
+    counts: HashMap<ContractKey, ContractCounts>,
+}
+
+/// What one node's checker did for one contract, since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ContractCounts {
+    pub probes: u64,
+    pub failures: u64,
+    pub transitions: u64,
 }
 
 /// The soft state of one endpoint this node probes.
 #[derive(Debug, Clone)]
 struct Target {
     address: Arc<str>,
+    contract: ContractKey,
     epoch: u64,
     check: Check,
     due: Instant,
@@ -182,7 +196,14 @@ fn now_ms() -> u64 {
 impl Prober {
     pub fn new(cluster: Cluster, config: HealthConfig, policy: Arc<AddressPolicy>) -> Self {
         let probe = probe::Probe::new(policy, cluster.node_id());
-        let inner = Inner { cluster, config, probe, soft: Mutex::default(), writing: AtomicBool::new(false) };
+        let inner = Inner {
+            cluster,
+            config,
+            probe,
+            soft: Mutex::default(),
+            writing: AtomicBool::new(false),
+            deregistering: AtomicBool::new(false),
+        };
         Self { inner: Arc::new(inner) }
     }
 
@@ -203,6 +224,11 @@ impl Prober {
             return None;
         }
         prober_of(&registration.id, members)
+    }
+
+    /// This node's probes, failures and written transitions for `contract`, since it started.
+    pub fn counts(&self, contract: &ContractKey) -> ContractCounts {
+        self.soft().counts.get(contract).copied().unwrap_or_default()
     }
 
     /// Runs the checker until `stop`: probing, confirming, writing transitions and, as leader,
@@ -233,9 +259,12 @@ impl Prober {
             self.flush();
             if now >= next_deregister {
                 next_deregister = now + DEREGISTER_EVERY;
-                if self.inner.cluster.is_leader() {
+                if self.inner.cluster.is_leader() && !self.inner.deregistering.swap(true, Ordering::AcqRel) {
                     let prober = self.clone();
-                    tokio::spawn(async move { prober.deregister().await });
+                    tokio::spawn(async move {
+                        prober.deregister().await;
+                        prober.inner.deregistering.store(false, Ordering::Release);
+                    });
                 }
             }
         }
@@ -276,6 +305,7 @@ impl Prober {
                 Some(target) if target.epoch == registration.epoch && &target.check == check => target,
                 _ => Target {
                     address: Arc::from(registration.address.as_str()),
+                    contract: registration.contract_key(),
                     epoch: registration.epoch,
                     check: check.clone(),
                     // Spread the first probes over one interval.
@@ -362,10 +392,14 @@ impl Prober {
         let Some(target) = soft.targets.get_mut(&lease.id).filter(|t| t.epoch == lease.epoch) else { return };
         target.busy = false;
         let passed = result.is_ok();
+        let contract = target.contract.clone();
         match result {
             Ok(()) => (target.passes, target.fails) = (target.passes.saturating_add(1), 0),
             Err(output) => (target.passes, target.fails, target.output) = (0, target.fails.saturating_add(1), output),
         }
+        let counts = soft.counts.entry(contract).or_default();
+        counts.probes += 1;
+        counts.failures += u64::from(!passed);
         // A transition not written yet that the latest probe contradicts is dropped: a prober
         // that could not write for a while never writes what is no longer true.
         let contradicted = match soft.pending.get(&lease.id).map(|p| p.status) {
@@ -486,6 +520,7 @@ impl Prober {
                 prober.inner.cluster.write(Command::SetHealth(changes.clone()), &Actor::internal("health-check")).await;
             match result {
                 Ok(Outcome::HealthSet(applied)) => {
+                    let view = prober.inner.cluster.view().load();
                     let mut soft = prober.soft();
                     for change in changes.iter().filter(|c| applied.contains(&c.lease.id)) {
                         let transition = match change.status {
@@ -493,6 +528,9 @@ impl Prober {
                             HealthStatus::Passing => Transition::Passing,
                         };
                         METRICS.transition(transition, 1);
+                        if let Some(registration) = view.state.get(&change.lease.id) {
+                            soft.counts.entry(registration.contract_key()).or_default().transitions += 1;
+                        }
                     }
                     for change in &changes {
                         if soft.pending.get(&change.lease.id) == Some(change) {

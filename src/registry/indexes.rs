@@ -162,6 +162,11 @@ impl RegistryState {
         self.routes.get(key)
     }
 
+    /// Every contract key with active endpoints, and its endpoints (in no particular order).
+    pub fn contracts(&self) -> impl Iterator<Item = (&ContractKey, &Endpoints)> {
+        self.routes.iter()
+    }
+
     /// The contract keys with active endpoints in a namespace (one trailing `/` ignored), in
     /// order.
     pub fn contracts_in(&self, namespace: &str) -> impl Iterator<Item = &ContractKey> {

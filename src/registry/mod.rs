@@ -38,6 +38,7 @@ pub use switchboard_proto::registry::Check;
 pub use switchboard_proto::registry::CheckKind;
 pub use switchboard_proto::registry::Command;
 pub use switchboard_proto::registry::ContractKey;
+pub use switchboard_proto::registry::DEFAULT_PANIC_THRESHOLD;
 pub use switchboard_proto::registry::EndpointState;
 pub use switchboard_proto::registry::Health;
 pub use switchboard_proto::registry::HealthChange;
@@ -232,10 +233,15 @@ impl RegistryState {
     /// The check that applies to a registration: its own, else its contract policy's, else
     /// `default` (the cluster's).
     pub fn effective_check<'a>(&'a self, registration: &Registration, default: &'a Check) -> &'a Check {
-        self.health
-            .get(&registration.id)
-            .and_then(|entry| entry.check.as_ref())
-            .or_else(|| self.policies.get(&registration.contract_key()).and_then(|p| p.check.as_ref()))
+        let own = if self.health.is_empty() { None } else { self.health.get(&registration.id) };
+        own.and_then(|entry| entry.check.as_ref())
+            .or_else(|| {
+                // Most clusters have few policies: no key is built when there are none.
+                if self.policies.is_empty() {
+                    return None;
+                }
+                self.policies.get(&registration.contract_key()).and_then(|p| p.check.as_ref())
+            })
             .unwrap_or(default)
     }
 

@@ -183,6 +183,22 @@ async fn an_endpoint_registered_through_the_seed_soap_register_and_killed_turns_
         }
     }
 
+    // Per contract: the committed counts on every node, and what each node's checker did.
+    let mut probes = 0;
+    for node in cluster.running() {
+        let health = cluster.get_json(&format!("{}/v1/health/contracts", cluster.api(node))).await.unwrap();
+        let seed = health["contracts"].as_array().unwrap().iter().find(|c| c["contract"] == "urn:health/seed").cloned();
+        let seed = seed.expect("the contract's health");
+        assert_eq!(
+            (seed["endpoints"].as_u64(), seed["passing"].as_u64(), seed["critical"].as_u64()),
+            (Some(2), Some(1), Some(1)),
+            "{seed}"
+        );
+        assert_eq!(seed["panic"], false, "{seed}");
+        probes += seed["probes"].as_u64().unwrap();
+    }
+    assert!(probes > 0, "the checkers count their probes per contract");
+
     // A broadcast skips it, and says so.
     let report: Value = cluster
         .http

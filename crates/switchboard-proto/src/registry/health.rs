@@ -43,7 +43,7 @@ pub enum CheckKind {
 pub struct Check {
     pub kind: CheckKind,
     /// Path of an http check (ignored by the other kinds).
-    pub path: String,
+    pub path: Text,
     pub interval_ms: u32,
     pub timeout_ms: u32,
     /// Successes in a row that turn a critical endpoint passing.
@@ -114,7 +114,7 @@ impl Check {
             "tcp" => Self::default(),
             "none" => Self::none(),
             _ => match text.strip_prefix("http:") {
-                Some(path) => Self { kind: CheckKind::Http, path: path.to_owned(), ..Self::default() },
+                Some(path) => Self { kind: CheckKind::Http, path: Text::from(path), ..Self::default() },
                 None => return Err(format!("{text:?} is not tcp, none or http:/PATH")),
             },
         };
