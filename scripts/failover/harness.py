@@ -536,7 +536,8 @@ class Cluster:
 
         def one(i):
             body = json.dumps({"address": f"http://10.99.{i // 250}.{i % 250}:9/", "contract_name": "Bulk",
-                               "contract_namespace": "urn:switchboard:bulk", "metadata": metadata}).encode()
+                               "contract_namespace": "urn:switchboard:bulk", "metadata": metadata,
+                               "check": {"kind": "none"}}).encode()
             request = urllib.request.Request(f"http://{self.lb}:8081/v1/registrations", data=body, method="POST",
                                              headers={"Authorization": f"Bearer {self.token}",
                                                       "Content-Type": "application/json"})

@@ -25,7 +25,8 @@ balancer ({"kind": "leases", "present": n, "expected": 6}): the samples renew th
 along, so a count below 6 means the cluster dropped a lease that was being renewed.
 
 Workload registrations are permanent (no lease), each with a unique address under the contract
-`urn:switchboard:failover/IWorkload`, which nothing routes to. Only the standard library is used.
+`urn:switchboard:failover/IWorkload`, which nothing routes to, and a check of kind none (their
+addresses do not resolve; only the sample services are probed). Only the standard library is used.
 
 Run alone against any load balancer:  python3 workload.py --lb 172.29.10.2 --seconds 30 --history h.jsonl
 """
@@ -234,7 +235,9 @@ class Workload:
                     self._live.append((registration_id, address))
 
     def _register(self, address):
-        body = json.dumps({"address": address, "contract_name": CONTRACT, "contract_namespace": NAMESPACE}).encode()
+        # Placeholders nothing routes to, at names that do not resolve: never probed.
+        body = json.dumps({"address": address, "contract_name": CONTRACT, "contract_namespace": NAMESPACE,
+                           "check": {"kind": "none"}}).encode()
         start = time.time()
         answer = exchange(self.lb_host, self.api_port, "POST", "/v1/registrations", body,
                           {"content-type": "application/json", **self.auth}, self.timeout)

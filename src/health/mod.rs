@@ -461,7 +461,7 @@ impl Prober {
             }
             Some((node, ConfirmAnswer::Failed(second))) => {
                 METRICS.confirmation(Confirmation::Confirmed);
-                tracing::info!(id = %lease.id, %address, confirmed_by = node, %output, "endpoint critical");
+                tracing::debug!(id = %lease.id, %address, confirmed_by = node, %output, "endpoint critical");
                 let change =
                     HealthChange { lease, status: HealthStatus::Critical, output: short_output(&output), by: me };
                 tracing::debug!(second = %second, "confirming probe output");
@@ -471,7 +471,7 @@ impl Prober {
                 // No other member to ask (a single node, or the only one heard from): this
                 // node's probes decide.
                 METRICS.confirmation(Confirmation::Unavailable);
-                tracing::info!(id = %lease.id, %address, %output, "endpoint critical (no second node to confirm)");
+                tracing::debug!(id = %lease.id, %address, %output, "endpoint critical (no second node to confirm)");
                 let change =
                     HealthChange { lease, status: HealthStatus::Critical, output: short_output(&output), by: me };
                 soft.pending.insert(lease.id, change);
@@ -486,7 +486,7 @@ impl Prober {
                 // The second node could not be asked: this node may be the one cut off. Nothing is
                 // written; it counts afresh and asks again.
                 METRICS.confirmation(Confirmation::Unavailable);
-                tracing::info!(id = %lease.id, %address, "no second node answered; nothing marked, counting again");
+                tracing::debug!(id = %lease.id, %address, "no second node answered; nothing marked, counting again");
                 target.fails = 0;
             }
         }
@@ -537,7 +537,21 @@ impl Prober {
                             soft.pending.remove(&change.lease.id);
                         }
                     }
-                    tracing::debug!(written = count, applied = applied.len(), "health transitions written");
+                    // One line per write, however many endpoints it names (a rack that dies at
+                    // once is one line); each endpoint's transition is at debug level.
+                    let critical = changes.iter().filter(|c| c.status == HealthStatus::Critical).count();
+                    let examples: Vec<&str> = changes
+                        .iter()
+                        .filter_map(|c| view.state.get(&c.lease.id).map(|r| r.address.as_str()))
+                        .take(3)
+                        .collect();
+                    tracing::info!(
+                        critical,
+                        passing = count - critical,
+                        applied = applied.len(),
+                        ?examples,
+                        "health transitions written"
+                    );
                 }
                 Ok(other) => tracing::warn!(?other, "unexpected outcome of a health transition"),
                 Err(err) => tracing::info!(error = %err, count, "health transitions not written yet; retrying"),

@@ -17,6 +17,11 @@ use crate::netpolicy::PolicyConnector;
 use crate::registry::Check;
 use crate::registry::CheckKind;
 
+/// Probes of endpoints named by a host name at once: each resolves the name on a blocking thread
+/// (as long as the system resolver takes), and the blocking pool also serves storage; probes of
+/// IP literals do not count. A probe waiting here counts against its timeout.
+static NAME_LOOKUPS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(32);
+
 /// Header naming the node that sends a probe, so an endpoint (or a test) can tell probers apart.
 pub const PROBER_HEADER: &str = "x-switchboard-prober";
 
@@ -48,6 +53,11 @@ impl Probe {
     pub async fn run(&self, address: &str, check: &Check) -> Result<(), String> {
         let timeout = Duration::from_millis(u64::from(check.timeout_ms));
         let probe = async {
+            let _lookup = match check.kind {
+                CheckKind::None => return Ok(()),
+                _ if names_a_host(address) => Some(NAME_LOOKUPS.acquire().await),
+                _ => None,
+            };
             match check.kind {
                 CheckKind::None => Ok(()),
                 CheckKind::Tcp => self.tcp(address).await,
@@ -104,5 +114,22 @@ impl Probe {
         } else {
             Err(format!("GET {path} answered {status}"))
         }
+    }
+}
+
+/// Whether `address`'s host is a name (not an IP literal), which a probe must resolve.
+fn names_a_host(address: &str) -> bool {
+    url::Url::parse(address).is_ok_and(|url| matches!(url.host(), Some(url::Host::Domain(_))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_addresses_with_a_host_name_wait_for_a_name_lookup() {
+        assert!(names_a_host("http://svc.internal:8080/x"));
+        assert!(!names_a_host("http://10.0.0.1:8080/x"));
+        assert!(!names_a_host("http://[::1]:8080/x"));
     }
 }
