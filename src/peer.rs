@@ -26,6 +26,7 @@ use serde::de::DeserializeOwned;
 use switchboard_proto::peer;
 use switchboard_proto::peer::ADDRESSEE_HEADER;
 use switchboard_proto::peer::Admit;
+use switchboard_proto::peer::Beat;
 use switchboard_proto::peer::Confirm;
 use switchboard_proto::peer::Membership;
 use switchboard_proto::peer::PROTOCOL_HEADER;
@@ -106,6 +107,7 @@ pub fn router(state: PeerState) -> Router {
         .route(Membership::PATH, post(membership))
         .route(Renew::PATH, post(renew))
         .route(Confirm::PATH, post(confirm))
+        .route(Beat::PATH, post(beat))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), authenticate))
         .route_layer(axum::middleware::from_fn(speak_protocol))
@@ -333,6 +335,19 @@ async fn renew(
     }
     state.cluster.renew_from_peer(&gossip);
     answer::<Renew>(())
+}
+
+/// Another member's readiness to probe.
+async fn beat(
+    State(state): State<PeerState>,
+    Extension(sender): Extension<Sender>,
+    Postcard(beat): RequestOf<Beat>,
+) -> Response {
+    if let Some(refused) = refusal_unless_sender(sender, Some(beat.from), "prober beat") {
+        return refused;
+    }
+    state.cluster.record_beat(&beat);
+    answer::<Beat>(())
 }
 
 /// A second probe of an endpoint, asked by the node that probes it before it marks it critical.

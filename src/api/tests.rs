@@ -652,7 +652,17 @@ async fn checks_are_validated_shown_with_their_health_and_filtered_by_it() {
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let (status, _) = call(&app, "POST", "/v1/registrations", Some(registration("http://other:9000/calc"))).await;
     assert_eq!(status, StatusCode::CREATED);
-    let (_, shown) = call(&app, "GET", &format!("/v1/registrations/{}", created["id"].as_str().unwrap()), None).await;
+    // The node probes once it has caught up with the leader (itself), which its duties notice
+    // within a few hundred ms.
+    let url = format!("/v1/registrations/{}", created["id"].as_str().unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let shown = loop {
+        let (_, shown) = call(&app, "GET", &url, None).await;
+        if shown["health"]["checked_by"] == 1 || std::time::Instant::now() > deadline {
+            break shown;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(shown["check"]["kind"], "http", "{shown}");
     assert_eq!(shown["check"]["path"], "/up", "{shown}");
     assert_eq!(shown["check"]["deregister_after_ms"], 60000, "{shown}");

@@ -1,6 +1,6 @@
 //! The node's background duties, started together and stopped together by one signal:
 //! election gating, joining, probing the leader, promoting learners, gossiping and expiring
-//! leases, and purging the log behind snapshots.
+//! leases, purging the log behind snapshots, and telling the others whether this node probes.
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -51,6 +51,7 @@ impl Cluster {
             tokio::spawn(until(stop.clone(), self.clone().gossip_leases())),
             tokio::spawn(until(stop.clone(), self.clone().reap_leases())),
             tokio::spawn(until(stop.clone(), self.clone().retain_log())),
+            tokio::spawn(until(stop.clone(), self.clone().beat_probers())),
         ];
         Duties { stop, tasks }
     }

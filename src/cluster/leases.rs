@@ -97,11 +97,6 @@ impl Leases {
         state.heard.insert(from, now);
     }
 
-    /// Whether `member`'s gossip arrived within [`GOSSIP_SILENCE`] before `now`.
-    pub fn heard_within_silence(&self, member: u64, now: Instant) -> bool {
-        self.lock().heard.get(&member).is_some_and(|at| now.saturating_duration_since(*at) < GOSSIP_SILENCE)
-    }
-
     /// How late the news of `members` may be: the longest silence among those heard from
     /// within [`GOSSIP_SILENCE`] (a member never heard from, or silent for longer, counts as
     /// down). On time, this is about one gossip interval.

@@ -141,6 +141,8 @@ struct Inner {
     leader_progress: Mutex<Option<(u64, Instant)>>,
     /// This process's replica has caught up with a leader at least once: it may route.
     caught_up: AtomicBool,
+    /// The other members' last readiness to probe, and when it arrived.
+    prober_beats: Mutex<BTreeMap<NodeId, (bool, Instant)>>,
 }
 
 fn from_write_error(err: RaftError<NodeId, typ::ClientWriteError>) -> ClusterError {
@@ -178,6 +180,7 @@ impl Cluster {
                 last_leader_seen: Mutex::new(None),
                 leader_progress: Mutex::new(None),
                 caught_up: AtomicBool::new(false),
+                prober_beats: Mutex::default(),
             }),
         }
     }

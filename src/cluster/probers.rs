@@ -1,33 +1,82 @@
 //! What the health checker needs of the cluster: the members that probe (committed members that
-//! are up), whether a leader is known, and a call to one member.
+//! are ready, as their beats say), whether a leader is known, and a call to one member.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::Instant;
 
+use switchboard_proto::peer::Beat;
+use switchboard_proto::peer::ProberBeat;
 use switchboard_proto::peer::Rpc;
 
 use super::Cluster;
+use super::STATUS_TIMEOUT;
 use crate::raft::NodeId;
 use crate::raft::PeerError;
+use crate::raft::PeerNode;
+
+/// How often a node tells the others whether it probes.
+pub const BEAT_EVERY: Duration = Duration::from_millis(500);
+/// A member whose beat is older than this is taken for down: it probes nothing.
+pub const BEAT_SILENCE: Duration = Duration::from_secs(2);
 
 impl Cluster {
-    /// The committed members that take part in probing, in id order: this node, and every other
-    /// member whose gossip arrived within the silence that marks a member down. Every node that
-    /// hears the same members computes the same list.
+    /// Whether this node takes part in probing: its replica caught up with a leader once since it
+    /// started (it knows the registrations), and it is not stopping.
+    pub fn probes(&self) -> bool {
+        self.inner.caught_up.load(Ordering::Acquire) && !self.inner.stopping.load(Ordering::Acquire)
+    }
+
+    /// The committed members that take part in probing, in id order: this node if it probes, and
+    /// every other member whose last beat, within [`BEAT_SILENCE`], said it probes. Every node
+    /// that hears the same beats computes the same list.
     pub fn probers(&self) -> Vec<NodeId> {
         let now = Instant::now();
         let me = self.node_id();
+        let beats = self.inner.prober_beats.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let ready = |id: &NodeId| match *id == me {
+            true => self.probes(),
+            false => {
+                beats.get(id).is_some_and(|(ready, at)| *ready && now.saturating_duration_since(*at) < BEAT_SILENCE)
+            }
+        };
         let metrics = self.inner.raft.metrics();
         let metrics = metrics.borrow();
-        let mut members: Vec<NodeId> = metrics
-            .membership_config
-            .membership()
-            .nodes()
-            .map(|(id, _)| *id)
-            .filter(|id| *id == me || self.inner.leases.heard_within_silence(*id, now))
-            .collect();
+        let mut members: Vec<NodeId> =
+            metrics.membership_config.membership().nodes().map(|(id, _)| *id).filter(ready).collect();
         members.sort_unstable();
         members
+    }
+
+    /// A beat from another member.
+    pub fn record_beat(&self, beat: &ProberBeat) {
+        self.inner
+            .prober_beats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(beat.from, (beat.ready, Instant::now()));
+    }
+
+    /// Duty: tell every other member, every [`BEAT_EVERY`], whether this node probes.
+    pub(super) async fn beat_probers(self) {
+        let mut tick = tokio::time::interval(BEAT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let beat = ProberBeat { from: self.node_id(), ready: self.probes() };
+            let members: Vec<PeerNode> = {
+                let metrics = self.inner.raft.metrics();
+                let metrics = metrics.borrow();
+                let membership = metrics.membership_config.membership();
+                membership.nodes().filter(|(id, _)| **id != self.node_id()).map(|(_, node)| node.clone()).collect()
+            };
+            let calls = members.iter().map(|node| self.inner.peers.call::<Beat>(&node.addr, &beat, STATUS_TIMEOUT));
+            for result in futures_util::future::join_all(calls).await {
+                if let Err(err) = result {
+                    tracing::debug!(error = %err, "prober beat not delivered");
+                }
+            }
+        }
     }
 
     /// Whether this node knows a leader now.

@@ -286,6 +286,9 @@ impl Prober {
         }
         soft.assigned_from = Some(key);
         let Soft { targets, handed, adopted, .. } = &mut *soft;
+        // A node that is not ready (not caught up, or stopping) probes nothing; the others no
+        // longer count it either (`Cluster::probers`).
+        let ready = members.contains(&me);
         let mut assigned = HashMap::with_capacity(targets.len());
         for registration in applied.state.iter() {
             if registration.state != EndpointState::Active {
@@ -296,7 +299,8 @@ impl Prober {
                 continue;
             }
             let id = registration.id;
-            let mine = adopted.contains_key(&id) || (prober_of(&id, &members) == Some(me) && !handed.contains_key(&id));
+            let mine = ready
+                && (adopted.contains_key(&id) || (prober_of(&id, &members) == Some(me) && !handed.contains_key(&id)));
             if !mine {
                 continue;
             }

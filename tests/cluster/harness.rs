@@ -217,6 +217,11 @@ impl TestCluster {
         self.signal(id, "-STOP");
     }
 
+    /// SIGTERM: the node drains (not ready for `--drain-ms`), then stops.
+    pub fn terminate_node(&self, id: u64) {
+        self.signal(id, "-TERM");
+    }
+
     /// SIGCONT after [`TestCluster::pause`].
     pub fn resume(&self, id: u64) {
         self.signal(id, "-CONT");

@@ -91,6 +91,19 @@ async fn wait_health(cluster: &TestCluster, address: &str, status: &str) -> Vec<
     views
 }
 
+/// The node every running node names as `address`'s prober, once they agree (each learns the
+/// others' readiness within a beat).
+async fn agreed_prober(cluster: &TestCluster, address: &str) -> u64 {
+    eventually("every node to name the same prober", Duration::from_secs(10), || async {
+        let mut named = BTreeSet::new();
+        for node in cluster.running() {
+            named.insert(listed(cluster, node, address).await?["health"]["checked_by"].as_u64()?);
+        }
+        (named.len() == 1).then(|| named.into_iter().next()).flatten()
+    })
+    .await
+}
+
 /// Sends a POST for contract `urn:health/{name}` through node `node`'s data plane, explained.
 async fn route(cluster: &TestCluster, node: u64, name: &str) -> (u16, String, reqwest::header::HeaderMap) {
     let response = cluster
@@ -272,8 +285,8 @@ async fn a_node_cut_off_from_an_endpoint_marks_nothing_critical_and_hands_the_en
     let leader = cluster.wait_stable().await;
     let endpoint = Endpoint::start("cut");
     register_checked(&cluster, leader, &endpoint.address, "cut", fast_check()).await;
-    let views = wait_health(&cluster, &endpoint.address, "passing").await;
-    let prober = views[0]["health"]["checked_by"].as_u64().unwrap();
+    wait_health(&cluster, &endpoint.address, "passing").await;
+    let prober = agreed_prober(&cluster, &endpoint.address).await;
     // Only the prober's probes fail from now on: the endpoint refuses that node alone.
     let refused =
         cluster.http.post(format!("http://{}/refuse/{prober}", &endpoint.address[7..].trim_end_matches("/svc")));
@@ -400,8 +413,8 @@ async fn when_the_prober_dies_and_its_endpoint_hangs_the_next_node_marks_it() {
     let leader = cluster.wait_stable().await;
     let endpoint = Endpoint::start("orphan");
     register_checked(&cluster, leader, &endpoint.address, "orphan", fast_check()).await;
-    let views = wait_health(&cluster, &endpoint.address, "passing").await;
-    let prober = views[0]["health"]["checked_by"].as_u64().unwrap();
+    wait_health(&cluster, &endpoint.address, "passing").await;
+    let prober = agreed_prober(&cluster, &endpoint.address).await;
     cluster.kill(prober);
     endpoint.signal("-STOP");
     cluster.wait_stable().await;
@@ -410,4 +423,29 @@ async fn when_the_prober_dies_and_its_endpoint_hangs_the_next_node_marks_it() {
         let by = view["health"]["checked_by"].as_u64().unwrap();
         assert_ne!(by, prober, "the next node in the ranking probes it: {view}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prober_that_stops_being_ready_hands_its_endpoints_over_and_the_next_node_marks_them() {
+    // A long drain: the prober stays up, answering, but not ready.
+    let options = Options { args: vec!["--drain-ms".into(), "30000".into()], ..Options::default() };
+    let cluster = TestCluster::start_with(3, options);
+    let leader = cluster.wait_stable().await;
+    let endpoint = Endpoint::start("drained");
+    register_checked(&cluster, leader, &endpoint.address, "drained", fast_check()).await;
+    wait_health(&cluster, &endpoint.address, "passing").await;
+    let prober = agreed_prober(&cluster, &endpoint.address).await;
+    cluster.terminate_node(prober);
+    for node in cluster.running() {
+        eventually(&format!("node {node} to name another prober"), Duration::from_secs(10), || async {
+            let view = listed(&cluster, node, &endpoint.address).await?;
+            let by = view["health"]["checked_by"].as_u64()?;
+            (by != prober).then_some(())
+        })
+        .await;
+    }
+    endpoint.signal("-STOP");
+    wait_health(&cluster, &endpoint.address, "critical").await;
+    let drained = metric(&cluster, prober, "switchboard_health_probed_endpoints").await;
+    assert_eq!(drained, 0.0, "the draining node probes nothing");
 }

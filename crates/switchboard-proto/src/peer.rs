@@ -31,7 +31,7 @@ use crate::registry::Outcome;
 ///   format 3.
 /// - Version 3 added active health checks: `Command::Register` (a spec with a check),
 ///   `Command::SetPolicy` (a policy with health options), `Command::SetHealth`,
-///   `Command::Deregister`, the `Confirm` RPC, and snapshots of on-disk format 4.
+///   `Command::Deregister`, the `Confirm` and `Beat` RPCs, and snapshots of on-disk format 4.
 ///
 /// A request is sent in the oldest version whose encoding carries it ([`Rpc::version`]), so a
 /// node of the release before reads everything but what only the new version can say, and
@@ -234,6 +234,14 @@ pub enum ConfirmAnswer {
     Unknown,
 }
 
+/// Whether a node takes part in probing (it is caught up and not stopping), passed to the other
+/// members every half second (peer protocol 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProberBeat {
+    pub from: NodeId,
+    pub ready: bool,
+}
+
 /// Membership change forwarded to the leader.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MembershipRequest {
@@ -288,6 +296,10 @@ rpc!(
 rpc!(
     /// Lease renewals a node took, passed on to the others.
     Renew, "/cluster/renew", Gossip => ()
+);
+rpc!(
+    /// A node's readiness to probe, for the other members' assignment of endpoints.
+    Beat, "/cluster/prober", ProberBeat => (), version(_request) => 3
 );
 rpc!(
     /// A second probe of an endpoint before it is marked critical.

@@ -12,10 +12,13 @@ use serde::Serialize;
 use switchboard_proto::peer::AdmitReply;
 use switchboard_proto::peer::AdmitRequest;
 use switchboard_proto::peer::ClusterError;
+use switchboard_proto::peer::ConfirmAnswer;
+use switchboard_proto::peer::ConfirmRequest;
 use switchboard_proto::peer::Gossip;
 use switchboard_proto::peer::MembershipRequest;
 use switchboard_proto::peer::PeerNode;
 use switchboard_proto::peer::PeerStatus;
+use switchboard_proto::peer::ProberBeat;
 use switchboard_proto::peer::Proposal;
 use switchboard_proto::peer::StatusAnswer;
 use switchboard_proto::peer::StatusRequest;
@@ -204,6 +207,13 @@ fn peer_messages() {
     );
     golden.pinned(&MembershipRequest::Add { node_id: 4, node }, &format!("0004{node_hex}"));
     golden.pinned(&MembershipRequest::Remove { node_id: 4 }, "0104");
+    // Peer protocol 3: the health checkers' messages.
+    let lease = Lease { id: spec().id, epoch: 9 };
+    golden.pinned(&ConfirmRequest { lease, adopt: true }, "f31532c14bd23aa846270ca42129ac9c0901");
+    golden.pinned(&ConfirmAnswer::Reached, "00");
+    golden.pinned(&ConfirmAnswer::Failed("refused".into()), "010772656675736564");
+    golden.pinned(&ConfirmAnswer::Unknown, "02");
+    golden.pinned(&ProberBeat { from: 2, ready: true }, "0201");
 }
 
 #[test]
