@@ -231,9 +231,31 @@ impl AddressPolicy {
 
     /// Resolves `host:port` and keeps the addresses the policy allows; an error names why none is.
     pub async fn resolve(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
-        let resolved: Vec<SocketAddr> = match ip_literal(host) {
-            Some(ip) => vec![SocketAddr::new(ip, port)],
-            None => tokio::net::lookup_host((host, port)).await?.collect(),
+        self.resolve_within(host, port, None).await
+    }
+
+    /// [`AddressPolicy::resolve`], with at most as many name lookups at once as `lookups` has
+    /// permits: a lookup holds a blocking thread for as long as the system resolver takes, even
+    /// after its caller gave up, so the permit is released only when the lookup returns.
+    pub async fn resolve_within(
+        &self,
+        host: &str,
+        port: u16,
+        lookups: Option<&'static tokio::sync::Semaphore>,
+    ) -> std::io::Result<Vec<SocketAddr>> {
+        let resolved: Vec<SocketAddr> = match (ip_literal(host), lookups) {
+            (Some(ip), _) => vec![SocketAddr::new(ip, port)],
+            (None, None) => tokio::net::lookup_host((host, port)).await?.collect(),
+            (None, Some(lookups)) => {
+                let permit = lookups.acquire().await.map_err(std::io::Error::other)?;
+                let name = host.to_owned();
+                tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    std::net::ToSocketAddrs::to_socket_addrs(&(name.as_str(), port)).map(Iterator::collect)
+                })
+                .await
+                .map_err(std::io::Error::other)??
+            }
         };
         let mut refusals = Vec::new();
         let allowed: Vec<SocketAddr> = resolved
@@ -274,6 +296,8 @@ fn parse_url(address: &str) -> Result<url::Url, Refused> {
 pub struct PolicyConnector {
     pub policy: Arc<AddressPolicy>,
     pub inner: hyper_util::client::legacy::connect::HttpConnector,
+    /// Bounds the name lookups of the connections it makes (see `AddressPolicy::resolve_within`).
+    pub lookups: Option<&'static tokio::sync::Semaphore>,
 }
 
 impl tower::Service<http::Uri> for PolicyConnector {
@@ -286,11 +310,11 @@ impl tower::Service<http::Uri> for PolicyConnector {
     }
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
-        let (policy, mut inner) = (self.policy.clone(), self.inner.clone());
+        let (policy, mut inner, lookups) = (self.policy.clone(), self.inner.clone(), self.lookups);
         Box::pin(async move {
             let host = uri.host().ok_or("the endpoint address has no host")?.to_owned();
             let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
-            let allowed = policy.resolve(&host, port).await?;
+            let allowed = policy.resolve_within(&host, port, lookups).await?;
             let ip = allowed[0];
             let direct = http::Uri::builder()
                 .scheme(uri.scheme_str().unwrap_or("http"))

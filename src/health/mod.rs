@@ -63,6 +63,8 @@ const TICK: Duration = Duration::from_millis(50);
 const CONFIRM_SLACK: Duration = Duration::from_millis(500);
 /// How often the leader looks for registrations to deregister.
 const DEREGISTER_EVERY: Duration = Duration::from_secs(1);
+/// Confirmations a node asks of the others at once.
+static CONFIRMS: Semaphore = Semaphore::const_new(64);
 /// The shortest hand-over of an endpoint to the node that reached it.
 const MIN_HANDOVER: Duration = Duration::from_secs(30);
 
@@ -425,6 +427,9 @@ impl Prober {
             let (cluster, events) = (self.inner.cluster.clone(), events.clone());
             tracing::debug!(id = %lease.id, %address, ?second, "endpoint failing; asking a second node to confirm");
             tokio::spawn(async move {
+                // Many endpoints failing at once (a rack) ask for their second probes a few at a
+                // time, not all at once.
+                let _permit = CONFIRMS.acquire().await;
                 let timeout = Duration::from_millis(u64::from(check.timeout_ms)) + CONFIRM_SLACK;
                 let answer = match second {
                     Some(node) => cluster

@@ -17,9 +17,9 @@ use crate::netpolicy::PolicyConnector;
 use crate::registry::Check;
 use crate::registry::CheckKind;
 
-/// Probes of endpoints named by a host name at once: each resolves the name on a blocking thread
-/// (as long as the system resolver takes), and the blocking pool also serves storage; probes of
-/// IP literals do not count. A probe waiting here counts against its timeout.
+/// Name lookups of probes at once: each holds a blocking thread for as long as the system
+/// resolver takes (even after its probe timed out), and the blocking pool also serves storage.
+/// Probes of IP literals look nothing up. A probe waiting here counts against its timeout.
 static NAME_LOOKUPS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(32);
 
 /// Header naming the node that sends a probe, so an endpoint (or a test) can tell probers apart.
@@ -39,7 +39,7 @@ impl Probe {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.enforce_http(false);
-        let http = PolicyConnector { policy: policy.clone(), inner: http };
+        let http = PolicyConnector { policy: policy.clone(), inner: http, lookups: Some(&NAME_LOOKUPS) };
         let tls = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
             Ok(with_roots) => with_roots,
             Err(_) => hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots(),
@@ -53,11 +53,6 @@ impl Probe {
     pub async fn run(&self, address: &str, check: &Check) -> Result<(), String> {
         let timeout = Duration::from_millis(u64::from(check.timeout_ms));
         let probe = async {
-            let _lookup = match check.kind {
-                CheckKind::None => return Ok(()),
-                _ if names_a_host(address) => Some(NAME_LOOKUPS.acquire().await),
-                _ => None,
-            };
             match check.kind {
                 CheckKind::None => Ok(()),
                 CheckKind::Tcp => self.tcp(address).await,
@@ -75,7 +70,8 @@ impl Probe {
         let host = url.host_str().ok_or("the address has no host")?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let port = url.port_or_known_default().unwrap_or(80);
-        let allowed = self.policy.resolve(host, port).await.map_err(|err| err.to_string())?;
+        let allowed =
+            self.policy.resolve_within(host, port, Some(&NAME_LOOKUPS)).await.map_err(|err| err.to_string())?;
         let mut last = String::new();
         for addr in allowed {
             match tokio::net::TcpStream::connect(addr).await {
@@ -114,22 +110,5 @@ impl Probe {
         } else {
             Err(format!("GET {path} answered {status}"))
         }
-    }
-}
-
-/// Whether `address`'s host is a name (not an IP literal), which a probe must resolve.
-fn names_a_host(address: &str) -> bool {
-    url::Url::parse(address).is_ok_and(|url| matches!(url.host(), Some(url::Host::Domain(_))))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_addresses_with_a_host_name_wait_for_a_name_lookup() {
-        assert!(names_a_host("http://svc.internal:8080/x"));
-        assert!(!names_a_host("http://10.0.0.1:8080/x"));
-        assert!(!names_a_host("http://[::1]:8080/x"));
     }
 }

@@ -198,7 +198,7 @@ impl DataPlane {
         http.set_connect_timeout(Some(config.connect_timeout));
         http.set_nodelay(true);
         http.enforce_http(false);
-        let http = PolicyConnector { policy: policy.clone(), inner: http };
+        let http = PolicyConnector { policy: policy.clone(), inner: http, lookups: None };
         let builder = hyper_rustls::HttpsConnectorBuilder::new();
         let tls = match builder.with_native_roots() {
             Ok(with_roots) => with_roots,
