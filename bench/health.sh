@@ -15,7 +15,7 @@ install_cleanup
 
 BASE=$((${BENCH_PORT_BASE:-19000} + 700))
 DIR="$BENCH_RUN/health"
-COUNT=$(by_mode 1000 10000)
+COUNT=${B10_COUNT:-$(by_mode 1000 10000)}
 KILL=100
 WINDOW=$(by_mode 10 60)
 

@@ -57,8 +57,8 @@ use crate::registry::RegistrationId;
 use crate::registry::RegistryState;
 use crate::registry::short_output;
 
-/// How often the prober looks for due probes.
-const TICK: Duration = Duration::from_millis(50);
+/// How often the prober looks for due probes (a probe starts at most this late).
+const TICK: Duration = Duration::from_millis(25);
 /// How long a confirming peer may take beyond the check's timeout.
 const CONFIRM_SLACK: Duration = Duration::from_millis(500);
 /// How often the leader looks for registrations to deregister.
@@ -248,6 +248,8 @@ impl Prober {
                 () = stop.cancelled() => return,
                 Some(event) = inbox.recv() => {
                     self.on_event(event, &events);
+                    // A transition just decided is written now, not at the next tick.
+                    self.flush();
                     continue;
                 }
                 _ = tick.tick() => {}
@@ -503,7 +505,10 @@ impl Prober {
 
     /// Writes the pending transitions as one command, if a leader is known and no write is out.
     fn flush(&self) {
-        if !self.inner.cluster.leader_known() || self.inner.writing.swap(true, Ordering::AcqRel) {
+        if self.soft().pending.is_empty()
+            || !self.inner.cluster.leader_known()
+            || self.inner.writing.swap(true, Ordering::AcqRel)
+        {
             return;
         }
         let changes: Vec<HealthChange> = {
