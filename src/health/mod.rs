@@ -58,7 +58,7 @@ use crate::registry::RegistryState;
 use crate::registry::short_output;
 
 /// How often the prober looks for due probes (a probe starts at most this late).
-const TICK: Duration = Duration::from_millis(25);
+const TICK: Duration = Duration::from_millis(50);
 /// How long a confirming peer may take beyond the check's timeout.
 const CONFIRM_SLACK: Duration = Duration::from_millis(500);
 /// How often the leader looks for registrations to deregister.
