@@ -121,12 +121,8 @@ class Cluster:
         return self.run(["bash", str(CLUSTER_SH), "compose", *args], timeout, check_rc, capture)
 
     def container(self, node):
-        """The node's container id (docker's own filter on compose's labels: fast, v1 and v2 alike)."""
-        cid = self.run(["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={self.project}",
-                        "--filter", f"label=com.docker.compose.service=node{node}"], capture=True)
-        if not cid:
-            raise ScenarioError(f"node{node} has no container")
-        return cid.splitlines()[0]
+        """The node's container id."""
+        return self.service(f"node{node}")
 
     def pid(self, node):
         pid = int(self.run(["docker", "inspect", "-f", "{{.State.Pid}}", self.container(node)], capture=True))
@@ -337,7 +333,8 @@ class Cluster:
         self.event("injected", what)
 
     def service(self, name):
-        """A compose service's container id."""
+        """A compose service's container id (docker's own filter on compose's labels: fast, v1 and v2
+        alike)."""
         cid = self.run(["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={self.project}",
                         "--filter", f"label=com.docker.compose.service={name}"], capture=True)
         if not cid:

@@ -186,15 +186,11 @@ async fn list(
         .iter_after(cursor.as_ref())
         .filter(|r| namespace.is_none_or(|ns| trim_namespace(&r.contract_namespace) == ns))
         .filter(|r| query.contract_name.as_deref().is_none_or(|name| r.contract_name == name))
-        .filter(|r| query.health.is_none_or(|wanted| status_of(&applied.state, r) == wanted));
+        .filter(|r| query.health.is_none_or(|wanted| applied.state.health_status(&r.id) == wanted));
     let (page, next_cursor) = super::page(matching, limit, |r| r.id.to_string());
     let members = state.cluster.probers();
     let registrations = page.into_iter().map(|r| view(&state, &applied.state, r, &members)).collect();
     Ok(Json(RegistrationList { registrations, applied_index: applied.index, next_cursor }))
-}
-
-fn status_of(registry: &RegistryState, registration: &Registration) -> HealthStatus {
-    if registry.is_critical(&registration.id) { HealthStatus::Critical } else { HealthStatus::Passing }
 }
 
 /// A registration with the check that applies to it and its committed health.
@@ -206,7 +202,7 @@ fn view(
 ) -> RegistrationView {
     let verdict = registry.health(&registration.id).and_then(|entry| entry.health.as_ref());
     let health = HealthView {
-        status: status_of(registry, registration),
+        status: registry.health_status(&registration.id),
         since: verdict.map_or(registration.registered_at_ms, |h| h.since_ms),
         output: verdict.map(|h| h.output.to_string()).unwrap_or_default(),
         checked_by: state.prober.checked_by(registry, registration, members),

@@ -14,7 +14,6 @@ use super::STATUS_TIMEOUT;
 use super::leases;
 use super::leases::Leases;
 use super::leases::Refusal;
-use crate::raft::PeerNode;
 use crate::registry::Actor;
 use crate::registry::Command;
 use crate::registry::Lease;
@@ -84,12 +83,7 @@ impl Cluster {
                 leases: self.inner.leases.take_outbox(),
                 listeners: self.inner.config.listeners.clone(),
             };
-            let members: Vec<PeerNode> = {
-                let metrics = self.inner.raft.metrics();
-                let metrics = metrics.borrow();
-                let membership = metrics.membership_config.membership();
-                membership.nodes().filter(|(id, _)| **id != self.node_id()).map(|(_, node)| node.clone()).collect()
-            };
+            let members = self.other_members();
             let calls = members.iter().map(|node| self.inner.peers.call::<Renew>(&node.addr, &gossip, STATUS_TIMEOUT));
             for result in futures_util::future::join_all(calls).await {
                 if let Err(err) = result {

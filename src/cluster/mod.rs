@@ -230,6 +230,14 @@ impl Cluster {
         self.inner.raft.metrics().borrow().clone()
     }
 
+    /// The committed members other than this node.
+    pub(super) fn other_members(&self) -> Vec<PeerNode> {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        membership.nodes().filter(|(id, _)| **id != self.node_id()).map(|(_, node)| node.clone()).collect()
+    }
+
     fn leader(&self) -> Option<(NodeId, PeerNode)> {
         let metrics = self.inner.raft.metrics();
         let metrics = metrics.borrow();

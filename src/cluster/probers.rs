@@ -13,7 +13,6 @@ use super::Cluster;
 use super::STATUS_TIMEOUT;
 use crate::raft::NodeId;
 use crate::raft::PeerError;
-use crate::raft::PeerNode;
 
 /// How often a node tells the others whether it probes.
 pub const BEAT_EVERY: Duration = Duration::from_millis(500);
@@ -64,12 +63,7 @@ impl Cluster {
         loop {
             tick.tick().await;
             let beat = ProberBeat { from: self.node_id(), ready: self.probes() };
-            let members: Vec<PeerNode> = {
-                let metrics = self.inner.raft.metrics();
-                let metrics = metrics.borrow();
-                let membership = metrics.membership_config.membership();
-                membership.nodes().filter(|(id, _)| **id != self.node_id()).map(|(_, node)| node.clone()).collect()
-            };
+            let members = self.other_members();
             let calls = members.iter().map(|node| self.inner.peers.call::<Beat>(&node.addr, &beat, STATUS_TIMEOUT));
             for result in futures_util::future::join_all(calls).await {
                 if let Err(err) = result {

@@ -385,11 +385,7 @@ impl Prober {
 
     /// The status a registration has, counting a transition not yet written.
     fn status(soft: &Soft, state: &RegistryState, id: &RegistrationId) -> HealthStatus {
-        match soft.pending.get(id) {
-            Some(pending) => pending.status,
-            None if state.is_critical(id) => HealthStatus::Critical,
-            None => HealthStatus::Passing,
-        }
+        soft.pending.get(id).map_or_else(|| state.health_status(id), |pending| pending.status)
     }
 
     fn on_probed(&self, Probed { lease, result }: Probed, events: &mpsc::Sender<Event>) {
@@ -517,9 +513,7 @@ impl Prober {
             // A transition the registry already shows (or whose registration changed) is done.
             soft.pending.retain(|id, change| {
                 let current = applied.state.get(id).map(|r| r.epoch);
-                let committed =
-                    if applied.state.is_critical(id) { HealthStatus::Critical } else { HealthStatus::Passing };
-                current == Some(change.lease.epoch) && committed != change.status
+                current == Some(change.lease.epoch) && applied.state.health_status(id) != change.status
             });
             soft.pending.values().cloned().collect()
         };

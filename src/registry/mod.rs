@@ -230,6 +230,11 @@ impl RegistryState {
         self.health.get(id).is_some_and(HealthEntry::is_critical)
     }
 
+    /// The committed status of a registration (passing unless a verdict says critical).
+    pub fn health_status(&self, id: &RegistrationId) -> HealthStatus {
+        if self.is_critical(id) { HealthStatus::Critical } else { HealthStatus::Passing }
+    }
+
     /// The check that applies to a registration: its own, else its contract policy's, else
     /// `default` (the cluster's).
     pub fn effective_check<'a>(&'a self, registration: &Registration, default: &'a Check) -> &'a Check {
