@@ -19,16 +19,27 @@ COUNT=${B10_COUNT:-$(by_mode 1000 10000)}
 KILL=100
 WINDOW=$(by_mode 10 60)
 
-ulimit -n "$(ulimit -Hn)"
+# Every endpoint is a listener of benchkit's: it needs COUNT descriptors and some to spare.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+FDS=$(ulimit -n)
+if [[ "$FDS" != unlimited ]] && ((FDS < COUNT + 512)); then
+    is_quick || die "B10 needs $((COUNT + 512)) open files for $COUNT endpoints; this shell allows $FDS"
+    COUNT=$((FDS - 512))
+    ((COUNT >= 200)) || die "B10 needs at least 712 open files; this shell allows $FDS"
+    log "only $FDS open files allowed: B10 quick runs $COUNT endpoints"
+fi
 BENCH_DEFAULT_CHECK=tcp start_cluster "$DIR" "$BASE" 3 --probe-concurrency 1024
 nodes=()
 for id in 1 2 3; do nodes+=(--node "$id,$(api_url "$BASE" "$id"),$(cat "$DIR/node$id.pid")"); done
 log "B10 $COUNT endpoints, a ${WINDOW}s stable window, $KILL killed at once"
 "$BENCH_KIT" health "${nodes[@]}" --count "$COUNT" --kill "$KILL" --interval-ms 1000 --window-s "$WINDOW" \
-    >"$BENCH_OUT/b10.json" || {
+    >"$BENCH_OUT/b10.json" 2>"$DIR/benchkit.err" || {
     show_logs "$DIR"
-    die "B10 could not run"
+    log "--- benchkit health said"
+    tail -n 20 "$DIR/benchkit.err" >&2
+    die "B10 could not run: $(grep -m1 '^Error' "$DIR/benchkit.err" || tail -n 1 "$DIR/benchkit.err")"
 }
+cat "$DIR/benchkit.err" >&2
 cat "$BENCH_OUT/b10.json" >&2
 [[ "$(json_get "$BENCH_OUT/b10.json" 'j["critical_everywhere"] == j["killed"]')" == True ]] ||
     die "B10: not every killed endpoint turned critical on every node"

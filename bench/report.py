@@ -33,8 +33,8 @@ TARGETS = {
 
 def load(out, name):
     path = os.path.join(out, f"{name}.json")
-    if not os.path.exists(path):
-        return None
+    if not os.path.exists(path) or os.path.getsize(path) == 0:
+        return None  # the benchmark did not run (its script has already failed the run)
     with open(path) as f:
         return json.load(f)
 

@@ -721,15 +721,33 @@ struct HealthNode {
 
 /// utime + stime of a process, in clock ticks (100 per second on Linux).
 fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("node process {pid}"))?;
     let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
     let fields: Vec<&str> = after.split_whitespace().collect();
     Ok(fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
         + fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0))
 }
 
+/// GET of a URL on a loaded machine: a failed attempt is reported and retried for up to 10 s, so
+/// one slow answer does not end a run; the last error ends it.
+async fn get_retrying(http: &reqwest::Client, url: &str) -> anyhow::Result<reqwest::Response> {
+    let give_up = Instant::now() + Duration::from_secs(10);
+    loop {
+        let err = match http.get(url).send().await.and_then(|response| response.error_for_status()) {
+            Ok(response) => return Ok(response),
+            Err(err) => err,
+        };
+        if Instant::now() >= give_up {
+            return Err(err).with_context(|| format!("GET {url}"));
+        }
+        eprintln!("GET {url} failed ({err:#}); trying again");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 async fn metric_of(http: &reqwest::Client, api: &str, prefix: &str) -> anyhow::Result<f64> {
-    let text = http.get(format!("{api}/metrics")).send().await?.text().await?;
+    let url = format!("{api}/metrics");
+    let text = get_retrying(http, &url).await?.text().await.with_context(|| format!("GET {url}"))?;
     Ok(text
         .lines()
         .filter(|line| line.starts_with(prefix))
@@ -738,8 +756,9 @@ async fn metric_of(http: &reqwest::Client, api: &str, prefix: &str) -> anyhow::R
 }
 
 async fn applied_index_of(http: &reqwest::Client, api: &str) -> anyhow::Result<u64> {
-    let page: Value = http.get(format!("{api}/v1/registrations?limit=1")).send().await?.json().await?;
-    page["applied_index"].as_u64().ok_or_else(|| anyhow::anyhow!("no applied_index"))
+    let url = format!("{api}/v1/registrations?limit=1");
+    let page: Value = get_retrying(http, &url).await?.json().await.with_context(|| format!("GET {url}"))?;
+    page["applied_index"].as_u64().ok_or_else(|| anyhow::anyhow!("GET {url}: no applied_index in {page}"))
 }
 
 async fn health(args: HealthArgs) -> anyhow::Result<Value> {
@@ -757,14 +776,20 @@ async fn health(args: HealthArgs) -> anyhow::Result<Value> {
 
     // The endpoints: listeners that accept and close. Each can be closed on its own.
     let mut listeners = Vec::with_capacity(args.count);
-    for _ in 0..args.count {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    for n in 0..args.count {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .with_context(|| format!("opening endpoint listener {n} of {}", args.count))?;
         let port = listener.local_addr()?.port();
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    accepted = listener.accept() => drop(accepted),
+                    accepted = listener.accept() => if let Err(err) = accepted {
+                        // Out of descriptors, say: a probe then fails, as it would in production.
+                        eprintln!("endpoint {port}: accept failed: {err}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    },
                     _ = &mut stopped => return,
                 }
             }
@@ -781,9 +806,18 @@ async fn health(args: HealthArgs) -> anyhow::Result<Value> {
             let mut body = registration(format!("http://127.0.0.1:{}/svc", ports[i]), "urn:bench:health", "IProbed");
             body["check"] = check.clone();
             async move {
-                let answer: Value =
-                    http.post(format!("{api}/v1/registrations")).json(&body).send().await?.json().await?;
-                anyhow::Ok((i, answer["id"].as_str().unwrap_or_default().to_owned()))
+                let url = format!("{api}/v1/registrations");
+                let answer: Value = http
+                    .post(&url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .and_then(|response| response.error_for_status())
+                    .with_context(|| format!("registering endpoint {i}: POST {url}"))?
+                    .json()
+                    .await?;
+                let id = answer["id"].as_str().with_context(|| format!("POST {url}: no id in {answer}"))?;
+                anyhow::Ok((i, id.to_owned()))
             }
         });
         for result in futures_util::future::join_all(calls).await {
@@ -824,7 +858,7 @@ async fn health(args: HealthArgs) -> anyhow::Result<Value> {
     let mut per_node = Vec::new();
     let (mut all_ticks, mut all_probes) = (0u64, 0.0);
     for (node, (ticks, count, late_before)) in nodes.iter().zip(before) {
-        let ticks = cpu_ticks(node.pid)? - ticks;
+        let ticks = cpu_ticks(node.pid)?.saturating_sub(ticks);
         let count = metric_of(&http, &node.api, probes).await? - count;
         let late = metric_of(&http, &node.api, late).await? - late_before;
         all_ticks += ticks;
@@ -849,12 +883,8 @@ async fn health(args: HealthArgs) -> anyhow::Result<Value> {
     let give_up = killed_at + Duration::from_secs(60);
     while seen.iter().any(|s| s.len() < kill) && Instant::now() < give_up {
         for (n, node) in nodes.iter().enumerate() {
-            let page: Value = http
-                .get(format!("{}/v1/registrations?health=critical&limit=5000", node.api))
-                .send()
-                .await?
-                .json()
-                .await?;
+            let url = format!("{}/v1/registrations?health=critical&limit=5000", node.api);
+            let page: Value = get_retrying(&http, &url).await?.json().await.with_context(|| format!("GET {url}"))?;
             let now = killed_at.elapsed();
             for registration in page["registrations"].as_array().into_iter().flatten() {
                 let id = registration["id"].as_str().unwrap_or_default();
@@ -877,7 +907,7 @@ async fn health(args: HealthArgs) -> anyhow::Result<Value> {
         "probes": all_probes, "probes_expected": expected,
         "cpu_us_per_probe": if all_probes > 0.0 { all_ticks as f64 * 10_000.0 / all_probes } else { 0.0 },
         "per_node": per_node,
-        "log_entries_per_minute": (index_after - index_before) as f64 * 60.0 / window,
+        "log_entries_per_minute": index_after.saturating_sub(index_before) as f64 * 60.0 / window,
         "killed": kill, "critical_everywhere": everywhere.len(),
         "kill_to_critical_p50_ms": quantile(&everywhere, 0.5), "kill_to_critical_p99_ms": quantile(&everywhere, 0.99),
         "kill_to_critical_max_ms": quantile(&everywhere, 1.0), "bound_ms": bound_ms,
