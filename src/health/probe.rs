@@ -75,7 +75,14 @@ impl Probe {
         let mut last = String::new();
         for addr in allowed {
             match tokio::net::TcpStream::connect(addr).await {
-                Ok(_) => return Ok(()),
+                Ok(stream) => {
+                    // Closed with a reset, not a FIN: a probe that closes first would leave a
+                    // TIME_WAIT socket on this node for a minute, and at thousands of probes a
+                    // second those hold the ephemeral ports and slow every connect (HAProxy's
+                    // checks close the same way for the same reason).
+                    let _ = stream.set_zero_linger();
+                    return Ok(());
+                }
                 Err(err) => last = format!("connect to {addr}: {err}"),
             }
         }
@@ -110,5 +117,41 @@ impl Probe {
         } else {
             Err(format!("GET {path} answered {status}"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    fn probe() -> Probe {
+        let policy = AddressPolicy::new(&[], &[], &["http".into(), "https".into()], Vec::new()).unwrap();
+        Probe::new(Arc::new(policy), 1)
+    }
+
+    fn tcp_check() -> Check {
+        Check { kind: CheckKind::Tcp, ..Check::default() }
+    }
+
+    #[tokio::test]
+    async fn a_tcp_probe_passes_on_a_connect_and_closes_with_a_reset_so_the_prober_keeps_no_time_wait() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("http://{}/svc", listener.local_addr().unwrap());
+        assert_eq!(probe().run(&address, &tcp_check()).await, Ok(()));
+        let (mut accepted, _) = listener.accept().await.unwrap();
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(10), accepted.read(&mut byte)).await.unwrap();
+        // A FIN would read as end of stream (Ok(0)) and leave the prober's side in TIME_WAIT.
+        assert_eq!(read.map_err(|err| err.kind()), Err(std::io::ErrorKind::ConnectionReset));
+    }
+
+    #[tokio::test]
+    async fn a_tcp_probe_of_a_closed_port_fails_and_names_the_address() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let err = probe().run(&format!("http://{addr}/svc"), &tcp_check()).await.unwrap_err();
+        assert!(err.contains(&addr.to_string()), "{err}");
     }
 }
