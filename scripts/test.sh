@@ -6,19 +6,20 @@
 #   3. cargo test: unit tests, router tests without sockets, openraft's storage conformance
 #      suite, property tests, and the multi-process cluster tests (real `switchboard` processes
 #      on loopback);
-#   4. the SOAP interop matrix: real SOAP stacks (WCF on Mono, zeep, spyne, PHP ext/soap, SOAP::Lite) as
+#   4. the Prometheus expositions of a dev cluster's nodes, linted by `promtool check metrics`;
+#   5. the SOAP interop matrix: real SOAP stacks (WCF on Mono, zeep, spyne, PHP ext/soap, SOAP::Lite) as
 #      clients and services through a follower of a three-node cluster (docs/interop.md);
-#   5. the failover suite: the docker-compose cluster behind HAProxy, broken on purpose in fifteen
+#   6. the failover suite: the docker-compose cluster behind HAProxy, broken on purpose in fifteen
 #      ways while a workload runs, with a history checker that asserts every figure against the
 #      scenario's bounds (needs Docker);
-#   6. the benchmark suite in quick mode (checks every benchmark still runs; asserts no speed).
+#   7. the benchmark suite in quick mode (checks every benchmark still runs; asserts no speed).
 #
 #   bash scripts/test.sh                    everything; without Docker it fails at once, saying why
 #   bash scripts/test.sh --without-docker   everything but the failover suite, on purpose; the
 #                                           summary names what was left out (refused under CI=true)
 #
 # It installs what it needs from the distribution when missing (openssl for test certificates,
-# strace for the durability test; the benchmark tools are installed by bench/run.sh). The
+# strace for the durability test, promtool from prometheus; the benchmark tools are installed by bench/run.sh). The
 # storage tests mount small tmpfs file systems (a full disk), so it runs as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,9 +49,10 @@ need_packages=()
 command -v openssl >/dev/null 2>&1 || need_packages+=(openssl)
 command -v python3 >/dev/null 2>&1 || need_packages+=(python3)
 command -v strace >/dev/null 2>&1 || need_packages+=(strace)
+command -v promtool >/dev/null 2>&1 || need_packages+=(prometheus)
 if [ "${#need_packages[@]}" -gt 0 ]; then
     step "installing ${need_packages[*]}"
-    apt-get update -qq && apt-get install -y -qq "${need_packages[@]}" >/dev/null
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need_packages[@]}" >/dev/null
 fi
 
 step "failover history checker tests"
@@ -64,6 +66,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test (unit, router, storage conformance, properties, cluster processes)"
 cargo test --workspace --locked -- --test-threads 2
+
+step "Prometheus expositions (promtool check metrics on a dev cluster)"
+bash scripts/metrics-lint.sh
 
 step "SOAP interop matrix (real SOAP stacks through a follower)"
 bash scripts/interop/run.sh

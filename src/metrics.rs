@@ -1,6 +1,7 @@
 //! Process-wide counters, exposed in the Prometheus text format at `GET /metrics` on the control
 //! API. Counters only carry fixed labels (error codes, limit names), never contract names or
-//! addresses, so the endpoint reveals nothing about the registrations.
+//! addresses, so the endpoint reveals nothing about the registrations. The per-contract health
+//! families ([`render_contract_health`]) are served apart, behind the read scope.
 
 use std::fmt::Write;
 use std::sync::atomic::AtomicU64;
@@ -403,9 +404,150 @@ pub fn render_view(confirmed_ago: Option<std::time::Duration>, data_ready: bool)
     )
 }
 
+/// Contracts that get series of their own in [`render_contract_health`]; the rest are summed
+/// under `contract="other"` (a contract key always holds a `/`, so no contract is named that).
+pub const MAX_CONTRACT_SERIES: usize = 1000;
+
+/// One contract's health as this node sees it: the committed verdicts (the same on every node)
+/// and what this node's checker did for it since the node started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ContractHealth {
+    pub contract: String,
+    pub endpoints: usize,
+    pub passing: usize,
+    pub critical: usize,
+    pub panic_threshold_percent: u8,
+    /// Fewer than the threshold pass: every endpoint is routed to as if passing.
+    pub panic: bool,
+    pub probes: u64,
+    pub probe_failures: u64,
+    pub transitions_written: u64,
+}
+
+/// Escapes a label value for the Prometheus text format.
+fn label_value(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// The per-contract health families in the Prometheus text format, for `rows` sorted by
+/// contract: the first [`MAX_CONTRACT_SERIES`] contracts by name, the rest summed as `other`.
+pub fn render_contract_health(rows: &[ContractHealth]) -> String {
+    let (named, folded) = rows.split_at(rows.len().min(MAX_CONTRACT_SERIES));
+    let other = (!folded.is_empty()).then(|| {
+        folded.iter().fold(ContractHealth { contract: "other".into(), ..Default::default() }, |mut sum, row| {
+            sum.endpoints += row.endpoints;
+            sum.passing += row.passing;
+            sum.critical += row.critical;
+            sum.probes += row.probes;
+            sum.probe_failures += row.probe_failures;
+            sum.transitions_written += row.transitions_written;
+            sum
+        })
+    });
+    let series: Vec<(String, &ContractHealth)> =
+        named.iter().chain(other.as_ref()).map(|row| (label_value(&row.contract), row)).collect();
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, value: &dyn Fn(&ContractHealth) -> Vec<(&str, u64)>| {
+        let _ = writeln!(out, "# HELP switchboard_{name} {help}\n# TYPE switchboard_{name} {kind}");
+        for (contract, row) in &series {
+            for (extra, sample) in value(row) {
+                let _ = writeln!(out, "switchboard_{name}{{contract=\"{contract}\"{extra}}} {sample}");
+            }
+        }
+    };
+    family("health_contract_endpoints", "gauge", "Endpoints of a contract by committed health status.", &|row| {
+        vec![(",status=\"passing\"", row.passing as u64), (",status=\"critical\"", row.critical as u64)]
+    });
+    family("health_contract_probes_total", "counter", "Probes this node ran for a contract.", &|row| {
+        vec![("", row.probes)]
+    });
+    family(
+        "health_contract_probe_failures_total",
+        "counter",
+        "Probes this node ran for a contract that failed.",
+        &|row| vec![("", row.probe_failures)],
+    );
+    family(
+        "health_contract_transitions_total",
+        "counter",
+        "Health transitions of a contract's endpoints that this node wrote.",
+        &|row| vec![("", row.transitions_written)],
+    );
+    let _ = writeln!(
+        out,
+        "# HELP switchboard_health_contract_panic Whether a contract routes to every endpoint because fewer than its panic threshold pass.\n# TYPE switchboard_health_contract_panic gauge"
+    );
+    // Only named contracts: whether "other" is in panic has no single answer.
+    for (contract, row) in series.iter().take(named.len()) {
+        let _ = writeln!(out, "switchboard_health_contract_panic{{contract=\"{contract}\"}} {}", u8::from(row.panic));
+    }
+    let _ = writeln!(
+        out,
+        "# HELP switchboard_health_contracts_in_panic Contracts routing to every endpoint because fewer than their panic threshold pass.\n# TYPE switchboard_health_contracts_in_panic gauge\nswitchboard_health_contracts_in_panic {}",
+        rows.iter().filter(|row| row.panic).count()
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn row(contract: &str, passing: usize, critical: usize, panic: bool) -> ContractHealth {
+        ContractHealth {
+            contract: contract.into(),
+            endpoints: passing + critical,
+            passing,
+            critical,
+            panic_threshold_percent: 50,
+            panic,
+            probes: 10,
+            probe_failures: 3,
+            transitions_written: 1,
+        }
+    }
+
+    #[test]
+    fn contract_health_names_each_contract_escapes_labels_and_folds_the_rest_into_other() {
+        let mut rows = vec![row("urn:q\"uote\\/I", 1, 0, false), row("urn:x/IPanic", 0, 2, true)];
+        let text = render_contract_health(&rows);
+        assert!(
+            text.contains(
+                "switchboard_health_contract_endpoints{contract=\"urn:q\\\"uote\\\\/I\",status=\"passing\"} 1\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("switchboard_health_contract_panic{contract=\"urn:x/IPanic\"} 1\n"), "{text}");
+        assert!(
+            text.contains("switchboard_health_contract_probe_failures_total{contract=\"urn:x/IPanic\"} 3\n"),
+            "{text}"
+        );
+        assert!(text.contains("switchboard_health_contracts_in_panic 1\n"), "{text}");
+        assert!(!text.contains("other"), "{text}");
+
+        rows = (0..MAX_CONTRACT_SERIES + 2)
+            .map(|i| row(&format!("urn:n/I{i:05}"), 1, 1, i >= MAX_CONTRACT_SERIES))
+            .collect();
+        let text = render_contract_health(&rows);
+        let other = |name: &str| {
+            text.lines().filter(|l| l.starts_with(name) && l.contains("contract=\"other\"")).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            other("switchboard_health_contract_endpoints{"),
+            [
+                "switchboard_health_contract_endpoints{contract=\"other\",status=\"passing\"} 2",
+                "switchboard_health_contract_endpoints{contract=\"other\",status=\"critical\"} 2",
+            ]
+        );
+        assert_eq!(
+            other("switchboard_health_contract_probes_total{"),
+            ["switchboard_health_contract_probes_total{contract=\"other\"} 20"]
+        );
+        assert!(other("switchboard_health_contract_panic{").is_empty(), "panic is per named contract");
+        assert!(text.contains("switchboard_health_contracts_in_panic 2\n"), "the folded contracts' panics still count");
+        let named = text.lines().filter(|l| l.starts_with("switchboard_health_contract_panic{")).count();
+        assert_eq!(named, MAX_CONTRACT_SERIES);
+    }
 
     #[test]
     fn every_label_is_exported_and_counts() {

@@ -24,6 +24,7 @@ use crate::api::ApiState;
 use crate::api::require;
 use crate::auth::Caller;
 use crate::cluster::ClusterView;
+use crate::metrics::ContractHealth;
 use crate::raft::NodeId;
 use crate::raft::PeerNode;
 use crate::registry::RegistrationId;
@@ -36,6 +37,7 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/v1/cluster/nodes/{id}", delete(remove_node))
         .route("/v1/audit", get(audit))
         .route("/v1/health/contracts", get(contract_health))
+        .route("/v1/health/metrics", get(contract_health_metrics))
 }
 
 /// Health checks answer without a token: the load balancer calls them.
@@ -170,18 +172,12 @@ async fn ready(State(state): State<ApiState>, ApiQuery(query): ApiQuery<ReadyQue
     (status, Json(readiness)).into_response()
 }
 
-/// `GET /v1/health/contracts`: per contract with active endpoints, how many pass and how many are
+/// Per contract with active endpoints, sorted by contract: how many pass and how many are
 /// critical (committed, the same on every node), whether it routes in panic, and what this node's
-/// checker did for it since it started (probes, failures, transitions it wrote). Per-contract
-/// figures live here, behind the read scope, and not in `/metrics`, whose labels never name a
-/// contract.
-async fn contract_health(
-    State(state): State<ApiState>,
-    Extension(caller): Extension<Caller>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    require(caller.can_read(), &caller, "read")?;
+/// checker did for it since it started (probes, failures, transitions it wrote).
+fn contract_rows(state: &ApiState) -> Vec<ContractHealth> {
     let applied = state.cluster.view().load();
-    let mut contracts: Vec<serde_json::Value> = applied
+    let mut rows: Vec<ContractHealth> = applied
         .state
         .contracts()
         .map(|(key, endpoints)| {
@@ -190,19 +186,42 @@ async fn contract_health(
                 .policy(key)
                 .map_or(crate::registry::DEFAULT_PANIC_THRESHOLD, |p| p.panic_threshold_percent);
             let counts = state.prober.counts(key);
-            serde_json::json!({
-                "contract": key.as_str(),
-                "endpoints": endpoints.len(),
-                "passing": endpoints.len() - endpoints.critical(),
-                "critical": endpoints.critical(),
-                "panic_threshold_percent": threshold,
-                "panic": endpoints.routable(threshold).panic,
-                "probes": counts.probes,
-                "probe_failures": counts.failures,
-                "transitions_written": counts.transitions,
-            })
+            ContractHealth {
+                contract: key.as_str().to_owned(),
+                endpoints: endpoints.len(),
+                passing: endpoints.len() - endpoints.critical(),
+                critical: endpoints.critical(),
+                panic_threshold_percent: threshold,
+                panic: endpoints.routable(threshold).panic,
+                probes: counts.probes,
+                probe_failures: counts.failures,
+                transitions_written: counts.transitions,
+            }
         })
         .collect();
-    contracts.sort_by(|a, b| a["contract"].as_str().cmp(&b["contract"].as_str()));
+    rows.sort_by(|a, b| a.contract.cmp(&b.contract));
+    rows
+}
+
+/// `GET /v1/health/contracts`: [`contract_rows`] as JSON. Per-contract figures live here and in
+/// `/v1/health/metrics`, behind the read scope, and not in `/metrics`, whose labels never name a
+/// contract.
+async fn contract_health(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require(caller.can_read(), &caller, "read")?;
+    let contracts = contract_rows(&state);
     Ok(Json(serde_json::json!({ "node": state.cluster.node_id(), "contracts": contracts })))
+}
+
+/// `GET /v1/health/metrics`: [`contract_rows`] in the Prometheus text format, for a scrape job
+/// that sends a read token (`authorization` in Prometheus's scrape config).
+async fn contract_health_metrics(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    require(caller.can_read(), &caller, "read")?;
+    let text = crate::metrics::render_contract_health(&contract_rows(&state));
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }

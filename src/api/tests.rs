@@ -690,3 +690,46 @@ async fn checks_are_validated_shown_with_their_health_and_filtered_by_it() {
     assert_eq!(other.unwrap()["check"]["kind"], "none", "the policy's check applies: {list}");
     assert_eq!(other.unwrap()["health"]["checked_by"], Value::Null, "nothing probes it");
 }
+
+#[tokio::test]
+async fn per_contract_health_metrics_need_the_read_scope_and_name_each_contract_with_a_check() {
+    const READER: &str = "reader-token-0123456789";
+    let tokens = Tokens::parse(&format!(
+        r#"{{"tokens": [{{"name": "svc", "token": "svc-token-0123456789", "scopes": ["register:urn:a*"]}},
+                         {{"name": "reader", "token": "{READER}", "scopes": ["read"]}}]}}"#
+    ))
+    .unwrap();
+    let (_dir, app) = single_node_full(Default::default(), tokens).await;
+    let (status, _) = call_as(
+        &app,
+        "svc-token-0123456789",
+        "POST",
+        "/v1/registrations",
+        Some(json!({"address": "http://svc:9000/a", "contract_name": "IA", "contract_namespace": "urn:a"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let (status, _, _) = raw(&app, "GET", "/v1/health/metrics", &[], Vec::new()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let bearer = |token: &str| format!("Bearer {token}");
+    let svc = bearer("svc-token-0123456789");
+    let (status, _, _) = raw(&app, "GET", "/v1/health/metrics", &[("authorization", &svc)], Vec::new()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let reader = bearer(READER);
+    let (status, content_type, text) =
+        raw(&app, "GET", "/v1/health/metrics", &[("authorization", &reader)], Vec::new()).await;
+    assert_eq!((status, content_type.as_str()), (StatusCode::OK, "text/plain; version=0.0.4"));
+    for line in [
+        "switchboard_health_contract_endpoints{contract=\"urn:a/IA\",status=\"passing\"} 1",
+        "switchboard_health_contract_endpoints{contract=\"urn:a/IA\",status=\"critical\"} 0",
+        "switchboard_health_contract_panic{contract=\"urn:a/IA\"} 0",
+        "switchboard_health_contracts_in_panic 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+    }
+    // The unauthenticated scrape names no contract.
+    let (status, _, open) = raw(&app, "GET", "/metrics", &[], Vec::new()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!open.contains("urn:a"), "{open}");
+}

@@ -209,6 +209,16 @@ async fn an_endpoint_registered_through_the_seed_soap_register_and_killed_turns_
         );
         assert_eq!(seed["panic"], false, "{seed}");
         probes += seed["probes"].as_u64().unwrap();
+        // The same, for Prometheus.
+        let url = format!("{}/v1/health/metrics", cluster.api(node));
+        let text = cluster.http.get(&url).send().await.unwrap().text().await.unwrap();
+        for line in [
+            r#"switchboard_health_contract_endpoints{contract="urn:health/seed",status="passing"} 1"#,
+            r#"switchboard_health_contract_endpoints{contract="urn:health/seed",status="critical"} 1"#,
+            r#"switchboard_health_contract_panic{contract="urn:health/seed"} 0"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "node {node}: {line} missing from\n{text}");
+        }
     }
     assert!(probes > 0, "the checkers count their probes per contract");
 
