@@ -141,8 +141,10 @@ struct Inner {
     leader_progress: Mutex<Option<(u64, Instant)>>,
     /// This process's replica has caught up with a leader at least once: it may route.
     caught_up: AtomicBool,
-    /// The other members' last readiness to probe, and when it arrived.
-    prober_beats: Mutex<BTreeMap<NodeId, (bool, Instant)>>,
+    /// The other members' last beats, and when each arrived.
+    prober_beats: Mutex<BTreeMap<NodeId, probers::HeardBeat>>,
+    /// The endpoints this node's checker handed to another node, told in every beat.
+    own_handovers: Mutex<Arc<Vec<switchboard_proto::peer::Handover>>>,
 }
 
 fn from_write_error(err: RaftError<NodeId, typ::ClientWriteError>) -> ClusterError {
@@ -181,6 +183,7 @@ impl Cluster {
                 leader_progress: Mutex::new(None),
                 caught_up: AtomicBool::new(false),
                 prober_beats: Mutex::default(),
+                own_handovers: Mutex::default(),
             }),
         }
     }

@@ -5,7 +5,12 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::Instant;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use switchboard_proto::peer::Beat;
+use switchboard_proto::peer::Handover;
+use switchboard_proto::peer::MAX_BEAT_HANDOVERS;
 use switchboard_proto::peer::ProberBeat;
 use switchboard_proto::peer::Rpc;
 
@@ -13,11 +18,21 @@ use super::Cluster;
 use super::STATUS_TIMEOUT;
 use crate::raft::NodeId;
 use crate::raft::PeerError;
+use crate::registry::RegistrationId;
 
 /// How often a node tells the others whether it probes.
 pub const BEAT_EVERY: Duration = Duration::from_millis(500);
 /// A member whose beat is older than this is taken for down: it probes nothing.
 pub const BEAT_SILENCE: Duration = Duration::from_secs(2);
+
+/// Another member's last beat, as heard.
+#[derive(Debug, Clone)]
+pub struct HeardBeat {
+    ready: bool,
+    at: Instant,
+    /// The endpoints it handed over, and to whom.
+    handed: Arc<HashMap<RegistrationId, NodeId>>,
+}
 
 impl Cluster {
     /// Whether this node takes part in probing: its replica caught up with a leader once since it
@@ -36,7 +51,7 @@ impl Cluster {
         let ready = |id: &NodeId| match *id == me {
             true => self.probes(),
             false => {
-                beats.get(id).is_some_and(|(ready, at)| *ready && now.saturating_duration_since(*at) < BEAT_SILENCE)
+                beats.get(id).is_some_and(|beat| beat.ready && now.saturating_duration_since(beat.at) < BEAT_SILENCE)
             }
         };
         let metrics = self.inner.raft.metrics();
@@ -49,11 +64,23 @@ impl Cluster {
 
     /// A beat from another member.
     pub fn record_beat(&self, beat: &ProberBeat) {
-        self.inner
-            .prober_beats
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(beat.from, (beat.ready, Instant::now()));
+        let handed = beat.handed.iter().take(MAX_BEAT_HANDOVERS).map(|h| (h.id, h.to)).collect();
+        let heard = HeardBeat { ready: beat.ready, at: Instant::now(), handed: Arc::new(handed) };
+        self.inner.prober_beats.lock().unwrap_or_else(|p| p.into_inner()).insert(beat.from, heard);
+    }
+
+    /// The node that `from`, another member, handed `id` to, as its last beat within
+    /// [`BEAT_SILENCE`] said.
+    pub fn handed_over_by(&self, from: NodeId, id: &RegistrationId) -> Option<NodeId> {
+        let beats = self.inner.prober_beats.lock().unwrap_or_else(|p| p.into_inner());
+        let beat = beats.get(&from).filter(|beat| beat.at.elapsed() < BEAT_SILENCE)?;
+        beat.handed.get(id).copied()
+    }
+
+    /// Sets the hand-overs this node's beats tell (the first [`MAX_BEAT_HANDOVERS`]).
+    pub fn set_own_handovers(&self, mut handed: Vec<Handover>) {
+        handed.truncate(MAX_BEAT_HANDOVERS);
+        *self.inner.own_handovers.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(handed);
     }
 
     /// Duty: tell every other member, every [`BEAT_EVERY`], whether this node probes.
@@ -62,7 +89,8 @@ impl Cluster {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let beat = ProberBeat { from: self.node_id(), ready: self.probes() };
+            let handed = self.inner.own_handovers.lock().unwrap_or_else(|p| p.into_inner()).to_vec();
+            let beat = ProberBeat { from: self.node_id(), ready: self.probes(), handed };
             let members = self.other_members();
             let calls = members.iter().map(|node| self.inner.peers.call::<Beat>(&node.addr, &beat, STATUS_TIMEOUT));
             for result in futures_util::future::join_all(calls).await {

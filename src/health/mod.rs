@@ -30,6 +30,7 @@ use std::time::SystemTime;
 use switchboard_proto::peer::Confirm;
 use switchboard_proto::peer::ConfirmAnswer;
 use switchboard_proto::peer::ConfirmRequest;
+use switchboard_proto::peer::Handover;
 use tokio::sync::Semaphore;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -136,8 +137,8 @@ struct Inner {
 #[derive(Debug, Default)]
 struct Soft {
     targets: HashMap<RegistrationId, Target>,
-    /// Endpoints this node handed to another that reached them, until when.
-    handed: HashMap<RegistrationId, Instant>,
+    /// Endpoints this node handed to another that reached them: until when, and to whom.
+    handed: HashMap<RegistrationId, (Instant, NodeId)>,
     /// Endpoints another node handed to this one, until when.
     adopted: HashMap<RegistrationId, Instant>,
     /// Transitions decided and not yet written.
@@ -219,13 +220,26 @@ impl Prober {
     }
 
     /// The node that probes `registration` now, as this node computes it (none if its check
-    /// probes nothing).
+    /// probes nothing): its ranked prober, or the node that prober handed it to, as this node's
+    /// own hand-overs or the prober's last beat say.
     pub fn checked_by(&self, state: &RegistryState, registration: &Registration, members: &[NodeId]) -> Option<NodeId> {
         let check = state.effective_check(registration, &self.inner.config.default_check);
         if check.kind == CheckKind::None || registration.state != EndpointState::Active {
             return None;
         }
-        prober_of(&registration.id, members)
+        let ranked = prober_of(&registration.id, members)?;
+        let cluster = &self.inner.cluster;
+        let handed = match ranked == cluster.node_id() {
+            true => self.soft().handed.get(&registration.id).map(|(_, to)| *to),
+            false => cluster.handed_over_by(ranked, &registration.id),
+        };
+        Some(handed.unwrap_or(ranked))
+    }
+
+    /// Tells the other members, in this node's beats, which endpoints it handed to whom.
+    fn tell_handovers(&self, handed: &HashMap<RegistrationId, (Instant, NodeId)>) {
+        let handed = handed.iter().map(|(id, (_, to))| Handover { id: *id, to: *to }).collect();
+        self.inner.cluster.set_own_handovers(handed);
     }
 
     /// This node's probes, failures and written transitions for `contract`, since it started.
@@ -281,7 +295,11 @@ impl Prober {
         let members = cluster.probers();
         let me = cluster.node_id();
         let mut soft = self.soft();
-        soft.handed.retain(|_, until| *until > now);
+        let handed = soft.handed.len();
+        soft.handed.retain(|_, (until, _)| *until > now);
+        if soft.handed.len() != handed {
+            self.tell_handovers(&soft.handed);
+        }
         soft.adopted.retain(|_, until| *until > now);
         let handovers = soft.handed.len() + soft.adopted.len();
         let key = (applied.index, members.clone(), handovers);
@@ -464,7 +482,8 @@ impl Prober {
                     "this node's probes fail but another node reaches the endpoint: nothing marked, the endpoint handed over"
                 );
                 soft.targets.remove(&lease.id);
-                soft.handed.insert(lease.id, Instant::now() + MIN_HANDOVER.max(interval * 10));
+                soft.handed.insert(lease.id, (Instant::now() + MIN_HANDOVER.max(interval * 10), node));
+                self.tell_handovers(&soft.handed);
             }
             Some((node, ConfirmAnswer::Failed(second))) => {
                 METRICS.confirmation(Confirmation::Confirmed);

@@ -306,14 +306,19 @@ async fn a_node_cut_off_from_an_endpoint_marks_nothing_critical_and_hands_the_en
             .then_some(())
     })
     .await;
-    // Handed over: another node probes it, and through many more probes nothing turns critical.
-    let others: Vec<u64> = cluster.running().into_iter().filter(|n| *n != prober).collect();
-    let passed = "switchboard_health_probes_total{result=\"passed\"}";
-    let start = metric_sum(&cluster, &others, passed).await;
-    eventually("ten passing probes by the node it was handed to", Duration::from_secs(30), || async {
-        (metric_sum(&cluster, &others, passed).await >= start + 10.0).then_some(())
+    // Handed over: every node names the node that reached it as `checked_by`, that node probes
+    // it, and through many more probes nothing turns critical.
+    let adopter = eventually("every node to name the node it was handed to", Duration::from_secs(10), || async {
+        Some(agreed_prober(&cluster, &endpoint.address).await).filter(|by| *by != prober)
     })
     .await;
+    let passed = "switchboard_health_probes_total{result=\"passed\"}";
+    let start = metric(&cluster, adopter, passed).await;
+    eventually("ten passing probes by the node it was handed to", Duration::from_secs(30), || async {
+        (metric(&cluster, adopter, passed).await >= start + 10.0).then_some(())
+    })
+    .await;
+    assert_eq!(agreed_prober(&cluster, &endpoint.address).await, adopter, "still handed over");
     for node in cluster.running() {
         let view = listed(&cluster, node, &endpoint.address).await.unwrap();
         assert_eq!(view["health"]["status"], "passing", "node {node}: {view}");

@@ -23,6 +23,7 @@ use crate::registry::Command;
 use crate::registry::Lease;
 use crate::registry::Origin;
 use crate::registry::Outcome;
+use crate::registry::RegistrationId;
 
 /// The newest peer protocol version this build speaks.
 /// - Version 1 added the version header and `ClusterError::PathConflict` (answered to a
@@ -234,12 +235,25 @@ pub enum ConfirmAnswer {
     Unknown,
 }
 
-/// Whether a node takes part in probing (it is caught up and not stopping), passed to the other
-/// members every half second (peer protocol 3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Whether a node takes part in probing (it is caught up and not stopping), and the endpoints it
+/// handed to another node, passed to the other members every half second (peer protocol 3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProberBeat {
     pub from: NodeId,
     pub ready: bool,
+    /// At most [`MAX_BEAT_HANDOVERS`], so that every node's `checked_by` names the node that
+    /// probes a handed-over endpoint.
+    pub handed: Vec<Handover>,
+}
+
+/// The most hand-overs one beat carries (about 20 bytes each).
+pub const MAX_BEAT_HANDOVERS: usize = 4096;
+
+/// An endpoint its ranked prober could not reach and handed to `to`, which reached it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handover {
+    pub id: RegistrationId,
+    pub to: NodeId,
 }
 
 /// Membership change forwarded to the leader.

@@ -15,6 +15,7 @@ use switchboard_proto::peer::ClusterError;
 use switchboard_proto::peer::ConfirmAnswer;
 use switchboard_proto::peer::ConfirmRequest;
 use switchboard_proto::peer::Gossip;
+use switchboard_proto::peer::Handover;
 use switchboard_proto::peer::MembershipRequest;
 use switchboard_proto::peer::PeerNode;
 use switchboard_proto::peer::PeerStatus;
@@ -213,7 +214,9 @@ fn peer_messages() {
     golden.pinned(&ConfirmAnswer::Reached, "00");
     golden.pinned(&ConfirmAnswer::Failed("refused".into()), "010772656675736564");
     golden.pinned(&ConfirmAnswer::Unknown, "02");
-    golden.pinned(&ProberBeat { from: 2, ready: true }, "0201");
+    golden.pinned(&ProberBeat { from: 2, ready: true, handed: Vec::new() }, "020100");
+    let handed = vec![Handover { id: spec().id, to: 3 }];
+    golden.pinned(&ProberBeat { from: 2, ready: true, handed }, "020101f31532c14bd23aa846270ca42129ac9c03");
 }
 
 #[test]
