@@ -822,8 +822,9 @@ async fn soap_goes_to_the_address_with_its_to_rewritten_unless_signed_or_turned_
     assert_eq!(echoed["body"].as_str(), Some(signed.as_str()), "a signed message is forwarded unchanged");
     assert_eq!(answer["x-switchboard-to"], "kept: the header is signed");
     // An endpoint registered with soap.rewrite_to false receives the To as the client wrote it.
+    let keep_address = format!("{}Keep.svc", svc.url());
     let keep = json!({
-        "address": format!("{}Keep.svc", svc.url()), "contract_namespace": "urn:keep", "contract_name": "IKeep",
+        "address": keep_address, "contract_namespace": "urn:keep", "contract_name": "IKeep",
         "metadata": { "soap.rewrite_to": "false" },
     });
     let (status, body) = cluster.post_json(via, "/v1/registrations", &keep).await;
@@ -831,13 +832,15 @@ async fn soap_goes_to_the_address_with_its_to_rewritten_unless_signed_or_turned_
     let bad = json!({ "address": "http://10.9.0.1/", "contract_namespace": "urn:keep", "contract_name": "IKeep", "metadata": { "soap.rewrite_to": "no" } });
     let (status, body) = cluster.post_json(via, "/v1/registrations", &bad).await;
     assert_eq!((status, body["code"].as_str()), (400, Some("invalid_metadata")), "{body}");
-    let kept = wsa_to.replace("http://tempuri.org/ICalculator/Add", "urn:keep/IKeep/Add");
-    let headers = [("content-type", "application/soap+xml"), ("x-switchboard-explain", "1")];
-    let (status, answer, echoed) = eventually("the IKeep endpoint routable", Duration::from_secs(20), || async {
-        let answer = send(&cluster, via, "POST", "/", &headers, kept.clone()).await;
-        (answer.0 == 200).then_some(answer)
+    // The follower applies the acknowledged write a moment after the leader: until it has, the
+    // Action names no contract it knows and the body's namespace routes the call to ICalculator.
+    eventually("the follower to list the IKeep registration", Duration::from_secs(20), || async {
+        cluster.addresses(via).await.filter(|listed| listed.contains(&keep_address)).map(|_| ())
     })
     .await;
+    let kept = wsa_to.replace("http://tempuri.org/ICalculator/Add", "urn:keep/IKeep/Add");
+    let headers = [("content-type", "application/soap+xml"), ("x-switchboard-explain", "1")];
+    let (status, answer, echoed) = send(&cluster, via, "POST", "/", &headers, kept.clone()).await;
     assert_eq!(
         (status, echoed["uri"].as_str(), echoed["body"].as_str()),
         (200, Some("/Keep.svc"), Some(kept.as_str()))
