@@ -3,11 +3,14 @@
 #
 # One trivial backend (nginx `return 200 "ok"`) is reached four ways: directly, through nginx,
 # through HAProxy and through a one-node Switchboard cluster. Every proxy is held to one worker
-# and pinned to core 0; the load tool and the backend share core 1.
+# and pinned to core 0; the load tool and the backend share core 1. nginx and HAProxy add the
+# forwarding headers Switchboard adds (X-Forwarded-For, -Proto, -Host and Via), so all three do
+# the same work. Every run also records the machine's CPU steal over it.
 #
 # B1 (throughput): closed-loop `wrk -t1 -c64` against each target; requests/s, the ratio of
 #   Switchboard to each reference, and the proxy's CPU time per request (utime+stime from
-#   /proc/PID/stat over the measured run, divided by the requests served). Two request shapes:
+#   /proc/PID/stat over the measured run, divided by the requests served), each a median of
+#   B1_REPS repetitions with every target interleaved in each (min and max reported). Shapes:
 #   a GET routed by `X-Switchboard-Contract`, and a SOAP call (POST, a 2 KB envelope, a dozen
 #   headers) routed by its SOAPAction (`soapaction`) or, with an empty SOAPAction, by the
 #   namespace of its body (`body`); nginx and HAProxy pass the SOAP call on as it is. A third
@@ -15,7 +18,7 @@
 #   rewrites (direct, nginx and Switchboard).
 # B2 (added latency): open loop at half the slowest proxy's B1 rate, with `oha -q RATE
 #   --latency-correction` (or benchkit's open-loop fallback); the p50/p99/p99.9 a proxy adds over
-#   the direct call.
+#   the direct call of the same repetition, median (and min, max) of B2_REPS interleaved ones.
 set -euo pipefail
 # shellcheck source=lib/common.sh
 source "$(dirname "$0")/lib/common.sh"
@@ -29,10 +32,14 @@ SB_BASE=$((BASE + 100)) # node 1: data +10, api +11, peer +12
 CONTRACT="urn:bench/IEcho"
 CONNECTIONS=64
 
-B1_SECONDS=$(by_mode 3 15)
-B1_WARMUP=$(by_mode 1 5)
-B1_REPS=$(by_mode 1 3)
-B2_SECONDS=$(by_mode 4 30)
+B1_SECONDS=$(by_mode 3 10)
+B1_WARMUP=$(by_mode 1 3)
+B1_REPS=$(by_mode 1 7)
+B2_SECONDS=$(by_mode 4 15)
+B2_REPS=$(by_mode 1 7)
+
+# steal_ticks: the machine's CPU steal so far (all CPUs, clock ticks; /proc/stat's eighth field).
+steal_ticks() { awk '/^cpu / { print $9 }' /proc/stat; }
 
 # --- the systems under test --------------------------------------------------------------------
 
@@ -40,14 +47,20 @@ start_proxies() {
     require_free_ports "$BACKEND_PORT" "$NGINX_PORT" "$HAPROXY_PORT"
     start_backend "$BACKEND_PORT" 1
 
-    # nginx: one worker, upstream keep-alive.
+    # nginx: one worker, upstream keep-alive, the forwarding headers Switchboard adds.
     start_nginx proxy 0 "    upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 64; keepalive_requests 1000000; }
+    map \$http_via \$via_out { \"\" \"1.1 nginx\"; default \"\$http_via, 1.1 nginx\"; }
+    map \$http_x_forwarded_host \$forwarded_host { \"\" \$http_host; default \$http_x_forwarded_host; }
     server {
         listen 127.0.0.1:$NGINX_PORT backlog=4096;
         location / {
             proxy_pass http://backend;
             proxy_http_version 1.1;
             proxy_set_header Connection \"\";
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$forwarded_host;
+            proxy_set_header Via \$via_out;
         }
     }"
     wait_http "http://127.0.0.1:$NGINX_PORT/" 30 "${NGINX_PID[proxy]}"
@@ -68,6 +81,10 @@ defaults
     timeout server 30s
 frontend bench
     bind 127.0.0.1:$HAPROXY_PORT
+    option forwardfor
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)] unless { req.hdr(x-forwarded-host) -m found }
+    http-request add-header Via "1.1 haproxy"
     default_backend backend
 backend backend
     server s1 127.0.0.1:$BACKEND_PORT
@@ -103,6 +120,19 @@ target_pids() {
 }
 
 TARGETS=(direct nginx haproxy switchboard)
+
+# check_forwarding: every proxy adds X-Forwarded-For, -Proto, -Host and Via, so that all three do
+# the same work per request.
+check_forwarding() {
+    local target said
+    for target in nginx haproxy switchboard; do
+        said=$(curl -sf -H "X-Switchboard-Contract: $CONTRACT" -H "Host: client.example" \
+            "$(target_url "$target")forwarded") || die "B1: GET /forwarded through $target failed"
+        [[ "$said" =~ ^for=127\.0\.0\.1\ proto=http\ host=client\.example\ via=1\.1\ [a-z]+$ ]] ||
+            die "B1: $target does not add the forwarding headers Switchboard adds: $said"
+        log "B1 $target forwards: $said"
+    done
+}
 
 # --- B1 ----------------------------------------------------------------------------------------
 
@@ -179,21 +209,24 @@ wrk_once() {
 # time around it; a SOAP shape is reported as TARGET-SHAPE.
 b1_cell() {
     local target=$1 rep=$2 shape=${3:-} script=${4:-} url pids before after started ended result requests rate bad errors
+    local steal
     url=$(target_url "$target")
     read -r -a pids <<<"$(target_pids "$target")"
     wrk_once "$url" "$B1_WARMUP" "$script" >/dev/null
     before=$(cpu_ticks "${pids[@]}")
+    steal=$(steal_ticks)
     started=$(date +%s.%N)
     result=$(wrk_once "$url" "$B1_SECONDS" "$script")
     ended=$(date +%s.%N)
     after=$(cpu_ticks "${pids[@]}")
+    steal=$(($(steal_ticks) - steal))
     read -r requests rate bad errors <<<"$result"
     ((requests > 0)) || die "B1: no request succeeded against $target ($url)"
     ((bad + errors <= requests / 100)) || die "B1: $target answered $bad non-2xx and $errors socket errors of $requests"
     [[ -n "$shape" ]] && target="$target-$shape"
     log "B1 $target rep $rep: $rate req/s, cpu ticks $((after - before))"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$rep" "$requests" "$rate" "$bad" "$errors" \
-        "$((after - before))" "$CLK_TCK" "$(awk "BEGIN { print $ended - $started }")"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$rep" "$requests" "$rate" "$bad" "$errors" \
+        "$((after - before))" "$CLK_TCK" "$(awk "BEGIN { print $ended - $started }")" "$steal"
 }
 
 run_b1() {
@@ -211,7 +244,7 @@ run_b1() {
         for target in direct nginx switchboard; do b1_cell "$target" "$rep" wsa "$wsa" >>"$cells"; done
     done
     python3 "$BENCH_ROOT/lib/stats.py" b1 "$cells" --connections "$CONNECTIONS" \
-        --seconds "$B1_SECONDS" --reps "$B1_REPS" >"$BENCH_OUT/b1.json"
+        --seconds "$B1_SECONDS" --reps "$B1_REPS" --cpus "$(nproc)" >"$BENCH_OUT/b1.json"
 }
 
 # --- B2 ----------------------------------------------------------------------------------------
@@ -230,23 +263,32 @@ latency_once() {
 }
 
 run_b2() {
-    local rate target runs="$BENCH_RUN/b2-runs.jsonl"
+    local rate target rep steal runs="$BENCH_RUN/b2-runs.jsonl"
     rate=$(json_get "$BENCH_OUT/b1.json" 'int(j["b2_rate"])')
     ((rate > 0)) || die "B2: no usable rate from B1"
     # Quick mode only checks that B2 runs: its open-loop generator is the unoptimised build, which
     # at the full half-load rate falls behind and takes minutes per 4 s run.
     if is_quick && ((rate > 1000)); then rate=1000; fi
     : >"$runs"
-    for target in "${TARGETS[@]}"; do
-        log "B2 $target at $rate req/s for ${B2_SECONDS}s"
-        latency_once "$(target_url "$target")" "$rate" "$B2_SECONDS" |
-            python3 -c 'import json,sys; j=json.load(sys.stdin); j["target"]=sys.argv[1]; print(json.dumps(j))' "$target" >>"$runs"
+    # Interleaved: each repetition runs every target once, and its added latency is against the
+    # direct call of the same repetition.
+    for rep in $(seq "$B2_REPS"); do
+        for target in "${TARGETS[@]}"; do
+            log "B2 $target rep $rep at $rate req/s for ${B2_SECONDS}s"
+            steal=$(steal_ticks)
+            latency_once "$(target_url "$target")" "$rate" "$B2_SECONDS" >"$BENCH_RUN/b2-run.json"
+            steal=$(($(steal_ticks) - steal))
+            python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); j.update(target=sys.argv[2], rep=int(sys.argv[3]), steal_ticks=int(sys.argv[4])); print(json.dumps(j))' \
+                "$BENCH_RUN/b2-run.json" "$target" "$rep" "$steal" >>"$runs"
+        done
     done
-    python3 "$BENCH_ROOT/lib/stats.py" b2 "$runs" --rate "$rate" --seconds "$B2_SECONDS" \
+    python3 "$BENCH_ROOT/lib/stats.py" b2 "$runs" --rate "$rate" --seconds "$B2_SECONDS" --reps "$B2_REPS" \
+        --cpus "$(nproc)" \
         --tool "$([[ -n "${BENCH_OHA:-}" ]] && echo oha || echo benchkit-openloop)" >"$BENCH_OUT/b2.json"
 }
 
 start_proxies
+check_forwarding
 run_b1
 run_b2
 log "B1/B2 done"

@@ -39,6 +39,16 @@ def load(out, name):
         return json.load(f)
 
 
+def cpu_spread(target):
+    """min – max of a B1 target's CPU per request over its repetitions."""
+    spread = target.get("cpu_us_per_request_spread")
+    return f'{num(spread["min"], 1)} – {num(spread["max"], 1)}' if spread else "n/a"
+
+
+def pct(share):
+    return "n/a" if share is None else f"{share * 100:.2f} %"
+
+
 def num(value, digits=0, unit=""):
     if value is None:
         return "n/a"
@@ -243,9 +253,12 @@ class Report:
         self.w("One trivial backend (nginx `return 200 \"ok\"`) reached directly and through each proxy. "
                "Each proxy has one worker (Switchboard `--worker-threads 1`, nginx `worker_processes 1`, "
                "HAProxy `nbthread 1`) pinned to core 0; the load tool and the backend share core 1. "
-               f'Load: `{b1["tool"]}`, closed loop, after a warm-up run. CPU per request: utime+stime of the '
-               "serving processes over the measured run divided by the requests served; CPU use near 100% means "
-               "the proxy was the bottleneck, well below means the client core was.")
+               f'Load: `{b1["tool"]}`, closed loop, after a warm-up run; each repetition runs every target '
+               "once, so drift in the machine hits all alike. nginx and HAProxy add the forwarding headers "
+               "Switchboard adds (`X-Forwarded-For`, `-Proto`, `-Host`, `Via`). CPU per request: utime+stime of "
+               "the serving processes over the measured run divided by the requests served; CPU use near 100% "
+               "means the proxy was the bottleneck, well below means the client core was. "
+               f'CPU steal: at most {pct(b1.get("steal_max"))} of the machine in any run.')
         self.w()
         rows = []
         sb = b1["targets"].get("switchboard", {}).get("per_second", {}).get("median")
@@ -256,9 +269,9 @@ class Report:
             r = t["per_second"]
             rows.append((name, num(r["median"]), f'{num(r["min"])} – {num(r["max"])}',
                          num(sb / r["median"], 2) + "×" if sb else "n/a",
-                         num(t["cpu_us_per_request"], 1), f'{t["cpu_utilisation"] * 100:.0f}%'))
-        self.table(["target", "req/s (median)", "min – max", "Switchboard ÷ this", "CPU µs/request", "CPU use"],
-                   rows)
+                         num(t["cpu_us_per_request"], 1), cpu_spread(t), f'{t["cpu_utilisation"] * 100:.0f}%'))
+        self.table(["target", "req/s (median)", "min – max", "Switchboard ÷ this", "CPU µs/request (median)",
+                    "min – max", "CPU use"], rows)
         self.w(f'Switchboard CPU per request ÷ nginx: {num(b1["cpu_ratio_vs_nginx"], 2)}×. '
                "For `direct` the CPU figures are the backend's.")
         self.w()
@@ -277,8 +290,9 @@ class Report:
                 r = t["per_second"]
                 rows.append((name, num(r["median"]), f'{num(r["min"])} – {num(r["max"])}',
                              num(r["median"] / nginx, 2) + "×" if nginx else "n/a",
-                             num(t["cpu_us_per_request"], 1), f'{t["cpu_utilisation"] * 100:.0f}%'))
-            self.table(["target", "req/s (median)", "min – max", "this ÷ nginx", "CPU µs/request", "CPU use"], rows)
+                             num(t["cpu_us_per_request"], 1), cpu_spread(t), f'{t["cpu_utilisation"] * 100:.0f}%'))
+            self.table(["target", "req/s (median)", "min – max", "this ÷ nginx", "CPU µs/request (median)",
+                        "min – max", "CPU use"], rows)
         wsa = [(name, b1["targets"].get(name)) for name in ("direct-wsa", "nginx-wsa", "switchboard-wsa")]
         wsa = [(name, t) for name, t in wsa if t]
         if wsa:
@@ -293,8 +307,9 @@ class Report:
                 r = t["per_second"]
                 rows.append((name, num(r["median"]), f'{num(r["min"])} – {num(r["max"])}',
                              num(r["median"] / nginx, 2) + "×" if nginx else "n/a",
-                             num(t["cpu_us_per_request"], 1), f'{t["cpu_utilisation"] * 100:.0f}%'))
-            self.table(["target", "req/s (median)", "min – max", "this ÷ nginx", "CPU µs/request", "CPU use"], rows)
+                             num(t["cpu_us_per_request"], 1), cpu_spread(t), f'{t["cpu_utilisation"] * 100:.0f}%'))
+            self.table(["target", "req/s (median)", "min – max", "this ÷ nginx", "CPU µs/request (median)",
+                        "min – max", "CPU use"], rows)
             action = b1["targets"].get("switchboard-soapaction", {}).get("cpu_us_per_request")
             rewrite = b1["targets"].get("switchboard-wsa", {}).get("cpu_us_per_request")
             if action and rewrite:
@@ -314,7 +329,10 @@ class Report:
         tool = ("`oha -q RATE --latency-correction -c 64` (open loop; latency counted from when each request was due)"
                 if b2["tool"] == "oha" else "`benchkit openloop` (open loop; latency counted from when each request was due)")
         self.w(f'Fixed rate {num(b2["rate"])} req/s (half the slowest proxy\'s B1 median) for {num(b2["seconds"])} s '
-               f"per target, with {tool}, same pinning as B1. Added = via the proxy minus direct, per percentile.")
+               f'per target and repetition ({b2.get("reps", 1)} repetitions, targets interleaved in each), with {tool}, '
+               "same pinning as B1. Added = via the proxy minus the direct call of the same repetition, per "
+               "percentile; latencies are medians over the repetitions, and the added figures show their median "
+               f'with min – max. CPU steal: at most {pct(b2.get("steal_max"))} of the machine in any run.')
         self.w()
         rows = []
         for name in ("direct", "nginx", "haproxy", "switchboard"):
@@ -323,11 +341,14 @@ class Report:
                 continue
             a = b2["added_us"].get(name, {})
             achieved = r.get("achieved_per_second")
-            rows.append((name, num(r["p50_ms"] * 1e3), num(r["p99_ms"] * 1e3), num(r["p999_ms"] * 1e3),
-                         "—" if name == "direct" else f'{signed(a.get("p50"))} / {signed(a.get("p99"))} / {signed(a.get("p999"))}',
+            spread = b2.get("added_us_spread", {}).get(name, {})
+            added = "—" if name == "direct" else " / ".join(
+                signed(a.get(q)) + (f' ({signed(spread[q][0])} – {signed(spread[q][1])})' if q in spread else "")
+                for q in ("p50", "p99", "p999"))
+            rows.append((name, num(r["p50_ms"] * 1e3), num(r["p99_ms"] * 1e3), num(r["p999_ms"] * 1e3), added,
                          num(achieved) if achieved is not None else "n/a", r["errors"]))
-        self.table(["target", "p50 µs", "p99 µs", "p99.9 µs", "added p50 / p99 / p99.9 µs", "achieved req/s", "errors"],
-                   rows)
+        self.table(["target", "p50 µs", "p99 µs", "p99.9 µs", "added p50 / p99 / p99.9 µs (min – max)",
+                    "achieved req/s", "errors"], rows)
         self.w("An achieved rate below the requested one means the load tool or the target could not keep up, "
                "and that target's latencies include queueing.")
         self.w()

@@ -156,7 +156,10 @@ nginx_pids() {
 
 # start_backend PORT CORE: the trivial backend every benchmark routes to (200 "ok", keep-alive).
 start_backend() {
-    start_nginx backend "$2" "    server { listen 127.0.0.1:$1 backlog=4096; location / { return 200 \"ok\"; } }"
+    # /forwarded answers the forwarding headers it received, so B1 can check that every proxy
+    # adds the same ones.
+    start_nginx backend "$2" "    server { listen 127.0.0.1:$1 backlog=4096; location / { return 200 \"ok\"; }
+        location = /forwarded { return 200 \"for=\$http_x_forwarded_for proto=\$http_x_forwarded_proto host=\$http_x_forwarded_host via=\$http_via\"; } }"
     wait_http "http://127.0.0.1:$1/" 30 "${NGINX_PID[backend]}"
 }
 

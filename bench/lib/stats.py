@@ -1,15 +1,16 @@
 #!/usr/bin/env python3
 """Turns the raw output of each benchmark into its summary JSON (standard library only).
 
-    stats.py b1 CELLS.tsv --connections N --seconds S --reps R
+    stats.py b1 CELLS.tsv --connections N --seconds S --reps R --cpus C
     stats.py oha OHA.json|- --rate R          normalise one oha JSON report
-    stats.py b2 RUNS.jsonl --rate R --seconds S --tool NAME
+    stats.py b2 RUNS.jsonl --rate R --seconds S --reps R --cpus C --tool NAME
     stats.py b3 RUNS.jsonl --seconds S --reps R
     stats.py b4 TRIALS.jsonl
 """
 
 import argparse
 import json
+import os
 import statistics
 import sys
 
@@ -27,6 +28,17 @@ def spread(values):
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
 
 
+def steal_share(ticks, clk, seconds, cpus):
+    """The share of the machine's CPU time stolen by the hypervisor over a run."""
+    return ticks / (clk * seconds * cpus) if seconds > 0 and cpus else 0.0
+
+
+def median_of(rows, key):
+    """The median of `key` over the rows that have it; None if none has."""
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
 def ratio(a, b):
     return a / b if a is not None and b not in (None, 0) else None
 
@@ -41,7 +53,7 @@ def b1(args):
     rows = {}
     with open(args.file) as f:
         for line in f:
-            target, rep, requests, rate, bad, errors, ticks, clk, wall = line.split("\t")
+            target, rep, requests, rate, bad, errors, ticks, clk, wall, steal = line.split("\t")
             cpu_s = int(ticks) / int(clk)
             rows.setdefault(target, []).append(
                 {
@@ -52,6 +64,7 @@ def b1(args):
                     "socket_errors": int(errors),
                     "cpu_us_per_request": cpu_s * 1e6 / int(requests),
                     "cpu_utilisation": cpu_s / float(wall),
+                    "steal": steal_share(int(steal), int(clk), float(wall), args.cpus),
                 }
             )
     targets = {}
@@ -59,6 +72,7 @@ def b1(args):
         targets[target] = {
             "per_second": spread([r["per_second"] for r in runs]),
             "cpu_us_per_request": statistics.median(r["cpu_us_per_request"] for r in runs),
+            "cpu_us_per_request_spread": spread([r["cpu_us_per_request"] for r in runs]),
             "cpu_utilisation": statistics.median(r["cpu_utilisation"] for r in runs),
             "runs": runs,
         }
@@ -77,6 +91,8 @@ def b1(args):
     }
     out = {
         "tool": f"wrk -t1 -c{args.connections} -d{args.seconds}s, median of {args.reps}",
+        "reps": args.reps,
+        "steal_max": max(r["steal"] for runs in rows.values() for r in runs),
         "targets": targets,
         "ratio_vs_nginx": ratio(rps.get("switchboard"), rps.get("nginx")),
         "ratio_vs_haproxy": ratio(rps.get("switchboard"), rps.get("haproxy")),
@@ -114,25 +130,47 @@ def oha(args):
 
 
 def b2(args):
-    """Latency each proxy adds over the direct call, at one fixed open-loop rate."""
-    runs = {r["target"]: r for r in read_jsonl(args.file)}
-    direct = runs["direct"]
-    added = {}
-    for target, r in runs.items():
-        if target == "direct":
-            continue
-        added[target] = {
-            q: (r[f"{q}_ms"] - direct[f"{q}_ms"]) * 1e3
-            for q in ("p50", "p99", "p999")
-            if r.get(f"{q}_ms") is not None and direct.get(f"{q}_ms") is not None
+    """Latency each proxy adds over the direct call of the same repetition, at one fixed open-loop
+    rate: per target and percentile, the median over repetitions (and min, max)."""
+    reps = {}
+    for r in read_jsonl(args.file):
+        reps.setdefault(r.get("rep", 1), {})[r["target"]] = r
+    per_target = {}
+    added_runs = {}
+    for rep in sorted(reps):
+        runs = reps[rep]
+        direct = runs.get("direct", {})
+        for target, r in runs.items():
+            per_target.setdefault(target, []).append(r)
+            if target == "direct":
+                continue
+            for q in ("p50", "p99", "p999"):
+                if r.get(f"{q}_ms") is not None and direct.get(f"{q}_ms") is not None:
+                    added_runs.setdefault(target, {}).setdefault(q, []).append((r[f"{q}_ms"] - direct[f"{q}_ms"]) * 1e3)
+    clk = os.sysconf("SC_CLK_TCK")
+    runs = {}
+    for target, rs in per_target.items():
+        runs[target] = {
+            "p50_ms": median_of(rs, "p50_ms"),
+            "p99_ms": median_of(rs, "p99_ms"),
+            "p999_ms": median_of(rs, "p999_ms"),
+            "achieved_per_second": median_of(rs, "achieved_per_second"),
+            "errors": sum(x.get("errors", 0) for x in rs),
+            "steal_max": max(steal_share(x.get("steal_ticks", 0), clk, x.get("seconds") or args.seconds, args.cpus) for x in rs),
+            "reps": rs,
         }
+    added = {t: {q: statistics.median(v) for q, v in qs.items()} for t, qs in added_runs.items()}
+    added_spread = {t: {q: [min(v), max(v)] for q, v in qs.items()} for t, qs in added_runs.items()}
     sb, ng = added.get("switchboard", {}), added.get("nginx", {})
     out = {
         "tool": args.tool,
         "rate": args.rate,
         "seconds": args.seconds,
+        "reps": len(reps),
+        "steal_max": max((r["steal_max"] for r in runs.values()), default=0.0),
         "runs": runs,
         "added_us": added,
+        "added_us_spread": added_spread,
         "p99_added_ratio_vs_nginx": ratio(sb.get("p99"), ng.get("p99")) if (ng.get("p99") or 0) > 0 else None,
     }
     json.dump(out, sys.stdout, indent=1)
@@ -194,6 +232,7 @@ def main():
     p.add_argument("--connections", type=int)
     p.add_argument("--seconds", type=float)
     p.add_argument("--reps", type=int)
+    p.add_argument("--cpus", type=int, default=1)
     p = sub.add_parser("oha")
     p.add_argument("file")
     p.add_argument("--rate", type=float)
@@ -201,6 +240,8 @@ def main():
     p.add_argument("file")
     p.add_argument("--rate", type=float)
     p.add_argument("--seconds", type=float)
+    p.add_argument("--reps", type=int)
+    p.add_argument("--cpus", type=int, default=1)
     p.add_argument("--tool")
     p = sub.add_parser("b3")
     p.add_argument("file")
