@@ -230,13 +230,9 @@ impl AddressPolicy {
     }
 
     /// Resolves `host:port` and keeps the addresses the policy allows; an error names why none is.
-    pub async fn resolve(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
-        self.resolve_within(host, port, None).await
-    }
-
-    /// [`AddressPolicy::resolve`], with at most as many name lookups at once as `lookups` has
-    /// permits: a lookup holds a blocking thread for as long as the system resolver takes, even
-    /// after its caller gave up, so the permit is released only when the lookup returns.
+    /// With `lookups`, at most as many name lookups run at once as it has permits: a lookup holds
+    /// a blocking thread for as long as the system resolver takes, even after its caller gave up,
+    /// so the permit is released only when the lookup returns.
     pub async fn resolve_within(
         &self,
         host: &str,

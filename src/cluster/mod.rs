@@ -144,7 +144,7 @@ struct Inner {
     /// The other members' last beats, and when each arrived.
     prober_beats: Mutex<BTreeMap<NodeId, probers::HeardBeat>>,
     /// The endpoints this node's checker handed to another node, told in every beat.
-    own_handovers: Mutex<Arc<Vec<switchboard_proto::peer::Handover>>>,
+    own_handovers: Mutex<Vec<switchboard_proto::peer::Handover>>,
 }
 
 fn from_write_error(err: RaftError<NodeId, typ::ClientWriteError>) -> ClusterError {

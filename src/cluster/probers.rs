@@ -80,7 +80,7 @@ impl Cluster {
     /// Sets the hand-overs this node's beats tell (the first [`MAX_BEAT_HANDOVERS`]).
     pub fn set_own_handovers(&self, mut handed: Vec<Handover>) {
         handed.truncate(MAX_BEAT_HANDOVERS);
-        *self.inner.own_handovers.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(handed);
+        *self.inner.own_handovers.lock().unwrap_or_else(|p| p.into_inner()) = handed;
     }
 
     /// Duty: tell every other member, every [`BEAT_EVERY`], whether this node probes.
@@ -89,7 +89,7 @@ impl Cluster {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let handed = self.inner.own_handovers.lock().unwrap_or_else(|p| p.into_inner()).to_vec();
+            let handed = self.inner.own_handovers.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let beat = ProberBeat { from: self.node_id(), ready: self.probes(), handed };
             let members = self.other_members();
             let calls = members.iter().map(|node| self.inner.peers.call::<Beat>(&node.addr, &beat, STATUS_TIMEOUT));
