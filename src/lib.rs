@@ -4,6 +4,7 @@
 //!
 //! From the bottom up (`docs/ARCHITECTURE.md` states the layers; a test holds the imports to them):
 //!
+//! - [`h1`]: HTTP/1.1 messages as the data plane reads them: one header view for both parsers.
 //! - [`registry`]: the registration list as plain data and the pure commands that change it.
 //! - [`soap`]: SOAP on the wire, each parser once: actions, namespaces, entities, the start of an
 //!   envelope, envelopes and faults; shared by the data plane, the SOAP registration endpoint
@@ -27,6 +28,7 @@ pub mod api;
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod h1;
 pub mod health;
 pub mod metrics;
 pub mod netpolicy;

@@ -5,12 +5,14 @@
 
 pub mod envelope;
 
-use http::HeaderMap;
 use http::HeaderName;
 use http::header::CONTENT_TYPE;
 use quick_xml::events::BytesRef;
 use quick_xml::name::Namespace;
 use quick_xml::name::ResolveResult;
+
+use crate::h1::HeaderView;
+use crate::h1::text;
 
 pub const SOAP11_ENVELOPE: &str = "http://schemas.xmlsoap.org/soap/envelope/";
 pub const SOAP12_ENVELOPE: &str = "http://www.w3.org/2003/05/soap-envelope";
@@ -36,7 +38,7 @@ pub const SOAP_ACTION: HeaderName = HeaderName::from_static("soapaction");
 
 /// The SOAP version a request speaks, judged from its headers. An MTOM/XOP request
 /// (`multipart/related; type="application/xop+xml"`) speaks the version of its `start-info`.
-pub fn soap_version(headers: &HeaderMap) -> Option<SoapVersion> {
+pub fn soap_version(headers: &(impl HeaderView + ?Sized)) -> Option<SoapVersion> {
     let (media, params) = content_type(headers).unzip();
     let media = media.map(str::to_ascii_lowercase);
     match media.as_deref() {
@@ -50,7 +52,7 @@ pub fn soap_version(headers: &HeaderMap) -> Option<SoapVersion> {
                 SoapVersion::V11
             })
         }
-        _ if headers.contains_key(SOAP_ACTION) => Some(SoapVersion::V11),
+        _ if headers.has(&SOAP_ACTION) => Some(SoapVersion::V11),
         Some("text/xml") => Some(SoapVersion::V11),
         _ => None,
     }
@@ -70,7 +72,7 @@ pub struct Multipart {
 }
 
 /// The framing of an MTOM/XOP request (`multipart/related; type="application/xop+xml"`).
-pub fn xop_multipart(headers: &HeaderMap) -> Option<Multipart> {
+pub fn xop_multipart(headers: &(impl HeaderView + ?Sized)) -> Option<Multipart> {
     let (media, params) = content_type(headers)?;
     if !media.eq_ignore_ascii_case("multipart/related") || !is_xop(params) {
         return None;
@@ -95,9 +97,11 @@ pub struct InvalidSoapAction;
 /// The SOAP action a request's headers name: the `SOAPAction` header (trimmed, quoted or not),
 /// else the `action` parameter (quoted or not) of an `application/soap+xml` content type, or of
 /// an MTOM/XOP `multipart/related` one (or of its `start-info`). An empty action names none.
-pub fn header_action(headers: &HeaderMap) -> Result<Option<(String, ActionHeader)>, InvalidSoapAction> {
-    if let Some(value) = headers.get(SOAP_ACTION) {
-        let action = unquote(value.to_str().map_err(|_| InvalidSoapAction)?.trim());
+pub fn header_action(
+    headers: &(impl HeaderView + ?Sized),
+) -> Result<Option<(String, ActionHeader)>, InvalidSoapAction> {
+    if let Some(value) = headers.value(&SOAP_ACTION) {
+        let action = unquote(text(value).ok_or(InvalidSoapAction)?.trim());
         if !action.is_empty() {
             return Ok(Some((action.to_owned(), ActionHeader::SoapAction)));
         }
@@ -122,8 +126,8 @@ fn unquote(value: &str) -> &str {
 }
 
 /// Media type and parameters of the `Content-Type` header.
-fn content_type(headers: &HeaderMap) -> Option<(&str, &str)> {
-    let value = headers.get(CONTENT_TYPE)?.to_str().ok()?;
+fn content_type(headers: &(impl HeaderView + ?Sized)) -> Option<(&str, &str)> {
+    let value = text(headers.value(&CONTENT_TYPE)?)?;
     Some(match value.split_once(';') {
         Some((media, params)) => (media.trim(), params),
         None => (value.trim(), ""),
@@ -276,7 +280,7 @@ pub fn action_contract(action: &str) -> Option<&str> {
 /// The action of a SOAP request answered by the endpoint that receives it (the SOAP
 /// registration endpoint, the sample service): the action its headers name, else the
 /// WS-Addressing action of its whole envelope.
-pub fn request_action(headers: &HeaderMap, body: &[u8]) -> Option<String> {
+pub fn request_action(headers: &(impl HeaderView + ?Sized), body: &[u8]) -> Option<String> {
     let header = header_action(headers).ok().flatten().map(|(action, _)| action);
     if let Some(action) = header.as_ref().filter(|action| action_contract(action).is_some()) {
         return Some(action.clone());
@@ -289,6 +293,7 @@ pub fn request_action(headers: &HeaderMap, body: &[u8]) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use http::HeaderMap;
     use http::HeaderValue;
     use quick_xml::name::Namespace;
 

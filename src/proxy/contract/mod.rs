@@ -23,9 +23,10 @@
 
 pub mod read;
 
-use http::HeaderMap;
 use http::HeaderName;
 
+use crate::h1::HeaderView;
+use crate::h1::text;
 use crate::metrics::RouteRule;
 use crate::registry::ContractKey;
 use crate::registry::RegistryState;
@@ -116,8 +117,8 @@ pub struct Hints {
     pub multipart: Option<soap::Multipart>,
 }
 
-/// Reads the headers once.
-pub fn hints(headers: &HeaderMap) -> Result<Hints, ContractError> {
+/// Reads the headers once, from either parser's view of them.
+pub fn hints(headers: &(impl HeaderView + ?Sized)) -> Result<Hints, ContractError> {
     let action = soap::header_action(headers).map_err(|_| ContractError::InvalidHeader("SOAPAction"))?;
     let action = action.map(|(action, header)| {
         let source = match header {
@@ -126,9 +127,9 @@ pub fn hints(headers: &HeaderMap) -> Result<Hints, ContractError> {
         };
         (action, source)
     });
-    let explicit = match headers.get(CONTRACT_HEADER) {
+    let explicit = match headers.value(&CONTRACT_HEADER) {
         Some(value) => {
-            let key = value.to_str().map_err(|_| ContractError::InvalidHeader("X-Switchboard-Contract"))?.trim();
+            let key = text(value).ok_or(ContractError::InvalidHeader("X-Switchboard-Contract"))?.trim();
             (!key.is_empty()).then(|| ContractKey::from_text(key))
         }
         None => None,

@@ -1,3 +1,4 @@
+use http::HeaderMap;
 use http::HeaderValue;
 use http::header::CONTENT_TYPE;
 use proptest::prelude::*;
