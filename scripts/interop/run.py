@@ -41,7 +41,8 @@ the client program's exit status and output:
 Around each service: it is registered (201; WCF: every instance's Register answered), routable
 (a plain SOAP call delivered by the path and by the body's namespace; WCF: the follower lists
 every instance), removed (DELETE answers 200 or 204 with the registration; WCF: every instance
-unregistered on close and exited) and then refused: contract_not_found (WCF: the WCF client
+unregistered on close and exited; the row names any instance whose watchdog had to end Mono's
+own shutdown after the Unregister was answered) and then refused: contract_not_found (WCF: the WCF client
 gets a FaultException carrying that code) before DEADLINE runs out.
 
 Usage: run.py --bin PATH/TO/switchboard --python PATH/TO/venv/python [--out docs/interop.md]
@@ -360,6 +361,13 @@ def judge_closed(returncode, log):
     if returncode is None:
         return f"{'unregistered, but ' if unregistered else ''}no exit within {DEADLINE:.0f} s"
     return f"exit {returncode}{' after unregistering' if unregistered else ''}: {last_line(log)}"
+
+
+def watchdog(log):
+    """What a WCF service instance's shutdown watchdog said, if it had to end the process (the
+    Unregister call had been answered by then; Mono hung in closing its own channel or host)."""
+    match = re.search(r"^watchdog: shutdown stuck at (.+?); exiting$", log, re.M)
+    return f"stuck at {match.group(1)}" if match else ""
 
 
 def service_said(logged):
@@ -827,7 +835,9 @@ def wcf_service(processes, cluster, via, base, exes, service, binding, run_cells
     if failing:
         rows["delete"] = Verdict("not unregistered", "; ".join(f"{i}: {why}" for i, why in failing.items()))
     else:
-        rows["delete"] = Verdict(PASS, f"`Unregister` on close, {len(closed)} of {len(closed)}")
+        stuck = [f"{i} {line}" for i in instances if (line := watchdog(read(logs[i])))]
+        note = f" (Mono's own shutdown: {'; '.join(stuck)})" if stuck else ""
+        rows["delete"] = Verdict(PASS, f"`Unregister` on close, {len(closed)} of {len(closed)}{note}")
 
     probe = wcf_client(binding, Target(namespace, "", WCF_PATH, "qualified", True), spread=False)
     result, waited = until(lambda: call(cluster, via, probe), lambda r: judge_wcf_gone(*r).kind == PASS)

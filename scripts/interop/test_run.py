@@ -176,6 +176,12 @@ class WcfCalls(unittest.TestCase):
         self.assertEqual(run.judge_closed(1, "registered\nSystem.TimeoutException: x\n"), "exit 1: System.TimeoutException: x")
         self.assertEqual(run.judge_closed(0, "registered\n"), "exit 0: registered")
 
+    def test_the_watchdog_line_names_where_mono_stuck(self):
+        log = "registered\nunregistered\nwatchdog: shutdown stuck at closing the host; exiting\n"
+        self.assertEqual(run.judge_closed(0, log), "unregistered")
+        self.assertEqual(run.watchdog(log), "stuck at closing the host")
+        self.assertEqual(run.watchdog("registered\nunregistered\n"), "")
+
 
 SOAP11_GONE = "fault: FaultException code=Client.contract_not_found [http://schemas.xmlsoap.org/soap/envelope/] reason=no contract"
 SOAP12_GONE = (

@@ -87,17 +87,37 @@ namespace Interop
 
             registration.Unregister(info);
             Console.WriteLine("unregistered");
-            ((IClientChannel)registration).Close();
-            // A request the host could not read may hold its close (Mono waits on the dropped
-            // connection): the host gets a few seconds, then is aborted.
+            // What follows only releases this process's own resources. Mono can hang in a close
+            // (a channel's default close timeout is a minute, and a host waits on a connection
+            // its listener still holds), so each step is bounded, and a watchdog ends the process
+            // if the whole shutdown is stuck, saying at which step.
+            string step = "closing the registration channel";
+            new Thread(() =>
+            {
+                Thread.Sleep(TimeSpan.FromSeconds(10));
+                Console.WriteLine("watchdog: shutdown stuck at " + step + "; exiting");
+                Environment.Exit(0);
+            }) { IsBackground = true }.Start();
+            try
+            {
+                ((IClientChannel)registration).Close(TimeSpan.FromSeconds(3));
+            }
+            catch (Exception)
+            {
+                ((IClientChannel)registration).Abort();
+            }
+            step = "closing the host";
             try
             {
                 host.Close(TimeSpan.FromSeconds(5));
             }
-            catch (TimeoutException)
+            catch (Exception)
             {
+                step = "aborting the host";
                 host.Abort();
             }
+            step = "exiting";
+            Environment.Exit(0);
             return 0;
         }
 
