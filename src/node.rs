@@ -167,7 +167,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
         config.tokens.clone(),
         config.address_policy.clone(),
     ));
-    servers.spawn(serve::serve(data, stop.clone(), {
+    let own: Arc<dyn serve::OwnLoop> = crate::proxy::fast::FastPath::new(plane.clone());
+    servers.spawn(serve::serve_with(data, stop.clone(), Some(own), {
         let plane = plane.clone();
         move |client| {
             let plane = plane.clone();

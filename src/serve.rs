@@ -225,6 +225,71 @@ impl<S: Service<Request<Incoming>>> Service<Request<Incoming>> for WithCertifica
     }
 }
 
+/// A loop that serves a listener's plain (not TLS) connections itself, request by request,
+/// and hands a connection to hyper, with the bytes it already read of it, at the first request
+/// it does not take.
+pub trait OwnLoop: Send + Sync + 'static {
+    /// Serves requests on `stream` until the connection ends (`None`), `stop` is cancelled
+    /// between two requests (`None`), or a request is left to hyper (`Some`, with the bytes read
+    /// of the connection, which hyper reads first).
+    fn serve(self: Arc<Self>, stream: tokio::net::TcpStream, peer: Peer, stop: CancellationToken) -> Handoff;
+}
+
+/// What an [`OwnLoop`] comes to: `Some` connection, with the bytes read of it, for hyper.
+pub type Handoff = std::pin::Pin<Box<dyn Future<Output = Option<(tokio::net::TcpStream, bytes::BytesMut)>> + Send>>;
+
+/// A connection whose first bytes were already read: they are read again first.
+#[derive(Debug)]
+pub struct Rewind {
+    prefix: bytes::BytesMut,
+    inner: tokio::net::TcpStream,
+}
+
+impl Rewind {
+    pub fn new(inner: tokio::net::TcpStream, prefix: bytes::BytesMut) -> Self {
+        Self { prefix, inner }
+    }
+}
+
+impl tokio::io::AsyncRead for Rewind {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix.split_to(n));
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Rewind {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// Serves connections until `stop`, building one service per connection.
 pub async fn serve<F, S, B>(listener: Listener, stop: CancellationToken, make_service: F)
 where
@@ -235,9 +300,29 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    serve_with(listener, stop, None, make_service).await;
+}
+
+/// Serves connections until `stop`: plain connections through `own` first when given (see
+/// [`OwnLoop`]), and through hyper with one service per connection.
+pub async fn serve_with<F, S, B>(
+    listener: Listener,
+    stop: CancellationToken,
+    own: Option<Arc<dyn OwnLoop>>,
+    make_service: F,
+) where
+    F: Fn(Peer) -> S,
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let Listener { tcp, tls, limits, kind } = listener;
     let name = kind.label();
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Connections in the own loop (hyper's are watched by `graceful`).
+    let own_open = tokio_util::task::TaskTracker::new();
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max));
     let pending = Arc::new(Pending::default());
     let per_ip = Arc::new(PerIp::default());
@@ -268,6 +353,8 @@ where
         let service = make_service(Peer::new(addr, tls.is_some()));
         let watcher = graceful.watcher();
         let tls = tls.clone();
+        let own = own.clone().map(|own| (own, own_open.token(), stop.clone()));
+        let peer = Peer::new(addr, tls.is_some());
         tokio::spawn(async move {
             let _ip_slot = ip_slot;
             let mut http = hyper::server::conn::http1::Builder::new();
@@ -339,7 +426,20 @@ where
             open.add(1);
             let _open = scopeguard(move || open.add(-1));
             let result = match spoke {
-                Conn::Plain(stream) => watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await,
+                Conn::Plain(stream) => {
+                    let (stream, read) = match own {
+                        Some((own, open, stop)) => {
+                            let handed = own.serve(stream, peer, stop).await;
+                            drop(open);
+                            match handed {
+                                Some(handed) => handed,
+                                None => return,
+                            }
+                        }
+                        None => (stream, bytes::BytesMut::new()),
+                    };
+                    watcher.watch(http.serve_connection(TokioIo::new(Rewind::new(stream, read)), service)).await
+                }
                 Conn::Tls(stream) => {
                     let certificate = stream.get_ref().1.peer_certificates().and_then(|chain| chain.first());
                     let certificate = certificate.map(|cert| ClientCertificate(Arc::new(cert.clone().into_owned())));
@@ -352,7 +452,9 @@ where
             }
         });
     }
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+    own_open.close();
+    let drained = async { tokio::join!(graceful.shutdown(), own_open.wait()) };
+    if tokio::time::timeout(DRAIN_TIMEOUT, drained).await.is_err() {
         tracing::warn!(listener = name, "requests still open after the drain timeout; closing them");
     }
 }

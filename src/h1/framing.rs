@@ -161,10 +161,124 @@ fn tokens(value: &[u8]) -> impl Iterator<Item = &str> {
     super::text(value).into_iter().flat_map(|text| text.split(',')).map(str::trim)
 }
 
-impl<'b> HeaderView for RequestHead<'b, '_> {
+impl HeaderView for RequestHead<'_, '_> {
     fn value(&self, name: &http::HeaderName) -> Option<&[u8]> {
         self.headers.value(name)
     }
+
+    fn value_of(&self, name: &str) -> Option<&[u8]> {
+        self.headers.value_of(name)
+    }
+}
+
+/// How a response's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseBody {
+    /// None at all (a `HEAD` request's response, 204, 304).
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Everything until the endpoint closes the connection.
+    UntilClose,
+}
+
+/// A response head, read in place.
+#[derive(Debug)]
+pub struct ResponseHead<'b, 'h> {
+    pub code: u16,
+    pub reason: &'b str,
+    pub headers: &'h [httparse::Header<'b>],
+    pub body: ResponseBody,
+    /// The endpoint keeps the connection open after the body.
+    pub keep_alive: bool,
+    pub len: usize,
+}
+
+/// What the bytes read so far of a response say.
+#[derive(Debug)]
+pub enum ResponseFramed<'b, 'h> {
+    Complete(ResponseHead<'b, 'h>),
+    /// An informational (1xx) head of this many bytes: skipped, as hyper skips it; the final
+    /// response follows.
+    Informational(usize),
+    Partial,
+    /// Not a response this router forwards (as hyper's client refuses it).
+    Bad(&'static str),
+}
+
+/// Reads a response head at the start of `buf`, for a request whose method was `HEAD` or not,
+/// with the rules of RFC 9112 section 6.3 as hyper's client applies them.
+pub fn response<'b, 'h>(
+    buf: &'b [u8],
+    headers: &'h mut [httparse::Header<'b>],
+    head_request: bool,
+) -> ResponseFramed<'b, 'h> {
+    let mut response = httparse::Response::new(headers);
+    let len = match response.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return ResponseFramed::Partial,
+        Err(_) => return ResponseFramed::Bad("a malformed response head"),
+    };
+    let (Some(version), Some(code), Some(reason)) = (response.version, response.code, response.reason) else {
+        return ResponseFramed::Bad("a malformed response head");
+    };
+    if !(100..=999).contains(&code) {
+        return ResponseFramed::Bad("a status code out of range");
+    }
+    match code {
+        101 => return ResponseFramed::Bad("a protocol switch nobody asked for"),
+        100..=199 => return ResponseFramed::Informational(len),
+        _ => {}
+    }
+    let headers: &'h [httparse::Header<'b>] = response.headers;
+    let mut keep_alive = version == 1;
+    let mut closed = false;
+    let mut last_coding = None;
+    // Every Content-Length value (a field may hold a list): all numbers, all equal.
+    let (mut length, mut length_seen, mut length_bad) = (None, false, false);
+    for header in headers {
+        if header.name.eq_ignore_ascii_case("transfer-encoding") {
+            last_coding = Some(header.value);
+        } else if header.name.eq_ignore_ascii_case("content-length") {
+            length_seen = true;
+            let Some(text) = super::text(header.value) else {
+                length_bad = true;
+                continue;
+            };
+            for value in text.split(',').map(|value| digits(value.trim().as_bytes())) {
+                match (value, length) {
+                    (Some(value), None) => length = Some(value),
+                    (Some(value), Some(seen)) if value == seen => {}
+                    _ => length_bad = true,
+                }
+            }
+        } else if header.name.eq_ignore_ascii_case("connection") {
+            if tokens(header.value).any(|token| token.eq_ignore_ascii_case("close")) {
+                closed = true;
+            } else if version == 0 && tokens(header.value).any(|token| token.eq_ignore_ascii_case("keep-alive")) {
+                keep_alive = true;
+            }
+        }
+    }
+    let body = if head_request || code == 204 || code == 304 {
+        ResponseBody::Empty
+    } else if let Some(coding) = last_coding {
+        if version == 0 {
+            return ResponseFramed::Bad("HTTP/1.0 with a transfer coding");
+        }
+        let chunked = tokens(coding).last().is_some_and(|last| last.eq_ignore_ascii_case("chunked"));
+        if chunked { ResponseBody::Chunked } else { ResponseBody::UntilClose }
+    } else {
+        match (length_seen, length_bad, length) {
+            (false, ..) => ResponseBody::UntilClose,
+            (true, false, Some(length)) => ResponseBody::Length(length),
+            (true, ..) => return ResponseFramed::Bad("an invalid Content-Length"),
+        }
+    };
+    if closed || body == ResponseBody::UntilClose || (last_coding.is_some() && length_seen) {
+        keep_alive = false;
+    }
+    ResponseFramed::Complete(ResponseHead { code, reason, headers, body, keep_alive, len })
 }
 
 /// A chunked body's framing is broken.

@@ -13,6 +13,10 @@ pub trait HeaderView {
     /// The first value of the header `name`, as sent (without surrounding whitespace).
     fn value(&self, name: &HeaderName) -> Option<&[u8]>;
 
+    /// The first value of the header named by `name` (any case), for names known only at run
+    /// time (a policy's hash header).
+    fn value_of(&self, name: &str) -> Option<&[u8]>;
+
     /// Whether the request carries the header `name` at all.
     fn has(&self, name: &HeaderName) -> bool {
         self.value(name).is_some()
@@ -23,11 +27,18 @@ impl HeaderView for HeaderMap {
     fn value(&self, name: &HeaderName) -> Option<&[u8]> {
         self.get(name).map(http::HeaderValue::as_bytes)
     }
+
+    fn value_of(&self, name: &str) -> Option<&[u8]> {
+        self.get(name).map(http::HeaderValue::as_bytes)
+    }
 }
 
 impl HeaderView for [httparse::Header<'_>] {
     fn value(&self, name: &HeaderName) -> Option<&[u8]> {
-        let name = name.as_str();
+        self.value_of(name.as_str())
+    }
+
+    fn value_of(&self, name: &str) -> Option<&[u8]> {
         self.iter().find(|header| header.name.eq_ignore_ascii_case(name)).map(|header| header.value)
     }
 }

@@ -111,7 +111,7 @@ impl DataPlane {
         }
     }
 
-    fn note_failure(&self, endpoint: &Registration, what: &str) {
+    pub(crate) fn note_failure(&self, endpoint: &Registration, what: &str) {
         if let Some(ejected_for) = self.outliers.failure(&endpoint.id) {
             METRICS.ejections.inc();
             tracing::warn!(endpoint = %endpoint.address, ejected_ms = ejected_for.as_millis() as u64, reason = what, "endpoint ejected");

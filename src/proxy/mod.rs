@@ -13,8 +13,10 @@ pub mod broadcast;
 pub mod contract;
 pub mod error;
 pub mod explain;
+pub mod fast;
 pub mod forward;
 pub mod outlier;
+pub mod raw;
 pub mod select;
 pub mod upstream;
 pub mod wsdl;
@@ -181,6 +183,8 @@ impl Default for DataPlaneConfig {
 pub struct DataPlane {
     view: AppliedView,
     upstreams: Upstreams,
+    /// Plain connections for the own loop ([`fast`]).
+    raw: raw::RawPool,
     cursors: Cursors,
     outliers: Outliers,
     config: DataPlaneConfig,
@@ -199,6 +203,7 @@ impl DataPlane {
         http.set_nodelay(true);
         http.enforce_http(false);
         let http = PolicyConnector { policy: policy.clone(), inner: http, lookups: None };
+        let raw = raw::RawPool::new(http.clone());
         let builder = hyper_rustls::HttpsConnectorBuilder::new();
         let tls = match builder.with_native_roots() {
             Ok(with_roots) => with_roots,
@@ -209,6 +214,7 @@ impl DataPlane {
         Self {
             view,
             upstreams: Upstreams::new(connector),
+            raw,
             cursors: Cursors::default(),
             outliers: Outliers::default(),
             config,

@@ -13,8 +13,7 @@ use std::sync::RwLock;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 
-use http::HeaderMap;
-
+use crate::h1::HeaderView;
 use crate::proxy::outlier::Outliers;
 use crate::registry::ContractKey;
 use crate::registry::FastHash;
@@ -51,7 +50,7 @@ pub fn plan(
     policy: &Policy,
     key: &ContractKey,
     endpoints: &[Arc<Registration>],
-    headers: &HeaderMap,
+    headers: &(impl HeaderView + ?Sized),
     cursors: &Cursors,
     outliers: &Outliers,
 ) -> Plan {
@@ -64,9 +63,9 @@ pub fn plan(
         PolicyKind::Weighted => weighted(endpoints, cursors.next(key)),
         PolicyKind::LeastOutstanding => least_outstanding(endpoints, outliers),
         PolicyKind::ConsistentHash => {
-            let value = policy.hash_header.as_deref().and_then(|name| headers.get(name));
+            let value = policy.hash_header.as_deref().and_then(|name| headers.value_of(name));
             match value {
-                Some(value) => rendezvous(endpoints, value.as_bytes()),
+                Some(value) => rendezvous(endpoints, value),
                 None => (cursors.next(key) % len as u64) as usize,
             }
         }
@@ -219,6 +218,7 @@ impl Hasher for FnvHasher {
 
 #[cfg(test)]
 mod tests {
+    use http::HeaderMap;
 
     use super::*;
     use crate::registry::EndpointState;

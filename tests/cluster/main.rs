@@ -5,6 +5,7 @@
 mod backend;
 mod cli;
 mod failover;
+mod fastpath;
 mod flood;
 mod harness;
 mod health;

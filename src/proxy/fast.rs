@@ -1,0 +1,744 @@
+//! The data plane's own HTTP/1.1 loop for plain client connections: one task per connection
+//! reads each request head with `httparse` into one reused buffer, resolves its contract through
+//! the same functions as the hyper path (they read the head through [`HeaderView`]), and
+//! exchanges it with an endpoint over a pooled plain connection: the head forwarded as sent,
+//! minus hop-by-hop and `X-Switchboard-*` fields, plus the forwarding fields, in one write; the
+//! body streamed (or held for a retry when the contract is idempotent and it is small); the
+//! response relayed as it arrives, with `Via` added, re-chunked where its length is not known.
+//!
+//! It takes only the common case and leaves everything else to the hyper path, with the bytes it
+//! read, before it has consumed anything of the request: a head that `h1::framing` does not read
+//! as hyper would, chunked request bodies, SOAP messages (their envelope is read on the hyper
+//! path), broadcasts, `X-Switchboard-Explain`, loops, oversized heads, a WSDL fetched through a
+//! bound path, a contract with an `https` endpoint, and any request the resolution refuses (so
+//! every refusal is written once, by the hyper path). What it takes follows the hyper path's
+//! rules exactly: the try order, the request limit per endpoint, the failover rule (retry only
+//! if never sent, or idempotent with the body kept), the outlier rule, the deadlines, the errors
+//! and the metrics.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Buf;
+use bytes::BytesMut;
+use http::HeaderValue;
+use http_body_util::BodyExt;
+use tokio::io::AsyncReadExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use super::DELIVERY_HEADER;
+use super::DataPlane;
+use super::REPLAY_BUFFER;
+use super::TOKEN_HEADER;
+use super::VIA;
+use super::attempt::is_endpoint_failure;
+use super::contract;
+use super::contract::Decision;
+use super::contract::Source;
+use super::error::ProxyError;
+use super::explain::EXPLAIN_HEADER;
+use super::forward;
+use super::forward::Addressing;
+use super::outlier::InFlight;
+use super::select;
+use super::wsdl;
+use crate::h1::HeaderView;
+use crate::h1::framing;
+use crate::h1::framing::Body;
+use crate::h1::framing::Chunked;
+use crate::h1::framing::Framed;
+use crate::h1::framing::ResponseBody;
+use crate::h1::framing::ResponseFramed;
+use crate::metrics::METRICS;
+use crate::registry::Registration;
+use crate::serve::HEADER_READ_TIMEOUT;
+use crate::serve::MAX_HEADER_BYTES;
+use crate::serve::OwnLoop;
+use crate::serve::Peer;
+
+/// How much is read from a socket at a time.
+const READ_SIZE: usize = 16 * 1024;
+
+/// The own loop of a data plane, for `serve::serve_with`.
+#[derive(Debug)]
+pub struct FastPath {
+    plane: Arc<DataPlane>,
+}
+
+impl FastPath {
+    pub fn new(plane: Arc<DataPlane>) -> Arc<Self> {
+        Arc::new(Self { plane })
+    }
+}
+
+impl OwnLoop for FastPath {
+    fn serve(self: Arc<Self>, stream: TcpStream, peer: Peer, stop: CancellationToken) -> crate::serve::Handoff {
+        Box::pin(async move { self.plane.serve_connection(stream, peer, stop).await })
+    }
+}
+
+/// What the loop does with a request whose head it read.
+enum Next {
+    /// Answered; the client connection stays open for the next request.
+    KeepAlive,
+    /// Answered, or broken: the client connection ends.
+    Close,
+    /// Not taken: the hyper path reads it, from the same bytes.
+    Hyper,
+}
+
+/// Buffers reused across the requests of one connection.
+struct Scratch {
+    /// The head (and small body) sent to the endpoint, or back to the client.
+    out: Vec<u8>,
+    /// What the endpoint sent that is not relayed yet.
+    response: BytesMut,
+    /// The rest of a small body of an idempotent request, held for a retry.
+    body: Vec<u8>,
+}
+
+/// A request as the loop forwards it.
+struct Exchange<'a, 'b, 'h> {
+    head: &'a framing::RequestHead<'b, 'h>,
+    /// The body's bytes already read (at most its length).
+    body_read: &'a [u8],
+    /// Its length.
+    length: u64,
+    addressing: Addressing,
+    peer: &'a Peer,
+    /// The whole body is in `body_read` and `Scratch::body`: it can be sent again.
+    replayable: bool,
+    /// The body's unread part was streamed to an endpoint: no other may get the request.
+    streamed: bool,
+}
+
+/// What one try came to (see `attempt::Attempt`, which this follows case by case).
+enum RawAttempt {
+    Answered { upstream: TcpStream, authority: String, in_flight: InFlight },
+    Busy,
+    Refused(String),
+    BodyGone,
+    Unreachable(String),
+    Failed(String),
+    TimedOut,
+}
+
+impl DataPlane {
+    async fn serve_connection(
+        &self,
+        mut client: TcpStream,
+        peer: Peer,
+        stop: CancellationToken,
+    ) -> Option<(TcpStream, BytesMut)> {
+        let mut buf = BytesMut::with_capacity(READ_SIZE);
+        let mut scratch =
+            Scratch { out: Vec::with_capacity(4096), response: BytesMut::with_capacity(READ_SIZE), body: Vec::new() };
+        loop {
+            // A whole head: its end is the first empty line.
+            let deadline = tokio::time::Instant::now() + HEADER_READ_TIMEOUT;
+            while !head_complete(&buf) {
+                if buf.len() >= MAX_HEADER_BYTES {
+                    return Some((client, buf));
+                }
+                buf.reserve(READ_SIZE);
+                let read = tokio::select! {
+                    biased;
+                    () = stop.cancelled(), if buf.is_empty() => return None,
+                    read = tokio::time::timeout_at(deadline, client.read_buf(&mut buf)) => read,
+                };
+                match read {
+                    Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
+                    Ok(Ok(_)) => {}
+                }
+            }
+            let (next, consumed) = {
+                let mut headers = [httparse::EMPTY_HEADER; framing::MAX_HEADERS];
+                let head = match framing::request(&buf, &mut headers) {
+                    Framed::Complete(head) => head,
+                    Framed::Partial | Framed::Refused(_) | Framed::Unusual(_) => return Some((client, buf)),
+                };
+                self.exchange(&head, &buf, &mut client, &peer, &mut scratch).await
+            };
+            match next {
+                Next::Hyper => return Some((client, buf)),
+                Next::Close => {
+                    let _ = client.shutdown().await;
+                    return None;
+                }
+                Next::KeepAlive => buf.advance(consumed),
+            }
+            if stop.is_cancelled() {
+                return None;
+            }
+        }
+    }
+
+    /// Routes one request; the bytes of `buf` it consumed (head and body) when answered.
+    async fn exchange(
+        &self,
+        head: &framing::RequestHead<'_, '_>,
+        buf: &[u8],
+        client: &mut TcpStream,
+        peer: &Peer,
+        scratch: &mut Scratch,
+    ) -> (Next, usize) {
+        let Body::Length(length) = head.body else { return (Next::Hyper, 0) };
+        let wire: usize = head.headers.iter().map(|h| h.name.len() + h.value.len() + 4).sum();
+        if wire > MAX_HEADER_BYTES
+            || head.has(&EXPLAIN_HEADER)
+            || head.has(&DELIVERY_HEADER)
+            || looped(head.headers)
+            || length > i64::MAX as u64
+        {
+            return (Next::Hyper, 0);
+        }
+        let Ok(hints) = contract::hints(head) else { return (Next::Hyper, 0) };
+        if hints.soap {
+            return (Next::Hyper, 0);
+        }
+        let (path, query) = match head.target.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (head.target, None),
+        };
+        let Ok(method) = http::Method::from_bytes(head.method.as_bytes()) else { return (Next::Hyper, 0) };
+        let applied = self.view.load();
+        let Ok(Decision::Route(key, source)) = contract::decide(&hints, path, None, &applied.state) else {
+            return (Next::Hyper, 0);
+        };
+        if source == Source::Path && wsdl::asks_wsdl(&method, query) {
+            return (Next::Hyper, 0);
+        }
+        let Some(registered) = applied.state.endpoints(&key) else { return (Next::Hyper, 0) };
+        let policy = applied.state.policy(&key).cloned().unwrap_or_default();
+        let crate::registry::Routable { endpoints, panic, .. } = registered.routable(policy.panic_threshold_percent);
+        drop(applied);
+        if endpoints.is_empty() || endpoints.iter().any(|e| !e.address.as_str().starts_with("http://")) {
+            return (Next::Hyper, 0);
+        }
+
+        // Taken: from here on the loop answers.
+        METRICS.decided_by(source.rule());
+        if panic {
+            METRICS.health_panics.inc();
+        }
+        let in_buf = usize::try_from(length).unwrap_or(usize::MAX).min(buf.len() - head.len);
+        let body_read = &buf[head.len..head.len + in_buf];
+        scratch.body.clear();
+        let mut replayable = policy.idempotent && in_buf as u64 == length;
+        if policy.idempotent && !replayable && length <= REPLAY_BUFFER as u64 {
+            // Held whole, so that a failed try can be sent again.
+            let rest = (length - in_buf as u64) as usize;
+            scratch.body.resize(rest, 0);
+            if client.read_exact(&mut scratch.body).await.is_err() {
+                return (Next::Close, 0);
+            }
+            replayable = true;
+        }
+        let consumed = head.len + in_buf;
+        let mut exchange = Exchange {
+            head,
+            body_read,
+            length,
+            addressing: Addressing::of(false, source == Source::Path, &method, query),
+            peer,
+            replayable,
+            streamed: false,
+        };
+
+        let plan = select::plan(&policy, &key, &endpoints, head, &self.cursors, &self.outliers);
+        let deadline = Instant::now() + self.config.total_timeout;
+        let (mut tried, mut busy, mut last_error) = (0, 0, None);
+        let mut order = plan.order(&endpoints, &self.outliers);
+        let error = loop {
+            let Some(index) = order.next() else { break None };
+            if tried >= self.config.max_attempts {
+                break None;
+            }
+            if order.all_ejected() && tried == 0 && busy == 0 {
+                tracing::warn!(contract = %key, "every endpoint is ejected; trying all of them");
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break None;
+            }
+            let endpoint = &endpoints[index];
+            let attempt = self
+                .raw_attempt(&mut exchange, endpoint, client, scratch, self.config.try_timeout.min(remaining))
+                .await;
+            if !matches!(attempt, RawAttempt::Busy | RawAttempt::Refused(_) | RawAttempt::BodyGone) {
+                if tried > 0 {
+                    METRICS.failovers.inc();
+                }
+                tried += 1;
+            }
+            match attempt {
+                RawAttempt::Answered { upstream, authority, in_flight } => {
+                    METRICS.routed.inc();
+                    let keep = self.relay_raw(&exchange, upstream, &authority, in_flight, client, scratch).await;
+                    let next = if keep && head.keep_alive { Next::KeepAlive } else { Next::Close };
+                    return (next, consumed);
+                }
+                RawAttempt::Busy => busy += 1,
+                RawAttempt::Refused(refused) => last_error = Some(refused),
+                RawAttempt::BodyGone => break None,
+                RawAttempt::Unreachable(err) => last_error = Some(err),
+                RawAttempt::Failed(_) | RawAttempt::TimedOut if exchange.replayable => {}
+                RawAttempt::Failed(reason) => {
+                    break Some(ProxyError::EndpointFailed { address: endpoint.address.to_string(), reason });
+                }
+                RawAttempt::TimedOut => break Some(ProxyError::Timeout { address: endpoint.address.to_string() }),
+            }
+        };
+        let error = error.unwrap_or_else(|| {
+            if tried == 0 && busy > 0 && last_error.is_none() {
+                ProxyError::Overloaded { key: key.clone() }
+            } else {
+                ProxyError::Unreachable {
+                    key: key.clone(),
+                    attempts: tried,
+                    last_error: last_error.unwrap_or_default(),
+                }
+            }
+        });
+        // The body's unread part must leave the connection before the next request is read; a
+        // streamed body cannot be skipped reliably: the connection closes after the answer.
+        let skipped = exchange.streamed || self.skip_body(&exchange, client, scratch).await;
+        let keep = self.refuse(error, head, client, scratch).await && !exchange.streamed && skipped;
+        (if keep && head.keep_alive { Next::KeepAlive } else { Next::Close }, consumed)
+    }
+
+    /// Tries `endpoint` once: the head and the body sent, the response head read into
+    /// `scratch.response`.
+    async fn raw_attempt(
+        &self,
+        exchange: &mut Exchange<'_, '_, '_>,
+        endpoint: &Registration,
+        client: &mut TcpStream,
+        scratch: &mut Scratch,
+        deadline: std::time::Duration,
+    ) -> RawAttempt {
+        if self.outliers.in_flight(&endpoint.id) >= self.config.max_endpoint_requests {
+            tracing::warn!(endpoint = %endpoint.address, limit = self.config.max_endpoint_requests, "endpoint at its request limit; skipped");
+            return RawAttempt::Busy;
+        }
+        let target = match self.checked_target(endpoint) {
+            Ok(target) => target,
+            Err(refused) => {
+                tracing::warn!(endpoint = %endpoint.address, reason = %refused, "endpoint address refused");
+                return RawAttempt::Refused(refused);
+            }
+        };
+        if exchange.streamed {
+            return RawAttempt::BodyGone;
+        }
+        let Some(authority) = target.authority().map(|a| a.as_str().to_owned()) else {
+            return RawAttempt::Refused(format!("endpoint address {} has no host", endpoint.address));
+        };
+        write_request_head(exchange, &target, self.via_bytes(), &mut scratch.out);
+        let in_flight = self.outliers.start(&endpoint.id);
+        let sent = tokio::time::timeout(deadline, async {
+            let mut upstream = match self.raw.checkout(&authority) {
+                Some(stream) => stream,
+                None => self.raw.connect(&target).await.map_err(|err| (false, err))?,
+            };
+            let _ = upstream.set_nodelay(true);
+            scratch.response.clear();
+            send_and_read_head(exchange, &mut upstream, client, scratch).await.map_err(|err| (true, err))?;
+            Ok::<_, (bool, String)>(upstream)
+        })
+        .await;
+        match sent {
+            Ok(Ok(upstream)) => {
+                let mut headers = [httparse::EMPTY_HEADER; framing::MAX_HEADERS];
+                let status = match framing::response(&scratch.response, &mut headers, false) {
+                    ResponseFramed::Complete(head) => head.code,
+                    _ => 0,
+                };
+                if http::StatusCode::from_u16(status).is_ok_and(is_endpoint_failure) {
+                    self.note_failure(endpoint, "gateway error status");
+                } else {
+                    self.outliers.success(&endpoint.id);
+                }
+                RawAttempt::Answered { upstream, authority, in_flight }
+            }
+            Ok(Err((false, err))) => {
+                self.note_failure(endpoint, "unreachable");
+                tracing::debug!(endpoint = %endpoint.address, error = %err, "endpoint unreachable");
+                RawAttempt::Unreachable(err)
+            }
+            Ok(Err((true, err))) => {
+                self.note_failure(endpoint, "failed");
+                RawAttempt::Failed(err)
+            }
+            Err(_elapsed) => {
+                self.note_failure(endpoint, "timed out");
+                RawAttempt::TimedOut
+            }
+        }
+    }
+
+    fn via_bytes(&self) -> &[u8] {
+        self.via.as_bytes()
+    }
+
+    /// Relays the response whose head is in `scratch.response` to the client; whether both
+    /// connections ended the exchange cleanly (the client's may serve another request).
+    async fn relay_raw(
+        &self,
+        exchange: &Exchange<'_, '_, '_>,
+        mut upstream: TcpStream,
+        authority: &str,
+        in_flight: InFlight,
+        client: &mut TcpStream,
+        scratch: &mut Scratch,
+    ) -> bool {
+        let head_request = exchange.head.method == "HEAD";
+        let (body, keep_upstream, head_len) = {
+            let mut headers = [httparse::EMPTY_HEADER; framing::MAX_HEADERS];
+            match framing::response(&scratch.response, &mut headers, head_request) {
+                ResponseFramed::Complete(head) => {
+                    scratch.out.clear();
+                    write_response_head(&head, self.via_bytes(), exchange.head.keep_alive, &mut scratch.out);
+                    (head.body, head.keep_alive, head.len)
+                }
+                _ => return false,
+            }
+        };
+        scratch.response.advance(head_len);
+        let relayed = match body {
+            ResponseBody::Empty => client.write_all(&scratch.out).await.is_ok(),
+            ResponseBody::Length(length) => relay_length(length, &mut upstream, client, scratch).await,
+            ResponseBody::Chunked => relay_chunked(&mut upstream, client, scratch).await,
+            ResponseBody::UntilClose => relay_until_close(&mut upstream, client, scratch).await,
+        };
+        drop(in_flight);
+        if relayed && keep_upstream && scratch.response.is_empty() {
+            self.raw.checkin(authority, upstream);
+        }
+        relayed
+    }
+
+    /// Answers a request the loop took but could not route, as the hyper path answers it;
+    /// whether the answer was written.
+    async fn refuse(
+        &self,
+        error: ProxyError,
+        head: &framing::RequestHead<'_, '_>,
+        client: &mut TcpStream,
+        scratch: &mut Scratch,
+    ) -> bool {
+        tracing::debug!(error = %error, "request not routed");
+        METRICS.route_error(error.status_and_error().1);
+        if let Some(limit) = error.limit() {
+            METRICS.limit_hit(limit);
+        }
+        let token = head.value(&TOKEN_HEADER).and_then(|t| HeaderValue::from_bytes(t).ok());
+        let response = error.into_response(None, None, self.discloses_internals(token.as_ref()));
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        let out = &mut scratch.out;
+        out.clear();
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(parts.status.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
+        out.extend_from_slice(b"\r\n");
+        for (name, value) in &parts.headers {
+            push_field(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+        push_field(out, b"content-length", body.len().to_string().as_bytes());
+        push_field(out, b"date", httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
+        if !head.keep_alive {
+            push_field(out, b"connection", b"close");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&body);
+        client.write_all(out).await.is_ok()
+    }
+
+    /// Reads and drops the unread part of a request's body (not streamed to any endpoint);
+    /// whether it all arrived.
+    async fn skip_body(&self, exchange: &Exchange<'_, '_, '_>, client: &mut TcpStream, scratch: &mut Scratch) -> bool {
+        let held = (exchange.body_read.len() + scratch.body.len()) as u64;
+        let mut left = exchange.length - held;
+        let mut sink = [0u8; 4096];
+        while left > 0 {
+            let want = usize::try_from(left).unwrap_or(usize::MAX).min(sink.len());
+            match tokio::time::timeout(HEADER_READ_TIMEOUT, client.read(&mut sink[..want])).await {
+                Ok(Ok(n)) if n > 0 => left -= n as u64,
+                _ => return false,
+            }
+        }
+        true
+    }
+}
+
+/// Whether `buf` holds a whole request head (its first empty line, after CRLF or bare LF).
+fn head_complete(buf: &[u8]) -> bool {
+    memchr::memmem::find(buf, b"\n\r\n").is_some() || memchr::memmem::find(buf, b"\n\n").is_some()
+}
+
+/// Whether the request already went through this router (see `super::looped`).
+fn looped(headers: &[httparse::Header<'_>]) -> bool {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("via"))
+        .filter_map(|h| crate::h1::text(h.value))
+        .flat_map(|v| v.split(','))
+        .any(|hop| hop.trim() == VIA)
+}
+
+fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Whether a field is one the endpoint must not receive: hop-by-hop (RFC 9110 section 7.6.1,
+/// and those `Connection` lists), or Switchboard's own.
+fn not_forwarded(name: &str, listed: &[&str]) -> bool {
+    const HOP_BY_HOP: [&str; 9] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ];
+    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h)) || listed.iter().any(|l| name.eq_ignore_ascii_case(l))
+}
+
+/// The field names a message's `Connection` fields list.
+fn connection_listed<'b>(headers: &[httparse::Header<'b>]) -> Vec<&'b str> {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .filter_map(|h| crate::h1::text(h.value))
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+        .collect()
+}
+
+/// The head the endpoint at `target` receives: as `forward::endpoint_request` builds it for the
+/// hyper path (the same fields, values and joins), written as bytes, with the body's bytes read
+/// so far after it.
+fn write_request_head(exchange: &Exchange<'_, '_, '_>, target: &http::Uri, via: &[u8], out: &mut Vec<u8>) {
+    let head = exchange.head;
+    let incoming = http::uri::PathAndQuery::try_from(head.target).ok();
+    let path = forward::endpoint_path(exchange.addressing, target, incoming.as_ref());
+    let listed = connection_listed(head.headers);
+    out.clear();
+    out.extend_from_slice(head.method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path.as_str().as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let authority = target.authority().map_or("", |a| a.as_str());
+    push_field(out, b"host", authority.as_bytes());
+    let mut host = None;
+    let (mut forwarded_host, mut forwarded_for, mut via_seen, mut length_seen) = (false, None, None, false);
+    for header in head.headers {
+        let name = header.name;
+        if not_forwarded(name, &listed) || name.len() > 14 && name[..14].eq_ignore_ascii_case("x-switchboard-") {
+            continue;
+        }
+        if name.eq_ignore_ascii_case("host") {
+            host.get_or_insert(header.value);
+        } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+            forwarded_for.get_or_insert(header.value);
+        } else if name.eq_ignore_ascii_case("via") {
+            via_seen.get_or_insert(header.value);
+        } else if name.eq_ignore_ascii_case("x-forwarded-proto") {
+        } else if name.eq_ignore_ascii_case("content-length") {
+            // One length, the first as sent (hyper keeps only the first of equal ones).
+            if !std::mem::replace(&mut length_seen, true) {
+                push_field(out, b"content-length", header.value);
+            }
+        } else {
+            if name.eq_ignore_ascii_case("x-forwarded-host") {
+                forwarded_host = true;
+            }
+            push_field(out, name.as_bytes(), header.value);
+        }
+    }
+    if let Some(host) = host
+        && !forwarded_host
+    {
+        push_field(out, b"x-forwarded-host", host);
+    }
+    push_joined(out, b"x-forwarded-for", forwarded_for, exchange.peer.ip.as_bytes());
+    push_field(out, b"x-forwarded-proto", if exchange.peer.https { b"https" } else { b"http" });
+    push_joined(out, b"via", via_seen, via);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(exchange.body_read);
+}
+
+/// `name: existing, value`, as `forward::append_value` joins (the first existing field only).
+fn push_joined(out: &mut Vec<u8>, name: &[u8], existing: Option<&[u8]>, value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    if let Some(existing) = existing.filter(|e| !e.is_empty()) {
+        out.extend_from_slice(existing);
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The head the client receives: the endpoint's, minus hop-by-hop fields, with `Via` joined, a
+/// `Date` if it has none, chunked framing where the length is not known, and `Connection:
+/// close` when the client asked to close.
+fn write_response_head(head: &framing::ResponseHead<'_, '_>, via: &[u8], client_keeps: bool, out: &mut Vec<u8>) {
+    let listed = connection_listed(head.headers);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(head.code.to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(head.reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let (mut via_seen, mut date) = (None, false);
+    for header in head.headers {
+        let name = header.name;
+        if not_forwarded(name, &listed) {
+            continue;
+        }
+        if name.eq_ignore_ascii_case("via") {
+            via_seen.get_or_insert(header.value);
+            continue;
+        }
+        date |= name.eq_ignore_ascii_case("date");
+        push_field(out, name.as_bytes(), header.value);
+    }
+    push_joined(out, b"via", via_seen, via);
+    if !date {
+        push_field(out, b"date", httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
+    }
+    if matches!(head.body, ResponseBody::Chunked | ResponseBody::UntilClose) {
+        push_field(out, b"transfer-encoding", b"chunked");
+    }
+    if !client_keeps {
+        push_field(out, b"connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Sends the head (and the body read so far) in one write, streams the rest of the body, and
+/// reads the response head into `scratch.response`.
+async fn send_and_read_head(
+    exchange: &mut Exchange<'_, '_, '_>,
+    upstream: &mut TcpStream,
+    client: &mut TcpStream,
+    scratch: &mut Scratch,
+) -> Result<(), String> {
+    upstream.write_all(&scratch.out).await.map_err(|err| err.to_string())?;
+    if !scratch.body.is_empty() {
+        upstream.write_all(&scratch.body).await.map_err(|err| err.to_string())?;
+    }
+    let held = (exchange.body_read.len() + scratch.body.len()) as u64;
+    if held < exchange.length {
+        exchange.streamed = true;
+        let mut rest = (&mut *client).take(exchange.length - held);
+        let copied = tokio::io::copy(&mut rest, upstream).await.map_err(|err| err.to_string())?;
+        if copied < exchange.length - held {
+            return Err("the client closed before the end of the body".into());
+        }
+    }
+    // Informational heads are skipped here, so that the outlier rule judges the final status.
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; framing::MAX_HEADERS];
+        let informational = match framing::response(&scratch.response, &mut headers, exchange.head.method == "HEAD") {
+            ResponseFramed::Complete(_) => return Ok(()),
+            ResponseFramed::Informational(len) => Some(len),
+            ResponseFramed::Bad(why) => return Err(format!("the endpoint sent {why}")),
+            ResponseFramed::Partial => None,
+        };
+        if let Some(len) = informational {
+            scratch.response.advance(len);
+            continue;
+        }
+        if scratch.response.len() >= MAX_HEADER_BYTES {
+            return Err("the endpoint's response head is too large".into());
+        }
+        scratch.response.reserve(READ_SIZE);
+        match upstream.read_buf(&mut scratch.response).await {
+            Ok(0) => return Err("the connection closed before a whole answer".into()),
+            Ok(_) => {}
+            Err(err) => return Err(err.to_string()),
+        }
+    }
+}
+
+/// Relays a body of `length` bytes: what arrived with the head goes out with the client's head.
+async fn relay_length(length: u64, upstream: &mut TcpStream, client: &mut TcpStream, scratch: &mut Scratch) -> bool {
+    let first = usize::try_from(length).unwrap_or(usize::MAX).min(scratch.response.len());
+    scratch.out.extend_from_slice(&scratch.response[..first]);
+    scratch.response.advance(first);
+    if client.write_all(&scratch.out).await.is_err() {
+        return false;
+    }
+    let rest = length - first as u64;
+    if rest == 0 {
+        return true;
+    }
+    let mut body = upstream.take(rest);
+    matches!(tokio::io::copy(&mut body, client).await, Ok(copied) if copied == rest)
+}
+
+/// Relays a chunked body, re-chunked as it arrives; its trailers are dropped.
+async fn relay_chunked(upstream: &mut TcpStream, client: &mut TcpStream, scratch: &mut Scratch) -> bool {
+    let mut decoder = Chunked::default();
+    loop {
+        let Ok(read) = decoder.read(&scratch.response) else { return false };
+        for range in &read.data {
+            push_chunk(&mut scratch.out, &scratch.response[range.clone()]);
+        }
+        scratch.response.advance(read.consumed);
+        if read.done {
+            scratch.out.extend_from_slice(b"0\r\n\r\n");
+            return client.write_all(&scratch.out).await.is_ok();
+        }
+        if client.write_all(&scratch.out).await.is_err() {
+            return false;
+        }
+        scratch.out.clear();
+        scratch.response.reserve(READ_SIZE);
+        match upstream.read_buf(&mut scratch.response).await {
+            Ok(n) if n > 0 => {}
+            _ => return false,
+        }
+    }
+}
+
+/// Relays a body that ends when the endpoint closes, chunked to the client.
+async fn relay_until_close(upstream: &mut TcpStream, client: &mut TcpStream, scratch: &mut Scratch) -> bool {
+    loop {
+        if !scratch.response.is_empty() {
+            push_chunk(&mut scratch.out, &scratch.response);
+            scratch.response.clear();
+        }
+        if client.write_all(&scratch.out).await.is_err() {
+            return false;
+        }
+        scratch.out.clear();
+        scratch.response.reserve(READ_SIZE);
+        match upstream.read_buf(&mut scratch.response).await {
+            Ok(0) => return client.write_all(b"0\r\n\r\n").await.is_ok(),
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    out.extend_from_slice(format!("{:X}\r\n", data.len()).as_bytes());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}

@@ -1,0 +1,301 @@
+//! The data plane's own loop held to its hyper path. Every generated request is sent twice
+//! through a node: as it is (the own loop takes it) and with `X-Switchboard-Explain: 0` added
+//! (which changes nothing in routing or forwarding, and which the own loop hands to the hyper
+//! path). A recording endpoint answers both with the same generated response. The endpoint must
+//! receive the same request, and the client the same response, both ways: header order and the
+//! case of names aside, `Date` aside, bodies compared decoded.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use switchboard::h1::framing;
+use tokio::io::AsyncReadExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::net::TcpStream;
+
+use crate::harness::TestCluster;
+
+/// A request or response as compared: its first line, its fields (lowercase names, sorted,
+/// `Date` left out), its body decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Message {
+    line: String,
+    fields: Vec<(String, Vec<u8>)>,
+    body: Vec<u8>,
+}
+
+fn fields(headers: &[httparse::Header<'_>]) -> Vec<(String, Vec<u8>)> {
+    let mut fields: Vec<_> = headers
+        .iter()
+        .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
+        .filter(|(name, _)| name != "date")
+        .collect();
+    fields.sort();
+    fields
+}
+
+/// Reads a chunked body from `buf` and then `stream`; the decoded data.
+async fn read_chunked(buf: &mut Vec<u8>, stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut decoder = framing::Chunked::default();
+    let mut data = Vec::new();
+    loop {
+        let read = decoder.read(buf).ok()?;
+        for range in &read.data {
+            data.extend_from_slice(&buf[range.clone()]);
+        }
+        buf.drain(..read.consumed);
+        if read.done {
+            return Some(data);
+        }
+        let mut more = [0u8; 4096];
+        let n = stream.read(&mut more).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&more[..n]);
+    }
+}
+
+async fn read_more(buf: &mut Vec<u8>, stream: &mut TcpStream) -> bool {
+    let mut more = [0u8; 4096];
+    matches!(stream.read(&mut more).await, Ok(n) if n > 0 && { buf.extend_from_slice(&more[..n]); true })
+}
+
+/// An endpoint that records each request it reads and answers it with `script`.
+struct Recorder {
+    address: String,
+    seen: Arc<Mutex<Vec<Message>>>,
+    script: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Recorder {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("http://{}/svc", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let script = Arc::new(Mutex::new(Vec::new()));
+        let (seen2, script2) = (seen.clone(), script.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(Self::serve(stream, seen2.clone(), script2.clone()));
+            }
+        });
+        Self { address, seen, script }
+    }
+
+    async fn serve(mut stream: TcpStream, seen: Arc<Mutex<Vec<Message>>>, script: Arc<Mutex<Vec<u8>>>) {
+        let mut buf = Vec::new();
+        loop {
+            let (message, head_len, length) = loop {
+                let mut headers = [httparse::EMPTY_HEADER; 100];
+                if let framing::Framed::Complete(head) = framing::request(&buf, &mut headers) {
+                    let line = format!("{} {}", head.method, head.target);
+                    let length = match head.body {
+                        framing::Body::Length(n) => Some(n as usize),
+                        framing::Body::Chunked => None,
+                    };
+                    break (Message { line, fields: fields(head.headers), body: Vec::new() }, head.len, length);
+                }
+                if !read_more(&mut buf, &mut stream).await {
+                    return;
+                }
+            };
+            buf.drain(..head_len);
+            let body = match length {
+                Some(n) => {
+                    while buf.len() < n {
+                        if !read_more(&mut buf, &mut stream).await {
+                            return;
+                        }
+                    }
+                    buf.drain(..n).collect()
+                }
+                None => match read_chunked(&mut buf, &mut stream).await {
+                    Some(body) => body,
+                    None => return,
+                },
+            };
+            seen.lock().unwrap().push(Message { body, ..message });
+            let answer = script.lock().unwrap().clone();
+            if stream.write_all(&answer).await.is_err() {
+                return;
+            }
+            // A response without a length ends when the connection does.
+            let text = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+            let bodiless = text.contains("http/1.1 204") || text.contains("http/1.1 304");
+            if !text.contains("content-length") && !text.contains("transfer-encoding") && !bodiless {
+                let _ = stream.shutdown().await;
+                return;
+            }
+        }
+    }
+}
+
+/// Sends `request` on a new connection to `data` and reads one response.
+async fn exchange(data: &str, request: &[u8], head_request: bool) -> Message {
+    let mut stream = TcpStream::connect(data.trim_start_matches("http://")).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut buf = Vec::new();
+    let read = async {
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 100];
+            if let framing::ResponseFramed::Complete(head) = framing::response(&buf, &mut headers, head_request) {
+                let line = format!("{} {}", head.code, head.reason);
+                let message = Message { line, fields: fields(head.headers), body: Vec::new() };
+                let (len, body) = (head.len, head.body);
+                buf.drain(..len);
+                let body = match body {
+                    framing::ResponseBody::Empty => Vec::new(),
+                    framing::ResponseBody::Length(n) => {
+                        while buf.len() < n as usize {
+                            assert!(read_more(&mut buf, &mut stream).await, "the body ended early");
+                        }
+                        buf[..n as usize].to_vec()
+                    }
+                    framing::ResponseBody::Chunked => {
+                        read_chunked(&mut buf, &mut stream).await.expect("a chunked body")
+                    }
+                    framing::ResponseBody::UntilClose => {
+                        while read_more(&mut buf, &mut stream).await {}
+                        buf.clone()
+                    }
+                };
+                return Message { body, ..message };
+            }
+            assert!(read_more(&mut buf, &mut stream).await, "no response head: {:?}", String::from_utf8_lossy(&buf));
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read).await.expect("a response within 10 s")
+}
+
+/// Requests and responses from a fixed seed: methods, paths, forwarding and hop-by-hop fields,
+/// bodies; responses with a length, chunked, close-delimited, bodiless, with and without their
+/// own `Via` and `Date`.
+fn cases(n: usize) -> Vec<(String, Vec<u8>, Vec<u8>)> {
+    let mut rng = fastrand::Rng::with_seed(0x005b_0a4d);
+    let pick = |rng: &mut fastrand::Rng, from: &[&'static str]| from[rng.usize(..from.len())];
+    (0..n)
+        .map(|_| {
+            let method = pick(&mut rng, &["GET", "GET", "POST", "PUT", "DELETE", "HEAD"]);
+            let path = pick(&mut rng, &["/", "/a/b?x=1", "/svc", "/?q=%20"]);
+            let mut request = format!(
+                "{method} {path} HTTP/1.1\r\nHost: router.example\r\nX-Switchboard-Contract: urn:fast/IFast\r\n"
+            );
+            for field in [
+                "X-Forwarded-For: 10.1.1.1\r\n",
+                "Via: 1.0 lb\r\n",
+                "X-Forwarded-Proto: https\r\n",
+                "X-Forwarded-Host: public.example\r\n",
+                "Connection: keep-alive, X-Hop\r\nX-Hop: 1\r\n",
+                "Keep-Alive: timeout=5\r\n",
+                "TE: trailers\r\n",
+                "X-Switchboard-Other: 1\r\n",
+                "Accept: */*\r\nAccept: text/plain\r\n",
+                "User-Agent: t/1\r\n",
+                "Connection: close\r\n",
+            ] {
+                if rng.bool() {
+                    request.push_str(field);
+                }
+            }
+            let body = match rng.usize(..3) {
+                0 => String::new(),
+                1 => "hello".to_owned(),
+                _ => "x".repeat(rng.usize(1..40_000)),
+            };
+            if !body.is_empty() || method == "POST" {
+                request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+            }
+            request.push_str("\r\n");
+            request.push_str(&body);
+
+            let status = pick(
+                &mut rng,
+                &[
+                    "200 OK",
+                    "201 Created",
+                    "404 Not Found",
+                    "500 Internal Server Error",
+                    "200 Fine",
+                    "204 No Content",
+                    "302 Found",
+                    "304 Not Modified",
+                ],
+            );
+            let mut response = String::new();
+            if rng.u8(..8) == 0 {
+                response.push_str("HTTP/1.1 100 Continue\r\n\r\n");
+            }
+            response.push_str(&format!("HTTP/1.1 {status}\r\nServer: rec\r\nX-Id: 7\r\n"));
+            if rng.bool() {
+                response.push_str("Via: 1.1 backend\r\n");
+            }
+            if rng.bool() {
+                response.push_str("Date: Mon, 07 Dec 2026 10:00:00 GMT\r\n");
+            }
+            if rng.bool() {
+                response.push_str("Connection: X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=3\r\n");
+            }
+            let payload = "y".repeat(rng.usize(0..20_000));
+            if status.starts_with("204") || status.starts_with("304") {
+                response.push_str("\r\n");
+            } else {
+                match rng.usize(..3) {
+                    0 => response.push_str(&format!("Content-Length: {}\r\n\r\n{payload}", payload.len())),
+                    1 => {
+                        response.push_str("Transfer-Encoding: chunked\r\n\r\n");
+                        for part in payload.as_bytes().chunks(7_000) {
+                            response.push_str(&format!(
+                                "{:x};e=1\r\n{}\r\n",
+                                part.len(),
+                                String::from_utf8_lossy(part)
+                            ));
+                        }
+                        response.push_str("0\r\n\r\n");
+                    }
+                    _ => response.push_str(&format!("\r\n{payload}")),
+                }
+            }
+            (method.to_owned(), request.into_bytes(), response.into_bytes())
+        })
+        .collect()
+}
+
+/// `request` with `X-Switchboard-Explain: 0` after its request line.
+fn via_hyper(request: &[u8]) -> Vec<u8> {
+    let line_end = request.iter().position(|&b| b == b'\n').unwrap() + 1;
+    [&request[..line_end], b"X-Switchboard-Explain: 0\r\n", &request[line_end..]].concat()
+}
+
+const CASES: usize = 200;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_own_loop_sends_and_answers_every_generated_exchange_as_the_hyper_path_does() {
+    let cluster = TestCluster::start(1);
+    cluster.wait_stable().await;
+    let recorder = Recorder::start().await;
+    cluster.register_all(1, "urn:fast", "IFast", std::slice::from_ref(&recorder.address)).await;
+    let data = cluster.data(1);
+    let mut compared = 0;
+    for (method, request, response) in cases(CASES) {
+        *recorder.script.lock().unwrap() = response.clone();
+        let head = method == "HEAD";
+        let fast = exchange(&data, &request, head).await;
+        let hyper = exchange(&data, &via_hyper(&request), head).await;
+        let seen: Vec<Message> = std::mem::take(&mut *recorder.seen.lock().unwrap());
+        let show = |bytes: &[u8]| String::from_utf8_lossy(&bytes[..bytes.len().min(400)]).into_owned();
+        assert_eq!(seen.len(), 2, "the endpoint got {} requests for\n{}", seen.len(), show(&request));
+        assert_eq!(seen[0], seen[1], "the endpoint got different requests for\n{}", show(&request));
+        assert_eq!(
+            fast,
+            hyper,
+            "the client got different responses for\n{}\nanswered\n{}",
+            show(&request),
+            show(&response)
+        );
+        compared += 1;
+    }
+    assert_eq!(compared, CASES);
+}
