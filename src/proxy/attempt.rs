@@ -36,6 +36,9 @@ pub enum Attempt {
     Unreachable(String),
     /// Sent, at least in part, and the exchange broke: the endpoint may have acted on it.
     Failed(String),
+    /// Sent in part: the client's body broke (a malformed chunk, the client gone), which says
+    /// nothing about the endpoint.
+    ClientBody(String),
     /// Sent, and no answer came within the deadline.
     TimedOut(Duration),
 }
@@ -77,6 +80,7 @@ impl DataPlane {
         };
         let splice = to.splice_for(endpoint).ok();
         let spliced = splice.is_some();
+        let body_of_try = body;
         let Some(body) = body.for_try(splice) else { return Attempt::BodyGone };
         let mut request = forward::endpoint_request(parts, &target, *addressing, body, remote, &self.via);
         if spliced
@@ -100,6 +104,8 @@ impl DataPlane {
                 tracing::debug!(endpoint = %endpoint.address, error = %err, "endpoint unreachable");
                 Attempt::Unreachable(err.to_string())
             }
+            // Neither a failure nor a success of the endpoint: the outlier rule is not told.
+            Ok(Err(err)) if body_of_try.client_failed() => Attempt::ClientBody(err.to_string()),
             Ok(Err(err)) => {
                 self.note_failure(endpoint, "failed");
                 Attempt::Failed(err.to_string())

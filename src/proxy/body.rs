@@ -9,6 +9,8 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
 use std::task::Context;
 use std::task::Poll;
 
@@ -50,7 +52,7 @@ pub struct Splice {
 
 impl Splice {
     /// How many bytes longer (or shorter) the body becomes.
-    fn growth(&self) -> i64 {
+    pub(crate) fn growth(&self) -> i64 {
         self.with.len() as i64 - self.range.len() as i64
     }
 
@@ -67,13 +69,20 @@ impl Splice {
     }
 }
 
-/// A body shared by the tries of one request.
+/// A body shared by the tries of one request, and whether the client broke it (a malformed
+/// chunk, a connection closed early): then a failed try is the client's fault, not the
+/// endpoint's.
 #[derive(Debug, Clone)]
-pub struct SharedBody(Arc<Mutex<Option<RequestBody>>>);
+pub struct SharedBody(Arc<Mutex<Option<RequestBody>>>, Arc<AtomicBool>);
 
 impl SharedBody {
     pub fn new(body: RequestBody) -> Self {
-        Self(Arc::new(Mutex::new(Some(body))))
+        Self(Arc::new(Mutex::new(Some(body))), Arc::default())
+    }
+
+    /// Whether the client's body broke while a try sent it.
+    pub fn client_failed(&self) -> bool {
+        self.1.load(Ordering::Relaxed)
     }
 
     /// A body for the next try, with `splice` applied to the bytes read already, or `None`
@@ -158,6 +167,9 @@ impl Body for TryBody {
                 }
                 State::Streaming(mut rest) => {
                     let polled = Pin::new(&mut rest).poll_frame(cx);
+                    if matches!(polled, Poll::Ready(Some(Err(_)))) {
+                        self.shared.1.store(true, Ordering::Relaxed);
+                    }
                     if !matches!(polled, Poll::Ready(None)) {
                         self.state = State::Streaming(rest);
                     }

@@ -170,7 +170,10 @@ async fn call(
             Ok(status)
         }
         Attempt::Busy => Err(format!("endpoint at its request limit ({})", plane.config.max_endpoint_requests)),
-        Attempt::Refused(reason) | Attempt::Unreachable(reason) | Attempt::Failed(reason) => Err(reason),
+        Attempt::Refused(reason)
+        | Attempt::Unreachable(reason)
+        | Attempt::Failed(reason)
+        | Attempt::ClientBody(reason) => Err(reason),
         Attempt::BodyGone => Err("body unavailable".into()),
         Attempt::TimedOut(after) => Err(format!("no answer within {} ms", after.as_millis())),
     }

@@ -2,19 +2,21 @@
 //! reads each request head with `httparse` into one reused buffer, resolves its contract through
 //! the same functions as the hyper path (they read the head through [`HeaderView`]), and
 //! exchanges it with an endpoint over a pooled plain connection: the head forwarded as sent,
-//! minus hop-by-hop and `X-Switchboard-*` fields, plus the forwarding fields, in one write; the
-//! body streamed (or held for a retry when the contract is idempotent and it is small); the
-//! response relayed as it arrives, with `Via` added, re-chunked where its length is not known.
+//! minus hop-by-hop and `X-Switchboard-*` fields, plus the forwarding fields, in one write with
+//! the body; a body up to [`SMALL_BODY`] read whole first (a SOAP envelope is scanned in place and
+//! its `To` replaced per endpoint; an idempotent request can be sent again), a larger one
+//! streamed; the response relayed as it arrives, with `Via` added, re-chunked where its length
+//! is not known.
 //!
 //! It takes only the common case and leaves everything else to the hyper path, with the bytes it
 //! read, before it has consumed anything of the request: a head that `h1::framing` does not read
-//! as hyper would, chunked request bodies, SOAP messages (their envelope is read on the hyper
-//! path), broadcasts, `X-Switchboard-Explain`, loops, oversized heads, a WSDL fetched through a
-//! bound path, a contract with an `https` endpoint, and any request the resolution refuses (so
-//! every refusal is written once, by the hyper path). What it takes follows the hyper path's
-//! rules exactly: the try order, the request limit per endpoint, the failover rule (retry only
-//! if never sent, or idempotent with the body kept), the outlier rule, the deadlines, the errors
-//! and the metrics.
+//! as hyper would, chunked request bodies, a SOAP message larger than the envelope scan bound,
+//! broadcasts, `X-Switchboard-Explain`, loops, oversized heads, a WSDL fetched through a bound
+//! path, a contract with an `https` endpoint, and any request the resolution refuses (so every
+//! refusal is written once, by the hyper path). What it takes follows the hyper path's rules
+//! exactly: the try order, the request limit per endpoint, the failover rule (retry only if never
+//! sent, or idempotent with the body kept), the outlier rule, the deadlines, the errors and the
+//! metrics. `tests/cluster/fastpath.rs` holds the two paths to each other.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,8 +34,10 @@ use super::DELIVERY_HEADER;
 use super::DataPlane;
 use super::REPLAY_BUFFER;
 use super::TOKEN_HEADER;
+use super::ToHeader;
 use super::VIA;
 use super::attempt::is_endpoint_failure;
+use super::body::Splice;
 use super::contract;
 use super::contract::Decision;
 use super::contract::Source;
@@ -57,9 +61,15 @@ use crate::serve::HEADER_READ_TIMEOUT;
 use crate::serve::MAX_HEADER_BYTES;
 use crate::serve::OwnLoop;
 use crate::serve::Peer;
+use crate::soap::envelope::ENVELOPE_SCAN_CAP;
 
 /// How much is read from a socket at a time.
 const READ_SIZE: usize = 16 * 1024;
+
+/// Bodies up to this size are read whole before the request is routed (as nginx buffers
+/// request bodies): a SOAP envelope is scanned in place, and an idempotent request can be sent
+/// again. Larger ones stream.
+const SMALL_BODY: u64 = REPLAY_BUFFER as u64;
 
 /// The own loop of a data plane, for `serve::serve_with`.
 #[derive(Debug)]
@@ -87,6 +97,8 @@ enum Next {
     Close,
     /// Not taken: the hyper path reads it, from the same bytes.
     Hyper,
+    /// A small body is not all here: read until the buffer holds this many bytes, then again.
+    NeedBody(usize),
 }
 
 /// Buffers reused across the requests of one connection.
@@ -95,20 +107,20 @@ struct Scratch {
     out: Vec<u8>,
     /// What the endpoint sent that is not relayed yet.
     response: BytesMut,
-    /// The rest of a small body of an idempotent request, held for a retry.
-    body: Vec<u8>,
 }
 
 /// A request as the loop forwards it.
 struct Exchange<'a, 'b, 'h> {
     head: &'a framing::RequestHead<'b, 'h>,
-    /// The body's bytes already read (at most its length).
+    /// The body's bytes already read (all of a small body, at most its length).
     body_read: &'a [u8],
     /// Its length.
     length: u64,
     addressing: Addressing,
+    /// The message's WS-Addressing `To` and what becomes of it.
+    to: ToHeader,
     peer: &'a Peer,
-    /// The whole body is in `body_read` and `Scratch::body`: it can be sent again.
+    /// The whole body is held and the contract is idempotent: it can be sent again.
     replayable: bool,
     /// The body's unread part was streamed to an endpoint: no other may get the request.
     streamed: bool,
@@ -116,12 +128,18 @@ struct Exchange<'a, 'b, 'h> {
 
 /// What one try came to (see `attempt::Attempt`, which this follows case by case).
 enum RawAttempt {
-    Answered { upstream: TcpStream, authority: String, in_flight: InFlight },
+    Answered {
+        upstream: TcpStream,
+        authority: String,
+        in_flight: InFlight,
+    },
     Busy,
     Refused(String),
     BodyGone,
     Unreachable(String),
     Failed(String),
+    /// The client's body broke while it streamed (see `attempt::Attempt::ClientBody`).
+    ClientBody(String),
     TimedOut,
 }
 
@@ -133,8 +151,7 @@ impl DataPlane {
         stop: CancellationToken,
     ) -> Option<(TcpStream, BytesMut)> {
         let mut buf = BytesMut::with_capacity(READ_SIZE);
-        let mut scratch =
-            Scratch { out: Vec::with_capacity(4096), response: BytesMut::with_capacity(READ_SIZE), body: Vec::new() };
+        let mut scratch = Scratch { out: Vec::with_capacity(4096), response: BytesMut::with_capacity(READ_SIZE) };
         loop {
             // A whole head: its end is the first empty line.
             let deadline = tokio::time::Instant::now() + HEADER_READ_TIMEOUT;
@@ -159,7 +176,12 @@ impl DataPlane {
                     Framed::Complete(head) => head,
                     Framed::Partial | Framed::Refused(_) | Framed::Unusual(_) => return Some((client, buf)),
                 };
-                self.exchange(&head, &buf, &mut client, &peer, &mut scratch).await
+                match head.body {
+                    Body::Length(length) if length <= SMALL_BODY && buf.len() < head.len + length as usize => {
+                        (Next::NeedBody(head.len + length as usize), 0)
+                    }
+                    _ => self.exchange(&head, &buf, &mut client, &peer, &mut scratch).await,
+                }
             };
             match next {
                 Next::Hyper => return Some((client, buf)),
@@ -168,6 +190,19 @@ impl DataPlane {
                     return None;
                 }
                 Next::KeepAlive => buf.advance(consumed),
+                Next::NeedBody(want) => {
+                    // A small body is read whole before the request is routed (so that it can
+                    // be scanned and sent again); one that does not come in time goes to hyper.
+                    while buf.len() < want {
+                        buf.reserve(want - buf.len());
+                        match tokio::time::timeout(HEADER_READ_TIMEOUT, client.read_buf(&mut buf)).await {
+                            Ok(Ok(0)) | Ok(Err(_)) => return None,
+                            Ok(Ok(_)) => {}
+                            Err(_) => return Some((client, buf)),
+                        }
+                    }
+                    continue;
+                }
             }
             if stop.is_cancelled() {
                 return None;
@@ -195,17 +230,37 @@ impl DataPlane {
             return (Next::Hyper, 0);
         }
         let Ok(hints) = contract::hints(head) else { return (Next::Hyper, 0) };
-        if hints.soap {
-            return (Next::Hyper, 0);
-        }
         let (path, query) = match head.target.split_once('?') {
             Some((path, query)) => (path, Some(query)),
             None => (head.target, None),
         };
         let Ok(method) = http::Method::from_bytes(head.method.as_bytes()) else { return (Next::Hyper, 0) };
+        let in_buf = usize::try_from(length).unwrap_or(usize::MAX).min(buf.len() - head.len);
+        let body_read = &buf[head.len..head.len + in_buf];
+        let whole = in_buf as u64 == length;
         let applied = self.view.load();
-        let Ok(Decision::Route(key, source)) = contract::decide(&hints, path, None, &applied.state) else {
-            return (Next::Hyper, 0);
+        let early = match contract::decide(&hints, path, None, &applied.state) {
+            Ok(Decision::Route(key, source)) => Some((key, source)),
+            Ok(Decision::ReadEnvelope) => None,
+            Err(_) => return (Next::Hyper, 0),
+        };
+        // A SOAP message is routed here only with its whole body, scanned as the hyper path
+        // scans it; its refusals are left to the hyper path, which answers them once.
+        let (key, source, envelope, wsa) = if hints.soap {
+            if !whole || length > ENVELOPE_SCAN_CAP as u64 {
+                return (Next::Hyper, 0);
+            }
+            let outcome = contract::read::scan_whole(hints.multipart.clone(), body_read);
+            let wsa = outcome.as_ref().ok().and_then(|read| read.addressing);
+            match contract::read::after_scan(&hints, path, outcome, early, &applied.state) {
+                Ok((key, source, envelope)) => (key, source, envelope, wsa),
+                Err(_) => return (Next::Hyper, 0),
+            }
+        } else {
+            match early {
+                Some((key, source)) => (key, source, None, None),
+                None => return (Next::Hyper, 0),
+            }
         };
         if source == Source::Path && wsdl::asks_wsdl(&method, query) {
             return (Next::Hyper, 0);
@@ -223,29 +278,18 @@ impl DataPlane {
         if panic {
             METRICS.health_panics.inc();
         }
-        let in_buf = usize::try_from(length).unwrap_or(usize::MAX).min(buf.len() - head.len);
-        let body_read = &buf[head.len..head.len + in_buf];
-        scratch.body.clear();
-        let mut replayable = policy.idempotent && in_buf as u64 == length;
-        if policy.idempotent && !replayable && length <= REPLAY_BUFFER as u64 {
-            // Held whole, so that a failed try can be sent again.
-            let rest = (length - in_buf as u64) as usize;
-            scratch.body.resize(rest, 0);
-            if client.read_exact(&mut scratch.body).await.is_err() {
-                return (Next::Close, 0);
-            }
-            replayable = true;
-        }
         let consumed = head.len + in_buf;
         let mut exchange = Exchange {
             head,
             body_read,
             length,
-            addressing: Addressing::of(false, source == Source::Path, &method, query),
+            addressing: Addressing::of(hints.soap, source == Source::Path, &method, query),
+            to: ToHeader::of(envelope.as_ref(), &policy),
             peer,
-            replayable,
+            replayable: policy.idempotent && whole,
             streamed: false,
         };
+        let soap = hints.soap.then(|| crate::soap::soap_version(head)).flatten();
 
         let plan = select::plan(&policy, &key, &endpoints, head, &self.cursors, &self.outliers);
         let deadline = Instant::now() + self.config.total_timeout;
@@ -284,6 +328,7 @@ impl DataPlane {
                 RawAttempt::Refused(refused) => last_error = Some(refused),
                 RawAttempt::BodyGone => break None,
                 RawAttempt::Unreachable(err) => last_error = Some(err),
+                RawAttempt::ClientBody(reason) => break Some(ProxyError::RequestBody(reason)),
                 RawAttempt::Failed(_) | RawAttempt::TimedOut if exchange.replayable => {}
                 RawAttempt::Failed(reason) => {
                     break Some(ProxyError::EndpointFailed { address: endpoint.address.to_string(), reason });
@@ -304,8 +349,8 @@ impl DataPlane {
         });
         // The body's unread part must leave the connection before the next request is read; a
         // streamed body cannot be skipped reliably: the connection closes after the answer.
-        let skipped = exchange.streamed || self.skip_body(&exchange, client, scratch).await;
-        let keep = self.refuse(error, head, client, scratch).await && !exchange.streamed && skipped;
+        let skipped = exchange.streamed || self.skip_body(&exchange, client).await;
+        let keep = self.refuse(error, head, soap, wsa, client, scratch).await && !exchange.streamed && skipped;
         (if keep && head.keep_alive { Next::KeepAlive } else { Next::Close }, consumed)
     }
 
@@ -336,17 +381,18 @@ impl DataPlane {
         let Some(authority) = target.authority().map(|a| a.as_str().to_owned()) else {
             return RawAttempt::Refused(format!("endpoint address {} has no host", endpoint.address));
         };
-        write_request_head(exchange, &target, self.via_bytes(), &mut scratch.out);
+        let splice = exchange.to.splice_for(endpoint).ok();
+        write_request(exchange, &target, splice.as_ref(), self.via_bytes(), &mut scratch.out);
         let in_flight = self.outliers.start(&endpoint.id);
         let sent = tokio::time::timeout(deadline, async {
             let mut upstream = match self.raw.checkout(&authority) {
                 Some(stream) => stream,
-                None => self.raw.connect(&target).await.map_err(|err| (false, err))?,
+                None => self.raw.connect(&target).await.map_err(Fault::Unreachable)?,
             };
             let _ = upstream.set_nodelay(true);
             scratch.response.clear();
-            send_and_read_head(exchange, &mut upstream, client, scratch).await.map_err(|err| (true, err))?;
-            Ok::<_, (bool, String)>(upstream)
+            send_and_read_head(exchange, &mut upstream, client, scratch).await?;
+            Ok::<_, Fault>(upstream)
         })
         .await;
         match sent {
@@ -363,12 +409,14 @@ impl DataPlane {
                 }
                 RawAttempt::Answered { upstream, authority, in_flight }
             }
-            Ok(Err((false, err))) => {
+            // The client's body broke: nothing to say about the endpoint.
+            Ok(Err(Fault::Client(err))) => RawAttempt::ClientBody(err),
+            Ok(Err(Fault::Unreachable(err))) => {
                 self.note_failure(endpoint, "unreachable");
                 tracing::debug!(endpoint = %endpoint.address, error = %err, "endpoint unreachable");
                 RawAttempt::Unreachable(err)
             }
-            Ok(Err((true, err))) => {
+            Ok(Err(Fault::Endpoint(err))) => {
                 self.note_failure(endpoint, "failed");
                 RawAttempt::Failed(err)
             }
@@ -426,6 +474,8 @@ impl DataPlane {
         &self,
         error: ProxyError,
         head: &framing::RequestHead<'_, '_>,
+        soap: Option<crate::soap::SoapVersion>,
+        wsa: Option<&'static str>,
         client: &mut TcpStream,
         scratch: &mut Scratch,
     ) -> bool {
@@ -435,7 +485,7 @@ impl DataPlane {
             METRICS.limit_hit(limit);
         }
         let token = head.value(&TOKEN_HEADER).and_then(|t| HeaderValue::from_bytes(t).ok());
-        let response = error.into_response(None, None, self.discloses_internals(token.as_ref()));
+        let response = error.into_response(soap, wsa, self.discloses_internals(token.as_ref()));
         let (parts, body) = response.into_parts();
         let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
         let out = &mut scratch.out;
@@ -460,9 +510,8 @@ impl DataPlane {
 
     /// Reads and drops the unread part of a request's body (not streamed to any endpoint);
     /// whether it all arrived.
-    async fn skip_body(&self, exchange: &Exchange<'_, '_, '_>, client: &mut TcpStream, scratch: &mut Scratch) -> bool {
-        let held = (exchange.body_read.len() + scratch.body.len()) as u64;
-        let mut left = exchange.length - held;
+    async fn skip_body(&self, exchange: &Exchange<'_, '_, '_>, client: &mut TcpStream) -> bool {
+        let mut left = exchange.length - exchange.body_read.len() as u64;
         let mut sink = [0u8; 4096];
         while left > 0 {
             let want = usize::try_from(left).unwrap_or(usize::MAX).min(sink.len());
@@ -526,10 +575,16 @@ fn connection_listed<'b>(headers: &[httparse::Header<'b>]) -> Vec<&'b str> {
         .collect()
 }
 
-/// The head the endpoint at `target` receives: as `forward::endpoint_request` builds it for the
-/// hyper path (the same fields, values and joins), written as bytes, with the body's bytes read
-/// so far after it.
-fn write_request_head(exchange: &Exchange<'_, '_, '_>, target: &http::Uri, via: &[u8], out: &mut Vec<u8>) {
+/// The request the endpoint at `target` receives, head and the body read so far: as
+/// `forward::endpoint_request` builds it for the hyper path (the same fields, values and
+/// joins), with the `To` text replaced by `splice` (and the length with it).
+fn write_request(
+    exchange: &Exchange<'_, '_, '_>,
+    target: &http::Uri,
+    splice: Option<&Splice>,
+    via: &[u8],
+    out: &mut Vec<u8>,
+) {
     let head = exchange.head;
     let incoming = http::uri::PathAndQuery::try_from(head.target).ok();
     let path = forward::endpoint_path(exchange.addressing, target, incoming.as_ref());
@@ -556,9 +611,16 @@ fn write_request_head(exchange: &Exchange<'_, '_, '_>, target: &http::Uri, via: 
             via_seen.get_or_insert(header.value);
         } else if name.eq_ignore_ascii_case("x-forwarded-proto") {
         } else if name.eq_ignore_ascii_case("content-length") {
-            // One length, the first as sent (hyper keeps only the first of equal ones).
+            // One length, the first as sent (hyper keeps only the first of equal ones), or the
+            // length of the body with its `To` replaced.
             if !std::mem::replace(&mut length_seen, true) {
-                push_field(out, b"content-length", header.value);
+                match splice {
+                    Some(splice) => {
+                        let length = exchange.length as i64 + splice.growth();
+                        push_field(out, b"content-length", length.to_string().as_bytes());
+                    }
+                    None => push_field(out, b"content-length", header.value),
+                }
             }
         } else {
             if name.eq_ignore_ascii_case("x-forwarded-host") {
@@ -576,7 +638,14 @@ fn write_request_head(exchange: &Exchange<'_, '_, '_>, target: &http::Uri, via: 
     push_field(out, b"x-forwarded-proto", if exchange.peer.https { b"https" } else { b"http" });
     push_joined(out, b"via", via_seen, via);
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(exchange.body_read);
+    match splice {
+        Some(splice) if splice.range.end <= exchange.body_read.len() => {
+            out.extend_from_slice(&exchange.body_read[..splice.range.start]);
+            out.extend_from_slice(&splice.with);
+            out.extend_from_slice(&exchange.body_read[splice.range.end..]);
+        }
+        _ => out.extend_from_slice(exchange.body_read),
+    }
 }
 
 /// `name: existing, value`, as `forward::append_value` joins (the first existing field only).
@@ -627,6 +696,13 @@ fn write_response_head(head: &framing::ResponseHead<'_, '_>, via: &[u8], client_
     out.extend_from_slice(b"\r\n");
 }
 
+/// Why a try got no answer: no connection, the endpoint's fault, or the client's.
+enum Fault {
+    Unreachable(String),
+    Endpoint(String),
+    Client(String),
+}
+
 /// Sends the head (and the body read so far) in one write, streams the rest of the body, and
 /// reads the response head into `scratch.response`.
 async fn send_and_read_head(
@@ -634,27 +710,35 @@ async fn send_and_read_head(
     upstream: &mut TcpStream,
     client: &mut TcpStream,
     scratch: &mut Scratch,
-) -> Result<(), String> {
-    upstream.write_all(&scratch.out).await.map_err(|err| err.to_string())?;
-    if !scratch.body.is_empty() {
-        upstream.write_all(&scratch.body).await.map_err(|err| err.to_string())?;
-    }
-    let held = (exchange.body_read.len() + scratch.body.len()) as u64;
-    if held < exchange.length {
+) -> Result<(), Fault> {
+    let endpoint = |err: std::io::Error| Fault::Endpoint(err.to_string());
+    upstream.write_all(&scratch.out).await.map_err(endpoint)?;
+    let mut left = exchange.length - exchange.body_read.len() as u64;
+    if left > 0 {
+        // The rest of a large body, as it comes: the client's faults told from the endpoint's.
         exchange.streamed = true;
-        let mut rest = (&mut *client).take(exchange.length - held);
-        let copied = tokio::io::copy(&mut rest, upstream).await.map_err(|err| err.to_string())?;
-        if copied < exchange.length - held {
-            return Err("the client closed before the end of the body".into());
+        scratch.response.clear();
+        while left > 0 {
+            scratch.response.reserve(READ_SIZE);
+            let want = usize::try_from(left).unwrap_or(usize::MAX).min(READ_SIZE);
+            let mut limited = (&mut *client).take(want as u64);
+            match limited.read_buf(&mut scratch.response).await {
+                Ok(0) => return Err(Fault::Client("the client closed before the end of the body".into())),
+                Ok(n) => left -= n as u64,
+                Err(err) => return Err(Fault::Client(err.to_string())),
+            }
+            upstream.write_all(&scratch.response).await.map_err(endpoint)?;
+            scratch.response.clear();
         }
     }
+    let endpoint = |err: String| Fault::Endpoint(err);
     // Informational heads are skipped here, so that the outlier rule judges the final status.
     loop {
         let mut headers = [httparse::EMPTY_HEADER; framing::MAX_HEADERS];
         let informational = match framing::response(&scratch.response, &mut headers, exchange.head.method == "HEAD") {
             ResponseFramed::Complete(_) => return Ok(()),
             ResponseFramed::Informational(len) => Some(len),
-            ResponseFramed::Bad(why) => return Err(format!("the endpoint sent {why}")),
+            ResponseFramed::Bad(why) => return Err(endpoint(format!("the endpoint sent {why}"))),
             ResponseFramed::Partial => None,
         };
         if let Some(len) = informational {
@@ -662,13 +746,13 @@ async fn send_and_read_head(
             continue;
         }
         if scratch.response.len() >= MAX_HEADER_BYTES {
-            return Err("the endpoint's response head is too large".into());
+            return Err(endpoint("the endpoint's response head is too large".into()));
         }
         scratch.response.reserve(READ_SIZE);
         match upstream.read_buf(&mut scratch.response).await {
-            Ok(0) => return Err("the connection closed before a whole answer".into()),
+            Ok(0) => return Err(endpoint("the connection closed before a whole answer".into())),
             Ok(_) => {}
-            Err(err) => return Err(err.to_string()),
+            Err(err) => return Err(endpoint(err.to_string())),
         }
     }
 }

@@ -391,6 +391,7 @@ impl DataPlane {
                 Attempt::BodyGone => break,
                 // Nothing was sent: the next endpoint gets the request, whatever the contract.
                 Attempt::Unreachable(err) => last_error = Some(err),
+                Attempt::ClientBody(reason) => return Err(ProxyError::RequestBody(reason)),
                 Attempt::Failed(_) | Attempt::TimedOut(_) if replayable => {}
                 Attempt::Failed(reason) => {
                     return Err(ProxyError::EndpointFailed { address: endpoint.address.to_string(), reason });

@@ -117,8 +117,13 @@ impl Recorder {
                     None => return,
                 },
             };
+            let target = message.line.split_once(' ').map_or(String::new(), |(_, target)| target.to_owned());
             seen.lock().unwrap().push(Message { body, ..message });
-            let answer = script.lock().unwrap().clone();
+            let mut answer = script.lock().unwrap().clone();
+            if answer.is_empty() {
+                // Without a script: the target, echoed.
+                answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{target}", target.len()).into_bytes();
+            }
             if stream.write_all(&answer).await.is_err() {
                 return;
             }
@@ -298,4 +303,166 @@ async fn the_own_loop_sends_and_answers_every_generated_exchange_as_the_hyper_pa
         compared += 1;
     }
     assert_eq!(compared, CASES);
+}
+
+/// Reads everything the node sends on `stream` until it closes or `quiet` passes without a byte.
+async fn drain(stream: &mut TcpStream, quiet: Duration) -> Vec<u8> {
+    let mut all = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(Ok(n)) = tokio::time::timeout(quiet, stream.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        all.extend_from_slice(&buf[..n]);
+    }
+    all
+}
+
+/// The statuses of the responses in `bytes`, in order.
+fn statuses(bytes: &[u8]) -> Vec<u16> {
+    let text = String::from_utf8_lossy(bytes);
+    text.match_indices("HTTP/1.1 ").filter_map(|(at, _)| text.get(at + 9..at + 12)?.parse().ok()).collect()
+}
+
+/// What the endpoint received while `send` ran, up to a sentinel request sent after it on a new
+/// connection (so that everything the case made the node forward has arrived).
+async fn received_for(recorder: &Recorder, data: &str, bytes: &[u8]) -> (Received, Vec<u16>) {
+    recorder.seen.lock().unwrap().clear();
+    let mut stream = TcpStream::connect(data.trim_start_matches("http://")).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let answered = drain(&mut stream, Duration::from_millis(1500)).await;
+    drop(stream);
+    let sentinel = b"GET /sentinel HTTP/1.1\r\nX-Switchboard-Contract: urn:fast/IFast\r\n\r\n";
+    let echoed = exchange(data, sentinel, false).await;
+    assert_eq!(echoed.body, b"/svc/sentinel", "the sentinel came back");
+    let seen = recorder.seen.lock().unwrap().clone();
+    let (sentinel, case): (Vec<_>, Vec<_>) = seen.into_iter().partition(|m| m.line == "GET /svc/sentinel");
+    assert_eq!(sentinel.len(), 1);
+    (case.into_iter().map(|m| (m.line, m.body)).collect(), statuses(&answered))
+}
+
+/// What the endpoint received: each request's line and body.
+type Received = Vec<(String, Vec<u8>)>;
+
+const CONTRACT: &str = "X-Switchboard-Contract: urn:fast/IFast\r\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelined_requests_are_answered_in_order_across_a_hand_over_to_hyper() {
+    let cluster = TestCluster::start(1);
+    cluster.wait_stable().await;
+    let recorder = Recorder::start().await;
+    cluster.register_all(1, "urn:fast", "IFast", std::slice::from_ref(&recorder.address)).await;
+    // The loop answers the first, hyper the second (chunked) and the rest of the connection.
+    let bytes = format!(
+        "GET /one HTTP/1.1\r\n{CONTRACT}\r\nPOST /two HTTP/1.1\r\n{CONTRACT}Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
+         GET /three HTTP/1.1\r\n{CONTRACT}Connection: close\r\n\r\n"
+    );
+    let (seen, statuses) = received_for(&recorder, &cluster.data(1), bytes.as_bytes()).await;
+    let expected: Received = vec![
+        ("GET /svc/one".into(), vec![]),
+        ("POST /svc/two".into(), b"abc".to_vec()),
+        ("GET /svc/three".into(), vec![]),
+    ];
+    assert_eq!(seen, expected);
+    assert_eq!(statuses, [200, 200, 200]);
+}
+
+/// Each case embeds a request (`/smuggled`) where a parser that frames the message differently
+/// from RFC 9112 would find one; the endpoint must receive exactly what the client framed.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_smuggling_case_splits_or_merges_a_request_differently_from_the_client() {
+    let cluster = TestCluster::start(1);
+    cluster.wait_stable().await;
+    let recorder = Recorder::start().await;
+    cluster.register_all(1, "urn:fast", "IFast", std::slice::from_ref(&recorder.address)).await;
+    let smuggled = format!("GET /smuggled HTTP/1.1\r\n{CONTRACT}\r\n");
+    let chunk = format!("{:x}\r\n{smuggled}\r\n0\r\n\r\n", smuggled.len());
+    let post = |fields: &str, body: &str| format!("POST /a HTTP/1.1\r\n{CONTRACT}{fields}\r\n{body}");
+    let posted = |body: &str| vec![("POST /svc/a".to_owned(), body.as_bytes().to_vec())];
+    let none: Received = Vec::new();
+    let cases: Vec<(&str, String, Received)> = vec![
+        (
+            "CL.TE: the coding wins, the connection closes after",
+            post(
+                &format!("Content-Length: {}\r\nTransfer-Encoding: chunked\r\n", 5 + smuggled.len()),
+                &format!("0\r\n\r\n{smuggled}"),
+            ),
+            posted(""),
+        ),
+        (
+            "TE.CL: the coding wins",
+            post("Transfer-Encoding: chunked\r\nContent-Length: 3\r\n", &chunk),
+            posted(&smuggled),
+        ),
+        (
+            "TE.TE: a second, unknown coding",
+            post("Transfer-Encoding: chunked\r\nTransfer-Encoding: cow\r\n", &chunk),
+            none.clone(),
+        ),
+        ("TE.TE: xchunked", post("Transfer-Encoding: xchunked\r\nContent-Length: 3\r\n", &chunk), none.clone()),
+        ("whitespace before the colon", post("Transfer-Encoding : chunked\r\n", &chunk), none.clone()),
+        ("an obs-fold line", post("X-A: b\r\n Transfer-Encoding: chunked\r\n", &chunk), none.clone()),
+        ("two different lengths", post("Content-Length: 5\r\nContent-Length: 6\r\n", "hello!"), none.clone()),
+        ("a signed length", post("Content-Length: +5\r\n", "hello"), none.clone()),
+        ("a NUL in a field", post("X-A: a\0b\r\nContent-Length: 5\r\n", "hello"), none.clone()),
+        ("a bare CR in a field", post("X-A: a\rb\r\nContent-Length: 5\r\n", "hello"), none.clone()),
+        (
+            "an oversized chunk size",
+            post("Transfer-Encoding: chunked\r\n", &format!("fffffffffffffffff1\r\n{smuggled}")),
+            none.clone(),
+        ),
+        (
+            "a bare LF in a chunk extension",
+            post("Transfer-Encoding: chunked\r\n", &format!("5;a\nb\r\nhello\r\n0\r\n\r\n{smuggled}")),
+            none.clone(),
+        ),
+        (
+            "a request inside a body framed by its length",
+            post(&format!("Content-Length: {}\r\n", smuggled.len()), &smuggled),
+            posted(&smuggled),
+        ),
+        ("equal repeated lengths", post("Content-Length: 5\r\nContent-Length: 5\r\n", "hello"), posted("hello")),
+    ];
+    for (what, bytes, expected) in cases {
+        let (seen, statuses) = received_for(&recorder, &cluster.data(1), bytes.as_bytes()).await;
+        assert_eq!(seen, expected, "{what}: the endpoint received something else (answers {statuses:?})");
+        if expected.is_empty() {
+            assert!(statuses.first().is_none_or(|s| (400..500).contains(s)), "{what}: answered {statuses:?}");
+        }
+    }
+}
+
+/// A client whose body breaks (a malformed chunk, a length it never sends) gets a 400, and the
+/// endpoint it was streaming to is not blamed: no ejection, however many such requests come.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broken_client_body_is_the_clients_error_and_never_ejects_the_endpoint() {
+    let cluster = TestCluster::start(1);
+    cluster.wait_stable().await;
+    let recorder = Recorder::start().await;
+    cluster.register_all(1, "urn:fast", "IFast", std::slice::from_ref(&recorder.address)).await;
+    let data = cluster.data(1);
+    let broken = [
+        // Through hyper: a chunk size that overflows.
+        format!("POST /a HTTP/1.1\r\n{CONTRACT}Transfer-Encoding: chunked\r\n\r\nfffffffffffffffff1\r\nabc"),
+        // Through the own loop: a large body whose client goes away half-way.
+        format!("POST /a HTTP/1.1\r\n{CONTRACT}Content-Length: 200000\r\n\r\n{}", "z".repeat(100_000)),
+    ];
+    const ROUNDS: usize = 6;
+    for _ in 0..ROUNDS {
+        for bytes in &broken {
+            let mut stream = TcpStream::connect(data.trim_start_matches("http://")).await.unwrap();
+            stream.write_all(bytes.as_bytes()).await.unwrap();
+            // The client stops sending; the overflowing chunk is answered at once.
+            stream.shutdown().await.unwrap();
+            let answered = drain(&mut stream, Duration::from_secs(5)).await;
+            let statuses = statuses(&answered);
+            assert!(statuses.is_empty() || statuses == [400], "answered {statuses:?}");
+        }
+    }
+    let errors =
+        crate::health::metric(&cluster, 1, "switchboard_route_errors_total{code=\"request_body_error\"}").await;
+    assert_eq!(errors, (2 * ROUNDS) as f64, "every broken body counted as the client's error");
+    assert_eq!(crate::health::metric(&cluster, 1, "switchboard_ejections_total").await, 0.0);
+    let echoed = exchange(&data, format!("GET /still HTTP/1.1\r\n{CONTRACT}\r\n").as_bytes(), false).await;
+    assert_eq!(echoed.body, b"/svc/still");
 }

@@ -120,7 +120,7 @@ async fn route(cluster: &TestCluster, node: u64, name: &str) -> (u16, String, re
 }
 
 /// The sum of a metric's samples on node `node` whose line starts with `prefix`.
-async fn metric(cluster: &TestCluster, node: u64, prefix: &str) -> f64 {
+pub async fn metric(cluster: &TestCluster, node: u64, prefix: &str) -> f64 {
     let text = cluster.http.get(format!("{}/metrics", cluster.api(node))).send().await.unwrap().text().await.unwrap();
     text.lines()
         .filter(|line| line.starts_with(prefix))

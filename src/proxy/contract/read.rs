@@ -86,14 +86,43 @@ pub async fn resolve(
     };
     let body = RequestBody { prefix: envelope.into_bytes(), rest };
     *wsa = outcome.as_ref().ok().and_then(|read| read.addressing);
+    let (key, source, envelope) = after_scan(&hints, path, outcome, early, &view.peek().state)?;
+    Ok(Resolved { key, source, body, envelope })
+}
+
+/// The contract once the envelope's scan came to `outcome`, `early` being what the headers
+/// decided before it: when they decided, an unreadable envelope is no reason to refuse.
+pub fn after_scan(
+    hints: &super::Hints,
+    path: &str,
+    outcome: Result<Envelope, ContractError>,
+    early: Option<(ContractKey, Source)>,
+    state: &crate::registry::RegistryState,
+) -> Result<(ContractKey, Source, Option<Envelope>), ContractError> {
     match (outcome, early) {
-        (Ok(read), Some((key, source))) => Ok(Resolved { key, source, body, envelope: Some(read) }),
-        (Err(_unreadable), Some((key, source))) => Ok(Resolved { key, source, body, envelope: None }),
-        (Err(refused), None) => Err(refused.into()),
-        (Ok(read), None) => match super::decide(&hints, path, Some(&read), &view.peek().state)? {
-            Decision::Route(key, source) => Ok(Resolved { key, source, body, envelope: Some(read) }),
-            Decision::ReadEnvelope => Err(ContractError::Missing.into()),
+        (Ok(read), Some((key, source))) => Ok((key, source, Some(read))),
+        (Err(_unreadable), Some((key, source))) => Ok((key, source, None)),
+        (Err(refused), None) => Err(refused),
+        (Ok(read), None) => match super::decide(hints, path, Some(&read), state)? {
+            Decision::Route(key, source) => Ok((key, source, Some(read))),
+            Decision::ReadEnvelope => Err(ContractError::Missing),
         },
+    }
+}
+
+/// The scan of an envelope whose body is all here (at most [`ENVELOPE_SCAN_CAP`] bytes), as
+/// `resolve` comes to it from the same bytes in pieces.
+pub fn scan_whole(multipart: Option<crate::soap::Multipart>, body: &[u8]) -> Result<Envelope, ContractError> {
+    let mut envelope = EnvelopeReader::new(multipart);
+    envelope.push(body);
+    match envelope.scan(true) {
+        Some(EnvelopeScan::Envelope(read)) => Ok(read),
+        Some(EnvelopeScan::Absent) => Ok(Envelope::default()),
+        Some(EnvelopeScan::Invalid(reason)) => Err(ContractError::InvalidEnvelope(reason)),
+        Some(EnvelopeScan::Incomplete) if envelope.len() >= ENVELOPE_SCAN_CAP => Err(ContractError::EnvelopeTooLarge),
+        Some(EnvelopeScan::Incomplete) | None => {
+            Err(ContractError::InvalidEnvelope("the body ended inside the envelope".into()))
+        }
     }
 }
 
