@@ -89,6 +89,13 @@ impl DataPlane {
         {
             request.headers_mut().insert(http::header::CONTENT_LENGTH, length.into());
         }
+        // One pool at a time per endpoint: an endpoint that serves one connection at a time
+        // would wait on the own loop's idle one before it took this path's new one.
+        if !self.upstreams.has_idle(&target)
+            && let Some(authority) = target.authority()
+        {
+            self.raw.release(authority.as_str());
+        }
         let in_flight = self.outliers.start(&endpoint.id);
         match tokio::time::timeout(deadline, self.upstreams.send(request)).await {
             Ok(Ok((response, loan))) => {

@@ -387,7 +387,13 @@ impl DataPlane {
         let sent = tokio::time::timeout(deadline, async {
             let mut upstream = match self.raw.checkout(&authority) {
                 Some(stream) => stream,
-                None => self.raw.connect(&target).await.map_err(Fault::Unreachable)?,
+                None => {
+                    // One pool at a time per endpoint (see `RawPool::release`).
+                    if let (Some(scheme), Some(authority)) = (target.scheme(), target.authority()) {
+                        self.upstreams.release(scheme.clone(), authority.clone());
+                    }
+                    self.raw.connect(&target).await.map_err(Fault::Unreachable)?
+                }
             };
             let _ = upstream.set_nodelay(true);
             scratch.response.clear();

@@ -52,6 +52,16 @@ impl RawPool {
         None
     }
 
+    /// Closes the idle connections to `authority`: the hyper path is about to connect to it, and
+    /// an endpoint that serves one connection at a time would never take a second one while an
+    /// idle first one stays open.
+    pub fn release(&self, authority: &str) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(list) = idle.get_mut(authority) {
+            list.clear();
+        }
+    }
+
     /// Gives back a connection whose last exchange ended cleanly.
     pub fn checkin(&self, authority: &str, stream: TcpStream) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());

@@ -113,6 +113,24 @@ impl Upstreams {
         Self { inner: Arc::new(Inner { connector, idle: Mutex::default() }) }
     }
 
+    /// Closes the idle connections to an endpoint (see `RawPool::release`: the own loop is about
+    /// to connect to it).
+    pub fn release(&self, scheme: Scheme, authority: Authority) {
+        let mut idle = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(list) = idle.get_mut(&Key { scheme, authority }) {
+            list.clear();
+        }
+    }
+
+    /// Whether an idle connection to the endpoint at `target` may be ready.
+    pub fn has_idle(&self, target: &Uri) -> bool {
+        let (Some(scheme), Some(authority)) = (target.scheme().cloned(), target.authority().cloned()) else {
+            return false;
+        };
+        let idle = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.get(&Key { scheme, authority }).is_some_and(|list| !list.is_empty())
+    }
+
     fn checkout(&self, key: &Key) -> Option<SendRequest<TryBody>> {
         let mut idle = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = idle.get_mut(key)?;

@@ -82,6 +82,12 @@ struct Recorder {
 
 impl Recorder {
     async fn start() -> Self {
+        Self::start_serving(false).await
+    }
+
+    /// `one_at_a_time`: serves one connection until it closes before it accepts the next (as
+    /// single-threaded servers do, SOAP::Lite's daemon among them).
+    async fn start_serving(one_at_a_time: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = format!("http://{}/svc", listener.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -89,7 +95,12 @@ impl Recorder {
         let (seen2, script2) = (seen.clone(), script.clone());
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(Self::serve(stream, seen2.clone(), script2.clone()));
+                let serving = Self::serve(stream, seen2.clone(), script2.clone());
+                if one_at_a_time {
+                    serving.await;
+                } else {
+                    tokio::spawn(serving);
+                }
             }
         });
         Self { address, seen, script }
@@ -506,4 +517,30 @@ async fn a_broken_client_body_is_the_clients_error_and_never_ejects_the_endpoint
     assert_eq!(crate::health::metric(&cluster, 1, "switchboard_ejections_total").await, 0.0);
     let echoed = exchange(&data, format!("GET /still HTTP/1.1\r\n{CONTRACT}\r\n").as_bytes(), false).await;
     assert_eq!(echoed.body, b"/svc/still");
+}
+
+/// An endpoint that serves one connection at a time gets requests from both paths in turn: a
+/// path that needs a new connection first closes the other path's idle one (found by the SOAP
+/// interop matrix: SOAP::Lite's daemon waited on the own loop's idle connection while the hyper
+/// path's WSDL request timed out).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endpoint_serving_one_connection_at_a_time_takes_requests_from_both_paths_in_turn() {
+    let cluster = TestCluster::start_with(
+        1,
+        crate::harness::Options { args: vec!["--try-timeout-ms".into(), "3000".into()], ..Default::default() },
+    );
+    cluster.wait_stable().await;
+    let recorder = Recorder::start_serving(true).await;
+    cluster.register_all(1, "urn:fast", "IFast", std::slice::from_ref(&recorder.address)).await;
+    let data = cluster.data(1);
+    for (round, hyper) in [false, true, false, true, true, false].into_iter().enumerate() {
+        let request = format!("GET /r{round} HTTP/1.1\r\n{CONTRACT}\r\n");
+        let request = if hyper { via_hyper(request.as_bytes()) } else { request.into_bytes() };
+        let answer = exchange(&data, &request, false).await;
+        assert_eq!(
+            (answer.line.as_str(), answer.body),
+            ("200 OK", format!("/svc/r{round}").into_bytes()),
+            "round {round}"
+        );
+    }
 }
