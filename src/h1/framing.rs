@@ -290,9 +290,8 @@ pub struct BadChunk(pub &'static str);
 #[derive(Debug, Clone, Default)]
 pub struct Chunked {
     state: ChunkState,
-    /// The current size or trailer line, until its end arrives.
+    /// The current size line until its end arrives, then the trailer section as it arrives.
     line: Vec<u8>,
-    trailers: usize,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -302,7 +301,12 @@ enum ChunkState {
     Data(u64),
     /// The CRLF after a chunk's data; `true` once its CR was read.
     DataEnd(bool),
+    /// In the trailer section: at the start of a line, inside one, or after a line's CR.
     Trailers,
+    TrailerLine,
+    TrailerLf,
+    /// After the CR of the section's final empty line.
+    EndLf,
     Done,
 }
 
@@ -345,15 +349,26 @@ impl Chunked {
                     }
                     at += 1;
                 }
-                ChunkState::Trailers => {
-                    let Some(end) = self.line_end(input, &mut at, MAX_TRAILERS - self.trailers)? else { break };
-                    self.trailers += end + 2;
-                    if end == 0 {
-                        self.state = ChunkState::Done;
-                    } else {
-                        trailer(&self.line[..end])?;
+                // As hyper reads trailers: lines end with CRLF (a bare LF inside one is kept),
+                // an empty line ends the section, and the section must then parse as fields.
+                ChunkState::Trailers | ChunkState::TrailerLine | ChunkState::TrailerLf | ChunkState::EndLf => {
+                    let byte = input[at];
+                    at += 1;
+                    self.line.push(byte);
+                    if self.line.len() > MAX_TRAILERS {
+                        return Err(BadChunk("the trailers are too long"));
                     }
-                    self.line.clear();
+                    self.state = match (self.state, byte) {
+                        (ChunkState::Trailers, b'\r') => ChunkState::EndLf,
+                        (ChunkState::TrailerLine, b'\r') => ChunkState::TrailerLf,
+                        (ChunkState::Trailers | ChunkState::TrailerLine, _) => ChunkState::TrailerLine,
+                        (ChunkState::TrailerLf, b'\n') => ChunkState::Trailers,
+                        (ChunkState::EndLf, b'\n') => {
+                            trailers(&self.line)?;
+                            ChunkState::Done
+                        }
+                        _ => return Err(BadChunk("a trailer line does not end with CRLF")),
+                    };
                 }
                 ChunkState::Done => {}
             }
@@ -373,7 +388,7 @@ impl Chunked {
                 _ => self.line.push(byte),
             }
             if self.line.len() > max {
-                return Err(BadChunk("a chunk line or the trailers are too long"));
+                return Err(BadChunk("a chunk size line is too long"));
             }
         }
         Ok(None)
@@ -400,15 +415,16 @@ fn chunk_size(line: &[u8]) -> Result<u64, BadChunk> {
     Ok(size)
 }
 
-/// A trailer field: `name: value`, the name a token.
-fn trailer(line: &[u8]) -> Result<(), BadChunk> {
-    let mut headers = [httparse::EMPTY_HEADER; 1];
-    let mut field = Vec::with_capacity(line.len() + 4);
-    field.extend_from_slice(line);
-    field.extend_from_slice(b"\r\n\r\n");
-    match httparse::parse_headers(&field, &mut headers) {
+/// The trailer section, its final empty line included: fields as hyper parses them (at most
+/// [`MAX_HEADERS`]).
+fn trailers(section: &[u8]) -> Result<(), BadChunk> {
+    if section == b"\r\n" {
+        return Ok(());
+    }
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    match httparse::parse_headers(section, &mut fields) {
         Ok(httparse::Status::Complete(_)) => Ok(()),
-        _ => Err(BadChunk("a trailer field is malformed")),
+        _ => Err(BadChunk("the trailer fields are malformed")),
     }
 }
 

@@ -342,3 +342,59 @@ proptest! {
         }
     }
 }
+
+/// Requests the fuzzer starts from: ordinary, framed both ways, and hostile.
+const SEEDS: [&[u8]; 8] = [
+    b"GET /a?b=c HTTP/1.1\r\nHost: x\r\nX-Switchboard-Contract: urn:a/B\r\n\r\n",
+    b"POST /calc HTTP/1.1\r\nContent-Type: text/xml\r\nSOAPAction: \"urn:a/C/Op\"\r\nContent-Length: 5\r\n\r\nhello",
+    b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;x=1\r\nhello\r\n0\r\nT: 1\r\n\r\n",
+    b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+    b"GET / HTTP/1.1\nConnection: keep-alive, close\n\n",
+    b"PUT /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nz",
+    b"DELETE /y HTTP/1.1\r\nA: b\r\n c\r\nContent-Length: 0\r\n\r\n",
+];
+
+/// Bytes the mutations insert: the ones framing turns on.
+const INTERESTING: &[u8] = b"\r\n\t :,;0159aAfF\0\x7f\xff-+chunkedCL";
+
+fn mutate(rng: &mut fastrand::Rng, input: &mut Vec<u8>) {
+    for _ in 0..rng.usize(1..5) {
+        let at = rng.usize(..=input.len());
+        match rng.u8(..4) {
+            0 if at < input.len() => input[at] = INTERESTING[rng.usize(..INTERESTING.len())],
+            1 => input.insert(at, INTERESTING[rng.usize(..INTERESTING.len())]),
+            2 if at < input.len() => {
+                input.remove(at);
+            }
+            _ => {
+                // A field of the request again, somewhere else.
+                let lines: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
+                let line = [lines[rng.usize(..lines.len())], b"\n"].concat();
+                let at = input.iter().position(|&b| b == b'\n').map_or(0, |first| first + 1);
+                input.splice(at..at, line);
+            }
+        }
+    }
+}
+
+/// A fuzzer of the request reader held to hyper: mutated requests (bytes flipped, inserted,
+/// removed, fields repeated) must be read as hyper reads them whenever the reader takes them.
+/// Bounded: `SWITCHBOARD_FUZZ_ITERATIONS` inputs (2,000 unless set), the seed printed on failure.
+#[test]
+fn fuzzing_the_request_reader_finds_no_input_it_reads_otherwise_than_hyper() {
+    let iterations = std::env::var("SWITCHBOARD_FUZZ_ITERATIONS").ok().and_then(|n| n.parse().ok()).unwrap_or(2_000);
+    let seed = fastrand::u64(..);
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut taken = 0;
+    for _ in 0..iterations {
+        let mut input = SEEDS[rng.usize(..SEEDS.len())].to_vec();
+        mutate(&mut rng, &mut input);
+        if let Some(fast) = fast_reads(&input) {
+            taken += 1;
+            let hyper = hyper_reads(&input);
+            assert_eq!(comparable(fast), comparable(hyper), "seed {seed}: {:?}", String::from_utf8_lossy(&input));
+        }
+    }
+    assert!(taken > iterations / 10, "seed {seed}: only {taken} of {iterations} inputs were read (or refused) here");
+}
