@@ -132,6 +132,7 @@ enum RawAttempt {
         upstream: TcpStream,
         authority: String,
         in_flight: InFlight,
+        answer: Answer,
     },
     Busy,
     Refused(String),
@@ -318,9 +319,9 @@ impl DataPlane {
                 tried += 1;
             }
             match attempt {
-                RawAttempt::Answered { upstream, authority, in_flight } => {
+                RawAttempt::Answered { upstream, authority, in_flight, answer } => {
                     METRICS.routed.inc();
-                    let keep = self.relay_raw(&exchange, upstream, &authority, in_flight, client, scratch).await;
+                    let keep = self.relay_raw(answer, upstream, &authority, in_flight, client, scratch).await;
                     let next = if keep && head.keep_alive { Next::KeepAlive } else { Next::Close };
                     return (next, consumed);
                 }
@@ -392,28 +393,24 @@ impl DataPlane {
                     if let (Some(scheme), Some(authority)) = (target.scheme(), target.authority()) {
                         self.upstreams.release(scheme.clone(), authority.clone());
                     }
-                    self.raw.connect(&target).await.map_err(Fault::Unreachable)?
+                    let stream = self.raw.connect(&target).await.map_err(Fault::Unreachable)?;
+                    let _ = stream.set_nodelay(true);
+                    stream
                 }
             };
-            let _ = upstream.set_nodelay(true);
             scratch.response.clear();
-            send_and_read_head(exchange, &mut upstream, client, scratch).await?;
-            Ok::<_, Fault>(upstream)
+            let answer = send_and_read_head(exchange, &mut upstream, client, scratch, self.via_bytes()).await?;
+            Ok::<_, Fault>((upstream, answer))
         })
         .await;
         match sent {
-            Ok(Ok(upstream)) => {
-                let mut headers = [httparse::EMPTY_HEADER; framing::MAX_HEADERS];
-                let status = match framing::response(&scratch.response, &mut headers, false) {
-                    ResponseFramed::Complete(head) => head.code,
-                    _ => 0,
-                };
-                if http::StatusCode::from_u16(status).is_ok_and(is_endpoint_failure) {
+            Ok(Ok((upstream, answer))) => {
+                if http::StatusCode::from_u16(answer.status).is_ok_and(is_endpoint_failure) {
                     self.note_failure(endpoint, "gateway error status");
                 } else {
                     self.outliers.success(&endpoint.id);
                 }
-                RawAttempt::Answered { upstream, authority, in_flight }
+                RawAttempt::Answered { upstream, authority, in_flight, answer }
             }
             // The client's body broke: nothing to say about the endpoint.
             Ok(Err(Fault::Client(err))) => RawAttempt::ClientBody(err),
@@ -437,30 +434,19 @@ impl DataPlane {
         self.via.as_bytes()
     }
 
-    /// Relays the response whose head is in `scratch.response` to the client; whether both
-    /// connections ended the exchange cleanly (the client's may serve another request).
+    /// Relays the answer whose head is in `scratch.out` (as the client receives it) and whose
+    /// body starts in `scratch.response`; whether both connections ended the exchange cleanly
+    /// (the client's may serve another request).
     async fn relay_raw(
         &self,
-        exchange: &Exchange<'_, '_, '_>,
+        answer: Answer,
         mut upstream: TcpStream,
         authority: &str,
         in_flight: InFlight,
         client: &mut TcpStream,
         scratch: &mut Scratch,
     ) -> bool {
-        let head_request = exchange.head.method == "HEAD";
-        let (body, keep_upstream, head_len) = {
-            let mut headers = [httparse::EMPTY_HEADER; framing::MAX_HEADERS];
-            match framing::response(&scratch.response, &mut headers, head_request) {
-                ResponseFramed::Complete(head) => {
-                    scratch.out.clear();
-                    write_response_head(&head, self.via_bytes(), exchange.head.keep_alive, &mut scratch.out);
-                    (head.body, head.keep_alive, head.len)
-                }
-                _ => return false,
-            }
-        };
-        scratch.response.advance(head_len);
+        let Answer { body, keep_alive: keep_upstream, .. } = answer;
         let relayed = match body {
             ResponseBody::Empty => client.write_all(&scratch.out).await.is_ok(),
             ResponseBody::Length(length) => relay_length(length, &mut upstream, client, scratch).await,
@@ -702,6 +688,15 @@ fn write_response_head(head: &framing::ResponseHead<'_, '_>, via: &[u8], client_
     out.extend_from_slice(b"\r\n");
 }
 
+/// An endpoint's answer, its head read (and the client's written to `Scratch::out`).
+#[derive(Debug, Clone, Copy)]
+struct Answer {
+    status: u16,
+    body: ResponseBody,
+    /// The endpoint keeps the connection open after the body.
+    keep_alive: bool,
+}
+
 /// Why a try got no answer: no connection, the endpoint's fault, or the client's.
 enum Fault {
     Unreachable(String),
@@ -716,7 +711,8 @@ async fn send_and_read_head(
     upstream: &mut TcpStream,
     client: &mut TcpStream,
     scratch: &mut Scratch,
-) -> Result<(), Fault> {
+    via: &[u8],
+) -> Result<Answer, Fault> {
     let endpoint = |err: std::io::Error| Fault::Endpoint(err.to_string());
     upstream.write_all(&scratch.out).await.map_err(endpoint)?;
     let mut left = exchange.length - exchange.body_read.len() as u64;
@@ -739,17 +735,29 @@ async fn send_and_read_head(
     }
     let endpoint = |err: String| Fault::Endpoint(err);
     // Informational heads are skipped here, so that the outlier rule judges the final status.
+    // The final head is read once: the client's is written from it into `scratch.out`.
     loop {
         let mut headers = [httparse::EMPTY_HEADER; framing::MAX_HEADERS];
-        let informational = match framing::response(&scratch.response, &mut headers, exchange.head.method == "HEAD") {
-            ResponseFramed::Complete(_) => return Ok(()),
-            ResponseFramed::Informational(len) => Some(len),
+        let read = match framing::response(&scratch.response, &mut headers, exchange.head.method == "HEAD") {
+            ResponseFramed::Complete(head) => {
+                scratch.out.clear();
+                write_response_head(&head, via, exchange.head.keep_alive, &mut scratch.out);
+                Some((head.len, Some(Answer { status: head.code, body: head.body, keep_alive: head.keep_alive })))
+            }
+            ResponseFramed::Informational(len) => Some((len, None)),
             ResponseFramed::Bad(why) => return Err(endpoint(format!("the endpoint sent {why}"))),
             ResponseFramed::Partial => None,
         };
-        if let Some(len) = informational {
-            scratch.response.advance(len);
-            continue;
+        match read {
+            Some((len, Some(answer))) => {
+                scratch.response.advance(len);
+                return Ok(answer);
+            }
+            Some((len, None)) => {
+                scratch.response.advance(len);
+                continue;
+            }
+            None => {}
         }
         if scratch.response.len() >= MAX_HEADER_BYTES {
             return Err(endpoint("the endpoint's response head is too large".into()));
