@@ -107,7 +107,7 @@ target_url() {
     direct) echo "http://127.0.0.1:$BACKEND_PORT/" ;;
     nginx) echo "http://127.0.0.1:$NGINX_PORT/" ;;
     haproxy) echo "http://127.0.0.1:$HAPROXY_PORT/" ;;
-    switchboard) echo "$(data_url "$SB_BASE" 1)/" ;;
+    switchboard | switchboard-general) echo "$(data_url "$SB_BASE" 1)/" ;;
     esac
 }
 target_pids() {
@@ -115,7 +115,7 @@ target_pids() {
     direct) nginx_pids backend ;;
     nginx) nginx_pids proxy ;;
     haproxy) echo "$HAPROXY_PID" ;;
-    switchboard) echo "$SB_PID" ;;
+    switchboard | switchboard-general) echo "$SB_PID" ;;
     esac
 }
 
@@ -148,6 +148,14 @@ import sys
 action, namespace, shape = sys.argv[1], sys.argv[2], sys.argv[3]
 items = "".join(f"<item><id>{i}</id><name>product number {i}</name><qty>{i % 7 + 1}</qty></item>" for i in range(28))
 body = f'<Echo xmlns="{namespace}"><order><customer>4711</customer>{items}</order></Echo>'
+if shape == "get-general":
+    # The GET of B1 with `X-Switchboard-Explain: 0`, which changes nothing but hands the request
+    # from Switchboard's own HTTP/1.1 loop to its general (hyper) path: the before and after of
+    # the own loop, measured in the same run.
+    print('wrk.method = "GET"')
+    print(f'wrk.headers["X-Switchboard-Contract"] = "{namespace}/{action}"')
+    print('wrk.headers["X-Switchboard-Explain"] = "0"')
+    sys.exit(0)
 if shape == "wsa":
     envelope = (
         '<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://www.w3.org/2005/08/addressing">'
@@ -166,6 +174,8 @@ else:
         "</soap:Envelope>"
     )
     content_type = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"{action}"'}
+    if shape == "general":
+        content_type["X-Switchboard-Explain"] = "0"
 headers = {
     **content_type,
     "User-Agent": "Apache-HttpClient/4.5.14 (Java/17.0.8)",
@@ -230,16 +240,20 @@ b1_cell() {
 }
 
 run_b1() {
-    local rep target cells="$BENCH_RUN/b1-cells.tsv" by_action by_body wsa
+    local rep target cells="$BENCH_RUN/b1-cells.tsv" by_action by_body wsa general_get general_soap
     : >"$cells"
     by_action=$(soap_script "$CONTRACT/Echo" soapaction)
     by_body=$(soap_script "" body)
     wsa=$(soap_script "$CONTRACT/Echo" wsa)
+    general_get=$(soap_script "${CONTRACT##*/}" get-general)
+    general_soap=$(soap_script "$CONTRACT/Echo" general)
     # Interleave targets within each repetition so slow drift in the machine hits all alike.
     for rep in $(seq "$B1_REPS"); do
         for target in "${TARGETS[@]}"; do b1_cell "$target" "$rep" >>"$cells"; done
+        b1_cell switchboard-general "$rep" "" "$general_get" >>"$cells"
         for target in direct nginx haproxy; do b1_cell "$target" "$rep" soap "$by_action" >>"$cells"; done
         b1_cell switchboard "$rep" soapaction "$by_action" >>"$cells"
+        b1_cell switchboard-general "$rep" soapaction "$general_soap" >>"$cells"
         b1_cell switchboard "$rep" body "$by_body" >>"$cells"
         for target in direct nginx switchboard; do b1_cell "$target" "$rep" wsa "$wsa" >>"$cells"; done
     done

@@ -262,7 +262,7 @@ class Report:
         self.w()
         rows = []
         sb = b1["targets"].get("switchboard", {}).get("per_second", {}).get("median")
-        for name in ("direct", "nginx", "haproxy", "switchboard"):
+        for name in ("direct", "nginx", "haproxy", "switchboard", "switchboard-general"):
             t = b1["targets"].get(name)
             if not t:
                 continue
@@ -273,16 +273,20 @@ class Report:
         self.table(["target", "req/s (median)", "min – max", "Switchboard ÷ this", "CPU µs/request (median)",
                     "min – max", "CPU use"], rows)
         self.w(f'Switchboard CPU per request ÷ nginx: {num(b1["cpu_ratio_vs_nginx"], 2)}×. '
-               "For `direct` the CPU figures are the backend's.")
+               "For `direct` the CPU figures are the backend's. `switchboard-general` is the same node and "
+               "request with `X-Switchboard-Explain: 0`, which hands it from Switchboard's own HTTP/1.1 "
+               "loop to its general (hyper) path: the loop's before and after, in the same run.")
         self.w()
         soap = [(name, b1["targets"].get(name)) for name in
-                ("direct-soap", "nginx-soap", "haproxy-soap", "switchboard-soapaction", "switchboard-body")]
+                ("direct-soap", "nginx-soap", "haproxy-soap", "switchboard-soapaction",
+                 "switchboard-general-soapaction", "switchboard-body")]
         soap = [(name, t) for name, t in soap if t]
         if soap:
             self.w("The same targets with a SOAP call: POST of a 2 KB SOAP 1.1 envelope with a dozen headers. "
                    "Switchboard routes it by its SOAPAction (`switchboard-soapaction`) or, with an empty "
                    "SOAPAction, by reading the envelope up to its body's first element (`switchboard-body`); "
-                   "nginx and HAProxy pass it on without looking.")
+                   "nginx and HAProxy pass it on without looking. `switchboard-general-soapaction`: the "
+                   "SOAPAction call through the general path (see above).")
             self.w()
             nginx = b1["targets"].get("nginx-soap", {}).get("per_second", {}).get("median")
             rows = []
