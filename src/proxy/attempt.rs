@@ -57,7 +57,29 @@ pub fn is_endpoint_failure(status: StatusCode) -> bool {
     matches!(status, StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT)
 }
 
+/// Why an endpoint is not tried at all.
+#[derive(Debug)]
+pub(crate) enum Skip {
+    /// It has as many requests in flight from this node as it may.
+    Busy,
+    /// The address policy refuses its address.
+    Refused(String),
+}
+
 impl DataPlane {
+    /// The checks before any try of `endpoint`, on either path: its request limit on this node,
+    /// and its address against the address policy as it is now. Its target when it may be tried.
+    pub(crate) fn admit(&self, endpoint: &Registration) -> Result<http::Uri, Skip> {
+        if self.outliers.in_flight(&endpoint.id) >= self.config.max_endpoint_requests {
+            tracing::warn!(endpoint = %endpoint.address, limit = self.config.max_endpoint_requests, "endpoint at its request limit; skipped");
+            return Err(Skip::Busy);
+        }
+        self.checked_target(endpoint).map_err(|refused| {
+            tracing::warn!(endpoint = %endpoint.address, reason = %refused, "endpoint address refused");
+            Skip::Refused(refused)
+        })
+    }
+
     /// Tries `endpoint` once with the request and the body of the next try.
     pub(crate) async fn attempt(
         &self,
@@ -67,16 +89,10 @@ impl DataPlane {
         deadline: Duration,
     ) -> Attempt {
         let Routed { parts, remote, addressing, to, .. } = routed;
-        if self.outliers.in_flight(&endpoint.id) >= self.config.max_endpoint_requests {
-            tracing::warn!(endpoint = %endpoint.address, limit = self.config.max_endpoint_requests, "endpoint at its request limit; skipped");
-            return Attempt::Busy;
-        }
-        let target = match self.checked_target(endpoint) {
+        let target = match self.admit(endpoint) {
             Ok(target) => target,
-            Err(refused) => {
-                tracing::warn!(endpoint = %endpoint.address, reason = %refused, "endpoint address refused");
-                return Attempt::Refused(refused);
-            }
+            Err(Skip::Busy) => return Attempt::Busy,
+            Err(Skip::Refused(refused)) => return Attempt::Refused(refused),
         };
         let splice = to.splice_for(endpoint).ok();
         let spliced = splice.is_some();

@@ -36,6 +36,7 @@ use super::REPLAY_BUFFER;
 use super::TOKEN_HEADER;
 use super::ToHeader;
 use super::VIA;
+use super::attempt::Skip;
 use super::attempt::is_endpoint_failure;
 use super::body::Splice;
 use super::contract;
@@ -365,16 +366,10 @@ impl DataPlane {
         scratch: &mut Scratch,
         deadline: std::time::Duration,
     ) -> RawAttempt {
-        if self.outliers.in_flight(&endpoint.id) >= self.config.max_endpoint_requests {
-            tracing::warn!(endpoint = %endpoint.address, limit = self.config.max_endpoint_requests, "endpoint at its request limit; skipped");
-            return RawAttempt::Busy;
-        }
-        let target = match self.checked_target(endpoint) {
+        let target = match self.admit(endpoint) {
             Ok(target) => target,
-            Err(refused) => {
-                tracing::warn!(endpoint = %endpoint.address, reason = %refused, "endpoint address refused");
-                return RawAttempt::Refused(refused);
-            }
+            Err(Skip::Busy) => return RawAttempt::Busy,
+            Err(Skip::Refused(refused)) => return RawAttempt::Refused(refused),
         };
         if exchange.streamed {
             return RawAttempt::BodyGone;
