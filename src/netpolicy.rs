@@ -37,6 +37,15 @@ const REGISTRATION_LOOKUP: Duration = Duration::from_millis(250);
 /// (the connector still checks every connection).
 static REGISTRATION_LOOKUPS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
 
+/// A host checked once by [`AddressPolicy::prepare_host`], for checks of the same host again.
+#[derive(Debug, Clone)]
+pub struct PreparedHost {
+    /// The host's IP and port, when the host is an IP literal.
+    literal: Option<(IpAddr, u16)>,
+    /// What the network lists say of it.
+    networks: Result<(), Refused>,
+}
+
 /// Why an address is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -130,6 +139,12 @@ impl AddressPolicy {
 
     /// Checks one IP and port a connection would go to.
     pub fn check_ip(&self, ip: IpAddr, port: u16) -> Result<(), Refused> {
+        self.check_networks(ip)?;
+        self.check_listener(ip, port)
+    }
+
+    /// The network lists' part of [`Self::check_ip`]: fixed for the life of the policy.
+    fn check_networks(&self, ip: IpAddr) -> Result<(), Refused> {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
@@ -140,7 +155,26 @@ impl AddressPolicy {
         if !self.allowed.is_empty() && !self.allowed.iter().any(|net| net.contains(&ip)) {
             return Err(Refused(format!("{ip} is outside the allowed networks")));
         }
-        self.check_listener(ip, port)
+        Ok(())
+    }
+
+    /// A host as it appears in a URI, with its port, made ready for [`Self::recheck`]: its IP
+    /// when it is a literal, and what the network lists say of it (which never changes).
+    pub fn prepare_host(&self, host: &str, port: u16) -> PreparedHost {
+        match ip_literal(host) {
+            Some(ip) => PreparedHost { literal: Some((ip, port)), networks: self.check_networks(ip) },
+            None => PreparedHost { literal: None, networks: Ok(()) },
+        }
+    }
+
+    /// [`Self::check_host`] of a prepared host: only the cluster's listeners, which change, are
+    /// looked at again.
+    pub fn recheck(&self, host: &PreparedHost) -> Result<(), Refused> {
+        host.networks.clone()?;
+        match host.literal {
+            Some((ip, port)) => self.check_listener(ip, port),
+            None => Ok(()),
+        }
     }
 
     /// Only the cluster's listeners (this router's and the others'): what every node refuses
@@ -162,10 +196,7 @@ impl AddressPolicy {
     /// Checks a host as it appears in a URI: an IP literal (bracketed for IPv6) is checked, a
     /// name is left to the connector.
     pub fn check_host(&self, host: &str, port: u16) -> Result<(), Refused> {
-        match ip_literal(host) {
-            Some(ip) => self.check_ip(ip, port),
-            None => Ok(()),
-        }
+        self.recheck(&self.prepare_host(host, port))
     }
 
     /// Checks a registered address: its scheme, and its IP when the host is an IP literal.
@@ -355,6 +386,24 @@ mod tests {
             ["http://10.0.0.5:9000/", "https://svc.internal/", "http://127.0.0.1:9000/", "http://[2001:db8::1]:80/"]
         {
             assert_eq!(policy.check_url(allowed), Ok(()), "{allowed}");
+        }
+    }
+
+    #[test]
+    fn a_prepared_host_keeps_its_network_verdict_and_sees_listeners_as_they_change() {
+        let policy = AddressPolicy::new(&[], &["10.9.0.0/16".into()], &["http".into()], vec![]).unwrap();
+        let denied = policy.prepare_host("10.9.0.1", 80);
+        let other = policy.prepare_host("10.0.0.7", 8080);
+        let named = policy.prepare_host("svc.internal", 8080);
+        assert!(policy.recheck(&denied).unwrap_err().0.contains("denied network"));
+        assert_eq!(policy.recheck(&other), Ok(()));
+        policy.set_other_routers(vec!["10.0.0.7:8080".parse().unwrap()]);
+        assert!(policy.recheck(&other).unwrap_err().0.contains("another router"));
+        assert_eq!(policy.recheck(&named), Ok(()), "names are checked when resolved");
+        policy.set_other_routers(vec![]);
+        assert_eq!(policy.recheck(&other), Ok(()));
+        for (host, port) in [("10.9.0.1", 80), ("10.0.0.7", 8080), ("[::ffff:10.9.0.3]", 80)] {
+            assert_eq!(policy.recheck(&policy.prepare_host(host, port)), policy.check_host(host, port), "{host}");
         }
     }
 

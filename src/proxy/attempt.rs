@@ -68,16 +68,20 @@ pub(crate) enum Skip {
 
 impl DataPlane {
     /// The checks before any try of `endpoint`, on either path: its request limit on this node,
-    /// and its address against the address policy as it is now. Its target when it may be tried.
-    pub(crate) fn admit(&self, endpoint: &Registration) -> Result<http::Uri, Skip> {
-        if self.outliers.in_flight(&endpoint.id) >= self.config.max_endpoint_requests {
+    /// and its address against the address policy as it is now. Its target, and the request
+    /// counted in flight to it, when it may be tried.
+    pub(crate) fn admit(&self, endpoint: &Registration) -> Result<(http::Uri, InFlight), Skip> {
+        // Counted from here: two requests cannot both see the last free place.
+        let (in_flight, others) = self.outliers.start_counted(&endpoint.id);
+        if others >= self.config.max_endpoint_requests {
             tracing::warn!(endpoint = %endpoint.address, limit = self.config.max_endpoint_requests, "endpoint at its request limit; skipped");
             return Err(Skip::Busy);
         }
-        self.checked_target(endpoint).map_err(|refused| {
+        let target = self.checked_target(endpoint).map_err(|refused| {
             tracing::warn!(endpoint = %endpoint.address, reason = %refused, "endpoint address refused");
             Skip::Refused(refused)
-        })
+        })?;
+        Ok((target, in_flight))
     }
 
     /// Tries `endpoint` once with the request and the body of the next try.
@@ -89,8 +93,8 @@ impl DataPlane {
         deadline: Duration,
     ) -> Attempt {
         let Routed { parts, remote, addressing, to, .. } = routed;
-        let target = match self.admit(endpoint) {
-            Ok(target) => target,
+        let (target, in_flight) = match self.admit(endpoint) {
+            Ok(admitted) => admitted,
             Err(Skip::Busy) => return Attempt::Busy,
             Err(Skip::Refused(refused)) => return Attempt::Refused(refused),
         };
@@ -112,13 +116,12 @@ impl DataPlane {
         {
             self.raw.release(authority.as_str());
         }
-        let in_flight = self.outliers.start(&endpoint.id);
         match tokio::time::timeout(deadline, self.upstreams.send(request)).await {
             Ok(Ok((response, loan))) => {
                 if is_endpoint_failure(response.status()) {
                     self.note_failure(endpoint, "gateway error status");
                 } else {
-                    self.outliers.success(&endpoint.id);
+                    in_flight.success();
                 }
                 Attempt::Answered { response, in_flight, loan }
             }

@@ -110,6 +110,40 @@ struct Scratch {
     response: BytesMut,
 }
 
+/// A deadline that moves without touching the timer wheel: its sleep stays registered across
+/// requests and is re-armed only when it fires before the deadline moved on. Setting it costs
+/// a clock read, where a new timer per request costs an insertion and a removal.
+struct LazyDeadline {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    at: tokio::time::Instant,
+}
+
+impl LazyDeadline {
+    fn new() -> Self {
+        let at = tokio::time::Instant::now() + HEADER_READ_TIMEOUT;
+        Self { sleep: Box::pin(tokio::time::sleep_until(at)), at }
+    }
+
+    /// Moves the deadline `after` from now.
+    fn set(&mut self, after: std::time::Duration) {
+        self.at = tokio::time::Instant::now() + after;
+        if self.at < self.sleep.deadline() {
+            self.sleep.as_mut().reset(self.at);
+        }
+    }
+
+    /// Completes when the deadline has passed.
+    async fn passed(&mut self) {
+        loop {
+            self.sleep.as_mut().await;
+            if tokio::time::Instant::now() >= self.at {
+                return;
+            }
+            self.sleep.as_mut().reset(self.at);
+        }
+    }
+}
+
 /// A request as the loop forwards it.
 struct Exchange<'a, 'b, 'h> {
     head: &'a framing::RequestHead<'b, 'h>,
@@ -131,7 +165,7 @@ struct Exchange<'a, 'b, 'h> {
 enum RawAttempt {
     Answered {
         upstream: TcpStream,
-        authority: String,
+        authority: http::uri::Authority,
         in_flight: InFlight,
         answer: Answer,
     },
@@ -154,9 +188,13 @@ impl DataPlane {
     ) -> Option<(TcpStream, BytesMut)> {
         let mut buf = BytesMut::with_capacity(READ_SIZE);
         let mut scratch = Scratch { out: Vec::with_capacity(4096), response: BytesMut::with_capacity(READ_SIZE) };
+        // One timer and one stop waiter per connection, not per request.
+        let (mut head_deadline, mut try_deadline) = (LazyDeadline::new(), LazyDeadline::new());
+        let stopped = stop.cancelled();
+        tokio::pin!(stopped);
         loop {
             // A whole head: its end is the first empty line.
-            let deadline = tokio::time::Instant::now() + HEADER_READ_TIMEOUT;
+            head_deadline.set(HEADER_READ_TIMEOUT);
             while !head_complete(&buf) {
                 if buf.len() >= MAX_HEADER_BYTES {
                     return Some((client, buf));
@@ -164,12 +202,13 @@ impl DataPlane {
                 buf.reserve(READ_SIZE);
                 let read = tokio::select! {
                     biased;
-                    () = stop.cancelled(), if buf.is_empty() => return None,
-                    read = tokio::time::timeout_at(deadline, client.read_buf(&mut buf)) => read,
+                    () = &mut stopped, if buf.is_empty() => return None,
+                    read = client.read_buf(&mut buf) => read,
+                    () = head_deadline.passed() => return None,
                 };
                 match read {
-                    Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
-                    Ok(Ok(_)) => {}
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
                 }
             }
             let (next, consumed) = {
@@ -182,7 +221,7 @@ impl DataPlane {
                     Body::Length(length) if length <= SMALL_BODY && buf.len() < head.len + length as usize => {
                         (Next::NeedBody(head.len + length as usize), 0)
                     }
-                    _ => self.exchange(&head, &buf, &mut client, &peer, &mut scratch).await,
+                    _ => self.exchange(&head, &buf, &mut client, &peer, &mut scratch, &mut try_deadline).await,
                 }
             };
             match next {
@@ -220,6 +259,7 @@ impl DataPlane {
         client: &mut TcpStream,
         peer: &Peer,
         scratch: &mut Scratch,
+        try_deadline: &mut LazyDeadline,
     ) -> (Next, usize) {
         let Body::Length(length) = head.body else { return (Next::Hyper, 0) };
         let wire: usize = head.headers.iter().map(|h| h.name.len() + h.value.len() + 4).sum();
@@ -311,7 +351,14 @@ impl DataPlane {
             }
             let endpoint = &endpoints[index];
             let attempt = self
-                .raw_attempt(&mut exchange, endpoint, client, scratch, self.config.try_timeout.min(remaining))
+                .raw_attempt(
+                    &mut exchange,
+                    endpoint,
+                    client,
+                    scratch,
+                    try_deadline,
+                    self.config.try_timeout.min(remaining),
+                )
                 .await;
             if !matches!(attempt, RawAttempt::Busy | RawAttempt::Refused(_) | RawAttempt::BodyGone) {
                 if tried > 0 {
@@ -364,24 +411,25 @@ impl DataPlane {
         endpoint: &Registration,
         client: &mut TcpStream,
         scratch: &mut Scratch,
+        timer: &mut LazyDeadline,
         deadline: std::time::Duration,
     ) -> RawAttempt {
-        let target = match self.admit(endpoint) {
-            Ok(target) => target,
+        let (target, in_flight) = match self.admit(endpoint) {
+            Ok(admitted) => admitted,
             Err(Skip::Busy) => return RawAttempt::Busy,
             Err(Skip::Refused(refused)) => return RawAttempt::Refused(refused),
         };
         if exchange.streamed {
             return RawAttempt::BodyGone;
         }
-        let Some(authority) = target.authority().map(|a| a.as_str().to_owned()) else {
+        let Some(authority) = target.authority().cloned() else {
             return RawAttempt::Refused(format!("endpoint address {} has no host", endpoint.address));
         };
         let splice = exchange.to.splice_for(endpoint).ok();
         write_request(exchange, &target, splice.as_ref(), self.via_bytes(), &mut scratch.out);
-        let in_flight = self.outliers.start(&endpoint.id);
-        let sent = tokio::time::timeout(deadline, async {
-            let mut upstream = match self.raw.checkout(&authority) {
+        timer.set(deadline);
+        let send = async {
+            let mut upstream = match self.raw.checkout(authority.as_str()) {
                 Some(stream) => stream,
                 None => {
                     // One pool at a time per endpoint (see `RawPool::release`).
@@ -396,14 +444,18 @@ impl DataPlane {
             scratch.response.clear();
             let answer = send_and_read_head(exchange, &mut upstream, client, scratch, self.via_bytes()).await?;
             Ok::<_, Fault>((upstream, answer))
-        })
-        .await;
+        };
+        let sent = tokio::select! {
+            biased;
+            sent = send => Ok(sent),
+            () = timer.passed() => Err(()),
+        };
         match sent {
             Ok(Ok((upstream, answer))) => {
                 if http::StatusCode::from_u16(answer.status).is_ok_and(is_endpoint_failure) {
                     self.note_failure(endpoint, "gateway error status");
                 } else {
-                    self.outliers.success(&endpoint.id);
+                    in_flight.success();
                 }
                 RawAttempt::Answered { upstream, authority, in_flight, answer }
             }
@@ -436,7 +488,7 @@ impl DataPlane {
         &self,
         answer: Answer,
         mut upstream: TcpStream,
-        authority: &str,
+        authority: &http::uri::Authority,
         in_flight: InFlight,
         client: &mut TcpStream,
         scratch: &mut Scratch,
@@ -450,7 +502,7 @@ impl DataPlane {
         };
         drop(in_flight);
         if relayed && keep_upstream && scratch.response.is_empty() {
-            self.raw.checkin(authority, upstream);
+            self.raw.checkin(authority.as_str(), upstream);
         }
         relayed
     }
@@ -513,17 +565,16 @@ impl DataPlane {
 
 /// Whether `buf` holds a whole request head (its first empty line, after CRLF or bare LF).
 fn head_complete(buf: &[u8]) -> bool {
-    memchr::memmem::find(buf, b"\n\r\n").is_some() || memchr::memmem::find(buf, b"\n\n").is_some()
+    memchr::memchr_iter(b'\n', buf).any(|at| match buf.get(at + 1) {
+        Some(b'\n') => true,
+        Some(b'\r') => buf.get(at + 2) == Some(&b'\n'),
+        _ => false,
+    })
 }
 
 /// Whether the request already went through this router (see `super::looped`).
 fn looped(headers: &[httparse::Header<'_>]) -> bool {
-    headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("via"))
-        .filter_map(|h| crate::h1::text(h.value))
-        .flat_map(|v| v.split(','))
-        .any(|hop| hop.trim() == VIA)
+    field_values(headers, "via").any(|value| value.split(',').any(|hop| hop.trim() == VIA))
 }
 
 fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -536,30 +587,47 @@ fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 /// Whether a field is one the endpoint must not receive: hop-by-hop (RFC 9110 section 7.6.1,
 /// and those `Connection` lists), or Switchboard's own.
 fn not_forwarded(name: &str, listed: &[&str]) -> bool {
-    const HOP_BY_HOP: [&str; 9] = [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ];
-    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h)) || listed.iter().any(|l| name.eq_ignore_ascii_case(l))
+    hop_by_hop(name) || listed.iter().any(|l| name.eq_ignore_ascii_case(l))
 }
 
-/// The field names a message's `Connection` fields list.
+/// Whether a field is hop-by-hop by its name alone: the fields `forward` strips on the hyper
+/// path, told apart by length first (one comparison for most names).
+fn hop_by_hop(name: &str) -> bool {
+    let is = |hop: &str| name.eq_ignore_ascii_case(hop);
+    match name.len() {
+        2 => is("te"),
+        7 => is("trailer") || is("upgrade"),
+        10 => is("connection") || is("keep-alive"),
+        16 => is("proxy-connection"),
+        17 => is("transfer-encoding"),
+        18 => is("proxy-authenticate"),
+        19 => is("proxy-authorization"),
+        _ => false,
+    }
+}
+
+/// The field names a message's `Connection` fields list, beyond the usual tokens (whose fields
+/// go anyway): as `forward` reads them, and with no allocation in the common case.
 fn connection_listed<'b>(headers: &[httparse::Header<'b>]) -> Vec<&'b str> {
+    let usual = |token: &str| forward::USUAL_CONNECTION_TOKENS.iter().any(|usual| token.eq_ignore_ascii_case(usual));
+    let mut listed = Vec::new();
+    // The common value is one usual token, told without splitting.
+    for value in field_values(headers, "connection").filter(|value| !usual(value)) {
+        for token in value.split(',').map(str::trim) {
+            if !token.is_empty() && !usual(token) {
+                listed.push(token);
+            }
+        }
+    }
+    listed
+}
+
+/// The text values of the fields called `name` (lower case).
+fn field_values<'h, 'b>(headers: &'h [httparse::Header<'b>], name: &'static str) -> impl Iterator<Item = &'b str> + 'h {
     headers
         .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .filter(move |h| h.name.len() == name.len() && h.name.eq_ignore_ascii_case(name))
         .filter_map(|h| crate::h1::text(h.value))
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|token| !token.is_empty())
-        .collect()
 }
 
 /// The request the endpoint at `target` receives, head and the body read so far: as
@@ -573,13 +641,18 @@ fn write_request(
     out: &mut Vec<u8>,
 ) {
     let head = exchange.head;
-    let incoming = http::uri::PathAndQuery::try_from(head.target).ok();
-    let path = forward::endpoint_path(exchange.addressing, target, incoming.as_ref());
     let listed = connection_listed(head.headers);
     out.clear();
     out.extend_from_slice(head.method.as_bytes());
     out.push(b' ');
-    out.extend_from_slice(path.as_str().as_bytes());
+    if exchange.addressing == Addressing::Prefix && matches!(target.path(), "" | "/") && plain_target(head.target) {
+        // The common case: the target as sent, which `forward::endpoint_path` keeps unchanged.
+        out.extend_from_slice(head.target.as_bytes());
+    } else {
+        let incoming = http::uri::PathAndQuery::try_from(head.target).ok();
+        let path = forward::endpoint_path(exchange.addressing, target, incoming.as_ref());
+        out.extend_from_slice(path.as_str().as_bytes());
+    }
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let authority = target.authority().map_or("", |a| a.as_str());
     push_field(out, b"host", authority.as_bytes());
@@ -635,6 +708,12 @@ fn write_request(
     }
 }
 
+/// Whether a request target is an origin-form path and query of RFC 3986 characters only, which
+/// `http::uri::PathAndQuery` takes exactly as written (it drops a fragment, for one).
+fn plain_target(target: &str) -> bool {
+    target.starts_with('/') && target.bytes().all(|b| b.is_ascii_alphanumeric() || b"/?-._~%!$&'()*+,;=:@".contains(&b))
+}
+
 /// `name: existing, value`, as `forward::append_value` joins (the first existing field only).
 fn push_joined(out: &mut Vec<u8>, name: &[u8], existing: Option<&[u8]>, value: &[u8]) {
     out.extend_from_slice(name);
@@ -653,7 +732,12 @@ fn push_joined(out: &mut Vec<u8>, name: &[u8], existing: Option<&[u8]>, value: &
 fn write_response_head(head: &framing::ResponseHead<'_, '_>, via: &[u8], client_keeps: bool, out: &mut Vec<u8>) {
     let listed = connection_listed(head.headers);
     out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(head.code.to_string().as_bytes());
+    // A status code has three digits (`h1::framing::response` reads no other).
+    out.extend_from_slice(&[
+        b'0' + (head.code / 100 % 10) as u8,
+        b'0' + (head.code / 10 % 10) as u8,
+        b'0' + (head.code % 10) as u8,
+    ]);
     out.push(b' ');
     out.extend_from_slice(head.reason.as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -834,4 +918,66 @@ fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
     out.extend_from_slice(format!("{:X}\r\n", data.len()).as_bytes());
     out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_names_are_those_the_hyper_path_strips() {
+        let names = [
+            "te",
+            "TE",
+            "trailer",
+            "Upgrade",
+            "connection",
+            "Keep-Alive",
+            "proxy-connection",
+            "Transfer-Encoding",
+            "proxy-authenticate",
+            "Proxy-Authorization",
+            "host",
+            "content-length",
+            "tee",
+            "trailers",
+            "via",
+            "x-forwarded-for",
+            "connectionx",
+            "keep-alivee",
+            "transfer-encodings",
+            "proxy-authorizations",
+        ];
+        for name in names {
+            let parsed = http::HeaderName::from_bytes(name.as_bytes()).unwrap();
+            assert_eq!(hop_by_hop(name), forward::is_hop_by_hop(&parsed), "{name}");
+        }
+    }
+
+    #[test]
+    fn usual_connection_tokens_list_nothing() {
+        let headers = [
+            httparse::Header { name: "Connection", value: b"keep-alive, Close" },
+            httparse::Header { name: "connection", value: b" x-trace ,upgrade,, te" },
+        ];
+        assert_eq!(connection_listed(&headers), ["x-trace"]);
+    }
+
+    proptest! {
+        #[test]
+        fn a_plain_target_is_kept_as_written(target in "/[a-zA-Z0-9/?#%&=;:@!$'()*+,._~ \"{}|^`\\[\\]-]{0,24}") {
+            if plain_target(&target) {
+                let parsed = http::uri::PathAndQuery::try_from(target.as_str()).unwrap();
+                prop_assert_eq!(parsed.as_str(), target.as_str());
+            }
+        }
+
+        #[test]
+        fn a_head_is_complete_at_its_first_empty_line(bytes in proptest::collection::vec(prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'a')], 0..16)) {
+            let expected = memchr::memmem::find(&bytes, b"\n\r\n").is_some() || memchr::memmem::find(&bytes, b"\n\n").is_some();
+            prop_assert_eq!(head_complete(&bytes), expected);
+        }
+    }
 }

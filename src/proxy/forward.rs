@@ -34,7 +34,7 @@ pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-fn is_hop_by_hop(name: &HeaderName) -> bool {
+pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(name) || name == header::UPGRADE
 }
 
@@ -48,6 +48,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     strip(headers, false);
 }
 
+/// `Connection` tokens that name no field to remove beyond the hop-by-hop ones (or none at all).
+pub const USUAL_CONNECTION_TOKENS: [&str; 5] = ["close", "keep-alive", "upgrade", "te", "trailer"];
+
 fn strip(headers: &mut HeaderMap, ours_too: bool) {
     // Headers the `Connection` header names are hop-by-hop too; the usual tokens name headers
     // removed anyway (or none at all), so only unusual ones cost a lookup.
@@ -57,9 +60,7 @@ fn strip(headers: &mut HeaderMap, ours_too: bool) {
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .map(str::trim)
-        .filter(|token| {
-            !["close", "keep-alive", "upgrade", "te", "trailer"].iter().any(|usual| token.eq_ignore_ascii_case(usual))
-        })
+        .filter(|token| !USUAL_CONNECTION_TOKENS.iter().any(|usual| token.eq_ignore_ascii_case(usual)))
         .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
         .collect();
     for name in listed {

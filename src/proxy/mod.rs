@@ -179,6 +179,14 @@ impl Default for DataPlaneConfig {
 }
 
 /// The routing state of one node.
+/// An endpoint's address, parsed and checked once (an address never changes for an id).
+#[derive(Debug, Clone)]
+struct Target {
+    uri: http::Uri,
+    /// Its host as the address policy prepared it.
+    host: crate::netpolicy::PreparedHost,
+}
+
 #[derive(Debug)]
 pub struct DataPlane {
     view: AppliedView,
@@ -191,8 +199,8 @@ pub struct DataPlane {
     via: HeaderValue,
     tokens: Arc<Tokens>,
     policy: Arc<AddressPolicy>,
-    /// Parsed, policy-checked request targets of endpoints (an address never changes for an id).
-    targets: std::sync::RwLock<std::collections::HashMap<RegistrationId, Result<http::Uri, String>, FastHash>>,
+    /// Parsed request targets of endpoints, their hosts prepared for the address policy.
+    targets: std::sync::RwLock<std::collections::HashMap<RegistrationId, Result<Target, String>, FastHash>>,
 }
 
 impl DataPlane {
@@ -374,7 +382,7 @@ impl DataPlane {
                     if *addressing == Addressing::Exact {
                         explain.to = Some(routed.to.splice_for(endpoint).map_or_else(|kept| kept, |_| TO_REWRITTEN));
                     }
-                    explain.target = self.target(endpoint).ok().map(|base| {
+                    explain.target = self.target(endpoint).ok().map(|Target { uri: base, .. }| {
                         let path = forward::endpoint_path(*addressing, &base, parts.uri.path_and_query());
                         format!(
                             "{}://{}{path}",
@@ -408,12 +416,16 @@ impl DataPlane {
     /// The parsed request target of an endpoint, checked against the address policy when its host
     /// is an IP literal (host names are checked by the resolver when a connection is made).
     /// Cached per registration id: an id is a hash of its address.
-    fn target(&self, endpoint: &Registration) -> Result<http::Uri, String> {
+    fn target(&self, endpoint: &Registration) -> Result<Target, String> {
         let cached = self.targets.read().unwrap_or_else(|p| p.into_inner()).get(&endpoint.id).cloned();
         if let Some(target) = cached {
             return target;
         }
-        let target = forward::target(&endpoint.address).map_err(|err| err.to_string());
+        let target = forward::target(&endpoint.address).map_err(|err| err.to_string()).map(|uri| {
+            let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
+            let host = self.policy.prepare_host(uri.host().unwrap_or_default(), port);
+            Target { uri, host }
+        });
         self.targets.write().unwrap_or_else(|p| p.into_inner()).insert(endpoint.id, target.clone());
         target
     }
@@ -421,10 +433,9 @@ impl DataPlane {
     /// The endpoint's target, checked against the address policy as it is now (the set of the
     /// cluster's listeners changes).
     pub(crate) fn checked_target(&self, endpoint: &Registration) -> Result<http::Uri, String> {
-        let target = self.target(endpoint)?;
-        let port = target.port_u16().unwrap_or(if target.scheme_str() == Some("https") { 443 } else { 80 });
-        self.policy.check_host(target.host().unwrap_or_default(), port).map_err(|refused| refused.to_string())?;
-        Ok(target)
+        let Target { uri, host } = self.target(endpoint)?;
+        self.policy.recheck(&host).map_err(|refused| refused.to_string())?;
+        Ok(uri)
     }
 
     /// Forgets health and targets of endpoints that are no longer registered.

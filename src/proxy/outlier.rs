@@ -46,9 +46,17 @@ impl Default for Outliers {
     }
 }
 
-/// Counts a request in flight until dropped.
+/// Counts a request in flight until dropped; its endpoint's entry, looked up once.
 #[derive(Debug)]
 pub struct InFlight(Arc<EndpointStats>);
+
+impl InFlight {
+    /// Records that the endpoint answered: its failure streak ends.
+    pub fn success(&self) {
+        self.0.failures.store(0, Ordering::Relaxed);
+        self.0.ejections.store(0, Ordering::Relaxed);
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -87,16 +95,19 @@ impl Outliers {
     }
 
     pub fn start(&self, id: &RegistrationId) -> InFlight {
-        let stats = self.entry(id);
-        stats.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(stats)
+        self.start_counted(id).0
     }
 
-    pub fn success(&self, id: &RegistrationId) {
-        if let Some(stats) = self.get(id) {
-            stats.failures.store(0, Ordering::Relaxed);
-            stats.ejections.store(0, Ordering::Relaxed);
-        }
+    /// [`Self::start`], with the requests that were in flight to the endpoint before this one.
+    pub fn start_counted(&self, id: &RegistrationId) -> (InFlight, u32) {
+        let stats = self.entry(id);
+        let before = stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        (InFlight(stats), before)
+    }
+
+    #[cfg(test)]
+    fn success(&self, id: &RegistrationId) {
+        self.start(id).success();
     }
 
     /// Records a failure; returns the ejection it caused, if any.
@@ -170,11 +181,15 @@ mod tests {
     fn in_flight_counts_until_dropped() {
         let outliers = Outliers::default();
         let id = RegistrationId::of("http://a/", "n", "c");
-        let a = outliers.start(&id);
-        let b = outliers.start(&id);
+        let (a, before_a) = outliers.start_counted(&id);
+        let (b, before_b) = outliers.start_counted(&id);
+        assert_eq!((before_a, before_b), (0, 1), "each start sees the requests before it");
         assert_eq!(outliers.in_flight(&id), 2);
         drop(a);
+        let (c, before_c) = outliers.start_counted(&id);
+        assert_eq!(before_c, 1);
         drop(b);
+        drop(c);
         assert_eq!(outliers.in_flight(&id), 0);
         outliers.retain(&|_| false);
         assert_eq!(outliers.stats.read().unwrap().len(), 0);

@@ -65,9 +65,13 @@ impl RawPool {
     /// Gives back a connection whose last exchange ended cleanly.
     pub fn checkin(&self, authority: &str, stream: TcpStream) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let list = idle.entry(authority.to_owned()).or_default();
-        if list.len() < MAX_IDLE_PER_ENDPOINT {
-            list.push((stream, Instant::now()));
+        // The key is copied only the first time.
+        match idle.get_mut(authority) {
+            Some(list) if list.len() >= MAX_IDLE_PER_ENDPOINT => {}
+            Some(list) => list.push((stream, Instant::now())),
+            None => {
+                idle.insert(authority.to_owned(), vec![(stream, Instant::now())]);
+            }
         }
     }
 
