@@ -149,6 +149,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
         policy: config.address_policy.clone(),
         https: config.tls.is_some(),
         prober: prober.clone(),
+        watches: api::Watches::new(api::MAX_WATCHES, stop.clone()),
     };
     let api_router = api::router(api_state.clone());
     let key = Arc::new(crate::peer_auth::PeerKey::new(&config.cluster_secret));

@@ -53,6 +53,8 @@ pub enum ApiError {
     HeadersTooLarge,
     #[error("this route does not take that method")]
     MethodNotAllowed,
+    #[error("this node already holds {0} blocking reads open; try again later or another node")]
+    TooManyWatches(usize),
 }
 
 impl ApiError {
@@ -77,6 +79,7 @@ impl ApiError {
             Self::QuotaExceeded(_) => (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded"),
             Self::HeadersTooLarge => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::TooManyWatches(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_watches"),
             Self::Cluster(err) => match err {
                 ClusterError::NotLeader | ClusterError::NoLeader(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_leader"),
                 ClusterError::OutcomeUnknown => (StatusCode::GATEWAY_TIMEOUT, "outcome_unknown"),

@@ -10,6 +10,7 @@ mod policies;
 mod registrations;
 mod soap;
 mod tokens;
+mod watch;
 
 use std::sync::Arc;
 
@@ -27,6 +28,8 @@ use axum::response::IntoResponse;
 use axum::response::Response;
 
 pub use self::error::ApiError;
+pub use self::watch::MAX_WATCHES;
+pub use self::watch::Watches;
 use crate::auth::Caller;
 use crate::auth::Tokens;
 use crate::cluster::Cluster;
@@ -48,6 +51,8 @@ pub struct ApiState {
     pub https: bool,
     /// The node's health checker (who checks what, the default check).
     pub prober: crate::health::Prober,
+    /// The blocking reads open on this node.
+    pub watches: Watches,
 }
 
 /// JSON body whose rejections use the API's error format.

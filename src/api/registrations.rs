@@ -17,6 +17,8 @@ use crate::api::ApiPath;
 use crate::api::ApiQuery;
 use crate::api::ApiState;
 use crate::api::require;
+use crate::api::watch::INDEX_HEADER;
+use crate::api::watch::Wait;
 use crate::auth::Caller;
 use crate::cluster::leases::Refusal;
 use crate::raft::NodeId;
@@ -130,6 +132,10 @@ struct ListQuery {
     cursor: Option<String>,
     /// Only registrations whose committed health is this.
     health: Option<HealthStatus>,
+    /// A blocking read: answer once the applied index is past this one (see `super::watch`).
+    index: Option<u64>,
+    /// How long a blocking read waits at most, like `30s` [default 5m, at most 10m].
+    wait: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -174,10 +180,13 @@ async fn list(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
     ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<Json<RegistrationList>, ApiError> {
+) -> Result<Response, ApiError> {
     require(caller.can_read(), &caller, "read")?;
     let limit = super::page_limit(query.limit)?;
     let cursor = query.cursor.as_deref().map(parse_cursor).transpose()?;
+    if let Some(wait) = Wait::parse(query.index, query.wait.as_deref())? {
+        state.watches.wait_past(state.cluster.view(), wait).await?;
+    }
     ensure_fresh(&state, query.consistency).await?;
     let applied = state.cluster.view().load();
     let namespace = query.contract_namespace.as_deref().map(trim_namespace);
@@ -190,7 +199,8 @@ async fn list(
     let (page, next_cursor) = super::page(matching, limit, |r| r.id.to_string());
     let members = state.cluster.probers();
     let registrations = page.into_iter().map(|r| view(&state, &applied.state, r, &members)).collect();
-    Ok(Json(RegistrationList { registrations, applied_index: applied.index, next_cursor }))
+    let list = RegistrationList { registrations, applied_index: applied.index, next_cursor };
+    Ok(([(INDEX_HEADER, applied.index)], Json(list)).into_response())
 }
 
 /// A registration with the check that applies to it and its committed health.

@@ -63,7 +63,17 @@ async fn single_node_full(limits: crate::cluster::RegistryLimits, tokens: Tokens
         .unwrap();
     tokens.attach(Arc::new(cluster.view().clone()));
     let prober = crate::health::Prober::new(cluster.clone(), Default::default(), Default::default());
-    (dir, router(ApiState { cluster, tokens: Arc::new(tokens), policy: Default::default(), https: false, prober }))
+    (
+        dir,
+        router(ApiState {
+            cluster,
+            tokens: Arc::new(tokens),
+            policy: Default::default(),
+            https: false,
+            prober,
+            watches: Watches::default(),
+        }),
+    )
 }
 
 async fn call(app: &Router, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
@@ -120,6 +130,58 @@ async fn register_show_list_unregister() {
     assert_eq!((status, removed["id"].as_str()), (StatusCode::OK, Some(id.as_str())));
     let (status, error) = call(&app, "DELETE", &format!("/v1/registrations/{id}"), None).await;
     assert_eq!((status, error["code"].as_str()), (StatusCode::NOT_FOUND, Some("registration_not_found")));
+}
+
+/// A GET whose answer's `X-Switchboard-Index` and body come back.
+async fn get_indexed(app: &Router, uri: &str) -> (StatusCode, Option<u64>, Value) {
+    let request = Request::builder().uri(uri).body(Body::empty()).unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let index = response.headers().get("x-switchboard-index").map(|v| v.to_str().unwrap().parse().unwrap());
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, index, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_blocking_list_answers_once_the_index_passes_or_at_its_wait_with_the_same_index() {
+    let (_dir, app) = single_node().await;
+    let (status, index, page) = get_indexed(&app, "/v1/registrations").await;
+    assert_eq!(status, StatusCode::OK);
+    let index = index.expect("every list says the index it reflects");
+    assert_eq!(page["applied_index"].as_u64(), Some(index));
+
+    // Nothing changes: the wait ends and the answer has the same index.
+    let (status, same, _) = get_indexed(&app, &format!("/v1/registrations?index={index}&wait=200ms")).await;
+    assert_eq!((status, same), (StatusCode::OK, Some(index)));
+    // An index already passed answers at once.
+    let (_, at_once, _) = get_indexed(&app, "/v1/registrations?index=0&wait=10m").await;
+    assert_eq!(at_once, Some(index));
+
+    // A change wakes a read that waits for it: the answer holds the change and a later index
+    // (it could not hold them had it answered before the change).
+    let waiting = tokio::spawn({
+        let app = app.clone();
+        async move { get_indexed(&app, &format!("/v1/registrations?index={index}&wait=60s")).await }
+    });
+    let (status, created) = call(&app, "POST", "/v1/registrations", Some(registration("http://svc:9000/"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let (status, woken, page) =
+        tokio::time::timeout(Duration::from_secs(30), waiting).await.expect("the change wakes the read").unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert!(woken.unwrap() > index, "{woken:?} after {index}");
+    assert_eq!(page["registrations"][0]["id"], created["id"]);
+
+    for uri in [
+        "/v1/registrations?wait=30s",
+        "/v1/registrations?index=1&wait=0s",
+        "/v1/registrations?index=1&wait=11m",
+        "/v1/registrations?index=1&wait=later",
+    ] {
+        let (status, error) = call(&app, "GET", uri, None).await;
+        assert_eq!((status, error["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_wait")), "{uri}");
+    }
+    let (status, error) = call(&app, "GET", "/v1/registrations?index=soon", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
 }
 
 #[tokio::test]

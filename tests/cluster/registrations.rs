@@ -311,3 +311,56 @@ async fn pagination_walks_every_registration_once_in_order_while_writes_go_on() 
     assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "ids strictly increasing: a stable order, no duplicate");
     assert_eq!(stable.len(), count, "no registration present throughout was skipped");
 }
+
+/// A list's `X-Switchboard-Index` and body, from node `url`, waiting at most a minute.
+async fn indexed_list(http: &reqwest::Client, url: String) -> (u64, Value) {
+    let response = http.get(url).timeout(std::time::Duration::from_secs(60)).send().await.expect("list answered");
+    assert_eq!(response.status(), 200);
+    let index = response.headers()["x-switchboard-index"].to_str().unwrap().parse().unwrap();
+    (index, response.json().await.unwrap())
+}
+
+fn lists(page: &Value, address: &str) -> bool {
+    page["registrations"].as_array().unwrap().iter().any(|r| r["address"] == address)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blocking_read_wakes_for_a_write_through_another_node_and_a_lagging_node_answers_only_once_caught_up() {
+    let cluster = TestCluster::start(3);
+    let leader = cluster.wait_stable().await;
+    let followers: Vec<u64> = cluster.running().into_iter().filter(|&id| id != leader).collect();
+    let (watcher, writer) = (followers[0], followers[1]);
+
+    // A read on one follower, blocked on the index it reflects, wakes for a write through the
+    // other: the answer holds the write and a later index.
+    let (seen, _) = indexed_list(&cluster.http, format!("{}/v1/registrations", cluster.api(watcher))).await;
+    let waiting = tokio::spawn({
+        let (http, url) =
+            (cluster.http.clone(), format!("{}/v1/registrations?index={seen}&wait=60s", cluster.api(watcher)));
+        async move { indexed_list(&http, url).await }
+    });
+    let (status, _) = cluster.register(writer, "http://127.0.0.1:9101/", "urn:watch", "IWatched").await;
+    assert_eq!(status, 201);
+    let (woken, page) = waiting.await.unwrap();
+    assert!(woken > seen, "{woken} after {seen}");
+    assert!(lists(&page, "http://127.0.0.1:9101/"), "{page}");
+
+    // A node that has applied less than the index a caller saw elsewhere answers only once it
+    // has applied past it: the watcher is stopped while a write commits without it.
+    cluster.pause(watcher);
+    let (status, _) = cluster.register(leader, "http://127.0.0.1:9102/", "urn:watch", "IWatched").await;
+    assert_eq!(status, 201);
+    let (on_leader, page) = indexed_list(&cluster.http, format!("{}/v1/registrations", cluster.api(leader))).await;
+    assert!(lists(&page, "http://127.0.0.1:9102/"));
+    let lagging = tokio::spawn({
+        let (http, url) = (
+            cluster.http.clone(),
+            format!("{}/v1/registrations?index={}&wait=60s", cluster.api(watcher), on_leader - 1),
+        );
+        async move { indexed_list(&http, url).await }
+    });
+    cluster.resume(watcher);
+    let (caught_up, page) = lagging.await.unwrap();
+    assert!(caught_up >= on_leader, "{caught_up} before {on_leader}");
+    assert!(lists(&page, "http://127.0.0.1:9102/"), "the answer never goes back before what the caller saw: {page}");
+}
