@@ -41,7 +41,7 @@ impl Wait {
     pub fn parse(index: Option<u64>, wait: Option<&str>) -> Result<Option<Self>, ApiError> {
         let wait = wait
             .map(|text| {
-                crate::config::parse_duration(text).ok().filter(|wait| !wait.is_zero() && *wait <= MAX_WAIT).ok_or_else(
+                humantime::parse_duration(text).ok().filter(|wait| !wait.is_zero() && *wait <= MAX_WAIT).ok_or_else(
                     || {
                         ApiError::bad_request(
                             "invalid_wait",
