@@ -34,9 +34,10 @@ CONNECTIONS=64
 
 B1_SECONDS=$(by_mode 3 10)
 B1_WARMUP=$(by_mode 1 3)
-B1_REPS=$(by_mode 1 7)
+# B1_REPS and B2_REPS may be set for a run by hand (fewer repetitions of one benchmark).
+B1_REPS=${B1_REPS:-$(by_mode 1 7)}
 B2_SECONDS=$(by_mode 4 15)
-B2_REPS=$(by_mode 1 7)
+B2_REPS=${B2_REPS:-$(by_mode 1 7)}
 
 # steal_ticks: the machine's CPU steal so far (all CPUs, clock ticks; /proc/stat's eighth field).
 steal_ticks() { awk '/^cpu / { print $9 }' /proc/stat; }
@@ -263,21 +264,26 @@ run_b1() {
 
 # --- B2 ----------------------------------------------------------------------------------------
 
-# latency_once URL RATE SECONDS: open-loop latency summary as JSON (oha, or benchkit's fallback).
+# latency_once URL RATE SECONDS [HEADER]: open-loop latency summary as JSON (oha, or benchkit's
+# fallback); HEADER is one more request header.
 latency_once() {
-    local url=$1 rate=$2 seconds=$3
+    local url=$1 rate=$2 seconds=$3 oha_headers=(-H "X-Switchboard-Contract: $CONTRACT")
+    local kit_headers=(--header "X-Switchboard-Contract: $CONTRACT")
+    if [[ -n "${4:-}" ]]; then
+        oha_headers+=(-H "$4")
+        kit_headers+=(--header "$4")
+    fi
     if [[ -n "${BENCH_OHA:-}" ]]; then
         taskset -c 1 "$BENCH_OHA" --no-tui --output-format json --worker-threads 1 -c "$CONNECTIONS" -q "$rate" \
-            --latency-correction -z "${seconds}s" -H "X-Switchboard-Contract: $CONTRACT" "$url" |
+            --latency-correction -z "${seconds}s" "${oha_headers[@]}" "$url" |
             python3 "$BENCH_ROOT/lib/stats.py" oha - --rate "$rate"
     else
-        taskset -c 1 "$BENCH_KIT" openloop --url "$url" --rate "$rate" --seconds "$seconds" \
-            --header "X-Switchboard-Contract: $CONTRACT"
+        taskset -c 1 "$BENCH_KIT" openloop --url "$url" --rate "$rate" --seconds "$seconds" "${kit_headers[@]}"
     fi
 }
 
 run_b2() {
-    local rate target rep steal runs="$BENCH_RUN/b2-runs.jsonl"
+    local rate target rep steal header pids before runs="$BENCH_RUN/b2-runs.jsonl"
     rate=$(json_get "$BENCH_OUT/b1.json" 'int(j["b2_rate"])')
     ((rate > 0)) || die "B2: no usable rate from B1"
     # Quick mode only checks that B2 runs: its open-loop generator is the unoptimised build, which
@@ -285,15 +291,21 @@ run_b2() {
     if is_quick && ((rate > 1000)); then rate=1000; fi
     : >"$runs"
     # Interleaved: each repetition runs every target once, and its added latency is against the
-    # direct call of the same repetition.
+    # direct call of the same repetition. `switchboard-general` is the same node with the request
+    # handed to its general (hyper) path, as in B1; the CPU time of the target's processes over
+    # each run tells how busy the proxy's core was.
     for rep in $(seq "$B2_REPS"); do
-        for target in "${TARGETS[@]}"; do
+        for target in "${TARGETS[@]}" switchboard-general; do
             log "B2 $target rep $rep at $rate req/s for ${B2_SECONDS}s"
+            header=""
+            [[ "$target" == switchboard-general ]] && header="X-Switchboard-Explain: 0"
+            read -r -a pids <<<"$(target_pids "$target")"
+            before=$(cpu_ticks "${pids[@]}")
             steal=$(steal_ticks)
-            latency_once "$(target_url "$target")" "$rate" "$B2_SECONDS" >"$BENCH_RUN/b2-run.json"
+            latency_once "$(target_url "$target")" "$rate" "$B2_SECONDS" "$header" >"$BENCH_RUN/b2-run.json"
             steal=$(($(steal_ticks) - steal))
-            python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); j.update(target=sys.argv[2], rep=int(sys.argv[3]), steal_ticks=int(sys.argv[4])); print(json.dumps(j))' \
-                "$BENCH_RUN/b2-run.json" "$target" "$rep" "$steal" >>"$runs"
+            python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); j.update(target=sys.argv[2], rep=int(sys.argv[3]), steal_ticks=int(sys.argv[4]), cpu_ticks=int(sys.argv[5])); print(json.dumps(j))' \
+                "$BENCH_RUN/b2-run.json" "$target" "$rep" "$steal" "$(($(cpu_ticks "${pids[@]}") - before))" >>"$runs"
         done
     done
     python3 "$BENCH_ROOT/lib/stats.py" b2 "$runs" --rate "$rate" --seconds "$B2_SECONDS" --reps "$B2_REPS" \

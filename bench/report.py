@@ -339,7 +339,7 @@ class Report:
                f'with min – max. CPU steal: at most {pct(b2.get("steal_max"))} of the machine in any run.')
         self.w()
         rows = []
-        for name in ("direct", "nginx", "haproxy", "switchboard"):
+        for name in ("direct", "nginx", "haproxy", "switchboard", "switchboard-general"):
             r = b2["runs"].get(name)
             if not r:
                 continue
@@ -349,12 +349,17 @@ class Report:
             added = "—" if name == "direct" else " / ".join(
                 signed(a.get(q)) + (f' ({signed(spread[q][0])} – {signed(spread[q][1])})' if q in spread else "")
                 for q in ("p50", "p99", "p999"))
+            busy = r.get("core_busy")
+            cpu = r.get("cpu_us_per_request")
             rows.append((name, num(r["p50_ms"] * 1e3), num(r["p99_ms"] * 1e3), num(r["p999_ms"] * 1e3), added,
-                         num(achieved) if achieved is not None else "n/a", r["errors"]))
+                         num(achieved) if achieved is not None else "n/a", r["errors"],
+                         "n/a" if busy is None else f"{pct(busy)} ({num(cpu, 1)} µs)"))
         self.table(["target", "p50 µs", "p99 µs", "p99.9 µs", "added p50 / p99 / p99.9 µs (min – max)",
-                    "achieved req/s", "errors"], rows)
+                    "achieved req/s", "errors", "its core busy (CPU per request)"], rows)
         self.w("An achieved rate below the requested one means the load tool or the target could not keep up, "
-               "and that target's latencies include queueing.")
+               "and that target's latencies include queueing. `switchboard-general` is the same node with "
+               "each request handed to its general (hyper) path (`X-Switchboard-Explain: 0`, as in B1). The "
+               "last column is the target's processes' CPU time over the run (the direct call's: the backend's).")
         self.w()
 
     def b3(self):

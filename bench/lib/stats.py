@@ -157,6 +157,11 @@ def b2(args):
             "achieved_per_second": median_of(rs, "achieved_per_second"),
             "errors": sum(x.get("errors", 0) for x in rs),
             "steal_max": max(steal_share(x.get("steal_ticks", 0), clk, x.get("seconds") or args.seconds, args.cpus) for x in rs),
+            # The target's CPU time over the run: the share of one core it kept busy, and per request.
+            "core_busy": median_of([{"v": x["cpu_ticks"] / (clk * x["seconds"])} for x in rs
+                                    if x.get("cpu_ticks") is not None and x.get("seconds")], "v"),
+            "cpu_us_per_request": median_of([{"v": x["cpu_ticks"] / clk / x["ok"] * 1e6} for x in rs
+                                             if x.get("cpu_ticks") is not None and x.get("ok")], "v"),
             "reps": rs,
         }
     added = {t: {q: statistics.median(v) for q, v in qs.items()} for t, qs in added_runs.items()}
