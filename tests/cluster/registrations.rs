@@ -364,3 +364,49 @@ async fn a_blocking_read_wakes_for_a_write_through_another_node_and_a_lagging_no
     assert!(caught_up >= on_leader, "{caught_up} before {on_leader}");
     assert!(lists(&page, "http://127.0.0.1:9102/"), "the answer never goes back before what the caller saw: {page}");
 }
+
+/// The addresses of the watch's next copy, sorted; within a minute.
+async fn next_addresses(watch: &mut switchboard_client::ContractWatch<'_>, what: &str) -> Vec<String> {
+    let next = tokio::time::timeout(std::time::Duration::from_secs(60), watch.next()).await;
+    let views = next.unwrap_or_else(|_| panic!("{what} within a minute")).unwrap();
+    let mut addresses: Vec<String> = views.iter().map(|v| v.address.to_string()).collect();
+    addresses.sort();
+    addresses
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_watch_keeps_a_copy_of_a_contract_through_the_loss_of_the_router_it_reads_from() {
+    let mut cluster = TestCluster::start(3);
+    let leader = cluster.wait_stable().await;
+    // The watch reads from a follower first; the leader is its last router.
+    let mut order: Vec<u64> = cluster.running().into_iter().filter(|&id| id != leader).collect();
+    order.push(leader);
+    let routers = order.iter().map(|&id| cluster.api(id)).collect();
+    let client = switchboard_client::ControlClient::new(routers, None, std::time::Duration::from_secs(5)).unwrap();
+    let mut watch = client.watch("urn:watch", "IWatched");
+    assert!(next_addresses(&mut watch, "the first read").await.is_empty());
+
+    // Another contract's change wakes the read too, but the copy moves only with this one's.
+    let (status, _) = cluster.register(leader, "http://127.0.0.1:9209/", "urn:other", "IOther").await;
+    assert_eq!(status, 201);
+    let (status, _) = cluster.register(leader, "http://127.0.0.1:9201/", "urn:watch", "IWatched").await;
+    assert_eq!(status, 201);
+    assert_eq!(next_addresses(&mut watch, "the registration").await, ["http://127.0.0.1:9201/"]);
+
+    // The router it reads from is lost while the read waits on it; the change made meanwhile
+    // reaches the watch through another router.
+    let change = async {
+        cluster.kill(order[0]);
+        cluster.register(leader, "http://127.0.0.1:9202/", "urn:watch", "IWatched").await
+    };
+    let (seen, (status, _)) = tokio::join!(next_addresses(&mut watch, "the change after the failover"), change);
+    assert_eq!(status, 201);
+    assert_eq!(seen, ["http://127.0.0.1:9201/", "http://127.0.0.1:9202/"]);
+    let index = watch.index().unwrap();
+
+    let id = watch.current().iter().find(|v| v.address.as_str() == "http://127.0.0.1:9201/").unwrap().id;
+    let response = cluster.http.delete(format!("{}/v1/registrations/{id}", cluster.api(leader))).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(next_addresses(&mut watch, "the removal").await, ["http://127.0.0.1:9202/"]);
+    assert!(watch.index().unwrap() > index);
+}

@@ -1,7 +1,8 @@
 //! Switchboard's client library, for services written in Rust: register with the cluster, keep
 //! leases alive in the background, re-register after the cluster lost a registration, fail over
 //! between router addresses, drain, and unregister on graceful shutdown ([`Registrar`]); and a
-//! typed client of the control API ([`ControlClient`]).
+//! typed client of the control API ([`ControlClient`]), with a local copy of a contract's
+//! registrations kept up to date by blocking reads ([`ContractWatch`]).
 //!
 //! It depends on the wire types (`switchboard-proto`), an HTTP client and tokio only: a service
 //! that embeds it does not build the server.
@@ -59,6 +60,71 @@ use tokio::task::JoinSet;
 /// Registrations sent at once when a service registers many.
 const REGISTER_CONCURRENCY: usize = 16;
 
+/// A contract's registrations kept up to date with blocking reads (`?index=&wait=`); made by
+/// [`ControlClient::watch`]. Each read waits on whichever router answers, so the watch survives
+/// the loss of the router it was reading from; a router behind what the watch has seen is not
+/// believed until it has caught up (the copy never goes back in time).
+#[derive(Debug)]
+pub struct ContractWatch<'a> {
+    client: &'a ControlClient,
+    /// The contract's part of the list query, encoded.
+    query: String,
+    /// The applied index the copy reflects; none before the first read.
+    index: Option<u64>,
+    current: Vec<RegistrationView>,
+}
+
+impl ContractWatch<'_> {
+    /// The local copy, as of the last [`Self::next`].
+    pub fn current(&self) -> &[RegistrationView] {
+        &self.current
+    }
+
+    /// The cluster's applied index the copy reflects.
+    pub fn index(&self) -> Option<u64> {
+        self.index
+    }
+
+    /// The contract's registrations: at once on the first call, then as soon as they differ
+    /// from the copy (a registration added, removed, drained, or its health changed). Reads
+    /// wake on any change of the cluster and are compared, as Consul's clients do.
+    pub async fn next(&mut self) -> Result<&[RegistrationView], ClientError> {
+        loop {
+            let (index, list) = self.read().await?;
+            let first = self.index.is_none();
+            if self.index.is_some_and(|seen| index < seen) {
+                // The wait ended on a router that has applied less than the copy reflects.
+                continue;
+            }
+            self.index = Some(index);
+            if first || list != self.current {
+                self.current = list;
+                return Ok(&self.current);
+            }
+        }
+    }
+
+    /// One read of every page: the first blocks on the copy's index, the rest follow at once.
+    async fn read(&self) -> Result<(u64, Vec<RegistrationView>), ClientError> {
+        let wait = self.client.request_timeout.saturating_sub(Duration::from_secs(1)).max(Duration::from_millis(500));
+        let blocking = match self.index {
+            Some(index) => format!("&index={index}&wait={}ms", wait.as_millis()),
+            None => String::new(),
+        };
+        let base = format!("/v1/registrations?{}&limit=5000", self.query);
+        let mut page: RegistrationList =
+            self.client.call(Method::GET, &format!("{base}{blocking}"), None::<&()>).await?;
+        // Later pages may reflect later changes; the next read then wakes at once for them.
+        let index = page.applied_index;
+        let mut all = std::mem::take(&mut page.registrations);
+        while let Some(cursor) = page.next_cursor.take() {
+            page = self.client.call(Method::GET, &format!("{base}&cursor={cursor}"), None::<&()>).await?;
+            all.append(&mut page.registrations);
+        }
+        Ok((index, all))
+    }
+}
+
 /// Why a call to the cluster failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -76,6 +142,8 @@ pub enum ClientError {
 #[derive(Debug)]
 pub struct ControlClient {
     http: reqwest::Client,
+    /// The longest a call may take; a blocking read waits a little less.
+    request_timeout: Duration,
     routers: Vec<String>,
     /// Index of the router that answered last.
     current: AtomicUsize,
@@ -102,7 +170,7 @@ impl ControlClient {
             .no_proxy()
             .build()
             .map_err(|e| ClientError::Unavailable(e.to_string()))?;
-        Ok(Self { http, routers, current: AtomicUsize::new(0) })
+        Ok(Self { http, request_timeout, routers, current: AtomicUsize::new(0) })
     }
 
     /// `POST /v1/registrations`: registers (or refreshes) an endpoint.
@@ -157,6 +225,17 @@ impl ControlClient {
     /// `GET /v1/cluster`: the answering node's view of the cluster.
     pub async fn cluster(&self) -> Result<ClusterView, ClientError> {
         self.call(Method::GET, "/v1/cluster", None::<&()>).await
+    }
+
+    /// Watches the registrations of the contract `namespace`/`name`: a local copy kept up to
+    /// date with blocking reads, across the routers as [`Self::call`] fails over between them.
+    pub fn watch(&self, namespace: &str, name: &str) -> ContractWatch<'_> {
+        let pairs = [("contract_namespace", namespace), ("contract_name", name)];
+        let query = reqwest::Url::parse_with_params("http://router/", pairs)
+            .ok()
+            .and_then(|url| url.query().map(str::to_owned))
+            .unwrap_or_default();
+        ContractWatch { client: self, query, index: None, current: Vec::new() }
     }
 
     /// Calls the routers in turn until one serves the request.
