@@ -228,7 +228,7 @@ impl ControlClient {
     }
 
     /// Watches the registrations of the contract `namespace`/`name`: a local copy kept up to
-    /// date with blocking reads, across the routers as [`Self::call`] fails over between them.
+    /// date with blocking reads, failing over between the routers as every call does.
     pub fn watch(&self, namespace: &str, name: &str) -> ContractWatch<'_> {
         let pairs = [("contract_namespace", namespace), ("contract_name", name)];
         let query = reqwest::Url::parse_with_params("http://router/", pairs)
