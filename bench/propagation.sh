@@ -6,6 +6,11 @@
 # acknowledged polls the data plane of all three nodes with that contract until each routes it
 # to the backend (2xx). Per registration: the slowest node's time from the acknowledgement to
 # its first routed answer (poll answer included, so it errs on the slow side). p50/p99/max.
+#
+# Then blocking reads on the same cluster: `benchkit watchers` keeps 100 watchers of one contract
+# (blocking reads with `?index=&wait=`, spread over the three nodes) and registers into it one at
+# a time; per registration and watcher, the time from the registration sent (its commit included)
+# to the answer that holds it, and from its acknowledgement.
 set -euo pipefail
 # shellcheck source=lib/common.sh
 source "$(dirname "$0")/lib/common.sh"
@@ -29,4 +34,12 @@ log "B5 $COUNT registrations"
 }
 cat "$BENCH_OUT/b5.json" >&2
 [[ "$(json_get "$BENCH_OUT/b5.json" 'j["measured"]')" -gt 0 ]] || die "B5: no registration was measured"
+log "B5 blocking reads: 100 watchers"
+"$BENCH_KIT" watchers --apis "$apis" --watchers 100 --changes "$(by_mode 20 200)" --gap-ms 10 --timeout-ms 5000 \
+    --max-seconds 300 >"$BENCH_OUT/b5_watch.json" || {
+    show_logs "$DIR"
+    die "B5: the watchers could not run"
+}
+cat "$BENCH_OUT/b5_watch.json" >&2
+[[ "$(json_get "$BENCH_OUT/b5_watch.json" 'j["measured"]')" -gt 0 ]] || die "B5: no registration reached every watcher"
 log "B5 done"

@@ -9,6 +9,8 @@
 //!   so data directories can be measured right after compaction (B6).
 //! - `openloop`: a fixed-rate, coordinated-omission-corrected latency probe; the fallback for B2
 //!   when `oha` cannot be installed.
+//! - `watchers`: many blocking reads of one contract spread over the nodes; registrations made
+//!   one at a time, and for each the time until every watcher woke with it (B5).
 //!
 //! Every loop is bounded both in count and in time.
 
@@ -44,6 +46,7 @@ enum Command {
     Compact(CompactArgs),
     Openloop(OpenloopArgs),
     Health(HealthArgs),
+    Watchers(WatchersArgs),
 }
 
 #[tokio::main]
@@ -55,6 +58,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Compact(args) => compact(args).await?,
         Command::Openloop(args) => openloop(args).await?,
         Command::Health(args) => health(args).await?,
+        Command::Watchers(args) => watchers(args).await?,
     };
     println!("{report}");
     Ok(())
@@ -286,6 +290,127 @@ async fn propagation(args: PropagationArgs) -> anyhow::Result<Value> {
         "count": args.count, "measured": all.len(), "timeouts": timeouts, "errors": errors,
         "p50_ms": quantile(&all, 0.5), "p99_ms": quantile(&all, 0.99), "max_ms": quantile(&all, 1.0),
         "register_p50_ms": quantile(&register_ms, 0.5), "per_node": nodes,
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// watchers
+
+#[derive(Debug, clap::Args)]
+struct WatchersArgs {
+    /// Control API base URLs of the nodes: watchers and registrations rotate over them.
+    #[arg(long, value_delimiter = ',', required = true)]
+    apis: Vec<String>,
+    #[arg(long, default_value_t = 100)]
+    watchers: usize,
+    /// Registrations made, one at a time.
+    #[arg(long, default_value_t = 200)]
+    changes: u64,
+    /// Pause after every watcher has seen a registration.
+    #[arg(long, default_value_t = 10)]
+    gap_ms: u64,
+    /// Give up on one registration after this long.
+    #[arg(long, default_value_t = 5000)]
+    timeout_ms: u64,
+    /// Stop after this long even if `--changes` is not reached.
+    #[arg(long, default_value_t = 300)]
+    max_seconds: u64,
+}
+
+const WATCHED_NAMESPACE: &str = "urn:bench:watch";
+const WATCHED_NAME: &str = "IWatched";
+
+/// When each watcher first held each address in an answer.
+type Sightings = Arc<Mutex<Vec<std::collections::HashMap<String, Instant>>>>;
+
+/// One watcher: a list of the contract, then blocking reads with the index of the last answer,
+/// noting when each address first appears; ends when `stop` is set (after its current read).
+async fn watch_loop(http: reqwest::Client, api: String, slot: usize, seen: Sightings, stop: Arc<AtomicBool>) -> u64 {
+    let base = format!("{api}/v1/registrations?contract_namespace={WATCHED_NAMESPACE}&contract_name={WATCHED_NAME}");
+    let (mut index, mut reads) = (None::<u64>, 0u64);
+    while !stop.load(Ordering::Relaxed) {
+        let url = match index {
+            Some(index) => format!("{base}&index={index}&wait=2s"),
+            None => base.clone(),
+        };
+        let Ok(page) = async { http.get(url).send().await?.json::<Value>().await }.await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let now = Instant::now();
+        reads += 1;
+        index = page["applied_index"].as_u64().or(index);
+        let mut seen = seen.lock().unwrap();
+        for registration in page["registrations"].as_array().into_iter().flatten() {
+            if let Some(address) = registration["address"].as_str() {
+                seen[slot].entry(address.to_owned()).or_insert(now);
+            }
+        }
+    }
+    reads
+}
+
+async fn watchers(args: WatchersArgs) -> anyhow::Result<Value> {
+    let http = client(Duration::from_secs(10))?;
+    let seen: Sightings = Arc::new(Mutex::new(vec![Default::default(); args.watchers]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = (0..args.watchers)
+        .map(|slot| {
+            let api = args.apis[slot % args.apis.len()].clone();
+            tokio::spawn(watch_loop(http.clone(), api, slot, seen.clone(), stop.clone()))
+        })
+        .collect::<Vec<_>>();
+    let limit = Duration::from_millis(args.timeout_ms);
+    let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
+    let (mut from_sent, mut from_ack, mut slowest) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut errors, mut missed) = (0u64, 0u64);
+    for i in 0..args.changes {
+        if Instant::now() > deadline {
+            break;
+        }
+        let address = format!("http://127.0.0.1:9/watched/{i}");
+        let api = &args.apis[i as usize % args.apis.len()];
+        let sent = Instant::now();
+        let answer = http
+            .post(format!("{api}/v1/registrations"))
+            .json(&registration(address.clone(), WATCHED_NAMESPACE, WATCHED_NAME))
+            .send()
+            .await;
+        if !answer.is_ok_and(|r| r.status().is_success()) {
+            errors += 1;
+            continue;
+        }
+        let acked = Instant::now();
+        // Until every watcher holds it (bounded); then each one's time from the write sent, and
+        // from its acknowledgement (zero for a watcher woken before the acknowledgement arrived).
+        loop {
+            let all = seen.lock().unwrap().iter().all(|s| s.contains_key(&address));
+            if all || acked.elapsed() > limit {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let times: Vec<Instant> = seen.lock().unwrap().iter().filter_map(|s| s.get(&address).copied()).collect();
+        missed += (args.watchers - times.len()) as u64;
+        if times.len() == args.watchers {
+            slowest.extend(times.iter().map(|at| ms(*at - sent)).reduce(f64::max));
+        }
+        from_sent.extend(times.iter().map(|at| ms(*at - sent)));
+        from_ack.extend(times.iter().map(|at| ms(at.saturating_duration_since(acked))));
+        tokio::time::sleep(Duration::from_millis(args.gap_ms)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut reads = 0;
+    for task in tasks {
+        reads += task.await?;
+    }
+    let (from_sent, from_ack, slowest) = (sorted(from_sent), sorted(from_ack), sorted(slowest));
+    Ok(json!({
+        "watchers": args.watchers, "changes": args.changes, "measured": slowest.len(), "errors": errors,
+        "missed": missed, "reads": reads,
+        "p50_ms": quantile(&from_sent, 0.5), "p99_ms": quantile(&from_sent, 0.99), "max_ms": quantile(&from_sent, 1.0),
+        "after_ack_p50_ms": quantile(&from_ack, 0.5), "after_ack_p99_ms": quantile(&from_ack, 0.99),
+        "slowest_p50_ms": quantile(&slowest, 0.5), "slowest_p99_ms": quantile(&slowest, 0.99),
     }))
 }
 
