@@ -494,6 +494,23 @@ impl DataPlane {
         scratch: &mut Scratch,
     ) -> bool {
         let Answer { body, keep_alive: keep_upstream, .. } = answer;
+        // An answer that has all arrived (nothing more, nothing stray) frees the endpoint's
+        // connection before the client has the answer: the client's next request, on this
+        // connection or another, finds it idle instead of opening a second one.
+        let arrived = match body {
+            ResponseBody::Empty => scratch.response.is_empty(),
+            ResponseBody::Length(length) => scratch.response.len() as u64 == length,
+            ResponseBody::Chunked | ResponseBody::UntilClose => false,
+        };
+        if arrived {
+            scratch.out.extend_from_slice(&scratch.response);
+            scratch.response.clear();
+            drop(in_flight);
+            if keep_upstream {
+                self.raw.checkin(authority.as_str(), upstream);
+            }
+            return client.write_all(&scratch.out).await.is_ok();
+        }
         let relayed = match body {
             ResponseBody::Empty => client.write_all(&scratch.out).await.is_ok(),
             ResponseBody::Length(length) => relay_length(length, &mut upstream, client, scratch).await,
