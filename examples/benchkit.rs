@@ -87,6 +87,12 @@ fn sorted(mut values: Vec<f64>) -> Vec<f64> {
     values
 }
 
+/// Registers `body` through the control API at `api`; whether it was acknowledged.
+async fn registered(http: &reqwest::Client, api: &str, body: &Value) -> bool {
+    let answer = http.post(format!("{api}/v1/registrations")).json(body).send().await;
+    answer.is_ok_and(|r| r.status().is_success())
+}
+
 fn registration(address: String, namespace: &str, name: &str) -> Value {
     json!({"address": address, "contract_name": name, "contract_namespace": namespace})
 }
@@ -248,12 +254,7 @@ async fn propagation(args: PropagationArgs) -> anyhow::Result<Value> {
         let name = format!("IProp{i}");
         let api = &args.apis[i as usize % args.apis.len()];
         let sent = Instant::now();
-        let answer = http
-            .post(format!("{api}/v1/registrations"))
-            .json(&registration(args.backend.clone(), &namespace, &name))
-            .send()
-            .await;
-        if !answer.is_ok_and(|r| r.status().is_success()) {
+        if !registered(&http, api, &registration(args.backend.clone(), &namespace, &name)).await {
             errors += 1;
             continue;
         }
@@ -371,12 +372,7 @@ async fn watchers(args: WatchersArgs) -> anyhow::Result<Value> {
         let address = format!("http://127.0.0.1:9/watched/{i}");
         let api = &args.apis[i as usize % args.apis.len()];
         let sent = Instant::now();
-        let answer = http
-            .post(format!("{api}/v1/registrations"))
-            .json(&registration(address.clone(), WATCHED_NAMESPACE, WATCHED_NAME))
-            .send()
-            .await;
-        if !answer.is_ok_and(|r| r.status().is_success()) {
+        if !registered(&http, api, &registration(address.clone(), WATCHED_NAMESPACE, WATCHED_NAME)).await {
             errors += 1;
             continue;
         }
