@@ -6,6 +6,7 @@
 
 mod admin;
 mod error;
+mod events;
 mod policies;
 mod registrations;
 mod soap;
@@ -28,6 +29,7 @@ use axum::response::IntoResponse;
 use axum::response::Response;
 
 pub use self::error::ApiError;
+pub use self::watch::HEARTBEAT;
 pub use self::watch::MAX_WATCHES;
 pub use self::watch::Watches;
 use crate::auth::Caller;
@@ -107,6 +109,7 @@ pub fn router(state: ApiState) -> Router {
     // Every route but the health checks needs a valid token (in dev mode, none is needed).
     let guarded = Router::new()
         .merge(registrations::routes())
+        .merge(events::routes())
         .merge(admin::routes())
         .merge(policies::routes())
         .merge(soap::routes())

@@ -71,7 +71,8 @@ async fn single_node_full(limits: crate::cluster::RegistryLimits, tokens: Tokens
             policy: Default::default(),
             https: false,
             prober,
-            watches: Watches::default(),
+            // Short, for the heartbeat test; other tests read no stream.
+            watches: Watches::default().with_heartbeat(Duration::from_millis(200)),
         }),
     )
 }
@@ -794,4 +795,149 @@ async fn per_contract_health_metrics_need_the_read_scope_and_name_each_contract_
     let (status, _, open) = raw(&app, "GET", "/metrics", &[], Vec::new()).await;
     assert_eq!(status, StatusCode::OK);
     assert!(!open.contains("urn:a"), "{open}");
+}
+
+/// An open event stream, read frame by frame.
+struct EventStream {
+    body: Body,
+    buffer: String,
+}
+
+/// One frame: its event name, id and data.
+type Frame = (Option<String>, Option<String>, Option<Value>);
+
+impl EventStream {
+    async fn open(app: &Router, uri: &str, last_event_id: Option<&str>) -> Result<Self, (StatusCode, Value)> {
+        let mut request = Request::builder().uri(uri);
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = app.clone().oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+        if response.status() != StatusCode::OK {
+            let status = response.status();
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            return Err((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)));
+        }
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        Ok(Self { body: response.into_body(), buffer: String::new() })
+    }
+
+    /// The next frame; fails after ten seconds without one.
+    async fn frame(&mut self) -> Frame {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let raw: String = self.buffer.drain(..end + 2).collect();
+                let mut frame: Frame = (None, None, None);
+                for line in raw.lines() {
+                    match line.split_once(": ").or_else(|| line.split_once(':')) {
+                        Some(("event", name)) => frame.0 = Some(name.to_owned()),
+                        Some(("id", id)) => frame.1 = Some(id.to_owned()),
+                        Some(("data", data)) => frame.2 = Some(serde_json::from_str(data).unwrap()),
+                        _ => {}
+                    }
+                }
+                return frame;
+            }
+            let next = tokio::time::timeout(Duration::from_secs(10), self.body.frame()).await;
+            let chunk = next.expect("a frame within 10 s").expect("the stream goes on").unwrap();
+            self.buffer.push_str(std::str::from_utf8(&chunk.into_data().unwrap()).unwrap());
+        }
+    }
+
+    /// The next frame that is an event (heartbeats skipped).
+    async fn event(&mut self) -> (String, String, Value) {
+        loop {
+            if let (Some(name), Some(id), Some(data)) = self.frame().await {
+                return (name, id, data);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_event_stream_sends_each_change_once_in_order_and_resumes_after_any_id() {
+    let (_dir, app) = single_node().await;
+    let mut all = EventStream::open(&app, "/v1/events", None).await.unwrap();
+    let (name, opened_at, _) = all.frame().await;
+    assert_eq!(name, None, "a stream opens with its position, no event");
+    let opened_at = opened_at.unwrap();
+    let mut calc = EventStream::open(&app, "/v1/events?contract=http://tempuri.org/ICalc", None).await.unwrap();
+    calc.frame().await;
+
+    let (_, a) = call(&app, "POST", "/v1/registrations", Some(registration("http://a:1/"))).await;
+    let other = json!({ "address": "http://o:1/", "contract_name": "Other", "contract_namespace": "urn:o" });
+    call(&app, "POST", "/v1/registrations", Some(other)).await;
+    let policy = json!({ "contract_namespace": "http://tempuri.org/", "contract_name": "ICalc", "policy": "weighted" });
+    assert_eq!(call(&app, "PUT", "/v1/policies", Some(policy)).await.0, StatusCode::OK);
+    let id = a["id"].as_str().unwrap();
+    call(&app, "POST", &format!("/v1/registrations/{id}/drain"), None).await;
+    call(&app, "DELETE", &format!("/v1/registrations/{id}"), None).await;
+
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        seen.push(all.event().await);
+    }
+    let names: Vec<&str> = seen.iter().map(|(name, _, _)| name.as_str()).collect();
+    assert_eq!(names, ["registered", "registered", "policy_set", "drained", "unregistered"]);
+    for (name, id, data) in &seen {
+        assert_eq!((data["type"].as_str(), data["id"].as_str()), (Some(name.as_str()), Some(id.as_str())));
+    }
+    assert_eq!(seen[0].2["registration"]["address"], "http://a:1/");
+    assert_eq!(seen[3].2["registration"]["state"], "draining");
+    let ids: Vec<crate::registry::EventId> = seen.iter().map(|(_, id, _)| id.parse().unwrap()).collect();
+    assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "{ids:?}");
+
+    // The filtered stream has the contract's four and not the other's.
+    let mut filtered = Vec::new();
+    for _ in 0..4 {
+        filtered.push(calc.event().await.1);
+    }
+    assert_eq!(filtered, [seen[0].1.clone(), seen[2].1.clone(), seen[3].1.clone(), seen[4].1.clone()]);
+
+    // Resuming after the second event gives the third on: no gap, no repeat; so does `?index=`.
+    let mut resumed = EventStream::open(&app, "/v1/events", Some(&seen[1].1)).await.unwrap();
+    assert_eq!(resumed.frame().await.1.as_deref(), Some(seen[1].1.as_str()));
+    assert_eq!(resumed.event().await.1, seen[2].1);
+    let opened_at: crate::registry::EventId = opened_at.parse().unwrap();
+    let uri = format!("/v1/events?index={}", opened_at.index);
+    let mut from_start = EventStream::open(&app, &uri, None).await.unwrap();
+    assert_eq!(from_start.event().await.1, seen[0].1);
+
+    for (uri, last, code) in [
+        ("/v1/events", Some("soon"), "invalid_last_event_id"),
+        ("/v1/events", Some("1.2.3"), "invalid_last_event_id"),
+        ("/v1/events?contract=nameless", None, "invalid_contract"),
+        ("/v1/events?index=x", None, "invalid_query"),
+        ("/v1/events?since=1", None, "invalid_query"),
+    ] {
+        let (status, body) = EventStream::open(&app, uri, last).await.err().expect("refused");
+        assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some(code)), "{uri} {last:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_idle_stream_sends_heartbeats_with_its_position() {
+    let (_dir, app) = single_node().await;
+    let mut stream = EventStream::open(&app, "/v1/events?contract=urn:x/C", None).await.unwrap();
+    let (_, opened_at, _) = stream.frame().await;
+    // A change of another contract moves the filtered stream's position without an event.
+    let other = json!({ "address": "http://o:1/", "contract_name": "Other", "contract_namespace": "urn:o" });
+    call(&app, "POST", "/v1/registrations", Some(other)).await;
+    let (name, id, data) = stream.frame().await;
+    assert_eq!((name, data), (None, None), "a heartbeat is a comment with an id");
+    let id: crate::registry::EventId = id.unwrap().parse().unwrap();
+    assert!(id > opened_at.unwrap().parse().unwrap(), "the heartbeat is past the skipped event");
+}
+
+#[tokio::test]
+async fn event_streams_count_against_the_open_watches() {
+    let (_dir, app) = single_node().await;
+    let mut open = Vec::new();
+    for _ in 0..MAX_WATCHES {
+        open.push(EventStream::open(&app, "/v1/events", None).await.unwrap());
+    }
+    let (status, body) = EventStream::open(&app, "/v1/events", None).await.err().expect("refused");
+    assert_eq!((status, body["code"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("too_many_watches")));
+    drop(open.pop());
+    assert!(EventStream::open(&app, "/v1/events", None).await.is_ok(), "a closed stream gives its place back");
 }

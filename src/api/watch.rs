@@ -6,12 +6,14 @@
 //! The index is the node's applied log index: it moves with every applied change of any
 //! contract (heartbeats and health probes are not log entries and do not move it), so a wake
 //! may find the caller's contract unchanged, as Consul's may. Waits are bounded per node: past
-//! [`MAX_WATCHES`] open ones a new one is refused at once with 429 `too_many_watches`.
+//! [`MAX_WATCHES`] open ones (blocking reads and event streams together) a new one is refused at
+//! once with 429 `too_many_watches`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::HeaderName;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -26,6 +28,8 @@ pub const DEFAULT_WAIT: Duration = Duration::from_secs(5 * 60);
 pub const MAX_WAIT: Duration = Duration::from_secs(10 * 60);
 /// Blocking reads open at once on one node.
 pub const MAX_WATCHES: usize = 1024;
+/// How long an event stream stays silent before it sends a heartbeat.
+pub const HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// A blocking read's parameters, checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +76,8 @@ pub struct Watches {
     limit: usize,
     /// The node is stopping: every wait answers at once, so that none holds up the drain.
     stop: CancellationToken,
+    /// How long an idle event stream waits before a heartbeat.
+    heartbeat: Duration,
 }
 
 impl Default for Watches {
@@ -82,13 +88,34 @@ impl Default for Watches {
 
 impl Watches {
     pub fn new(limit: usize, stop: CancellationToken) -> Self {
-        Self { open: Arc::new(Semaphore::new(limit)), limit, stop }
+        Self { open: Arc::new(Semaphore::new(limit)), limit, stop, heartbeat: HEARTBEAT }
+    }
+
+    /// The same, with idle event streams sending a heartbeat every `heartbeat` (tests).
+    pub fn with_heartbeat(self, heartbeat: Duration) -> Self {
+        Self { heartbeat, ..self }
+    }
+
+    /// How long an idle event stream waits before a heartbeat.
+    pub fn heartbeat(&self) -> Duration {
+        self.heartbeat
+    }
+
+    /// A place for one more open watch (a blocking read or an event stream), held until dropped;
+    /// refused at once when as many watches are open as the node takes.
+    pub fn admit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.open.clone().try_acquire_owned().map_err(|_| ApiError::TooManyWatches(self.limit))
+    }
+
+    /// Cancelled when the node stops: every watch then ends.
+    pub fn stopping(&self) -> &CancellationToken {
+        &self.stop
     }
 
     /// Waits until `view`'s applied index passes `wait.index`, `wait.wait` has passed or the
-    /// node stops; refused at once when as many reads wait already as the node takes.
+    /// node stops; refused at once when as many watches are open as the node takes.
     pub async fn wait_past(&self, view: &AppliedView, wait: Wait) -> Result<(), ApiError> {
-        let _open = self.open.clone().try_acquire_owned().map_err(|_| ApiError::TooManyWatches(self.limit))?;
+        let _open = self.admit()?;
         let mut applied = view.subscribe();
         // The channel closes only when the node stops; the read then answers what it has.
         tokio::select! {

@@ -18,6 +18,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
+use super::events::EventLog;
 use crate::registry::RegistryState;
 
 /// What the node has applied: the registry and the log position it reflects.
@@ -35,6 +36,8 @@ pub struct AppliedView {
     index: watch::Sender<u64>,
     /// Milliseconds after [`origin`] (plus one) when a leader last confirmed the view; 0: never.
     confirmed: Arc<AtomicU64>,
+    /// The events of the latest applied entries (pushed before the state that has them is).
+    events: EventLog,
 }
 
 impl Default for AppliedView {
@@ -43,6 +46,7 @@ impl Default for AppliedView {
             current: Arc::new(ArcSwap::from_pointee(Applied::default())),
             index: watch::Sender::new(0),
             confirmed: Arc::default(),
+            events: EventLog::default(),
         }
     }
 }
@@ -69,6 +73,11 @@ impl AppliedView {
         let index = applied.index;
         self.current.store(Arc::new(applied));
         self.index.send_replace(index);
+    }
+
+    /// The events of the latest applied entries; the applied index ticks after they are in.
+    pub fn events(&self) -> &EventLog {
+        &self.events
     }
 
     /// A receiver of the applied index.

@@ -11,6 +11,7 @@
 
 mod applied;
 mod disk;
+mod events;
 mod format;
 mod identity;
 mod log_store;
@@ -27,6 +28,9 @@ use std::time::Duration;
 pub use self::applied::Applied;
 pub use self::applied::AppliedView;
 pub use self::disk::Disk;
+pub use self::events::EVENT_HISTORY;
+pub use self::events::EventLog;
+pub use self::events::TooFarBehind;
 pub use self::format::FormatError;
 pub use self::identity::Addressee;
 pub use self::identity::NodeIdentity;

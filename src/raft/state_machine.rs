@@ -50,6 +50,9 @@ use crate::raft::typ;
 use crate::registry::Answer;
 use crate::registry::AuditRecord;
 use crate::registry::ContractKey;
+use crate::registry::Event;
+use crate::registry::EventChange;
+use crate::registry::EventId;
 use crate::registry::HealthEntry;
 use crate::registry::Outcome;
 use crate::registry::Policy;
@@ -605,6 +608,7 @@ impl StateMachine {
     pub fn open(disk: &Disk, view: AppliedView) -> Result<Self, typ::StorageError> {
         let store = SmStore::open(disk)?;
         let (image, last_applied, membership, base_bytes, journal_bytes) = store.load()?;
+        view.events().restart_after(last_applied.map(|id| id.index));
         let machine = Self {
             state: RegistryState::from_image(image),
             last_applied,
@@ -761,24 +765,44 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut outcomes = Vec::new();
         let mut membership_changed = false;
         let first_audit = self.state.audit_next_seq();
+        let mut events = Vec::new();
         for entry in entries {
             self.last_applied = Some(entry.log_id);
+            let index = entry.log_id.index;
+            // The entry's events, numbered in the order its changes made them.
+            let mut made = Vec::new();
             let outcome = match entry.payload {
                 EntryPayload::Blank => Vec::new(),
                 EntryPayload::Normal(changes) => {
-                    changes.iter().map(|change| self.state.apply(entry.log_id.index, change)).collect()
+                    let mut outcomes = Vec::with_capacity(changes.len());
+                    for change in &changes {
+                        outcomes.push(self.state.apply(index, change));
+                        made.extend(self.state.take_events().into_iter().map(|made| (Some(change.at_ms), made)));
+                    }
+                    outcomes
                 }
                 EntryPayload::Membership(membership) => {
+                    let change = EventChange::MembershipChanged {
+                        voters: membership.voter_ids().collect(),
+                        learners: membership.learner_ids().collect(),
+                    };
+                    made.push((None, change));
                     self.membership = typ::StoredMembership::new(Some(entry.log_id), membership);
                     membership_changed = true;
                     Vec::new()
                 }
             };
             outcomes.push(outcome);
+            events.extend(made.into_iter().zip(0..).map(|((at_ms, change), part)| Event {
+                id: EventId { index, part },
+                at_ms,
+                change,
+            }));
         }
         let touched = self.state.take_touched();
         self.journal(&touched, membership_changed)?;
         self.to_audit_sink(first_audit);
+        self.view.events().push(events);
         self.publish();
         self.maybe_compact();
         Ok(outcomes)
@@ -823,6 +847,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.membership = membership;
         self.base_bytes = written.unwrap_or(0);
         self.journal_bytes = 0;
+        self.view.events().restart_after(last_applied.map(|id| id.index));
         self.publish();
         tracing::info!(index = self.last_applied.map_or(0, |id| id.index), "snapshot installed");
         Ok(())

@@ -10,6 +10,7 @@ use super::Change;
 use super::Command;
 use super::ContractKey;
 use super::EndpointState;
+use super::EventChange;
 use super::Health;
 use super::HealthEntry;
 use super::HealthStatus;
@@ -77,6 +78,12 @@ impl RegistryState {
                     };
                     self.put_health(health.lease.id, HealthEntry { health: Some(verdict), ..entry });
                     self.reindex(&registration);
+                    self.emit(match health.status {
+                        HealthStatus::Passing => EventChange::HealthPassing { registration },
+                        HealthStatus::Critical => {
+                            EventChange::HealthCritical { registration, output: health.output.clone() }
+                        }
+                    });
                     applied.push(health.lease.id);
                 }
                 Outcome::HealthSet(applied)
@@ -93,6 +100,7 @@ impl RegistryState {
                             Some(&registration),
                             registration.contract_key().to_string(),
                         ));
+                        self.emit(EventChange::Deregistered { registration });
                         removed.push(lease.id);
                     }
                 }
@@ -108,7 +116,8 @@ impl RegistryState {
                         AuditAction::Evicted
                     };
                     self.record(audit(action, Some(&registration), registration.contract_key().to_string()));
-                    Outcome::Unregistered(registration)
+                    self.emit(EventChange::Unregistered { registration: registration.clone() });
+                    Outcome::Unregistered(Registration::clone(&registration))
                 }
                 None => Outcome::NotFound(*id),
             },
@@ -120,6 +129,9 @@ impl RegistryState {
                         Some(registration),
                         registration.contract_key().to_string(),
                     ));
+                    if let Some(registration) = self.registrations.get(id).cloned() {
+                        self.emit(EventChange::Drained { registration });
+                    }
                 }
                 outcome
             }
@@ -134,6 +146,7 @@ impl RegistryState {
                             Some(&registration),
                             registration.contract_key().to_string(),
                         ));
+                        self.emit(EventChange::Expired { registration });
                         expired.push(lease.id);
                     }
                 }
@@ -175,16 +188,22 @@ impl RegistryState {
             Command::SetPolicy(key, policy) => {
                 self.set_policy(key, policy.clone());
                 self.record(audit(AuditAction::PolicySet, None, key.to_string()));
+                let policy = self.policies.get(key).cloned().unwrap_or_default();
+                self.emit(EventChange::PolicySet { contract: key.clone(), policy });
                 Outcome::PolicySet
             }
             Command::SetPolicyV1(key, policy) => {
                 self.set_policy(key, policy.clone().into());
                 self.record(audit(AuditAction::PolicySet, None, key.to_string()));
+                let policy = self.policies.get(key).cloned().unwrap_or_default();
+                self.emit(EventChange::PolicySet { contract: key.clone(), policy });
                 Outcome::PolicySet
             }
             Command::SetPolicyV2(key, policy) => {
                 self.set_policy(key, policy.clone().into());
                 self.record(audit(AuditAction::PolicySet, None, key.to_string()));
+                let policy = self.policies.get(key).cloned().unwrap_or_default();
+                self.emit(EventChange::PolicySet { contract: key.clone(), policy });
                 Outcome::PolicySet
             }
         }
@@ -213,6 +232,9 @@ impl RegistryState {
             if !same {
                 let action = if *created { AuditAction::Registered } else { AuditAction::Refreshed };
                 self.record(audit(action, Some(registration), key));
+                if let Some(registration) = self.registrations.get(&spec.id).cloned() {
+                    self.emit(EventChange::Registered { registration });
+                }
             }
         }
         outcome
@@ -226,6 +248,11 @@ impl RegistryState {
         } else {
             self.health.insert(id, entry);
         }
+    }
+
+    /// Records what a change changed, for [`RegistryState::take_events`].
+    fn emit(&mut self, change: EventChange) {
+        self.events.push(change);
     }
 
     fn set_policy(&mut self, key: &ContractKey, policy: Policy) {
@@ -291,12 +318,12 @@ impl RegistryState {
         Outcome::Drained(registration)
     }
 
-    pub(super) fn remove(&mut self, id: &RegistrationId) -> Option<Registration> {
+    pub(super) fn remove(&mut self, id: &RegistrationId) -> Option<Arc<Registration>> {
         let removed = self.registrations.remove(id)?;
         self.put_health(*id, HealthEntry::default());
         self.count_owner(removed.owner.as_deref(), -1);
         self.bytes -= removed.approx_bytes();
         self.reindex(&removed);
-        Some(Registration::clone(&removed))
+        Some(removed)
     }
 }

@@ -40,10 +40,14 @@ pub use switchboard_proto::registry::Command;
 pub use switchboard_proto::registry::ContractKey;
 pub use switchboard_proto::registry::DEFAULT_PANIC_THRESHOLD;
 pub use switchboard_proto::registry::EndpointState;
+pub use switchboard_proto::registry::Event;
+pub use switchboard_proto::registry::EventChange;
+pub use switchboard_proto::registry::EventId;
 pub use switchboard_proto::registry::Health;
 pub use switchboard_proto::registry::HealthChange;
 pub use switchboard_proto::registry::HealthEntry;
 pub use switchboard_proto::registry::HealthStatus;
+pub use switchboard_proto::registry::InvalidEventId;
 pub use switchboard_proto::registry::InvalidId;
 pub use switchboard_proto::registry::InvalidRegistration;
 pub use switchboard_proto::registry::Lease;
@@ -134,6 +138,8 @@ pub struct RegistryState {
     health: imbl::OrdMap<RegistrationId, HealthEntry>,
     /// What the applies since the last [`RegistryState::take_touched`] changed.
     touched: Touched,
+    /// The changes the applies since the last [`RegistryState::take_events`] made, in order.
+    events: Vec<EventChange>,
 }
 
 /// The keys that applying changes touched: a store persists exactly these (their current value,
@@ -156,6 +162,12 @@ impl RegistryState {
     /// The keys changed since the last call, for a store that persists changes one by one.
     pub fn take_touched(&mut self) -> Touched {
         std::mem::take(&mut self.touched)
+    }
+
+    /// The changes applied since the last call, in order (see [`EventChange`]); whoever applies
+    /// takes them after every change, or they pile up.
+    pub fn take_events(&mut self) -> Vec<EventChange> {
+        std::mem::take(&mut self.events)
     }
 
     /// The token table: every name ever created or revoked through the API. A clone shares its

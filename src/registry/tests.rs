@@ -787,3 +787,74 @@ fn the_effective_check_is_the_registrations_then_the_policys_then_the_default() 
     assert_eq!(state.effective_check(&b, &default), &Check::none());
     assert_eq!(state.effective_check(&a, &default), &own);
 }
+
+/// The kinds of the events the state holds since the last take, and the addresses they name.
+fn taken(state: &mut RegistryState) -> Vec<(&'static str, String)> {
+    state
+        .take_events()
+        .iter()
+        .map(|event| {
+            let about = match event {
+                EventChange::PolicySet { contract, .. } => contract.to_string(),
+                other => other.registration().map(|r| r.address.to_string()).unwrap_or_default(),
+            };
+            (event.kind(), about)
+        })
+        .collect()
+}
+
+#[test]
+fn every_change_makes_one_event_and_what_changes_nothing_makes_none() {
+    let mut state = RegistryState::default();
+    let a = spec("http://a/", "urn:x", "C");
+    let mut b = spec("http://b/", "urn:x", "C");
+    b.ttl_ms = Some(10_000);
+    state.apply(1, &change(Command::Register(a.clone())));
+    state.apply(2, &change(Command::Register(b.clone())));
+    assert_eq!(taken(&mut state), [("registered", "http://a/".into()), ("registered", "http://b/".into())]);
+    // The same options again only move the epoch: not an event. Other options are.
+    state.apply(3, &change(Command::Register(a.clone())));
+    assert_eq!(taken(&mut state), []);
+    let mut heavier = a.clone();
+    heavier.weight = 9;
+    state.apply(4, &change(Command::Register(heavier)));
+    let events = state.take_events();
+    assert!(matches!(&events[..], [EventChange::Registered { registration }] if registration.weight == 9));
+
+    let a_now = state.get(&a.id).unwrap().clone();
+    let critical = |status| {
+        Command::SetHealth(vec![HealthChange { lease: a_now.lease(), status, output: "refused".into(), by: 2 }])
+    };
+    state.apply(5, &change(critical(HealthStatus::Critical)));
+    state.apply(6, &change(critical(HealthStatus::Critical)));
+    state.apply(7, &change(critical(HealthStatus::Passing)));
+    let events = state.take_events();
+    assert!(
+        matches!(&events[..], [EventChange::HealthCritical { output, .. }, EventChange::HealthPassing { .. }] if output == "refused"),
+        "{events:?}"
+    );
+
+    state.apply(8, &change(Command::Drain(a.id)));
+    state.apply(9, &change(Command::Drain(RegistrationId::of("x", "y", "z"))));
+    let policy = Policy { kind: PolicyKind::Weighted, ..Policy::default() };
+    state.apply(10, &change(Command::SetPolicy(ContractKey::new("urn:x", "C"), policy)));
+    let b_lease = state.get(&b.id).unwrap().lease();
+    state.apply(11, &change(Command::Expire(vec![Lease { epoch: b_lease.epoch + 1, ..b_lease }])));
+    assert_eq!(taken(&mut state), [("drained", "http://a/".into()), ("policy_set", "urn:x/C".into())]);
+    state.apply(12, &change(Command::Expire(vec![b_lease])));
+    state.apply(13, &change(Command::Unregister(a.id)));
+    state.apply(14, &change(Command::Unregister(a.id)));
+    let def = TokenDef { name: "t".into(), sha256: [7; 32], scopes: vec!["read".into()], max_registrations: None };
+    state.apply(15, &change(Command::CreateToken(def)));
+    assert_eq!(taken(&mut state), [("expired", "http://b/".into()), ("unregistered", "http://a/".into())]);
+}
+
+#[test]
+fn a_retried_request_makes_no_second_event() {
+    let mut state = RegistryState::default();
+    let a = spec("http://a/", "urn:x", "C");
+    state.apply(1, &request(Command::Register(a.clone()), 7, 1_000));
+    state.apply(2, &request(Command::Unregister(a.id), 8, 1_000));
+    state.apply(3, &request(Command::Register(a), 7, 1_000));
+    assert_eq!(taken(&mut state), [("registered", "http://a/".into()), ("unregistered", "http://a/".into())]);
+}

@@ -2,7 +2,8 @@
 //! leases alive in the background, re-register after the cluster lost a registration, fail over
 //! between router addresses, drain, and unregister on graceful shutdown ([`Registrar`]); and a
 //! typed client of the control API ([`ControlClient`]), with a local copy of a contract's
-//! registrations kept up to date by blocking reads ([`ContractWatch`]).
+//! registrations kept up to date by blocking reads ([`ContractWatch`]), and the cluster's events
+//! read across router failures ([`EventStream`]).
 //!
 //! It depends on the wire types (`switchboard-proto`), an HTTP client and tokio only: a service
 //! that embeds it does not build the server.
@@ -32,6 +33,8 @@
 //! # Ok(()) }
 //! ```
 
+mod events;
+
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicUsize;
@@ -56,6 +59,9 @@ use switchboard_proto::registry::RegistrationRequest;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::task::JoinSet;
+
+pub use self::events::EventStream;
+pub use self::events::Received;
 
 /// Registrations sent at once when a service registers many.
 const REGISTER_CONCURRENCY: usize = 16;
@@ -245,6 +251,19 @@ impl ControlClient {
         path: &str,
         body: Option<&B>,
     ) -> Result<T, ClientError> {
+        let response = self.send(method, path, body, |request| request).await?;
+        response.json().await.map_err(|e| ClientError::Unavailable(e.to_string()))
+    }
+
+    /// Sends the request (as `customize` leaves it) to the routers in turn until one answers
+    /// with success, which is returned unread; a 4xx answer is a refusal.
+    async fn send<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        customize: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
         let attempts = self.routers.len() * 3;
         let mut last = String::from("no router configured");
         for attempt in 0..attempts {
@@ -254,10 +273,10 @@ impl ControlClient {
             if let Some(body) = body {
                 request = request.json(body);
             }
-            match request.send().await {
+            match customize(request).send().await {
                 Ok(response) if response.status().is_success() => {
                     self.current.store(index, Ordering::Relaxed);
-                    return response.json().await.map_err(|e| ClientError::Unavailable(e.to_string()));
+                    return Ok(response);
                 }
                 Ok(response) if response.status().is_client_error() => {
                     let status = response.status().as_u16();
@@ -274,6 +293,12 @@ impl ControlClient {
             }
         }
         Err(ClientError::Unavailable(last))
+    }
+
+    /// Moves on from the router that answered last (it failed the caller after answering).
+    fn skip_current(&self) {
+        let next = (self.current.load(Ordering::Relaxed) + 1) % self.routers.len();
+        self.current.store(next, Ordering::Relaxed);
     }
 }
 

@@ -2,6 +2,7 @@
 //! Raft log's entries), what applying them answers, and the audit trail's records. Plain data
 //! with serde and the checks every process applies to it alike.
 
+mod events;
 mod health;
 mod id;
 mod spec;
@@ -12,6 +13,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde::Serialize;
 
+pub use self::events::*;
 pub use self::health::*;
 pub use self::id::InvalidId;
 pub use self::id::RegistrationId;

@@ -1,0 +1,178 @@
+//! `GET /v1/events`: the registry's changes as Server-Sent Events, one event per change, each
+//! with its position (`N.k`: log index, place in the entry) as the SSE id.
+//!
+//! Every node derives the same events with the same ids from the log, so a client that lost its
+//! node reconnects to any other with `Last-Event-ID` (or `?index=N` for "after entry N") and
+//! reads on without a gap or a repeat. A client whose position the node no longer holds (too far
+//! behind, or from before the node started) gets one `reset` event: it reloads the list (at
+//! least at the reset's `index`) and reads on from there. Idle streams get a heartbeat comment
+//! carrying the stream's position every [`HEARTBEAT`], which also moves a filtered stream's
+//! position past the events it skipped. Streams count against the node's open watches.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Extension;
+use axum::Router;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
+use axum::response::Response;
+use axum::response::sse::Event as SseEvent;
+use axum::response::sse::Sse;
+use axum::routing::get;
+use serde::Deserialize;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::ApiError;
+use crate::api::ApiQuery;
+use crate::api::ApiState;
+use crate::api::require;
+use crate::auth::Caller;
+use crate::raft::EventLog;
+use crate::raft::TooFarBehind;
+use crate::registry::ContractKey;
+use crate::registry::Event;
+use crate::registry::EventId;
+
+/// Events taken from the ring at a time.
+const BATCH: usize = 256;
+
+pub(super) fn routes() -> Router<ApiState> {
+    Router::new().route("/v1/events", get(events))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    /// Only the events of this contract (`{namespace}/{name}`, as a contract key).
+    contract: Option<String>,
+    /// Start after entry `index` (an `X-Switchboard-Index`); `Last-Event-ID` takes precedence.
+    index: Option<u64>,
+}
+
+async fn events(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    ApiQuery(query): ApiQuery<EventsQuery>,
+) -> Result<Response, ApiError> {
+    require(caller.can_read(), &caller, "read")?;
+    let contract = query
+        .contract
+        .map(|key| match key.rsplit_once('/') {
+            Some((namespace, name)) if !namespace.is_empty() && !name.is_empty() => {
+                Ok(ContractKey::new(namespace, name))
+            }
+            _ => Err(ApiError::bad_request("invalid_contract", "contract must be {namespace}/{name}")),
+        })
+        .transpose()?;
+    let resume = match headers.get("last-event-id") {
+        Some(value) => Some(value.to_str().ok().and_then(|text| text.trim().parse().ok()).ok_or_else(|| {
+            ApiError::bad_request("invalid_last_event_id", "Last-Event-ID must be an event id N or N.k the stream sent")
+        })?),
+        None => query.index.map(EventId::through),
+    };
+    let permit = state.watches.admit()?;
+    let view = state.cluster.view();
+    // Subscribed before the first read: an entry applied after it wakes the stream.
+    let applied = view.subscribe();
+    let log = view.events().clone();
+    let position = resume.or_else(|| log.newest());
+    tracing::debug!(?position, ?contract, "event stream opened");
+    let reader = Reader {
+        log,
+        applied,
+        position,
+        contract,
+        pending: VecDeque::from([heartbeat(position, "open")]),
+        heartbeat: state.watches.heartbeat(),
+        stop: state.watches.stopping().clone(),
+        _permit: permit,
+    };
+    Ok(Sse::new(futures_util::stream::unfold(reader, Reader::next)).into_response())
+}
+
+/// One stream's reader: a position in the node's event ring, never a queue of its own.
+struct Reader {
+    log: EventLog,
+    applied: watch::Receiver<u64>,
+    /// The last event read (none: the stream starts before the first event ever made).
+    position: Option<EventId>,
+    contract: Option<ContractKey>,
+    /// Events read from the ring and not yet sent (at most one batch).
+    pending: VecDeque<SseEvent>,
+    heartbeat: Duration,
+    stop: CancellationToken,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Reader {
+    async fn next(mut self) -> Option<(Result<SseEvent, std::convert::Infallible>, Self)> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some((Ok(event), self));
+            }
+            // Seen before reading: whatever is applied after the read ticks the channel.
+            self.applied.borrow_and_update();
+            match self.log.read(self.position, self.contract.as_ref(), BATCH) {
+                Err(TooFarBehind { floor }) => {
+                    // The floor is past the reader: the ring is not empty, `from` is at least it.
+                    let from = self.log.newest().unwrap_or(floor);
+                    tracing::debug!(position = ?self.position, %floor, %from, "event stream reader too far behind");
+                    self.position = Some(from);
+                    self.pending.push_back(reset(from, floor));
+                }
+                Ok((events, reached)) if !events.is_empty() => {
+                    self.position = reached;
+                    self.pending.extend(events.iter().map(sse));
+                }
+                Ok((_, reached)) => {
+                    self.position = reached;
+                    tokio::select! {
+                        changed = self.applied.changed() => {
+                            if changed.is_err() {
+                                return None;
+                            }
+                        }
+                        () = tokio::time::sleep(self.heartbeat) => {
+                            return Some((Ok(heartbeat(self.position, "heartbeat")), self));
+                        }
+                        () = self.stop.cancelled() => return None,
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn sse(event: &Arc<Event>) -> SseEvent {
+    let data = serde_json::to_string(&**event).unwrap_or_default();
+    SseEvent::default().event(event.change.kind()).id(event.id.to_string()).data(data)
+}
+
+/// A comment with the stream's position: a client that reconnects resumes from it.
+fn heartbeat(position: Option<EventId>, comment: &str) -> SseEvent {
+    let event = SseEvent::default().comment(comment);
+    match position {
+        Some(position) => event.id(position.to_string()),
+        None => event,
+    }
+}
+
+/// Tells a reader the events after its position are gone, and where the stream goes on from.
+fn reset(from: EventId, floor: EventId) -> SseEvent {
+    let data = serde_json::json!({
+        "type": "reset",
+        "id": from.to_string(),
+        "index": from.index,
+        "message": format!(
+            "events up to {floor} are no longer held here: reload the list (at index {} or later) and read on",
+            from.index
+        ),
+    });
+    SseEvent::default().event("reset").id(from.to_string()).data(data.to_string())
+}
