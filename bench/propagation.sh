@@ -10,7 +10,8 @@
 # Then blocking reads on the same cluster: `benchkit watchers` keeps 100 watchers of one contract
 # (blocking reads with `?index=&wait=`, spread over the three nodes) and registers into it one at
 # a time; per registration and watcher, the time from the registration sent (its commit included)
-# to the answer that holds it, and from its acknowledgement.
+# to the answer that holds it, and from its acknowledgement. And the same with the event stream
+# (`--stream`: 100 streams of `GET /v1/events?contract=`, each change sent once to each).
 set -euo pipefail
 # shellcheck source=lib/common.sh
 source "$(dirname "$0")/lib/common.sh"
@@ -42,4 +43,13 @@ log "B5 blocking reads: 100 watchers"
 }
 cat "$BENCH_OUT/b5_watch.json" >&2
 [[ "$(json_get "$BENCH_OUT/b5_watch.json" 'j["measured"]')" -gt 0 ]] || die "B5: no registration reached every watcher"
+log "B5 event streams: 100 watchers"
+"$BENCH_KIT" watchers --stream --apis "$apis" --watchers 100 --changes "$(by_mode 20 200)" --gap-ms 10 \
+    --timeout-ms 5000 --max-seconds 300 >"$BENCH_OUT/b5_stream.json" || {
+    show_logs "$DIR"
+    die "B5: the event-stream watchers could not run"
+}
+cat "$BENCH_OUT/b5_stream.json" >&2
+[[ "$(json_get "$BENCH_OUT/b5_stream.json" 'j["missed"]')" -eq 0 ]] || die "B5: an event stream missed a registration"
+[[ "$(json_get "$BENCH_OUT/b5_stream.json" 'j["measured"]')" -gt 0 ]] || die "B5: no registration reached every stream"
 log "B5 done"

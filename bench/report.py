@@ -72,7 +72,7 @@ class Report:
     def __init__(self, args):
         self.args = args
         self.out = args.out
-        self.data = {n: load(args.out, n) for n in ("machine", "b1", "b2", "b3", "b4", "b4_large", "b5", "b5_watch", "b6", "b10")}
+        self.data = {n: load(args.out, n) for n in ("machine", "b1", "b2", "b3", "b4", "b4_large", "b5", "b5_watch", "b5_stream", "b6", "b10")}
         self.lines = []
         self.summary = []
 
@@ -484,6 +484,19 @@ class Report:
                 ("blocking reads answered", num(watch["reads"])),
                 ("registrations refused", watch["errors"]),
             ])
+        stream = self.data["b5_stream"]
+        if watch and stream:
+            self.w(f'The same {stream["watchers"]} watchers and {stream["changes"]} registrations with the event stream '
+                   "(`GET /v1/events?contract=`): each change is sent once to each stream instead of the whole list.")
+            self.w()
+            rows = []
+            for label, key in (("registration sent → watcher woken, p50", "p50_ms"),
+                               ("registration sent → watcher woken, p99", "p99_ms"),
+                               ("acknowledged → watcher woken, p99", "after_ack_p99_ms"),
+                               ("registration sent → the last of the watchers woken, p99", "slowest_p99_ms")):
+                rows.append((label, f'{num(watch[key], 2)} ms', f'{num(stream[key], 2)} ms'))
+            rows.append(("wake-ups missed", num(watch["missed"]), num(stream["missed"])))
+            self.table(["what", "blocking reads", "event stream"], rows)
 
     def b6(self):
         b6 = self.data["b6"]

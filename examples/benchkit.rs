@@ -316,6 +316,9 @@ struct WatchersArgs {
     /// Stop after this long even if `--changes` is not reached.
     #[arg(long, default_value_t = 300)]
     max_seconds: u64,
+    /// Watch with the event stream (`GET /v1/events?contract=`) instead of blocking reads.
+    #[arg(long)]
+    stream: bool,
 }
 
 const WATCHED_NAMESPACE: &str = "urn:bench:watch";
@@ -351,14 +354,61 @@ async fn watch_loop(http: reqwest::Client, api: String, slot: usize, seen: Sight
     reads
 }
 
+/// One watcher on the event stream: notes when each address's registration event arrives; ends
+/// when `stop` is set.
+async fn stream_loop(api: String, after: Option<u64>, slot: usize, seen: Sightings, stop: Arc<AtomicBool>) -> u64 {
+    let Ok(client) = switchboard_client::ControlClient::new(vec![api], None, Duration::from_secs(10)) else { return 0 };
+    let contract = format!("{WATCHED_NAMESPACE}/{WATCHED_NAME}");
+    let mut stream = client.events(Some(&contract), after);
+    let mut events = 0u64;
+    let stopped = async {
+        while !stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::pin!(stopped);
+    loop {
+        // Not a timeout around `next`: one shorter than opening a stream on a busy machine would
+        // cancel every open.
+        let next = tokio::select! {
+            next = stream.next() => next,
+            () = &mut stopped => break,
+        };
+        let event = match next {
+            Ok(switchboard_client::Received::Event(event)) => event,
+            Ok(switchboard_client::Received::Reset { index }) => {
+                eprintln!("watcher {slot}: reset at {index}");
+                continue;
+            }
+            Err(err) => {
+                eprintln!("watcher {slot}: {err}");
+                continue;
+            }
+        };
+        let now = Instant::now();
+        events += 1;
+        if let switchboard_proto::registry::EventChange::Registered { registration } = &event.change {
+            seen.lock().unwrap()[slot].entry(registration.address.to_string()).or_insert(now);
+        }
+    }
+    events
+}
+
 async fn watchers(args: WatchersArgs) -> anyhow::Result<Value> {
     let http = client(Duration::from_secs(10))?;
     let seen: Sightings = Arc::new(Mutex::new(vec![Default::default(); args.watchers]));
     let stop = Arc::new(AtomicBool::new(false));
+    // Streams start after the index the cluster has now: one that opens late misses nothing.
+    let listed = http.get(format!("{}/v1/registrations?limit=1", args.apis[0])).send().await?.json::<Value>().await?;
+    let after = listed["applied_index"].as_u64();
     let tasks = (0..args.watchers)
         .map(|slot| {
             let api = args.apis[slot % args.apis.len()].clone();
-            tokio::spawn(watch_loop(http.clone(), api, slot, seen.clone(), stop.clone()))
+            if args.stream {
+                tokio::spawn(stream_loop(api, after, slot, seen.clone(), stop.clone()))
+            } else {
+                tokio::spawn(watch_loop(http.clone(), api, slot, seen.clone(), stop.clone()))
+            }
         })
         .collect::<Vec<_>>();
     let limit = Duration::from_millis(args.timeout_ms);
@@ -369,7 +419,9 @@ async fn watchers(args: WatchersArgs) -> anyhow::Result<Value> {
         if Instant::now() > deadline {
             break;
         }
-        let address = format!("http://127.0.0.1:9/watched/{i}");
+        // Fresh addresses per mode: registering one again with the same options is not a change.
+        let mode = if args.stream { "stream" } else { "read" };
+        let address = format!("http://127.0.0.1:9/watched/{mode}/{i}");
         let api = &args.apis[i as usize % args.apis.len()];
         let sent = Instant::now();
         if !registered(&http, api, &registration(address.clone(), WATCHED_NAMESPACE, WATCHED_NAME)).await {

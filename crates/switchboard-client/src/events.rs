@@ -70,6 +70,8 @@ impl EventStream<'_> {
 
     /// The next change. A broken connection is reopened on the next router from the last
     /// position; an error means no router could be reached (calling again tries again).
+    /// Cancelling the call loses nothing, but one cancelled while the stream opens opens it again
+    /// next time: do not put a timeout shorter than an open around it.
     pub async fn next(&mut self) -> Result<Received, ClientError> {
         loop {
             while let Some(frame) = self.parser.next_frame() {
