@@ -28,8 +28,9 @@ pub const DEFAULT_WAIT: Duration = Duration::from_secs(5 * 60);
 pub const MAX_WAIT: Duration = Duration::from_secs(10 * 60);
 /// Blocking reads open at once on one node.
 pub const MAX_WATCHES: usize = 1024;
-/// How long an event stream stays silent before it sends a heartbeat.
-pub const HEARTBEAT: Duration = Duration::from_secs(15);
+/// How long an event stream stays silent before it sends a heartbeat: within the idle timeouts
+/// of the proxies in front (15 s for the API in the compose HAProxy).
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
 
 /// A blocking read's parameters, checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,7 +16,7 @@ use crate::ClientError;
 use crate::ControlClient;
 
 /// A stream silent for this long is taken for dead and reopened (the server's heartbeat comes
-/// every 15 s).
+/// every 10 s).
 const SILENCE: Duration = Duration::from_secs(40);
 /// How long one connection is kept before it is reopened (a resume costs nothing).
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(3600);
