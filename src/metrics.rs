@@ -408,21 +408,7 @@ pub fn render_view(confirmed_ago: Option<std::time::Duration>, data_ready: bool)
 /// under `contract="other"` (a contract key always holds a `/`, so no contract is named that).
 pub const MAX_CONTRACT_SERIES: usize = 1000;
 
-/// One contract's health as this node sees it: the committed verdicts (the same on every node)
-/// and what this node's checker did for it since the node started.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct ContractHealth {
-    pub contract: String,
-    pub endpoints: usize,
-    pub passing: usize,
-    pub critical: usize,
-    pub panic_threshold_percent: u8,
-    /// Fewer than the threshold pass: every endpoint is routed to as if passing.
-    pub panic: bool,
-    pub probes: u64,
-    pub probe_failures: u64,
-    pub transitions_written: u64,
-}
+pub use switchboard_proto::api::ContractHealth;
 
 /// Escapes a label value for the Prometheus text format.
 fn label_value(value: &str) -> String {

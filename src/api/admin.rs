@@ -2,7 +2,6 @@
 
 use axum::Extension;
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::http::HeaderValue;
@@ -11,10 +10,9 @@ use axum::http::header;
 use axum::http::header::AUTHORIZATION;
 use axum::response::IntoResponse;
 use axum::response::Response;
-use axum::routing::delete;
-use axum::routing::get;
-use axum::routing::post;
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::api::ApiError;
 use crate::api::ApiJson;
@@ -29,29 +27,70 @@ use crate::raft::NodeId;
 use crate::raft::PeerNode;
 use crate::registry::RegistrationId;
 use switchboard_proto::api::AuditList;
+use switchboard_proto::api::ContractHealthReport;
+use switchboard_proto::api::Liveness;
+use switchboard_proto::api::Readiness;
 
-pub(super) fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/v1/cluster", get(cluster))
-        .route("/v1/cluster/nodes", post(add_node))
-        .route("/v1/cluster/nodes/{id}", delete(remove_node))
-        .route("/v1/audit", get(audit))
-        .route("/v1/health/contracts", get(contract_health))
-        .route("/v1/health/metrics", get(contract_health_metrics))
+use crate::api::openapi::BadRequest;
+use crate::api::openapi::BodyTooLarge;
+use crate::api::openapi::Conflict;
+use crate::api::openapi::Forbidden;
+use crate::api::openapi::GatewayTimeout;
+use crate::api::openapi::HeadersTooLarge;
+use crate::api::openapi::InternalError;
+use crate::api::openapi::NotFound;
+use crate::api::openapi::Unauthorized;
+use crate::api::openapi::Unavailable;
+use crate::api::openapi::UnsupportedMediaType;
+
+pub(super) fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(cluster))
+        .routes(routes!(add_node))
+        .routes(routes!(remove_node))
+        .routes(routes!(audit))
+        .routes(routes!(contract_health))
+        .routes(routes!(contract_health_metrics))
 }
 
 /// Health checks answer without a token: the load balancer calls them.
-pub(super) fn health_routes() -> Router<ApiState> {
-    Router::new().route("/health/live", get(live)).route("/health/ready", get(ready)).route("/metrics", get(metrics))
+pub(super) fn health_routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new().routes(routes!(live)).routes(routes!(ready)).routes(routes!(metrics))
 }
 
 /// Prometheus text: counters with fixed labels only, and the freshness of the routing view.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "health",
+    security(()),
+    responses(
+        (status = 200, description = "Prometheus text format 0.0.4: counters with fixed labels, \
+            `switchboard_leader_known`, `switchboard_view_age_seconds`, `switchboard_data_ready`",
+            body = String, content_type = "text/plain; version=0.0.4"),
+    ),
+)]
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     let mut text = crate::metrics::METRICS.render();
     text.push_str(&crate::metrics::render_view(state.cluster.view_age(), state.cluster.data_readiness().ready));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
+/// This node's view of the cluster: its id and role, the leader, the term, its log indexes, and
+/// the members with their peer addresses.
+#[utoipa::path(
+    get,
+    path = "/v1/cluster",
+    operation_id = "cluster",
+    tag = "cluster",
+    responses(
+        (status = 200, description = "The cluster as this node sees it", body = ClusterView),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 431, response = HeadersTooLarge),
+    ),
+)]
 async fn cluster(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -60,10 +99,12 @@ async fn cluster(
     Ok(Json(state.cluster.cluster_view()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct AuditQuery {
     /// Most records to return, newest first [default 500, at most 5000].
+    #[param(minimum = 1, maximum = 5000)]
     limit: Option<usize>,
     /// `next_cursor` of the previous page: records older than it.
     cursor: Option<u64>,
@@ -71,6 +112,21 @@ struct AuditQuery {
     id: Option<String>,
 }
 
+/// One page of the audit trail, newest first: who changed what, through which node, and why.
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    operation_id = "audit",
+    tag = "cluster",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "One page", body = AuditList),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 431, response = HeadersTooLarge),
+    ),
+)]
 async fn audit(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -94,9 +150,10 @@ async fn audit(
     Ok(Json(AuditList { records, next_cursor: next.and_then(|seq| seq.parse().ok()) }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AddNode {
+    #[schema(value_type = u64)]
     node_id: NodeId,
     /// `host:port` of the new node's peer endpoint.
     peer_addr: String,
@@ -118,6 +175,28 @@ fn may_change_membership(state: &ApiState, caller: &Caller, headers: &HeaderMap)
     require(caller.can_admin(), caller, "change the membership")
 }
 
+/// Adds a node: it must prove it holds the cluster secret and is `node_id`; it joins as a
+/// learner and becomes a voter once caught up. Needs `admin` (in dev mode, the cluster secret).
+#[utoipa::path(
+    post,
+    path = "/v1/cluster/nodes",
+    operation_id = "add_node",
+    tag = "cluster",
+    request_body = AddNode,
+    responses(
+        (status = 200, description = "The cluster with the new member", body = ClusterView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 409, response = Conflict),
+        (status = 413, response = BodyTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 431, response = HeadersTooLarge),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+        (status = 504, response = GatewayTimeout),
+    ),
+)]
 async fn add_node(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -132,6 +211,26 @@ async fn add_node(
     Ok(Json(state.cluster.cluster_view()))
 }
 
+/// Removes a node from the membership. Needs `admin` (in dev mode, the cluster secret).
+#[utoipa::path(
+    delete,
+    path = "/v1/cluster/nodes/{id}",
+    operation_id = "remove_node",
+    tag = "cluster",
+    params(("id" = u64, Path, description = "The node's id")),
+    responses(
+        (status = 200, description = "The cluster without the node", body = ClusterView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 431, response = HeadersTooLarge),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+        (status = 504, response = GatewayTimeout),
+    ),
+)]
 async fn remove_node(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -143,18 +242,30 @@ async fn remove_node(
     Ok(Json(state.cluster.cluster_view()))
 }
 
-async fn live() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "live" }))
+/// The process is up.
+#[utoipa::path(
+    get,
+    path = "/health/live",
+    operation_id = "live",
+    tag = "health",
+    security(()),
+    responses((status = 200, description = "Always, while the process runs", body = Liveness)),
+)]
+async fn live() -> Json<Liveness> {
+    Json(Liveness { status: "live".to_owned() })
 }
 
 /// Which readiness a health check asks for.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ReadyQuery {
+    /// `control` (default): writes can be served; `data`: the node can route.
+    #[param(inline)]
     plane: Option<Plane>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 enum Plane {
     /// The control API's: writes can be served (a leader is known and this node is current).
@@ -163,6 +274,20 @@ enum Plane {
     Data,
 }
 
+/// Readiness of the control API (default) or of the data plane, for a load balancer's check.
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    operation_id = "ready",
+    tag = "health",
+    security(()),
+    params(ReadyQuery),
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 400, response = BadRequest),
+        (status = 503, description = "Not ready, and why", body = Readiness),
+    ),
+)]
 async fn ready(State(state): State<ApiState>, ApiQuery(query): ApiQuery<ReadyQuery>) -> Response {
     let readiness = match query.plane.unwrap_or(Plane::Control) {
         Plane::Control => state.cluster.readiness(),
@@ -206,17 +331,42 @@ fn contract_rows(state: &ApiState) -> Vec<ContractHealth> {
 /// `GET /v1/health/contracts`: [`contract_rows`] as JSON. Per-contract figures live here and in
 /// `/v1/health/metrics`, behind the read scope, and not in `/metrics`, whose labels never name a
 /// contract.
+#[utoipa::path(
+    get,
+    path = "/v1/health/contracts",
+    operation_id = "contract_health",
+    tag = "health",
+    responses(
+        (status = 200, description = "Every contract with active endpoints", body = ContractHealthReport),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 431, response = HeadersTooLarge),
+    ),
+)]
 async fn contract_health(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ContractHealthReport>, ApiError> {
     require(caller.can_read(), &caller, "read")?;
     let contracts = contract_rows(&state);
-    Ok(Json(serde_json::json!({ "node": state.cluster.node_id(), "contracts": contracts })))
+    Ok(Json(ContractHealthReport { node: state.cluster.node_id(), contracts }))
 }
 
 /// `GET /v1/health/metrics`: [`contract_rows`] in the Prometheus text format, for a scrape job
 /// that sends a read token (`authorization` in Prometheus's scrape config).
+#[utoipa::path(
+    get,
+    path = "/v1/health/metrics",
+    operation_id = "contract_health_metrics",
+    tag = "health",
+    responses(
+        (status = 200, description = "Per-contract health in the Prometheus text format 0.0.4", body = String,
+            content_type = "text/plain; version=0.0.4"),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 431, response = HeadersTooLarge),
+    ),
+)]
 async fn contract_health_metrics(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,

@@ -14,22 +14,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Extension;
-use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::response::sse::Event as SseEvent;
 use axum::response::sse::Sse;
-use axum::routing::get;
 use serde::Deserialize;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::api::ApiError;
 use crate::api::ApiQuery;
 use crate::api::ApiState;
+use crate::api::openapi::BadRequest;
+use crate::api::openapi::Forbidden;
+use crate::api::openapi::HeadersTooLarge;
+use crate::api::openapi::TooManyRequests;
+use crate::api::openapi::Unauthorized;
 use crate::api::require;
 use crate::auth::Caller;
 use crate::raft::EventLog;
@@ -41,11 +46,12 @@ use crate::registry::EventId;
 /// Events taken from the ring at a time.
 const BATCH: usize = 256;
 
-pub(super) fn routes() -> Router<ApiState> {
-    Router::new().route("/v1/events", get(events))
+pub(super) fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new().routes(routes!(events))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct EventsQuery {
     /// Only the events of this contract (`{namespace}/{name}`, as a contract key).
@@ -54,6 +60,47 @@ struct EventsQuery {
     index: Option<u64>,
 }
 
+/// One Server-Sent Event of the stream, as an SSE parser reads it (for the OpenAPI document; the
+/// stream is written by [`sse`] and [`reset`]). Heartbeats are comments: they carry an `id`
+/// (the stream's position) and no data.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct StreamEvent {
+    /// The change's `type` (`registered`, `unregistered`, `expired`, `deregistered`, `drained`,
+    /// `health_passing`, `health_critical`, `policy_set`, `membership_changed`), or `reset`.
+    event: String,
+    /// The event's position, `N.k`: send it back as `Last-Event-ID` to resume after it.
+    #[schema(pattern = "^[0-9]{1,20}([.][0-9]{1,20})?$")]
+    id: String,
+    /// JSON: the change, an `Event`; for `reset`, `{"type": "reset", "id", "index", "message"}`
+    /// (reload the list at `index` or later, and read on).
+    data: String,
+}
+
+/// The registry's changes from now (or after `index`, or after `Last-Event-ID`) as Server-Sent
+/// Events, each once and in log order, resumable on any node; counted with the node's blocking
+/// reads.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "registrations",
+    operation_id = "events",
+    params(
+        EventsQuery,
+        ("Last-Event-ID" = Option<String>, Header, pattern = "^ *[0-9]{1,20}([.][0-9]{1,20})? *$",
+            description = "Resume after this event (an `id` the stream sent); takes precedence over `index`"),
+    ),
+    responses(
+        (status = 200, description = "The stream: one event per change (its `data` an `Event`), a `reset` \
+            for a reader too far behind, and a heartbeat comment with the position every 15 s",
+            body = StreamEvent, content_type = "text/event-stream"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 429, response = TooManyRequests),
+        (status = 431, response = HeadersTooLarge),
+    ),
+)]
 async fn events(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,

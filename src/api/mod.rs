@@ -7,6 +7,7 @@
 mod admin;
 mod error;
 mod events;
+pub mod openapi;
 mod policies;
 mod registrations;
 mod soap;
@@ -27,6 +28,7 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::IntoResponse;
 use axum::response::Response;
+use utoipa_axum::router::OpenApiRouter;
 
 pub use self::error::ApiError;
 pub use self::watch::HEARTBEAT;
@@ -102,23 +104,45 @@ pub struct ApiPath<T>(pub T);
 
 /// The health checks and metrics alone, for the separate health listener (`--health-addr`).
 pub fn health_router(state: ApiState) -> Router {
-    Router::new().merge(admin::health_routes()).fallback(not_found).with_state(state)
+    let (health, _) = admin::health_routes().split_for_parts();
+    Router::new().merge(health).fallback(not_found).with_state(state)
 }
 
-pub fn router(state: ApiState) -> Router {
-    // Every route but the health checks needs a valid token (in dev mode, none is needed).
-    let guarded = Router::new()
+/// Every route of the control API, in the two sets the router treats apart: those that need a
+/// token, and those that answer without one (the health checks, metrics, this API's OpenAPI
+/// document). Routes are registered only here, through `OpenApiRouter` (so each is in the
+/// document; `openapi::tests` refuses a route registered otherwise).
+struct Routes {
+    guarded: OpenApiRouter<ApiState>,
+    public: OpenApiRouter<ApiState>,
+}
+
+fn routes() -> Routes {
+    let guarded = OpenApiRouter::new()
         .merge(registrations::routes())
         .merge(events::routes())
         .merge(admin::routes())
         .merge(policies::routes())
         .merge(soap::routes())
-        .merge(tokens::routes())
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), authenticate));
+        .merge(tokens::routes());
+    let public = OpenApiRouter::new().merge(admin::health_routes()).merge(openapi::routes());
+    Routes { guarded, public }
+}
+
+/// The OpenAPI document of [`router`]'s routes, from the same registrations.
+fn describe(routes: Routes) -> utoipa::openapi::OpenApi {
+    let (_, document) = openapi::frame().merge(routes.guarded).merge(routes.public).split_for_parts();
+    openapi::finish(document)
+}
+
+pub fn router(state: ApiState) -> Router {
+    let Routes { guarded, public } = routes();
+    // Every route but the public ones needs a valid token (in dev mode, none is needed).
+    let guarded = guarded.route_layer(axum::middleware::from_fn_with_state(state.clone(), authenticate));
     let guarded = guarded.layer(axum::middleware::from_fn(soap_faults));
+    let (routes, _) = OpenApiRouter::new().merge(guarded).merge(public).split_for_parts();
     Router::new()
-        .merge(guarded)
-        .merge(admin::health_routes())
+        .merge(routes)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -2,10 +2,10 @@
 
 use axum::Extension;
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::api::ApiError;
 use crate::api::ApiJson;
@@ -19,17 +19,51 @@ use crate::registry::PolicyRequest;
 use switchboard_proto::api::PolicyEntry;
 use switchboard_proto::api::PolicyList;
 
-pub(super) fn routes() -> Router<ApiState> {
-    Router::new().route("/v1/policies", get(list).put(set))
+use crate::api::openapi::BadRequest;
+use crate::api::openapi::BodyTooLarge;
+use crate::api::openapi::Forbidden;
+use crate::api::openapi::GatewayTimeout;
+use crate::api::openapi::HeadersTooLarge;
+use crate::api::openapi::InternalError;
+use crate::api::openapi::Unauthorized;
+use crate::api::openapi::Unavailable;
+use crate::api::openapi::UnsupportedMediaType;
+
+pub(super) fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new().routes(routes!(list, set))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
+    /// Most policies in the answer [default 500, at most 5000].
+    #[param(minimum = 1, maximum = 5000)]
     limit: Option<usize>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
+/// Sets the routing policy of a contract (needs `admin`); replicated like registrations.
+#[utoipa::path(
+    put,
+    path = "/v1/policies",
+    operation_id = "set_policy",
+    tag = "policies",
+    request_body = PolicyRequest,
+    responses(
+        (status = 200, description = "The policy as set", body = PolicyEntry),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 413, response = BodyTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 431, response = HeadersTooLarge),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+        (status = 504, response = GatewayTimeout),
+    ),
+)]
 async fn set(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -41,6 +75,21 @@ async fn set(
     Ok(Json(PolicyEntry { contract: key.to_string(), policy }))
 }
 
+/// One page of policies in contract order; contracts without one use `round_robin`.
+#[utoipa::path(
+    get,
+    path = "/v1/policies",
+    operation_id = "list_policies",
+    tag = "policies",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page", body = PolicyList),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 431, response = HeadersTooLarge),
+    ),
+)]
 async fn list(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,

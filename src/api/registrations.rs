@@ -2,14 +2,13 @@
 
 use axum::Extension;
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::response::Response;
-use axum::routing::get;
-use axum::routing::post;
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::api::ApiError;
 use crate::api::ApiJson;
@@ -42,22 +41,56 @@ use switchboard_proto::api::Refused;
 use switchboard_proto::api::RegistrationList;
 use switchboard_proto::api::RegistrationView;
 
-pub(super) fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/v1/registrations", post(register).get(list))
-        .route("/v1/registrations/unregister", post(unregister_by_info))
-        .route("/v1/registrations/{id}", get(show).delete(unregister_by_id))
-        .route("/v1/registrations/{id}/heartbeat", post(heartbeat_one))
-        .route("/v1/registrations/{id}/drain", post(drain))
-        .route("/v1/heartbeat", post(heartbeat_many))
+use crate::api::openapi::BadRequest;
+use crate::api::openapi::BodyTooLarge;
+use crate::api::openapi::Conflict;
+use crate::api::openapi::Forbidden;
+use crate::api::openapi::GatewayTimeout;
+use crate::api::openapi::HeadersTooLarge;
+use crate::api::openapi::InternalError;
+use crate::api::openapi::NotFound;
+use crate::api::openapi::RegistryFull;
+use crate::api::openapi::TooManyRequests;
+use crate::api::openapi::Unauthorized;
+use crate::api::openapi::Unavailable;
+use crate::api::openapi::UnsupportedMediaType;
+
+pub(super) fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(register, list))
+        .routes(routes!(unregister_by_info))
+        .routes(routes!(show, unregister_by_id))
+        .routes(routes!(heartbeat_one))
+        .routes(routes!(drain))
+        .routes(routes!(heartbeat_many))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct EpochQuery {
+    /// The `epoch` of the registration the caller made: refused with 409 `epoch_mismatch` when
+    /// the id was registered again since.
     epoch: Option<u64>,
 }
 
+/// Renews the leases of many registrations in one call (at most 10,000 ids); each id the
+/// caller may not renew, or that is not registered, is listed in `refused`.
+#[utoipa::path(
+    post,
+    path = "/v1/heartbeat",
+    operation_id = "heartbeat",
+    tag = "leases",
+    request_body = HeartbeatRequest,
+    responses(
+        (status = 200, description = "What was renewed and what was refused", body = HeartbeatReply),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 413, response = BodyTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 431, response = HeadersTooLarge),
+    ),
+)]
 async fn heartbeat_many(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -78,6 +111,23 @@ async fn heartbeat_many(
     Ok(Json(HeartbeatReply { renewed, refused }))
 }
 
+/// Renews one registration's lease.
+#[utoipa::path(
+    post,
+    path = "/v1/registrations/{id}/heartbeat",
+    operation_id = "heartbeat_one",
+    tag = "leases",
+    params(("id" = String, Path, description = "The registration's id (32 hex digits)"), EpochQuery),
+    responses(
+        (status = 200, description = "The renewed lease", body = Lease),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 431, response = HeadersTooLarge),
+    ),
+)]
 async fn heartbeat_one(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -98,6 +148,25 @@ async fn heartbeat_one(
     }
 }
 
+/// Starts draining a registration: it takes no new requests and leaves at its lease's end.
+#[utoipa::path(
+    post,
+    path = "/v1/registrations/{id}/drain",
+    operation_id = "drain",
+    tag = "leases",
+    params(("id" = String, Path, description = "The registration's id (32 hex digits)")),
+    responses(
+        (status = 200, description = "The registration, draining", body = Registration),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 431, response = HeadersTooLarge),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+        (status = 504, response = GatewayTimeout),
+    ),
+)]
 async fn drain(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -108,7 +177,7 @@ async fn drain(
 }
 
 /// How fresh a read must be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Consistency {
     /// This node's applied replica; may trail the leader by a few milliseconds.
@@ -119,32 +188,69 @@ pub enum Consistency {
     Linearizable,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
+    /// Only registrations of this namespace (one trailing `/` ignored).
     contract_namespace: Option<String>,
+    /// Only registrations of this contract name.
     contract_name: Option<String>,
+    /// `local` (default): this node's replica; `linearizable`: everything committed before the
+    /// request arrived.
     #[serde(default)]
+    #[param(inline)]
     consistency: Consistency,
     /// Most registrations in the answer [default 500, at most 5000].
+    #[param(minimum = 1, maximum = 5000)]
     limit: Option<usize>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
     /// Only registrations whose committed health is this.
+    #[param(inline)]
     health: Option<HealthStatus>,
-    /// A blocking read: answer once the applied index is past this one (see `super::watch`).
+    /// A blocking read: answer once the applied index is past this one (the `X-Switchboard-Index` of
+    /// an earlier read).
     index: Option<u64>,
     /// How long a blocking read waits at most, like `30s` [default 5m, at most 10m].
     wait: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ReadQuery {
+    /// `local` (default): this node's replica; `linearizable`: everything committed before the
+    /// request arrived.
     #[serde(default)]
+    #[param(inline)]
     consistency: Consistency,
 }
 
+/// Registers an endpoint of a contract, or refreshes the options of one already registered.
+#[utoipa::path(
+    post,
+    path = "/v1/registrations",
+    operation_id = "register",
+    tag = "registrations",
+    request_body = RegistrationRequest,
+    responses(
+        (status = 201, description = "Registered", body = Registration),
+        (status = 200, description = "Already registered; options refreshed", body = Registration),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 409, response = Conflict),
+        (status = 413, response = BodyTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = TooManyRequests),
+        (status = 431, response = HeadersTooLarge),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+        (status = 504, response = GatewayTimeout),
+        (status = 507, response = RegistryFull),
+    ),
+)]
 async fn register(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -176,6 +282,26 @@ async fn ensure_fresh(state: &ApiState, consistency: Consistency) -> Result<(), 
     Ok(())
 }
 
+/// One page of registrations in id order; with `index`, a blocking read that answers once this
+/// node has applied past it (or at `wait`).
+#[utoipa::path(
+    get,
+    path = "/v1/registrations",
+    operation_id = "list_registrations",
+    tag = "registrations",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page", body = RegistrationList,
+            headers(("X-Switchboard-Index" = u64, description = "The applied log index the page reflects"))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 429, response = TooManyRequests),
+        (status = 431, response = HeadersTooLarge),
+        (status = 503, response = Unavailable),
+        (status = 504, response = GatewayTimeout),
+    ),
+)]
 async fn list(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -233,6 +359,24 @@ fn not_registered(id: RegistrationId) -> ApiError {
     ApiError::not_found("registration_not_found", format!("registration {id} is not registered"))
 }
 
+/// One registration with the check that applies to it and its committed health.
+#[utoipa::path(
+    get,
+    path = "/v1/registrations/{id}",
+    operation_id = "show_registration",
+    tag = "registrations",
+    params(("id" = String, Path, description = "The registration's id (32 hex digits)"), ReadQuery),
+    responses(
+        (status = 200, description = "The registration", body = RegistrationView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 431, response = HeadersTooLarge),
+        (status = 503, response = Unavailable),
+        (status = 504, response = GatewayTimeout),
+    ),
+)]
 async fn show(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -276,6 +420,25 @@ async fn change(state: &ApiState, caller: &Caller, command: Command) -> Result<J
     }
 }
 
+/// Unregisters a registration by its id.
+#[utoipa::path(
+    delete,
+    path = "/v1/registrations/{id}",
+    operation_id = "unregister",
+    tag = "registrations",
+    params(("id" = String, Path, description = "The registration's id (32 hex digits)")),
+    responses(
+        (status = 200, description = "The removed registration", body = Registration),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 431, response = HeadersTooLarge),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+        (status = 504, response = GatewayTimeout),
+    ),
+)]
 async fn unregister_by_id(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -285,6 +448,27 @@ async fn unregister_by_id(
     change(&state, &caller, Command::Unregister(id)).await
 }
 
+/// Unregisters the registration of an address, namespace and name (the seed's `Unregister`).
+#[utoipa::path(
+    post,
+    path = "/v1/registrations/unregister",
+    operation_id = "unregister_by_info",
+    tag = "registrations",
+    request_body = RegistrationInfo,
+    responses(
+        (status = 200, description = "The removed registration", body = Registration),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 413, response = BodyTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 431, response = HeadersTooLarge),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+        (status = 504, response = GatewayTimeout),
+    ),
+)]
 async fn unregister_by_info(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,

@@ -8,7 +8,6 @@
 //! bindings), so that a service written with any SOAP stack can generate its client.
 
 use axum::Extension;
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::RawQuery;
 use axum::extract::State;
@@ -19,13 +18,15 @@ use axum::http::header::CONTENT_LENGTH;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::response::Response;
-use axum::routing::get;
 use quick_xml::events::Event;
 use quick_xml::reader::NsReader;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::api::ApiError;
 use crate::api::ApiState;
 use crate::api::error::Refusal;
+use crate::api::openapi::SoapFault;
 use crate::auth::Caller;
 use crate::cluster::ClusterError;
 use crate::registry::Command;
@@ -44,8 +45,8 @@ pub const DATA_NS: &str = "http://schemas.thatindigogirl.com/samples/2008/01";
 /// Path of the SOAP registration endpoint.
 pub const PATH: &str = "/v1/soap/registration";
 
-pub(super) fn routes() -> Router<ApiState> {
-    Router::new().route(PATH, get(wsdl).post(handle))
+pub(super) fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new().routes(routes!(wsdl, handle))
 }
 
 /// The contract's WSDL; `{location}` stands for the endpoint's URL.
@@ -53,8 +54,24 @@ const WSDL: &str = include_str!("registration.wsdl");
 
 /// `GET ?wsdl`: the WSDL, with the endpoint's URL as the client reached it (through a load
 /// balancer: its `X-Forwarded-Host` and `X-Forwarded-Proto`).
+#[utoipa::path(
+    get,
+    path = "/v1/soap/registration",
+    tag = "soap",
+    operation_id = "soap_registration_wsdl",
+    security(()),
+    params(("wsdl" = String, Query, description = "Asks for the WSDL: `?wsdl`, with or without a value")),
+    responses(
+        (status = 200, description = "The WSDL 1.1 document of `IRegistrationService`, its address the URL \
+            the client used", body = String, content_type = "text/xml"),
+        (status = 400, response = SoapFault),
+        (status = 431, response = SoapFault),
+    ),
+)]
 async fn wsdl(State(state): State<ApiState>, RawQuery(query): RawQuery, headers: HeaderMap) -> Response {
-    let asks_wsdl = query.as_deref().is_some_and(|q| q.split('&').any(|p| p.eq_ignore_ascii_case("wsdl")));
+    let asks_wsdl = query.as_deref().is_some_and(|q| {
+        q.split('&').any(|p| p.split_once('=').map_or(p, |(key, _)| key).eq_ignore_ascii_case("wsdl"))
+    });
     if !asks_wsdl {
         let message = "GET this endpoint with ?wsdl for its WSDL; SOAP calls are POSTs";
         return ApiError::bad_request("invalid_query", message).into_response();
@@ -128,6 +145,34 @@ fn client_fault(code: &'static str, message: impl Into<String>) -> Fault {
     Fault { status: StatusCode::BAD_REQUEST, code, message: message.into() }
 }
 
+/// The seed's `Register(RegistrationInfo)` and `Unregister(RegistrationInfo)` of
+/// `IRegistrationService`, over SOAP 1.1 (`text/xml` with `SOAPAction`) or SOAP 1.2
+/// (`application/soap+xml` with `action`); every refusal is a SOAP fault of the request's version.
+#[utoipa::path(
+    post,
+    path = "/v1/soap/registration",
+    tag = "soap",
+    operation_id = "soap_registration",
+    request_body(description = "A SOAP envelope whose Body holds `Register` or `Unregister`",
+        content((String = "text/xml"), (String = "application/soap+xml"))),
+    responses(
+        (status = 200, description = "`RegisterResponse` or `UnregisterResponse`",
+            content((String = "text/xml"), (String = "application/soap+xml"))),
+        (status = 400, response = SoapFault),
+        (status = 401, response = SoapFault),
+        (status = 403, response = SoapFault),
+        (status = 404, response = SoapFault),
+        (status = 409, response = SoapFault),
+        (status = 413, response = SoapFault),
+        (status = 415, response = SoapFault),
+        (status = 429, response = SoapFault),
+        (status = 431, response = SoapFault),
+        (status = 500, response = SoapFault),
+        (status = 503, response = SoapFault),
+        (status = 504, response = SoapFault),
+        (status = 507, response = SoapFault),
+    ),
+)]
 async fn handle(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,

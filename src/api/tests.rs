@@ -16,7 +16,7 @@ use crate::raft::PeerNode;
 use crate::raft::RaftTuning;
 use crate::telemetry::LogFormat;
 
-async fn single_node() -> (tempfile::TempDir, Router) {
+pub(super) async fn single_node() -> (tempfile::TempDir, Router) {
     single_node_with(crate::cluster::RegistryLimits::default()).await
 }
 
@@ -506,7 +506,7 @@ async fn raw(
 }
 
 /// A node in secure mode with one token, `svc`, that may register in `urn:a*`.
-async fn node_with_a_service_token() -> (tempfile::TempDir, Router) {
+pub(super) async fn node_with_a_service_token() -> (tempfile::TempDir, Router) {
     let tokens = Tokens::parse(
         r#"{"tokens": [{"name": "svc", "token": "svc-token-0123456789", "scopes": ["register:urn:a*"]}]}"#,
     )

@@ -3,12 +3,11 @@
 
 use axum::Extension;
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::delete;
-use axum::routing::get;
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::api::ApiError;
 use crate::api::ApiJson;
@@ -25,15 +24,30 @@ use crate::registry::TokenEntry;
 use switchboard_proto::api::TokenList;
 use switchboard_proto::api::TokenView;
 
-pub(super) fn routes() -> Router<ApiState> {
-    Router::new().route("/v1/tokens", get(list).post(create)).route("/v1/tokens/{name}", delete(revoke))
+use crate::api::openapi::BadRequest;
+use crate::api::openapi::BodyTooLarge;
+use crate::api::openapi::Conflict;
+use crate::api::openapi::Forbidden;
+use crate::api::openapi::GatewayTimeout;
+use crate::api::openapi::HeadersTooLarge;
+use crate::api::openapi::InternalError;
+use crate::api::openapi::NotFound;
+use crate::api::openapi::Unauthorized;
+use crate::api::openapi::Unavailable;
+use crate::api::openapi::UnsupportedMediaType;
+
+pub(super) fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new().routes(routes!(list, create)).routes(routes!(revoke))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateToken {
+    /// 1 to 64 of `A-Za-z0-9-_.`; never reused.
     name: String,
+    /// `read`, `admin`, `register:<namespace pattern>`, `bind:<path pattern>`.
     scopes: Vec<String>,
+    /// Most registrations the token may own.
     #[serde(default)]
     max_registrations: Option<u32>,
     /// The token itself (at least 16 bytes); or
@@ -60,6 +74,28 @@ fn may_manage_tokens(state: &ApiState, caller: &Caller, what: &str) -> Result<()
     Ok(())
 }
 
+/// Creates a token (needs `admin`); without `token` or `sha256` the node makes one and answers it
+/// once, in `token`.
+#[utoipa::path(
+    post,
+    path = "/v1/tokens",
+    operation_id = "create_token",
+    tag = "tokens",
+    request_body = CreateToken,
+    responses(
+        (status = 201, description = "Created", body = TokenView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 409, response = Conflict),
+        (status = 413, response = BodyTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 431, response = HeadersTooLarge),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+        (status = 504, response = GatewayTimeout),
+    ),
+)]
 async fn create(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -100,6 +136,21 @@ async fn create(
     }
 }
 
+/// Every token, from the tokens file and the replicated table, never with a value or digest
+/// (needs `admin`).
+#[utoipa::path(
+    get,
+    path = "/v1/tokens",
+    operation_id = "list_tokens",
+    tag = "tokens",
+    responses(
+        (status = 200, description = "Every token", body = TokenList),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 409, response = Conflict),
+        (status = 431, response = HeadersTooLarge),
+    ),
+)]
 async fn list(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -130,6 +181,26 @@ async fn list(
     Ok(Json(TokenList { tokens }))
 }
 
+/// Revokes a token on every node (needs `admin`).
+#[utoipa::path(
+    delete,
+    path = "/v1/tokens/{name}",
+    operation_id = "revoke_token",
+    tag = "tokens",
+    params(("name" = String, Path, description = "The token's name")),
+    responses(
+        (status = 200, description = "The token, revoked", body = TokenView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 431, response = HeadersTooLarge),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+        (status = 504, response = GatewayTimeout),
+    ),
+)]
 async fn revoke(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,

@@ -15,6 +15,7 @@ use crate::registry::RegistrationId;
 
 /// Error body of every control API refusal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub code: String,
     pub message: String,
@@ -25,6 +26,7 @@ pub const MAX_HEARTBEAT_IDS: usize = 10_000;
 
 /// One lease named by a heartbeat: an id, or an id with the epoch the caller registered.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged)]
 pub enum LeaseRef {
     Id(String),
@@ -32,12 +34,14 @@ pub enum LeaseRef {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatRequest {
     pub ids: Vec<LeaseRef>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Refused {
     pub id: RegistrationId,
     pub reason: Refusal,
@@ -45,6 +49,7 @@ pub struct Refused {
 
 /// Body of a heartbeat answer.
 #[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeartbeatReply {
     pub renewed: Vec<Lease>,
     pub refused: Vec<Refused>,
@@ -52,6 +57,7 @@ pub struct HeartbeatReply {
 
 /// Body of `GET /v1/registrations`: one page, in id order.
 #[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegistrationList {
     pub registrations: Vec<RegistrationView>,
     /// Log index of the replica the page was read from.
@@ -64,6 +70,7 @@ pub struct RegistrationList {
 /// A registration as the API shows it: the registration, the check that applies to it and its
 /// health (JSON: the registration's fields, then `check` and `health`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegistrationView {
     #[serde(flatten)]
     pub registration: Registration,
@@ -82,6 +89,7 @@ impl std::ops::Deref for RegistrationView {
 
 /// The committed health of a registration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HealthView {
     pub status: crate::registry::HealthStatus,
     /// Unix ms of the last transition (of the registration, if none).
@@ -89,11 +97,13 @@ pub struct HealthView {
     /// The last failure, short (empty while passing).
     pub output: String,
     /// The node that probes it, as the answering node computes it; none if nothing probes it.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>))]
     pub checked_by: Option<NodeId>,
 }
 
 /// Why a heartbeat renewed nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Refusal {
     NotFound,
@@ -105,6 +115,7 @@ pub enum Refusal {
 
 /// Body of `GET /v1/audit`: one page, newest first.
 #[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditList {
     pub records: Vec<AuditRecord>,
     /// Pass as `cursor` for the next (older) page; absent on the last page.
@@ -114,6 +125,7 @@ pub struct AuditList {
 
 /// A contract's policy as shown by the API.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PolicyEntry {
     /// The contract key, `{namespace}/{name}`.
     pub contract: String,
@@ -123,6 +135,7 @@ pub struct PolicyEntry {
 
 /// Body of `GET /v1/policies`: one page, in contract order.
 #[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PolicyList {
     pub policies: Vec<PolicyEntry>,
     /// Pass as `cursor` for the next page; absent on the last page.
@@ -132,6 +145,7 @@ pub struct PolicyList {
 
 /// A token as the API shows it: never its value or digest.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenView {
     pub name: String,
     pub scopes: Vec<String>,
@@ -147,16 +161,20 @@ pub struct TokenView {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenList {
     pub tokens: Vec<TokenView>,
 }
 
 /// This node's view of the cluster, as `GET /v1/cluster` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClusterView {
+    #[cfg_attr(feature = "openapi", schema(value_type = u64))]
     pub node_id: NodeId,
     pub role: String,
     pub admitted: bool,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>))]
     pub leader_id: Option<NodeId>,
     pub term: u64,
     pub last_log_index: Option<u64>,
@@ -168,7 +186,9 @@ pub struct ClusterView {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MemberView {
+    #[cfg_attr(feature = "openapi", schema(value_type = u64))]
     pub id: NodeId,
     pub peer_addr: String,
     /// The admitted incarnation of the member's data directory (hex); none for members recorded
@@ -180,8 +200,44 @@ pub struct MemberView {
     pub matched_index: Option<u64>,
 }
 
+/// One contract's health as a node sees it: the committed verdicts (the same on every node)
+/// and what this node's checker did for it since the node started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ContractHealth {
+    pub contract: String,
+    pub endpoints: usize,
+    pub passing: usize,
+    pub critical: usize,
+    pub panic_threshold_percent: u8,
+    /// Fewer than the threshold pass: every endpoint is routed to as if passing.
+    pub panic: bool,
+    pub probes: u64,
+    pub probe_failures: u64,
+    pub transitions_written: u64,
+}
+
+/// Body of `GET /v1/health/contracts`: every contract with active endpoints, in contract order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ContractHealthReport {
+    /// The answering node.
+    #[cfg_attr(feature = "openapi", schema(value_type = u64))]
+    pub node: NodeId,
+    pub contracts: Vec<ContractHealth>,
+}
+
+/// Body of `GET /health/live`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Liveness {
+    /// Always `live`.
+    pub status: String,
+}
+
 /// Whether the node should receive traffic, and why not.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Readiness {
     pub ready: bool,
     pub reason: Option<String>,

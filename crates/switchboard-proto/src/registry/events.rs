@@ -61,6 +61,21 @@ impl Serialize for EventId {
     }
 }
 
+// In the OpenAPI document: the text form, `N.k` or `N`.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for EventId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^[0-9]{1,20}([.][0-9]{1,20})?$"))
+            .description(Some("An event's position: `N.k` (log index, place in the entry), or `N`"))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for EventId {}
+
 impl<'de> Deserialize<'de> for EventId {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
@@ -70,6 +85,7 @@ impl<'de> Deserialize<'de> for EventId {
 
 /// One change, as `GET /v1/events` sends it (the SSE event's `data`; its `event` is `type`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Event {
     pub id: EventId,
     /// Leader time of the change; none for a membership change.
@@ -81,24 +97,51 @@ pub struct Event {
 
 /// What changed. Lease renewals and refreshes that change nothing but the epoch are not events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventChange {
     /// Added, or registered again with other options (the registration as it is now).
-    Registered { registration: Arc<Registration> },
+    Registered {
+        #[cfg_attr(feature = "openapi", schema(value_type = Registration))]
+        registration: Arc<Registration>,
+    },
     /// Removed through the API (by its owner or another).
-    Unregistered { registration: Arc<Registration> },
+    Unregistered {
+        #[cfg_attr(feature = "openapi", schema(value_type = Registration))]
+        registration: Arc<Registration>,
+    },
     /// Removed because its lease ran out.
-    Expired { registration: Arc<Registration> },
+    Expired {
+        #[cfg_attr(feature = "openapi", schema(value_type = Registration))]
+        registration: Arc<Registration>,
+    },
     /// Removed because it was critical for longer than its check allows.
-    Deregistered { registration: Arc<Registration> },
+    Deregistered {
+        #[cfg_attr(feature = "openapi", schema(value_type = Registration))]
+        registration: Arc<Registration>,
+    },
     /// No longer given new requests.
-    Drained { registration: Arc<Registration> },
+    Drained {
+        #[cfg_attr(feature = "openapi", schema(value_type = Registration))]
+        registration: Arc<Registration>,
+    },
     /// Its committed health became passing.
-    HealthPassing { registration: Arc<Registration> },
+    HealthPassing {
+        #[cfg_attr(feature = "openapi", schema(value_type = Registration))]
+        registration: Arc<Registration>,
+    },
     /// Its committed health became critical, with the failure.
-    HealthCritical { registration: Arc<Registration>, output: String },
+    HealthCritical {
+        #[cfg_attr(feature = "openapi", schema(value_type = Registration))]
+        registration: Arc<Registration>,
+        output: String,
+    },
     /// A contract's routing policy was set.
-    PolicySet { contract: ContractKey, policy: Policy },
+    PolicySet {
+        #[cfg_attr(feature = "openapi", schema(value_type = String))]
+        contract: ContractKey,
+        policy: Policy,
+    },
     /// The cluster's members changed.
     MembershipChanged { voters: Vec<u64>, learners: Vec<u64> },
 }

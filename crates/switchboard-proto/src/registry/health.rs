@@ -25,6 +25,7 @@ pub const MAX_OUTPUT_LEN: usize = 200;
 
 /// How an endpoint is probed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CheckKind {
     /// `GET` of the check's path on the address's scheme, host and port; 2xx and 3xx pass.
@@ -39,18 +40,26 @@ pub enum CheckKind {
 /// The active check of an endpoint. Every field has a default, so `{"kind": "http"}` is a whole
 /// check.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct Check {
     pub kind: CheckKind,
     /// Path of an http check (ignored by the other kinds).
+    #[cfg_attr(feature = "openapi", schema(value_type = String, max_length = 256, pattern = "^/[!-\"$-~]*$"))]
     pub path: Text,
+    #[cfg_attr(feature = "openapi", schema(minimum = 200, maximum = 3600000))]
     pub interval_ms: u32,
+    /// At most `interval_ms`.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 3600000))]
     pub timeout_ms: u32,
     /// Successes in a row that turn a critical endpoint passing.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100))]
     pub rise: u32,
     /// Failures in a row that turn a passing endpoint critical.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100))]
     pub fall: u32,
     /// Remove the registration once it has been critical this long; never if absent.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1000, maximum = 2592000000.0))]
     pub deregister_after_ms: Option<u64>,
 }
 
@@ -125,6 +134,7 @@ impl Check {
 
 /// The committed verdict of an endpoint's checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum HealthStatus {
     #[default]

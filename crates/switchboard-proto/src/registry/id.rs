@@ -102,6 +102,21 @@ impl<'de> Deserialize<'de> for RegistrationId {
     }
 }
 
+// In the OpenAPI document: the text form, as JSON carries it.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for RegistrationId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^[0-9a-f]{32}$"))
+            .description(Some("32 hex digits: a hash of the address, the namespace and the name"))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for RegistrationId {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -168,6 +168,7 @@ impl Command {
 
 /// One lease generation of a registration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Lease {
     pub id: RegistrationId,
     pub epoch: u64,
@@ -175,6 +176,7 @@ pub struct Lease {
 
 /// Whether a registration takes new requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum EndpointState {
     Active,
@@ -229,13 +231,18 @@ impl<'de> Deserialize<'de> for Metadata {
 
 /// A registration as stored and shown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Registration {
     pub id: RegistrationId,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub address: Text,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub contract_name: Text,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub contract_namespace: Text,
     pub ttl_ms: Option<u64>,
     pub weight: u32,
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, String>))]
     pub metadata: Metadata,
     pub state: EndpointState,
     /// Log index of the latest `Register` of this id; heartbeats must name it.
@@ -243,6 +250,7 @@ pub struct Registration {
     /// Leader time of the latest `Register` of this id.
     pub registered_at_ms: u64,
     /// Token name of whoever registered it last (none in dev mode).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub owner: Option<Text>,
 }
 
@@ -293,6 +301,7 @@ impl Registration {
 
 /// How the data plane picks an endpoint of a contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PolicyKind {
     #[default]
@@ -304,6 +313,7 @@ pub enum PolicyKind {
 
 /// The routing policy of one contract.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Policy {
     #[serde(rename = "policy")]
     pub kind: PolicyKind,
@@ -320,6 +330,7 @@ pub struct Policy {
     pub check: Option<Check>,
     /// When fewer than this share of the contract's endpoints are passing, route to all of them.
     #[serde(default = "default_panic_threshold")]
+    #[cfg_attr(feature = "openapi", schema(maximum = 100))]
     pub panic_threshold_percent: u8,
 }
 
@@ -448,6 +459,7 @@ pub const REGISTRATION_OVERHEAD: usize = 160;
 
 /// What happened to a registration or policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AuditAction {
     Registered,
@@ -472,6 +484,7 @@ pub enum AuditAction {
 
 /// One entry of the audit trail: who changed what, through which node, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditRecord {
     /// Position in the trail: every record gets the next number, on every node alike.
     pub seq: u64,

@@ -37,6 +37,7 @@ pub const MAX_TTL_MS: u64 = 86_400_000;
 
 /// The identifying triple of the seed's `RegistrationInfo`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RegistrationInfo {
     pub address: String,
@@ -46,14 +47,17 @@ pub struct RegistrationInfo {
 
 /// A registration request as a caller sends it, before validation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RegistrationRequest {
     pub address: String,
     pub contract_name: String,
     pub contract_namespace: String,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1000, maximum = 86400000))]
     pub ttl_ms: Option<u64>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
     pub weight: Option<u32>,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
@@ -338,6 +342,7 @@ fn validate_metadata(metadata: &BTreeMap<String, String>) -> Result<(), InvalidR
 
 /// A routing policy as a caller sends it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PolicyRequest {
     pub contract_namespace: String,
@@ -355,6 +360,7 @@ pub struct PolicyRequest {
     pub check: Option<Check>,
     /// Below this share of passing endpoints, route to all of them; default 50.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(maximum = 100))]
     pub panic_threshold_percent: Option<u8>,
 }
 
