@@ -7,20 +7,27 @@
 #      suite, property tests, and the multi-process cluster tests (real `switchboard` processes
 #      on loopback);
 #   4. the Prometheus expositions of a dev cluster's nodes, linted by `promtool check metrics`;
-#   5. the SOAP interop matrix: real SOAP stacks (WCF on Mono, zeep, spyne, PHP ext/soap, SOAP::Lite) as
+#   5. the control API against its OpenAPI document (scripts/openapi-check.sh, under a minute):
+#      docs/openapi.json validated by openapi-spec-validator, then schemathesis against a live node
+#      with and without a token (no 5xx, every answer as documented, 401 without a token). The
+#      document itself is made from the code; cargo test fails while the committed copy is stale
+#      (refresh: SWITCHBOARD_WRITE_OPENAPI=1 cargo test --lib api::openapi);
+#   6. the SOAP interop matrix: real SOAP stacks (WCF on Mono, zeep, spyne, PHP ext/soap, SOAP::Lite) as
 #      clients and services through a follower of a three-node cluster (docs/interop.md);
-#   6. the failover suite: the docker-compose cluster behind HAProxy, broken on purpose in fifteen
+#   7. the failover suite: the docker-compose cluster behind HAProxy, broken on purpose in fifteen
 #      ways while a workload runs, with a history checker that asserts every figure against the
 #      scenario's bounds (needs Docker);
-#   7. the benchmark suite in quick mode (checks every benchmark still runs; asserts no speed).
+#   8. the benchmark suite in quick mode (checks every benchmark still runs; asserts no speed).
 #
 #   bash scripts/test.sh                    everything; without Docker it fails at once, saying why
 #   bash scripts/test.sh --without-docker   everything but the failover suite, on purpose; the
 #                                           summary names what was left out (refused under CI=true)
 #
 # It installs what it needs from the distribution when missing (openssl for test certificates,
-# strace for the durability test, promtool from prometheus; the benchmark tools are installed by bench/run.sh). The
-# storage tests mount small tmpfs file systems (a full disk), so it runs as root.
+# strace for the durability test, promtool from prometheus, python3-venv and iproute2 for the
+# OpenAPI check; the benchmark tools are installed by bench/run.sh, the OpenAPI check's Python
+# tools from PyPI into a venv). The storage tests mount small tmpfs file systems (a full disk),
+# and the OpenAPI check runs a node in a network namespace of its own, so it runs as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,6 +57,8 @@ command -v openssl >/dev/null 2>&1 || need_packages+=(openssl)
 command -v python3 >/dev/null 2>&1 || need_packages+=(python3)
 command -v strace >/dev/null 2>&1 || need_packages+=(strace)
 command -v promtool >/dev/null 2>&1 || need_packages+=(prometheus)
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need_packages+=(python3-venv)
+command -v ip >/dev/null 2>&1 || need_packages+=(iproute2)
 if [ "${#need_packages[@]}" -gt 0 ]; then
     step "installing ${need_packages[*]}"
     apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need_packages[@]}" >/dev/null
@@ -69,6 +78,9 @@ cargo test --workspace --locked -- --test-threads 2
 
 step "Prometheus expositions (promtool check metrics on a dev cluster)"
 bash scripts/metrics-lint.sh
+
+step "OpenAPI document and the control API against it (openapi-spec-validator, schemathesis)"
+bash scripts/openapi-check.sh
 
 step "SOAP interop matrix (real SOAP stacks through a follower)"
 bash scripts/interop/run.sh

@@ -58,7 +58,8 @@ pub(super) fn health_routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new().routes(routes!(live)).routes(routes!(ready)).routes(routes!(metrics))
 }
 
-/// Prometheus text: counters with fixed labels only, and the freshness of the routing view.
+/// This node's metrics in the Prometheus text format: counters with fixed labels only, and the
+/// freshness of the routing view.
 #[utoipa::path(
     get,
     path = "/metrics",
@@ -109,6 +110,7 @@ struct AuditQuery {
     /// `next_cursor` of the previous page: records older than it.
     cursor: Option<u64>,
     /// Only records about this registration.
+    #[param(pattern = "^[0-9a-fA-F]{32}$")]
     id: Option<String>,
 }
 
@@ -328,9 +330,11 @@ fn contract_rows(state: &ApiState) -> Vec<ContractHealth> {
     rows
 }
 
-/// `GET /v1/health/contracts`: [`contract_rows`] as JSON. Per-contract figures live here and in
-/// `/v1/health/metrics`, behind the read scope, and not in `/metrics`, whose labels never name a
-/// contract.
+// Per-contract figures live here and in `/v1/health/metrics`, behind the read scope, and not in
+// `/metrics`, whose labels never name a contract.
+/// Every contract with active endpoints, in contract order: how many pass and how many are
+/// critical (committed, the same on every node), whether it routes in panic, and what this node's
+/// checker did for it since it started.
 #[utoipa::path(
     get,
     path = "/v1/health/contracts",
@@ -352,8 +356,8 @@ async fn contract_health(
     Ok(Json(ContractHealthReport { node: state.cluster.node_id(), contracts }))
 }
 
-/// `GET /v1/health/metrics`: [`contract_rows`] in the Prometheus text format, for a scrape job
-/// that sends a read token (`authorization` in Prometheus's scrape config).
+/// The per-contract health figures in the Prometheus text format, for a scrape job that sends a
+/// read token (`authorization` in Prometheus's scrape config).
 #[utoipa::path(
     get,
     path = "/v1/health/metrics",

@@ -117,7 +117,7 @@ async fn heartbeat_many(
     path = "/v1/registrations/{id}/heartbeat",
     operation_id = "heartbeat_one",
     tag = "leases",
-    params(("id" = String, Path, description = "The registration's id (32 hex digits)"), EpochQuery),
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{32}$", description = "The registration's id (32 hex digits)"), EpochQuery),
     responses(
         (status = 200, description = "The renewed lease", body = Lease),
         (status = 400, response = BadRequest),
@@ -148,13 +148,13 @@ async fn heartbeat_one(
     }
 }
 
-/// Starts draining a registration: it takes no new requests and leaves at its lease's end.
+/// Marks a registration `draining`: the data plane sends it no new requests (docs/leases.md).
 #[utoipa::path(
     post,
     path = "/v1/registrations/{id}/drain",
     operation_id = "drain",
     tag = "leases",
-    params(("id" = String, Path, description = "The registration's id (32 hex digits)")),
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{32}$", description = "The registration's id (32 hex digits)")),
     responses(
         (status = 200, description = "The registration, draining", body = Registration),
         (status = 400, response = BadRequest),
@@ -205,6 +205,7 @@ struct ListQuery {
     #[param(minimum = 1, maximum = 5000)]
     limit: Option<usize>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = "^[0-9a-fA-F]{32}$")]
     cursor: Option<String>,
     /// Only registrations whose committed health is this.
     #[param(inline)]
@@ -365,7 +366,7 @@ fn not_registered(id: RegistrationId) -> ApiError {
     path = "/v1/registrations/{id}",
     operation_id = "show_registration",
     tag = "registrations",
-    params(("id" = String, Path, description = "The registration's id (32 hex digits)"), ReadQuery),
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{32}$", description = "The registration's id (32 hex digits)"), ReadQuery),
     responses(
         (status = 200, description = "The registration", body = RegistrationView),
         (status = 400, response = BadRequest),
@@ -426,7 +427,7 @@ async fn change(state: &ApiState, caller: &Caller, command: Command) -> Result<J
     path = "/v1/registrations/{id}",
     operation_id = "unregister",
     tag = "registrations",
-    params(("id" = String, Path, description = "The registration's id (32 hex digits)")),
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{32}$", description = "The registration's id (32 hex digits)")),
     responses(
         (status = 200, description = "The removed registration", body = Registration),
         (status = 400, response = BadRequest),

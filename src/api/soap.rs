@@ -52,8 +52,9 @@ pub(super) fn routes() -> OpenApiRouter<ApiState> {
 /// The contract's WSDL; `{location}` stands for the endpoint's URL.
 const WSDL: &str = include_str!("registration.wsdl");
 
-/// `GET ?wsdl`: the WSDL, with the endpoint's URL as the client reached it (through a load
-/// balancer: its `X-Forwarded-Host` and `X-Forwarded-Proto`).
+/// The WSDL 1.1 document of the registration service (`GET ?wsdl`), its address the endpoint's
+/// URL as the client reached it (through a load balancer: its `X-Forwarded-Host` and
+/// `X-Forwarded-Proto`). Public, as a WSDL is: clients are generated from it.
 #[utoipa::path(
     get,
     path = "/v1/soap/registration",

@@ -41,6 +41,7 @@ pub(super) fn routes() -> OpenApiRouter<ApiState> {
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"name": "orders", "scopes": ["register:urn:shop*", "read"], "max_registrations": 50}))]
 #[serde(deny_unknown_fields)]
 struct CreateToken {
     /// 1 to 64 of `A-Za-z0-9-_.`; never reused.

@@ -35,6 +35,9 @@ pub enum LeaseRef {
 
 #[derive(Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({
+    "ids": ["2f0c3a4be29d0c4f8e6e6c1f9d1a7b3e", {"id": "9b1d2c3e4f5a6b7c8d9e0f1a2b3c4d5e", "epoch": 7}]
+})))]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatRequest {
     pub ids: Vec<LeaseRef>,

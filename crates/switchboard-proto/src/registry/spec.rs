@@ -38,20 +38,33 @@ pub const MAX_TTL_MS: u64 = 86_400_000;
 /// The identifying triple of the seed's `RegistrationInfo`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({
+    "address": "http://127.0.0.1:9001/calc", "contract_name": "ICalc", "contract_namespace": "http://tempuri.org/"
+})))]
 #[serde(deny_unknown_fields)]
 pub struct RegistrationInfo {
+    #[cfg_attr(feature = "openapi", schema(max_length = 2048, example = "http://127.0.0.1:9001/calc"))]
     pub address: String,
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 256, pattern = "^[^\\s/]+$"))]
     pub contract_name: String,
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 1024, pattern = "^\\S+$"))]
     pub contract_namespace: String,
 }
 
 /// A registration request as a caller sends it, before validation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({
+    "address": "http://127.0.0.1:9001/calc", "contract_name": "ICalc", "contract_namespace": "http://tempuri.org/",
+    "ttl_ms": 30000, "weight": 2, "metadata": {"zone": "a"}, "check": {"kind": "tcp", "interval_ms": 2000}
+})))]
 #[serde(deny_unknown_fields)]
 pub struct RegistrationRequest {
+    #[cfg_attr(feature = "openapi", schema(max_length = 2048, example = "http://127.0.0.1:9001/calc"))]
     pub address: String,
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 256, pattern = "^[^\\s/]+$"))]
     pub contract_name: String,
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 1024, pattern = "^\\S+$"))]
     pub contract_namespace: String,
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(minimum = 1000, maximum = 86400000))]
@@ -343,6 +356,10 @@ fn validate_metadata(metadata: &BTreeMap<String, String>) -> Result<(), InvalidR
 /// A routing policy as a caller sends it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({
+    "contract_namespace": "http://tempuri.org/", "contract_name": "ICalc", "policy": "consistent_hash",
+    "hash_header": "x-session", "idempotent": true
+})))]
 #[serde(deny_unknown_fields)]
 pub struct PolicyRequest {
     pub contract_namespace: String,
