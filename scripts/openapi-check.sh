@@ -18,17 +18,17 @@
 # loopback interface: the fuzzer registers random addresses and asks to add random nodes, and
 # nothing the node then resolves or connects to can leave the machine. So it runs as root.
 #
-# Environment: OPENAPI_CHECK_EXAMPLES (generated cases per operation and phase, default 30),
+# Environment: OPENAPI_CHECK_EXAMPLES (generated cases per operation and phase, default 25),
 # OPENAPI_CHECK_BASE_PORT (default 17600; the node takes BASE to BASE+2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # One major version of each: their checks and CLI are what this script was written against.
 pins=("openapi-spec-validator==0.9.*" "schemathesis==4.*")
-examples=${OPENAPI_CHECK_EXAMPLES:-30}
+examples=${OPENAPI_CHECK_EXAMPLES:-25}
 base=${OPENAPI_CHECK_BASE_PORT:-17600}
 # A run ends by itself well before this; the bound is for a run that hangs.
-run_limit=40
+run_limit=60
 
 if [[ "${1:-}" != --in-namespace ]]; then
     bin=${1:-}
@@ -94,7 +94,7 @@ curl -sf "$api/v1/openapi.json" | cmp -s - docs/openapi.json ||
 # A blocking read waits for a later index up to its `wait` (five minutes without one): the
 # fuzzer's reads name index 0, which this node has applied past, so they answer at once and
 # still go through the blocking path's checks of `wait`. The event stream never ends: each
-# request reads it for half a second (or 20 events) and checks every event it read.
+# request reads it for a quarter of a second (or 20 events) and checks every event it read.
 cat >"$dir/schemathesis.toml" <<'EOF'
 [[operations]]
 include-operation-id = "list_registrations"
@@ -102,7 +102,7 @@ parameters = { "query.index" = 0 }
 
 [[operations]]
 include-operation-id = "events"
-request-timeout = 0.5
+request-timeout = 0.25
 EOF
 
 # run NAME ARGS...: one schemathesis run from the committed document against the node.
@@ -121,13 +121,15 @@ run() {
     echo "ok   schemathesis, $name: $(grep -E '[0-9]+ (passed|generated)' "$dir/$name.out" | tail -n 1 | sed 's/^ *//') ($((SECONDS - began)) s)"
 }
 
-# With the admin token. Two operations are left out, as they would end the run's subject: the
-# fuzzer links `GET /v1/tokens` to `DELETE /v1/tokens/{name}` and revokes its own token, and it
-# would remove this node, the only member. Both are exercised by `api::tests`, and refused
-# here by the run without a token.
+# With the admin token. The membership changes and token revocation are left out: the fuzzer
+# links `GET /v1/tokens` to `DELETE /v1/tokens/{name}` and revokes its own token; it would remove
+# this node, the only member; and adding a node first asks the named address to prove it holds
+# the secret, which from here no address but this node's can, so each try waits about five
+# seconds for a 503 `node_unreachable` (as documented). They are exercised by `api::tests` and
+# the cluster tests, and refused here by the run without a token.
 run "with a token" -H "Authorization: Bearer $token" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,ignored_auth \
-    --exclude-operation-id revoke_token --exclude-operation-id remove_node
+    --exclude-operation-id revoke_token --exclude-operation-id remove_node --exclude-operation-id add_node
 # schemathesis holds each event of a stream to the document's event (its `data` a string); the
 # `data` of each change is JSON, held here to the document's `Event`.
 "$venv/bin/python" - "$dir/with a token.har" "$document" <<'EOF'

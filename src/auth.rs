@@ -293,7 +293,8 @@ pub fn digest(token: &[u8]) -> [u8; 32] {
 
 /// 64 hex digits as 32 bytes.
 pub fn parse_hex32(text: &str) -> Option<[u8; 32]> {
-    if text.len() != 64 {
+    // `from_str_radix` alone would take a sign: `+a` is not two hex digits.
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let mut out = [0u8; 32];
@@ -440,6 +441,15 @@ mod tests {
     fn tokens() -> Tokens {
         let sha: String = digest(b"orders-token-0123456789").iter().map(|b| format!("{b:02x}")).collect();
         Tokens::parse(&FILE.replace("SHA", &sha)).unwrap()
+    }
+
+    #[test]
+    fn a_digest_is_64_hex_digits_and_nothing_else() {
+        let hex = "0123456789abcdefABCDEF0123456789abcdef0123456789abcdef0123456789";
+        assert_eq!(parse_hex32(hex).map(|d| d[0]), Some(0x01));
+        for bad in [&hex[..62], "+a".repeat(32).as_str(), &hex.replace('0', "g"), &format!("{hex}00")] {
+            assert_eq!(parse_hex32(bad), None, "{bad}");
+        }
     }
 
     #[test]

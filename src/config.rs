@@ -481,6 +481,8 @@ mod tests {
         assert!(!is_host_port("node4:"));
         assert!(!is_host_port("node4:65536"));
         assert!(!is_host_port("node4:x"));
+        assert!(!is_host_port("node4:0"));
+        assert!(!is_host_port("node4:+80"));
     }
 
     #[test]

@@ -355,7 +355,10 @@ impl tower::Service<http::Uri> for PolicyConnector {
 
 /// Whether `addr` is `host:port`: a host that is not empty, and a port number.
 pub fn is_host_port(addr: &str) -> bool {
-    addr.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+    // Digits only (`u16`'s parser takes a `+`), and not port 0, which nothing listens on.
+    addr.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok_and(|p| p != 0)
+    })
 }
 
 #[cfg(test)]

@@ -158,6 +158,7 @@ struct AddNode {
     #[schema(value_type = u64)]
     node_id: NodeId,
     /// `host:port` of the new node's peer endpoint.
+    #[schema(pattern = "^.+:[1-9][0-9]{0,4}$")]
     peer_addr: String,
 }
 

@@ -55,6 +55,7 @@ pub(super) fn routes() -> OpenApiRouter<ApiState> {
 #[serde(deny_unknown_fields)]
 struct EventsQuery {
     /// Only the events of this contract (`{namespace}/{name}`, as a contract key).
+    #[param(pattern = "^.+/[^/]+$")]
     contract: Option<String>,
     /// Start after entry `index` (an `X-Switchboard-Index`); `Last-Event-ID` takes precedence.
     index: Option<u64>,

@@ -45,7 +45,6 @@ pub const BEARER: &str = "bearer";
                        in dev mode (no tokens file) none is needed, except the cluster secret for membership \
                        changes. Every refusal is `{\"code\", \"message\"}` (the SOAP endpoint answers SOAP \
                        faults). See docs/api.md.",
-        license(name = "MIT OR Apache-2.0"),
     ),
     security(("bearer" = [])),
     modifiers(&BearerScheme),
@@ -106,7 +105,17 @@ impl Modify for BearerScheme {
 /// Operations declared public (`security(())`) get `security: []`: no token.
 fn public_means_no_security(openapi: &mut utoipa::openapi::OpenApi) {
     for item in openapi.paths.paths.values_mut() {
-        for operation in [&mut item.get, &mut item.put, &mut item.post, &mut item.delete].into_iter().flatten() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ];
+        for operation in operations.into_iter().flatten() {
             if let Some(security) = &mut operation.security {
                 let anonymous = serde_json::to_value(&*security).is_ok_and(|v| v == serde_json::json!([{}]));
                 if anonymous {
@@ -130,6 +139,8 @@ pub(super) fn routes() -> OpenApiRouter<ApiState> {
 /// Completes the document the routers gathered.
 pub(super) fn finish(mut openapi: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     public_means_no_security(&mut openapi);
+    // utoipa fills in the package's license, which the package does not name.
+    openapi.info.license = None;
     openapi
 }
 

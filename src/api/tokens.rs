@@ -45,6 +45,7 @@ pub(super) fn routes() -> OpenApiRouter<ApiState> {
 #[serde(deny_unknown_fields)]
 struct CreateToken {
     /// 1 to 64 of `A-Za-z0-9-_.`; never reused.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     name: String,
     /// `read`, `admin`, `register:<namespace pattern>`, `bind:<path pattern>`.
     scopes: Vec<String>,
@@ -53,9 +54,11 @@ struct CreateToken {
     max_registrations: Option<u32>,
     /// The token itself (at least 16 bytes); or
     #[serde(default)]
+    #[schema(min_length = 16)]
     token: Option<String>,
     /// its SHA-256 digest in hex; with neither, the node makes a random token and answers it once.
     #[serde(default)]
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     sha256: Option<String>,
 }
 
