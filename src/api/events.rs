@@ -88,7 +88,7 @@ struct StreamEvent {
     operation_id = "events",
     params(
         EventsQuery,
-        ("Last-Event-ID" = Option<String>, Header, pattern = "^ *[0-9]{1,20}([.][0-9]{1,20})? *$",
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, pattern = "^ *[0-9]{1,20}([.][0-9]{1,20})? *$",
             description = "Resume after this event (an `id` the stream sent); takes precedence over `index`"),
     ),
     responses(
