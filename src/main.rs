@@ -1,4 +1,5 @@
-//! The `switchboard` binary: parse flags, set up logging, run.
+//! The `switchboard` binary: parse flags, set up logging, run (a node, the dev cluster, a sample
+//! service, or one verb of the command line).
 
 use std::process::ExitCode;
 
@@ -40,6 +41,15 @@ fn main() -> ExitCode {
         CliCommand::Sample(args) => {
             switchboard::telemetry::init(switchboard::telemetry::LogFormat::Text);
             run(None, cli::sample::run(args))
+        }
+        CliCommand::Registrations(args) => cli::ctl::run(cli::ctl::registrations::run(args)),
+        CliCommand::Cluster(args) => cli::ctl::run(cli::ctl::cluster::run(args)),
+        CliCommand::Policies(args) => cli::ctl::run(cli::ctl::policies::run(args)),
+        CliCommand::Audit(args) => cli::ctl::run(cli::ctl::audit::run(args)),
+        CliCommand::Explain(args) => cli::ctl::run(cli::ctl::explain::run(args)),
+        CliCommand::Completions { shell } => {
+            cli::completions(shell);
+            ExitCode::SUCCESS
         }
     }
 }

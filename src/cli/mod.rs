@@ -1,7 +1,9 @@
 //! The binary's command line: `serve` (flags in the library's [`switchboard::config::ServeArgs`],
-//! validated into a `NodeConfig`), `dev` (a local three-node cluster with sample services) and
-//! `sample` (a sample service). `dev` and `sample` belong to the binary alone.
+//! validated into a `NodeConfig`), `dev` (a local three-node cluster with sample services),
+//! `sample` (a sample service), the verbs that operate a running cluster ([`ctl`]) and
+//! `completions`. Everything but `serve` belongs to the binary alone.
 
+pub mod ctl;
 pub mod dev;
 pub mod sample;
 
@@ -31,6 +33,27 @@ pub enum CliCommand {
     Dev(DevArgs),
     /// Run a sample service that registers itself with the cluster.
     Sample(sample::SampleArgs),
+    /// List, show, register, unregister and drain registrations.
+    Registrations(ctl::registrations::RegistrationsArgs),
+    /// Show the cluster's status; add and remove nodes.
+    Cluster(ctl::cluster::ClusterArgs),
+    /// Show and set contracts' routing policies.
+    Policies(ctl::policies::PoliciesArgs),
+    /// Show the audit trail, newest first.
+    Audit(ctl::audit::AuditArgs),
+    /// Show which contract, rule and endpoint a request would get, without sending it anywhere.
+    Explain(ctl::explain::ExplainArgs),
+    /// Print a shell completion script (`switchboard completions bash > /etc/bash_completion.d/switchboard`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Writes the completion script of `shell` to stdout.
+pub fn completions(shell: clap_complete::Shell) {
+    use clap::CommandFactory;
+    clap_complete::generate(shell, &mut Cli::command(), "switchboard", &mut std::io::stdout());
 }
 
 /// Flags of `switchboard dev`.

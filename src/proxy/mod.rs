@@ -5,7 +5,8 @@
 //! forward it to the first reachable one, streaming both ways ([`forward`]), or, with
 //! `X-Switchboard-Delivery: broadcast`, send it to every endpoint ([`broadcast`]). Every send to
 //! an endpoint is one [`attempt`], judged by one rule ([`outlier`]). Errors become SOAP faults or
-//! JSON ([`error`]); `X-Switchboard-Explain` shows the decision ([`explain`]).
+//! JSON ([`error`]); `X-Switchboard-Explain` shows the decision, or with `dry-run` answers it
+//! without sending the request anywhere ([`explain`]).
 
 pub mod attempt;
 pub mod body;
@@ -42,7 +43,6 @@ use self::body::Splice;
 use self::body::buffer_small;
 use self::contract::Source;
 use self::error::ProxyError;
-use self::explain::EXPLAIN_HEADER;
 use self::explain::Explain;
 use self::explain::add_explain;
 use self::forward::Addressing;
@@ -280,7 +280,8 @@ impl DataPlane {
         if looped(&parts.headers) {
             return Err(ProxyError::Loop);
         }
-        let explain = parts.headers.get(EXPLAIN_HEADER).is_some_and(|v| v.as_bytes() != b"0");
+        let mode = explain::Mode::of(&parts.headers);
+        let explain = mode != explain::Mode::Off;
         let disclose = explain && self.discloses_internals(parts.headers.get(TOKEN_HEADER));
         let broadcast =
             parts.headers.get(DELIVERY_HEADER).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"broadcast"));
@@ -307,24 +308,25 @@ impl DataPlane {
         }
         let routed = Routed { parts: &parts, remote: &remote, key, policy, endpoints, skipped, panic, addressing, to };
 
+        if mode == explain::Mode::DryRun {
+            // Decided: the rest of the body is never read, and nothing goes to an endpoint.
+            let mut explain = self.explain(&routed, source, disclose);
+            let Routed { parts, key, policy, endpoints, .. } = &routed;
+            let plan = select::preview(policy, key, endpoints, &parts.headers, &self.cursors, &self.outliers);
+            explain.candidates =
+                plan.order(endpoints, &self.outliers).map(|i| endpoints[i].address.to_string()).collect();
+            if let Some(index) = plan.order(endpoints, &self.outliers).next() {
+                explain.pick = Some(endpoints[index].address.to_string());
+                self.explain_try(&routed, &endpoints[index], &mut explain);
+            }
+            return Ok(explain::dry_run(&explain));
+        }
         if broadcast {
             self.authorize_broadcast(&parts.headers, &routed.key)?;
             METRICS.broadcasts.inc();
             return broadcast::run(self, &routed, body).await;
         }
-        let mut explain = explain.then(|| Explain {
-            disclose,
-            key: routed.key.clone(),
-            source,
-            policy: routed.policy.clone(),
-            candidates: Vec::new(),
-            attempts: Vec::new(),
-            target: None,
-            to: None,
-            view_age: self.view.confirmed_ago(Instant::now()),
-            skipped: routed.skipped.iter().map(|r| r.address.to_string()).collect(),
-            panic: routed.panic,
-        });
+        let mut explain = explain.then(|| self.explain(&routed, source, disclose));
         let mut response = self.unicast(&routed, body, explain.as_mut()).await?;
         if let Some(location) = wsdl_location {
             response = wsdl::rewrite(response, &location)
@@ -337,6 +339,35 @@ impl DataPlane {
         Ok(response)
     }
 
+    /// The decision so far, before any endpoint is tried.
+    fn explain(&self, routed: &Routed<'_>, source: Source, disclose: bool) -> Explain {
+        Explain {
+            disclose,
+            key: routed.key.clone(),
+            source,
+            policy: routed.policy.clone(),
+            candidates: Vec::new(),
+            attempts: Vec::new(),
+            target: None,
+            to: None,
+            view_age: self.view.confirmed_ago(Instant::now()),
+            skipped: routed.skipped.iter().map(|r| r.address.to_string()).collect(),
+            panic: routed.panic,
+            pick: None,
+        }
+    }
+
+    /// What `endpoint` receives, for explain: the URL, and what became of the SOAP `To`.
+    fn explain_try(&self, routed: &Routed<'_>, endpoint: &Registration, explain: &mut Explain) {
+        if routed.addressing == Addressing::Exact {
+            explain.to = Some(routed.to.splice_for(endpoint).map_or_else(|kept| kept, |_| TO_REWRITTEN));
+        }
+        explain.target = self.target(endpoint).ok().map(|Target { uri: base, .. }| {
+            let path = forward::endpoint_path(routed.addressing, &base, routed.parts.uri.path_and_query());
+            format!("{}://{}{path}", base.scheme_str().unwrap_or("http"), base.authority().map_or("", |a| a.as_str()))
+        });
+    }
+
     /// Sends the request to the first endpoint of the plan that takes it; fails over to the next
     /// when nothing was sent, or when the contract is idempotent and the body was kept.
     async fn unicast(
@@ -345,7 +376,7 @@ impl DataPlane {
         body: RequestBody,
         mut explain: Option<&mut Explain>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let Routed { parts, key, policy, endpoints, addressing, .. } = routed;
+        let Routed { parts, key, policy, endpoints, .. } = routed;
         let body = if policy.idempotent { buffer_small(body, &parts.headers).await? } else { body };
         let replayable = policy.idempotent && body.is_buffered();
         let shared = SharedBody::new(body);
@@ -379,17 +410,7 @@ impl DataPlane {
                 tried += 1;
                 if let Some(explain) = explain.as_deref_mut() {
                     explain.attempts.push(endpoint.address.to_string());
-                    if *addressing == Addressing::Exact {
-                        explain.to = Some(routed.to.splice_for(endpoint).map_or_else(|kept| kept, |_| TO_REWRITTEN));
-                    }
-                    explain.target = self.target(endpoint).ok().map(|Target { uri: base, .. }| {
-                        let path = forward::endpoint_path(*addressing, &base, parts.uri.path_and_query());
-                        format!(
-                            "{}://{}{path}",
-                            base.scheme_str().unwrap_or("http"),
-                            base.authority().map_or("", |a| a.as_str())
-                        )
-                    });
+                    self.explain_try(routed, endpoint, explain);
                 }
             }
             match attempt {

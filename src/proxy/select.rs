@@ -36,6 +36,12 @@ impl Cursors {
         let mut cursors = self.by_contract.write().unwrap_or_else(|p| p.into_inner());
         cursors.entry(key.clone()).or_default().fetch_add(1, Ordering::Relaxed)
     }
+
+    /// The ticket the contract's next request will take, without taking it.
+    pub fn peek(&self, key: &ContractKey) -> u64 {
+        let cursors = self.by_contract.read().unwrap_or_else(|p| p.into_inner());
+        cursors.get(key).map_or(0, |cursor| cursor.load(Ordering::Relaxed))
+    }
 }
 
 /// Where a request starts in the rotation of a contract's endpoints.
@@ -54,19 +60,43 @@ pub fn plan(
     cursors: &Cursors,
     outliers: &Outliers,
 ) -> Plan {
+    plan_with(policy, endpoints, headers, outliers, || cursors.next(key))
+}
+
+/// The plan the contract's next request would get, leaving its cursor where it is (a dry run
+/// shows the endpoint the next request takes, and takes nothing from the rotation).
+pub fn preview(
+    policy: &Policy,
+    key: &ContractKey,
+    endpoints: &[Arc<Registration>],
+    headers: &(impl HeaderView + ?Sized),
+    cursors: &Cursors,
+    outliers: &Outliers,
+) -> Plan {
+    plan_with(policy, endpoints, headers, outliers, || cursors.peek(key))
+}
+
+/// A plan whose rotating policies start at `ticket()`.
+fn plan_with(
+    policy: &Policy,
+    endpoints: &[Arc<Registration>],
+    headers: &(impl HeaderView + ?Sized),
+    outliers: &Outliers,
+    ticket: impl FnOnce() -> u64,
+) -> Plan {
     let len = endpoints.len();
     if len == 0 {
         return Plan { first: 0, len };
     }
     let first = match policy.kind {
-        PolicyKind::RoundRobin => (cursors.next(key) % len as u64) as usize,
-        PolicyKind::Weighted => weighted(endpoints, cursors.next(key)),
+        PolicyKind::RoundRobin => (ticket() % len as u64) as usize,
+        PolicyKind::Weighted => weighted(endpoints, ticket()),
         PolicyKind::LeastOutstanding => least_outstanding(endpoints, outliers),
         PolicyKind::ConsistentHash => {
             let value = policy.hash_header.as_deref().and_then(|name| headers.value_of(name));
             match value {
                 Some(value) => rendezvous(endpoints, value),
-                None => (cursors.next(key) % len as u64) as usize,
+                None => (ticket() % len as u64) as usize,
             }
         }
     };
@@ -260,6 +290,22 @@ mod tests {
                 plan(policy, &key, endpoints, headers, &cursors, &outliers).order(endpoints, &outliers).next().unwrap()
             })
             .collect()
+    }
+
+    #[test]
+    fn a_preview_shows_the_next_requests_endpoint_and_takes_nothing_from_the_rotation() {
+        let endpoints: Vec<_> = (0..3).map(|i| endpoint(i, 1)).collect();
+        let (cursors, outliers) = (Cursors::default(), Outliers::default());
+        let key = ContractKey::from_text("urn:x/C");
+        let headers = HeaderMap::new();
+        for policy in [Policy::default(), Policy { kind: PolicyKind::Weighted, ..Policy::default() }] {
+            for _ in 0..4 {
+                let previewed = preview(&policy, &key, &endpoints, &headers, &cursors, &outliers);
+                let previewed = previewed.order(&endpoints, &outliers).next();
+                let planned = plan(&policy, &key, &endpoints, &headers, &cursors, &outliers);
+                assert_eq!(previewed, planned.order(&endpoints, &outliers).next(), "{:?}", policy.kind);
+            }
+        }
     }
 
     #[test]

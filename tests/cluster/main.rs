@@ -4,6 +4,7 @@
 
 mod backend;
 mod cli;
+mod ctl;
 mod events;
 mod failover;
 mod fastpath;

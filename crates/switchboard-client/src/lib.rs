@@ -33,7 +33,10 @@
 //! # Ok(()) }
 //! ```
 
+mod admin;
 mod events;
+
+pub use admin::Answer;
 
 use std::sync::Arc;
 use std::sync::Mutex;
