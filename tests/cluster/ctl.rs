@@ -14,6 +14,7 @@ use crate::harness::SECRET;
 use crate::harness::TestCluster;
 use crate::harness::eventually;
 use crate::harness::free_port;
+use crate::security::Pki;
 
 /// What one run of the command line did.
 #[derive(Debug)]
@@ -491,5 +492,38 @@ async fn with_tokens_a_missing_token_and_a_narrow_scope_exit_1_with_the_servers_
     assert!(!hidden.to_string().contains("127.0.0.1"), "no address without a read token: {hidden}");
     let table = ctl(&["explain", "--contract", "urn:tok/IEcho", "--data-addr", &data]).await;
     assert!(field(table.ok(), "endpoint").unwrap().starts_with("(hidden"), "{}", table.stdout);
+    assert_eq!(backend.hits(), 0, "a dry run reaches no endpoint");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_https_the_cli_trusts_the_ca_it_is_given_and_no_other() {
+    let files = TestCluster::scratch();
+    let pki = Pki::generate(files.path(), "edge-ca", &["edge"]);
+    let args = vec!["--tls-cert".into(), pki.path("edge.pem"), "--tls-key".into(), pki.path("edge.key")];
+    let cluster = TestCluster::start_with(1, Options { args, ..Options::default() });
+    let api = format!("https://127.0.0.1:{}", cluster.nodes[&1].ports.api);
+    let data = format!("https://127.0.0.1:{}", cluster.nodes[&1].ports.data);
+    let ca = pki.path("ca.pem");
+    let status = eventually("node 1 leads, seen over HTTPS", Duration::from_secs(20), || async {
+        let run = ctl(&["cluster", "status", "--addr", &api, "--ca", &ca, "--output", "json"]).await;
+        (run.code == 0).then(|| run.json()).filter(|view| view["leader_id"] == 1)
+    })
+    .await;
+    assert_eq!(status["node_id"], 1);
+    let line = ctl(&["cluster", "status", "--addr", &api]).await.failed(3).to_owned();
+    assert!(line.starts_with("error: unreachable:"), "a certificate it cannot verify answers nothing: {line}");
+    let line = ctl(&["cluster", "status", "--addr", &api, "--ca", "/nonexistent/ca.pem"]).await.failed(2).to_owned();
+    assert!(line.contains("/nonexistent/ca.pem"), "{line}");
+
+    let backend = Backend::start("b").await;
+    let register = ["registrations", "register", "--address", &backend.url(), "--contract", "urn:https/C"];
+    ctl(&[&register[..], &["--addr", &api, "--ca", &ca]].concat()).await.ok();
+    let decision = eventually("explain over HTTPS", Duration::from_secs(10), || async {
+        let run =
+            ctl(&["explain", "--contract", "urn:https/C", "--data-addr", &data, "--ca", &ca, "--output", "json"]).await;
+        (run.code == 0).then(|| run.json())
+    })
+    .await;
+    assert_eq!(decision["endpoint"], backend.url());
     assert_eq!(backend.hits(), 0, "a dry run reaches no endpoint");
 }

@@ -252,14 +252,14 @@ async fn broadcast_needs_a_token_with_a_broadcast_scope() {
     assert_eq!(response.status(), 200);
 }
 
-struct Pki {
+pub(crate) struct Pki {
     dir: PathBuf,
 }
 
 impl Pki {
     /// A CA and, for each name, a certificate (server and client use) with SANs for 127.0.0.1,
     /// and for a name `node<N>` the node name of node N (`node-<N>.switchboard`).
-    fn generate(dir: &Path, ca_name: &str, nodes: &[&str]) -> Self {
+    pub(crate) fn generate(dir: &Path, ca_name: &str, nodes: &[&str]) -> Self {
         let dir = dir.join(ca_name);
         std::fs::create_dir_all(&dir).unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -282,7 +282,7 @@ impl Pki {
         Self { dir }
     }
 
-    fn path(&self, file: &str) -> String {
+    pub(crate) fn path(&self, file: &str) -> String {
         self.dir.join(file).to_string_lossy().into_owned()
     }
 }

@@ -106,6 +106,7 @@ pub async fn run(args: ExplainArgs) -> Result<(), CtlError> {
     }
     let text_of = |field: &str| match &decision[field] {
         Value::Null => "-".to_owned(),
+        Value::Array(items) if items.is_empty() => "none".to_owned(),
         Value::String(text) => text.clone(),
         Value::Array(items) => items
             .iter()

@@ -47,7 +47,8 @@ pub struct Connection {
     /// (needed for `https://` addresses).
     #[arg(long, global = true, env = "SWITCHBOARD_CA")]
     pub ca: Option<PathBuf>,
-    /// How answers are printed: aligned columns for people, or the server's JSON for scripts.
+    /// How answers are printed: aligned columns for people, or the server's JSON for scripts
+    /// (one document; `registrations list` prints JSON lines, one registration a line).
     #[arg(long, global = true, env = "SWITCHBOARD_OUTPUT", value_enum, default_value_t = Output::Table)]
     pub output: Output,
     /// Longest wait for one answer (`10s`, `500ms`); adding a node waits until it caught up.
