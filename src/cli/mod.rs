@@ -45,6 +45,7 @@ pub enum CliCommand {
     Explain(ctl::explain::ExplainArgs),
     /// Print a shell completion script (`switchboard completions bash > /etc/bash_completion.d/switchboard`).
     Completions {
+        /// The shell the script is for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },

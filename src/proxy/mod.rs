@@ -240,9 +240,13 @@ impl DataPlane {
         let token = request.headers().get(TOKEN_HEADER).cloned();
         // The WS-Addressing version of the message, once its envelope was read (for a fault).
         let mut addressing = None;
+        // A dry run is answered here and routes nothing.
+        let dry_run = explain::Mode::of(request.headers()) == explain::Mode::DryRun;
         match self.route(request, client, &mut addressing).await {
             Ok(response) => {
-                METRICS.routed.inc();
+                if !dry_run {
+                    METRICS.routed.inc();
+                }
                 response
             }
             Err(err) => {

@@ -164,6 +164,8 @@ async fn every_verb_in_dev_mode_prints_tables_and_the_servers_json_and_refusals_
             "zone=a",
             "--meta",
             "rack=r1=x",
+            "--check",
+            "none",
         ],
     )
     .await;
@@ -241,6 +243,7 @@ async fn every_verb_in_dev_mode_prints_tables_and_the_servers_json_and_refusals_
     // get: JSON and the record form; an unknown id is refused with the server's code.
     let shown = ctl_json(addr, &["registrations", "get", &id]).await;
     assert_eq!((shown["id"].as_str(), shown["health"]["status"].as_str()), (Some(id.as_str()), Some("passing")));
+    assert_eq!(shown["check"]["kind"], "none", "the check registered with it");
     let record = ctl(&["registrations", "get", &id, "--addr", addr]).await;
     let record = record.ok();
     assert_eq!(field(record, "id"), Some(id.clone()), "{record}");

@@ -24,6 +24,8 @@ use serde::Serialize;
 use switchboard_client::Answer;
 use switchboard_client::ClientError;
 use switchboard_client::ControlClient;
+use switchboard_proto::registry::Check;
+use switchboard_proto::registry::CheckKind;
 
 use self::output::Output;
 
@@ -54,6 +56,48 @@ pub struct Connection {
     /// Longest wait for one answer (`10s`, `500ms`); adding a node waits until it caught up.
     #[arg(long, global = true, env = "SWITCHBOARD_TIMEOUT", value_parser = humantime::parse_duration, default_value = "30s")]
     pub timeout: Duration,
+}
+
+/// An active health check as flags (for a registration, or a contract's policy).
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// The active health check: `tcp`, `none` or `http:/PATH` [default: the contract policy's,
+    /// else the cluster's].
+    #[arg(long, value_name = "KIND", value_parser = check_kind)]
+    pub check: Option<(CheckKind, Option<String>)>,
+    /// Time between probes of that check (`2s`).
+    #[arg(long, requires = "check", value_parser = humantime::parse_duration)]
+    pub check_interval: Option<Duration>,
+    /// Deadline of one probe (`1s`).
+    #[arg(long, requires = "check", value_parser = humantime::parse_duration)]
+    pub check_timeout: Option<Duration>,
+}
+
+impl CheckArgs {
+    /// The check the flags name, its other fields the server's defaults.
+    pub fn check(&self) -> Option<Check> {
+        let millis = |duration: Duration| u32::try_from(duration.as_millis()).unwrap_or(u32::MAX);
+        let (kind, path) = self.check.clone()?;
+        let defaults = Check::default();
+        Some(Check {
+            kind,
+            path: path.map_or(defaults.path.clone(), Into::into),
+            interval_ms: self.check_interval.map_or(defaults.interval_ms, millis),
+            timeout_ms: self.check_timeout.map_or(defaults.timeout_ms, millis),
+            ..defaults
+        })
+    }
+}
+
+fn check_kind(text: &str) -> Result<(CheckKind, Option<String>), String> {
+    match text {
+        "tcp" => Ok((CheckKind::Tcp, None)),
+        "none" => Ok((CheckKind::None, None)),
+        _ => match text.strip_prefix("http:") {
+            Some(path) if path.starts_with('/') => Ok((CheckKind::Http, Some(path.to_owned()))),
+            _ => Err(format!("{text:?} is not tcp, none or http:/PATH")),
+        },
+    }
 }
 
 /// Why a verb failed; each variant has one exit code.

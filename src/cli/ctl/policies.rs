@@ -1,7 +1,6 @@
 //! `switchboard policies get|set`: the routing policy of each contract.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::Args;
 use clap::Subcommand;
@@ -9,7 +8,6 @@ use clap::ValueEnum;
 use reqwest::Method;
 use serde_json::Value;
 use switchboard_proto::api::PolicyEntry;
-use switchboard_proto::registry::Check;
 use switchboard_proto::registry::CheckKind;
 use switchboard_proto::registry::PolicyKind;
 use switchboard_proto::registry::PolicyRequest;
@@ -69,16 +67,9 @@ pub struct SetArgs {
     /// Below this share of passing endpoints (0 to 100), route to all of them [server default: 50].
     #[arg(long)]
     pub panic_threshold: Option<u8>,
-    /// The active check of the contract's registrations that name none: `tcp`, `none` or
-    /// `http:/PATH`.
-    #[arg(long, value_parser = check_kind)]
-    pub check: Option<(CheckKind, Option<String>)>,
-    /// Time between probes of that check (`2s`).
-    #[arg(long, requires = "check", value_parser = humantime::parse_duration)]
-    pub check_interval: Option<Duration>,
-    /// Deadline of one probe (`1s`).
-    #[arg(long, requires = "check", value_parser = humantime::parse_duration)]
-    pub check_timeout: Option<Duration>,
+    /// The active check of the contract's registrations that name none.
+    #[command(flatten)]
+    pub check: super::CheckArgs,
 }
 
 /// The policy names as the API spells them.
@@ -89,21 +80,6 @@ pub enum Kind {
     Weighted,
     LeastOutstanding,
     ConsistentHash,
-}
-
-fn check_kind(text: &str) -> Result<(CheckKind, Option<String>), String> {
-    match text {
-        "tcp" => Ok((CheckKind::Tcp, None)),
-        "none" => Ok((CheckKind::None, None)),
-        _ => match text.strip_prefix("http:") {
-            Some(path) if path.starts_with('/') => Ok((CheckKind::Http, Some(path.to_owned()))),
-            _ => Err(format!("{text:?} is not tcp, none or http:/PATH")),
-        },
-    }
-}
-
-fn millis(duration: Duration) -> u32 {
-    u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
 }
 
 pub async fn run(args: PoliciesArgs) -> Result<(), CtlError> {
@@ -133,16 +109,6 @@ fn request(set: SetArgs) -> Result<PolicyRequest, CtlError> {
     let (Some((contract_namespace, contract_name)), Some(kind)) = (set.contract, set.policy) else {
         return Err(CtlError::Usage("--contract and --policy, or --file, are required".into()));
     };
-    let check = set.check.map(|(kind, path)| {
-        let defaults = Check::default();
-        Check {
-            kind,
-            path: path.map_or(defaults.path.clone(), Into::into),
-            interval_ms: set.check_interval.map_or(defaults.interval_ms, millis),
-            timeout_ms: set.check_timeout.map_or(defaults.timeout_ms, millis),
-            ..defaults
-        }
-    });
     Ok(PolicyRequest {
         contract_namespace,
         contract_name,
@@ -155,7 +121,7 @@ fn request(set: SetArgs) -> Result<PolicyRequest, CtlError> {
         hash_header: set.hash_header,
         idempotent: set.idempotent,
         rewrite_to: set.keep_to.then_some(false),
-        check,
+        check: set.check.check(),
         panic_threshold_percent: set.panic_threshold,
     })
 }

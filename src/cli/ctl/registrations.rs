@@ -93,6 +93,8 @@ pub struct RegisterArgs {
     /// Metadata `key=value`; repeat for more.
     #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = key_value)]
     pub metadata: Vec<(String, String)>,
+    #[command(flatten)]
+    pub check: super::CheckArgs,
 }
 
 #[derive(Debug, Args)]
@@ -130,7 +132,7 @@ pub async fn run(args: RegistrationsArgs) -> Result<(), CtlError> {
                 ttl_ms: register.ttl.map(|ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
                 weight: register.weight,
                 metadata: register.metadata.into_iter().collect::<BTreeMap<_, _>>(),
-                check: None,
+                check: register.check.check(),
             };
             let answer = api.send(Method::POST, "/v1/registrations", Some(&request)).await?;
             let done = if answer.status == 201 { "registered" } else { "already registered; options refreshed" };
