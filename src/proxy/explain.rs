@@ -9,7 +9,6 @@
 use http::HeaderName;
 use http::HeaderValue;
 use http::Response;
-
 use http::StatusCode;
 use http::header::CONTENT_TYPE;
 use serde_json::json;
@@ -118,17 +117,17 @@ pub(crate) fn add_explain(response: &mut Response<ProxyBody>, explain: &Explain)
 }
 
 /// The answer to a dry run: 200 with the explain headers and the decision as JSON
-/// (`contract`, `source`, `policy`, `idempotent`, `endpoints`, `panic`, `critical`,
-/// `view_age_ms`, `to`, and, for a caller who may see addresses, `candidates` in try order,
-/// `endpoint` and `target`).
-pub(crate) fn dry_run(explain: &Explain) -> Response<ProxyBody> {
+/// (`contract`, `source`, `policy`, `idempotent`, `endpoints` (the `routable` count), `panic`,
+/// `critical`, `view_age_ms`, `to`, and, for a caller who may see addresses, `candidates` in try
+/// order, `endpoint` and `target`).
+pub(crate) fn dry_run(explain: &Explain, routable: usize) -> Response<ProxyBody> {
     let mut body = json!({
         "dry_run": true,
         "contract": explain.key.to_string(),
         "source": explain.source.as_str(),
         "policy": explain.policy.kind,
         "idempotent": explain.policy.idempotent,
-        "endpoints": explain.candidates.len(),
+        "endpoints": routable,
         "panic": explain.panic,
         "critical": explain.skipped.len(),
         "view_age_ms": explain.view_age.map(|age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
@@ -172,7 +171,7 @@ mod tests {
     }
 
     async fn answer(explain: &Explain) -> (http::HeaderMap, serde_json::Value) {
-        let (parts, body) = dry_run(explain).into_parts();
+        let (parts, body) = dry_run(explain, explain.candidates.len()).into_parts();
         assert_eq!(parts.status, StatusCode::OK);
         let bytes = body.collect().await.unwrap().to_bytes();
         (parts.headers, serde_json::from_slice(&bytes).unwrap())

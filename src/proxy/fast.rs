@@ -13,10 +13,10 @@
 //! as hyper would, chunked request bodies, a SOAP message larger than the envelope scan bound,
 //! broadcasts, `X-Switchboard-Explain` (its dry run included), loops, oversized heads, a WSDL
 //! fetched through a bound path, a contract with an `https` endpoint, and any request the
-//! resolution refuses (so every refusal is written once, by the hyper path). What it takes follows the hyper path's rules
-//! exactly: the try order, the request limit per endpoint, the failover rule (retry only if never
-//! sent, or idempotent with the body kept), the outlier rule, the deadlines, the errors and the
-//! metrics. `tests/cluster/fastpath.rs` holds the two paths to each other.
+//! resolution refuses (so every refusal is written once, by the hyper path). What it takes
+//! follows the hyper path's rules exactly: the try order, the request limit per endpoint, the
+//! failover rule (retry only if never sent, or idempotent with the body kept), the outlier rule,
+//! the deadlines, the errors and the metrics. `tests/cluster/fastpath.rs` holds the two paths to each other.
 
 use std::sync::Arc;
 use std::time::Instant;

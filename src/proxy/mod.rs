@@ -323,7 +323,7 @@ impl DataPlane {
                 explain.pick = Some(endpoints[index].address.to_string());
                 self.explain_try(&routed, &endpoints[index], &mut explain);
             }
-            return Ok(explain::dry_run(&explain));
+            return Ok(explain::dry_run(&explain, endpoints.len()));
         }
         if broadcast {
             self.authorize_broadcast(&parts.headers, &routed.key)?;

@@ -224,7 +224,8 @@ pub fn query<'a>(pairs: impl IntoIterator<Item = (&'a str, Option<&'a str>)>) ->
     query.finish()
 }
 
-/// A path segment, percent-encoded.
+/// A path segment from user input, encoded so that it stays one segment (`/`, `?` and `#`
+/// cannot change the path).
 pub fn segment(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
