@@ -530,3 +530,29 @@ async fn over_https_the_cli_trusts_the_ca_it_is_given_and_no_other() {
     assert_eq!(decision["endpoint"], backend.url());
     assert_eq!(backend.hits(), 0, "a dry run reaches no endpoint");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_the_cluster_cannot_commit_exits_1_with_its_5xx_code_and_only_dead_addresses_exit_3() {
+    let args = vec!["--write-timeout-ms".to_owned(), "500".to_owned()];
+    let mut cluster = TestCluster::start_with(3, Options { args, ..Options::default() });
+    let leader = cluster.wait_stable().await;
+    let survivor = cluster.running().into_iter().find(|&id| id != leader).unwrap();
+    let others: Vec<u64> = cluster.running().into_iter().filter(|&id| id != survivor).collect();
+    for &id in &others {
+        cluster.kill(id);
+    }
+    let addr = cluster.api(survivor);
+    let status = ctl(&["cluster", "status", "--addr", &addr, "--output", "json"]).await.json();
+    assert_eq!(status["node_id"], survivor, "the survivor still answers reads");
+    let dead = format!("{},{}", cluster.api(others[0]), cluster.api(others[1]));
+    let register = ["registrations", "register", "--address", "http://10.9.0.1/", "--contract", "urn:q/C"];
+    // Every router tried answers 5xx or nothing: the last answer is the refusal (1), not 3.
+    let line = ctl(&[&register[..], &["--addr", &format!("{dead},{addr}"), "--timeout", "5s"]].concat())
+        .await
+        .failed(1)
+        .to_owned();
+    // No leader (503), or the write reached the dying leader and its outcome is unknown (504).
+    assert!(line.starts_with("error: 503 no_leader: ") || line.starts_with("error: 504 outcome_unknown: "), "{line}");
+    let line = ctl(&[&register[..], &["--addr", &dead]].concat()).await.failed(3).to_owned();
+    assert!(line.starts_with("error: unreachable: "), "{line}");
+}
