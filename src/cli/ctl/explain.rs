@@ -155,3 +155,18 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
     }
     cause.to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_of_a_soap_11_or_12_fault_is_found() {
+        let soap11 =
+            "<s:Fault><faultcode>s:Client</faultcode><faultstring xml:lang=\"en\">no contract</faultstring></s:Fault>";
+        assert_eq!(fault_text(soap11).as_deref(), Some("no contract"));
+        let soap12 = "<s:Reason><s:Text xml:lang=\"en\">no endpoint</s:Text></s:Reason>";
+        assert_eq!(fault_text(soap12).as_deref(), Some("no endpoint"));
+        assert_eq!(fault_text("plain"), None);
+    }
+}

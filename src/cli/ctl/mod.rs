@@ -229,3 +229,43 @@ pub fn query<'a>(pairs: impl IntoIterator<Item = (&'a str, Option<&'a str>)>) ->
 pub fn segment(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_contract_key_splits_at_its_last_slash_and_needs_both_parts() {
+        let split = |key: &str| split_contract(key).ok();
+        assert_eq!(split("http://tempuri.org/ICalculator"), Some(("http://tempuri.org".into(), "ICalculator".into())));
+        assert_eq!(split("urn:shop/IOrders"), Some(("urn:shop".into(), "IOrders".into())));
+        for bad in ["IOrders", "urn:shop/", "/IOrders", ""] {
+            assert_eq!(split(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn check_flags_name_a_kind_and_keep_the_servers_defaults_for_the_rest() {
+        assert_eq!(check_kind("tcp"), Ok((CheckKind::Tcp, None)));
+        assert_eq!(check_kind("http:/healthz"), Ok((CheckKind::Http, Some("/healthz".into()))));
+        assert!(check_kind("http:healthz").is_err() && check_kind("udp").is_err());
+        let flags = CheckArgs {
+            check: Some((CheckKind::Http, Some("/up".into()))),
+            check_interval: Some(Duration::from_secs(5)),
+            check_timeout: None,
+        };
+        let check = flags.check().unwrap();
+        assert_eq!((check.kind, check.path.as_str(), check.interval_ms), (CheckKind::Http, "/up", 5_000));
+        assert_eq!((check.timeout_ms, check.rise, check.fall), (Check::default().timeout_ms, 2, 3));
+        assert_eq!(CheckArgs { check: None, check_interval: None, check_timeout: None }.check(), None);
+    }
+
+    #[test]
+    fn each_failure_has_its_exit_code() {
+        let refused =
+            CtlError::from(ClientError::Refused { status: 503, code: "no_leader".into(), message: "m".into() });
+        assert_eq!((refused.exit_code(), refused.to_string().as_str()), (1, "error: 503 no_leader: m"));
+        assert_eq!(CtlError::from(ClientError::Unavailable("x".into())).exit_code(), 3);
+        assert_eq!(CtlError::Usage("x".into()).exit_code(), 2);
+    }
+}
