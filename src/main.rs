@@ -47,6 +47,7 @@ fn main() -> ExitCode {
         CliCommand::Policies(args) => cli::ctl::run(cli::ctl::policies::run(args)),
         CliCommand::Audit(args) => cli::ctl::run(cli::ctl::audit::run(args)),
         CliCommand::Explain(args) => cli::ctl::run(cli::ctl::explain::run(args)),
+        CliCommand::Watch(args) => cli::ctl::run(cli::ctl::watch::run(args)),
         CliCommand::Completions { shell } => {
             cli::completions(shell);
             ExitCode::SUCCESS

@@ -43,6 +43,8 @@ pub enum CliCommand {
     Audit(ctl::audit::AuditArgs),
     /// Show which contract, rule and endpoint a request would get, without sending it anywhere.
     Explain(ctl::explain::ExplainArgs),
+    /// Print each change of the cluster as it happens (Ctrl-C ends it).
+    Watch(ctl::watch::WatchArgs),
     /// Print a shell completion script (`switchboard completions bash > /etc/bash_completion.d/switchboard`).
     Completions {
         /// The shell the script is for.

@@ -1,5 +1,5 @@
 //! The command line that operates a cluster (`switchboard registrations|cluster|policies|audit|
-//! explain|completions`), run as a process against real clusters: what each verb prints in both
+//! explain|watch|completions`), run as a process against real clusters: what each verb prints in both
 //! output forms, and its exit code (0 done, 1 refused, 2 usage, 3 unreachable) with its one line.
 
 use std::time::Duration;
@@ -555,4 +555,65 @@ async fn a_write_the_cluster_cannot_commit_exits_1_with_its_5xx_code_and_only_de
     assert!(line.starts_with("error: 503 no_leader: ") || line.starts_with("error: 504 outcome_unknown: "), "{line}");
     let line = ctl(&[&register[..], &["--addr", &dead]].concat()).await.failed(3).to_owned();
     assert!(line.starts_with("error: unreachable: "), "{line}");
+}
+
+/// Runs `switchboard watch ARGS` while `changes` runs, and its result (it ends after `--count`).
+async fn watch_while<F: Future<Output = ()>>(args: &[&str], changes: F) -> Run {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("watch")
+        .args(args)
+        .env_clear()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let (output, ()) = tokio::join!(tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()), changes);
+    let output = output.expect("watch ends after --count changes, within a minute").unwrap();
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_prints_each_change_of_its_contract_once_in_both_forms_and_goes_on_when_its_router_dies() {
+    let mut cluster = TestCluster::start(3);
+    let leader = cluster.wait_stable().await;
+    let follower = *cluster.running().iter().find(|&&id| id != leader).unwrap();
+    // The watch reads from the follower first; the leader's address follows.
+    let addr = format!("{},{}", cluster.api(follower), cluster.api(leader));
+    let index = cluster.get_json(&format!("{}/v1/registrations", cluster.api(leader))).await.unwrap();
+    let after = index["applied_index"].as_u64().unwrap().to_string();
+    let args = ["--addr", &addr, "--contract", "urn:w/IWatched", "--after", &after, "--count", "3"];
+
+    let json = watch_while(&[&args[..], &["--output", "json"]].concat(), async {
+        assert_eq!(cluster.register(leader, "http://127.0.0.1:9401/", "urn:other", "IOther").await.0, 201);
+        assert_eq!(cluster.register(leader, "http://127.0.0.1:9402/", "urn:w", "IWatched").await.0, 201);
+        let (_, created) = cluster.register(leader, "http://127.0.0.1:9403/", "urn:w", "IWatched").await;
+        let id = created["id"].as_str().unwrap().to_owned();
+        let drained = cluster.post_json(leader, &format!("/v1/registrations/{id}/drain"), &json!({})).await;
+        assert_eq!(drained.0, 200, "{drained:?}");
+    })
+    .await;
+    let events = json_lines(&json);
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["registered", "registered", "drained"], "the other contract's change is not printed");
+    assert_eq!(events[2]["registration"]["address"], "http://127.0.0.1:9403/");
+
+    // The table form, from the same position: the same three changes, with the follower killed
+    // first, so the watch goes on through the leader's address.
+    cluster.kill(follower);
+    let table = watch_while(&args, async {}).await;
+    let table = table.ok();
+    assert_aligned(table, &["ID", "TIME", "CHANGE", "CONTRACT", "ADDRESS"]);
+    let changes: Vec<&str> = table.lines().skip(1).filter_map(|line| line.split_whitespace().nth(2)).collect();
+    assert_eq!(changes, ["registered", "registered", "drained"], "{table}");
+    assert!(table.contains("urn:w/IWatched") && table.contains("http://127.0.0.1:9402/"), "{table}");
+
+    // Nobody at the address: exit 3 with one line.
+    let nobody = format!("http://127.0.0.1:{}", free_port());
+    let run = watch_while(&["--addr", &nobody, "--count", "1"], async {}).await;
+    assert!(run.failed(3).contains("unreachable"), "{}", run.stderr);
 }

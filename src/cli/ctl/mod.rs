@@ -1,5 +1,5 @@
 //! The verbs that operate a running cluster through its control API (and, for `explain`, its
-//! data plane): `registrations`, `cluster`, `policies`, `audit`, `explain`. Each verb group is one
+//! data plane): `registrations`, `cluster`, `policies`, `audit`, `explain`, `watch`. Each verb group is one
 //! file; [`output`] prints tables and JSON. Calls go through `switchboard_client::ControlClient`,
 //! failing over between the `--addr` routers.
 //!
@@ -13,6 +13,7 @@ pub mod explain;
 pub mod output;
 pub mod policies;
 pub mod registrations;
+pub mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -178,6 +179,11 @@ impl Api {
         let client = ControlClient::with_roots(routers, connection.token.as_deref(), connection.timeout, roots)
             .map_err(|err| CtlError::Usage(err.to_string()))?;
         Ok(Self { client })
+    }
+
+    /// The client itself (for the event stream).
+    pub fn client(&self) -> &ControlClient {
+        &self.client
     }
 
     pub async fn get(&self, path: &str) -> Result<Answer, CtlError> {
