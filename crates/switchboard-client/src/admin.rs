@@ -10,15 +10,14 @@
 //! all.
 
 use std::sync::atomic::AtomicUsize;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use reqwest::Method;
 use serde::Serialize;
-use switchboard_proto::api::ErrorBody;
 
 use crate::ClientError;
 use crate::ControlClient;
+use crate::Unserved;
 
 /// An answer of the control API that was a success (2xx).
 #[derive(Debug, Clone)]
@@ -67,60 +66,17 @@ impl ControlClient {
         path: &str,
         body: Option<&B>,
     ) -> Result<Answer, ClientError> {
-        let attempts = self.routers.len() * 3;
-        let mut last_refusal = None;
-        let mut last_failure = String::from("no router configured");
-        for attempt in 0..attempts {
-            let index = (self.current.load(Ordering::Relaxed) + attempt) % self.routers.len();
-            let router = &self.routers[index];
-            let mut request = self.http.request(method.clone(), format!("{}{path}", router.trim_end_matches('/')));
-            if let Some(body) = body {
-                request = request.json(body);
-            }
-            match request.send().await {
-                Ok(response) if response.status().is_success() => {
-                    self.current.store(index, Ordering::Relaxed);
-                    let status = response.status().as_u16();
-                    let bytes = response.bytes().await.map_err(|e| ClientError::Unavailable(e.to_string()))?;
-                    if bytes.is_empty() {
-                        return Ok(Answer { status, body: serde_json::Value::Null });
-                    }
-                    let body = serde_json::from_slice(&bytes)
-                        .map_err(|e| ClientError::Unavailable(format!("{router} answered no JSON: {e}")))?;
-                    return Ok(Answer { status, body });
-                }
-                Ok(response) => {
-                    let refusal = refusal(response).await;
-                    if matches!(refusal, ClientError::Refused { status, .. } if status < 500) {
-                        return Err(refusal);
-                    }
-                    last_refusal = Some(refusal);
-                }
-                Err(err) => last_failure = format!("{router}: {}", root_cause(&err)),
-            }
-            if attempt + 1 >= self.routers.len() {
-                // Every router was tried once: pause before going round again (an election).
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+        let response =
+            self.try_routers(method, path, body, |request| request).await.map_err(|unserved| match unserved {
+                Unserved::Refused(refusal) | Unserved::Exhausted { answer: Some(refusal), .. } => refusal,
+                Unserved::Exhausted { answer: None, last } => ClientError::Unavailable(last),
+            })?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.map_err(|e| ClientError::Unavailable(e.to_string()))?;
+        if bytes.is_empty() {
+            return Ok(Answer { status, body: serde_json::Value::Null });
         }
-        Err(last_refusal.unwrap_or(ClientError::Unavailable(last_failure)))
+        let body = serde_json::from_slice(&bytes).map_err(|e| ClientError::Unavailable(format!("no JSON: {e}")))?;
+        Ok(Answer { status, body })
     }
-}
-
-/// The refusal an error answer carries (`{"code", "message"}`), or its status alone.
-async fn refusal(response: reqwest::Response) -> ClientError {
-    let status = response.status();
-    let reason = status.canonical_reason().unwrap_or("error").to_owned();
-    let error = response.json::<ErrorBody>().await.unwrap_or(ErrorBody { code: "unknown".into(), message: reason });
-    ClientError::Refused { status: status.as_u16(), code: error.code, message: error.message }
-}
-
-/// The innermost cause of a failed send (reqwest's own message says only "error sending
-/// request").
-fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = err;
-    while let Some(source) = cause.source() {
-        cause = source;
-    }
-    cause.to_string()
 }

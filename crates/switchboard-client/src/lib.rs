@@ -162,24 +162,7 @@ impl ControlClient {
     /// A client of the control API at `routers` (base URLs: a load balancer's, or several
     /// nodes'), sending `token` as `Authorization: Bearer` (none for a cluster in dev mode).
     pub fn new(routers: Vec<String>, token: Option<&str>, request_timeout: Duration) -> Result<Self, ClientError> {
-        if routers.is_empty() {
-            return Err(ClientError::Unavailable("no router configured".into()));
-        }
-        let mut headers = reqwest::header::HeaderMap::new();
-        if let Some(token) = token {
-            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
-                .map_err(|_| ClientError::Unavailable("the token is not a valid header value".into()))?;
-            value.set_sensitive(true);
-            headers.insert(reqwest::header::AUTHORIZATION, value);
-        }
-        let http = reqwest::Client::builder()
-            .default_headers(headers)
-            .timeout(request_timeout)
-            .connect_timeout(Duration::from_millis(500))
-            .no_proxy()
-            .build()
-            .map_err(|e| ClientError::Unavailable(e.to_string()))?;
-        Ok(Self { http, request_timeout, routers, current: AtomicUsize::new(0) })
+        Self::with_roots(routers, token, request_timeout, Vec::new())
     }
 
     /// `POST /v1/registrations`: registers (or refreshes) an endpoint.
@@ -267,8 +250,24 @@ impl ControlClient {
         body: Option<&B>,
         customize: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, ClientError> {
+        self.try_routers(method, path, body, customize).await.map_err(|unserved| match unserved {
+            Unserved::Refused(refusal) => refusal,
+            Unserved::Exhausted { last, .. } => ClientError::Unavailable(last),
+        })
+    }
+
+    /// The failover loop of every call: the routers in turn, from the one that answered last,
+    /// three rounds with a pause between rounds (an election in progress is waited out); a
+    /// router that cannot be reached or answers 5xx is skipped for the next.
+    async fn try_routers<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        customize: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, Unserved> {
         let attempts = self.routers.len() * 3;
-        let mut last = String::from("no router configured");
+        let (mut answer, mut last) = (None, String::from("no router configured"));
         for attempt in 0..attempts {
             let index = (self.current.load(Ordering::Relaxed) + attempt) % self.routers.len();
             let router = &self.routers[index];
@@ -282,20 +281,20 @@ impl ControlClient {
                     return Ok(response);
                 }
                 Ok(response) if response.status().is_client_error() => {
-                    let status = response.status().as_u16();
-                    let error: ErrorBody =
-                        response.json().await.unwrap_or(ErrorBody { code: "unknown".into(), message: String::new() });
-                    return Err(ClientError::Refused { status, code: error.code, message: error.message });
+                    return Err(Unserved::Refused(refusal(response).await));
                 }
-                Ok(response) => last = format!("{router} answered {}", response.status()),
-                Err(err) => last = format!("{router}: {err}"),
+                Ok(response) => {
+                    last = format!("{router} answered {}", response.status());
+                    answer = Some(refusal(response).await);
+                }
+                Err(err) => last = format!("{router}: {}", root_cause(&err)),
             }
             if attempt + 1 >= self.routers.len() {
                 // Every router was tried once: pause before going round again (an election).
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
-        Err(ClientError::Unavailable(last))
+        Err(Unserved::Exhausted { answer, last })
     }
 
     /// Moves on from the router that answered last (it failed the caller after answering).
@@ -303,6 +302,33 @@ impl ControlClient {
         let next = (self.current.load(Ordering::Relaxed) + 1) % self.routers.len();
         self.current.store(next, Ordering::Relaxed);
     }
+}
+
+/// How the failover loop ended without a success.
+enum Unserved {
+    /// A router refused the request (4xx): final.
+    Refused(ClientError),
+    /// Every try failed: the last error answer a router gave (5xx), if any, and what happened
+    /// last.
+    Exhausted { answer: Option<ClientError>, last: String },
+}
+
+/// The refusal an error answer carries (`{"code", "message"}`), or its status alone.
+async fn refusal(response: reqwest::Response) -> ClientError {
+    let status = response.status();
+    let reason = status.canonical_reason().unwrap_or("error").to_owned();
+    let error = response.json::<ErrorBody>().await.unwrap_or(ErrorBody { code: "unknown".into(), message: reason });
+    ClientError::Refused { status: status.as_u16(), code: error.code, message: error.message }
+}
+
+/// The innermost cause of a failed send (reqwest's own message says only "error sending
+/// request").
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = err;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
 }
 
 /// How a service registers.
